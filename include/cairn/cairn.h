@@ -1,0 +1,11 @@
+// Everything a program using cairn includes.
+#pragma once
+
+#include "cairn/codec.h"
+#include "cairn/error.h"
+#include "cairn/kv.h"
+#include "cairn/oid.h"
+#include "cairn/store.h"
+#include "cairn/url.h"
+#include "cairn/value.h"
+#include "cairn/version.h"

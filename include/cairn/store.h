@@ -1,0 +1,186 @@
+// The store contract: the one interface every backend (memory, file, Redis, remote server)
+// implements, and that the transaction and record layers are written against. Every backend
+// passes the same conformance suite (tests/conformance/store_conformance.h).
+//
+// A store holds objects. Each object has an Oid, a version (the commit sequence number, CSN, of
+// the commit that last wrote it; 0 means "does not exist"), opaque encoded data, and two pieces
+// of metadata the store indexes:
+//   type  the name under which the object is listed by scan_type(); "" = not listed;
+//   key   a name unique among live objects of the same type, listed by scan_keys(); "" = none.
+// Objects that are listed by type or key, and the root (Oid 0), are roots for pack(); other
+// objects live only while a Ref inside the data of a live object reaches them.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "cairn/oid.h"
+
+namespace cairn {
+
+// Limits every backend enforces (InvalidArgument past them).
+inline constexpr std::size_t max_type_length = 255;
+inline constexpr std::size_t max_key_length = 1024;
+inline constexpr std::size_t max_lock_name_length = 1024;
+inline constexpr std::size_t max_object_bytes = 64 * 1024 * 1024;
+
+struct StoredObject {
+  Oid oid;
+  std::uint64_t version = 0;  // CSN of the commit that wrote this state; 0 = absent
+  std::string type;
+  std::string key;
+  std::string data;
+  bool exists() const { return version != 0; }
+};
+
+struct LoadResult {
+  std::uint64_t csn = 0;              // the store's last CSN when the objects were read
+  std::vector<StoredObject> objects;  // one per requested oid, in request order
+};
+
+struct ReadCheck {
+  Oid oid;
+  std::uint64_t version = 0;  // the version that was read; 0 = it was read as absent
+};
+
+struct WriteOp {
+  Oid oid;
+  std::string type;
+  std::string key;
+  std::string data;
+};
+
+struct CommitRequest {
+  std::vector<ReadCheck> reads;  // validated: each must still be at the version given
+  std::vector<WriteOp> writes;   // blind unless also listed in reads
+  std::vector<Oid> deletes;      // deleting an absent object is allowed and changes nothing
+};
+
+struct Changes {
+  std::uint64_t csn = 0;    // the store's last CSN
+  std::vector<Oid> oids;    // objects written or deleted after the given CSN (each once)
+  bool complete = true;     // false: history before the given CSN was trimmed; drop all caches
+};
+
+struct ScanEntry {
+  Oid oid;
+  std::string key;
+};
+
+struct LockRequest {
+  std::string name;
+  std::string owner;                   // who holds it; unlock/renew must name the same owner
+  std::chrono::milliseconds ttl{30'000};  // the lock expires this long after it is taken
+  std::chrono::milliseconds wait{0};      // how long to wait for a held lock; 0 = try once
+};
+
+struct PackStats {
+  std::uint64_t objects_before = 0;
+  std::uint64_t objects_after = 0;
+  std::uint64_t bytes_before = 0;
+  std::uint64_t bytes_after = 0;
+};
+
+// Called once per commit, in CSN order, with the commit's CSN and changed oids.
+using CommitListener = std::function<void(std::uint64_t csn, std::span<const Oid> oids)>;
+
+// Unsubscribes when destroyed (or reset). May outlive the store.
+class Subscription {
+ public:
+  Subscription() = default;
+  explicit Subscription(std::function<void()> cancel) : cancel_(std::move(cancel)) {}
+  Subscription(Subscription&& other) noexcept : cancel_(std::exchange(other.cancel_, {})) {}
+  Subscription& operator=(Subscription&& other) noexcept {
+    if (this != &other) {
+      reset();
+      cancel_ = std::exchange(other.cancel_, {});
+    }
+    return *this;
+  }
+  Subscription(const Subscription&) = delete;
+  Subscription& operator=(const Subscription&) = delete;
+  ~Subscription() { reset(); }
+  void reset() {
+    if (cancel_) std::exchange(cancel_, {})();
+  }
+  bool active() const { return static_cast<bool>(cancel_); }
+
+ private:
+  std::function<void()> cancel_;
+};
+
+class Store {
+ public:
+  virtual ~Store() = default;
+
+  // Reads the current state of each oid (absent ones have version 0) in one round trip.
+  virtual LoadResult load(std::span<const Oid> oids) = 0;
+
+  // Atomically: if every read is still at its version and no write takes a key held by another
+  // live object of the same type, applies writes and deletes and returns the new CSN; else
+  // throws ConflictError naming the offending oids and changes nothing. A commit with nothing to
+  // write or delete validates its reads and returns the current CSN. Writes must name the root
+  // or an oid from new_oids(); an oid may appear once among writes and deletes.
+  virtual std::uint64_t commit(const CommitRequest& request) = 0;
+
+  // The oids changed by commits with CSN > `csn`.
+  virtual Changes changes_since(std::uint64_t csn) = 0;
+
+  // `listener` is called after every commit until the Subscription is destroyed. It runs on the
+  // committing thread (or the store's own thread) and must not commit to this store.
+  virtual Subscription subscribe(CommitListener listener) = 0;
+
+  // Allocates `count` (>= 1) fresh oids, contiguous, returned as the first one. Never returns an
+  // oid returned before, to any thread or process sharing the store.
+  virtual Oid new_oids(std::uint32_t count) = 0;
+
+  // Objects listed under `type` with oid > `after`, in ascending oid order, at most `limit`.
+  // A cursor by value: objects deleted during a scan are skipped, never the cause of a skip.
+  virtual std::vector<ScanEntry> scan_type(std::string_view type, Oid after,
+                                           std::size_t limit) = 0;
+
+  // Objects of `type` whose key starts with `prefix` and sorts after `after` (bytewise), in
+  // ascending key order, at most `limit`.
+  virtual std::vector<ScanEntry> scan_keys(std::string_view type, std::string_view prefix,
+                                           std::string_view after, std::size_t limit) = 0;
+
+  // The live object of `type` with key `key`, if any.
+  virtual std::optional<Oid> find_key(std::string_view type, std::string_view key) = 0;
+
+  // TTL lock. Returns a fencing token, strictly greater than every token issued before for
+  // this name, or nullopt if someone else still holds the lock after waiting `wait`. Locks are
+  // not re-entrant: the holder locking again waits like anyone else. Never takes a held lock.
+  virtual std::optional<std::uint64_t> lock(const LockRequest& request) = 0;
+  // Releases the lock if `owner` holds it; returns whether it did.
+  virtual bool unlock(std::string_view name, std::string_view owner) = 0;
+  // Extends a lock `owner` holds to expire `ttl` from now; false if it is not held by `owner`.
+  virtual bool renew(std::string_view name, std::string_view owner,
+                     std::chrono::milliseconds ttl) = 0;
+
+  // Drops objects that no root reaches (see top of file). Data must be codec-encoded Values for
+  // references to be followed.
+  virtual PackStats pack() = 0;
+};
+
+// An in-memory store: thread-safe, nothing survives the process. What `memory:` opens.
+std::unique_ptr<Store> make_memory_store();
+
+// Opens the store a URL names:
+//   memory:                                 a new MemoryStore
+//   file:PATH                               the embedded file store
+//   redis://[:PASSWORD@]HOST[:PORT][/DB][?prefix=P]
+//   cairn://[TOKEN@]HOST[:PORT]             a cairn server (port 2972 by default)
+//   cairns://[TOKEN@]HOST[:PORT]            the same over TLS
+// Throws InvalidArgument for a malformed URL or unknown scheme, Unsupported for a backend this
+// build does not have.
+std::unique_ptr<Store> open(std::string_view url);
+
+}  // namespace cairn

@@ -1,0 +1,21 @@
+// The cairn command line: each subcommand registers itself on the app and says what to run.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+#include <functional>
+
+namespace cairn::cli {
+
+// What a parsed subcommand runs; returns the process exit status.
+using Action = std::function<int()>;
+
+// Exit statuses shared by every subcommand.
+inline constexpr int exit_ok = 0;
+inline constexpr int exit_failure = 1;  // the command ran and failed (error printed)
+inline constexpr int exit_usage = 2;    // bad flags or arguments
+
+// Parses argv, runs the chosen subcommand, maps errors to exit statuses. The entry point.
+int run_main(int argc, char** argv);
+
+}  // namespace cairn::cli

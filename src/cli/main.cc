@@ -1,0 +1,45 @@
+// cairn's command-line entry point: parses flags with CLI11 and dispatches to subcommands.
+#include <fmt/format.h>
+
+#include <iostream>
+
+#include "cairn/error.h"
+#include "cairn/version.h"
+#include "cli/cli.h"
+
+namespace cairn::cli {
+
+int run_main(int argc, char** argv) {
+  CLI::App app{"cairn: a persistent, shareable object database", "cairn"};
+  app.set_version_flag("--version", fmt::format("cairn {}", version));
+  app.require_subcommand(0, 1);
+  app.fallthrough(false);
+  Action action;
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    app.exit(e);
+    return exit_usage;
+  }
+  if (!action) {
+    std::cerr << app.help() << "\nerror: a command is required\n";
+    return exit_usage;
+  }
+  try {
+    return action();
+  } catch (const Error& e) {
+    std::cerr << "cairn: " << e.what() << "\n";
+    return exit_failure;
+  }
+}
+
+}  // namespace cairn::cli
+
+int main(int argc, char** argv) { return cairn::cli::run_main(argc, argv); }

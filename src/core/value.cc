@@ -1,0 +1,295 @@
+// Value and its scalar kinds: validation, text forms and the total order.
+#include "cairn/value.h"
+
+#include <fmt/format.h>
+
+#include <chrono>
+#include <cmath>
+#include <random>
+
+#include "cairn/error.h"
+
+namespace cairn {
+
+std::string_view to_string(Kind kind) {
+  switch (kind) {
+    case Kind::null: return "null";
+    case Kind::boolean: return "bool";
+    case Kind::integer: return "int";
+    case Kind::floating: return "double";
+    case Kind::decimal: return "decimal";
+    case Kind::string: return "string";
+    case Kind::bytes: return "bytes";
+    case Kind::list: return "list";
+    case Kind::map: return "map";
+    case Kind::ref: return "ref";
+    case Kind::timestamp: return "timestamp";
+    case Kind::uuid: return "uuid";
+  }
+  return "unknown";
+}
+
+// ---- Decimal ----
+
+namespace {
+
+bool is_digit(char c) { return c >= '0' && c <= '9'; }
+
+struct DecimalParts {
+  bool negative;
+  std::string_view integer;   // without leading zeros ("" for zero)
+  std::string_view fraction;  // without trailing zeros
+};
+
+DecimalParts split_decimal(std::string_view text) {
+  DecimalParts p{};
+  if (!text.empty() && text[0] == '-') {
+    p.negative = true;
+    text.remove_prefix(1);
+  }
+  auto dot = text.find('.');
+  p.integer = text.substr(0, dot);
+  p.fraction = dot == std::string_view::npos ? std::string_view{} : text.substr(dot + 1);
+  while (!p.integer.empty() && p.integer.front() == '0') p.integer.remove_prefix(1);
+  while (!p.fraction.empty() && p.fraction.back() == '0') p.fraction.remove_suffix(1);
+  if (p.integer.empty() && p.fraction.empty()) p.negative = false;  // -0 == 0
+  return p;
+}
+
+std::strong_ordering compare_magnitude(const DecimalParts& a, const DecimalParts& b) {
+  if (auto c = a.integer.size() <=> b.integer.size(); c != 0) return c;
+  if (auto c = a.integer.compare(b.integer); c != 0) return c <=> 0;
+  return a.fraction.compare(b.fraction) <=> 0;
+}
+
+}  // namespace
+
+Decimal::Decimal(std::string_view text) {
+  auto fail = [&](std::string_view why) {
+    throw InvalidArgument(fmt::format("invalid decimal \"{}\": {}",
+                                      text.substr(0, 64), why));
+  };
+  if (text.size() > max_length) fail(fmt::format("longer than {} characters", max_length));
+  std::size_t i = 0;
+  if (i < text.size() && text[i] == '-') ++i;
+  std::size_t digits = 0;
+  while (i < text.size() && is_digit(text[i])) ++i, ++digits;
+  if (digits == 0) fail("expected digits");
+  if (i < text.size() && text[i] == '.') {
+    ++i;
+    std::size_t frac = 0;
+    while (i < text.size() && is_digit(text[i])) ++i, ++frac;
+    if (frac == 0) fail("expected digits after '.'");
+  }
+  if (i != text.size()) fail("expected -?digits[.digits]");
+  text_ = std::string(text);
+}
+
+std::strong_ordering operator<=>(const Decimal& a, const Decimal& b) {
+  DecimalParts pa = split_decimal(a.text_), pb = split_decimal(b.text_);
+  if (pa.negative != pb.negative) {
+    return pa.negative ? std::strong_ordering::less : std::strong_ordering::greater;
+  }
+  auto c = compare_magnitude(pa, pb);
+  return pa.negative ? 0 <=> c : c;
+}
+
+// ---- Timestamp ----
+
+std::string Timestamp::str() const {
+  using namespace std::chrono;
+  sys_time<microseconds> tp{microseconds{micros}};
+  auto day = floor<days>(tp);
+  year_month_day ymd{day};
+  hh_mm_ss<microseconds> hms{tp - day};
+  return fmt::format("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z", static_cast<int>(ymd.year()),
+                     static_cast<unsigned>(ymd.month()), static_cast<unsigned>(ymd.day()),
+                     hms.hours().count(), hms.minutes().count(), hms.seconds().count(),
+                     hms.subseconds().count());
+}
+
+Timestamp Timestamp::parse(std::string_view text) {
+  auto fail = [&]() -> Timestamp {
+    throw InvalidArgument(fmt::format(
+        "invalid timestamp \"{}\": expected RFC 3339, e.g. 2026-11-25T10:00:00Z",
+        text.substr(0, 64)));
+  };
+  std::size_t pos = 0;
+  auto number = [&](std::size_t width) -> int {
+    if (pos + width > text.size()) fail();
+    int n = 0;
+    for (std::size_t k = 0; k < width; ++k) {
+      char c = text[pos + k];
+      if (!is_digit(c)) fail();
+      n = n * 10 + (c - '0');
+    }
+    pos += width;
+    return n;
+  };
+  auto expect = [&](std::string_view chars) {
+    if (pos >= text.size() || chars.find(text[pos]) == std::string_view::npos) fail();
+    ++pos;
+  };
+  int year = number(4);
+  expect("-");
+  int month = number(2);
+  expect("-");
+  int mday = number(2);
+  expect("Tt ");
+  int hour = number(2);
+  expect(":");
+  int minute = number(2);
+  expect(":");
+  int second = number(2);
+  std::int64_t micros = 0;
+  if (pos < text.size() && text[pos] == '.') {
+    ++pos;
+    int ndigits = 0;
+    while (pos < text.size() && is_digit(text[pos])) {
+      if (ndigits < 6) micros = micros * 10 + (text[pos] - '0');
+      ++ndigits, ++pos;
+    }
+    if (ndigits == 0 || ndigits > 9) fail();
+    for (int k = ndigits; k < 6; ++k) micros *= 10;
+  }
+  int offset_minutes = 0;
+  if (pos < text.size() && (text[pos] == 'Z' || text[pos] == 'z')) {
+    ++pos;
+  } else if (pos < text.size() && (text[pos] == '+' || text[pos] == '-')) {
+    int sign = text[pos] == '-' ? -1 : 1;
+    ++pos;
+    int oh = number(2);
+    expect(":");
+    int om = number(2);
+    if (oh > 23 || om > 59) fail();
+    offset_minutes = sign * (oh * 60 + om);
+  } else {
+    fail();
+  }
+  if (pos != text.size()) fail();
+  using namespace std::chrono;
+  year_month_day ymd{std::chrono::year(year), std::chrono::month(static_cast<unsigned>(month)),
+                     std::chrono::day(static_cast<unsigned>(mday))};
+  if (!ymd.ok() || hour > 23 || minute > 59 || second > 60) fail();
+  sys_days day{ymd};
+  auto total = duration_cast<microseconds>(day.time_since_epoch()) + hours(hour) +
+               minutes(minute - offset_minutes) + seconds(second) + microseconds(micros);
+  return Timestamp{total.count()};
+}
+
+Timestamp Timestamp::now() {
+  using namespace std::chrono;
+  return Timestamp{
+      duration_cast<microseconds>(system_clock::now().time_since_epoch()).count()};
+}
+
+// ---- Uuid ----
+
+std::string Uuid::str() const {
+  std::string out;
+  out.reserve(36);
+  static constexpr char hex[] = "0123456789abcdef";
+  for (std::size_t i = 0; i < bytes.size(); ++i) {
+    if (i == 4 || i == 6 || i == 8 || i == 10) out += '-';
+    out += hex[bytes[i] >> 4];
+    out += hex[bytes[i] & 0xf];
+  }
+  return out;
+}
+
+Uuid Uuid::parse(std::string_view text) {
+  auto fail = [&]() -> Uuid {
+    throw InvalidArgument(fmt::format(
+        "invalid uuid \"{}\": expected 8-4-4-4-12 hex digits", text.substr(0, 64)));
+  };
+  if (text.size() != 36) fail();
+  Uuid u;
+  std::size_t byte = 0;
+  for (std::size_t i = 0; i < text.size();) {
+    if (i == 8 || i == 13 || i == 18 || i == 23) {
+      if (text[i] != '-') fail();
+      ++i;
+      continue;
+    }
+    auto nibble = [&](char c) -> int {
+      if (c >= '0' && c <= '9') return c - '0';
+      if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+      if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+      fail();
+      return 0;
+    };
+    u.bytes[byte++] = static_cast<std::uint8_t>(nibble(text[i]) << 4 | nibble(text[i + 1]));
+    i += 2;
+  }
+  return u;
+}
+
+Uuid Uuid::random() {
+  std::random_device rd;
+  Uuid u;
+  for (std::size_t i = 0; i < u.bytes.size(); i += 4) {
+    auto r = rd();
+    for (std::size_t k = 0; k < 4; ++k) u.bytes[i + k] = static_cast<std::uint8_t>(r >> (8 * k));
+  }
+  u.bytes[6] = static_cast<std::uint8_t>((u.bytes[6] & 0x0f) | 0x40);  // version 4
+  u.bytes[8] = static_cast<std::uint8_t>((u.bytes[8] & 0x3f) | 0x80);  // RFC 4122 variant
+  return u;
+}
+
+// ---- Value ----
+
+void Value::throw_int_range() {
+  throw InvalidArgument("integer does not fit in int64");
+}
+
+void Value::throw_kind(Kind wanted) const {
+  throw InvalidArgument(
+      fmt::format("expected a {} value, found {}", to_string(wanted), to_string(kind())));
+}
+
+const Value* Value::find(std::string_view key) const {
+  const Map* m = std::get_if<Map>(&v_);
+  if (!m) return nullptr;
+  auto it = m->find(key);
+  return it == m->end() ? nullptr : &it->second;
+}
+
+namespace {
+
+std::strong_ordering compare_doubles(double a, double b) {
+  bool na = std::isnan(a), nb = std::isnan(b);
+  if (na || nb) return nb <=> na;  // NaN sorts first; NaN == NaN
+  if (a < b) return std::strong_ordering::less;
+  if (a > b) return std::strong_ordering::greater;
+  return std::strong_ordering::equal;
+}
+
+}  // namespace
+
+std::strong_ordering operator<=>(const Value& a, const Value& b) {
+  if (a.v_.index() != b.v_.index()) return a.v_.index() <=> b.v_.index();
+  return std::visit(
+      [&](const auto& x) -> std::strong_ordering {
+        using T = std::decay_t<decltype(x)>;
+        const T& y = std::get<T>(b.v_);
+        if constexpr (std::is_same_v<T, std::monostate>) {
+          return std::strong_ordering::equal;
+        } else if constexpr (std::is_same_v<T, double>) {
+          return compare_doubles(x, y);
+        } else if constexpr (std::is_same_v<T, Value::List>) {
+          return std::lexicographical_compare_three_way(x.begin(), x.end(), y.begin(), y.end());
+        } else if constexpr (std::is_same_v<T, Value::Map>) {
+          auto ix = x.begin(), iy = y.begin();
+          for (; ix != x.end() && iy != y.end(); ++ix, ++iy) {
+            if (auto c = ix->first <=> iy->first; c != 0) return c;
+            if (auto c = ix->second <=> iy->second; c != 0) return c;
+          }
+          return (ix != x.end()) <=> (iy != y.end());
+        } else {
+          return x <=> y;
+        }
+      },
+      a.v_);
+}
+
+}  // namespace cairn

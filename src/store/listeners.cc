@@ -1,0 +1,58 @@
+// Commit listeners in CSN order (see listeners.h).
+#include "store/listeners.h"
+
+#include <vector>
+
+namespace cairn {
+
+Subscription ListenerRegistry::add(CommitListener listener) {
+  auto entry = std::make_shared<Entry>();
+  entry->fn = std::move(listener);
+  std::uint64_t id;
+  {
+    std::lock_guard lk(shared_->mu);
+    id = shared_->next_id++;
+    shared_->entries.emplace(id, entry);
+  }
+  std::weak_ptr<Shared> weak = shared_;
+  return Subscription([weak, id, entry] {
+    // After this returns the listener is not running and never runs again (unless this is
+    // called from inside the listener itself, which the recursive mutex allows).
+    {
+      std::lock_guard lk(entry->mu);
+      entry->active = false;
+    }
+    if (auto shared = weak.lock()) {
+      std::lock_guard lk(shared->mu);
+      shared->entries.erase(id);
+    }
+  });
+}
+
+void ListenerRegistry::notify(std::uint64_t csn, std::span<const Oid> oids) {
+  std::unique_lock turn(turn_mu_);
+  turn_cv_.wait(turn, [&] { return last_notified_ + 1 >= csn; });
+  turn.unlock();
+
+  std::vector<std::shared_ptr<Entry>> entries;
+  {
+    std::lock_guard lk(shared_->mu);
+    entries.reserve(shared_->entries.size());
+    for (const auto& [id, entry] : shared_->entries) entries.push_back(entry);
+  }
+  for (const auto& entry : entries) {
+    std::lock_guard lk(entry->mu);
+    if (!entry->active) continue;
+    try {
+      entry->fn(csn, oids);
+    } catch (...) {
+      // The commit is durable whatever a listener does; a failing listener cannot undo it.
+    }
+  }
+
+  turn.lock();
+  if (csn > last_notified_) last_notified_ = csn;
+  turn_cv_.notify_all();
+}
+
+}  // namespace cairn

@@ -1,0 +1,339 @@
+// MemoryStore: the store contract held in process memory. Thread-safe: one shared_mutex guards
+// the objects and indexes (loads and scans share it, commits take it alone); locks have their
+// own mutex and condition variable so that waiting for a lock never blocks commits.
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <map>
+#include <mutex>
+#include <set>
+#include <shared_mutex>
+#include <unordered_map>
+#include <unordered_set>
+
+#include "cairn/codec.h"
+#include "cairn/error.h"
+#include "cairn/store.h"
+#include "store/listeners.h"
+#include "store/store_util.h"
+
+namespace cairn {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+class MemoryStore final : public Store {
+ public:
+  LoadResult load(std::span<const Oid> oids) override;
+  std::uint64_t commit(const CommitRequest& request) override;
+  Changes changes_since(std::uint64_t csn) override;
+  Subscription subscribe(CommitListener listener) override { return listeners_.add(std::move(listener)); }
+  Oid new_oids(std::uint32_t count) override;
+  std::vector<ScanEntry> scan_type(std::string_view type, Oid after, std::size_t limit) override;
+  std::vector<ScanEntry> scan_keys(std::string_view type, std::string_view prefix,
+                                   std::string_view after, std::size_t limit) override;
+  std::optional<Oid> find_key(std::string_view type, std::string_view key) override;
+  std::optional<std::uint64_t> lock(const LockRequest& request) override;
+  bool unlock(std::string_view name, std::string_view owner) override;
+  bool renew(std::string_view name, std::string_view owner,
+             std::chrono::milliseconds ttl) override;
+  PackStats pack() override;
+
+ private:
+  struct Object {
+    std::uint64_t version = 0;
+    std::string type;
+    std::string key;
+    std::string data;
+  };
+  struct LockState {
+    std::string owner;  // "" = free
+    Clock::time_point expires;
+    std::uint64_t last_token = 0;
+    bool held(Clock::time_point now) const { return !owner.empty() && now < expires; }
+  };
+  using KeyIndex = std::map<std::string, Oid, std::less<>>;
+
+  // History of recent commits for changes_since(); older entries are trimmed.
+  static constexpr std::size_t history_max_commits = 65536;
+  static constexpr std::size_t history_max_oids = 1 << 20;
+
+  void unindex(Oid oid, const Object& obj);
+  void index(Oid oid, const Object& obj);
+  void check_keys(const CommitRequest& request, std::vector<Oid>& conflicts) const;
+  void remember(std::uint64_t csn, std::vector<Oid> oids);
+
+  mutable std::shared_mutex mu_;
+  std::unordered_map<Oid, Object> objects_;
+  std::map<std::string, std::set<Oid>, std::less<>> by_type_;
+  std::map<std::string, KeyIndex, std::less<>> by_key_;
+  std::uint64_t csn_ = 0;
+  std::deque<std::pair<std::uint64_t, std::vector<Oid>>> history_;
+  std::size_t history_oids_ = 0;
+  std::uint64_t history_floor_ = 0;  // changes_since(csn) is complete for csn >= this
+  std::atomic<std::uint64_t> next_oid_{1};
+
+  ListenerRegistry listeners_;
+
+  std::mutex lock_mu_;
+  std::condition_variable lock_cv_;
+  std::unordered_map<std::string, LockState> locks_;
+};
+
+LoadResult MemoryStore::load(std::span<const Oid> oids) {
+  LoadResult result;
+  result.objects.reserve(oids.size());
+  std::shared_lock lk(mu_);
+  result.csn = csn_;
+  for (Oid oid : oids) {
+    StoredObject& out = result.objects.emplace_back();
+    out.oid = oid;
+    auto it = objects_.find(oid);
+    if (it == objects_.end()) continue;
+    out.version = it->second.version;
+    out.type = it->second.type;
+    out.key = it->second.key;
+    out.data = it->second.data;
+  }
+  return result;
+}
+
+void MemoryStore::unindex(Oid oid, const Object& obj) {
+  if (!obj.type.empty()) {
+    auto t = by_type_.find(obj.type);
+    t->second.erase(oid);
+    if (t->second.empty()) by_type_.erase(t);
+  }
+  if (!obj.key.empty()) {
+    auto t = by_key_.find(obj.type);
+    t->second.erase(obj.key);
+    if (t->second.empty()) by_key_.erase(t);
+  }
+}
+
+void MemoryStore::index(Oid oid, const Object& obj) {
+  if (!obj.type.empty()) by_type_[obj.type].insert(oid);
+  if (!obj.key.empty()) by_key_[obj.type][obj.key] = oid;
+}
+
+// A write may take a (type, key) only if no other live object keeps it after this commit.
+void MemoryStore::check_keys(const CommitRequest& request, std::vector<Oid>& conflicts) const {
+  std::unordered_set<Oid> released;  // objects that this commit deletes or rewrites
+  for (Oid oid : request.deletes) released.insert(oid);
+  for (const WriteOp& w : request.writes) released.insert(w.oid);
+  for (const WriteOp& w : request.writes) {
+    if (w.key.empty()) continue;
+    auto t = by_key_.find(w.type);
+    if (t == by_key_.end()) continue;
+    auto k = t->second.find(w.key);
+    if (k == t->second.end() || k->second == w.oid) continue;
+    Oid holder = k->second;
+    // The holder gives the key up only if this commit deletes it or rewrites it without it.
+    bool gives_up = false;
+    if (released.contains(holder)) {
+      gives_up = true;
+      for (const WriteOp& other : request.writes) {
+        if (other.oid == holder && other.type == w.type && other.key == w.key) gives_up = false;
+      }
+    }
+    if (!gives_up) {
+      conflicts.push_back(w.oid);
+      conflicts.push_back(holder);
+    }
+  }
+}
+
+std::uint64_t MemoryStore::commit(const CommitRequest& request) {
+  validate_commit_shape(request, next_oid_.load());
+  std::unique_lock lk(mu_);
+  std::vector<Oid> conflicts;
+  for (const ReadCheck& r : request.reads) {
+    auto it = objects_.find(r.oid);
+    std::uint64_t current = it == objects_.end() ? 0 : it->second.version;
+    if (current != r.version) conflicts.push_back(r.oid);
+  }
+  check_keys(request, conflicts);
+  if (!conflicts.empty()) {
+    std::sort(conflicts.begin(), conflicts.end());
+    conflicts.erase(std::unique(conflicts.begin(), conflicts.end()), conflicts.end());
+    throw ConflictError(conflict_message(conflicts), std::move(conflicts));
+  }
+  if (request.writes.empty() && request.deletes.empty()) return csn_;
+
+  std::uint64_t csn = ++csn_;
+  std::vector<Oid> changed;
+  changed.reserve(request.writes.size() + request.deletes.size());
+  for (Oid oid : request.deletes) {
+    auto it = objects_.find(oid);
+    if (it == objects_.end()) continue;
+    unindex(oid, it->second);
+    objects_.erase(it);
+    changed.push_back(oid);
+  }
+  // Unindex every rewritten object first, so that keys can move between objects in one commit.
+  for (const WriteOp& w : request.writes) {
+    if (auto it = objects_.find(w.oid); it != objects_.end()) unindex(w.oid, it->second);
+  }
+  for (const WriteOp& w : request.writes) {
+    Object& obj = objects_[w.oid];
+    obj = Object{csn, w.type, w.key, w.data};
+    index(w.oid, obj);
+    changed.push_back(w.oid);
+  }
+  remember(csn, changed);
+  lk.unlock();
+  listeners_.notify(csn, changed);
+  return csn;
+}
+
+void MemoryStore::remember(std::uint64_t csn, std::vector<Oid> oids) {
+  history_oids_ += oids.size();
+  history_.emplace_back(csn, std::move(oids));
+  while (history_.size() > history_max_commits || history_oids_ > history_max_oids) {
+    history_floor_ = history_.front().first;
+    history_oids_ -= history_.front().second.size();
+    history_.pop_front();
+  }
+}
+
+Changes MemoryStore::changes_since(std::uint64_t csn) {
+  std::shared_lock lk(mu_);
+  Changes out;
+  out.csn = csn_;
+  if (csn < history_floor_) {
+    out.complete = false;
+    return out;
+  }
+  auto first = std::upper_bound(history_.begin(), history_.end(), csn,
+                                [](std::uint64_t c, const auto& entry) { return c < entry.first; });
+  std::unordered_set<Oid> seen;
+  for (auto it = first; it != history_.end(); ++it) {
+    for (Oid oid : it->second) {
+      if (seen.insert(oid).second) out.oids.push_back(oid);
+    }
+  }
+  return out;
+}
+
+Oid MemoryStore::new_oids(std::uint32_t count) {
+  if (count == 0) throw InvalidArgument("new_oids: count must be at least 1");
+  return Oid(next_oid_.fetch_add(count));
+}
+
+std::vector<ScanEntry> MemoryStore::scan_type(std::string_view type, Oid after,
+                                              std::size_t limit) {
+  std::vector<ScanEntry> out;
+  std::shared_lock lk(mu_);
+  auto t = by_type_.find(type);
+  if (t == by_type_.end()) return out;
+  for (auto it = t->second.upper_bound(after); it != t->second.end() && out.size() < limit; ++it) {
+    out.push_back(ScanEntry{*it, objects_.at(*it).key});
+  }
+  return out;
+}
+
+std::vector<ScanEntry> MemoryStore::scan_keys(std::string_view type, std::string_view prefix,
+                                              std::string_view after, std::size_t limit) {
+  std::vector<ScanEntry> out;
+  std::shared_lock lk(mu_);
+  auto t = by_key_.find(type);
+  if (t == by_key_.end()) return out;
+  const KeyIndex& keys = t->second;
+  auto it = keys.upper_bound(after);
+  if (auto p = keys.lower_bound(prefix); p != keys.end() && (it == keys.end() || p->first > it->first)) {
+    it = p;
+  }
+  for (; it != keys.end() && out.size() < limit && it->first.starts_with(prefix); ++it) {
+    out.push_back(ScanEntry{it->second, it->first});
+  }
+  return out;
+}
+
+std::optional<Oid> MemoryStore::find_key(std::string_view type, std::string_view key) {
+  std::shared_lock lk(mu_);
+  auto t = by_key_.find(type);
+  if (t == by_key_.end()) return std::nullopt;
+  auto k = t->second.find(key);
+  if (k == t->second.end()) return std::nullopt;
+  return k->second;
+}
+
+std::optional<std::uint64_t> MemoryStore::lock(const LockRequest& request) {
+  validate_lock_request(request);
+  auto deadline = Clock::now() + request.wait;
+  std::unique_lock lk(lock_mu_);
+  LockState& state = locks_[request.name];
+  for (;;) {
+    auto now = Clock::now();
+    if (!state.held(now)) {
+      state.owner = request.owner;
+      state.expires = now + request.ttl;
+      return ++state.last_token;
+    }
+    if (now >= deadline) return std::nullopt;
+    // Wake at the deadline, at expiry, or when an unlock notifies.
+    lock_cv_.wait_until(lk, std::min(deadline, state.expires));
+  }
+}
+
+bool MemoryStore::unlock(std::string_view name, std::string_view owner) {
+  std::lock_guard lk(lock_mu_);
+  auto it = locks_.find(std::string(name));
+  if (it == locks_.end() || !it->second.held(Clock::now()) || it->second.owner != owner) {
+    return false;
+  }
+  it->second.owner.clear();
+  lock_cv_.notify_all();
+  return true;
+}
+
+bool MemoryStore::renew(std::string_view name, std::string_view owner,
+                        std::chrono::milliseconds ttl) {
+  if (ttl.count() <= 0) throw InvalidArgument("renew: ttl must be positive");
+  std::lock_guard lk(lock_mu_);
+  auto it = locks_.find(std::string(name));
+  auto now = Clock::now();
+  if (it == locks_.end() || !it->second.held(now) || it->second.owner != owner) return false;
+  it->second.expires = now + ttl;
+  return true;
+}
+
+PackStats MemoryStore::pack() {
+  std::unique_lock lk(mu_);
+  PackStats stats;
+  stats.objects_before = objects_.size();
+  for (const auto& [oid, obj] : objects_) {
+    stats.bytes_before += obj.data.size() + obj.type.size() + obj.key.size();
+  }
+  std::vector<Oid> pending;
+  std::unordered_set<Oid> live;
+  for (const auto& [oid, obj] : objects_) {
+    if (oid.is_root() || !obj.type.empty() || !obj.key.empty()) {
+      live.insert(oid);
+      pending.push_back(oid);
+    }
+  }
+  while (!pending.empty()) {
+    Oid oid = pending.back();
+    pending.pop_back();
+    for_each_ref(objects_.at(oid).data, oid, [&](Oid target) {
+      if (objects_.contains(target) && live.insert(target).second) pending.push_back(target);
+    });
+  }
+  std::erase_if(objects_, [&](const auto& entry) { return !live.contains(entry.first); });
+  stats.objects_after = objects_.size();
+  for (const auto& [oid, obj] : objects_) {
+    stats.bytes_after += obj.data.size() + obj.type.size() + obj.key.size();
+  }
+  return stats;
+}
+
+}  // namespace
+
+std::unique_ptr<Store> make_memory_store() { return std::make_unique<MemoryStore>(); }
+
+}  // namespace cairn

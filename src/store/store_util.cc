@@ -1,0 +1,97 @@
+// Shared validation for store backends (store_util.h).
+#include "store/store_util.h"
+
+#include <fmt/format.h>
+
+#include <set>
+#include <unordered_set>
+
+#include "cairn/codec.h"
+#include "cairn/error.h"
+
+namespace cairn {
+
+namespace {
+
+void check_length(std::string_view what, std::string_view text, std::size_t limit) {
+  if (text.size() > limit) {
+    throw InvalidArgument(
+        fmt::format("{} of {} bytes is longer than the limit of {}", what, text.size(), limit));
+  }
+}
+
+}  // namespace
+
+void validate_commit_shape(const CommitRequest& request, std::uint64_t next_oid) {
+  std::unordered_set<Oid> seen;
+  auto check_oid = [&](Oid oid) {
+    if (!oid.is_root() && oid.value() >= next_oid) {
+      throw InvalidArgument(fmt::format(
+          "commit names oid {}, which was never allocated (use new_oids)", oid.value()));
+    }
+    if (!seen.insert(oid).second) {
+      throw InvalidArgument(
+          fmt::format("commit names oid {} more than once among writes and deletes", oid.value()));
+    }
+  };
+  std::set<std::pair<std::string_view, std::string_view>> keys;
+  for (const WriteOp& w : request.writes) {
+    check_oid(w.oid);
+    check_length("type name", w.type, max_type_length);
+    check_length("key", w.key, max_key_length);
+    check_length(fmt::format("object {}", w.oid.value()), w.data, max_object_bytes);
+    if (!w.key.empty() && !keys.emplace(w.type, w.key).second) {
+      throw InvalidArgument(
+          fmt::format("commit gives key \"{}\" of type \"{}\" to two objects", w.key, w.type));
+    }
+  }
+  for (Oid oid : request.deletes) check_oid(oid);
+}
+
+void validate_lock_request(const LockRequest& request) {
+  if (request.name.empty()) throw InvalidArgument("lock name must not be empty");
+  if (request.owner.empty()) throw InvalidArgument("lock owner must not be empty");
+  check_length("lock name", request.name, max_lock_name_length);
+  check_length("lock owner", request.owner, max_lock_name_length);
+  if (request.ttl.count() <= 0) throw InvalidArgument("lock ttl must be positive");
+  if (request.wait.count() < 0) throw InvalidArgument("lock wait must not be negative");
+}
+
+std::string conflict_message(const std::vector<Oid>& oids) {
+  std::string list;
+  for (Oid oid : oids) {
+    if (!list.empty()) list += ", ";
+    list += oid.str();
+  }
+  return fmt::format("commit conflicts on oid{} {}: changed since read, or key taken",
+                     oids.size() == 1 ? "" : "s", list);
+}
+
+namespace {
+
+void walk_refs(const Value& v, const std::function<void(Oid)>& fn) {
+  switch (v.kind()) {
+    case Kind::ref: fn(v.as_ref().oid); break;
+    case Kind::list:
+      for (const Value& item : v.as_list()) walk_refs(item, fn);
+      break;
+    case Kind::map:
+      for (const auto& [key, item] : v.as_map()) walk_refs(item, fn);
+      break;
+    default: break;
+  }
+}
+
+}  // namespace
+
+void for_each_ref(std::string_view data, Oid owner, const std::function<void(Oid)>& fn) {
+  Value v;
+  try {
+    v = decode(data);
+  } catch (const Corruption& e) {
+    throw Corruption(fmt::format("object {}: {}", owner.value(), e.what()));
+  }
+  walk_refs(v, fn);
+}
+
+}  // namespace cairn

@@ -1,0 +1,517 @@
+// The store conformance suite: every backend must pass all of it. A backend's test file defines
+// a factory with `static std::unique_ptr<cairn::Store> make();` and adds one line:
+//   INSTANTIATE_TYPED_TEST_SUITE_P(Name, StoreConformance, Factory);
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <atomic>
+#include <map>
+#include <random>
+#include <set>
+#include <thread>
+
+#include "cairn/codec.h"
+#include "cairn/error.h"
+#include "cairn/store.h"
+
+namespace cairn::testing {
+
+using namespace std::chrono_literals;
+
+template <typename Factory>
+class StoreConformance : public ::testing::Test {
+ protected:
+  void SetUp() override { store = Factory::make(); }
+
+  static std::string data(const Value& v) { return encode(v); }
+
+  Oid fresh() { return store->new_oids(1); }
+
+  std::uint64_t put(Oid oid, const Value& v, std::string type = "", std::string key = "") {
+    CommitRequest req;
+    req.writes.push_back(WriteOp{oid, std::move(type), std::move(key), data(v)});
+    return store->commit(req);
+  }
+
+  StoredObject get(Oid oid) {
+    Oid one[] = {oid};
+    return store->load(one).objects.at(0);
+  }
+
+  Value value(Oid oid) { return decode(get(oid).data); }
+
+  std::unique_ptr<Store> store;
+};
+
+TYPED_TEST_SUITE_P(StoreConformance);
+
+TYPED_TEST_P(StoreConformance, LoadOfAbsentObjectHasVersionZero) {
+  Oid oid = this->fresh();
+  StoredObject obj = this->get(oid);
+  EXPECT_EQ(obj.oid, oid);
+  EXPECT_EQ(obj.version, 0u);
+  EXPECT_FALSE(obj.exists());
+  EXPECT_FALSE(this->get(Oid::root()).exists());
+}
+
+TYPED_TEST_P(StoreConformance, CommitThenLoadReturnsStateAtCommitCsn) {
+  Oid oid = this->fresh();
+  std::uint64_t csn = this->put(oid, Value::Map{{"name", "Harry"}}, "User", "harry");
+  StoredObject obj = this->get(oid);
+  EXPECT_EQ(obj.version, csn);
+  EXPECT_EQ(obj.type, "User");
+  EXPECT_EQ(obj.key, "harry");
+  EXPECT_EQ(decode(obj.data), Value(Value::Map{{"name", "Harry"}}));
+
+  std::uint64_t csn2 = this->put(oid, Value::Map{{"name", "Harry Potter"}}, "User", "harry");
+  EXPECT_GT(csn2, csn);
+  EXPECT_EQ(this->get(oid).version, csn2);
+  Oid both[] = {oid, Oid::root()};
+  LoadResult r = this->store->load(both);
+  ASSERT_EQ(r.objects.size(), 2u);
+  EXPECT_EQ(r.objects[0].oid, oid);
+  EXPECT_EQ(r.objects[1].oid, Oid::root());
+  EXPECT_GE(r.csn, csn2);
+}
+
+TYPED_TEST_P(StoreConformance, StaleReadConflictsAndAppliesNothing) {
+  Oid x = this->fresh(), y = this->fresh();
+  std::uint64_t v1 = this->put(x, 1);
+  this->put(x, 2);  // someone else's commit
+  CommitRequest req;
+  req.reads.push_back(ReadCheck{x, v1});
+  req.writes.push_back(WriteOp{x, "", "", this->data(100)});
+  req.writes.push_back(WriteOp{y, "", "", this->data(200)});
+  try {
+    this->store->commit(req);
+    FAIL() << "commit with a stale read must conflict";
+  } catch (const ConflictError& e) {
+    EXPECT_EQ(e.oids(), std::vector<Oid>{x});
+    EXPECT_EQ(e.code(), ErrorCode::conflict);
+  }
+  EXPECT_EQ(this->value(x), Value(2));
+  EXPECT_FALSE(this->get(y).exists());
+}
+
+TYPED_TEST_P(StoreConformance, ReadAsAbsentConflictsOnceCreated) {
+  Oid x = this->fresh(), y = this->fresh();
+  this->put(x, "created meanwhile");
+  CommitRequest req;
+  req.reads.push_back(ReadCheck{x, 0});
+  req.writes.push_back(WriteOp{y, "", "", this->data(1)});
+  EXPECT_THROW(this->store->commit(req), ConflictError);
+  EXPECT_FALSE(this->get(y).exists());
+}
+
+TYPED_TEST_P(StoreConformance, ReadXWriteYConflictsWhenXChanges) {
+  Oid x = this->fresh(), y = this->fresh();
+  std::uint64_t vx = this->put(x, 1);
+  this->put(x, 2);
+  CommitRequest req;
+  req.reads.push_back(ReadCheck{x, vx});
+  req.writes.push_back(WriteOp{y, "", "", this->data(1)});
+  EXPECT_THROW(this->store->commit(req), ConflictError);
+}
+
+TYPED_TEST_P(StoreConformance, BlindWritesBothCommit) {
+  Oid x = this->fresh();
+  this->put(x, 1);
+  std::uint64_t a = this->put(x, 2);
+  std::uint64_t b = this->put(x, 3);
+  EXPECT_LT(a, b);
+  EXPECT_EQ(this->value(x), Value(3));
+}
+
+TYPED_TEST_P(StoreConformance, EmptyCommitValidatesReadsAndReturnsCurrentCsn) {
+  Oid x = this->fresh();
+  std::uint64_t v = this->put(x, 1);
+  CommitRequest ok;
+  ok.reads.push_back(ReadCheck{x, v});
+  EXPECT_EQ(this->store->commit(ok), v);
+  this->put(x, 2);
+  EXPECT_THROW(this->store->commit(ok), ConflictError);
+}
+
+TYPED_TEST_P(StoreConformance, DeleteRemovesObjectAndIsIdempotent) {
+  Oid x = this->fresh();
+  this->put(x, 1, "Thing", "x");
+  CommitRequest del;
+  del.deletes.push_back(x);
+  this->store->commit(del);
+  EXPECT_FALSE(this->get(x).exists());
+  EXPECT_FALSE(this->store->find_key("Thing", "x").has_value());
+  EXPECT_TRUE(this->store->scan_type("Thing", Oid(), 10).empty());
+  EXPECT_NO_THROW(this->store->commit(del));  // deleting an absent object changes nothing
+  // Create-then-delete: a transaction's net effect is nothing left behind.
+  Oid y = this->fresh();
+  this->put(y, 1);
+  CommitRequest del_y;
+  del_y.deletes.push_back(y);
+  this->store->commit(del_y);
+  EXPECT_FALSE(this->get(y).exists());
+}
+
+TYPED_TEST_P(StoreConformance, KeysAreUniquePerType) {
+  Oid a = this->fresh(), b = this->fresh(), c = this->fresh();
+  this->put(a, "a", "User", "harry");
+  try {
+    this->put(b, "b", "User", "harry");
+    FAIL() << "a second live object took the same key";
+  } catch (const ConflictError& e) {
+    EXPECT_EQ(e.oids(), (std::vector<Oid>{a, b}));
+  }
+  EXPECT_FALSE(this->get(b).exists());
+  EXPECT_NO_THROW(this->put(c, "c", "Project", "harry"));  // other type, other key space
+  EXPECT_EQ(this->store->find_key("User", "harry"), a);
+  EXPECT_EQ(this->store->find_key("Project", "harry"), c);
+  // Rewriting the holder under another key frees the key in the same commit.
+  CommitRequest move;
+  move.writes.push_back(WriteOp{a, "User", "harry.old", this->data("a")});
+  move.writes.push_back(WriteOp{b, "User", "harry", this->data("b")});
+  this->store->commit(move);
+  EXPECT_EQ(this->store->find_key("User", "harry"), b);
+  EXPECT_EQ(this->store->find_key("User", "harry.old"), a);
+  // Deleting the holder frees its key too.
+  CommitRequest take;
+  take.deletes.push_back(b);
+  take.writes.push_back(WriteOp{c, "User", "harry", this->data("c")});
+  this->store->commit(take);
+  EXPECT_EQ(this->store->find_key("User", "harry"), c);
+}
+
+TYPED_TEST_P(StoreConformance, MalformedCommitsAreRefused) {
+  Oid a = this->fresh();
+  Oid never(a.value() + 1'000'000);
+  CommitRequest unallocated;
+  unallocated.writes.push_back(WriteOp{never, "", "", this->data(1)});
+  EXPECT_THROW(this->store->commit(unallocated), InvalidArgument);
+
+  CommitRequest twice;
+  twice.writes.push_back(WriteOp{a, "", "", this->data(1)});
+  twice.deletes.push_back(a);
+  EXPECT_THROW(this->store->commit(twice), InvalidArgument);
+
+  Oid b = this->fresh();
+  CommitRequest same_key;
+  same_key.writes.push_back(WriteOp{a, "T", "k", this->data(1)});
+  same_key.writes.push_back(WriteOp{b, "T", "k", this->data(1)});
+  EXPECT_THROW(this->store->commit(same_key), InvalidArgument);
+  EXPECT_FALSE(this->get(a).exists());
+}
+
+TYPED_TEST_P(StoreConformance, LimitsAcceptAtTheLimitAndRefuseOnePast) {
+  Oid a = this->fresh();
+  EXPECT_NO_THROW(this->put(a, 1, std::string(max_type_length, 't'), std::string(max_key_length, 'k')));
+  EXPECT_THROW(this->put(a, 1, std::string(max_type_length + 1, 't')), InvalidArgument);
+  EXPECT_THROW(this->put(a, 1, "T", std::string(max_key_length + 1, 'k')), InvalidArgument);
+  CommitRequest big;
+  big.writes.push_back(WriteOp{a, "", "", std::string(max_object_bytes, 'x')});
+  EXPECT_NO_THROW(this->store->commit(big));
+  EXPECT_EQ(this->get(a).data.size(), max_object_bytes);
+  big.writes[0].data.push_back('x');
+  EXPECT_THROW(this->store->commit(big), InvalidArgument);
+  EXPECT_EQ(this->get(a).data.size(), max_object_bytes);
+}
+
+TYPED_TEST_P(StoreConformance, ScanTypeIsOrderedAndPages) {
+  std::vector<Oid> users;
+  for (int i = 0; i < 25; ++i) {
+    Oid oid = this->fresh();
+    this->put(oid, i, i % 5 == 0 ? "Project" : "User");
+    if (i % 5 != 0) users.push_back(oid);
+  }
+  std::vector<Oid> seen;
+  Oid after;
+  for (;;) {
+    auto page = this->store->scan_type("User", after, 7);
+    EXPECT_LE(page.size(), 7u);
+    if (page.empty()) break;
+    for (const auto& e : page) seen.push_back(e.oid);
+    after = page.back().oid;
+  }
+  EXPECT_EQ(seen, users);
+  EXPECT_TRUE(this->store->scan_type("Nobody", Oid(), 10).empty());
+}
+
+TYPED_TEST_P(StoreConformance, ScanKeysIsOrderedByKeyWithPrefix) {
+  std::vector<std::string> keys = {"b:2", "a", "a:x", "b:10", "a1:x", "b:1", "c"};
+  for (const auto& k : keys) this->put(this->fresh(), k, "K", k);
+  auto all = this->store->scan_keys("K", "", "", 100);
+  std::vector<std::string> got;
+  for (const auto& e : all) got.push_back(e.key);
+  EXPECT_EQ(got, (std::vector<std::string>{"a", "a1:x", "a:x", "b:1", "b:10", "b:2", "c"}));
+
+  got.clear();
+  std::string after;
+  for (;;) {
+    auto page = this->store->scan_keys("K", "b:", after, 2);
+    if (page.empty()) break;
+    for (const auto& e : page) {
+      got.push_back(e.key);
+      EXPECT_EQ(this->store->find_key("K", e.key), e.oid);
+    }
+    after = page.back().key;
+  }
+  EXPECT_EQ(got, (std::vector<std::string>{"b:1", "b:10", "b:2"}));
+  EXPECT_TRUE(this->store->scan_keys("K", "zzz", "", 10).empty());
+  EXPECT_EQ(this->store->scan_keys("K", "a", "a1:x", 10).size(), 1u);  // only "a:x" is left
+}
+
+TYPED_TEST_P(StoreConformance, ScanIsStableUnderConcurrentDeletes) {
+  constexpr int n = 2000;
+  std::vector<Oid> oids;
+  for (int i = 0; i < n; ++i) {
+    oids.push_back(this->fresh());
+    this->put(oids.back(), i, "Item");
+  }
+  // Delete every odd-indexed object while another thread pages through the type.
+  std::set<Oid> deleted_set;
+  std::thread deleter([&] {
+    for (int i = 1; i < n; i += 2) {
+      CommitRequest del;
+      del.deletes.push_back(oids[static_cast<std::size_t>(i)]);
+      this->store->commit(del);
+    }
+  });
+  std::vector<Oid> seen;
+  Oid after;
+  for (;;) {
+    auto page = this->store->scan_type("Item", after, 16);
+    if (page.empty()) break;
+    for (const auto& e : page) seen.push_back(e.oid);
+    after = page.back().oid;
+  }
+  deleter.join();
+  EXPECT_TRUE(std::is_sorted(seen.begin(), seen.end()));
+  EXPECT_EQ(std::adjacent_find(seen.begin(), seen.end()), seen.end()) << "an oid was repeated";
+  std::set<Oid> seen_set(seen.begin(), seen.end());
+  for (int i = 0; i < n; i += 2) {
+    EXPECT_TRUE(seen_set.contains(oids[static_cast<std::size_t>(i)]))
+        << "object " << i << " was never deleted yet the scan skipped it";
+  }
+}
+
+TYPED_TEST_P(StoreConformance, NewOidsAreUniqueAcrossThreads) {
+  constexpr int threads = 4, per_thread = 5000;
+  std::vector<std::vector<std::uint64_t>> got(threads);
+  std::vector<std::thread> pool;
+  for (int t = 0; t < threads; ++t) {
+    pool.emplace_back([&, t] {
+      for (int i = 0; i < per_thread; ++i) {
+        std::uint32_t count = static_cast<std::uint32_t>(1 + i % 3);
+        Oid first = this->store->new_oids(count);
+        for (std::uint32_t k = 0; k < count; ++k) got[static_cast<std::size_t>(t)].push_back(first.value() + k);
+      }
+    });
+  }
+  for (auto& th : pool) th.join();
+  std::set<std::uint64_t> all;
+  std::size_t total = 0;
+  for (const auto& v : got) {
+    total += v.size();
+    all.insert(v.begin(), v.end());
+  }
+  EXPECT_EQ(all.size(), total) << "some oid was handed out twice";
+  EXPECT_FALSE(all.contains(0)) << "the root oid was handed out";
+  EXPECT_THROW(this->store->new_oids(0), InvalidArgument);
+}
+
+TYPED_TEST_P(StoreConformance, ChangesSinceListsChangedOidsOnce) {
+  Oid a = this->fresh(), b = this->fresh(), c = this->fresh();
+  std::uint64_t start = this->put(a, 0);
+  this->put(b, 1);
+  this->put(b, 2);
+  CommitRequest del;
+  del.deletes.push_back(a);
+  std::uint64_t last = this->store->commit(del);
+  Changes ch = this->store->changes_since(start);
+  EXPECT_TRUE(ch.complete);
+  EXPECT_EQ(ch.csn, last);
+  std::set<Oid> got(ch.oids.begin(), ch.oids.end());
+  EXPECT_EQ(got, (std::set<Oid>{a, b}));
+  EXPECT_EQ(got.size(), ch.oids.size());
+  EXPECT_FALSE(got.contains(c));
+  EXPECT_TRUE(this->store->changes_since(last).oids.empty());
+}
+
+TYPED_TEST_P(StoreConformance, SubscribersSeeCommitsInOrderUntilUnsubscribed) {
+  std::mutex mu;
+  std::vector<std::pair<std::uint64_t, std::vector<Oid>>> events;
+  Subscription sub = this->store->subscribe([&](std::uint64_t csn, std::span<const Oid> oids) {
+    std::lock_guard lk(mu);
+    events.emplace_back(csn, std::vector<Oid>(oids.begin(), oids.end()));
+  });
+  Oid a = this->fresh();
+  std::uint64_t c1 = this->put(a, 1);
+  std::uint64_t c2 = this->put(a, 2);
+  auto wait_for = [&](std::size_t n) {
+    for (int i = 0; i < 500; ++i) {
+      {
+        std::lock_guard lk(mu);
+        if (events.size() >= n) return;
+      }
+      std::this_thread::sleep_for(10ms);
+    }
+  };
+  wait_for(2);
+  {
+    std::lock_guard lk(mu);
+    ASSERT_EQ(events.size(), 2u);
+    EXPECT_EQ(events[0].first, c1);
+    EXPECT_EQ(events[1].first, c2);
+    EXPECT_EQ(events[0].second, std::vector<Oid>{a});
+  }
+  sub.reset();
+  EXPECT_FALSE(sub.active());
+  this->put(a, 3);
+  std::this_thread::sleep_for(50ms);
+  std::lock_guard lk(mu);
+  EXPECT_EQ(events.size(), 2u) << "an unsubscribed listener was called";
+}
+
+TYPED_TEST_P(StoreConformance, LockIsExclusiveWithIncreasingFencingTokens) {
+  LockRequest req{"net", "alice", 10s, 0ms};
+  auto t1 = this->store->lock(req);
+  ASSERT_TRUE(t1.has_value());
+  EXPECT_FALSE(this->store->lock(LockRequest{"net", "bob", 10s, 0ms}).has_value());
+  EXPECT_FALSE(this->store->lock(req).has_value()) << "locks are not re-entrant";
+  EXPECT_TRUE(this->store->lock(LockRequest{"other", "bob", 10s, 0ms}).has_value());
+  EXPECT_FALSE(this->store->unlock("net", "bob")) << "only the owner unlocks";
+  EXPECT_TRUE(this->store->unlock("net", "alice"));
+  EXPECT_FALSE(this->store->unlock("net", "alice")) << "unlocking twice";
+  auto t2 = this->store->lock(LockRequest{"net", "bob", 10s, 0ms});
+  ASSERT_TRUE(t2.has_value());
+  EXPECT_GT(*t2, *t1);
+  EXPECT_TRUE(this->store->unlock("net", "bob"));
+  auto t3 = this->store->lock(req);
+  ASSERT_TRUE(t3.has_value());
+  EXPECT_GT(*t3, *t2);
+}
+
+TYPED_TEST_P(StoreConformance, LockExpiresAfterTtlAndRenewExtendsIt) {
+  auto t1 = this->store->lock(LockRequest{"ttl", "alice", 300ms, 0ms});
+  ASSERT_TRUE(t1.has_value());
+  EXPECT_FALSE(this->store->lock(LockRequest{"ttl", "bob", 10s, 0ms}).has_value());
+  EXPECT_TRUE(this->store->renew("ttl", "alice", 300ms));
+  EXPECT_FALSE(this->store->renew("ttl", "bob", 300ms));
+  std::this_thread::sleep_for(600ms);
+  EXPECT_FALSE(this->store->renew("ttl", "alice", 300ms)) << "renewed an expired lock";
+  auto t2 = this->store->lock(LockRequest{"ttl", "bob", 10s, 0ms});
+  ASSERT_TRUE(t2.has_value()) << "lock did not expire after its ttl";
+  EXPECT_GT(*t2, *t1);
+  EXPECT_FALSE(this->store->unlock("ttl", "alice")) << "an expired owner unlocked the new holder";
+  EXPECT_TRUE(this->store->unlock("ttl", "bob"));
+}
+
+TYPED_TEST_P(StoreConformance, BlockingLockWaitsButNeverSteals) {
+  ASSERT_TRUE(this->store->lock(LockRequest{"b", "alice", 10s, 0ms}).has_value());
+  // A waiter that times out gets nothing and the holder keeps the lock (the tethys bug).
+  auto start = std::chrono::steady_clock::now();
+  EXPECT_FALSE(this->store->lock(LockRequest{"b", "bob", 10s, 200ms}).has_value());
+  EXPECT_GE(std::chrono::steady_clock::now() - start, 200ms);
+  EXPECT_FALSE(this->store->lock(LockRequest{"b", "carol", 10s, 0ms}).has_value());
+  EXPECT_TRUE(this->store->renew("b", "alice", 10s)) << "the holder lost its lock";
+  // A waiter gets the lock once the holder releases it.
+  std::optional<std::uint64_t> got;
+  std::thread waiter([&] { got = this->store->lock(LockRequest{"b", "bob", 10s, 10s}); });
+  std::this_thread::sleep_for(100ms);
+  EXPECT_TRUE(this->store->unlock("b", "alice"));
+  waiter.join();
+  EXPECT_TRUE(got.has_value());
+  EXPECT_FALSE(this->store->unlock("b", "alice"));
+  EXPECT_TRUE(this->store->unlock("b", "bob"));
+}
+
+TYPED_TEST_P(StoreConformance, LockRequestsAreValidated) {
+  EXPECT_THROW(this->store->lock(LockRequest{"", "a", 1s, 0ms}), InvalidArgument);
+  EXPECT_THROW(this->store->lock(LockRequest{"n", "", 1s, 0ms}), InvalidArgument);
+  EXPECT_THROW(this->store->lock(LockRequest{"n", "a", 0s, 0ms}), InvalidArgument);
+  EXPECT_THROW(this->store->lock(LockRequest{"n", "a", 1s, -1ms}), InvalidArgument);
+  EXPECT_NO_THROW(this->store->lock(LockRequest{std::string(max_lock_name_length, 'n'), "a", 1s, 0ms}));
+  EXPECT_THROW(this->store->lock(LockRequest{std::string(max_lock_name_length + 1, 'n'), "a", 1s, 0ms}),
+               InvalidArgument);
+}
+
+TYPED_TEST_P(StoreConformance, PackDropsOnlyUnreachableObjects) {
+  Oid child = this->fresh(), grandchild = this->fresh(), orphan = this->fresh();
+  Oid typed = this->fresh(), keyed = this->fresh(), typed_child = this->fresh();
+  this->put(grandchild, "grandchild");
+  this->put(child, Value::List{Value(grandchild), 1});
+  this->put(Oid::root(), Value::Map{{"child", Value(child)}});
+  this->put(orphan, "nobody refers to me");
+  this->put(typed, Value::Map{{"c", Value(typed_child)}}, "User");
+  this->put(typed_child, "reached from a typed object");
+  this->put(keyed, "has a key", "", "k");
+  PackStats stats = this->store->pack();
+  EXPECT_EQ(stats.objects_before, 7u);
+  EXPECT_EQ(stats.objects_after, 6u);
+  EXPECT_LT(stats.bytes_after, stats.bytes_before);
+  EXPECT_FALSE(this->get(orphan).exists());
+  for (Oid oid : {Oid::root(), child, grandchild, typed, typed_child, keyed}) {
+    EXPECT_TRUE(this->get(oid).exists()) << "pack dropped reachable oid " << oid.value();
+  }
+}
+
+// 4 threads move units between 10 counters with read-validated commits; the sum never changes
+// and every successful transfer is applied exactly once.
+TYPED_TEST_P(StoreConformance, ConcurrentTransfersKeepTheSum) {
+  constexpr int counters = 10, threads = 4, transfers = 500, initial = 1000;
+  std::vector<Oid> ids;
+  for (int i = 0; i < counters; ++i) {
+    ids.push_back(this->fresh());
+    this->put(ids.back(), initial);
+  }
+  std::atomic<int> applied{0}, conflicts{0};
+  std::vector<std::thread> pool;
+  for (int t = 0; t < threads; ++t) {
+    pool.emplace_back([&, t] {
+      std::mt19937 rng(static_cast<unsigned>(t));
+      for (int done = 0; done < transfers;) {
+        auto i = static_cast<std::size_t>(rng() % counters);
+        auto j = static_cast<std::size_t>(rng() % counters);
+        if (i == j) continue;
+        Oid pair[] = {ids[i], ids[j]};
+        LoadResult r = this->store->load(pair);
+        std::int64_t a = decode(r.objects[0].data).as_int();
+        std::int64_t b = decode(r.objects[1].data).as_int();
+        CommitRequest req;
+        req.reads = {ReadCheck{ids[i], r.objects[0].version}, ReadCheck{ids[j], r.objects[1].version}};
+        req.writes.push_back(WriteOp{ids[i], "", "", encode(Value(a - 1))});
+        req.writes.push_back(WriteOp{ids[j], "", "", encode(Value(b + 1))});
+        try {
+          this->store->commit(req);
+          ++applied;
+          ++done;
+        } catch (const ConflictError&) {
+          ++conflicts;
+        }
+      }
+    });
+  }
+  for (auto& th : pool) th.join();
+  EXPECT_EQ(applied.load(), threads * transfers);
+  LoadResult all = this->store->load(ids);
+  std::int64_t sum = 0;
+  for (const auto& obj : all.objects) sum += decode(obj.data).as_int();
+  EXPECT_EQ(sum, counters * initial);
+}
+
+REGISTER_TYPED_TEST_SUITE_P(StoreConformance, LoadOfAbsentObjectHasVersionZero,
+                            CommitThenLoadReturnsStateAtCommitCsn,
+                            StaleReadConflictsAndAppliesNothing, ReadAsAbsentConflictsOnceCreated,
+                            ReadXWriteYConflictsWhenXChanges, BlindWritesBothCommit,
+                            EmptyCommitValidatesReadsAndReturnsCurrentCsn,
+                            DeleteRemovesObjectAndIsIdempotent, KeysAreUniquePerType,
+                            MalformedCommitsAreRefused, LimitsAcceptAtTheLimitAndRefuseOnePast,
+                            ScanTypeIsOrderedAndPages, ScanKeysIsOrderedByKeyWithPrefix,
+                            ScanIsStableUnderConcurrentDeletes, NewOidsAreUniqueAcrossThreads,
+                            ChangesSinceListsChangedOidsOnce,
+                            SubscribersSeeCommitsInOrderUntilUnsubscribed,
+                            LockIsExclusiveWithIncreasingFencingTokens,
+                            LockExpiresAfterTtlAndRenewExtendsIt, BlockingLockWaitsButNeverSteals,
+                            LockRequestsAreValidated, PackDropsOnlyUnreachableObjects,
+                            ConcurrentTransfersKeepTheSum);
+
+}  // namespace cairn::testing

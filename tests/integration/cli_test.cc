@@ -1,0 +1,47 @@
+// The cairn binary as a user runs it: help, version, usage errors and exit statuses.
+#include <gtest/gtest.h>
+
+#include "support/process.h"
+
+namespace cairn::testing {
+namespace {
+
+ProcessResult cairn(std::vector<std::string> args) {
+  args.insert(args.begin(), CAIRN_BINARY);
+  return run_process(args);
+}
+
+TEST(Cli, HelpDescribesTheToolAndExitsZero) {
+  ProcessResult r = cairn({"--help"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("cairn"), std::string::npos);
+  EXPECT_NE(r.out.find("--version"), std::string::npos) << r.out;
+}
+
+TEST(Cli, VersionPrintsTheVersion) {
+  ProcessResult r = cairn({"--version"});
+  EXPECT_EQ(r.exit_code, 0);
+  EXPECT_EQ(r.out, "cairn 0.1.0\n");
+}
+
+TEST(Cli, UnknownFlagIsAUsageErrorWithExitTwo) {
+  ProcessResult r = cairn({"--no-such-flag"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("--no-such-flag"), std::string::npos) << r.err;
+  EXPECT_TRUE(r.out.empty());
+}
+
+TEST(Cli, UnknownCommandIsAUsageErrorWithExitTwo) {
+  ProcessResult r = cairn({"frobnicate"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("frobnicate"), std::string::npos) << r.err;
+}
+
+TEST(Cli, NoCommandPrintsUsageAndExitsTwo) {
+  ProcessResult r = cairn({});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("a command is required"), std::string::npos) << r.err;
+}
+
+}  // namespace
+}  // namespace cairn::testing

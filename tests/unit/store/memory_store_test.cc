@@ -1,0 +1,76 @@
+// MemoryStore: the conformance suite plus what only the in-memory backend promises.
+#include <gtest/gtest.h>
+
+#include "cairn/store.h"
+#include "conformance/store_conformance.h"
+
+namespace cairn::testing {
+namespace {
+
+struct MemoryFactory {
+  static std::unique_ptr<Store> make() { return make_memory_store(); }
+};
+struct MemoryUrlFactory {
+  static std::unique_ptr<Store> make() { return open("memory:"); }
+};
+
+INSTANTIATE_TYPED_TEST_SUITE_P(Memory, StoreConformance, MemoryFactory);
+INSTANTIATE_TYPED_TEST_SUITE_P(MemoryUrl, StoreConformance, MemoryUrlFactory);
+
+TEST(MemoryStore, ChangesSinceReportsIncompleteOnceHistoryIsTrimmed) {
+  auto store = make_memory_store();
+  Oid oid = store->new_oids(1);
+  CommitRequest req;
+  req.writes.push_back(WriteOp{oid, "", "", encode(Value(1))});
+  std::uint64_t first = store->commit(req);
+  for (int i = 0; i < 70'000; ++i) store->commit(req);
+  Changes old = store->changes_since(first);
+  EXPECT_FALSE(old.complete) << "history of 70,001 commits should have been trimmed";
+  EXPECT_TRUE(old.oids.empty());
+  Changes recent = store->changes_since(old.csn - 5);
+  EXPECT_TRUE(recent.complete);
+  EXPECT_EQ(recent.oids, std::vector<Oid>{oid});
+}
+
+TEST(MemoryStore, ListenersSeeStrictlyIncreasingCsnsUnderConcurrentCommits) {
+  auto store = make_memory_store();
+  std::vector<std::uint64_t> seen;  // only the listener touches it, one call at a time
+  Subscription sub = store->subscribe(
+      [&](std::uint64_t csn, std::span<const Oid>) { seen.push_back(csn); });
+  std::vector<std::thread> pool;
+  for (int t = 0; t < 4; ++t) {
+    pool.emplace_back([&] {
+      for (int i = 0; i < 500; ++i) {
+        CommitRequest req;
+        req.writes.push_back(WriteOp{store->new_oids(1), "", "", encode(Value(i))});
+        store->commit(req);
+      }
+    });
+  }
+  for (auto& th : pool) th.join();
+  ASSERT_EQ(seen.size(), 2000u);
+  for (std::size_t i = 0; i < seen.size(); ++i) EXPECT_EQ(seen[i], i + 1);
+}
+
+TEST(MemoryStore, PackRefusesUndecodableDataAndKeepsEverything) {
+  auto store = make_memory_store();
+  CommitRequest req;
+  req.writes.push_back(WriteOp{Oid::root(), "", "", std::string("\xc1", 1)});  // never valid
+  store->commit(req);
+  EXPECT_THROW(store->pack(), Corruption);
+  Oid root[] = {Oid::root()};
+  EXPECT_TRUE(store->load(root).objects[0].exists());
+}
+
+TEST(Open, UnknownSchemeAndUnbuiltBackendsGiveClearErrors) {
+  EXPECT_THROW(open("mongodb://localhost"), InvalidArgument);
+  try {
+    open("file:/tmp/x.cairn");
+    FAIL();
+  } catch (const Unsupported& e) {
+    EXPECT_NE(std::string(e.what()).find("file:/tmp/x.cairn"), std::string::npos);
+  }
+}
+
+}  // namespace
+}  // namespace cairn::testing
