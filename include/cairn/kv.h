@@ -65,9 +65,9 @@ class KvCursor {
   void fill();
 
   KvView* view_;
-  std::string exact_;         // the prefix itself as a key, when it is one ("" = none)
-  std::string scan_prefix_;   // the raw prefix scanned after the exact key
-  std::string after_;         // last key fetched
+  std::string exact_;        // the prefix itself as a key, when it is one ("" = none)
+  std::string scan_prefix_;  // the raw prefix scanned after the exact key
+  std::string after_;        // last key fetched
   std::size_t page_size_;
   bool exact_pending_;
   bool done_ = false;

@@ -65,9 +65,9 @@ struct CommitRequest {
 };
 
 struct Changes {
-  std::uint64_t csn = 0;    // the store's last CSN
-  std::vector<Oid> oids;    // objects written or deleted after the given CSN (each once)
-  bool complete = true;     // false: history before the given CSN was trimmed; drop all caches
+  std::uint64_t csn = 0;  // the store's last CSN
+  std::vector<Oid> oids;  // objects written or deleted after the given CSN (each once)
+  bool complete = true;   // false: history before the given CSN was trimmed; drop all caches
 };
 
 struct ScanEntry {
@@ -77,7 +77,7 @@ struct ScanEntry {
 
 struct LockRequest {
   std::string name;
-  std::string owner;                   // who holds it; unlock/renew must name the same owner
+  std::string owner;                      // who holds it; unlock/renew must name the same owner
   std::chrono::milliseconds ttl{30'000};  // the lock expires this long after it is taken
   std::chrono::milliseconds wait{0};      // how long to wait for a held lock; 0 = try once
 };
@@ -144,8 +144,7 @@ class Store {
 
   // Objects listed under `type` with oid > `after`, in ascending oid order, at most `limit`.
   // A cursor by value: objects deleted during a scan are skipped, never the cause of a skip.
-  virtual std::vector<ScanEntry> scan_type(std::string_view type, Oid after,
-                                           std::size_t limit) = 0;
+  virtual std::vector<ScanEntry> scan_type(std::string_view type, Oid after, std::size_t limit) = 0;
 
   // Objects of `type` whose key starts with `prefix` and sorts after `after` (bytewise), in
   // ascending key order, at most `limit`.

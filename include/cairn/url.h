@@ -14,8 +14,8 @@ inline constexpr std::uint16_t default_redis_port = 6379;
 struct StoreUrl {
   enum class Scheme { memory, file, redis, cairn, cairns };
   Scheme scheme = Scheme::memory;
-  std::string path;      // file: the database path; redis with a unix socket: the socket path
-  std::string host;      // redis, cairn, cairns
+  std::string path;  // file: the database path; redis with a unix socket: the socket path
+  std::string host;  // redis, cairn, cairns
   std::uint16_t port = 0;
   std::string user;      // the part before '@' (cairn: the token; redis: [user]:password)
   std::string password;  // redis only

@@ -93,8 +93,8 @@ class Value {
   Value(std::nullptr_t) {}
   Value(bool b) : v_(b) {}
   template <typename T>
-    requires(std::is_integral_v<T> && !std::is_same_v<T, bool> && !std::is_same_v<T, char>)
-  Value(T n) : v_(checked_int(n)) {}
+  requires(std::is_integral_v<T> && !std::is_same_v<T, bool> && !std::is_same_v<T, char>) Value(T n)
+      : v_(checked_int(n)) {}
   Value(double d) : v_(d) {}
   Value(Decimal d) : v_(std::move(d)) {}
   Value(std::string s) : v_(std::move(s)) {}

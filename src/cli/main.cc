@@ -24,6 +24,12 @@ int run_main(int argc, char** argv) {
     return app.exit(e);
   } catch (const CLI::CallForVersion& e) {
     return app.exit(e);
+  } catch (const CLI::ExtrasError&) {
+    // CLI11 lists unexpected arguments in reverse; name the first one as the user typed it.
+    std::vector<std::string> extras = app.remaining();
+    std::cerr << "cairn: unknown command or argument \"" << (extras.empty() ? "" : extras.front())
+              << "\"; run cairn --help for the list of commands\n";
+    return exit_usage;
   } catch (const CLI::ParseError& e) {
     app.exit(e);
     return exit_usage;
@@ -42,4 +48,6 @@ int run_main(int argc, char** argv) {
 
 }  // namespace cairn::cli
 
-int main(int argc, char** argv) { return cairn::cli::run_main(argc, argv); }
+int main(int argc, char** argv) {
+  return cairn::cli::run_main(argc, argv);
+}

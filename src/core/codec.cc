@@ -36,7 +36,8 @@ void put_be64(char* p, std::uint64_t v) {
 
 std::uint64_t get_be(const char* p, std::size_t n) {
   std::uint64_t v = 0;
-  for (std::size_t i = 0; i < n; ++i) v = v << 8 | static_cast<unsigned char>(p[i]);
+  for (std::size_t i = 0; i < n; ++i)
+    v = v << 8 | static_cast<unsigned char>(p[i]);
   return v;
 }
 
@@ -64,13 +65,15 @@ void pack_timestamp(msgpack::packer<StringSink>& pk, Timestamp t) {
   if (seconds >= 0 && seconds < (std::int64_t{1} << 34)) {
     if (nanos == 0 && seconds <= 0xffffffff) {  // timestamp 32
       auto s = static_cast<std::uint64_t>(seconds);
-      for (int i = 3; i >= 0; --i) buf[i] = static_cast<char>(s & 0xff), s >>= 8;
+      for (int i = 3; i >= 0; --i)
+        buf[i] = static_cast<char>(s & 0xff), s >>= 8;
       return pack_ext(pk, ext::timestamp, buf, 4);
     }
     put_be64(buf, nanos << 34 | static_cast<std::uint64_t>(seconds));  // timestamp 64
     return pack_ext(pk, ext::timestamp, buf, 8);
   }
-  for (int i = 3; i >= 0; --i) buf[i] = static_cast<char>(nanos & 0xff), nanos >>= 8;
+  for (int i = 3; i >= 0; --i)
+    buf[i] = static_cast<char>(nanos & 0xff), nanos >>= 8;
   put_be64(buf + 4, static_cast<std::uint64_t>(seconds));  // timestamp 96
   pack_ext(pk, ext::timestamp, buf, 12);
 }
@@ -78,9 +81,15 @@ void pack_timestamp(msgpack::packer<StringSink>& pk, Timestamp t) {
 void pack_value(msgpack::packer<StringSink>& pk, std::string& out, const Value& v,
                 std::size_t depth) {
   switch (v.kind()) {
-    case Kind::null: pk.pack_nil(); return;
-    case Kind::boolean: v.as_bool() ? pk.pack_true() : pk.pack_false(); return;
-    case Kind::integer: pk.pack_int64(v.as_int()); return;
+    case Kind::null:
+      pk.pack_nil();
+      return;
+    case Kind::boolean:
+      v.as_bool() ? pk.pack_true() : pk.pack_false();
+      return;
+    case Kind::integer:
+      pk.pack_int64(v.as_int());
+      return;
     case Kind::floating: {
       // Always float 64: msgpack-cxx's pack_double() writes integral doubles as integers,
       // which would turn 1.0 into 1 and lose -0.0.
@@ -111,13 +120,14 @@ void pack_value(msgpack::packer<StringSink>& pk, std::string& out, const Value& 
     case Kind::list:
     case Kind::map: {
       if (depth >= max_value_depth) {
-        throw InvalidArgument(fmt::format(
-            "value nests deeper than the limit of {} lists/maps", max_value_depth));
+        throw InvalidArgument(
+            fmt::format("value nests deeper than the limit of {} lists/maps", max_value_depth));
       }
       if (v.is_list()) {
         const auto& list = v.as_list();
         pk.pack_array(checked_length(list.size(), "list"));
-        for (const auto& item : list) pack_value(pk, out, item, depth + 1);
+        for (const auto& item : list)
+          pack_value(pk, out, item, depth + 1);
       } else {
         const auto& map = v.as_map();
         pk.pack_map(checked_length(map.size(), "map"));
@@ -137,7 +147,8 @@ void pack_value(msgpack::packer<StringSink>& pk, std::string& out, const Value& 
       payload += r.type;
       return pack_ext(pk, ext::ref, payload.data(), payload.size());
     }
-    case Kind::timestamp: return pack_timestamp(pk, v.as_timestamp());
+    case Kind::timestamp:
+      return pack_timestamp(pk, v.as_timestamp());
     case Kind::uuid: {
       const auto& b = v.as_uuid().bytes;
       return pack_ext(pk, ext::uuid, reinterpret_cast<const char*>(b.data()), b.size());
@@ -187,9 +198,7 @@ class ValueBuilder : public msgpack::null_visitor {
   }
   bool end_map() { return close(); }
 
-  void parse_error(std::size_t, std::size_t offset) {
-    set_error("malformed MessagePack", offset);
-  }
+  void parse_error(std::size_t, std::size_t offset) { set_error("malformed MessagePack", offset); }
   void insufficient_bytes(std::size_t, std::size_t offset) {
     set_error("truncated MessagePack", offset);
   }

@@ -92,8 +92,7 @@ void parse_authority(std::string_view url, std::string_view hostport, std::uint1
   }
   if (host.empty()) bad_url(url, "missing host");
   out.host = percent_decode(url, host);
-  out.port = port.empty() ? default_port
-                          : parse_number<std::uint16_t>(url, port, 1, 65535, "port");
+  out.port = port.empty() ? default_port : parse_number<std::uint16_t>(url, port, 1, 65535, "port");
 }
 
 // Splits "userinfo@hostport/path?query" of a network URL.

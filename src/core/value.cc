@@ -13,18 +13,30 @@ namespace cairn {
 
 std::string_view to_string(Kind kind) {
   switch (kind) {
-    case Kind::null: return "null";
-    case Kind::boolean: return "bool";
-    case Kind::integer: return "int";
-    case Kind::floating: return "double";
-    case Kind::decimal: return "decimal";
-    case Kind::string: return "string";
-    case Kind::bytes: return "bytes";
-    case Kind::list: return "list";
-    case Kind::map: return "map";
-    case Kind::ref: return "ref";
-    case Kind::timestamp: return "timestamp";
-    case Kind::uuid: return "uuid";
+    case Kind::null:
+      return "null";
+    case Kind::boolean:
+      return "bool";
+    case Kind::integer:
+      return "int";
+    case Kind::floating:
+      return "double";
+    case Kind::decimal:
+      return "decimal";
+    case Kind::string:
+      return "string";
+    case Kind::bytes:
+      return "bytes";
+    case Kind::list:
+      return "list";
+    case Kind::map:
+      return "map";
+    case Kind::ref:
+      return "ref";
+    case Kind::timestamp:
+      return "timestamp";
+    case Kind::uuid:
+      return "uuid";
   }
   return "unknown";
 }
@@ -33,7 +45,9 @@ std::string_view to_string(Kind kind) {
 
 namespace {
 
-bool is_digit(char c) { return c >= '0' && c <= '9'; }
+bool is_digit(char c) {
+  return c >= '0' && c <= '9';
+}
 
 struct DecimalParts {
   bool negative;
@@ -50,8 +64,10 @@ DecimalParts split_decimal(std::string_view text) {
   auto dot = text.find('.');
   p.integer = text.substr(0, dot);
   p.fraction = dot == std::string_view::npos ? std::string_view{} : text.substr(dot + 1);
-  while (!p.integer.empty() && p.integer.front() == '0') p.integer.remove_prefix(1);
-  while (!p.fraction.empty() && p.fraction.back() == '0') p.fraction.remove_suffix(1);
+  while (!p.integer.empty() && p.integer.front() == '0')
+    p.integer.remove_prefix(1);
+  while (!p.fraction.empty() && p.fraction.back() == '0')
+    p.fraction.remove_suffix(1);
   if (p.integer.empty() && p.fraction.empty()) p.negative = false;  // -0 == 0
   return p;
 }
@@ -66,19 +82,20 @@ std::strong_ordering compare_magnitude(const DecimalParts& a, const DecimalParts
 
 Decimal::Decimal(std::string_view text) {
   auto fail = [&](std::string_view why) {
-    throw InvalidArgument(fmt::format("invalid decimal \"{}\": {}",
-                                      text.substr(0, 64), why));
+    throw InvalidArgument(fmt::format("invalid decimal \"{}\": {}", text.substr(0, 64), why));
   };
   if (text.size() > max_length) fail(fmt::format("longer than {} characters", max_length));
   std::size_t i = 0;
   if (i < text.size() && text[i] == '-') ++i;
   std::size_t digits = 0;
-  while (i < text.size() && is_digit(text[i])) ++i, ++digits;
+  while (i < text.size() && is_digit(text[i]))
+    ++i, ++digits;
   if (digits == 0) fail("expected digits");
   if (i < text.size() && text[i] == '.') {
     ++i;
     std::size_t frac = 0;
-    while (i < text.size() && is_digit(text[i])) ++i, ++frac;
+    while (i < text.size() && is_digit(text[i]))
+      ++i, ++frac;
     if (frac == 0) fail("expected digits after '.'");
   }
   if (i != text.size()) fail("expected -?digits[.digits]");
@@ -110,9 +127,9 @@ std::string Timestamp::str() const {
 
 Timestamp Timestamp::parse(std::string_view text) {
   auto fail = [&]() -> Timestamp {
-    throw InvalidArgument(fmt::format(
-        "invalid timestamp \"{}\": expected RFC 3339, e.g. 2026-11-25T10:00:00Z",
-        text.substr(0, 64)));
+    throw InvalidArgument(
+        fmt::format("invalid timestamp \"{}\": expected RFC 3339, e.g. 2026-11-25T10:00:00Z",
+                    text.substr(0, 64)));
   };
   std::size_t pos = 0;
   auto number = [&](std::size_t width) -> int {
@@ -150,7 +167,8 @@ Timestamp Timestamp::parse(std::string_view text) {
       ++ndigits, ++pos;
     }
     if (ndigits == 0 || ndigits > 9) fail();
-    for (int k = ndigits; k < 6; ++k) micros *= 10;
+    for (int k = ndigits; k < 6; ++k)
+      micros *= 10;
   }
   int offset_minutes = 0;
   if (pos < text.size() && (text[pos] == 'Z' || text[pos] == 'z')) {
@@ -179,8 +197,7 @@ Timestamp Timestamp::parse(std::string_view text) {
 
 Timestamp Timestamp::now() {
   using namespace std::chrono;
-  return Timestamp{
-      duration_cast<microseconds>(system_clock::now().time_since_epoch()).count()};
+  return Timestamp{duration_cast<microseconds>(system_clock::now().time_since_epoch()).count()};
 }
 
 // ---- Uuid ----
@@ -199,8 +216,8 @@ std::string Uuid::str() const {
 
 Uuid Uuid::parse(std::string_view text) {
   auto fail = [&]() -> Uuid {
-    throw InvalidArgument(fmt::format(
-        "invalid uuid \"{}\": expected 8-4-4-4-12 hex digits", text.substr(0, 64)));
+    throw InvalidArgument(
+        fmt::format("invalid uuid \"{}\": expected 8-4-4-4-12 hex digits", text.substr(0, 64)));
   };
   if (text.size() != 36) fail();
   Uuid u;
@@ -229,7 +246,8 @@ Uuid Uuid::random() {
   Uuid u;
   for (std::size_t i = 0; i < u.bytes.size(); i += 4) {
     auto r = rd();
-    for (std::size_t k = 0; k < 4; ++k) u.bytes[i + k] = static_cast<std::uint8_t>(r >> (8 * k));
+    for (std::size_t k = 0; k < 4; ++k)
+      u.bytes[i + k] = static_cast<std::uint8_t>(r >> (8 * k));
   }
   u.bytes[6] = static_cast<std::uint8_t>((u.bytes[6] & 0x0f) | 0x40);  // version 4
   u.bytes[8] = static_cast<std::uint8_t>((u.bytes[8] & 0x3f) | 0x80);  // RFC 4122 variant

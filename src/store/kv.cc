@@ -17,15 +17,15 @@ constexpr int max_attempts = 100;
 void check_key(std::string_view key) {
   if (key.empty()) throw InvalidArgument("key must not be empty");
   if (key.size() > max_key_length) {
-    throw InvalidArgument(fmt::format("key of {} bytes is longer than the limit of {}",
-                                      key.size(), max_key_length));
+    throw InvalidArgument(
+        fmt::format("key of {} bytes is longer than the limit of {}", key.size(), max_key_length));
   }
 }
 
 [[noreturn]] void too_many_conflicts(std::string_view op, std::string_view key, Oid oid) {
-  throw ConflictError(fmt::format("{} \"{}\": gave up after {} conflicting attempts", op, key,
-                                  max_attempts),
-                      {oid});
+  throw ConflictError(
+      fmt::format("{} \"{}\": gave up after {} conflicting attempts", op, key, max_attempts),
+      {oid});
 }
 
 }  // namespace
@@ -96,7 +96,8 @@ bool KvView::remove(std::string_view key) {
 std::vector<std::pair<std::string, Value>> KvView::fetch_by_prefix(std::string_view prefix) {
   std::vector<std::pair<std::string, Value>> out;
   KvCursor cursor = scan_prefix(prefix);
-  while (auto entry = cursor.next()) out.push_back(std::move(*entry));
+  while (auto entry = cursor.next())
+    out.push_back(std::move(*entry));
   return out;
 }
 
@@ -135,7 +136,8 @@ void KvCursor::fill() {
   after_ = entries.back().key;
   std::vector<Oid> oids;
   oids.reserve(entries.size());
-  for (const ScanEntry& e : entries) oids.push_back(e.oid);
+  for (const ScanEntry& e : entries)
+    oids.push_back(e.oid);
   LoadResult loaded = store.load(oids);
   for (std::size_t i = 0; i < entries.size(); ++i) {
     const StoredObject& obj = loaded.objects[i];

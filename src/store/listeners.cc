@@ -38,7 +38,8 @@ void ListenerRegistry::notify(std::uint64_t csn, std::span<const Oid> oids) {
   {
     std::lock_guard lk(shared_->mu);
     entries.reserve(shared_->entries.size());
-    for (const auto& [id, entry] : shared_->entries) entries.push_back(entry);
+    for (const auto& [id, entry] : shared_->entries)
+      entries.push_back(entry);
   }
   for (const auto& entry : entries) {
     std::lock_guard lk(entry->mu);

@@ -31,7 +31,9 @@ class MemoryStore final : public Store {
   LoadResult load(std::span<const Oid> oids) override;
   std::uint64_t commit(const CommitRequest& request) override;
   Changes changes_since(std::uint64_t csn) override;
-  Subscription subscribe(CommitListener listener) override { return listeners_.add(std::move(listener)); }
+  Subscription subscribe(CommitListener listener) override {
+    return listeners_.add(std::move(listener));
+  }
   Oid new_oids(std::uint32_t count) override;
   std::vector<ScanEntry> scan_type(std::string_view type, Oid after, std::size_t limit) override;
   std::vector<ScanEntry> scan_keys(std::string_view type, std::string_view prefix,
@@ -39,8 +41,7 @@ class MemoryStore final : public Store {
   std::optional<Oid> find_key(std::string_view type, std::string_view key) override;
   std::optional<std::uint64_t> lock(const LockRequest& request) override;
   bool unlock(std::string_view name, std::string_view owner) override;
-  bool renew(std::string_view name, std::string_view owner,
-             std::chrono::milliseconds ttl) override;
+  bool renew(std::string_view name, std::string_view owner, std::chrono::milliseconds ttl) override;
   PackStats pack() override;
 
  private:
@@ -123,8 +124,10 @@ void MemoryStore::index(Oid oid, const Object& obj) {
 // A write may take a (type, key) only if no other live object keeps it after this commit.
 void MemoryStore::check_keys(const CommitRequest& request, std::vector<Oid>& conflicts) const {
   std::unordered_set<Oid> released;  // objects that this commit deletes or rewrites
-  for (Oid oid : request.deletes) released.insert(oid);
-  for (const WriteOp& w : request.writes) released.insert(w.oid);
+  for (Oid oid : request.deletes)
+    released.insert(oid);
+  for (const WriteOp& w : request.writes)
+    released.insert(w.oid);
   for (const WriteOp& w : request.writes) {
     if (w.key.empty()) continue;
     auto t = by_key_.find(w.type);
@@ -224,8 +227,7 @@ Oid MemoryStore::new_oids(std::uint32_t count) {
   return Oid(next_oid_.fetch_add(count));
 }
 
-std::vector<ScanEntry> MemoryStore::scan_type(std::string_view type, Oid after,
-                                              std::size_t limit) {
+std::vector<ScanEntry> MemoryStore::scan_type(std::string_view type, Oid after, std::size_t limit) {
   std::vector<ScanEntry> out;
   std::shared_lock lk(mu_);
   auto t = by_type_.find(type);
@@ -244,7 +246,8 @@ std::vector<ScanEntry> MemoryStore::scan_keys(std::string_view type, std::string
   if (t == by_key_.end()) return out;
   const KeyIndex& keys = t->second;
   auto it = keys.upper_bound(after);
-  if (auto p = keys.lower_bound(prefix); p != keys.end() && (it == keys.end() || p->first > it->first)) {
+  if (auto p = keys.lower_bound(prefix);
+      p != keys.end() && (it == keys.end() || p->first > it->first)) {
     it = p;
   }
   for (; it != keys.end() && out.size() < limit && it->first.starts_with(prefix); ++it) {
@@ -334,6 +337,8 @@ PackStats MemoryStore::pack() {
 
 }  // namespace
 
-std::unique_ptr<Store> make_memory_store() { return std::make_unique<MemoryStore>(); }
+std::unique_ptr<Store> make_memory_store() {
+  return std::make_unique<MemoryStore>();
+}
 
 }  // namespace cairn

@@ -10,14 +10,16 @@ namespace cairn {
 std::unique_ptr<Store> open(std::string_view url) {
   StoreUrl parsed = parse_store_url(url);
   switch (parsed.scheme) {
-    case StoreUrl::Scheme::memory: return make_memory_store();
+    case StoreUrl::Scheme::memory:
+      return make_memory_store();
     case StoreUrl::Scheme::file:
     case StoreUrl::Scheme::redis:
     case StoreUrl::Scheme::cairn:
-    case StoreUrl::Scheme::cairns: break;
+    case StoreUrl::Scheme::cairns:
+      break;
   }
-  throw Unsupported(fmt::format("\"{}\": this build of cairn has no backend for that scheme yet",
-                                url));
+  throw Unsupported(
+      fmt::format("\"{}\": this build of cairn has no backend for that scheme yet", url));
 }
 
 }  // namespace cairn

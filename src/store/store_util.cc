@@ -45,7 +45,8 @@ void validate_commit_shape(const CommitRequest& request, std::uint64_t next_oid)
           fmt::format("commit gives key \"{}\" of type \"{}\" to two objects", w.key, w.type));
     }
   }
-  for (Oid oid : request.deletes) check_oid(oid);
+  for (Oid oid : request.deletes)
+    check_oid(oid);
 }
 
 void validate_lock_request(const LockRequest& request) {
@@ -71,14 +72,19 @@ namespace {
 
 void walk_refs(const Value& v, const std::function<void(Oid)>& fn) {
   switch (v.kind()) {
-    case Kind::ref: fn(v.as_ref().oid); break;
+    case Kind::ref:
+      fn(v.as_ref().oid);
+      break;
     case Kind::list:
-      for (const Value& item : v.as_list()) walk_refs(item, fn);
+      for (const Value& item : v.as_list())
+        walk_refs(item, fn);
       break;
     case Kind::map:
-      for (const auto& [key, item] : v.as_map()) walk_refs(item, fn);
+      for (const auto& [key, item] : v.as_map())
+        walk_refs(item, fn);
       break;
-    default: break;
+    default:
+      break;
   }
 }
 

@@ -203,7 +203,8 @@ TYPED_TEST_P(StoreConformance, MalformedCommitsAreRefused) {
 
 TYPED_TEST_P(StoreConformance, LimitsAcceptAtTheLimitAndRefuseOnePast) {
   Oid a = this->fresh();
-  EXPECT_NO_THROW(this->put(a, 1, std::string(max_type_length, 't'), std::string(max_key_length, 'k')));
+  EXPECT_NO_THROW(
+      this->put(a, 1, std::string(max_type_length, 't'), std::string(max_key_length, 'k')));
   EXPECT_THROW(this->put(a, 1, std::string(max_type_length + 1, 't')), InvalidArgument);
   EXPECT_THROW(this->put(a, 1, "T", std::string(max_key_length + 1, 'k')), InvalidArgument);
   CommitRequest big;
@@ -228,7 +229,8 @@ TYPED_TEST_P(StoreConformance, ScanTypeIsOrderedAndPages) {
     auto page = this->store->scan_type("User", after, 7);
     EXPECT_LE(page.size(), 7u);
     if (page.empty()) break;
-    for (const auto& e : page) seen.push_back(e.oid);
+    for (const auto& e : page)
+      seen.push_back(e.oid);
     after = page.back().oid;
   }
   EXPECT_EQ(seen, users);
@@ -237,10 +239,12 @@ TYPED_TEST_P(StoreConformance, ScanTypeIsOrderedAndPages) {
 
 TYPED_TEST_P(StoreConformance, ScanKeysIsOrderedByKeyWithPrefix) {
   std::vector<std::string> keys = {"b:2", "a", "a:x", "b:10", "a1:x", "b:1", "c"};
-  for (const auto& k : keys) this->put(this->fresh(), k, "K", k);
+  for (const auto& k : keys)
+    this->put(this->fresh(), k, "K", k);
   auto all = this->store->scan_keys("K", "", "", 100);
   std::vector<std::string> got;
-  for (const auto& e : all) got.push_back(e.key);
+  for (const auto& e : all)
+    got.push_back(e.key);
   EXPECT_EQ(got, (std::vector<std::string>{"a", "a1:x", "a:x", "b:1", "b:10", "b:2", "c"}));
 
   got.clear();
@@ -280,7 +284,8 @@ TYPED_TEST_P(StoreConformance, ScanIsStableUnderConcurrentDeletes) {
   for (;;) {
     auto page = this->store->scan_type("Item", after, 16);
     if (page.empty()) break;
-    for (const auto& e : page) seen.push_back(e.oid);
+    for (const auto& e : page)
+      seen.push_back(e.oid);
     after = page.back().oid;
   }
   deleter.join();
@@ -302,11 +307,13 @@ TYPED_TEST_P(StoreConformance, NewOidsAreUniqueAcrossThreads) {
       for (int i = 0; i < per_thread; ++i) {
         std::uint32_t count = static_cast<std::uint32_t>(1 + i % 3);
         Oid first = this->store->new_oids(count);
-        for (std::uint32_t k = 0; k < count; ++k) got[static_cast<std::size_t>(t)].push_back(first.value() + k);
+        for (std::uint32_t k = 0; k < count; ++k)
+          got[static_cast<std::size_t>(t)].push_back(first.value() + k);
       }
     });
   }
-  for (auto& th : pool) th.join();
+  for (auto& th : pool)
+    th.join();
   std::set<std::uint64_t> all;
   std::size_t total = 0;
   for (const auto& v : got) {
@@ -429,9 +436,11 @@ TYPED_TEST_P(StoreConformance, LockRequestsAreValidated) {
   EXPECT_THROW(this->store->lock(LockRequest{"n", "", 1s, 0ms}), InvalidArgument);
   EXPECT_THROW(this->store->lock(LockRequest{"n", "a", 0s, 0ms}), InvalidArgument);
   EXPECT_THROW(this->store->lock(LockRequest{"n", "a", 1s, -1ms}), InvalidArgument);
-  EXPECT_NO_THROW(this->store->lock(LockRequest{std::string(max_lock_name_length, 'n'), "a", 1s, 0ms}));
-  EXPECT_THROW(this->store->lock(LockRequest{std::string(max_lock_name_length + 1, 'n'), "a", 1s, 0ms}),
-               InvalidArgument);
+  EXPECT_NO_THROW(
+      this->store->lock(LockRequest{std::string(max_lock_name_length, 'n'), "a", 1s, 0ms}));
+  EXPECT_THROW(
+      this->store->lock(LockRequest{std::string(max_lock_name_length + 1, 'n'), "a", 1s, 0ms}),
+      InvalidArgument);
 }
 
 TYPED_TEST_P(StoreConformance, PackDropsOnlyUnreachableObjects) {
@@ -477,7 +486,8 @@ TYPED_TEST_P(StoreConformance, ConcurrentTransfersKeepTheSum) {
         std::int64_t a = decode(r.objects[0].data).as_int();
         std::int64_t b = decode(r.objects[1].data).as_int();
         CommitRequest req;
-        req.reads = {ReadCheck{ids[i], r.objects[0].version}, ReadCheck{ids[j], r.objects[1].version}};
+        req.reads = {ReadCheck{ids[i], r.objects[0].version},
+                     ReadCheck{ids[j], r.objects[1].version}};
         req.writes.push_back(WriteOp{ids[i], "", "", encode(Value(a - 1))});
         req.writes.push_back(WriteOp{ids[j], "", "", encode(Value(b + 1))});
         try {
@@ -490,28 +500,26 @@ TYPED_TEST_P(StoreConformance, ConcurrentTransfersKeepTheSum) {
       }
     });
   }
-  for (auto& th : pool) th.join();
+  for (auto& th : pool)
+    th.join();
   EXPECT_EQ(applied.load(), threads * transfers);
   LoadResult all = this->store->load(ids);
   std::int64_t sum = 0;
-  for (const auto& obj : all.objects) sum += decode(obj.data).as_int();
+  for (const auto& obj : all.objects)
+    sum += decode(obj.data).as_int();
   EXPECT_EQ(sum, counters * initial);
 }
 
-REGISTER_TYPED_TEST_SUITE_P(StoreConformance, LoadOfAbsentObjectHasVersionZero,
-                            CommitThenLoadReturnsStateAtCommitCsn,
-                            StaleReadConflictsAndAppliesNothing, ReadAsAbsentConflictsOnceCreated,
-                            ReadXWriteYConflictsWhenXChanges, BlindWritesBothCommit,
-                            EmptyCommitValidatesReadsAndReturnsCurrentCsn,
-                            DeleteRemovesObjectAndIsIdempotent, KeysAreUniquePerType,
-                            MalformedCommitsAreRefused, LimitsAcceptAtTheLimitAndRefuseOnePast,
-                            ScanTypeIsOrderedAndPages, ScanKeysIsOrderedByKeyWithPrefix,
-                            ScanIsStableUnderConcurrentDeletes, NewOidsAreUniqueAcrossThreads,
-                            ChangesSinceListsChangedOidsOnce,
-                            SubscribersSeeCommitsInOrderUntilUnsubscribed,
-                            LockIsExclusiveWithIncreasingFencingTokens,
-                            LockExpiresAfterTtlAndRenewExtendsIt, BlockingLockWaitsButNeverSteals,
-                            LockRequestsAreValidated, PackDropsOnlyUnreachableObjects,
-                            ConcurrentTransfersKeepTheSum);
+REGISTER_TYPED_TEST_SUITE_P(
+    StoreConformance, LoadOfAbsentObjectHasVersionZero, CommitThenLoadReturnsStateAtCommitCsn,
+    StaleReadConflictsAndAppliesNothing, ReadAsAbsentConflictsOnceCreated,
+    ReadXWriteYConflictsWhenXChanges, BlindWritesBothCommit,
+    EmptyCommitValidatesReadsAndReturnsCurrentCsn, DeleteRemovesObjectAndIsIdempotent,
+    KeysAreUniquePerType, MalformedCommitsAreRefused, LimitsAcceptAtTheLimitAndRefuseOnePast,
+    ScanTypeIsOrderedAndPages, ScanKeysIsOrderedByKeyWithPrefix, ScanIsStableUnderConcurrentDeletes,
+    NewOidsAreUniqueAcrossThreads, ChangesSinceListsChangedOidsOnce,
+    SubscribersSeeCommitsInOrderUntilUnsubscribed, LockIsExclusiveWithIncreasingFencingTokens,
+    LockExpiresAfterTtlAndRenewExtendsIt, BlockingLockWaitsButNeverSteals, LockRequestsAreValidated,
+    PackDropsOnlyUnreachableObjects, ConcurrentTransfersKeepTheSum);
 
 }  // namespace cairn::testing

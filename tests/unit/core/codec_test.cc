@@ -13,18 +13,22 @@
 namespace cairn {
 namespace {
 
-Value round_trip(const Value& v) { return decode(encode(v)); }
+Value round_trip(const Value& v) {
+  return decode(encode(v));
+}
 
 std::string hex(std::string_view bytes) {
   static constexpr char digits[] = "0123456789abcdef";
   std::string out;
-  for (unsigned char c : bytes) out += {digits[c >> 4], digits[c & 15]};
+  for (unsigned char c : bytes)
+    out += {digits[c >> 4], digits[c & 15]};
   return out;
 }
 
 Value nested(std::size_t depth) {
   Value v = 1;
-  for (std::size_t i = 0; i < depth; ++i) v = Value::List{std::move(v)};
+  for (std::size_t i = 0; i < depth; ++i)
+    v = Value::List{std::move(v)};
   return v;
 }
 
@@ -82,7 +86,8 @@ TEST(Codec, NaNRoundTrips) {
 TEST(Codec, SixteenMebibytesOfBytesRoundTrip) {
   std::string big(16 * 1024 * 1024, '\0');
   std::mt19937 rng(7);
-  for (auto& c : big) c = static_cast<char>(rng());
+  for (auto& c : big)
+    c = static_cast<char>(rng());
   Value back = round_trip(Bytes{big});
   EXPECT_EQ(back.as_bytes().data, big);
   Value text = round_trip(std::string(16 * 1024 * 1024, 'a'));
@@ -113,13 +118,18 @@ TEST(Codec, EncodingsAreTheDocumentedBytes) {
   EXPECT_EQ(hex(encode(Bytes{"hi"})), "c4026869");
   EXPECT_EQ(hex(encode(Value::List{1, 2})), "920102");
   EXPECT_EQ(hex(encode(Value::Map{{"b", 2}, {"a", 1}})), "82a16101a16202") << "keys sorted";
-  EXPECT_EQ(hex(encode(Ref{Oid(5), "T"})), "c70901" "0000000000000005" "54");
+  EXPECT_EQ(hex(encode(Ref{Oid(5), "T"})),
+            "c70901"
+            "0000000000000005"
+            "54");
   EXPECT_EQ(hex(encode(Ref{Oid(5), ""})), "d7010000000000000005");
   EXPECT_EQ(hex(encode(Uuid::parse("00010203-0405-0607-0809-0a0b0c0d0e0f"))),
             "d802000102030405060708090a0b0c0d0e0f");
-  EXPECT_EQ(hex(encode(Decimal("1.10"))), "d603" "312e3130");
-  EXPECT_EQ(hex(encode(Timestamp{1'000'000})), "d6ff00000001");           // timestamp 32
-  EXPECT_EQ(hex(encode(Timestamp{1'000'001})), "d7ff00000fa000000001");   // timestamp 64
+  EXPECT_EQ(hex(encode(Decimal("1.10"))),
+            "d603"
+            "312e3130");
+  EXPECT_EQ(hex(encode(Timestamp{1'000'000})), "d6ff00000001");             // timestamp 32
+  EXPECT_EQ(hex(encode(Timestamp{1'000'001})), "d7ff00000fa000000001");     // timestamp 64
   EXPECT_EQ(hex(encode(Timestamp{-1})), "c70cff3b9ac618ffffffffffffffff");  // timestamp 96
 }
 
@@ -134,21 +144,23 @@ TEST(Codec, DecodesWhatOtherWritersProduce) {
 
 TEST(Codec, MalformedInputIsCorruptionNamingAnOffset) {
   std::vector<std::string> bad = {
-      "",                                         // nothing
-      std::string("\xc1", 1),                     // never-used byte
-      std::string("\x92\x01", 2),                 // array missing an element
-      std::string("\xa5hi", 3),                   // string shorter than its length
-      std::string("\x01\x02", 2),                 // trailing byte
-      std::string("\x81\x01\x02", 3),             // map key not a string
-      std::string("\x81\x91\x01\x02", 4),         // map key is an array
-      std::string("\x82\xa1k\x01\xa1k\x02", 8),   // duplicate key
+      "",                                                      // nothing
+      std::string("\xc1", 1),                                  // never-used byte
+      std::string("\x92\x01", 2),                              // array missing an element
+      std::string("\xa5hi", 3),                                // string shorter than its length
+      std::string("\x01\x02", 2),                              // trailing byte
+      std::string("\x81\x01\x02", 3),                          // map key not a string
+      std::string("\x81\x91\x01\x02", 4),                      // map key is an array
+      std::string("\x82\xa1k\x01\xa1k\x02", 8),                // duplicate key
       std::string("\xcf\xff\xff\xff\xff\xff\xff\xff\xff", 9),  // uint64 beyond int64
-      std::string("\xd4\x07\x00", 3),             // unknown extension type 7
-      std::string("\xd4\x01\x00", 3),             // ref shorter than 8 bytes
-      std::string("\xd4\x02\x00", 3),             // uuid not 16 bytes
-      std::string("\xc7\x02\x03" "1.", 5),        // decimal without fraction digits
+      std::string("\xd4\x07\x00", 3),                          // unknown extension type 7
+      std::string("\xd4\x01\x00", 3),                          // ref shorter than 8 bytes
+      std::string("\xd4\x02\x00", 3),                          // uuid not 16 bytes
+      std::string("\xc7\x02\x03"
+                  "1.",
+                  5),  // decimal without fraction digits
       std::string("\xd7\xff\xff\xff\xff\xff\x00\x00\x00\x00", 10),  // nanoseconds >= 1e9
-      std::string("\xdd\xff\xff\xff\xff", 5),     // array claiming 2^32-1 elements
+      std::string("\xdd\xff\xff\xff\xff", 5),  // array claiming 2^32-1 elements
   };
   for (const std::string& b : bad) {
     try {

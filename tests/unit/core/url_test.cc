@@ -46,8 +46,8 @@ TEST(StoreUrl, Redis) {
   EXPECT_EQ(s.path, "/run/redis.sock");
   EXPECT_EQ(s.db, 3);
   for (const char* bad : {"redis:", "redis://", "redis://h:0", "redis://h:65536", "redis://h:x",
-                          "redis://h/abc", "redis://h:", "redis+unix://relative",
-                          "redis://[::1", "redis://h?=v", "redis://h?prefix=%zz"}) {
+                          "redis://h/abc", "redis://h:", "redis+unix://relative", "redis://[::1",
+                          "redis://h?=v", "redis://h?prefix=%zz"}) {
     EXPECT_THROW(parse_store_url(bad), InvalidArgument) << bad;
   }
 }

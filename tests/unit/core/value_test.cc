@@ -49,14 +49,43 @@ TEST(Value, UnsignedBeyondInt64IsRefused) {
 }
 
 TEST(Value, TotalOrderAcrossAndWithinKinds) {
-  std::vector<Value> ascending = {
-      Value(), false, true, std::numeric_limits<std::int64_t>::min(), -1, 0, 1,
-      std::numeric_limits<double>::quiet_NaN(), -std::numeric_limits<double>::infinity(), -1.5,
-      0.0, 2.5, Decimal("-2"), Decimal("-1.5"), Decimal("0"), Decimal("0.01"), Decimal("10"),
-      "", "a", "ab", "b", Bytes{""}, Bytes{"a"}, Value::List{}, Value::List{1},
-      Value::List{1, 2}, Value::List{2}, Value::Map{}, Value::Map{{"a", 1}},
-      Value::Map{{"a", 2}}, Value::Map{{"b", 0}}, Ref{Oid(1), ""}, Ref{Oid(2), ""},
-      Timestamp{-5}, Timestamp{5}, Uuid{}, Uuid::parse("ffffffff-ffff-ffff-ffff-ffffffffffff")};
+  std::vector<Value> ascending = {Value(),
+                                  false,
+                                  true,
+                                  std::numeric_limits<std::int64_t>::min(),
+                                  -1,
+                                  0,
+                                  1,
+                                  std::numeric_limits<double>::quiet_NaN(),
+                                  -std::numeric_limits<double>::infinity(),
+                                  -1.5,
+                                  0.0,
+                                  2.5,
+                                  Decimal("-2"),
+                                  Decimal("-1.5"),
+                                  Decimal("0"),
+                                  Decimal("0.01"),
+                                  Decimal("10"),
+                                  "",
+                                  "a",
+                                  "ab",
+                                  "b",
+                                  Bytes{""},
+                                  Bytes{"a"},
+                                  Value::List{},
+                                  Value::List{1},
+                                  Value::List{1, 2},
+                                  Value::List{2},
+                                  Value::Map{},
+                                  Value::Map{{"a", 1}},
+                                  Value::Map{{"a", 2}},
+                                  Value::Map{{"b", 0}},
+                                  Ref{Oid(1), ""},
+                                  Ref{Oid(2), ""},
+                                  Timestamp{-5},
+                                  Timestamp{5},
+                                  Uuid{},
+                                  Uuid::parse("ffffffff-ffff-ffff-ffff-ffffffffffff")};
   for (std::size_t i = 0; i < ascending.size(); ++i) {
     for (std::size_t j = 0; j < ascending.size(); ++j) {
       EXPECT_EQ(ascending[i] <=> ascending[j], i <=> j) << i << " vs " << j;
@@ -90,9 +119,9 @@ TEST(Timestamp, FormatsAndParsesRfc3339) {
   EXPECT_EQ(Timestamp::parse("2026-11-25T12:20:30.123456+02:00"), t);
   EXPECT_EQ(Timestamp::parse("2026-11-25T10:20:30Z").micros % 1'000'000, 0);
   EXPECT_EQ(Timestamp::parse("2026-11-25T10:20:30.5Z").micros % 1'000'000, 500'000);
-  for (const char* bad : {"", "2026-11-25", "2026-13-01T00:00:00Z", "2026-02-30T00:00:00Z",
-                          "2026-11-25T24:00:00Z", "2026-11-25T10:20:30", "2026-11-25T10:20:30.Z",
-                          "2026-11-25T10:20:30Zjunk"}) {
+  for (const char* bad :
+       {"", "2026-11-25", "2026-13-01T00:00:00Z", "2026-02-30T00:00:00Z", "2026-11-25T24:00:00Z",
+        "2026-11-25T10:20:30", "2026-11-25T10:20:30.Z", "2026-11-25T10:20:30Zjunk"}) {
     EXPECT_THROW(Timestamp::parse(bad), InvalidArgument) << bad;
   }
 }
@@ -101,8 +130,9 @@ TEST(Uuid, ParsesFormatsAndGeneratesVersion4) {
   const char* text = "970773fa-4de1-11e5-86f4-6c4008a70392";
   EXPECT_EQ(Uuid::parse(text).str(), text);
   EXPECT_EQ(Uuid::parse("970773FA-4DE1-11E5-86F4-6C4008A70392").str(), text);
-  for (const char* bad : {"", "970773fa4de111e586f46c4008a70392", "970773fa-4de1-11e5-86f4-6c4008a7039g",
-                          "970773fa-4de1-11e5-86f4_6c4008a70392"}) {
+  for (const char* bad :
+       {"", "970773fa4de111e586f46c4008a70392", "970773fa-4de1-11e5-86f4-6c4008a7039g",
+        "970773fa-4de1-11e5-86f4_6c4008a70392"}) {
     EXPECT_THROW(Uuid::parse(bad), InvalidArgument) << bad;
   }
   Uuid a = Uuid::random(), b = Uuid::random();

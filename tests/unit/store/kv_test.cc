@@ -20,7 +20,8 @@ class KvViewTest : public ::testing::Test {
 
   std::vector<std::string> keys(std::string_view prefix) {
     std::vector<std::string> out;
-    for (auto& [k, v] : kv.fetch_by_prefix(prefix)) out.push_back(k);
+    for (auto& [k, v] : kv.fetch_by_prefix(prefix))
+      out.push_back(k);
     return out;
   }
 };
@@ -45,7 +46,8 @@ TEST_F(KvViewTest, FetchOneOfAbsentKeyThrowsNotFound) {
 }
 
 TEST_F(KvViewTest, FetchByPrefixIsOrderedAndSegmentAware) {
-  for (const char* k : {"a:2", "a1:x", "a", "b", "a:1", "a:1:deep", "ab", "a:10"}) kv.upsert(k, k);
+  for (const char* k : {"a:2", "a1:x", "a", "b", "a:1", "a:1:deep", "ab", "a:10"})
+    kv.upsert(k, k);
   // Bytewise order: "a:10" < "a:1:deep" because '0' < ':'.
   EXPECT_EQ(keys("a"), (std::vector<std::string>{"a", "a:1", "a:10", "a:1:deep", "a:2"}));
   EXPECT_EQ(keys("a:"), (std::vector<std::string>{"a:1", "a:10", "a:1:deep", "a:2"}));
@@ -53,7 +55,8 @@ TEST_F(KvViewTest, FetchByPrefixIsOrderedAndSegmentAware) {
   EXPECT_EQ(keys("a1"), (std::vector<std::string>{"a1:x"}));
   EXPECT_TRUE(keys("c").empty());
   EXPECT_EQ(keys("").size(), 8u);
-  for (auto& [k, v] : kv.fetch_by_prefix("a")) EXPECT_EQ(v, Value(k));
+  for (auto& [k, v] : kv.fetch_by_prefix("a"))
+    EXPECT_EQ(v, Value(k));
 }
 
 TEST_F(KvViewTest, RemoveIsIdempotentAndReportsExistence) {
@@ -67,7 +70,8 @@ TEST_F(KvViewTest, RemoveIsIdempotentAndReportsExistence) {
 }
 
 TEST_F(KvViewTest, RemovingWhileIteratingVisitsEveryRemainingKeyOnce) {
-  for (int i = 0; i < 100; ++i) kv.upsert("q:" + std::to_string(1000 + i), i);
+  for (int i = 0; i < 100; ++i)
+    kv.upsert("q:" + std::to_string(1000 + i), i);
   KvCursor cursor = kv.scan_prefix("q", 7);
   std::vector<std::string> visited;
   while (auto entry = cursor.next()) {
@@ -114,10 +118,12 @@ TEST_F(KvViewTest, ConcurrentUpsertsOfOneNewKeyMakeOneEntry) {
   std::vector<std::thread> pool;
   for (int t = 0; t < 4; ++t) {
     pool.emplace_back([&, t] {
-      for (int i = 0; i < 200; ++i) kv.upsert("shared:" + std::to_string(i), t);
+      for (int i = 0; i < 200; ++i)
+        kv.upsert("shared:" + std::to_string(i), t);
     });
   }
-  for (auto& th : pool) th.join();
+  for (auto& th : pool)
+    th.join();
   auto all = kv.fetch_by_prefix("shared");
   EXPECT_EQ(all.size(), 200u);
   EXPECT_EQ(store->scan_keys(std::string(KvView::default_namespace), "", "", 1000).size(), 200u);
@@ -133,7 +139,8 @@ TEST_F(KvViewTest, ConcurrentRemovesReportTrueExactlyOnce) {
         if (kv.remove("once")) ++trues;
       });
     }
-    for (auto& th : pool) th.join();
+    for (auto& th : pool)
+      th.join();
     EXPECT_EQ(trues.load(), 1);
   }
 }

@@ -23,7 +23,8 @@ TEST(MemoryStore, ChangesSinceReportsIncompleteOnceHistoryIsTrimmed) {
   CommitRequest req;
   req.writes.push_back(WriteOp{oid, "", "", encode(Value(1))});
   std::uint64_t first = store->commit(req);
-  for (int i = 0; i < 70'000; ++i) store->commit(req);
+  for (int i = 0; i < 70'000; ++i)
+    store->commit(req);
   Changes old = store->changes_since(first);
   EXPECT_FALSE(old.complete) << "history of 70,001 commits should have been trimmed";
   EXPECT_TRUE(old.oids.empty());
@@ -35,8 +36,8 @@ TEST(MemoryStore, ChangesSinceReportsIncompleteOnceHistoryIsTrimmed) {
 TEST(MemoryStore, ListenersSeeStrictlyIncreasingCsnsUnderConcurrentCommits) {
   auto store = make_memory_store();
   std::vector<std::uint64_t> seen;  // only the listener touches it, one call at a time
-  Subscription sub = store->subscribe(
-      [&](std::uint64_t csn, std::span<const Oid>) { seen.push_back(csn); });
+  Subscription sub =
+      store->subscribe([&](std::uint64_t csn, std::span<const Oid>) { seen.push_back(csn); });
   std::vector<std::thread> pool;
   for (int t = 0; t < 4; ++t) {
     pool.emplace_back([&] {
@@ -47,9 +48,11 @@ TEST(MemoryStore, ListenersSeeStrictlyIncreasingCsnsUnderConcurrentCommits) {
       }
     });
   }
-  for (auto& th : pool) th.join();
+  for (auto& th : pool)
+    th.join();
   ASSERT_EQ(seen.size(), 2000u);
-  for (std::size_t i = 0; i < seen.size(); ++i) EXPECT_EQ(seen[i], i + 1);
+  for (std::size_t i = 0; i < seen.size(); ++i)
+    EXPECT_EQ(seen[i], i + 1);
 }
 
 TEST(MemoryStore, PackRefusesUndecodableDataAndKeepsEverything) {
