@@ -7,6 +7,7 @@
 BUILD        ?= build
 JOBS         ?= 2
 FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := codec_fuzz json_fuzz
 CMAKE_FLAGS  ?=
 export CTEST_OUTPUT_ON_FAILURE = 1
 
@@ -36,12 +37,13 @@ sanitize: setup
 	cmake --build build-asan -j $(JOBS)
 	ctest --test-dir build-asan -j $(JOBS) -L unit --timeout 900
 
-# Each libFuzzer target for FUZZ_SECONDS, growing its corpus under tests/fuzz/corpus/.
+# Each libFuzzer target for FUZZ_SECONDS, seeded from tests/fuzz/corpus/TARGET; new inputs go to
+# build-fuzz/corpus-TARGET (fold the useful ones back with TARGET -merge=1 SEED_DIR NEW_DIR).
 fuzz: setup
 	cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCAIRN_FUZZ=ON \
 	  -DCMAKE_CXX_COMPILER=clang++
-	cmake --build build-fuzz -j $(JOBS) --target codec_fuzz
-	@for t in codec_fuzz; do \
+	cmake --build build-fuzz -j $(JOBS) --target $(FUZZ_TARGETS)
+	@for t in $(FUZZ_TARGETS); do \
 	  echo "fuzzing $$t for $(FUZZ_SECONDS)s"; \
 	  mkdir -p build-fuzz/corpus-$$t; \
 	  build-fuzz/tests/$$t -max_total_time=$(FUZZ_SECONDS) -max_len=65536 -print_final_stats=1 \

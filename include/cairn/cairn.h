@@ -3,6 +3,7 @@
 
 #include "cairn/codec.h"
 #include "cairn/error.h"
+#include "cairn/json.h"
 #include "cairn/kv.h"
 #include "cairn/oid.h"
 #include "cairn/store.h"

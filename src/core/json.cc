@@ -1,0 +1,225 @@
+// Value <-> JSON (include/cairn/json.h), on top of nlohmann-json.
+#include "cairn/json.h"
+
+#include <fmt/format.h>
+
+#include <cmath>
+#include <nlohmann/json.hpp>
+
+#include "cairn/codec.h"
+#include "cairn/error.h"
+
+namespace cairn {
+
+namespace {
+
+using Json = nlohmann::json;
+
+constexpr char base64_alphabet[] =
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+std::string base64_encode(std::string_view in) {
+  std::string out;
+  out.reserve((in.size() + 2) / 3 * 4);
+  std::size_t i = 0;
+  for (; i + 2 < in.size(); i += 3) {
+    auto n = static_cast<unsigned char>(in[i]) << 16 | static_cast<unsigned char>(in[i + 1]) << 8 |
+             static_cast<unsigned char>(in[i + 2]);
+    for (int shift : {18, 12, 6, 0}) out += base64_alphabet[(n >> shift) & 63];
+  }
+  if (std::size_t rest = in.size() - i; rest > 0) {
+    unsigned n = static_cast<unsigned char>(in[i]) << 16;
+    if (rest == 2) n |= static_cast<unsigned char>(in[i + 1]) << 8;
+    out += base64_alphabet[(n >> 18) & 63];
+    out += base64_alphabet[(n >> 12) & 63];
+    out += rest == 2 ? base64_alphabet[(n >> 6) & 63] : '=';
+    out += '=';
+  }
+  return out;
+}
+
+[[noreturn]] void bad_base64() { throw InvalidArgument("invalid base64 in {\"$bytes\": ...}"); }
+
+std::string base64_decode(std::string_view in) {
+  auto fail = [] { bad_base64(); };
+  if (in.size() % 4 != 0) fail();
+  std::string out;
+  out.reserve(in.size() / 4 * 3);
+  for (std::size_t i = 0; i < in.size(); i += 4) {
+    unsigned n = 0;
+    int pad = 0;
+    for (std::size_t k = 0; k < 4; ++k) {
+      char c = in[i + k];
+      int v;
+      if (c == '=' && i + 4 == in.size() && k >= 2) {
+        ++pad;
+        v = 0;
+      } else {
+        if (pad) fail();  // data after padding
+        const char* p = std::char_traits<char>::find(base64_alphabet, 64, c);
+        if (!p) fail();
+        v = static_cast<int>(p - base64_alphabet);
+      }
+      n = n << 6 | static_cast<unsigned>(v);
+    }
+    out += static_cast<char>(n >> 16);
+    if (pad < 2) out += static_cast<char>((n >> 8) & 0xff);
+    if (pad < 1) out += static_cast<char>(n & 0xff);
+  }
+  return out;
+}
+
+Json to_json_value(const Value& v) {
+  switch (v.kind()) {
+    case Kind::null: return nullptr;
+    case Kind::boolean: return v.as_bool();
+    case Kind::integer: return v.as_int();
+    case Kind::floating: {
+      double d = v.as_double();
+      if (std::isnan(d)) return Json{{"$double", "nan"}};
+      if (std::isinf(d)) return Json{{"$double", d > 0 ? "inf" : "-inf"}};
+      return d;
+    }
+    case Kind::decimal: return Json{{"$decimal", v.as_decimal().str()}};
+    case Kind::string: return v.as_string();
+    case Kind::bytes: return Json{{"$bytes", base64_encode(v.as_bytes().data)}};
+    case Kind::list: {
+      Json out = Json::array();
+      for (const Value& item : v.as_list()) out.push_back(to_json_value(item));
+      return out;
+    }
+    case Kind::map: {
+      Json out = Json::object();
+      bool tagged_key = false;
+      for (const auto& [key, item] : v.as_map()) {
+        tagged_key = tagged_key || key.starts_with('$');
+        out[key] = to_json_value(item);
+      }
+      if (tagged_key) return Json{{"$map", std::move(out)}};
+      return out;
+    }
+    case Kind::ref: {
+      const Ref& r = v.as_ref();
+      Json out{{"$ref", r.oid.value()}};
+      if (!r.type.empty()) out["$type"] = r.type;
+      return out;
+    }
+    case Kind::timestamp: return Json{{"$time", v.as_timestamp().str()}};
+    case Kind::uuid: return Json{{"$uuid", v.as_uuid().str()}};
+  }
+  return nullptr;
+}
+
+bool is_tagged(const Json& j) { return !j.empty() && j.begin().key().starts_with('$'); }
+
+const std::string& tag_string(const Json& j, std::string_view tag) {
+  if (!j.is_string()) throw InvalidArgument(fmt::format("{{\"{}\": ...}} needs a string", tag));
+  return j.get_ref<const std::string&>();
+}
+
+Value from_json_value(const Json& j, std::size_t depth);
+
+Value from_tagged(const Json& j, std::size_t depth) {
+  auto first = j.begin();
+  const std::string& tag = first.key();
+  if (j.contains("$ref")) {
+    const Json& oid = j.at("$ref");
+    if (!oid.is_number_unsigned() && !(oid.is_number_integer() && oid.get<std::int64_t>() >= 0)) {
+      throw InvalidArgument("{\"$ref\": N} needs a non-negative integer oid");
+    }
+    std::string type;
+    if (j.size() == 2) {
+      if (!j.contains("$type")) throw InvalidArgument("{\"$ref\": N} takes only \"$type\" beside it");
+      type = tag_string(j.at("$type"), "$type");
+    }
+    return Ref{Oid(oid.get<std::uint64_t>()), std::move(type)};
+  }
+  if (j.size() != 1) {
+    throw InvalidArgument(fmt::format("object with \"{}\" must have no other keys", tag));
+  }
+  const Json& body = first.value();
+  if (tag == "$bytes") return Bytes{base64_decode(tag_string(body, tag))};
+  if (tag == "$time") return Timestamp::parse(tag_string(body, tag));
+  if (tag == "$uuid") return Uuid::parse(tag_string(body, tag));
+  if (tag == "$decimal") return Decimal(tag_string(body, tag));
+  if (tag == "$double") {
+    const std::string& s = tag_string(body, tag);
+    if (s == "nan") return std::numeric_limits<double>::quiet_NaN();
+    if (s == "inf") return std::numeric_limits<double>::infinity();
+    if (s == "-inf") return -std::numeric_limits<double>::infinity();
+    throw InvalidArgument("{\"$double\": ...} must be \"nan\", \"inf\" or \"-inf\"");
+  }
+  if (tag == "$map") {
+    if (!body.is_object()) throw InvalidArgument("{\"$map\": ...} needs an object");
+    if (depth >= max_value_depth) {
+      throw InvalidArgument(
+          fmt::format("value nests deeper than the limit of {}", max_value_depth));
+    }
+    Value::Map map;
+    for (const auto& [key, item] : body.items()) map.emplace(key, from_json_value(item, depth + 1));
+    return map;
+  }
+  throw InvalidArgument(fmt::format(
+      "unknown tag \"{}\" (known: $ref, $bytes, $time, $uuid, $decimal, $double, $map)", tag));
+}
+
+Value from_json_value(const Json& j, std::size_t depth) {
+  if ((j.is_array() || (j.is_object() && !is_tagged(j))) && depth >= max_value_depth) {
+    throw InvalidArgument(fmt::format("value nests deeper than the limit of {}", max_value_depth));
+  }
+  switch (j.type()) {
+    case Json::value_t::null: return Value();
+    case Json::value_t::boolean: return j.get<bool>();
+    case Json::value_t::number_integer: return j.get<std::int64_t>();
+    case Json::value_t::number_unsigned: return Value(j.get<std::uint64_t>());
+    case Json::value_t::number_float: return j.get<double>();
+    case Json::value_t::string: return j.get<std::string>();
+    case Json::value_t::array: {
+      Value::List list;
+      list.reserve(j.size());
+      for (const Json& item : j) list.push_back(from_json_value(item, depth + 1));
+      return list;
+    }
+    case Json::value_t::object: {
+      if (is_tagged(j)) return from_tagged(j, depth);
+      Value::Map map;
+      for (const auto& [key, item] : j.items()) {
+        if (key.starts_with('$')) {
+          throw InvalidArgument(fmt::format(
+              "key \"{}\" starts with '$': write the map as {{\"$map\": {{...}}}}", key));
+        }
+        map.emplace(key, from_json_value(item, depth + 1));
+      }
+      return map;
+    }
+    default: throw InvalidArgument("unsupported JSON value");
+  }
+}
+
+}  // namespace
+
+std::string to_json(const Value& value) {
+  return to_json_value(value).dump(-1, ' ', false, Json::error_handler_t::replace);
+}
+
+Value from_json(std::string_view text) {
+  // Refuse over-deep input while parsing (before any recursive conversion runs).
+  auto limit_depth = [](int depth, Json::parse_event_t event, Json&) {
+    if ((event == Json::parse_event_t::object_start ||
+         event == Json::parse_event_t::array_start) &&
+        static_cast<std::size_t>(depth) >= max_value_depth * 2) {
+      throw InvalidArgument(
+          fmt::format("JSON nests deeper than the limit of {}", max_value_depth));
+    }
+    return true;
+  };
+  Json j;
+  try {
+    j = Json::parse(text.begin(), text.end(), limit_depth);
+  } catch (const Json::exception& e) {  // parse_error, and out_of_range for 1e400
+    throw InvalidArgument(fmt::format("invalid JSON: {}", e.what()));
+  }
+  return from_json_value(j, 0);
+}
+
+}  // namespace cairn

@@ -1,0 +1,72 @@
+// Values as JSON: every kind round-trips, tags are exact, and bad input is a clear error.
+#include "cairn/json.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <limits>
+
+#include "cairn/codec.h"
+#include "cairn/error.h"
+
+namespace cairn {
+namespace {
+
+TEST(Json, EveryKindRoundTrips) {
+  std::vector<Value> values = {
+      Value(), true, 0, -7, std::numeric_limits<std::int64_t>::min(),
+      std::numeric_limits<std::int64_t>::max(), 1.0, -0.5, 1e300,
+      std::numeric_limits<double>::infinity(), -std::numeric_limits<double>::infinity(),
+      Decimal("1.10"), "", "héllo \"quoted\"\n", Bytes{}, Bytes{"a"}, Bytes{"ab"},
+      Bytes{std::string("\0\xff\x10", 3)}, Value::List{}, Value::Map{},
+      Value::Map{{"$ref", 1}, {"plain", Value::List{1, "x"}}}, Ref{Oid(9), ""},
+      Ref{Oid(9), "schema.User"}, Timestamp{1'764'000'000'123'456}, Timestamp{-1},
+      Uuid::parse("970773fa-4de1-11e5-86f4-6c4008a70392")};
+  for (const Value& v : values) {
+    std::string text = to_json(v);
+    EXPECT_EQ(text.find('\n'), std::string::npos) << text;
+    Value back = from_json(text);
+    EXPECT_EQ(back.kind(), v.kind()) << text;
+    EXPECT_EQ(back, v) << text;
+  }
+  EXPECT_TRUE(std::isnan(from_json(to_json(std::nan(""))).as_double()));
+}
+
+TEST(Json, TagsAreTheDocumentedForms) {
+  EXPECT_EQ(to_json(Value::Map{{"b", 1}, {"a", Value::List{true, Value()}}}),
+            R"({"a":[true,null],"b":1})");
+  EXPECT_EQ(to_json(Ref{Oid(5), ""}), R"({"$ref":5})");
+  EXPECT_EQ(to_json(Ref{Oid(5), "T"}), R"({"$ref":5,"$type":"T"})");
+  EXPECT_EQ(to_json(Bytes{"hi!"}), R"({"$bytes":"aGkh"})");
+  EXPECT_EQ(to_json(Decimal("1.10")), R"({"$decimal":"1.10"})");
+  EXPECT_EQ(to_json(Timestamp{0}), R"({"$time":"1970-01-01T00:00:00.000000Z"})");
+  EXPECT_EQ(to_json(Value::Map{{"$x", 1}}), R"({"$map":{"$x":1}})");
+  EXPECT_EQ(to_json(1.0), "1.0") << "a double must stay a double";
+  EXPECT_EQ(from_json("1").kind(), Kind::integer);
+  EXPECT_EQ(from_json("1.0").kind(), Kind::floating);
+  EXPECT_EQ(from_json(R"({"$time":"2026-11-25T10:00:00+01:00"})"),
+            Value(Timestamp::parse("2026-11-25T09:00:00Z")));
+}
+
+TEST(Json, BadInputIsInvalidArgument) {
+  for (const char* bad : {"", "{", "[1,]", "nul", R"({"$bytes":"a"})", R"({"$bytes":"a=bc"})",
+                          R"({"$bytes":1})", R"({"$ref":-1})", R"({"$ref":"1"})",
+                          R"({"$ref":1,"x":2})", R"({"$time":"yesterday"})",
+                          R"({"$uuid":"nope"})", R"({"$decimal":"1e5"})", R"({"$double":"big"})",
+                          R"({"$wat":1})", R"({"$bytes":"","$time":"x"})", R"({"a":1,"$b":2})",
+                          "18446744073709551615", "1e400", "[-1e999]"}) {
+    EXPECT_THROW(from_json(bad), InvalidArgument) << bad;
+  }
+}
+
+TEST(Json, NestingIsLimitedLikeTheCodec) {
+  auto nested = [](std::size_t depth) {
+    return std::string(depth, '[') + "1" + std::string(depth, ']');
+  };
+  EXPECT_NO_THROW(encode(from_json(nested(max_value_depth))));
+  EXPECT_THROW(from_json(nested(max_value_depth + 1)), InvalidArgument);
+  EXPECT_THROW(from_json(nested(100'000)), InvalidArgument);
+}
+
+}  // namespace
+}  // namespace cairn
