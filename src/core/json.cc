@@ -25,7 +25,8 @@ std::string base64_encode(std::string_view in) {
   for (; i + 2 < in.size(); i += 3) {
     auto n = static_cast<unsigned char>(in[i]) << 16 | static_cast<unsigned char>(in[i + 1]) << 8 |
              static_cast<unsigned char>(in[i + 2]);
-    for (int shift : {18, 12, 6, 0}) out += base64_alphabet[(n >> shift) & 63];
+    for (int shift : {18, 12, 6, 0})
+      out += base64_alphabet[(n >> shift) & 63];
   }
   if (std::size_t rest = in.size() - i; rest > 0) {
     unsigned n = static_cast<unsigned char>(in[i]) << 16;
@@ -38,7 +39,9 @@ std::string base64_encode(std::string_view in) {
   return out;
 }
 
-[[noreturn]] void bad_base64() { throw InvalidArgument("invalid base64 in {\"$bytes\": ...}"); }
+[[noreturn]] void bad_base64() {
+  throw InvalidArgument("invalid base64 in {\"$bytes\": ...}");
+}
 
 std::string base64_decode(std::string_view in) {
   auto fail = [] { bad_base64(); };
@@ -71,21 +74,28 @@ std::string base64_decode(std::string_view in) {
 
 Json to_json_value(const Value& v) {
   switch (v.kind()) {
-    case Kind::null: return nullptr;
-    case Kind::boolean: return v.as_bool();
-    case Kind::integer: return v.as_int();
+    case Kind::null:
+      return nullptr;
+    case Kind::boolean:
+      return v.as_bool();
+    case Kind::integer:
+      return v.as_int();
     case Kind::floating: {
       double d = v.as_double();
       if (std::isnan(d)) return Json{{"$double", "nan"}};
       if (std::isinf(d)) return Json{{"$double", d > 0 ? "inf" : "-inf"}};
       return d;
     }
-    case Kind::decimal: return Json{{"$decimal", v.as_decimal().str()}};
-    case Kind::string: return v.as_string();
-    case Kind::bytes: return Json{{"$bytes", base64_encode(v.as_bytes().data)}};
+    case Kind::decimal:
+      return Json{{"$decimal", v.as_decimal().str()}};
+    case Kind::string:
+      return v.as_string();
+    case Kind::bytes:
+      return Json{{"$bytes", base64_encode(v.as_bytes().data)}};
     case Kind::list: {
       Json out = Json::array();
-      for (const Value& item : v.as_list()) out.push_back(to_json_value(item));
+      for (const Value& item : v.as_list())
+        out.push_back(to_json_value(item));
       return out;
     }
     case Kind::map: {
@@ -104,13 +114,17 @@ Json to_json_value(const Value& v) {
       if (!r.type.empty()) out["$type"] = r.type;
       return out;
     }
-    case Kind::timestamp: return Json{{"$time", v.as_timestamp().str()}};
-    case Kind::uuid: return Json{{"$uuid", v.as_uuid().str()}};
+    case Kind::timestamp:
+      return Json{{"$time", v.as_timestamp().str()}};
+    case Kind::uuid:
+      return Json{{"$uuid", v.as_uuid().str()}};
   }
   return nullptr;
 }
 
-bool is_tagged(const Json& j) { return !j.empty() && j.begin().key().starts_with('$'); }
+bool is_tagged(const Json& j) {
+  return !j.empty() && j.begin().key().starts_with('$');
+}
 
 const std::string& tag_string(const Json& j, std::string_view tag) {
   if (!j.is_string()) throw InvalidArgument(fmt::format("{{\"{}\": ...}} needs a string", tag));
@@ -129,7 +143,8 @@ Value from_tagged(const Json& j, std::size_t depth) {
     }
     std::string type;
     if (j.size() == 2) {
-      if (!j.contains("$type")) throw InvalidArgument("{\"$ref\": N} takes only \"$type\" beside it");
+      if (!j.contains("$type"))
+        throw InvalidArgument("{\"$ref\": N} takes only \"$type\" beside it");
       type = tag_string(j.at("$type"), "$type");
     }
     return Ref{Oid(oid.get<std::uint64_t>()), std::move(type)};
@@ -156,7 +171,8 @@ Value from_tagged(const Json& j, std::size_t depth) {
           fmt::format("value nests deeper than the limit of {}", max_value_depth));
     }
     Value::Map map;
-    for (const auto& [key, item] : body.items()) map.emplace(key, from_json_value(item, depth + 1));
+    for (const auto& [key, item] : body.items())
+      map.emplace(key, from_json_value(item, depth + 1));
     return map;
   }
   throw InvalidArgument(fmt::format(
@@ -168,16 +184,23 @@ Value from_json_value(const Json& j, std::size_t depth) {
     throw InvalidArgument(fmt::format("value nests deeper than the limit of {}", max_value_depth));
   }
   switch (j.type()) {
-    case Json::value_t::null: return Value();
-    case Json::value_t::boolean: return j.get<bool>();
-    case Json::value_t::number_integer: return j.get<std::int64_t>();
-    case Json::value_t::number_unsigned: return Value(j.get<std::uint64_t>());
-    case Json::value_t::number_float: return j.get<double>();
-    case Json::value_t::string: return j.get<std::string>();
+    case Json::value_t::null:
+      return Value();
+    case Json::value_t::boolean:
+      return j.get<bool>();
+    case Json::value_t::number_integer:
+      return j.get<std::int64_t>();
+    case Json::value_t::number_unsigned:
+      return Value(j.get<std::uint64_t>());
+    case Json::value_t::number_float:
+      return j.get<double>();
+    case Json::value_t::string:
+      return j.get<std::string>();
     case Json::value_t::array: {
       Value::List list;
       list.reserve(j.size());
-      for (const Json& item : j) list.push_back(from_json_value(item, depth + 1));
+      for (const Json& item : j)
+        list.push_back(from_json_value(item, depth + 1));
       return list;
     }
     case Json::value_t::object: {
@@ -192,7 +215,8 @@ Value from_json_value(const Json& j, std::size_t depth) {
       }
       return map;
     }
-    default: throw InvalidArgument("unsupported JSON value");
+    default:
+      throw InvalidArgument("unsupported JSON value");
   }
 }
 
@@ -205,11 +229,9 @@ std::string to_json(const Value& value) {
 Value from_json(std::string_view text) {
   // Refuse over-deep input while parsing (before any recursive conversion runs).
   auto limit_depth = [](int depth, Json::parse_event_t event, Json&) {
-    if ((event == Json::parse_event_t::object_start ||
-         event == Json::parse_event_t::array_start) &&
+    if ((event == Json::parse_event_t::object_start || event == Json::parse_event_t::array_start) &&
         static_cast<std::size_t>(depth) >= max_value_depth * 2) {
-      throw InvalidArgument(
-          fmt::format("JSON nests deeper than the limit of {}", max_value_depth));
+      throw InvalidArgument(fmt::format("JSON nests deeper than the limit of {}", max_value_depth));
     }
     return true;
   };

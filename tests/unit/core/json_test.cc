@@ -13,15 +13,32 @@ namespace cairn {
 namespace {
 
 TEST(Json, EveryKindRoundTrips) {
-  std::vector<Value> values = {
-      Value(), true, 0, -7, std::numeric_limits<std::int64_t>::min(),
-      std::numeric_limits<std::int64_t>::max(), 1.0, -0.5, 1e300,
-      std::numeric_limits<double>::infinity(), -std::numeric_limits<double>::infinity(),
-      Decimal("1.10"), "", "héllo \"quoted\"\n", Bytes{}, Bytes{"a"}, Bytes{"ab"},
-      Bytes{std::string("\0\xff\x10", 3)}, Value::List{}, Value::Map{},
-      Value::Map{{"$ref", 1}, {"plain", Value::List{1, "x"}}}, Ref{Oid(9), ""},
-      Ref{Oid(9), "schema.User"}, Timestamp{1'764'000'000'123'456}, Timestamp{-1},
-      Uuid::parse("970773fa-4de1-11e5-86f4-6c4008a70392")};
+  std::vector<Value> values = {Value(),
+                               true,
+                               0,
+                               -7,
+                               std::numeric_limits<std::int64_t>::min(),
+                               std::numeric_limits<std::int64_t>::max(),
+                               1.0,
+                               -0.5,
+                               1e300,
+                               std::numeric_limits<double>::infinity(),
+                               -std::numeric_limits<double>::infinity(),
+                               Decimal("1.10"),
+                               "",
+                               "héllo \"quoted\"\n",
+                               Bytes{},
+                               Bytes{"a"},
+                               Bytes{"ab"},
+                               Bytes{std::string("\0\xff\x10", 3)},
+                               Value::List{},
+                               Value::Map{},
+                               Value::Map{{"$ref", 1}, {"plain", Value::List{1, "x"}}},
+                               Ref{Oid(9), ""},
+                               Ref{Oid(9), "schema.User"},
+                               Timestamp{1'764'000'000'123'456},
+                               Timestamp{-1},
+                               Uuid::parse("970773fa-4de1-11e5-86f4-6c4008a70392")};
   for (const Value& v : values) {
     std::string text = to_json(v);
     EXPECT_EQ(text.find('\n'), std::string::npos) << text;
@@ -49,12 +66,26 @@ TEST(Json, TagsAreTheDocumentedForms) {
 }
 
 TEST(Json, BadInputIsInvalidArgument) {
-  for (const char* bad : {"", "{", "[1,]", "nul", R"({"$bytes":"a"})", R"({"$bytes":"a=bc"})",
-                          R"({"$bytes":1})", R"({"$ref":-1})", R"({"$ref":"1"})",
-                          R"({"$ref":1,"x":2})", R"({"$time":"yesterday"})",
-                          R"({"$uuid":"nope"})", R"({"$decimal":"1e5"})", R"({"$double":"big"})",
-                          R"({"$wat":1})", R"({"$bytes":"","$time":"x"})", R"({"a":1,"$b":2})",
-                          "18446744073709551615", "1e400", "[-1e999]"}) {
+  for (const char* bad : {"",
+                          "{",
+                          "[1,]",
+                          "nul",
+                          R"({"$bytes":"a"})",
+                          R"({"$bytes":"a=bc"})",
+                          R"({"$bytes":1})",
+                          R"({"$ref":-1})",
+                          R"({"$ref":"1"})",
+                          R"({"$ref":1,"x":2})",
+                          R"({"$time":"yesterday"})",
+                          R"({"$uuid":"nope"})",
+                          R"({"$decimal":"1e5"})",
+                          R"({"$double":"big"})",
+                          R"({"$wat":1})",
+                          R"({"$bytes":"","$time":"x"})",
+                          R"({"a":1,"$b":2})",
+                          "18446744073709551615",
+                          "1e400",
+                          "[-1e999]"}) {
     EXPECT_THROW(from_json(bad), InvalidArgument) << bad;
   }
 }
