@@ -1,12 +1,9 @@
 // MemoryStore: the store contract held in process memory. Thread-safe: one shared_mutex guards
-// the objects and indexes (loads and scans share it, commits take it alone); locks have their
-// own mutex and condition variable so that waiting for a lock never blocks commits.
+// the objects and indexes (loads and scans share it, commits take it alone); locks live in a
+// LockTable of their own so that waiting for a lock never blocks commits.
 #include <fmt/format.h>
 
-#include <algorithm>
 #include <atomic>
-#include <condition_variable>
-#include <deque>
 #include <map>
 #include <mutex>
 #include <set>
@@ -17,14 +14,14 @@
 #include "cairn/codec.h"
 #include "cairn/error.h"
 #include "cairn/store.h"
+#include "store/history.h"
 #include "store/listeners.h"
+#include "store/lock_table.h"
 #include "store/store_util.h"
 
 namespace cairn {
 
 namespace {
-
-using Clock = std::chrono::steady_clock;
 
 class MemoryStore final : public Store {
  public:
@@ -39,9 +36,16 @@ class MemoryStore final : public Store {
   std::vector<ScanEntry> scan_keys(std::string_view type, std::string_view prefix,
                                    std::string_view after, std::size_t limit) override;
   std::optional<Oid> find_key(std::string_view type, std::string_view key) override;
-  std::optional<std::uint64_t> lock(const LockRequest& request) override;
-  bool unlock(std::string_view name, std::string_view owner) override;
-  bool renew(std::string_view name, std::string_view owner, std::chrono::milliseconds ttl) override;
+  std::optional<std::uint64_t> lock(const LockRequest& request) override {
+    return locks_.lock(request);
+  }
+  bool unlock(std::string_view name, std::string_view owner) override {
+    return locks_.unlock(name, owner);
+  }
+  bool renew(std::string_view name, std::string_view owner,
+             std::chrono::milliseconds ttl) override {
+    return locks_.renew(name, owner, ttl);
+  }
   PackStats pack() override;
 
  private:
@@ -51,38 +55,23 @@ class MemoryStore final : public Store {
     std::string key;
     std::string data;
   };
-  struct LockState {
-    std::string owner;  // "" = free
-    Clock::time_point expires;
-    std::uint64_t last_token = 0;
-    bool held(Clock::time_point now) const { return !owner.empty() && now < expires; }
-  };
   using KeyIndex = std::map<std::string, Oid, std::less<>>;
-
-  // History of recent commits for changes_since(); older entries are trimmed.
-  static constexpr std::size_t history_max_commits = 65536;
-  static constexpr std::size_t history_max_oids = 1 << 20;
 
   void unindex(Oid oid, const Object& obj);
   void index(Oid oid, const Object& obj);
-  void check_keys(const CommitRequest& request, std::vector<Oid>& conflicts) const;
-  void remember(std::uint64_t csn, std::vector<Oid> oids);
+  std::optional<Oid> key_holder(std::string_view type, std::string_view key) const;  // mu_ held
 
   mutable std::shared_mutex mu_;
   std::unordered_map<Oid, Object> objects_;
   std::map<std::string, std::set<Oid>, std::less<>> by_type_;
   std::map<std::string, KeyIndex, std::less<>> by_key_;
   std::uint64_t csn_ = 0;
-  std::deque<std::pair<std::uint64_t, std::vector<Oid>>> history_;
-  std::size_t history_oids_ = 0;
-  std::uint64_t history_floor_ = 0;  // changes_since(csn) is complete for csn >= this
+  CommitHistory history_;
   std::atomic<std::uint64_t> next_oid_{1};
 
   ListenerRegistry listeners_;
 
-  std::mutex lock_mu_;
-  std::condition_variable lock_cv_;
-  std::unordered_map<std::string, LockState> locks_;
+  LockTable locks_;
 };
 
 LoadResult MemoryStore::load(std::span<const Oid> oids) {
@@ -121,35 +110,6 @@ void MemoryStore::index(Oid oid, const Object& obj) {
   if (!obj.key.empty()) by_key_[obj.type][obj.key] = oid;
 }
 
-// A write may take a (type, key) only if no other live object keeps it after this commit.
-void MemoryStore::check_keys(const CommitRequest& request, std::vector<Oid>& conflicts) const {
-  std::unordered_set<Oid> released;  // objects that this commit deletes or rewrites
-  for (Oid oid : request.deletes)
-    released.insert(oid);
-  for (const WriteOp& w : request.writes)
-    released.insert(w.oid);
-  for (const WriteOp& w : request.writes) {
-    if (w.key.empty()) continue;
-    auto t = by_key_.find(w.type);
-    if (t == by_key_.end()) continue;
-    auto k = t->second.find(w.key);
-    if (k == t->second.end() || k->second == w.oid) continue;
-    Oid holder = k->second;
-    // The holder gives the key up only if this commit deletes it or rewrites it without it.
-    bool gives_up = false;
-    if (released.contains(holder)) {
-      gives_up = true;
-      for (const WriteOp& other : request.writes) {
-        if (other.oid == holder && other.type == w.type && other.key == w.key) gives_up = false;
-      }
-    }
-    if (!gives_up) {
-      conflicts.push_back(w.oid);
-      conflicts.push_back(holder);
-    }
-  }
-}
-
 std::uint64_t MemoryStore::commit(const CommitRequest& request) {
   validate_commit_shape(request, next_oid_.load());
   std::unique_lock lk(mu_);
@@ -159,12 +119,9 @@ std::uint64_t MemoryStore::commit(const CommitRequest& request) {
     std::uint64_t current = it == objects_.end() ? 0 : it->second.version;
     if (current != r.version) conflicts.push_back(r.oid);
   }
-  check_keys(request, conflicts);
-  if (!conflicts.empty()) {
-    std::sort(conflicts.begin(), conflicts.end());
-    conflicts.erase(std::unique(conflicts.begin(), conflicts.end()), conflicts.end());
-    throw ConflictError(conflict_message(conflicts), std::move(conflicts));
-  }
+  check_key_conflicts(request, [this](auto type, auto key) { return key_holder(type, key); },
+                      conflicts);
+  throw_if_conflicts(std::move(conflicts));
   if (request.writes.empty() && request.deletes.empty()) return csn_;
 
   std::uint64_t csn = ++csn_;
@@ -187,39 +144,15 @@ std::uint64_t MemoryStore::commit(const CommitRequest& request) {
     index(w.oid, obj);
     changed.push_back(w.oid);
   }
-  remember(csn, changed);
+  history_.remember(csn, changed);
   lk.unlock();
   listeners_.notify(csn, changed);
   return csn;
 }
 
-void MemoryStore::remember(std::uint64_t csn, std::vector<Oid> oids) {
-  history_oids_ += oids.size();
-  history_.emplace_back(csn, std::move(oids));
-  while (history_.size() > history_max_commits || history_oids_ > history_max_oids) {
-    history_floor_ = history_.front().first;
-    history_oids_ -= history_.front().second.size();
-    history_.pop_front();
-  }
-}
-
 Changes MemoryStore::changes_since(std::uint64_t csn) {
   std::shared_lock lk(mu_);
-  Changes out;
-  out.csn = csn_;
-  if (csn < history_floor_) {
-    out.complete = false;
-    return out;
-  }
-  auto first = std::upper_bound(history_.begin(), history_.end(), csn,
-                                [](std::uint64_t c, const auto& entry) { return c < entry.first; });
-  std::unordered_set<Oid> seen;
-  for (auto it = first; it != history_.end(); ++it) {
-    for (Oid oid : it->second) {
-      if (seen.insert(oid).second) out.oids.push_back(oid);
-    }
-  }
-  return out;
+  return history_.since(csn, csn_);
 }
 
 Oid MemoryStore::new_oids(std::uint32_t count) {
@@ -258,51 +191,15 @@ std::vector<ScanEntry> MemoryStore::scan_keys(std::string_view type, std::string
 
 std::optional<Oid> MemoryStore::find_key(std::string_view type, std::string_view key) {
   std::shared_lock lk(mu_);
+  return key_holder(type, key);
+}
+
+std::optional<Oid> MemoryStore::key_holder(std::string_view type, std::string_view key) const {
   auto t = by_key_.find(type);
   if (t == by_key_.end()) return std::nullopt;
   auto k = t->second.find(key);
   if (k == t->second.end()) return std::nullopt;
   return k->second;
-}
-
-std::optional<std::uint64_t> MemoryStore::lock(const LockRequest& request) {
-  validate_lock_request(request);
-  auto deadline = Clock::now() + request.wait;
-  std::unique_lock lk(lock_mu_);
-  LockState& state = locks_[request.name];
-  for (;;) {
-    auto now = Clock::now();
-    if (!state.held(now)) {
-      state.owner = request.owner;
-      state.expires = now + request.ttl;
-      return ++state.last_token;
-    }
-    if (now >= deadline) return std::nullopt;
-    // Wake at the deadline, at expiry, or when an unlock notifies.
-    lock_cv_.wait_until(lk, std::min(deadline, state.expires));
-  }
-}
-
-bool MemoryStore::unlock(std::string_view name, std::string_view owner) {
-  std::lock_guard lk(lock_mu_);
-  auto it = locks_.find(std::string(name));
-  if (it == locks_.end() || !it->second.held(Clock::now()) || it->second.owner != owner) {
-    return false;
-  }
-  it->second.owner.clear();
-  lock_cv_.notify_all();
-  return true;
-}
-
-bool MemoryStore::renew(std::string_view name, std::string_view owner,
-                        std::chrono::milliseconds ttl) {
-  if (ttl.count() <= 0) throw InvalidArgument("renew: ttl must be positive");
-  std::lock_guard lk(lock_mu_);
-  auto it = locks_.find(std::string(name));
-  auto now = Clock::now();
-  if (it == locks_.end() || !it->second.held(now) || it->second.owner != owner) return false;
-  it->second.expires = now + ttl;
-  return true;
 }
 
 PackStats MemoryStore::pack() {

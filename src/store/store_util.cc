@@ -3,6 +3,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <set>
 #include <unordered_set>
 
@@ -66,6 +67,40 @@ std::string conflict_message(const std::vector<Oid>& oids) {
   }
   return fmt::format("commit conflicts on oid{} {}: changed since read, or key taken",
                      oids.size() == 1 ? "" : "s", list);
+}
+
+void check_key_conflicts(const CommitRequest& request, const KeyHolder& holder_of,
+                         std::vector<Oid>& conflicts) {
+  std::unordered_set<Oid> released;  // objects that this commit deletes or rewrites
+  for (Oid oid : request.deletes)
+    released.insert(oid);
+  for (const WriteOp& w : request.writes)
+    released.insert(w.oid);
+  for (const WriteOp& w : request.writes) {
+    if (w.key.empty()) continue;
+    std::optional<Oid> holder = holder_of(w.type, w.key);
+    if (!holder || *holder == w.oid) continue;
+    // The holder gives the key up only if this commit deletes it or rewrites it without it.
+    bool gives_up = false;
+    if (released.contains(*holder)) {
+      gives_up = true;
+      for (const WriteOp& other : request.writes) {
+        if (other.oid == *holder && other.type == w.type && other.key == w.key) gives_up = false;
+      }
+    }
+    if (!gives_up) {
+      conflicts.push_back(w.oid);
+      conflicts.push_back(*holder);
+    }
+  }
+}
+
+void throw_if_conflicts(std::vector<Oid> conflicts) {
+  if (conflicts.empty()) return;
+  std::sort(conflicts.begin(), conflicts.end());
+  conflicts.erase(std::unique(conflicts.begin(), conflicts.end()), conflicts.end());
+  std::string message = conflict_message(conflicts);
+  throw ConflictError(std::move(message), std::move(conflicts));
 }
 
 namespace {

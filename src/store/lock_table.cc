@@ -1,0 +1,51 @@
+// TTL locks (lock_table.h).
+#include "store/lock_table.h"
+
+#include <algorithm>
+
+#include "cairn/error.h"
+#include "store/store_util.h"
+
+namespace cairn {
+
+std::optional<std::uint64_t> LockTable::lock(const LockRequest& request) {
+  validate_lock_request(request);
+  auto deadline = Clock::now() + request.wait;
+  std::unique_lock lk(mu_);
+  LockState& state = locks_[request.name];
+  for (;;) {
+    auto now = Clock::now();
+    if (!state.held(now)) {
+      state.owner = request.owner;
+      state.expires = now + request.ttl;
+      return ++state.last_token;
+    }
+    if (now >= deadline) return std::nullopt;
+    // Wake at the deadline, at expiry, or when an unlock notifies.
+    cv_.wait_until(lk, std::min(deadline, state.expires));
+  }
+}
+
+bool LockTable::unlock(std::string_view name, std::string_view owner) {
+  std::lock_guard lk(mu_);
+  auto it = locks_.find(std::string(name));
+  if (it == locks_.end() || !it->second.held(Clock::now()) || it->second.owner != owner) {
+    return false;
+  }
+  it->second.owner.clear();
+  cv_.notify_all();
+  return true;
+}
+
+bool LockTable::renew(std::string_view name, std::string_view owner,
+                      std::chrono::milliseconds ttl) {
+  if (ttl.count() <= 0) throw InvalidArgument("renew: ttl must be positive");
+  std::lock_guard lk(mu_);
+  auto it = locks_.find(std::string(name));
+  auto now = Clock::now();
+  if (it == locks_.end() || !it->second.held(now) || it->second.owner != owner) return false;
+  it->second.expires = now + ttl;
+  return true;
+}
+
+}  // namespace cairn
