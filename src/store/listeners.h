@@ -24,6 +24,12 @@ class ListenerRegistry {
 
   Subscription add(CommitListener listener);
 
+  // Sets the CSN after which notifications start; call before the first notify().
+  void start_after(std::uint64_t csn) {
+    std::lock_guard lk(turn_mu_);
+    last_notified_ = csn;
+  }
+
   // Calls every active listener for commit `csn`, after those of every earlier commit.
   // Exceptions from listeners are swallowed: the commit has already happened.
   void notify(std::uint64_t csn, std::span<const Oid> oids);

@@ -119,8 +119,8 @@ std::uint64_t MemoryStore::commit(const CommitRequest& request) {
     std::uint64_t current = it == objects_.end() ? 0 : it->second.version;
     if (current != r.version) conflicts.push_back(r.oid);
   }
-  check_key_conflicts(request, [this](auto type, auto key) { return key_holder(type, key); },
-                      conflicts);
+  check_key_conflicts(
+      request, [this](auto type, auto key) { return key_holder(type, key); }, conflicts);
   throw_if_conflicts(std::move(conflicts));
   if (request.writes.empty() && request.deletes.empty()) return csn_;
 

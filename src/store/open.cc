@@ -2,6 +2,7 @@
 #include <fmt/format.h>
 
 #include "cairn/error.h"
+#include "cairn/file_store.h"
 #include "cairn/store.h"
 #include "cairn/url.h"
 
@@ -13,6 +14,7 @@ std::unique_ptr<Store> open(std::string_view url) {
     case StoreUrl::Scheme::memory:
       return make_memory_store();
     case StoreUrl::Scheme::file:
+      return FileStore::open(parsed.path);
     case StoreUrl::Scheme::redis:
     case StoreUrl::Scheme::cairn:
     case StoreUrl::Scheme::cairns:

@@ -1,0 +1,97 @@
+// POSIX file calls with errors as IoError (file_io.h).
+#include "store/file_io.h"
+
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+
+#include "cairn/error.h"
+
+namespace cairn::fileio {
+
+void Fd::reset() {
+  if (fd_ >= 0) ::close(std::exchange(fd_, -1));
+}
+
+void throw_errno(std::string_view what, const std::string& path) {
+  int err = errno;
+  throw IoError(fmt::format("{} {}: {}", what, path, std::strerror(err)));
+}
+
+Mapping::Mapping(int fd, std::uint64_t size, const std::string& path)
+    : size_(static_cast<std::size_t>(size)) {
+  if (size_ == 0) return;
+  addr_ = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
+  if (addr_ == MAP_FAILED) {
+    addr_ = nullptr;
+    throw_errno("cannot map", path);
+  }
+  ::madvise(addr_, size_, MADV_SEQUENTIAL);
+}
+
+Mapping::~Mapping() {
+  if (addr_ != nullptr) ::munmap(addr_, size_);
+}
+
+Fd open_file(const std::string& path, int flags, const std::string& what) {
+  int fd = ::open(path.c_str(), flags | O_CLOEXEC, 0644);
+  if (fd < 0) throw_errno(what, path);
+  return Fd(fd);
+}
+
+std::uint64_t file_size(int fd, const std::string& path) {
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) throw_errno("cannot stat", path);
+  return static_cast<std::uint64_t>(st.st_size);
+}
+
+void pread_all(int fd, char* out, std::size_t n, std::uint64_t offset, const std::string& path) {
+  while (n > 0) {
+    ssize_t got = ::pread(fd, out, n, static_cast<off_t>(offset));
+    if (got < 0) {
+      if (errno == EINTR) continue;
+      throw_errno("cannot read", path);
+    }
+    if (got == 0) {
+      throw Corruption(fmt::format("{}: unexpected end of file at offset {}", path, offset));
+    }
+    out += got;
+    n -= static_cast<std::size_t>(got);
+    offset += static_cast<std::uint64_t>(got);
+  }
+}
+
+void pwrite_all(int fd, std::string_view bytes, std::uint64_t offset, const std::string& path) {
+  while (!bytes.empty()) {
+    ssize_t put = ::pwrite(fd, bytes.data(), bytes.size(), static_cast<off_t>(offset));
+    if (put < 0) {
+      if (errno == EINTR) continue;
+      throw_errno("cannot write", path);
+    }
+    bytes.remove_prefix(static_cast<std::size_t>(put));
+    offset += static_cast<std::uint64_t>(put);
+  }
+}
+
+void truncate_file(int fd, std::uint64_t size, const std::string& path) {
+  if (::ftruncate(fd, static_cast<off_t>(size)) != 0) throw_errno("cannot truncate", path);
+}
+
+void sync_data(int fd, const std::string& path) {
+  if (::fdatasync(fd) != 0) throw_errno("fdatasync failed on", path);
+}
+
+void sync_parent_dir(const std::string& path) {
+  std::filesystem::path parent = std::filesystem::path(path).parent_path();
+  if (parent.empty()) parent = ".";
+  Fd dir = open_file(parent.string(), O_RDONLY | O_DIRECTORY, "cannot open directory");
+  if (::fsync(dir.get()) != 0) throw_errno("fsync failed on directory", parent.string());
+}
+
+}  // namespace cairn::fileio

@@ -1,0 +1,59 @@
+// Thin RAII wrappers over the POSIX file calls the FileStore makes, each turning a failure into
+// IoError with the path and the system's reason.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <utility>
+
+namespace cairn::fileio {
+
+class Fd {
+ public:
+  Fd() = default;
+  explicit Fd(int fd) : fd_(fd) {}
+  Fd(Fd&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
+  Fd& operator=(Fd&& other) noexcept {
+    if (this != &other) {
+      reset();
+      fd_ = std::exchange(other.fd_, -1);
+    }
+    return *this;
+  }
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+  ~Fd() { reset(); }
+  int get() const { return fd_; }
+  explicit operator bool() const { return fd_ >= 0; }
+  void reset();
+
+ private:
+  int fd_ = -1;
+};
+
+// A read-only mapping of a whole file (empty for an empty file).
+class Mapping {
+ public:
+  Mapping(int fd, std::uint64_t size, const std::string& path);
+  Mapping(const Mapping&) = delete;
+  Mapping& operator=(const Mapping&) = delete;
+  ~Mapping();
+  std::string_view bytes() const { return {static_cast<const char*>(addr_), size_}; }
+
+ private:
+  void* addr_ = nullptr;
+  std::size_t size_ = 0;
+};
+
+[[noreturn]] void throw_errno(std::string_view what, const std::string& path);
+Fd open_file(const std::string& path, int flags, const std::string& what);
+std::uint64_t file_size(int fd, const std::string& path);
+void pread_all(int fd, char* out, std::size_t n, std::uint64_t offset, const std::string& path);
+void pwrite_all(int fd, std::string_view bytes, std::uint64_t offset, const std::string& path);
+void truncate_file(int fd, std::uint64_t size, const std::string& path);
+void sync_data(int fd, const std::string& path);
+// fsyncs the directory holding `path`, so that a file created or renamed there stays.
+void sync_parent_dir(const std::string& path);
+
+}  // namespace cairn::fileio

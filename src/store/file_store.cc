@@ -1,0 +1,987 @@
+// FileStore (include/cairn/file_store.h): the log, its replay, group commit and online pack.
+//
+// Concurrency. `mu_` (shared_mutex) guards the index and the CSN: loads and scans share it,
+// commits take it alone while they validate, append their frame to the log buffer and update the
+// index. `log_mu_` guards the log buffer and what is written and synced; it is taken inside
+// `mu_` (never the other way round). Durability waits happen after `mu_` is released (policy
+// batch), so that many committers wait for one fdatasync together: the first to find no sync
+// running writes the whole buffer and syncs it, the others wait on `log_cv_`.
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstring>
+#include <filesystem>
+#include <iostream>
+#include <mutex>
+#include <random>
+#include <shared_mutex>
+#include <unordered_set>
+
+#include "cairn/codec.h"
+#include "cairn/error.h"
+#include "cairn/file_store.h"
+#include "cairn/value.h"
+#include "core/checksum.h"
+#include "store/file_format.h"
+#include "store/file_index.h"
+#include "store/file_io.h"
+#include "store/history.h"
+#include "store/listeners.h"
+#include "store/lock_table.h"
+#include "store/store_util.h"
+
+namespace cairn {
+
+using namespace logfmt;  // NOLINT(google-build-using-namespace): the format is this file's topic
+using fileio::Fd;
+
+std::string_view to_string(FsyncPolicy policy) {
+  switch (policy) {
+    case FsyncPolicy::always:
+      return "always";
+    case FsyncPolicy::batch:
+      return "batch";
+    case FsyncPolicy::never:
+      return "never";
+  }
+  return "?";
+}
+
+FsyncPolicy parse_fsync_policy(std::string_view text) {
+  if (text == "always") return FsyncPolicy::always;
+  if (text == "batch") return FsyncPolicy::batch;
+  if (text == "never") return FsyncPolicy::never;
+  throw InvalidArgument(fmt::format("unknown fsync policy \"{}\" (always, batch or never)", text));
+}
+
+namespace {
+
+constexpr std::uint64_t oid_reserve_step = 4096;
+constexpr std::size_t never_flush_bytes = 1 << 20;         // policy never: write() every 1 MiB
+constexpr std::uint64_t snapshot_frame_bytes = 8 << 20;    // pack writes frames of this size
+constexpr std::uint64_t max_frame_body = std::uint64_t{1} << 40;
+
+bool all_zero(std::string_view bytes) {
+  return std::all_of(bytes.begin(), bytes.end(), [](char c) { return c == 0; });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Replay: reads the log into a FileIndex.
+
+struct ReplayResult {
+  std::uint64_t end = 0;          // where the next frame goes
+  std::uint64_t csn = 0;
+  std::uint64_t next_oid = 1;     // the smallest oid never handed out
+  std::uint64_t transactions = 0;
+  std::uint64_t records = 0;
+  std::uint64_t torn_offset = 0;  // a torn frame began here ...
+  std::uint64_t torn_bytes = 0;   // ... and this many bytes of it were found (0 = no torn tail)
+  std::vector<std::string> problems;  // check mode only
+};
+
+// A torn frame is one whose write did not complete: the file ends inside it, or (on a disk that
+// lost some sectors of it) it fails its checksum and nothing but zeros follows it and part of it
+// is zeros too. Anything else that fails a check is corruption.
+bool looks_torn(std::string_view frame, std::string_view after) {
+  if (!all_zero(after)) return false;
+  if (frame.size() >= txn_trailer_size && all_zero(frame.substr(frame.size() - txn_trailer_size))) {
+    return true;
+  }
+  for (std::size_t i = 512; i + 512 <= frame.size(); i += 512) {
+    if (all_zero(frame.substr(i, 512))) return true;
+  }
+  return false;
+}
+
+class Replayer {
+ public:
+  // check = true: collect problems and go on where possible instead of throwing Corruption.
+  Replayer(std::string_view file, const std::string& path, FileIndex& index, bool check)
+      : file_(file), path_(path), index_(index), check_(check) {}
+
+  ReplayResult run() {
+    std::uint64_t pos = file_header_size;
+    while (pos < file_.size()) {
+      std::string_view rest = file_.substr(pos);
+      if (all_zero(rest.substr(0, std::min(rest.size(), txn_header_size)))) {
+        // The end of the log, followed by space the store preallocated (zeros).
+        if (!all_zero(rest)) {
+          auto bad = pos + static_cast<std::uint64_t>(std::find_if(rest.begin(), rest.end(),
+                                                                   [](char c) { return c != 0; }) -
+                                                      rest.begin());
+          corrupt(pos, fmt::format("the log ends at offset {} but bytes follow at offset {}", pos,
+                                   bad));
+        }
+        break;
+      }
+      if (rest.size() < txn_header_size) {
+        torn(pos, rest.size());
+        break;
+      }
+      std::optional<TxnHeader> header = decode_txn_header(rest);
+      if (!header) {
+        if (all_zero(rest.substr(txn_header_size))) {
+          torn(pos, txn_header_size);
+        } else {
+          corrupt(pos, fmt::format("bad transaction header at offset {}", pos));
+        }
+        break;
+      }
+      if (header->body_length > max_frame_body ||
+          txn_header_size + header->body_length + txn_trailer_size > rest.size()) {
+        torn(pos, rest.size());  // the file ends inside this frame
+        break;
+      }
+      std::size_t total = txn_header_size + header->body_length + txn_trailer_size;
+      std::string_view frame = rest.substr(0, total);
+      std::string_view body = frame.substr(txn_header_size, header->body_length);
+      if (get_u64(frame.data() + txn_header_size + header->body_length) != checksum64(body)) {
+        if (looks_torn(frame, rest.substr(total))) {
+          torn(pos, total);
+          break;
+        }
+        corrupt(pos, fmt::format("transaction checksum mismatch at offset {}", pos));
+        pos += total;  // check mode: the header is sound, so the next frame can be found
+        continue;
+      }
+      apply(pos, *header, body);
+      pos += total;
+    }
+    result_.end = stopped_at_ != 0 ? stopped_at_ : std::min<std::uint64_t>(pos, file_.size());
+    if (result_.torn_bytes != 0) result_.end = result_.torn_offset;
+    return std::move(result_);
+  }
+
+ private:
+  void torn(std::uint64_t pos, std::uint64_t bytes) {
+    result_.torn_offset = pos;
+    result_.torn_bytes = bytes;
+  }
+
+  void corrupt(std::uint64_t pos, const std::string& what) {
+    if (!check_) throw Corruption(fmt::format("{}: {}", path_, what));
+    result_.problems.push_back(what);
+    if (stopped_at_ == 0) stopped_at_ = pos;
+  }
+
+  void apply(std::uint64_t pos, const TxnHeader& header, std::string_view body) {
+    std::uint64_t body_offset = pos + txn_header_size;
+    ++result_.transactions;
+    if (header.kind == TxnKind::oids) {
+      if (header.count != 0 || body.size() != 8) {
+        corrupt(pos, fmt::format("malformed oid frame at offset {}", pos));
+        return;
+      }
+      result_.next_oid = std::max(result_.next_oid, get_u64(body.data()));
+      return;
+    }
+    if (header.kind == TxnKind::commit && header.csn <= result_.csn) {
+      corrupt(pos, fmt::format("transaction at offset {} has CSN {} after CSN {}", pos, header.csn,
+                               result_.csn));
+      return;
+    }
+    std::size_t at = 0;
+    for (std::uint32_t i = 0; i < header.count; ++i) {
+      std::optional<RecordView> r = decode_record(body.substr(at));
+      if (!r) {
+        corrupt(body_offset + at,
+                fmt::format("bad object record at offset {} (transaction at offset {})",
+                            body_offset + at, pos));
+        return;
+      }
+      if ((header.kind == TxnKind::commit && r->version != header.csn) ||
+          (header.kind == TxnKind::snapshot && (r->version == 0 || r->version > header.csn)) ||
+          r->oid.value() >= file_store_max_oid) {
+        corrupt(body_offset + at, fmt::format("object record at offset {} has oid {} version {} "
+                                              "in a transaction of CSN {}",
+                                              body_offset + at, r->oid.value(), r->version,
+                                              header.csn));
+        return;
+      }
+      if (r->op == RecordOp::write) {
+        index_.put(r->oid, body_offset + at, static_cast<std::uint32_t>(r->size), r->version,
+                   r->type, r->key);
+      } else {
+        index_.remove(r->oid);
+      }
+      result_.next_oid = std::max(result_.next_oid, r->oid.value() + 1);
+      ++result_.records;
+      at += r->size;
+    }
+    if (at != body.size()) {
+      corrupt(pos, fmt::format("transaction at offset {} holds {} bytes after its records", pos,
+                               body.size() - at));
+      return;
+    }
+    result_.csn = std::max(result_.csn, header.csn);
+  }
+
+  std::string_view file_;
+  const std::string& path_;
+  FileIndex& index_;
+  bool check_;
+  std::uint64_t stopped_at_ = 0;
+  ReplayResult result_;
+};
+
+// ---------------------------------------------------------------------------------------------
+// The lock file PATH.lock: flock'd exclusively by the one writer (shared by read-only openers),
+// holding the writer's pid so that a second opener can say who has the database.
+
+class LockFile {
+ public:
+  LockFile(const std::string& db_path, bool exclusive) : path_(db_path + ".lock") {
+    fd_ = fileio::open_file(path_, O_RDWR | O_CREAT, "cannot open lock file");
+    if (::flock(fd_.get(), (exclusive ? LOCK_EX : LOCK_SH) | LOCK_NB) != 0) {
+      if (errno != EWOULDBLOCK) fileio::throw_errno("cannot lock", path_);
+      char buf[32] = {};
+      ssize_t n = ::pread(fd_.get(), buf, sizeof buf - 1, 0);
+      std::string pid = n > 0 ? std::string(buf, static_cast<std::size_t>(n)) : "";
+      while (!pid.empty() && (pid.back() == '\n' || pid.back() == ' ')) pid.pop_back();
+      throw Busy(fmt::format("{}: database is in use by pid {}", db_path,
+                             pid.empty() ? std::string("(unknown)") : pid));
+    }
+    if (exclusive) {
+      std::string pid = fmt::format("{}\n", ::getpid());
+      fileio::truncate_file(fd_.get(), 0, path_);
+      fileio::pwrite_all(fd_.get(), pid, 0, path_);
+    }
+  }
+
+ private:
+  std::string path_;
+  Fd fd_;
+};
+
+// ---------------------------------------------------------------------------------------------
+
+class FileStoreImpl final : public FileStore {
+ public:
+  FileStoreImpl(std::string path, FileStoreOptions options);
+  ~FileStoreImpl() override;
+
+  LoadResult load(std::span<const Oid> oids) override;
+  std::uint64_t commit(const CommitRequest& request) override;
+  Changes changes_since(std::uint64_t csn) override {
+    std::shared_lock lk(mu_);
+    return history_.since(csn, csn_);
+  }
+  Subscription subscribe(CommitListener listener) override {
+    return listeners_.add(std::move(listener));
+  }
+  Oid new_oids(std::uint32_t count) override;
+  std::vector<ScanEntry> scan_type(std::string_view type, Oid after, std::size_t limit) override;
+  std::vector<ScanEntry> scan_keys(std::string_view type, std::string_view prefix,
+                                   std::string_view after, std::size_t limit) override;
+  std::optional<Oid> find_key(std::string_view type, std::string_view key) override {
+    std::shared_lock lk(mu_);
+    return index_.key_holder(type, key);
+  }
+  std::optional<std::uint64_t> lock(const LockRequest& request) override {
+    return locks_.lock(request);
+  }
+  bool unlock(std::string_view name, std::string_view owner) override {
+    return locks_.unlock(name, owner);
+  }
+  bool renew(std::string_view name, std::string_view owner,
+             std::chrono::milliseconds ttl) override {
+    return locks_.renew(name, owner, ttl);
+  }
+  using FileStore::pack;
+  PackStats pack(const PackProgress& progress) override;
+  FileStoreInfo info() override;
+
+ private:
+  // Where the log stands; guarded by log_mu_.
+  std::uint64_t log_end() const { return buffer_start_ + buffer_.size(); }
+  // Appends a frame to the log buffer; returns its offset. log_mu_ held.
+  std::uint64_t append_frame(std::string frame);
+  // Writes the buffer to the file (growing the preallocated space first). log_mu_ held.
+  void write_buffer();
+  // Returns once the log is durable up to `end` (of log epoch `epoch`).
+  void wait_durable(std::uint64_t epoch, std::uint64_t end);
+  // Reads `length` bytes at `offset` of the log, buffered or not. mu_ held (shared or not).
+  std::string read_at(std::uint64_t offset, std::uint32_t length);
+  // Reads and verifies the record of a live object. mu_ held.
+  RecordView read_record(Oid oid, const IndexEntry& entry, std::string& storage);
+  void check_usable() const {
+    if (failed_.load()) {
+      throw IoError(path_ + ": a write or fdatasync failed earlier; the database must be reopened");
+    }
+  }
+  std::uint64_t reserve_oids_frame(std::uint64_t next);
+
+  const std::string path_;
+  const FileStoreOptions options_;
+  FsyncPolicy policy_ = FsyncPolicy::batch;
+  LockFile lock_file_;
+  Fd fd_;
+  FileHeader header_;
+
+  mutable std::shared_mutex mu_;
+  FileIndex index_;
+  std::uint64_t csn_ = 0;
+  std::uint64_t transactions_ = 0;
+  CommitHistory history_;
+  std::uint64_t torn_offset_ = 0;
+  std::uint64_t torn_bytes_ = 0;
+
+  std::mutex alloc_mu_;
+  std::atomic<std::uint64_t> next_oid_{1};
+  std::uint64_t reserved_oid_ = 1;  // oids below this are recorded as handed out; alloc_mu_
+
+  std::mutex log_mu_;
+  std::condition_variable log_cv_;
+  std::string buffer_;             // frames not yet written
+  std::uint64_t buffer_start_ = 0;  // file offset of buffer_[0] (= bytes written)
+  std::uint64_t durable_ = 0;       // bytes known to be on disk
+  std::uint64_t allocated_ = 0;     // the file's size, including preallocated zeros
+  std::uint64_t epoch_ = 0;         // bumped when pack swaps files (offsets start over)
+  bool syncing_ = false;
+  std::atomic<bool> failed_{false};
+
+  std::mutex pack_mu_;
+  ListenerRegistry listeners_;
+  LockTable locks_;
+};
+
+FileStoreImpl::FileStoreImpl(std::string path, FileStoreOptions options)
+    : path_(std::move(path)),
+      options_(std::move(options)),
+      lock_file_(path_, !options_.read_only) {
+  auto log = [&](std::string_view line) {
+    if (options_.log) {
+      options_.log(line);
+    } else {
+      std::cerr << "cairn: " << line << "\n";
+    }
+  };
+  bool exists = std::filesystem::exists(path_);
+  if (!exists && (options_.read_only || !options_.create)) {
+    throw IoError(fmt::format("cannot open {}: no such database", path_));
+  }
+  if (!options_.read_only) {
+    // A pack that crashed before its rename leaves its unfinished copy; the original is whole.
+    std::error_code ignored;
+    std::filesystem::remove(path_ + ".pack", ignored);
+  }
+  fd_ = fileio::open_file(path_, options_.read_only ? O_RDONLY : (O_RDWR | O_CREAT),
+                          "cannot open");
+  std::uint64_t size = fileio::file_size(fd_.get(), path_);
+  if (size == 0 && !options_.read_only) {
+    // A new database: the header, synced, and the directory entry, synced, before any commit
+    // can be acknowledged in it.
+    header_.created_micros = static_cast<std::uint64_t>(
+        std::chrono::duration_cast<std::chrono::microseconds>(
+            std::chrono::system_clock::now().time_since_epoch())
+            .count());
+    header_.fsync = static_cast<std::uint8_t>(options_.fsync.value_or(FsyncPolicy::batch));
+    std::random_device rd;
+    for (auto& b : header_.database_id)
+      b = static_cast<std::uint8_t>(rd());
+    fileio::pwrite_all(fd_.get(), encode_file_header(header_), 0, path_);
+    fileio::sync_data(fd_.get(), path_);
+    fileio::sync_parent_dir(path_);
+    size = file_header_size;
+  }
+  {
+    fileio::Mapping map(fd_.get(), size, path_);
+    std::string_view file = map.bytes();
+    header_ = decode_file_header(file.substr(0, std::min<std::size_t>(file.size(), 64)));
+    ReplayResult r = Replayer(file, path_, index_, false).run();
+    csn_ = r.csn;
+    transactions_ = r.transactions;
+    next_oid_ = r.next_oid;
+    reserved_oid_ = r.next_oid;
+    torn_offset_ = r.torn_offset;
+    torn_bytes_ = r.torn_bytes;
+    buffer_start_ = durable_ = r.end;
+    allocated_ = size;
+    if (r.torn_bytes != 0) {
+      log(fmt::format("{}: dropped {} bytes of a torn transaction at offset {} (a write that did "
+                      "not complete before a crash){}",
+                      path_, r.torn_bytes, r.torn_offset,
+                      options_.read_only ? "; read-only, so the file is left as it is" : ""));
+    }
+  }
+  if (torn_bytes_ != 0 && !options_.read_only) {
+    // Cut the torn frame off, and make the cut durable before anything is appended after it.
+    fileio::truncate_file(fd_.get(), buffer_start_, path_);
+    fileio::sync_data(fd_.get(), path_);
+    allocated_ = buffer_start_;
+  }
+  policy_ = options_.fsync.value_or(static_cast<FsyncPolicy>(header_.fsync));
+  history_.reset(csn_);
+  listeners_.start_after(csn_);
+}
+
+FileStoreImpl::~FileStoreImpl() {
+  if (options_.read_only || failed_.load()) return;
+  try {
+    std::lock_guard lk(log_mu_);
+    write_buffer();
+    // Give back the preallocated zeros, and make the last commits durable (policy never
+    // included: a clean close loses nothing).
+    fileio::truncate_file(fd_.get(), log_end(), path_);
+    fileio::sync_data(fd_.get(), path_);
+  } catch (const Error& e) {
+    std::cerr << "cairn: closing " << path_ << ": " << e.what() << "\n";
+  }
+}
+
+std::uint64_t FileStoreImpl::append_frame(std::string frame) {
+  std::uint64_t offset = log_end();
+  if (buffer_.empty()) {
+    buffer_ = std::move(frame);
+  } else {
+    buffer_.append(frame);
+  }
+  return offset;
+}
+
+void FileStoreImpl::write_buffer() {
+  if (buffer_.empty()) return;
+  std::uint64_t end = log_end();
+  try {
+    if (policy_ != FsyncPolicy::never && end > allocated_) {
+      // Preallocate by writing zeros, so that the appends that follow overwrite blocks the file
+      // already has and fdatasync need not flush a new file size with each commit.
+      std::uint64_t grow = std::clamp<std::uint64_t>(allocated_ / 4, 1 << 20, 64 << 20);
+      std::uint64_t target = (std::max(end, allocated_ + grow) + 4095) / 4096 * 4096;
+      std::string zeros(1 << 20, '\0');
+      for (std::uint64_t at = allocated_; at < target; at += zeros.size()) {
+        std::uint64_t n = std::min<std::uint64_t>(zeros.size(), target - at);
+        fileio::pwrite_all(fd_.get(), std::string_view(zeros).substr(0, n), at, path_);
+      }
+      allocated_ = target;
+    }
+    fileio::pwrite_all(fd_.get(), buffer_, buffer_start_, path_);
+  } catch (...) {
+    failed_ = true;
+    log_cv_.notify_all();
+    throw;
+  }
+  buffer_start_ = end;
+  allocated_ = std::max(allocated_, end);
+  buffer_.clear();
+}
+
+void FileStoreImpl::wait_durable(std::uint64_t epoch, std::uint64_t end) {
+  std::unique_lock lk(log_mu_);
+  while (epoch == epoch_ && durable_ < end) {
+    check_usable();
+    if (syncing_) {
+      log_cv_.wait(lk);
+      continue;
+    }
+    // Lead a group: write every frame buffered so far and cover them all with one fdatasync.
+    syncing_ = true;
+    try {
+      write_buffer();
+    } catch (...) {
+      syncing_ = false;
+      throw;
+    }
+    std::uint64_t target = buffer_start_;
+    std::uint64_t my_epoch = epoch_;
+    lk.unlock();
+    // The commit-acknowledging fdatasync: once it returns, every frame before `target` is on
+    // disk (the file's size too, the first time after a preallocation).
+    int rc = ::fdatasync(fd_.get());
+    int err = errno;
+    lk.lock();
+    syncing_ = false;
+    if (rc != 0) {
+      // After a failed fdatasync the kernel may have dropped the dirty pages: nothing written
+      // since the last good sync can be trusted, so the store refuses all further work.
+      failed_ = true;
+      log_cv_.notify_all();
+      throw IoError(fmt::format("fdatasync failed on {}: {}", path_, std::strerror(err)));
+    }
+    if (my_epoch == epoch_) durable_ = std::max(durable_, target);
+    log_cv_.notify_all();
+  }
+}
+
+std::string FileStoreImpl::read_at(std::uint64_t offset, std::uint32_t length) {
+  std::string out(length, '\0');
+  {
+    std::lock_guard lk(log_mu_);
+    if (offset >= buffer_start_) {
+      std::uint64_t rel = offset - buffer_start_;
+      if (rel + length > buffer_.size()) {
+        throw Corruption(fmt::format("{}: record at offset {} runs past the log", path_, offset));
+      }
+      std::memcpy(out.data(), buffer_.data() + rel, length);
+      return out;
+    }
+  }
+  // Below buffer_start_ the log is written and never changes while mu_ is held.
+  fileio::pread_all(fd_.get(), out.data(), length, offset, path_);
+  return out;
+}
+
+RecordView FileStoreImpl::read_record(Oid oid, const IndexEntry& entry, std::string& storage) {
+  storage = read_at(entry.offset, entry.length);
+  std::optional<RecordView> r = decode_record(storage);
+  if (!r || r->oid != oid || r->version != entry.version || r->size != entry.length) {
+    throw Corruption(fmt::format("{}: object {} fails its checksum at offset {}", path_,
+                                 oid.value(), entry.offset));
+  }
+  return *r;
+}
+
+LoadResult FileStoreImpl::load(std::span<const Oid> oids) {
+  check_usable();
+  LoadResult result;
+  result.objects.reserve(oids.size());
+  std::shared_lock lk(mu_);
+  result.csn = csn_;
+  std::string storage;
+  for (Oid oid : oids) {
+    StoredObject& out = result.objects.emplace_back();
+    out.oid = oid;
+    const IndexEntry* e = index_.find(oid);
+    if (e == nullptr) continue;
+    RecordView r = read_record(oid, *e, storage);
+    out.version = e->version;
+    out.type = r.type;
+    out.key = r.key;
+    out.data = r.data;
+  }
+  return result;
+}
+
+std::uint64_t FileStoreImpl::commit(const CommitRequest& request) {
+  check_usable();
+  if (options_.read_only) throw InvalidArgument(path_ + " is open read-only");
+  validate_commit_shape(request, next_oid_.load());
+  std::unique_lock lk(mu_);
+  std::vector<Oid> conflicts;
+  for (const ReadCheck& r : request.reads) {
+    const IndexEntry* e = index_.find(r.oid);
+    if ((e == nullptr ? 0 : e->version) != r.version) conflicts.push_back(r.oid);
+  }
+  check_key_conflicts(
+      request, [this](auto type, auto key) { return index_.key_holder(type, key); }, conflicts);
+  throw_if_conflicts(std::move(conflicts));
+  if (request.writes.empty() && request.deletes.empty()) return csn_;
+
+  // The frame: header, deletes, writes, checksum.
+  std::uint64_t csn = csn_ + 1;
+  std::size_t size = txn_header_size + txn_trailer_size;
+  size += request.deletes.size() * record_size(0, 0, 0);
+  for (const WriteOp& w : request.writes)
+    size += record_size(w.type.size(), w.key.size(), w.data.size());
+  std::string frame;
+  frame.reserve(size);
+  frame.resize(txn_header_size);
+  std::vector<std::uint64_t> offsets;  // of each write's record, from the frame's start
+  offsets.reserve(request.writes.size());
+  for (Oid oid : request.deletes)
+    append_record(frame, oid, csn, RecordOp::remove, {}, {}, {});
+  for (const WriteOp& w : request.writes) {
+    offsets.push_back(frame.size());
+    append_record(frame, w.oid, csn, RecordOp::write, w.type, w.key, w.data);
+  }
+  std::uint64_t body_length = frame.size() - txn_header_size;
+  auto count = static_cast<std::uint32_t>(request.deletes.size() + request.writes.size());
+  std::string header = encode_txn_header({TxnKind::commit, body_length, csn, count});
+  std::memcpy(frame.data(), header.data(), header.size());
+  put_u64(frame, checksum64(std::string_view(frame).substr(txn_header_size)));
+
+  std::uint64_t start = 0;
+  std::uint64_t end = 0;
+  std::uint64_t epoch = 0;
+  {
+    std::lock_guard log_lk(log_mu_);
+    check_usable();
+    start = append_frame(std::move(frame));
+    end = log_end();
+    epoch = epoch_;
+    if (policy_ == FsyncPolicy::never && buffer_.size() >= never_flush_bytes && !syncing_) {
+      write_buffer();
+    }
+  }
+  std::vector<Oid> changed;
+  changed.reserve(count);
+  for (Oid oid : request.deletes) {
+    if (index_.remove(oid)) changed.push_back(oid);
+  }
+  for (std::size_t i = 0; i < request.writes.size(); ++i) {
+    const WriteOp& w = request.writes[i];
+    index_.put(w.oid, start + offsets[i],
+               static_cast<std::uint32_t>(record_size(w.type.size(), w.key.size(), w.data.size())),
+               csn, w.type, w.key);
+    changed.push_back(w.oid);
+  }
+  csn_ = csn;
+  ++transactions_;
+  history_.remember(csn, changed);
+  if (policy_ == FsyncPolicy::always) wait_durable(epoch, end);  // visible only once durable
+  lk.unlock();
+  if (policy_ == FsyncPolicy::batch) wait_durable(epoch, end);
+  listeners_.notify(csn, changed);
+  return csn;
+}
+
+std::uint64_t FileStoreImpl::reserve_oids_frame(std::uint64_t next) {
+  std::string frame = encode_txn_header({TxnKind::oids, 8, 0, 0});
+  std::string body;
+  put_u64(body, next);
+  frame += body;
+  put_u64(frame, checksum64(body));
+  std::lock_guard log_lk(log_mu_);
+  check_usable();
+  append_frame(std::move(frame));
+  return log_end();
+}
+
+Oid FileStoreImpl::new_oids(std::uint32_t count) {
+  if (count == 0) throw InvalidArgument("new_oids: count must be at least 1");
+  check_usable();
+  std::lock_guard lk(alloc_mu_);
+  std::uint64_t first = next_oid_.load();
+  std::uint64_t next = first + count;
+  if (next > file_store_max_oid) throw InvalidArgument("new_oids: the oid space is exhausted");
+  if (next > reserved_oid_ && !options_.read_only) {
+    // Record the new high-water mark before handing the oids out, so that no oid is handed out
+    // twice, even across a crash and reopen.
+    std::uint64_t reserved = std::min(next + oid_reserve_step, file_store_max_oid);
+    std::uint64_t epoch = 0;
+    std::uint64_t end = 0;
+    {
+      std::lock_guard log_lk(log_mu_);
+      epoch = epoch_;
+    }
+    end = reserve_oids_frame(reserved);
+    if (policy_ != FsyncPolicy::never) wait_durable(epoch, end);
+    reserved_oid_ = reserved;
+  }
+  next_oid_ = next;
+  return Oid(first);
+}
+
+std::vector<ScanEntry> FileStoreImpl::scan_type(std::string_view type, Oid after,
+                                                std::size_t limit) {
+  std::vector<ScanEntry> out;
+  if (limit == 0) return out;
+  std::shared_lock lk(mu_);
+  index_.scan_type(type, after, [&](Oid oid) {
+    out.push_back(ScanEntry{oid, std::string(index_.key_of(oid))});
+    return out.size() < limit;
+  });
+  return out;
+}
+
+std::vector<ScanEntry> FileStoreImpl::scan_keys(std::string_view type, std::string_view prefix,
+                                                std::string_view after, std::size_t limit) {
+  std::vector<ScanEntry> out;
+  if (limit == 0) return out;
+  std::shared_lock lk(mu_);
+  std::string_view from = after > prefix ? after : prefix;
+  index_.scan_keys(type, from, [&](std::string_view key, Oid oid) {
+    if (!key.starts_with(prefix)) return false;
+    if (key > after) out.push_back(ScanEntry{oid, std::string(key)});
+    return out.size() < limit;
+  });
+  return out;
+}
+
+FileStoreInfo FileStoreImpl::info() {
+  std::shared_lock lk(mu_);
+  std::lock_guard log_lk(log_mu_);
+  FileStoreInfo out;
+  out.path = path_;
+  out.format_version = header_.version;
+  out.fsync = policy_;
+  out.objects = index_.objects();
+  out.file_bytes = log_end();
+  out.live_bytes = index_.live_bytes();
+  std::uint64_t overhead = file_header_size + txn_header_size + txn_trailer_size;
+  out.garbage_bytes = out.file_bytes > out.live_bytes + overhead
+                          ? out.file_bytes - out.live_bytes - overhead
+                          : 0;
+  out.last_csn = csn_;
+  out.next_oid = next_oid_.load();
+  out.transactions = transactions_;
+  out.torn_bytes = torn_bytes_;
+  out.torn_offset = torn_offset_;
+  out.index_bytes = index_.memory_bytes();
+  out.created_micros = header_.created_micros;
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// pack
+
+// Writes frames of verbatim records to a new file, sequentially.
+class PackWriter {
+ public:
+  // `csn`: the store's CSN at the snapshot, which every frame carries so that the CSN never
+  // goes back when the packed file is reopened.
+  PackWriter(int fd, const std::string& path, std::uint64_t offset, std::uint64_t csn)
+      : fd_(fd), path_(path), offset_(offset), csn_(csn) {}
+
+  void add_record(std::string_view record) {
+    if (!body_.empty() && body_.size() + record.size() > snapshot_frame_bytes) flush();
+    body_ += record;
+    ++count_;
+  }
+  void add_raw(std::string_view bytes) {
+    flush();
+    fileio::pwrite_all(fd_, bytes, offset_, path_);
+    offset_ += bytes.size();
+  }
+  void flush() {
+    if (count_ == 0) return;
+    std::string frame = encode_txn_header({TxnKind::snapshot, body_.size(), csn_, count_});
+    frame += body_;
+    put_u64(frame, checksum64(body_));
+    fileio::pwrite_all(fd_, frame, offset_, path_);
+    offset_ += frame.size();
+    body_.clear();
+    count_ = 0;
+  }
+  std::uint64_t offset() const { return offset_; }
+
+ private:
+  int fd_;
+  const std::string& path_;
+  std::uint64_t offset_;
+  std::string body_;
+  std::uint32_t count_ = 0;
+  std::uint64_t csn_;
+};
+
+PackStats FileStoreImpl::pack(const PackProgress& progress) {
+  check_usable();
+  if (options_.read_only) throw InvalidArgument(path_ + " is open read-only");
+  std::lock_guard pack_lk(pack_mu_);
+  PackStats stats;
+
+  // 1. A snapshot of the index, and the log written out up to it.
+  struct Live {
+    Oid oid;
+    IndexEntry entry;
+    bool root;
+  };
+  std::vector<Live> live;
+  std::uint64_t snapshot_end = 0;
+  std::uint64_t snapshot_csn = 0;
+  {
+    std::shared_lock lk(mu_);
+    snapshot_csn = csn_;
+    live.reserve(index_.objects());
+    index_.for_each([&](Oid oid, const IndexEntry& e) {
+      bool root = oid.is_root() || e.type != 0 || index_.has_key(oid);
+      live.push_back(Live{oid, e, root});
+    });
+    std::lock_guard log_lk(log_mu_);
+    write_buffer();
+    snapshot_end = log_end();
+  }
+  stats.objects_before = live.size();
+  stats.bytes_before = snapshot_end;
+  auto find_live = [&](Oid oid) -> Live* {
+    auto it = std::lower_bound(live.begin(), live.end(), oid,
+                               [](const Live& l, Oid o) { return l.oid < o; });
+    return it != live.end() && it->oid == oid ? &*it : nullptr;
+  };
+
+  // 2. What the roots reach, read from the file without holding mu_: everything below
+  // snapshot_end is written and stays unchanged while pack_mu_ is held.
+  auto read_snapshot_record = [&](const Live& l) {
+    std::string bytes(l.entry.length, '\0');
+    fileio::pread_all(fd_.get(), bytes.data(), bytes.size(), l.entry.offset, path_);
+    std::optional<RecordView> r = decode_record(bytes);
+    if (!r || r->oid != l.oid) {
+      throw Corruption(fmt::format("{}: object {} fails its checksum at offset {}", path_,
+                                   l.oid.value(), l.entry.offset));
+    }
+    return bytes;
+  };
+  std::vector<char> keep(live.size(), 0);
+  std::vector<std::size_t> pending;
+  for (std::size_t i = 0; i < live.size(); ++i) {
+    if (live[i].root) {
+      keep[i] = 1;
+      pending.push_back(i);
+    }
+  }
+  while (!pending.empty()) {
+    const Live& l = live[pending.back()];
+    pending.pop_back();
+    std::string bytes = read_snapshot_record(l);
+    for_each_ref(decode_record(bytes)->data, l.oid, [&](Oid target) {
+      if (Live* t = find_live(target); t != nullptr) {
+        auto i = static_cast<std::size_t>(t - live.data());
+        if (!keep[i]) {
+          keep[i] = 1;
+          pending.push_back(i);
+        }
+      }
+    });
+  }
+  std::uint64_t total = static_cast<std::uint64_t>(std::count(keep.begin(), keep.end(), 1));
+
+  // 3. The new file: header, oid mark, the kept records in snapshot frames.
+  const std::string tmp_path = path_ + ".pack";
+  Fd tmp = fileio::open_file(tmp_path, O_RDWR | O_CREAT | O_TRUNC, "cannot create");
+  std::unordered_set<Oid> copied;
+  try {
+    fileio::pwrite_all(tmp.get(), encode_file_header(header_), 0, tmp_path);
+    PackWriter writer(tmp.get(), tmp_path, file_header_size, snapshot_csn);
+    std::uint64_t done = 0;
+    for (std::size_t i = 0; i < live.size(); ++i) {
+      if (!keep[i]) continue;
+      writer.add_record(read_snapshot_record(live[i]));
+      copied.insert(live[i].oid);
+      if (progress && (++done % 4096 == 0 || done == total)) progress(done, total);
+    }
+    writer.flush();
+
+    // 4. Catch up with the commits made meanwhile, and swap, with commits held off.
+    std::unique_lock lk(mu_);
+    std::unique_lock log_lk(log_mu_);
+    log_cv_.wait(log_lk, [&] { return !syncing_; });
+    check_usable();
+    write_buffer();
+    std::uint64_t now_end = log_end();
+    // Everything is written now (the buffer is empty), so reads go straight to the file.
+    auto read_written = [&](std::uint64_t offset, std::uint64_t length) {
+      std::string bytes(length, '\0');
+      fileio::pread_all(fd_.get(), bytes.data(), bytes.size(), offset, path_);
+      return bytes;
+    };
+    std::string tail = read_written(snapshot_end, now_end - snapshot_end);
+    // Objects the tail's commits reference that the snapshot did not reach (a reference to an
+    // unreachable object written after the snapshot) are kept too, with what they reach.
+    FileIndex tail_index;
+    Replayer(std::string(file_header_size, '\0') + tail, path_, tail_index, false).run();
+    std::vector<Oid> extra;
+    auto consider = [&](Oid target) {
+      if (!copied.contains(target) && tail_index.find(target) == nullptr &&
+          index_.find(target) != nullptr) {
+        copied.insert(target);
+        extra.push_back(target);
+      }
+    };
+    tail_index.for_each([&](Oid oid, const IndexEntry& e) {
+      std::string bytes = read_written(snapshot_end + e.offset - file_header_size, e.length);
+      for_each_ref(decode_record(bytes)->data, oid, consider);
+    });
+    std::string extra_records;
+    for (std::size_t i = 0; i < extra.size(); ++i) {
+      const IndexEntry* e = index_.find(extra[i]);
+      std::string bytes = read_written(e->offset, e->length);
+      for_each_ref(decode_record(bytes)->data, extra[i], consider);
+      writer.add_record(bytes);
+    }
+    writer.flush();
+    // The oid mark goes after everything, so that reopening never hands out a kept oid.
+    std::string mark = encode_txn_header({TxnKind::oids, 8, 0, 0});
+    std::string body;
+    put_u64(body, std::max(reserved_oid_, next_oid_.load()));
+    mark += body;
+    put_u64(mark, checksum64(body));
+    writer.add_raw(mark);
+    writer.add_raw(tail);
+    std::uint64_t new_end = writer.offset();
+    // The new file must be wholly on disk before its name replaces the old one...
+    fileio::sync_data(tmp.get(), tmp_path);
+    if (::rename(tmp_path.c_str(), path_.c_str()) != 0) {
+      fileio::throw_errno("cannot rename into place", tmp_path);
+    }
+    // ... and the rename itself must reach the disk before pack reports success.
+    // From here on the old file is gone: a failure leaves the store unusable, not inconsistent.
+    failed_ = true;
+    fileio::sync_parent_dir(path_);
+
+    FileIndex fresh;
+    {
+      fileio::Mapping map(tmp.get(), new_end, tmp_path);
+      transactions_ = Replayer(map.bytes(), path_, fresh, false).run().transactions;
+    }
+    index_ = std::move(fresh);
+    fd_ = std::move(tmp);
+    buffer_start_ = durable_ = allocated_ = new_end;
+    ++epoch_;
+    failed_ = false;
+    log_cv_.notify_all();
+    stats.objects_after = index_.objects();
+    stats.bytes_after = new_end;
+  } catch (...) {
+    std::error_code ignored;
+    std::filesystem::remove(tmp_path, ignored);
+    throw;
+  }
+  return stats;
+}
+
+}  // namespace
+
+std::unique_ptr<FileStore> FileStore::open(const std::string& path, FileStoreOptions options) {
+  return std::make_unique<FileStoreImpl>(path, std::move(options));
+}
+
+CheckReport check_file(const std::string& path) {
+  CheckReport report;
+  LockFile lock(path, false);
+  if (!std::filesystem::exists(path)) {
+    throw IoError(fmt::format("cannot open {}: no such database", path));
+  }
+  Fd fd = fileio::open_file(path, O_RDONLY, "cannot open");
+  std::uint64_t size = fileio::file_size(fd.get(), path);
+  fileio::Mapping map(fd.get(), size, path);
+  std::string_view file = map.bytes();
+  try {
+    decode_file_header(file.substr(0, std::min<std::size_t>(file.size(), file_header_size)));
+  } catch (const Corruption& e) {
+    report.ok = false;
+    report.problems.push_back(e.what());
+    return report;
+  }
+  FileIndex index;
+  ReplayResult r = Replayer(file, path, index, true).run();
+  report.problems = std::move(r.problems);
+  if (r.torn_bytes != 0) {
+    report.problems.push_back(fmt::format(
+        "torn transaction at offset {} ({} bytes): an incomplete write, cut off at the next "
+        "read-write open",
+        r.torn_offset, r.torn_bytes));
+  }
+  report.transactions = r.transactions;
+  report.records = r.records;
+  report.objects = index.objects();
+  index.for_each([&](Oid oid, const IndexEntry& e) {
+    std::optional<RecordView> rec = decode_record(file.substr(e.offset, e.length));
+    if (!rec) {
+      report.problems.push_back(
+          fmt::format("object {}: record at offset {} fails its checksum", oid.value(), e.offset));
+      return;
+    }
+    try {
+      for_each_ref(rec->data, oid, [&](Oid target) {
+        if (index.find(target) == nullptr) {
+          report.problems.push_back(fmt::format(
+              "object {} (record at offset {}) refers to object {}, which does not exist",
+              oid.value(), e.offset, target.value()));
+        }
+      });
+    } catch (const Corruption& err) {
+      report.problems.push_back(
+          fmt::format("object {} (record at offset {}): {}", oid.value(), e.offset, err.what()));
+    }
+  });
+  report.ok = report.problems.empty();
+  return report;
+}
+
+}  // namespace cairn
