@@ -7,11 +7,11 @@
 BUILD        ?= build
 JOBS         ?= 2
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS := codec_fuzz json_fuzz
+FUZZ_TARGETS := codec_fuzz json_fuzz log_fuzz
 CMAKE_FLAGS  ?=
 export CTEST_OUTPUT_ON_FAILURE = 1
 
-.PHONY: all setup build run test sanitize fuzz format format-check clean
+.PHONY: all setup build run test torture sanitize fuzz format format-check clean
 
 all: build
 
@@ -31,11 +31,15 @@ run: build
 test: build
 	ctest --test-dir $(BUILD) -j $(JOBS) --timeout 600
 
+# The crash tests with 100 kill -9 rounds each (make test runs 10).
+torture: build
+	CAIRN_TORTURE_ROUNDS=$(or $(ROUNDS),100) ctest --test-dir $(BUILD) -L crash --timeout 3600
+
 # Unit tests under AddressSanitizer and UndefinedBehaviorSanitizer.
 sanitize: setup
 	cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DCAIRN_SANITIZE=address,undefined
 	cmake --build build-asan -j $(JOBS)
-	ctest --test-dir build-asan -j $(JOBS) -L unit --timeout 900
+	ctest --test-dir build-asan -j $(JOBS) -L "unit|crash" --timeout 900
 
 # Each libFuzzer target for FUZZ_SECONDS, seeded from tests/fuzz/corpus/TARGET; new inputs go to
 # build-fuzz/corpus-TARGET (fold the useful ones back with TARGET -merge=1 SEED_DIR NEW_DIR).

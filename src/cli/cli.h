@@ -15,6 +15,12 @@ inline constexpr int exit_ok = 0;
 inline constexpr int exit_failure = 1;  // the command ran and failed (error printed)
 inline constexpr int exit_usage = 2;    // bad flags or arguments
 
+// Registers the commands over a database file (info, check, pack, dump, restore); a parsed
+// command sets `action`, which must outlive the parse.
+void add_file_commands(CLI::App& app, Action& action);
+// Registers `cairn bench`.
+void add_bench_command(CLI::App& app, Action& action);
+
 // Parses argv, runs the chosen subcommand, maps errors to exit statuses. The entry point.
 int run_main(int argc, char** argv);
 

@@ -15,6 +15,8 @@ int run_main(int argc, char** argv) {
   app.require_subcommand(0, 1);
   app.fallthrough(false);
   Action action;
+  add_file_commands(app, action);
+  add_bench_command(app, action);
 
   try {
     app.parse(argc, argv);

@@ -63,8 +63,8 @@ std::string encode_file_header(const FileHeader& header) {
 
 FileHeader decode_file_header(std::string_view bytes) {
   if (bytes.size() < file_header_size) {
-    throw Corruption(fmt::format("file header: {} bytes, expected {}", bytes.size(),
-                                 file_header_size));
+    throw Corruption(
+        fmt::format("file header: {} bytes, expected {}", bytes.size(), file_header_size));
   }
   if (bytes.substr(0, 8) != file_magic) {
     throw Corruption("not a cairn database (bad magic at offset 0)");
@@ -113,6 +113,15 @@ std::optional<TxnHeader> decode_txn_header(std::string_view bytes) {
   header.csn = get_u64(bytes.data() + 16);
   header.count = get_u32(bytes.data() + 24);
   return header;
+}
+
+std::string encode_oid_mark(std::uint64_t next) {
+  std::string frame = encode_txn_header({TxnKind::oids, 8, 0, 0});
+  std::string body;
+  put_u64(body, next);
+  frame += body;
+  put_u64(frame, checksum64(body));
+  return frame;
 }
 
 std::size_t record_size(std::size_t type, std::size_t key, std::size_t data) {

@@ -50,6 +50,9 @@ std::string encode_txn_header(const TxnHeader& header);
 // nullopt if the bytes are not a valid frame header (magic, kind, reserved bytes, checksum).
 std::optional<TxnHeader> decode_txn_header(std::string_view bytes);
 
+// A whole oid-mark frame: the oids below `next` are never handed out again.
+std::string encode_oid_mark(std::uint64_t next);
+
 enum class RecordOp : std::uint8_t { write = 1, remove = 2 };
 
 struct RecordView {

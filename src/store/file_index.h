@@ -2,7 +2,7 @@
 // objects each type lists, and who holds each key. Built by replaying the log at open and kept
 // up to date by commits. Not thread-safe: the store guards it.
 //
-// Memory: an object costs one 24-byte Entry in a page of 4096 (oids are handed out densely),
+// Memory: an object costs one 24-byte Entry in a page of 1024 (oids are handed out densely),
 // plus about one bit in its type's bitmap; keyed objects also cost their key twice.
 #pragma once
 
@@ -31,19 +31,29 @@ struct IndexEntry {
   std::uint32_t type = 0;     // interned type id; 0 = ""
 };
 
+// oid -> IndexEntry as a two-level radix table: directories of 1024 pages of 1024 entries,
+// allocated where oids are in use, so that lookups are two array steps and a stray large oid
+// costs one page, not a table up to it.
 class OidIndex {
  public:
   const IndexEntry* find(Oid oid) const {
-    std::uint64_t p = oid.value() >> page_shift;
-    if (p >= pages_.size() || !pages_[p]) return nullptr;
-    const IndexEntry& e = (*pages_[p])[oid.value() & (page_size - 1)];
+    std::uint64_t d = oid.value() >> dir_shift;
+    if (d >= dirs_.size() || !dirs_[d]) return nullptr;
+    const auto& page = (*dirs_[d])[(oid.value() >> page_shift) & (pages_per_dir - 1)];
+    if (!page) return nullptr;
+    const IndexEntry& e = (*page)[oid.value() & (page_size - 1)];
     return e.version != 0 ? &e : nullptr;
   }
   IndexEntry& slot(Oid oid) {
-    std::uint64_t p = oid.value() >> page_shift;
-    if (p >= pages_.size()) pages_.resize(p + 1);
-    if (!pages_[p]) pages_[p] = std::make_unique<Page>();
-    return (*pages_[p])[oid.value() & (page_size - 1)];
+    std::uint64_t d = oid.value() >> dir_shift;
+    if (d >= dirs_.size()) dirs_.resize(d + 1);
+    if (!dirs_[d]) dirs_[d] = std::make_unique<Dir>();
+    auto& page = (*dirs_[d])[(oid.value() >> page_shift) & (pages_per_dir - 1)];
+    if (!page) {
+      page = std::make_unique<Page>();
+      ++pages_;
+    }
+    return (*page)[oid.value() & (page_size - 1)];
   }
   void erase(Oid oid) {
     if (find(oid) != nullptr) slot(oid) = IndexEntry{};
@@ -51,26 +61,34 @@ class OidIndex {
   // Calls fn(oid, entry) for every live object in ascending oid order.
   template <class Fn>
   void for_each(Fn&& fn) const {
-    for (std::size_t p = 0; p < pages_.size(); ++p) {
-      if (!pages_[p]) continue;
-      for (std::size_t i = 0; i < page_size; ++i) {
-        const IndexEntry& e = (*pages_[p])[i];
-        if (e.version != 0) fn(Oid((std::uint64_t{p} << page_shift) | i), e);
+    for (std::size_t d = 0; d < dirs_.size(); ++d) {
+      if (!dirs_[d]) continue;
+      for (std::size_t p = 0; p < pages_per_dir; ++p) {
+        const auto& page = (*dirs_[d])[p];
+        if (!page) continue;
+        std::uint64_t base = (std::uint64_t{d} << dir_shift) | (std::uint64_t{p} << page_shift);
+        for (std::size_t i = 0; i < page_size; ++i) {
+          if ((*page)[i].version != 0) fn(Oid(base | i), (*page)[i]);
+        }
       }
     }
   }
   std::size_t memory_bytes() const {
-    std::size_t n = pages_.capacity() * sizeof(pages_[0]);
-    for (const auto& page : pages_)
-      if (page) n += sizeof(Page);
+    std::size_t n = dirs_.capacity() * sizeof(dirs_[0]) + pages_ * sizeof(Page);
+    for (const auto& dir : dirs_)
+      if (dir) n += sizeof(Dir);
     return n;
   }
 
  private:
-  static constexpr unsigned page_shift = 12;
+  static constexpr unsigned page_shift = 10;
   static constexpr std::size_t page_size = std::size_t{1} << page_shift;
+  static constexpr unsigned dir_shift = 20;
+  static constexpr std::size_t pages_per_dir = std::size_t{1} << (dir_shift - page_shift);
   using Page = std::array<IndexEntry, page_size>;
-  std::vector<std::unique_ptr<Page>> pages_;
+  using Dir = std::array<std::unique_ptr<Page>, pages_per_dir>;
+  std::vector<std::unique_ptr<Dir>> dirs_;
+  std::size_t pages_ = 0;
 };
 
 // A set of oids as a bitmap in pages of 512 oids, kept only where it has members.

@@ -5,7 +5,10 @@
 // index. `log_mu_` guards the log buffer and what is written and synced; it is taken inside
 // `mu_` (never the other way round). Durability waits happen after `mu_` is released (policy
 // batch), so that many committers wait for one fdatasync together: the first to find no sync
-// running writes the whole buffer and syncs it, the others wait on `log_cv_`.
+// running writes the whole buffer and syncs it, the others wait. Syncs are numbered: a frame
+// appended while sync k runs (or before it starts) is covered by sync k+1 (or k), and its
+// committer sleeps on the condition variable of that sync's parity, so that a finished sync
+// wakes exactly the committers it covered, plus one to lead the next.
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <sys/file.h>
@@ -31,6 +34,7 @@
 #include "store/file_format.h"
 #include "store/file_index.h"
 #include "store/file_io.h"
+#include "store/file_replay.h"
 #include "store/history.h"
 #include "store/listeners.h"
 #include "store/lock_table.h"
@@ -63,8 +67,8 @@ FsyncPolicy parse_fsync_policy(std::string_view text) {
 namespace {
 
 constexpr std::uint64_t oid_reserve_step = 4096;
-constexpr std::size_t never_flush_bytes = 1 << 20;         // policy never: write() every 1 MiB
-constexpr std::uint64_t snapshot_frame_bytes = 8 << 20;    // pack writes frames of this size
+constexpr std::size_t never_flush_bytes = 1 << 20;       // policy never: write() every 1 MiB
+constexpr std::uint64_t snapshot_frame_bytes = 8 << 20;  // pack writes frames of this size
 constexpr std::uint64_t max_frame_body = std::uint64_t{1} << 40;
 
 bool all_zero(std::string_view bytes) {
@@ -73,17 +77,6 @@ bool all_zero(std::string_view bytes) {
 
 // ---------------------------------------------------------------------------------------------
 // Replay: reads the log into a FileIndex.
-
-struct ReplayResult {
-  std::uint64_t end = 0;          // where the next frame goes
-  std::uint64_t csn = 0;
-  std::uint64_t next_oid = 1;     // the smallest oid never handed out
-  std::uint64_t transactions = 0;
-  std::uint64_t records = 0;
-  std::uint64_t torn_offset = 0;  // a torn frame began here ...
-  std::uint64_t torn_bytes = 0;   // ... and this many bytes of it were found (0 = no torn tail)
-  std::vector<std::string> problems;  // check mode only
-};
 
 // A torn frame is one whose write did not complete: the file ends inside it, or (on a disk that
 // lost some sectors of it) it fails its checksum and nothing but zeros follows it and part of it
@@ -115,8 +108,8 @@ class Replayer {
           auto bad = pos + static_cast<std::uint64_t>(std::find_if(rest.begin(), rest.end(),
                                                                    [](char c) { return c != 0; }) -
                                                       rest.begin());
-          corrupt(pos, fmt::format("the log ends at offset {} but bytes follow at offset {}", pos,
-                                   bad));
+          corrupt(pos,
+                  fmt::format("the log ends at offset {} but bytes follow at offset {}", pos, bad));
         }
         break;
       }
@@ -178,7 +171,12 @@ class Replayer {
         corrupt(pos, fmt::format("malformed oid frame at offset {}", pos));
         return;
       }
-      result_.next_oid = std::max(result_.next_oid, get_u64(body.data()));
+      std::uint64_t mark = get_u64(body.data());
+      if (mark > file_store_max_oid) {
+        corrupt(pos, fmt::format("oid mark at offset {} is past the largest oid", pos));
+        return;
+      }
+      result_.next_oid = std::max(result_.next_oid, mark);
       return;
     }
     if (header.kind == TxnKind::commit && header.csn <= result_.csn) {
@@ -195,13 +193,14 @@ class Replayer {
                             body_offset + at, pos));
         return;
       }
+      // Every oid but the root was handed out after an oid mark that covers it.
       if ((header.kind == TxnKind::commit && r->version != header.csn) ||
           (header.kind == TxnKind::snapshot && (r->version == 0 || r->version > header.csn)) ||
-          r->oid.value() >= file_store_max_oid) {
-        corrupt(body_offset + at, fmt::format("object record at offset {} has oid {} version {} "
-                                              "in a transaction of CSN {}",
-                                              body_offset + at, r->oid.value(), r->version,
-                                              header.csn));
+          (!r->oid.is_root() && r->oid.value() >= result_.next_oid)) {
+        corrupt(body_offset + at,
+                fmt::format("object record at offset {} has oid {} version {} "
+                            "in a transaction of CSN {}",
+                            body_offset + at, r->oid.value(), r->version, header.csn));
         return;
       }
       if (r->op == RecordOp::write) {
@@ -210,7 +209,6 @@ class Replayer {
       } else {
         index_.remove(r->oid);
       }
-      result_.next_oid = std::max(result_.next_oid, r->oid.value() + 1);
       ++result_.records;
       at += r->size;
     }
@@ -237,13 +235,22 @@ class Replayer {
 class LockFile {
  public:
   LockFile(const std::string& db_path, bool exclusive) : path_(db_path + ".lock") {
-    fd_ = fileio::open_file(path_, O_RDWR | O_CREAT, "cannot open lock file");
+    int fd = ::open(path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0 && !exclusive && (errno == EACCES || errno == EROFS || errno == EPERM)) {
+      // A reader in a directory it cannot write: lock the lock file if a writer made one; if
+      // there is none, no writer can be at work there either.
+      fd = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
+      if (fd < 0 && errno == ENOENT) return;
+    }
+    if (fd < 0) fileio::throw_errno("cannot open lock file", path_);
+    fd_ = Fd(fd);
     if (::flock(fd_.get(), (exclusive ? LOCK_EX : LOCK_SH) | LOCK_NB) != 0) {
       if (errno != EWOULDBLOCK) fileio::throw_errno("cannot lock", path_);
       char buf[32] = {};
       ssize_t n = ::pread(fd_.get(), buf, sizeof buf - 1, 0);
       std::string pid = n > 0 ? std::string(buf, static_cast<std::size_t>(n)) : "";
-      while (!pid.empty() && (pid.back() == '\n' || pid.back() == ' ')) pid.pop_back();
+      while (!pid.empty() && (pid.back() == '\n' || pid.back() == ' '))
+        pid.pop_back();
       throw Busy(fmt::format("{}: database is in use by pid {}", db_path,
                              pid.empty() ? std::string("(unknown)") : pid));
     }
@@ -304,23 +311,27 @@ class FileStoreImpl final : public FileStore {
   std::uint64_t append_frame(std::string frame);
   // Writes the buffer to the file (growing the preallocated space first). log_mu_ held.
   void write_buffer();
-  // Returns once the log is durable up to `end` (of log epoch `epoch`).
-  void wait_durable(std::uint64_t epoch, std::uint64_t end);
+  // The number of the sync that will cover a frame appended now. log_mu_ held.
+  std::uint64_t covering_sync() const { return started_ + 1; }
+  // Returns once sync number `sync` has completed.
+  void wait_durable(std::uint64_t sync);
   // Reads `length` bytes at `offset` of the log, buffered or not. mu_ held (shared or not).
   std::string read_at(std::uint64_t offset, std::uint32_t length);
   // Reads and verifies the record of a live object. mu_ held.
   RecordView read_record(Oid oid, const IndexEntry& entry, std::string& storage);
+  void wake_all();  // log_mu_ held
   void check_usable() const {
     if (failed_.load()) {
       throw IoError(path_ + ": a write or fdatasync failed earlier; the database must be reopened");
     }
   }
-  std::uint64_t reserve_oids_frame(std::uint64_t next);
+  // Appends an oid mark; returns the sync that will cover it.
+  std::uint64_t append_oid_mark(std::uint64_t next);
 
   const std::string path_;
   const FileStoreOptions options_;
   FsyncPolicy policy_ = FsyncPolicy::batch;
-  LockFile lock_file_;
+  std::optional<LockFile> lock_file_;  // taken once the file is known to exist (or may be made)
   Fd fd_;
   FileHeader header_;
 
@@ -334,15 +345,22 @@ class FileStoreImpl final : public FileStore {
 
   std::mutex alloc_mu_;
   std::atomic<std::uint64_t> next_oid_{1};
-  std::uint64_t reserved_oid_ = 1;  // oids below this are recorded as handed out; alloc_mu_
+  std::atomic<std::uint64_t> reserved_oid_{1};  // oids below it are in an oid mark
 
   std::mutex log_mu_;
-  std::condition_variable log_cv_;
-  std::string buffer_;             // frames not yet written
+  std::condition_variable log_cv_;      // a sync finished (pack waits for this)
+  std::condition_variable sync_cv_[2];  // sync k finished: its committers wait on [k % 2]
+  std::condition_variable gather_cv_;   // a commit reached the log while a leader gathers
+  bool gathering_ = false;
+  std::chrono::steady_clock::duration last_sync_{};  // how long the last fdatasync took
+  std::atomic<int> in_commit_{0};                    // threads inside commit() (policy batch)
+  int round_peak_ = 0;              // the most of them at once since the last sync began
+  int frames_waiting_ = 0;          // commit frames appended since the last sync began
+  std::string buffer_;              // frames not yet written
   std::uint64_t buffer_start_ = 0;  // file offset of buffer_[0] (= bytes written)
-  std::uint64_t durable_ = 0;       // bytes known to be on disk
+  std::uint64_t started_ = 0;       // syncs started
+  std::uint64_t completed_ = 0;     // syncs completed (all of them up to this one)
   std::uint64_t allocated_ = 0;     // the file's size, including preallocated zeros
-  std::uint64_t epoch_ = 0;         // bumped when pack swaps files (offsets start over)
   bool syncing_ = false;
   std::atomic<bool> failed_{false};
 
@@ -352,9 +370,7 @@ class FileStoreImpl final : public FileStore {
 };
 
 FileStoreImpl::FileStoreImpl(std::string path, FileStoreOptions options)
-    : path_(std::move(path)),
-      options_(std::move(options)),
-      lock_file_(path_, !options_.read_only) {
+    : path_(std::move(path)), options_(std::move(options)) {
   auto log = [&](std::string_view line) {
     if (options_.log) {
       options_.log(line);
@@ -366,21 +382,21 @@ FileStoreImpl::FileStoreImpl(std::string path, FileStoreOptions options)
   if (!exists && (options_.read_only || !options_.create)) {
     throw IoError(fmt::format("cannot open {}: no such database", path_));
   }
+  lock_file_.emplace(path_, !options_.read_only);
   if (!options_.read_only) {
     // A pack that crashed before its rename leaves its unfinished copy; the original is whole.
     std::error_code ignored;
     std::filesystem::remove(path_ + ".pack", ignored);
   }
-  fd_ = fileio::open_file(path_, options_.read_only ? O_RDONLY : (O_RDWR | O_CREAT),
-                          "cannot open");
+  fd_ = fileio::open_file(path_, options_.read_only ? O_RDONLY : (O_RDWR | O_CREAT), "cannot open");
   std::uint64_t size = fileio::file_size(fd_.get(), path_);
   if (size == 0 && !options_.read_only) {
     // A new database: the header, synced, and the directory entry, synced, before any commit
     // can be acknowledged in it.
-    header_.created_micros = static_cast<std::uint64_t>(
-        std::chrono::duration_cast<std::chrono::microseconds>(
-            std::chrono::system_clock::now().time_since_epoch())
-            .count());
+    header_.created_micros =
+        static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(
+                                       std::chrono::system_clock::now().time_since_epoch())
+                                       .count());
     header_.fsync = static_cast<std::uint8_t>(options_.fsync.value_or(FsyncPolicy::batch));
     std::random_device rd;
     for (auto& b : header_.database_id)
@@ -394,20 +410,25 @@ FileStoreImpl::FileStoreImpl(std::string path, FileStoreOptions options)
     fileio::Mapping map(fd_.get(), size, path_);
     std::string_view file = map.bytes();
     header_ = decode_file_header(file.substr(0, std::min<std::size_t>(file.size(), 64)));
-    ReplayResult r = Replayer(file, path_, index_, false).run();
+    ReplayResult r = replay_log(file, path_, index_, false);
     csn_ = r.csn;
     transactions_ = r.transactions;
     next_oid_ = r.next_oid;
     reserved_oid_ = r.next_oid;
     torn_offset_ = r.torn_offset;
     torn_bytes_ = r.torn_bytes;
-    buffer_start_ = durable_ = r.end;
+    buffer_start_ = r.end;
     allocated_ = size;
-    if (r.torn_bytes != 0) {
-      log(fmt::format("{}: dropped {} bytes of a torn transaction at offset {} (a write that did "
-                      "not complete before a crash){}",
-                      path_, r.torn_bytes, r.torn_offset,
-                      options_.read_only ? "; read-only, so the file is left as it is" : ""));
+    if (r.torn_bytes != 0 && options_.read_only) {
+      log(
+          fmt::format("{}: ignoring {} bytes of a torn transaction at offset {} (a write that did "
+                      "not complete before a crash); read-only, so the file is left as it is",
+                      path_, r.torn_bytes, r.torn_offset));
+    } else if (r.torn_bytes != 0) {
+      log(
+          fmt::format("{}: dropped {} bytes of a torn transaction at offset {} (a write that did "
+                      "not complete before a crash)",
+                      path_, r.torn_bytes, r.torn_offset));
     }
   }
   if (torn_bytes_ != 0 && !options_.read_only) {
@@ -464,7 +485,7 @@ void FileStoreImpl::write_buffer() {
     fileio::pwrite_all(fd_.get(), buffer_, buffer_start_, path_);
   } catch (...) {
     failed_ = true;
-    log_cv_.notify_all();
+    wake_all();
     throw;
   }
   buffer_start_ = end;
@@ -472,41 +493,65 @@ void FileStoreImpl::write_buffer() {
   buffer_.clear();
 }
 
-void FileStoreImpl::wait_durable(std::uint64_t epoch, std::uint64_t end) {
+void FileStoreImpl::wait_durable(std::uint64_t sync) {
   std::unique_lock lk(log_mu_);
-  while (epoch == epoch_ && durable_ < end) {
+  while (completed_ < sync) {
     check_usable();
     if (syncing_) {
-      log_cv_.wait(lk);
+      sync_cv_[sync % 2].wait(lk);
       continue;
     }
-    // Lead a group: write every frame buffered so far and cover them all with one fdatasync.
+    // Lead: write every frame buffered so far and cover them all with one fdatasync. First, if
+    // more commits were in flight together during the last round than have reached the log,
+    // give the others up to one sync's time to join: one fdatasync for all of them beats one
+    // each (PostgreSQL's commit_delay, made adaptive).
     syncing_ = true;
+    int target = std::exchange(round_peak_, in_commit_.load());
+    if (frames_waiting_ < target) {
+      auto deadline = std::chrono::steady_clock::now() + last_sync_;
+      gathering_ = true;
+      while (frames_waiting_ < target && !failed_.load()) {
+        if (gather_cv_.wait_until(lk, deadline) == std::cv_status::timeout) break;
+      }
+      gathering_ = false;
+    }
+    frames_waiting_ = 0;
+    std::uint64_t number = ++started_;
     try {
       write_buffer();
     } catch (...) {
       syncing_ = false;
       throw;
     }
-    std::uint64_t target = buffer_start_;
-    std::uint64_t my_epoch = epoch_;
     lk.unlock();
-    // The commit-acknowledging fdatasync: once it returns, every frame before `target` is on
+    // The commit-acknowledging fdatasync: once it returns, every frame written before it is on
     // disk (the file's size too, the first time after a preallocation).
+    auto sync_start = std::chrono::steady_clock::now();
     int rc = ::fdatasync(fd_.get());
     int err = errno;
+    auto took = std::chrono::steady_clock::now() - sync_start;
     lk.lock();
+    last_sync_ = std::min<std::chrono::steady_clock::duration>(took, std::chrono::milliseconds(1));
     syncing_ = false;
     if (rc != 0) {
       // After a failed fdatasync the kernel may have dropped the dirty pages: nothing written
       // since the last good sync can be trusted, so the store refuses all further work.
       failed_ = true;
-      log_cv_.notify_all();
+      wake_all();
       throw IoError(fmt::format("fdatasync failed on {}: {}", path_, std::strerror(err)));
     }
-    if (my_epoch == epoch_) durable_ = std::max(durable_, target);
+    completed_ = std::max(completed_, number);
+    sync_cv_[number % 2].notify_all();
+    // Frames appended meanwhile wait for the next sync: wake one of their committers to lead.
+    if (!buffer_.empty()) sync_cv_[(number + 1) % 2].notify_one();
     log_cv_.notify_all();
   }
+}
+
+void FileStoreImpl::wake_all() {
+  for (auto& cv : sync_cv_)
+    cv.notify_all();
+  log_cv_.notify_all();
 }
 
 std::string FileStoreImpl::read_at(std::uint64_t offset, std::uint32_t length) {
@@ -562,6 +607,16 @@ std::uint64_t FileStoreImpl::commit(const CommitRequest& request) {
   check_usable();
   if (options_.read_only) throw InvalidArgument(path_ + " is open read-only");
   validate_commit_shape(request, next_oid_.load());
+  // Counted while inside commit(), so that a sync leader knows how many may join it.
+  struct InCommit {
+    std::atomic<int>* count;
+    explicit InCommit(std::atomic<int>* c) : count(c) {
+      if (count) ++*count;
+    }
+    ~InCommit() {
+      if (count) --*count;
+    }
+  } in_commit(policy_ == FsyncPolicy::batch ? &in_commit_ : nullptr);
   std::unique_lock lk(mu_);
   std::vector<Oid> conflicts;
   for (const ReadCheck& r : request.reads) {
@@ -597,14 +652,17 @@ std::uint64_t FileStoreImpl::commit(const CommitRequest& request) {
   put_u64(frame, checksum64(std::string_view(frame).substr(txn_header_size)));
 
   std::uint64_t start = 0;
-  std::uint64_t end = 0;
-  std::uint64_t epoch = 0;
+  std::uint64_t sync = 0;
   {
     std::lock_guard log_lk(log_mu_);
     check_usable();
     start = append_frame(std::move(frame));
-    end = log_end();
-    epoch = epoch_;
+    sync = covering_sync();
+    if (policy_ == FsyncPolicy::batch) {
+      ++frames_waiting_;
+      round_peak_ = std::max(round_peak_, in_commit_.load());
+      if (gathering_) gather_cv_.notify_one();
+    }
     if (policy_ == FsyncPolicy::never && buffer_.size() >= never_flush_bytes && !syncing_) {
       write_buffer();
     }
@@ -624,23 +682,18 @@ std::uint64_t FileStoreImpl::commit(const CommitRequest& request) {
   csn_ = csn;
   ++transactions_;
   history_.remember(csn, changed);
-  if (policy_ == FsyncPolicy::always) wait_durable(epoch, end);  // visible only once durable
+  if (policy_ == FsyncPolicy::always) wait_durable(sync);  // visible only once durable
   lk.unlock();
-  if (policy_ == FsyncPolicy::batch) wait_durable(epoch, end);
+  if (policy_ == FsyncPolicy::batch) wait_durable(sync);
   listeners_.notify(csn, changed);
   return csn;
 }
 
-std::uint64_t FileStoreImpl::reserve_oids_frame(std::uint64_t next) {
-  std::string frame = encode_txn_header({TxnKind::oids, 8, 0, 0});
-  std::string body;
-  put_u64(body, next);
-  frame += body;
-  put_u64(frame, checksum64(body));
+std::uint64_t FileStoreImpl::append_oid_mark(std::uint64_t next) {
   std::lock_guard log_lk(log_mu_);
   check_usable();
-  append_frame(std::move(frame));
-  return log_end();
+  append_frame(encode_oid_mark(next));
+  return covering_sync();
 }
 
 Oid FileStoreImpl::new_oids(std::uint32_t count) {
@@ -654,14 +707,8 @@ Oid FileStoreImpl::new_oids(std::uint32_t count) {
     // Record the new high-water mark before handing the oids out, so that no oid is handed out
     // twice, even across a crash and reopen.
     std::uint64_t reserved = std::min(next + oid_reserve_step, file_store_max_oid);
-    std::uint64_t epoch = 0;
-    std::uint64_t end = 0;
-    {
-      std::lock_guard log_lk(log_mu_);
-      epoch = epoch_;
-    }
-    end = reserve_oids_frame(reserved);
-    if (policy_ != FsyncPolicy::never) wait_durable(epoch, end);
+    std::uint64_t sync = append_oid_mark(reserved);
+    if (policy_ != FsyncPolicy::never) wait_durable(sync);
     reserved_oid_ = reserved;
   }
   next_oid_ = next;
@@ -705,9 +752,8 @@ FileStoreInfo FileStoreImpl::info() {
   out.file_bytes = log_end();
   out.live_bytes = index_.live_bytes();
   std::uint64_t overhead = file_header_size + txn_header_size + txn_trailer_size;
-  out.garbage_bytes = out.file_bytes > out.live_bytes + overhead
-                          ? out.file_bytes - out.live_bytes - overhead
-                          : 0;
+  out.garbage_bytes =
+      out.file_bytes > out.live_bytes + overhead ? out.file_bytes - out.live_bytes - overhead : 0;
   out.last_csn = csn_;
   out.next_oid = next_oid_.load();
   out.transactions = transactions_;
@@ -836,8 +882,11 @@ PackStats FileStoreImpl::pack(const PackProgress& progress) {
   Fd tmp = fileio::open_file(tmp_path, O_RDWR | O_CREAT | O_TRUNC, "cannot create");
   std::unordered_set<Oid> copied;
   try {
-    fileio::pwrite_all(tmp.get(), encode_file_header(header_), 0, tmp_path);
-    PackWriter writer(tmp.get(), tmp_path, file_header_size, snapshot_csn);
+    std::string start = encode_file_header(header_);
+    // The oids in use when pack began; marks written since are in the frames copied at the end.
+    start += encode_oid_mark(std::max(reserved_oid_.load(), next_oid_.load()));
+    fileio::pwrite_all(tmp.get(), start, 0, tmp_path);
+    PackWriter writer(tmp.get(), tmp_path, start.size(), snapshot_csn);
     std::uint64_t done = 0;
     for (std::size_t i = 0; i < live.size(); ++i) {
       if (!keep[i]) continue;
@@ -864,7 +913,9 @@ PackStats FileStoreImpl::pack(const PackProgress& progress) {
     // Objects the tail's commits reference that the snapshot did not reach (a reference to an
     // unreachable object written after the snapshot) are kept too, with what they reach.
     FileIndex tail_index;
-    Replayer(std::string(file_header_size, '\0') + tail, path_, tail_index, false).run();
+    // (Replayed after a blank header and a mark covering every oid; offsets shift by `prefix`.)
+    std::string prefix = std::string(file_header_size, '\0') + encode_oid_mark(file_store_max_oid);
+    replay_log(prefix + tail, path_, tail_index, false);
     std::vector<Oid> extra;
     auto consider = [&](Oid target) {
       if (!copied.contains(target) && tail_index.find(target) == nullptr &&
@@ -874,7 +925,7 @@ PackStats FileStoreImpl::pack(const PackProgress& progress) {
       }
     };
     tail_index.for_each([&](Oid oid, const IndexEntry& e) {
-      std::string bytes = read_written(snapshot_end + e.offset - file_header_size, e.length);
+      std::string bytes = read_written(snapshot_end + e.offset - prefix.size(), e.length);
       for_each_ref(decode_record(bytes)->data, oid, consider);
     });
     std::string extra_records;
@@ -885,13 +936,6 @@ PackStats FileStoreImpl::pack(const PackProgress& progress) {
       writer.add_record(bytes);
     }
     writer.flush();
-    // The oid mark goes after everything, so that reopening never hands out a kept oid.
-    std::string mark = encode_txn_header({TxnKind::oids, 8, 0, 0});
-    std::string body;
-    put_u64(body, std::max(reserved_oid_, next_oid_.load()));
-    mark += body;
-    put_u64(mark, checksum64(body));
-    writer.add_raw(mark);
     writer.add_raw(tail);
     std::uint64_t new_end = writer.offset();
     // The new file must be wholly on disk before its name replaces the old one...
@@ -907,14 +951,15 @@ PackStats FileStoreImpl::pack(const PackProgress& progress) {
     FileIndex fresh;
     {
       fileio::Mapping map(tmp.get(), new_end, tmp_path);
-      transactions_ = Replayer(map.bytes(), path_, fresh, false).run().transactions;
+      transactions_ = replay_log(map.bytes(), path_, fresh, false).transactions;
     }
     index_ = std::move(fresh);
     fd_ = std::move(tmp);
-    buffer_start_ = durable_ = allocated_ = new_end;
-    ++epoch_;
+    buffer_start_ = allocated_ = new_end;
+    // Everything appended so far is in the new file, synced: as good as one more sync.
+    completed_ = started_ = started_ + 1;
     failed_ = false;
-    log_cv_.notify_all();
+    wake_all();
     stats.objects_after = index_.objects();
     stats.bytes_after = new_end;
   } catch (...) {
@@ -927,16 +972,21 @@ PackStats FileStoreImpl::pack(const PackProgress& progress) {
 
 }  // namespace
 
+ReplayResult replay_log(std::string_view file, const std::string& path, FileIndex& index,
+                        bool check) {
+  return Replayer(file, path, index, check).run();
+}
+
 std::unique_ptr<FileStore> FileStore::open(const std::string& path, FileStoreOptions options) {
   return std::make_unique<FileStoreImpl>(path, std::move(options));
 }
 
 CheckReport check_file(const std::string& path) {
   CheckReport report;
-  LockFile lock(path, false);
   if (!std::filesystem::exists(path)) {
     throw IoError(fmt::format("cannot open {}: no such database", path));
   }
+  LockFile lock(path, false);
   Fd fd = fileio::open_file(path, O_RDONLY, "cannot open");
   std::uint64_t size = fileio::file_size(fd.get(), path);
   fileio::Mapping map(fd.get(), size, path);
@@ -949,7 +999,7 @@ CheckReport check_file(const std::string& path) {
     return report;
   }
   FileIndex index;
-  ReplayResult r = Replayer(file, path, index, true).run();
+  ReplayResult r = replay_log(file, path, index, true);
   report.problems = std::move(r.problems);
   if (r.torn_bytes != 0) {
     report.problems.push_back(fmt::format(

@@ -31,9 +31,20 @@ Subscription ListenerRegistry::add(CommitListener listener) {
 
 void ListenerRegistry::notify(std::uint64_t csn, std::span<const Oid> oids) {
   std::unique_lock turn(turn_mu_);
-  turn_cv_.wait(turn, [&] { return last_notified_ + 1 >= csn; });
-  turn.unlock();
+  pending_.emplace(csn, std::vector<Oid>(oids.begin(), oids.end()));
+  if (delivering_) return;  // the thread delivering will reach this commit in its turn
+  delivering_ = true;
+  while (!pending_.empty() && pending_.begin()->first <= last_notified_ + 1) {
+    auto next = pending_.extract(pending_.begin());
+    turn.unlock();
+    deliver(next.key(), next.mapped());
+    turn.lock();
+    last_notified_ = std::max(last_notified_, next.key());
+  }
+  delivering_ = false;
+}
 
+void ListenerRegistry::deliver(std::uint64_t csn, std::span<const Oid> oids) {
   std::vector<std::shared_ptr<Entry>> entries;
   {
     std::lock_guard lk(shared_->mu);
@@ -50,10 +61,6 @@ void ListenerRegistry::notify(std::uint64_t csn, std::span<const Oid> oids) {
       // The commit is durable whatever a listener does; a failing listener cannot undo it.
     }
   }
-
-  turn.lock();
-  if (csn > last_notified_) last_notified_ = csn;
-  turn_cv_.notify_all();
 }
 
 }  // namespace cairn

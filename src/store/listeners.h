@@ -1,17 +1,20 @@
 // ListenerRegistry: the commit listeners of one store, called in CSN order.
 //
-// Each commit, once applied, calls notify(csn, oids) after releasing the store's data lock. The
-// registry runs notifications strictly in CSN order (commit N+1 waits for commit N's listeners)
-// without holding any store lock, so a listener may read the store — but it must not commit to
-// it, since that commit would wait for the turn the listener itself holds.
+// Each commit, once applied (and durable), calls notify(csn, oids) after releasing the store's
+// data lock. Listeners see commits strictly in CSN order, one at a time, without any store lock
+// held, so a listener may read the store — but it must not commit to it. CSNs must reach
+// notify() without gaps. The notifying threads do not wait for one another: a commit whose
+// turn has not come is queued, and whichever thread is delivering delivers it in order (so a
+// commit may return before its own listeners have run, when another thread is delivering).
+// This keeps concurrent committers from waking each other once per commit.
 #pragma once
 
-#include <condition_variable>
 #include <cstdint>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <span>
+#include <vector>
 
 #include "cairn/store.h"
 
@@ -30,8 +33,9 @@ class ListenerRegistry {
     last_notified_ = csn;
   }
 
-  // Calls every active listener for commit `csn`, after those of every earlier commit.
-  // Exceptions from listeners are swallowed: the commit has already happened.
+  // Calls (now, or soon on the delivering thread) every active listener for commit `csn`,
+  // after those of every earlier commit. Exceptions from listeners are swallowed: the commit
+  // has already happened.
   void notify(std::uint64_t csn, std::span<const Oid> oids);
 
  private:
@@ -46,9 +50,12 @@ class ListenerRegistry {
     std::map<std::uint64_t, std::shared_ptr<Entry>> entries;
   };
 
+  void deliver(std::uint64_t csn, std::span<const Oid> oids);
+
   std::shared_ptr<Shared> shared_ = std::make_shared<Shared>();
-  std::mutex turn_mu_;
-  std::condition_variable turn_cv_;
+  std::mutex turn_mu_;  // guards the three below
+  std::map<std::uint64_t, std::vector<Oid>> pending_;
+  bool delivering_ = false;
   std::uint64_t last_notified_;
 };
 

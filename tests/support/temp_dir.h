@@ -15,8 +15,9 @@ class TempDir {
   TempDir() {
     const char* base = std::getenv("TMPDIR");
     std::string pattern = std::string(base != nullptr ? base : "/tmp") + "/cairn-test-XXXXXX";
-    if (::mkdtemp(pattern.data()) == nullptr) throw std::filesystem::filesystem_error(
-        "mkdtemp", std::error_code(errno, std::generic_category()));
+    if (::mkdtemp(pattern.data()) == nullptr)
+      throw std::filesystem::filesystem_error("mkdtemp",
+                                              std::error_code(errno, std::generic_category()));
     path_ = pattern;
   }
   TempDir(const TempDir&) = delete;

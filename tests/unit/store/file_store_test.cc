@@ -44,7 +44,6 @@ INSTANTIATE_TYPED_TEST_SUITE_P(FileAlways, StoreConformance, FileAlways);
 INSTANTIATE_TYPED_TEST_SUITE_P(FileNever, StoreConformance, FileNever);
 INSTANTIATE_TYPED_TEST_SUITE_P(FileUrl, StoreConformance, FileUrlFactory);
 
-
 std::uint64_t put(Store& store, Oid oid, const Value& v, std::string type = "",
                   std::string key = "") {
   CommitRequest req;
@@ -134,6 +133,9 @@ TEST_F(FileStoreTest, ReadOnlyOpenRefusesCommitsAndMissingFiles) {
   ro.read_only = true;
   EXPECT_THROW(FileStore::open(path, ro), IoError);
   EXPECT_FALSE(std::filesystem::exists(path)) << "a read-only open must not create the file";
+  EXPECT_FALSE(std::filesystem::exists(path + ".lock")) << "nor a lock file for it";
+  EXPECT_THROW(check_file(path), IoError);
+  EXPECT_FALSE(std::filesystem::exists(path + ".lock"));
   { open_db(); }
   auto db = FileStore::open(path, ro);
   EXPECT_THROW(put(*db, Oid::root(), Value(1)), InvalidArgument);

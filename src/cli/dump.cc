@@ -1,0 +1,334 @@
+// `cairn dump` and `cairn restore`: the dump format (dump.h).
+#include "cli/dump.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <istream>
+#include <limits>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <ostream>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "cairn/codec.h"
+#include "cairn/error.h"
+#include "cairn/json.h"
+#include "cairn/value.h"
+
+namespace cairn::cli {
+
+namespace {
+
+using Json = nlohmann::json;
+
+// Oids loaded per round trip while dumping.
+constexpr std::uint64_t load_batch = 4096;
+
+bool is_ascii(std::string_view text) {
+  return std::all_of(text.begin(), text.end(),
+                     [](char c) { return static_cast<unsigned char>(c) < 0x80; });
+}
+
+bool is_utf8(std::string_view text) {
+  if (is_ascii(text)) return true;
+  try {
+    static_cast<void>(Json(std::string(text)).dump());
+    return true;
+  } catch (const Json::type_error&) {
+    return false;
+  }
+}
+
+// Whether cairn's JSON form carries `value` exactly, so that restoring it gives the same Value:
+// JSON strings hold only UTF-8 (to_json replaces other bytes), and RFC 3339 holds only the years
+// 0000-9999.
+bool json_exact(const Value& value) {
+  switch (value.kind()) {
+    case Kind::string:
+      return is_utf8(value.as_string());
+    case Kind::list:
+      return std::all_of(value.as_list().begin(), value.as_list().end(), json_exact);
+    case Kind::map:
+      return std::all_of(value.as_map().begin(), value.as_map().end(), [](const auto& entry) {
+        return is_utf8(entry.first) && json_exact(entry.second);
+      });
+    case Kind::ref:
+      return is_utf8(value.as_ref().type);
+    case Kind::timestamp:
+      try {
+        return Timestamp::parse(value.as_timestamp().str()) == value.as_timestamp();
+      } catch (const Error&) {
+        return false;
+      }
+    default:
+      return true;
+  }
+}
+
+// A JSON string literal for `text`; Unsupported if it is not valid UTF-8, which JSON cannot hold.
+std::string json_string(std::string_view text, Oid oid, std::string_view what) {
+  if (!is_utf8(text)) {
+    throw Unsupported(
+        fmt::format("object {} has a {} that is not valid UTF-8, which a dump (JSON) cannot hold",
+                    oid.value(), what));
+  }
+  return Json(std::string(text)).dump();
+}
+
+// The data as "fields" when it decodes to a Value that JSON carries exactly, else as "raw"
+// bytes, so that restoring a dump always gives back the same data.
+std::string data_member(std::string_view data) {
+  try {
+    Value value = decode(data);
+    if (json_exact(value)) return ",\"fields\":" + to_json(value);
+  } catch (const Corruption&) {
+    // Not a codec Value: written as raw bytes.
+  }
+  return ",\"raw\":" + to_json(Value(Bytes{std::string(data)}));
+}
+
+std::string object_line(const StoredObject& object) {
+  std::string line = fmt::format("{{\"oid\":{}", object.oid.value());
+  if (!object.type.empty()) line += ",\"type\":" + json_string(object.type, object.oid, "type");
+  if (!object.key.empty()) line += ",\"key\":" + json_string(object.key, object.oid, "key");
+  line += fmt::format(",\"generation\":{}", object.version);
+  line += data_member(object.data);
+  line += '}';
+  return line;
+}
+
+// Refuses a line that nests deeper than any dump line can (an object holding a Value of the
+// deepest nesting allowed), before anything parses or walks it recursively.
+void check_nesting(std::string_view line) {
+  constexpr std::size_t limit = max_value_depth * 2 + 2;  // a tagged value adds a level
+  std::size_t depth = 0;
+  bool in_string = false;
+  for (std::size_t i = 0; i < line.size(); ++i) {
+    char c = line[i];
+    if (in_string) {
+      if (c == '\\') {
+        ++i;
+      } else if (c == '"') {
+        in_string = false;
+      }
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      if (++depth > limit) {
+        throw InvalidArgument(
+            fmt::format("JSON nests deeper than the limit of {}", max_value_depth));
+      }
+    } else if ((c == ']' || c == '}') && depth > 0) {
+      --depth;
+    }
+  }
+}
+
+Json parse_line(const std::string& line) {
+  check_nesting(line);
+  Json j;
+  try {
+    j = Json::parse(line);
+  } catch (const Json::parse_error& e) {
+    // "[json.exception.parse_error.101] parse error at line 1, column 35: what": keep the what.
+    std::string_view what = e.what();
+    std::size_t colon = what.find(": ");
+    if (colon != std::string_view::npos) what.remove_prefix(colon + 2);
+    throw InvalidArgument(fmt::format("invalid JSON at byte {}: {}", e.byte, what));
+  } catch (const Json::exception& e) {  // out_of_range for numbers like 1e400
+    throw InvalidArgument(fmt::format("invalid JSON: {}", e.what()));
+  }
+  if (!j.is_object()) throw InvalidArgument("expected a JSON object");
+  return j;
+}
+
+void allow_only(const Json& j, std::initializer_list<std::string_view> names) {
+  for (const auto& [name, value] : j.items()) {
+    if (std::find(names.begin(), names.end(), name) == names.end()) {
+      throw InvalidArgument(fmt::format("unknown member \"{}\"", name));
+    }
+  }
+}
+
+std::uint64_t unsigned_member(const Json& j, const char* name) {
+  auto it = j.find(name);
+  if (it == j.end()) throw InvalidArgument(fmt::format("\"{}\" is missing", name));
+  if (!it->is_number_unsigned()) {
+    throw InvalidArgument(fmt::format("\"{}\" must be a non-negative integer", name));
+  }
+  return it->get<std::uint64_t>();
+}
+
+std::string string_member(const Json& j, const char* name) {
+  auto it = j.find(name);
+  if (it == j.end()) return {};
+  if (!it->is_string()) throw InvalidArgument(fmt::format("\"{}\" must be a string", name));
+  return it->get<std::string>();
+}
+
+void parse_header(const std::string& line, Dump& dump) {
+  Json j = parse_line(line);
+  auto format = j.find("format");
+  if (format == j.end() || !format->is_string() || *format != dump_format_name) {
+    throw InvalidArgument(
+        fmt::format("not a cairn dump: the first line must be the header "
+                    "{{\"format\":\"{}\",\"version\":{},...}}",
+                    dump_format_name, dump_format_version));
+  }
+  allow_only(j, {"format", "version", "next_oid", "csn"});
+  std::uint64_t version = unsigned_member(j, "version");
+  if (version != dump_format_version) {
+    throw InvalidArgument(fmt::format("dump version {} is not supported (this cairn reads {})",
+                                      version, dump_format_version));
+  }
+  dump.next_oid = unsigned_member(j, "next_oid");
+  dump.csn = unsigned_member(j, "csn");
+}
+
+DumpObject parse_object(const std::string& line, std::uint64_t next_oid) {
+  Json j = parse_line(line);
+  allow_only(j, {"oid", "type", "key", "generation", "fields", "raw"});
+  DumpObject object;
+  object.oid = Oid(unsigned_member(j, "oid"));
+  if (!object.oid.is_root() && object.oid.value() >= next_oid) {
+    throw InvalidArgument(
+        fmt::format("oid {} is not below the header's next_oid {}", object.oid.value(), next_oid));
+  }
+  object.type = string_member(j, "type");
+  object.key = string_member(j, "key");
+  if (j.contains("generation")) unsigned_member(j, "generation");
+  if (object.type.size() > max_type_length) {
+    throw InvalidArgument(fmt::format("\"type\" is longer than {} bytes", max_type_length));
+  }
+  if (object.key.size() > max_key_length) {
+    throw InvalidArgument(fmt::format("\"key\" is longer than {} bytes", max_key_length));
+  }
+
+  auto fields = j.find("fields");
+  auto raw = j.find("raw");
+  if ((fields == j.end()) == (raw == j.end())) {
+    throw InvalidArgument("expected exactly one of \"fields\" and \"raw\"");
+  }
+  try {
+    if (fields != j.end()) {
+      object.data = encode(from_json(fields->dump()));
+    } else {
+      Value bytes = from_json(raw->dump());
+      if (!bytes.is_bytes()) throw InvalidArgument("must be {\"$bytes\": \"BASE64\"}");
+      object.data = std::move(bytes.as_bytes().data);
+    }
+  } catch (const InvalidArgument& e) {
+    throw InvalidArgument(
+        fmt::format("\"{}\": {}", fields != j.end() ? "fields" : "raw", e.what()));
+  }
+  if (object.data.size() > max_object_bytes) {
+    throw InvalidArgument(fmt::format("the object's data is {} bytes, over the limit of {}",
+                                      object.data.size(), max_object_bytes));
+  }
+  return object;
+}
+
+bool is_blank(std::string_view line) {
+  return line.find_first_not_of(" \t\r") == std::string_view::npos;
+}
+
+}  // namespace
+
+std::uint64_t write_dump(FileStore& store, std::ostream& out) {
+  FileStoreInfo info = store.info();
+  // nlohmann::json orders members by name; write the header in the documented order instead.
+  out << fmt::format("{{\"format\":{},\"version\":{},\"next_oid\":{},\"csn\":{}}}\n",
+                     Json(std::string(dump_format_name)).dump(), dump_format_version, info.next_oid,
+                     info.last_csn);
+  std::uint64_t end = std::max<std::uint64_t>(info.next_oid, 1);  // the root is always listed
+  std::uint64_t written = 0;
+  std::vector<Oid> batch;
+  for (std::uint64_t start = 0; start < end;) {
+    std::uint64_t count = std::min(load_batch, end - start);
+    batch.clear();
+    for (std::uint64_t i = 0; i < count; ++i)
+      batch.push_back(Oid(start + i));
+    start += count;
+    LoadResult loaded = store.load(batch);
+    for (const StoredObject& object : loaded.objects) {
+      if (!object.exists()) continue;
+      out << object_line(object) << '\n';
+      ++written;
+    }
+    if (!out) break;
+  }
+  out.flush();
+  if (!out) throw IoError("writing the dump failed");
+  return written;
+}
+
+Dump read_dump(std::istream& in) {
+  Dump dump;
+  bool have_header = false;
+  std::unordered_map<std::uint64_t, std::uint64_t> line_of_oid;
+  std::map<std::pair<std::string, std::string>, std::uint64_t, std::less<>> line_of_key;
+  std::string line;
+  std::uint64_t number = 0;
+  while (std::getline(in, line)) {
+    ++number;
+    if (is_blank(line)) continue;
+    try {
+      if (!have_header) {
+        parse_header(line, dump);
+        have_header = true;
+        continue;
+      }
+      DumpObject object = parse_object(line, dump.next_oid);
+      if (auto [it, fresh] = line_of_oid.emplace(object.oid.value(), number); !fresh) {
+        throw InvalidArgument(
+            fmt::format("oid {} is also on line {}", object.oid.value(), it->second));
+      }
+      if (!object.key.empty()) {
+        auto [it, fresh] = line_of_key.emplace(std::pair(object.type, object.key), number);
+        if (!fresh) {
+          throw InvalidArgument(fmt::format("type \"{}\" key \"{}\" is also on line {}",
+                                            object.type, object.key, it->second));
+        }
+      }
+      dump.objects.push_back(std::move(object));
+    } catch (const Error& e) {
+      throw InvalidArgument(fmt::format("line {}: {}", number, e.what()));
+    }
+  }
+  if (in.bad()) throw IoError("reading the dump failed");
+  if (!have_header) throw InvalidArgument("the input is empty; expected the output of cairn dump");
+  return dump;
+}
+
+std::uint64_t restore_dump(FileStore& store, Dump dump) {
+  FileStoreInfo info = store.info();
+  if (info.objects != 0) {
+    throw InvalidArgument(
+        fmt::format("{} is not empty ({} object{}); restore needs an empty database", info.path,
+                    info.objects, info.objects == 1 ? "" : "s"));
+  }
+  // Every oid below the store's next oid is allocated, so allocating up to the dump's next_oid
+  // makes every oid of the dump writable (read_dump checked they are below it) and keeps the
+  // oids the dumped database had handed out from being handed out again.
+  std::uint64_t next = info.next_oid;
+  while (next < dump.next_oid) {
+    auto count = static_cast<std::uint32_t>(
+        std::min<std::uint64_t>(dump.next_oid - next, std::numeric_limits<std::uint32_t>::max()));
+    Oid first = store.new_oids(count);
+    next = std::max(next, first.value() + count);
+  }
+  if (dump.objects.empty()) return 0;
+  CommitRequest request;
+  request.writes.reserve(dump.objects.size());
+  for (DumpObject& object : dump.objects) {
+    request.writes.push_back(
+        WriteOp{object.oid, std::move(object.type), std::move(object.key), std::move(object.data)});
+  }
+  store.commit(request);
+  return request.writes.size();
+}
+
+}  // namespace cairn::cli

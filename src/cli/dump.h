@@ -1,0 +1,54 @@
+// The dump format of `cairn dump` and `cairn restore`: JSON lines, one header line and then one
+// line per live object in ascending oid order.
+//
+//   {"format":"cairn-dump","version":1,"next_oid":N,"csn":C}
+//   {"oid":N,"type":"T","key":"K","generation":V,"fields":VALUE}
+//   {"oid":N,"generation":V,"raw":{"$bytes":"BASE64"}}
+//
+// VALUE is the object's data decoded as a cairn::Value, in cairn's JSON form (cairn/json.h);
+// data that does not decode is written as "raw" bytes instead. "type" and "key" are left out
+// when empty. "generation" is the CSN of the commit that last wrote the object; restore ignores
+// it (the restored objects all get the CSN of the one restoring commit).
+#pragma once
+
+#include <cstdint>
+#include <iosfwd>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "cairn/file_store.h"
+
+namespace cairn::cli {
+
+inline constexpr std::string_view dump_format_name = "cairn-dump";
+inline constexpr std::uint64_t dump_format_version = 1;
+
+// One object of a parsed dump, ready to write.
+struct DumpObject {
+  Oid oid;
+  std::string type;
+  std::string key;
+  std::string data;  // codec-encoded Value, or the raw bytes
+};
+
+struct Dump {
+  std::uint64_t next_oid = 0;
+  std::uint64_t csn = 0;
+  std::vector<DumpObject> objects;
+};
+
+// Writes every live object of `store` to `out`; returns how many objects it wrote. Throws
+// IoError if `out` fails.
+std::uint64_t write_dump(FileStore& store, std::ostream& out);
+
+// Reads and validates a whole dump. Throws InvalidArgument "line N: <what is wrong>" for the
+// first malformed line, a second object with the same oid or the same (type, key), or an oid
+// the header's next_oid does not cover; nothing is written anywhere.
+Dump read_dump(std::istream& in);
+
+// Writes `dump` into `store`, which must hold no objects (else InvalidArgument), in one commit,
+// allocating oids so that every oid of the dump is valid. Returns the objects restored.
+std::uint64_t restore_dump(FileStore& store, Dump dump);
+
+}  // namespace cairn::cli

@@ -1,0 +1,297 @@
+// The commands over a database file: info, check, pack, dump and restore.
+#include <fmt/format.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <iostream>
+#include <memory>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <utility>
+
+#include "cairn/error.h"
+#include "cairn/file_store.h"
+#include "cairn/url.h"
+#include "cairn/value.h"
+#include "cli/cli.h"
+#include "cli/dump.h"
+
+namespace cairn::cli {
+
+namespace {
+
+constexpr const char* path_help = "the database file, as PATH or file:PATH";
+
+// PATH as the user gave it: a plain path, or a file: URL (file:PATH, file:///abs/path).
+std::string database_path(const std::string& arg) {
+  if (!arg.starts_with("file:")) return arg;
+  return parse_store_url(arg).path;
+}
+
+FileStoreOptions base_options() {
+  FileStoreOptions options;
+  options.log = [](std::string_view message) { std::cerr << "cairn: " << message << "\n"; };
+  return options;
+}
+
+std::unique_ptr<FileStore> open_read_only(const std::string& arg) {
+  FileStoreOptions options = base_options();
+  options.read_only = true;
+  options.create = false;
+  return FileStore::open(database_path(arg), std::move(options));
+}
+
+std::unique_ptr<FileStore> open_read_write(const std::string& arg, const std::string& fsync,
+                                           bool create) {
+  FileStoreOptions options = base_options();
+  options.create = create;
+  if (!fsync.empty()) options.fsync = parse_fsync_policy(fsync);
+  return FileStore::open(database_path(arg), std::move(options));
+}
+
+void add_path(CLI::App* command, std::string& path) {
+  command->add_option("PATH", path, path_help)->required();
+}
+
+void add_fsync(CLI::App* command, std::string& fsync, const std::string& help) {
+  auto valid_policy = [](std::string& text) -> std::string {
+    try {
+      parse_fsync_policy(text);
+      return {};
+    } catch (const Error& e) {
+      return e.what();
+    }
+  };
+  command->add_option("--fsync", fsync, help)
+      ->type_name("POLICY")
+      ->check(CLI::Validator(valid_policy, "", "fsync policy"));
+}
+
+std::string created_text(std::uint64_t micros) {
+  return Timestamp{static_cast<std::int64_t>(micros)}.str();
+}
+
+// ---- info ----
+
+struct InfoArgs {
+  std::string path;
+  bool json = false;
+};
+
+int run_info(const InfoArgs& args) {
+  FileStoreInfo info = open_read_only(args.path)->info();
+  if (args.json) {
+    using Json = nlohmann::ordered_json;
+    Json j;
+    j["path"] = info.path;
+    j["format_version"] = info.format_version;
+    j["fsync"] = std::string(to_string(info.fsync));
+    j["objects"] = info.objects;
+    j["file_bytes"] = info.file_bytes;
+    j["live_bytes"] = info.live_bytes;
+    j["garbage_bytes"] = info.garbage_bytes;
+    j["last_csn"] = info.last_csn;
+    j["next_oid"] = info.next_oid;
+    j["transactions"] = info.transactions;
+    j["torn_tail"] = info.torn_bytes == 0
+                         ? Json(nullptr)
+                         : Json{{"bytes", info.torn_bytes}, {"offset", info.torn_offset}};
+    j["index_bytes"] = info.index_bytes;
+    j["created"] = created_text(info.created_micros);
+    std::cout << j.dump(2, ' ', false, Json::error_handler_t::replace) << "\n";
+    return exit_ok;
+  }
+  std::string torn = info.torn_bytes == 0
+                         ? std::string("none")
+                         : fmt::format("{} bytes at offset {}", info.torn_bytes, info.torn_offset);
+  std::cout << fmt::format(
+      "path: {}\n"
+      "format version: {}\n"
+      "fsync policy: {}\n"
+      "objects: {}\n"
+      "file bytes: {}\n"
+      "live bytes: {}\n"
+      "garbage bytes (estimate): {}\n"
+      "last csn: {}\n"
+      "next oid: {}\n"
+      "transactions: {}\n"
+      "torn tail: {}\n"
+      "index bytes: {}\n"
+      "created: {}\n",
+      info.path, info.format_version, to_string(info.fsync), info.objects, info.file_bytes,
+      info.live_bytes, info.garbage_bytes, info.last_csn, info.next_oid, info.transactions, torn,
+      info.index_bytes, created_text(info.created_micros));
+  return exit_ok;
+}
+
+void add_info(CLI::App& app, Action& action) {
+  auto args = std::make_shared<InfoArgs>();
+  CLI::App* command = app.add_subcommand(
+      "info", "Show what a database file holds: objects, bytes, garbage, CSN, torn tail...");
+  add_path(command, args->path);
+  command->add_flag("--json", args->json, "print one JSON object instead of name: value lines");
+  command->callback([args, &action] { action = [args] { return run_info(*args); }; });
+}
+
+// ---- check ----
+
+struct CheckArgs {
+  std::string path;
+};
+
+int run_check(const CheckArgs& args) {
+  CheckReport report = check_file(database_path(args.path));
+  for (const std::string& problem : report.problems)
+    std::cout << problem << "\n";
+  if (report.ok && report.problems.empty()) {
+    std::cout << fmt::format("ok: {} transactions, {} records, {} objects\n", report.transactions,
+                             report.records, report.objects);
+    return exit_ok;
+  }
+  std::size_t n = std::max<std::size_t>(report.problems.size(), 1);
+  std::cout << fmt::format("{} problem{}\n", n, n == 1 ? "" : "s");
+  return exit_failure;
+}
+
+void add_check(CLI::App& app, Action& action) {
+  auto args = std::make_shared<CheckArgs>();
+  CLI::App* command = app.add_subcommand(
+      "check",
+      "Verify every byte of a database file without writing to it; exit 1 if anything is wrong");
+  add_path(command, args->path);
+  command->callback([args, &action] { action = [args] { return run_check(*args); }; });
+}
+
+// ---- pack ----
+
+// A progress bar on stderr, drawn only when stderr is a terminal. The line is ended when the bar
+// goes away.
+class ProgressBar {
+ public:
+  ProgressBar() : enabled_(isatty(STDERR_FILENO) == 1) {}
+  ProgressBar(const ProgressBar&) = delete;
+  ProgressBar& operator=(const ProgressBar&) = delete;
+  ~ProgressBar() {
+    if (drawn_) std::cerr << "\n";
+  }
+
+  void update(std::uint64_t done, std::uint64_t total) {
+    if (!enabled_) return;
+    std::lock_guard lock(mu_);
+    std::uint64_t permille =
+        total == 0 ? 1000 : std::min<std::uint64_t>(done, total) * 1000 / total;
+    if (drawn_ && permille == shown_) return;
+    shown_ = permille;
+    drawn_ = true;
+    auto filled = static_cast<std::size_t>(permille * width / 1000);
+    std::cerr << fmt::format("\rpacking [{}{}] {:3}.{}% {}/{} objects", std::string(filled, '#'),
+                             std::string(width - filled, ' '), permille / 10, permille % 10, done,
+                             total)
+              << std::flush;
+  }
+
+ private:
+  static constexpr std::size_t width = 30;
+  bool enabled_;
+  std::mutex mu_;
+  bool drawn_ = false;
+  std::uint64_t shown_ = 0;
+};
+
+struct PackArgs {
+  std::string path;
+  std::string fsync;
+};
+
+int run_pack(const PackArgs& args) {
+  auto store = open_read_write(args.path, args.fsync, false);
+  PackStats stats;
+  {
+    ProgressBar bar;
+    stats =
+        store->pack([&bar](std::uint64_t done, std::uint64_t total) { bar.update(done, total); });
+  }
+  std::uint64_t reclaimed =
+      stats.bytes_before > stats.bytes_after ? stats.bytes_before - stats.bytes_after : 0;
+  std::cout << fmt::format("objects: {} -> {}, bytes: {} -> {} (reclaimed {})\n",
+                           stats.objects_before, stats.objects_after, stats.bytes_before,
+                           stats.bytes_after, reclaimed);
+  return exit_ok;
+}
+
+void add_pack(CLI::App& app, Action& action) {
+  auto args = std::make_shared<PackArgs>();
+  CLI::App* command = app.add_subcommand(
+      "pack", "Rewrite a database file with only the objects its roots reach, reclaiming the rest");
+  add_path(command, args->path);
+  add_fsync(command, args->fsync,
+            "always, batch or never: when writes reach the disk during this pack "
+            "(default: the policy recorded in the file)");
+  command->callback([args, &action] { action = [args] { return run_pack(*args); }; });
+}
+
+// ---- dump ----
+
+struct DumpArgs {
+  std::string path;
+};
+
+int run_dump(const DumpArgs& args) {
+  auto store = open_read_only(args.path);
+  write_dump(*store, std::cout);
+  return exit_ok;
+}
+
+void add_dump(CLI::App& app, Action& action) {
+  auto args = std::make_shared<DumpArgs>();
+  CLI::App* command = app.add_subcommand(
+      "dump",
+      "Write every live object as JSON lines to stdout: a header line, then one line per object "
+      "in oid order ({\"oid\",\"type\",\"key\",\"generation\",\"fields\"}, or \"raw\" bytes "
+      "for data that is not a cairn value)");
+  add_path(command, args->path);
+  command->callback([args, &action] { action = [args] { return run_dump(*args); }; });
+}
+
+// ---- restore ----
+
+struct RestoreArgs {
+  std::string path;
+  std::string fsync;
+};
+
+int run_restore(const RestoreArgs& args) {
+  // Read and check the whole dump before touching (or creating) the database.
+  Dump dump = read_dump(std::cin);
+  auto store = open_read_write(args.path, args.fsync, true);
+  std::uint64_t restored = restore_dump(*store, std::move(dump));
+  std::cout << fmt::format("restored {} object{}\n", restored, restored == 1 ? "" : "s");
+  return exit_ok;
+}
+
+void add_restore(CLI::App& app, Action& action) {
+  auto args = std::make_shared<RestoreArgs>();
+  CLI::App* command = app.add_subcommand(
+      "restore",
+      "Read the output of cairn dump from stdin into an empty (or new) database, keeping every "
+      "oid; the whole input is checked first and nothing is written if any line is malformed");
+  add_path(command, args->path);
+  add_fsync(command, args->fsync,
+            "always, batch or never: when writes reach the disk (default: the policy recorded "
+            "in the file; a database this creates records the one given, else batch)");
+  command->callback([args, &action] { action = [args] { return run_restore(*args); }; });
+}
+
+}  // namespace
+
+void add_file_commands(CLI::App& app, Action& action) {
+  add_info(app, action);
+  add_check(app, action);
+  add_pack(app, action);
+  add_dump(app, action);
+  add_restore(app, action);
+}
+
+}  // namespace cairn::cli

@@ -1,0 +1,423 @@
+// The commands over a database file, driven through the real cairn binary: info, check, pack,
+// dump and restore. Each test builds its database in-process and works in its own directory.
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <cairn/codec.h>
+#include <cairn/file_store.h>
+#include <cairn/value.h>
+
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "support/process.h"
+
+namespace cairn::testing {
+namespace {
+
+namespace fs = std::filesystem;
+using Json = nlohmann::json;
+
+ProcessResult cairn(std::vector<std::string> args, const std::string& input = "") {
+  args.insert(args.begin(), CAIRN_BINARY);
+  return run_process(args, input);
+}
+
+// A fresh directory, removed with everything in it when the test ends.
+class TempDir {
+ public:
+  TempDir() {
+    std::string pattern = (fs::temp_directory_path() / "cairn-file-cli-XXXXXX").string();
+    if (mkdtemp(pattern.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
+    path_ = pattern;
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  ~TempDir() {
+    std::error_code ignored;
+    fs::remove_all(path_, ignored);
+  }
+  std::string file(const std::string& name) const { return (path_ / name).string(); }
+
+ private:
+  fs::path path_;
+};
+
+std::string read_bytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+void write_bytes(const std::string& path, const std::string& bytes) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+}
+
+std::vector<std::string> lines_of(const std::string& text) {
+  std::vector<std::string> lines;
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);)
+    lines.push_back(line);
+  return lines;
+}
+
+// The oids the sample database gives its objects.
+struct Sample {
+  Oid alice, bob, note, orphan, blob, latin1;
+};
+
+// A root map that refers to two users and an untyped note; an untyped, unreferenced object
+// (garbage for pack); and, with `with_raw`, an object whose data is not a codec value and one
+// whose value JSON cannot hold (a string that is not UTF-8).
+Sample make_database(const std::string& path, bool with_raw = false) {
+  auto store = FileStore::open(path);
+  Oid first = store->new_oids(6);
+  Sample s{first,
+           Oid(first.value() + 1),
+           Oid(first.value() + 2),
+           Oid(first.value() + 3),
+           Oid(first.value() + 4),
+           Oid(first.value() + 5)};
+  CommitRequest tx;
+  tx.writes.push_back(
+      {s.alice, "User", "alice",
+       encode(Value::Map{
+           {"name", "Alice"}, {"age", 30}, {"joined", Timestamp{1'700'000'000'000'001}}})});
+  tx.writes.push_back(
+      {s.bob, "User", "bob",
+       encode(Value::Map{{"name", "Bob"}, {"avatar", Bytes{std::string("\x00\xff", 2)}}})});
+  tx.writes.push_back({s.note, "", "", encode(Value::List{"untyped", 1.5, Decimal("1.10")})});
+  tx.writes.push_back({s.orphan, "", "", encode("nobody refers to me")});
+  if (with_raw) {
+    tx.writes.push_back({s.blob, "Blob", "", std::string("\xc1\x00 not msgpack", 14)});
+    tx.writes.push_back({s.latin1, "Blob", "latin1", encode("caf\xe9")});
+  }
+  tx.writes.push_back(
+      {Oid::root(), "", "",
+       encode(Value::Map{{"users", Value::List{Ref{s.alice, "User"}, Ref{s.bob, "User"}}},
+                         {"note", Ref{s.note, ""}}})});
+  store->commit(tx);
+  return s;
+}
+
+// The object lines of a dump, without "generation" (which restore does not keep).
+std::vector<Json> dumped_objects(const std::string& dump) {
+  std::vector<Json> objects;
+  std::vector<std::string> lines = lines_of(dump);
+  for (std::size_t i = 1; i < lines.size(); ++i) {
+    Json j = Json::parse(lines[i]);
+    j.erase("generation");
+    objects.push_back(std::move(j));
+  }
+  return objects;
+}
+
+TEST(FileCli, EveryCommandHasHelp) {
+  for (const char* command : {"info", "check", "pack", "dump", "restore"}) {
+    ProcessResult r = cairn({command, "--help"});
+    EXPECT_EQ(r.exit_code, 0) << command << ": " << r.err;
+    EXPECT_NE(r.out.find(std::string("Usage: cairn ") + command), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find("PATH"), std::string::npos) << r.out;
+  }
+  ProcessResult top = cairn({"--help"});
+  for (const char* command : {"info", "check", "pack", "dump", "restore"})
+    EXPECT_NE(top.out.find(command), std::string::npos) << top.out;
+}
+
+TEST(FileCli, InfoShowsTheObjectCount) {
+  TempDir dir;
+  std::string db = dir.file("a.cairn");
+  make_database(db);
+  ProcessResult r = cairn({"info", db});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("\nobjects: 5\n"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("path: " + db + "\n"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("\nfsync policy: batch\n"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("\ntorn tail: none\n"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("\ncreated: 20"), std::string::npos) << r.out;
+  for (const char* name : {"format version", "file bytes", "live bytes", "garbage bytes",
+                           "last csn", "next oid", "transactions", "index bytes"})
+    EXPECT_NE(r.out.find(std::string("\n") + name), std::string::npos) << name << "\n" << r.out;
+}
+
+TEST(FileCli, InfoJsonIsOneObjectAndAcceptsAFileUrl) {
+  TempDir dir;
+  std::string db = dir.file("a.cairn");
+  make_database(db);
+  ProcessResult r = cairn({"info", "--json", "file:" + db});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  Json j = Json::parse(r.out);
+  EXPECT_EQ(j.at("objects"), 5);
+  EXPECT_EQ(j.at("path"), db);
+  EXPECT_EQ(j.at("fsync"), "batch");
+  EXPECT_EQ(j.at("last_csn"), 1);
+  EXPECT_TRUE(j.at("torn_tail").is_null());
+  EXPECT_GT(j.at("file_bytes").get<std::uint64_t>(), 0u);
+}
+
+TEST(FileCli, InfoCheckDumpAndPackOfAMissingFileFailClearlyAndCreateNothing) {
+  TempDir dir;
+  std::string db = dir.file("missing.cairn");
+  for (const char* command : {"info", "check", "dump", "pack"}) {
+    ProcessResult r = cairn({command, db});
+    EXPECT_EQ(r.exit_code, 1) << command;
+    EXPECT_NE(r.err.find("cairn: "), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find(db), std::string::npos) << r.err;
+    EXPECT_TRUE(r.out.empty()) << r.out;
+    EXPECT_FALSE(fs::exists(db)) << command;
+  }
+}
+
+TEST(FileCli, CheckPassesOnAGoodFile) {
+  TempDir dir;
+  std::string db = dir.file("a.cairn");
+  make_database(db);
+  ProcessResult r = cairn({"check", db});
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_EQ(r.out.rfind("ok: ", 0), 0u) << r.out;
+  EXPECT_NE(r.out.find(", 5 objects\n"), std::string::npos) << r.out;
+}
+
+TEST(FileCli, CheckFailsNamingAnOffsetAfterAByteFlips) {
+  TempDir dir;
+  std::string db = dir.file("a.cairn");
+  make_database(db);
+  std::string bytes = read_bytes(db);
+  ASSERT_GT(bytes.size(), 200u);
+  bytes[bytes.size() / 2] ^= 0x5a;
+  write_bytes(db, bytes);
+  ProcessResult r = cairn({"check", db});
+  EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
+  EXPECT_NE(r.out.find("offset"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("problem"), std::string::npos) << r.out;
+  EXPECT_EQ(read_bytes(db), bytes) << "check wrote to the file";
+}
+
+TEST(FileCli, InfoAndCheckReportATornTailAndLeaveTheFileAsItIs) {
+  TempDir dir;
+  std::string db = dir.file("a.cairn");
+  make_database(db);
+  std::string whole = read_bytes(db);
+  write_bytes(db, whole + std::string("ctxn\x01\x00\x00", 7));  // a transaction cut short
+
+  ProcessResult info = cairn({"info", db});
+  ASSERT_EQ(info.exit_code, 0) << info.err;
+  EXPECT_NE(info.out.find(fmt::format("\ntorn tail: 7 bytes at offset {}\n", whole.size())),
+            std::string::npos)
+      << info.out;
+  ProcessResult json = cairn({"info", "--json", db});
+  ASSERT_EQ(json.exit_code, 0) << json.err;
+  EXPECT_EQ(Json::parse(json.out).at("torn_tail"), (Json{{"bytes", 7}, {"offset", whole.size()}}));
+
+  ProcessResult check = cairn({"check", db});
+  EXPECT_EQ(check.exit_code, 1);
+  EXPECT_NE(check.out.find(fmt::format("offset {}", whole.size())), std::string::npos) << check.out;
+  EXPECT_EQ(read_bytes(db).size(), whole.size() + 7) << "a read-only command cut the tail";
+}
+
+TEST(FileCli, ADatabaseInUseIsReportedWithItsHolder) {
+  TempDir dir;
+  std::string db = dir.file("a.cairn");
+  make_database(db);
+  auto holder = FileStore::open(db);
+  for (const char* command : {"info", "dump", "pack"}) {
+    ProcessResult r = cairn({command, db});
+    EXPECT_EQ(r.exit_code, 1) << command;
+    EXPECT_NE(r.err.find(fmt::format("in use by pid {}", getpid())), std::string::npos)
+        << command << ": " << r.err;
+  }
+}
+
+TEST(FileCli, DumpWritesAHeaderThenOneLinePerObjectInOidOrder) {
+  TempDir dir;
+  std::string db = dir.file("a.cairn");
+  Sample s = make_database(db, true);
+  ProcessResult r = cairn({"dump", db});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::vector<std::string> lines = lines_of(r.out);
+  ASSERT_EQ(lines.size(), 8u) << r.out;
+  Json header = Json::parse(lines[0]);
+  EXPECT_EQ(header.at("format"), "cairn-dump");
+  EXPECT_EQ(header.at("version"), 1);
+  EXPECT_EQ(header.at("csn"), 1);
+  EXPECT_GT(header.at("next_oid").get<std::uint64_t>(), s.blob.value());
+
+  std::vector<Json> objects;
+  for (std::size_t i = 1; i < lines.size(); ++i)
+    objects.push_back(Json::parse(lines[i]));
+  for (std::size_t i = 1; i < objects.size(); ++i)
+    EXPECT_LT(objects[i - 1].at("oid"), objects[i].at("oid"));
+  const Json& root = objects[0];
+  EXPECT_EQ(root.at("oid"), 0);
+  EXPECT_FALSE(root.contains("type"));
+  EXPECT_FALSE(root.contains("key"));
+  EXPECT_EQ(root.at("generation"), 1);
+  EXPECT_EQ(root.at("fields").at("users")[0], (Json{{"$ref", s.alice.value()}, {"$type", "User"}}));
+  EXPECT_EQ(root.at("fields").at("note"), (Json{{"$ref", s.note.value()}}));
+  const Json& alice = objects[1];
+  EXPECT_EQ(alice.at("type"), "User");
+  EXPECT_EQ(alice.at("key"), "alice");
+  EXPECT_EQ(alice.at("fields").at("name"), "Alice");
+  EXPECT_EQ(alice.at("fields").at("joined"), (Json{{"$time", "2023-11-14T22:13:20.000001Z"}}));
+  EXPECT_EQ(objects[2].at("fields").at("avatar"), (Json{{"$bytes", "AP8="}}));
+  const Json& blob = objects[5];
+  EXPECT_EQ(blob.at("oid"), s.blob.value());
+  EXPECT_FALSE(blob.contains("fields"));
+  EXPECT_EQ(blob.at("raw"), (Json{{"$bytes", "wQAgbm90IG1zZ3BhY2s="}}));
+  const Json& latin1 = objects[6];
+  EXPECT_EQ(latin1.at("key"), "latin1");
+  EXPECT_FALSE(latin1.contains("fields")) << "JSON would turn the \\xe9 into U+FFFD";
+  EXPECT_TRUE(latin1.contains("raw"));
+}
+
+TEST(FileCli, DumpRestoreDumpGivesTheSameObjects) {
+  TempDir dir;
+  std::string a = dir.file("a.cairn");
+  std::string b = dir.file("b.cairn");
+  Sample s = make_database(a, true);
+  ProcessResult first = cairn({"dump", a});
+  ASSERT_EQ(first.exit_code, 0) << first.err;
+
+  ProcessResult restored = cairn({"restore", "--fsync", "never", b}, first.out);
+  ASSERT_EQ(restored.exit_code, 0) << restored.err;
+  EXPECT_EQ(restored.out, "restored 7 objects\n");
+
+  ProcessResult second = cairn({"dump", "file:" + b});
+  ASSERT_EQ(second.exit_code, 0) << second.err;
+  EXPECT_EQ(dumped_objects(second.out), dumped_objects(first.out));
+
+  // The restored database is a whole, valid one whose oids past the dump's are fresh.
+  auto store = FileStore::open(b);
+  Oid fresh = store->new_oids(1);
+  EXPECT_GE(fresh.value(), Json::parse(lines_of(first.out)[0]).at("next_oid").get<std::uint64_t>());
+  LoadResult loaded = store->load(std::vector<Oid>{Oid::root(), s.blob, s.latin1});
+  ASSERT_TRUE(loaded.objects[0].exists());
+  EXPECT_EQ(decode(loaded.objects[0].data).find("note")->as_ref().oid, s.note);
+  EXPECT_EQ(loaded.objects[1].data, std::string("\xc1\x00 not msgpack", 14));
+  EXPECT_EQ(decode(loaded.objects[2].data), Value("caf\xe9"));
+  EXPECT_EQ(store->find_key("User", "bob"), s.bob);
+  EXPECT_EQ(store->find_key("Blob", "latin1"), s.latin1);
+}
+
+TEST(FileCli, RestoreRefusesAMalformedLineAndCreatesNothing) {
+  TempDir dir;
+  std::string a = dir.file("a.cairn");
+  std::string b = dir.file("b.cairn");
+  make_database(a);
+  ProcessResult dump = cairn({"dump", a});
+  ASSERT_EQ(dump.exit_code, 0) << dump.err;
+  std::vector<std::string> lines = lines_of(dump.out);
+  ASSERT_GE(lines.size(), 4u);
+  lines[2] = lines[2].substr(0, lines[2].size() / 2);  // line 3: cut off mid-object
+  std::string input;
+  for (const std::string& line : lines)
+    input += line + "\n";
+
+  ProcessResult r = cairn({"restore", b}, input);
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("line 3"), std::string::npos) << r.err;
+  EXPECT_FALSE(fs::exists(b));
+  EXPECT_FALSE(fs::exists(b + ".lock"));
+}
+
+TEST(FileCli, RestoreRefusesABadLineAfterGoodOnesAndLeavesAnEmptyTargetUnchanged) {
+  TempDir dir;
+  std::string b = dir.file("b.cairn");
+  FileStore::open(b).reset();  // an empty database
+  std::string before = read_bytes(b);
+  for (const char* bad : {R"({"oid":2,"fields":{"$nope":1}})", R"({"oid":2})",
+                          R"({"oid":2,"fields":1,"raw":{"$bytes":""}})", R"({"oid":-2,"fields":1})",
+                          R"({"oid":2,"fields":1,"colour":"red"})", R"({"oid":99,"fields":1})",
+                          R"({"oid":1,"fields":1})", R"([1,2])"}) {
+    std::string input = std::string(R"({"format":"cairn-dump","version":1,"next_oid":3,"csn":1})") +
+                        "\n" + R"({"oid":1,"fields":{"a":1}})" + "\n" + bad + "\n";
+    ProcessResult r = cairn({"restore", b}, input);
+    EXPECT_EQ(r.exit_code, 1) << bad;
+    EXPECT_NE(r.err.find("line 3: "), std::string::npos) << bad << ": " << r.err;
+    EXPECT_EQ(read_bytes(b), before) << bad;
+  }
+}
+
+TEST(FileCli, RestoreRefusesInputThatIsNotADump) {
+  TempDir dir;
+  std::string b = dir.file("b.cairn");
+  ProcessResult empty = cairn({"restore", b}, "");
+  EXPECT_EQ(empty.exit_code, 1);
+  EXPECT_NE(empty.err.find("empty"), std::string::npos) << empty.err;
+  ProcessResult other = cairn({"restore", b}, "{\"oid\":1,\"fields\":1}\n");
+  EXPECT_EQ(other.exit_code, 1);
+  EXPECT_NE(other.err.find("line 1: not a cairn dump"), std::string::npos) << other.err;
+  ProcessResult version =
+      cairn({"restore", b}, R"({"format":"cairn-dump","version":2,"next_oid":1,"csn":0})");
+  EXPECT_EQ(version.exit_code, 1);
+  EXPECT_NE(version.err.find("line 1: dump version 2"), std::string::npos) << version.err;
+  EXPECT_FALSE(fs::exists(b));
+}
+
+TEST(FileCli, RestoreIntoANonEmptyDatabaseFails) {
+  TempDir dir;
+  std::string a = dir.file("a.cairn");
+  make_database(a);
+  ProcessResult dump = cairn({"dump", a});
+  ASSERT_EQ(dump.exit_code, 0) << dump.err;
+  std::string before = read_bytes(a);
+  ProcessResult r = cairn({"restore", a}, dump.out);
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("empty"), std::string::npos) << r.err;
+  EXPECT_EQ(read_bytes(a), before);
+}
+
+TEST(FileCli, PackReclaimsTheBytesOfOverwrittenAndUnreachableObjects) {
+  TempDir dir;
+  std::string db = dir.file("a.cairn");
+  Sample s = make_database(db);
+  {
+    FileStoreOptions options;
+    options.fsync = FsyncPolicy::never;
+    auto store = FileStore::open(db, options);
+    for (int i = 0; i < 200; ++i) {
+      CommitRequest tx;
+      tx.writes.push_back({s.alice, "User", "alice",
+                           encode(Value::Map{{"name", "Alice"}, {"visits", i}, {"pad", "x"}})});
+      store->commit(tx);
+    }
+  }
+  ProcessResult r = cairn({"pack", "--fsync", "never", db});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(r.err.empty()) << "no progress bar when stderr is not a terminal: " << r.err;
+  unsigned long long objects_before = 0, objects_after = 0, bytes_before = 0, bytes_after = 0,
+                     reclaimed = 0;
+  ASSERT_EQ(
+      std::sscanf(r.out.c_str(), "objects: %llu -> %llu, bytes: %llu -> %llu (reclaimed %llu)",
+                  &objects_before, &objects_after, &bytes_before, &bytes_after, &reclaimed),
+      5)
+      << r.out;
+  EXPECT_EQ(objects_before, 5u);
+  EXPECT_EQ(objects_after, 4u);  // the orphan is gone
+  EXPECT_LT(bytes_after, bytes_before);
+  EXPECT_EQ(reclaimed, bytes_before - bytes_after);
+
+  ProcessResult check = cairn({"check", db});
+  EXPECT_EQ(check.exit_code, 0) << check.out;
+  ProcessResult info = cairn({"info", db});
+  EXPECT_NE(info.out.find("\nobjects: 4\n"), std::string::npos) << info.out;
+}
+
+TEST(FileCli, AnUnknownFsyncPolicyIsAUsageError) {
+  TempDir dir;
+  std::string db = dir.file("a.cairn");
+  ProcessResult r = cairn({"pack", "--fsync", "sometimes", db});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("sometimes"), std::string::npos) << r.err;
+  EXPECT_FALSE(fs::exists(db));
+}
+
+}  // namespace
+}  // namespace cairn::testing
