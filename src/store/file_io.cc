@@ -24,15 +24,15 @@ void throw_errno(std::string_view what, const std::string& path) {
   throw IoError(fmt::format("{} {}: {}", what, path, std::strerror(err)));
 }
 
-Mapping::Mapping(int fd, std::uint64_t size, const std::string& path)
+Mapping::Mapping(int fd, std::uint64_t size, const std::string& path, bool shared)
     : size_(static_cast<std::size_t>(size)) {
   if (size_ == 0) return;
-  addr_ = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
+  addr_ = ::mmap(nullptr, size_, PROT_READ, shared ? MAP_SHARED : MAP_PRIVATE, fd, 0);
   if (addr_ == MAP_FAILED) {
     addr_ = nullptr;
     throw_errno("cannot map", path);
   }
-  ::madvise(addr_, size_, MADV_SEQUENTIAL);
+  if (!shared) ::madvise(addr_, size_, MADV_SEQUENTIAL);
 }
 
 Mapping::~Mapping() {

@@ -32,14 +32,18 @@ class Fd {
   int fd_ = -1;
 };
 
-// A read-only mapping of a whole file (empty for an empty file).
+// A read-only mapping of the first `size` bytes of a file (none for size 0). `shared` maps
+// MAP_SHARED, so that what is written to the file later shows through (a mapping may reach past
+// the end of the file; only bytes below it may be read).
 class Mapping {
  public:
-  Mapping(int fd, std::uint64_t size, const std::string& path);
+  Mapping(int fd, std::uint64_t size, const std::string& path, bool shared = false);
   Mapping(const Mapping&) = delete;
   Mapping& operator=(const Mapping&) = delete;
   ~Mapping();
   std::string_view bytes() const { return {static_cast<const char*>(addr_), size_}; }
+  const char* data() const { return static_cast<const char*>(addr_); }
+  std::size_t size() const { return size_; }
 
  private:
   void* addr_ = nullptr;

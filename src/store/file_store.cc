@@ -71,6 +71,11 @@ constexpr std::size_t never_flush_bytes = 1 << 20;       // policy never: write(
 constexpr std::uint64_t snapshot_frame_bytes = 8 << 20;  // pack writes frames of this size
 constexpr std::uint64_t max_frame_body = std::uint64_t{1} << 40;
 
+// Address space reserved for the read mapping of a log of `size` bytes: room to grow.
+std::uint64_t map_reserve(std::uint64_t size) {
+  return std::max<std::uint64_t>(std::uint64_t{64} << 30, size * 2);
+}
+
 bool all_zero(std::string_view bytes) {
   return std::all_of(bytes.begin(), bytes.end(), [](char c) { return c == 0; });
 }
@@ -316,7 +321,7 @@ class FileStoreImpl final : public FileStore {
   // Returns once sync number `sync` has completed.
   void wait_durable(std::uint64_t sync);
   // Reads `length` bytes at `offset` of the log, buffered or not. mu_ held (shared or not).
-  std::string read_at(std::uint64_t offset, std::uint32_t length);
+  void read_into(std::uint64_t offset, std::uint32_t length, char* out);
   // Reads and verifies the record of a live object. mu_ held.
   RecordView read_record(Oid oid, const IndexEntry& entry, std::string& storage);
   void wake_all();  // log_mu_ held
@@ -358,9 +363,14 @@ class FileStoreImpl final : public FileStore {
   int frames_waiting_ = 0;          // commit frames appended since the last sync began
   std::string buffer_;              // frames not yet written
   std::uint64_t buffer_start_ = 0;  // file offset of buffer_[0] (= bytes written)
-  std::uint64_t started_ = 0;       // syncs started
-  std::uint64_t completed_ = 0;     // syncs completed (all of them up to this one)
-  std::uint64_t allocated_ = 0;     // the file's size, including preallocated zeros
+  // Loads read written bytes through a shared mapping of the file instead of a pread each (as
+  // LMDB does): `written_` (= buffer_start_, readable without log_mu_) bounds what may be read
+  // there. The mapping reserves address space well past the file; reads past it use pread.
+  std::atomic<std::uint64_t> written_{0};
+  std::unique_ptr<fileio::Mapping> map_;
+  std::uint64_t started_ = 0;    // syncs started
+  std::uint64_t completed_ = 0;  // syncs completed (all of them up to this one)
+  std::uint64_t allocated_ = 0;  // the file's size, including preallocated zeros
   bool syncing_ = false;
   std::atomic<bool> failed_{false};
 
@@ -438,6 +448,8 @@ FileStoreImpl::FileStoreImpl(std::string path, FileStoreOptions options)
     allocated_ = buffer_start_;
   }
   policy_ = options_.fsync.value_or(static_cast<FsyncPolicy>(header_.fsync));
+  written_ = buffer_start_;
+  map_ = std::make_unique<fileio::Mapping>(fd_.get(), map_reserve(buffer_start_), path_, true);
   history_.reset(csn_);
   listeners_.start_after(csn_);
 }
@@ -489,6 +501,7 @@ void FileStoreImpl::write_buffer() {
     throw;
   }
   buffer_start_ = end;
+  written_ = end;
   allocated_ = std::max(allocated_, end);
   buffer_.clear();
 }
@@ -508,7 +521,7 @@ void FileStoreImpl::wait_durable(std::uint64_t sync) {
     syncing_ = true;
     int target = std::exchange(round_peak_, in_commit_.load());
     if (frames_waiting_ < target) {
-      auto deadline = std::chrono::steady_clock::now() + last_sync_;
+      auto deadline = std::chrono::steady_clock::now() + 2 * last_sync_;
       gathering_ = true;
       while (frames_waiting_ < target && !failed_.load()) {
         if (gather_cv_.wait_until(lk, deadline) == std::cv_status::timeout) break;
@@ -554,8 +567,11 @@ void FileStoreImpl::wake_all() {
   log_cv_.notify_all();
 }
 
-std::string FileStoreImpl::read_at(std::uint64_t offset, std::uint32_t length) {
-  std::string out(length, '\0');
+void FileStoreImpl::read_into(std::uint64_t offset, std::uint32_t length, char* out) {
+  if (map_ && offset + length <= written_.load() && offset + length <= map_->size()) {
+    std::memcpy(out, map_->data() + offset, length);
+    return;
+  }
   {
     std::lock_guard lk(log_mu_);
     if (offset >= buffer_start_) {
@@ -563,17 +579,17 @@ std::string FileStoreImpl::read_at(std::uint64_t offset, std::uint32_t length) {
       if (rel + length > buffer_.size()) {
         throw Corruption(fmt::format("{}: record at offset {} runs past the log", path_, offset));
       }
-      std::memcpy(out.data(), buffer_.data() + rel, length);
-      return out;
+      std::memcpy(out, buffer_.data() + rel, length);
+      return;
     }
   }
   // Below buffer_start_ the log is written and never changes while mu_ is held.
-  fileio::pread_all(fd_.get(), out.data(), length, offset, path_);
-  return out;
+  fileio::pread_all(fd_.get(), out, length, offset, path_);
 }
 
 RecordView FileStoreImpl::read_record(Oid oid, const IndexEntry& entry, std::string& storage) {
-  storage = read_at(entry.offset, entry.length);
+  storage.resize(entry.length);
+  read_into(entry.offset, entry.length, storage.data());
   std::optional<RecordView> r = decode_record(storage);
   if (!r || r->oid != oid || r->version != entry.version || r->size != entry.length) {
     throw Corruption(fmt::format("{}: object {} fails its checksum at offset {}", path_,
@@ -588,17 +604,20 @@ LoadResult FileStoreImpl::load(std::span<const Oid> oids) {
   result.objects.reserve(oids.size());
   std::shared_lock lk(mu_);
   result.csn = csn_;
-  std::string storage;
   for (Oid oid : oids) {
     StoredObject& out = result.objects.emplace_back();
     out.oid = oid;
     const IndexEntry* e = index_.find(oid);
     if (e == nullptr) continue;
-    RecordView r = read_record(oid, *e, storage);
+    // Read the record into out.data itself, then cut it down to the data: one allocation.
+    RecordView r = read_record(oid, *e, out.data);
     out.version = e->version;
     out.type = r.type;
     out.key = r.key;
-    out.data = r.data;
+    auto data_at = static_cast<std::size_t>(r.data.data() - out.data.data());
+    std::size_t data_size = r.data.size();
+    out.data.erase(0, data_at);
+    out.data.resize(data_size);
   }
   return result;
 }
@@ -954,8 +973,10 @@ PackStats FileStoreImpl::pack(const PackProgress& progress) {
       transactions_ = replay_log(map.bytes(), path_, fresh, false).transactions;
     }
     index_ = std::move(fresh);
+    map_ = std::make_unique<fileio::Mapping>(tmp.get(), map_reserve(new_end), tmp_path, true);
     fd_ = std::move(tmp);
     buffer_start_ = allocated_ = new_end;
+    written_ = new_end;
     // Everything appended so far is in the new file, synced: as good as one more sync.
     completed_ = started_ = started_ + 1;
     failed_ = false;
