@@ -900,6 +900,7 @@ PackStats FileStoreImpl::pack(const PackProgress& progress) {
   const std::string tmp_path = path_ + ".pack";
   Fd tmp = fileio::open_file(tmp_path, O_RDWR | O_CREAT | O_TRUNC, "cannot create");
   std::unordered_set<Oid> copied;
+  bool renamed = false;
   try {
     std::string start = encode_file_header(header_);
     // The oids in use when pack began; marks written since are in the frames copied at the end.
@@ -964,7 +965,7 @@ PackStats FileStoreImpl::pack(const PackProgress& progress) {
     }
     // ... and the rename itself must reach the disk before pack reports success.
     // From here on the old file is gone: a failure leaves the store unusable, not inconsistent.
-    failed_ = true;
+    renamed = true;
     fileio::sync_parent_dir(path_);
 
     FileIndex fresh;
@@ -979,13 +980,16 @@ PackStats FileStoreImpl::pack(const PackProgress& progress) {
     written_ = new_end;
     // Everything appended so far is in the new file, synced: as good as one more sync.
     completed_ = started_ = started_ + 1;
-    failed_ = false;
     wake_all();
     stats.objects_after = index_.objects();
     stats.bytes_after = new_end;
   } catch (...) {
-    std::error_code ignored;
-    std::filesystem::remove(tmp_path, ignored);
+    if (renamed) {
+      failed_ = true;  // the index describes a file that is no longer there
+    } else {
+      std::error_code ignored;
+      std::filesystem::remove(tmp_path, ignored);
+    }
     throw;
   }
   return stats;

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "support/process.h"
+#include "support/temp_dir.h"
 
 namespace cairn::testing {
 namespace {
@@ -28,36 +29,6 @@ using Json = nlohmann::json;
 ProcessResult cairn(std::vector<std::string> args, const std::string& input = "") {
   args.insert(args.begin(), CAIRN_BINARY);
   return run_process(args, input);
-}
-
-// A fresh directory, removed with everything in it when the test ends.
-class TempDir {
- public:
-  TempDir() {
-    std::string pattern = (fs::temp_directory_path() / "cairn-file-cli-XXXXXX").string();
-    if (mkdtemp(pattern.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
-    path_ = pattern;
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  ~TempDir() {
-    std::error_code ignored;
-    fs::remove_all(path_, ignored);
-  }
-  std::string file(const std::string& name) const { return (path_ / name).string(); }
-
- private:
-  fs::path path_;
-};
-
-std::string read_bytes(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
-
-void write_bytes(const std::string& path, const std::string& bytes) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
 }
 
 std::vector<std::string> lines_of(const std::string& text) {
@@ -189,23 +160,23 @@ TEST(FileCli, CheckFailsNamingAnOffsetAfterAByteFlips) {
   TempDir dir;
   std::string db = dir.file("a.cairn");
   make_database(db);
-  std::string bytes = read_bytes(db);
+  std::string bytes = read_file(db);
   ASSERT_GT(bytes.size(), 200u);
   bytes[bytes.size() / 2] ^= 0x5a;
-  write_bytes(db, bytes);
+  write_file(db, bytes);
   ProcessResult r = cairn({"check", db});
   EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
   EXPECT_NE(r.out.find("offset"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("problem"), std::string::npos) << r.out;
-  EXPECT_EQ(read_bytes(db), bytes) << "check wrote to the file";
+  EXPECT_EQ(read_file(db), bytes) << "check wrote to the file";
 }
 
 TEST(FileCli, InfoAndCheckReportATornTailAndLeaveTheFileAsItIs) {
   TempDir dir;
   std::string db = dir.file("a.cairn");
   make_database(db);
-  std::string whole = read_bytes(db);
-  write_bytes(db, whole + std::string("ctxn\x01\x00\x00", 7));  // a transaction cut short
+  std::string whole = read_file(db);
+  write_file(db, whole + std::string("ctxn\x01\x00\x00", 7));  // a transaction cut short
 
   ProcessResult info = cairn({"info", db});
   ASSERT_EQ(info.exit_code, 0) << info.err;
@@ -219,7 +190,7 @@ TEST(FileCli, InfoAndCheckReportATornTailAndLeaveTheFileAsItIs) {
   ProcessResult check = cairn({"check", db});
   EXPECT_EQ(check.exit_code, 1);
   EXPECT_NE(check.out.find(fmt::format("offset {}", whole.size())), std::string::npos) << check.out;
-  EXPECT_EQ(read_bytes(db).size(), whole.size() + 7) << "a read-only command cut the tail";
+  EXPECT_EQ(read_file(db).size(), whole.size() + 7) << "a read-only command cut the tail";
 }
 
 TEST(FileCli, ADatabaseInUseIsReportedWithItsHolder) {
@@ -331,7 +302,7 @@ TEST(FileCli, RestoreRefusesABadLineAfterGoodOnesAndLeavesAnEmptyTargetUnchanged
   TempDir dir;
   std::string b = dir.file("b.cairn");
   FileStore::open(b).reset();  // an empty database
-  std::string before = read_bytes(b);
+  std::string before = read_file(b);
   for (const char* bad : {R"({"oid":2,"fields":{"$nope":1}})", R"({"oid":2})",
                           R"({"oid":2,"fields":1,"raw":{"$bytes":""}})", R"({"oid":-2,"fields":1})",
                           R"({"oid":2,"fields":1,"colour":"red"})", R"({"oid":99,"fields":1})",
@@ -341,7 +312,7 @@ TEST(FileCli, RestoreRefusesABadLineAfterGoodOnesAndLeavesAnEmptyTargetUnchanged
     ProcessResult r = cairn({"restore", b}, input);
     EXPECT_EQ(r.exit_code, 1) << bad;
     EXPECT_NE(r.err.find("line 3: "), std::string::npos) << bad << ": " << r.err;
-    EXPECT_EQ(read_bytes(b), before) << bad;
+    EXPECT_EQ(read_file(b), before) << bad;
   }
 }
 
@@ -367,11 +338,11 @@ TEST(FileCli, RestoreIntoANonEmptyDatabaseFails) {
   make_database(a);
   ProcessResult dump = cairn({"dump", a});
   ASSERT_EQ(dump.exit_code, 0) << dump.err;
-  std::string before = read_bytes(a);
+  std::string before = read_file(a);
   ProcessResult r = cairn({"restore", a}, dump.out);
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.err.find("empty"), std::string::npos) << r.err;
-  EXPECT_EQ(read_bytes(a), before);
+  EXPECT_EQ(read_file(a), before);
 }
 
 TEST(FileCli, PackReclaimsTheBytesOfOverwrittenAndUnreachableObjects) {

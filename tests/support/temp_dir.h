@@ -1,11 +1,14 @@
-// TempDir: a fresh directory under $TMPDIR (or /tmp), removed with everything in it when the
-// object goes out of scope.
+// Test files: TempDir, a fresh directory under $TMPDIR (or /tmp) removed with everything in it
+// when the object goes out of scope, and whole-file reads and writes.
 #pragma once
 
 #include <stdlib.h>
 
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <string>
+#include <string_view>
 #include <system_error>
 
 namespace cairn::testing {
@@ -32,5 +35,15 @@ class TempDir {
  private:
   std::string path_;
 };
+
+inline std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+inline void write_file(const std::string& path, std::string_view bytes) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+}
 
 }  // namespace cairn::testing
