@@ -3,6 +3,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cmath>
 #include <nlohmann/json.hpp>
 
@@ -220,6 +221,33 @@ Value from_json_value(const Json& j, std::size_t depth) {
   }
 }
 
+// The deepest nesting of arrays and objects in JSON text (strings skipped); for malformed text
+// a number the parser will refuse anyway.
+std::size_t nesting_depth(std::string_view text) {
+  std::size_t depth = 0;
+  std::size_t deepest = 0;
+  bool in_string = false;
+  bool escaped = false;
+  for (char c : text) {
+    if (in_string) {
+      if (escaped) {
+        escaped = false;
+      } else if (c == '\\') {
+        escaped = true;
+      } else if (c == '"') {
+        in_string = false;
+      }
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      deepest = std::max(deepest, ++depth);
+    } else if ((c == ']' || c == '}') && depth > 0) {
+      --depth;
+    }
+  }
+  return deepest;
+}
+
 }  // namespace
 
 std::string to_json(const Value& value) {
@@ -227,17 +255,15 @@ std::string to_json(const Value& value) {
 }
 
 Value from_json(std::string_view text) {
-  // Refuse over-deep input while parsing (before any recursive conversion runs).
-  auto limit_depth = [](int depth, Json::parse_event_t event, Json&) {
-    if ((event == Json::parse_event_t::object_start || event == Json::parse_event_t::array_start) &&
-        static_cast<std::size_t>(depth) >= max_value_depth * 2) {
-      throw InvalidArgument(fmt::format("JSON nests deeper than the limit of {}", max_value_depth));
-    }
-    return true;
-  };
+  // Refuse over-deep input before parsing (nlohmann's recursion, then ours). A scan rather than
+  // a parser callback: with a callback, nlohmann re-walks a container per element it closes,
+  // which made long lists quadratic.
+  if (nesting_depth(text) > max_value_depth * 2) {
+    throw InvalidArgument(fmt::format("JSON nests deeper than the limit of {}", max_value_depth));
+  }
   Json j;
   try {
-    j = Json::parse(text.begin(), text.end(), limit_depth);
+    j = Json::parse(text.begin(), text.end());
   } catch (const Json::exception& e) {  // parse_error, and out_of_range for 1e400
     throw InvalidArgument(fmt::format("invalid JSON: {}", e.what()));
   }
