@@ -35,6 +35,9 @@ struct FileStoreOptions {
   std::optional<FsyncPolicy> fsync;
   bool read_only = false;  // open without writing anything (shared lock; a torn tail is kept)
   bool create = true;      // create the file if it does not exist (never when read_only)
+  // Write an index checkpoint once the log has grown this much since the last one, so that
+  // opening replays only what follows it (0 = never; a clean close writes one after 1 MiB).
+  std::uint64_t checkpoint_bytes = std::uint64_t{64} << 20;
   // Where open() reports what recovery did ("dropped 37 bytes of a torn transaction at ...").
   // Default: stderr.
   std::function<void(std::string_view)> log;
@@ -54,7 +57,9 @@ struct FileStoreInfo {
   std::uint64_t torn_bytes = 0;      // bytes of a torn tail found at open (cut unless read-only)
   std::uint64_t torn_offset = 0;     // where that torn transaction began
   std::uint64_t index_bytes = 0;     // memory held by the oid index and the type sets
-  std::uint64_t created_micros = 0;  // creation time, µs since the Unix epoch
+  std::uint64_t created_micros = 0;     // creation time, µs since the Unix epoch
+  std::uint64_t checkpoint_offset = 0;  // of the newest index checkpoint (0 = none)
+  std::uint64_t replayed_bytes = 0;     // log bytes open() replayed (after the checkpoint)
 };
 
 // Progress of pack(): `done` of `total` objects copied so far.

@@ -99,6 +99,9 @@ int run_info(const InfoArgs& args) {
                          ? Json(nullptr)
                          : Json{{"bytes", info.torn_bytes}, {"offset", info.torn_offset}};
     j["index_bytes"] = info.index_bytes;
+    j["checkpoint_offset"] =
+        info.checkpoint_offset == 0 ? Json(nullptr) : Json(info.checkpoint_offset);
+    j["replayed_bytes"] = info.replayed_bytes;
     j["created"] = created_text(info.created_micros);
     std::cout << j.dump(2, ' ', false, Json::error_handler_t::replace) << "\n";
     return exit_ok;
@@ -119,10 +122,15 @@ int run_info(const InfoArgs& args) {
       "transactions: {}\n"
       "torn tail: {}\n"
       "index bytes: {}\n"
+      "checkpoint: {}\n"
+      "replayed at open: {} bytes\n"
       "created: {}\n",
       info.path, info.format_version, to_string(info.fsync), info.objects, info.file_bytes,
       info.live_bytes, info.garbage_bytes, info.last_csn, info.next_oid, info.transactions, torn,
-      info.index_bytes, created_text(info.created_micros));
+      info.index_bytes,
+      info.checkpoint_offset == 0 ? std::string("none")
+                                  : fmt::format("at offset {}", info.checkpoint_offset),
+      info.replayed_bytes, created_text(info.created_micros));
   return exit_ok;
 }
 

@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "cairn/error.h"
+#include "cairn/store.h"
 #include "core/checksum.h"
 
 namespace cairn::logfmt {
@@ -106,7 +107,7 @@ std::optional<TxnHeader> decode_txn_header(std::string_view bytes) {
     return std::nullopt;
   }
   auto kind = static_cast<std::uint8_t>(bytes[4]);
-  if (kind < 1 || kind > 3) return std::nullopt;
+  if (kind < 1 || kind > 4) return std::nullopt;
   TxnHeader header;
   header.kind = static_cast<TxnKind>(kind);
   header.body_length = get_u64(bytes.data() + 8);
@@ -122,6 +123,29 @@ std::string encode_oid_mark(std::uint64_t next) {
   frame += body;
   put_u64(frame, checksum64(body));
   return frame;
+}
+
+std::string encode_checkpoint_slot(const CheckpointSlot& slot) {
+  std::string out;
+  put_u64(out, slot.sequence);
+  put_u64(out, slot.offset);
+  put_u64(out, slot.end);
+  put_u32(out, 0);
+  put_u32(out, static_cast<std::uint32_t>(checksum64(out)));
+  return out;
+}
+
+std::optional<CheckpointSlot> decode_checkpoint_slot(std::string_view bytes) {
+  if (bytes.size() < checkpoint_slot_size) return std::nullopt;
+  bytes = bytes.substr(0, checkpoint_slot_size);
+  if (all_zero(bytes)) return CheckpointSlot{};
+  if (get_u32(bytes.data() + 28) != static_cast<std::uint32_t>(checksum64(bytes.substr(0, 28))) ||
+      get_u32(bytes.data() + 24) != 0) {
+    return std::nullopt;
+  }
+  CheckpointSlot slot{get_u64(bytes.data()), get_u64(bytes.data() + 8), get_u64(bytes.data() + 16)};
+  if (slot.sequence == 0 || slot.offset < log_start || slot.end <= slot.offset) return std::nullopt;
+  return slot;
 }
 
 std::size_t record_size(std::size_t type, std::size_t key, std::size_t data) {
@@ -154,7 +178,9 @@ std::optional<RecordView> decode_record(std::string_view bytes) {
   std::size_t type_len = static_cast<unsigned char>(p[17]);
   std::size_t key_len = get_u16(p + 18);
   std::size_t data_len = get_u32(p + 20);
-  if (op != 1 && op != 2) return std::nullopt;
+  if ((op != 1 && op != 2) || key_len > max_key_length || data_len > max_object_bytes) {
+    return std::nullopt;
+  }
   r.op = static_cast<RecordOp>(op);
   std::size_t body = record_header_size + type_len + key_len + data_len;
   if (bytes.size() - record_trailer_size < body) return std::nullopt;

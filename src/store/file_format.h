@@ -16,6 +16,10 @@ namespace cairn::logfmt {
 inline constexpr std::string_view file_magic{"cairndb\0", 8};
 inline constexpr std::uint32_t format_version = 1;
 inline constexpr std::size_t file_header_size = 64;
+// Two checkpoint slots follow the header; the log starts after them.
+inline constexpr std::size_t checkpoint_slots_offset = 64;
+inline constexpr std::size_t checkpoint_slot_size = 32;
+inline constexpr std::size_t log_start = 128;
 inline constexpr std::string_view txn_magic{"ctxn", 4};
 inline constexpr std::size_t txn_header_size = 32;
 inline constexpr std::size_t txn_trailer_size = 8;
@@ -36,7 +40,8 @@ FileHeader decode_file_header(std::string_view bytes);
 enum class TxnKind : std::uint8_t {
   commit = 1,   // records of one commit; every record's version is the frame's CSN
   oids = 2,     // no records; the body is 8 bytes: the next oid new_oids() may hand out
-  snapshot = 3  // written by pack: records keep the versions they had
+  snapshot = 3,   // written by pack: records keep the versions they had
+  checkpoint = 4  // the index as of this frame's position; replay skips it
 };
 
 struct TxnHeader {
@@ -52,6 +57,17 @@ std::optional<TxnHeader> decode_txn_header(std::string_view bytes);
 
 // A whole oid-mark frame: the oids below `next` are never handed out again.
 std::string encode_oid_mark(std::uint64_t next);
+
+// A checkpoint slot: where the newest checkpoint frame is. `sequence` 0 = an empty slot.
+struct CheckpointSlot {
+  std::uint64_t sequence = 0;
+  std::uint64_t offset = 0;  // of the checkpoint frame
+  std::uint64_t end = 0;     // offset + the frame's size: where replay resumes
+};
+
+std::string encode_checkpoint_slot(const CheckpointSlot& slot);
+// nullopt if the 32 bytes are neither all zero (an empty slot) nor a slot with a valid checksum.
+std::optional<CheckpointSlot> decode_checkpoint_slot(std::string_view bytes);
 
 enum class RecordOp : std::uint8_t { write = 1, remove = 2 };
 

@@ -184,6 +184,17 @@ class FileIndex {
     index_.for_each(fn);
   }
 
+  // The body of a checkpoint frame (docs/file-format.md §2.8): every live object with where
+  // its record is, its type and its key, after the oid mark and transaction count given.
+  void encode_checkpoint(std::string& out, std::uint64_t next_oid,
+                         std::uint64_t transactions) const;
+  struct CheckpointHead {
+    std::uint64_t next_oid = 0;
+    std::uint64_t transactions = 0;
+  };
+  // Fills an empty index from a checkpoint body of `count` entries; nullopt if it is malformed.
+  std::optional<CheckpointHead> decode_checkpoint(std::string_view body, std::uint32_t count);
+
   std::uint64_t objects() const { return objects_; }
   std::uint64_t live_bytes() const { return live_bytes_; }
   std::size_t memory_bytes() const;

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "store/file_index.h"
@@ -20,11 +21,18 @@ struct ReplayResult {
   std::uint64_t torn_offset = 0;      // a torn frame began here ...
   std::uint64_t torn_bytes = 0;       // ... and this many bytes of it were found (0 = none)
   std::vector<std::string> problems;  // check mode only
+  // Checkpoint frames met: (offset, end). Replay skips them; check mode decodes them.
+  std::vector<std::pair<std::uint64_t, std::uint64_t>> checkpoints;
 };
 
 // `file`: the whole file, header included (the header itself is not checked here). With
 // `check`, problems are collected (and replay goes on past a bad frame whose header is sound);
 // without, the first one throws Corruption naming its offset. `path` is for messages.
+// `from`: where to start (a frame boundary, log_start or the end of a checkpoint) with the
+// state in `index` and `start` (its csn, next_oid and transactions) as of that point.
+ReplayResult replay_log(std::string_view file, const std::string& path, FileIndex& index,
+                        bool check, std::uint64_t from, const ReplayResult& start);
+// From the beginning of the log, into an empty index.
 ReplayResult replay_log(std::string_view file, const std::string& path, FileIndex& index,
                         bool check);
 

@@ -70,6 +70,7 @@ constexpr std::uint64_t oid_reserve_step = 4096;
 constexpr std::size_t never_flush_bytes = 1 << 20;       // policy never: write() every 1 MiB
 constexpr std::uint64_t snapshot_frame_bytes = 8 << 20;  // pack writes frames of this size
 constexpr std::uint64_t max_frame_body = std::uint64_t{1} << 40;
+constexpr std::uint64_t max_csn = std::uint64_t{1} << 62;  // beyond any real history
 
 // Address space reserved for the read mapping of a log of `size` bytes: room to grow.
 std::uint64_t map_reserve(std::uint64_t size) {
@@ -100,11 +101,16 @@ bool looks_torn(std::string_view frame, std::string_view after) {
 class Replayer {
  public:
   // check = true: collect problems and go on where possible instead of throwing Corruption.
-  Replayer(std::string_view file, const std::string& path, FileIndex& index, bool check)
-      : file_(file), path_(path), index_(index), check_(check) {}
+  Replayer(std::string_view file, const std::string& path, FileIndex& index, bool check,
+           std::uint64_t from, const ReplayResult& start)
+      : file_(file), path_(path), index_(index), check_(check), from_(from) {
+    result_.csn = start.csn;
+    result_.next_oid = start.next_oid;
+    result_.transactions = start.transactions;
+  }
 
   ReplayResult run() {
-    std::uint64_t pos = file_header_size;
+    std::uint64_t pos = from_;
     while (pos < file_.size()) {
       std::string_view rest = file_.substr(pos);
       if (all_zero(rest.substr(0, std::min(rest.size(), txn_header_size)))) {
@@ -170,6 +176,15 @@ class Replayer {
 
   void apply(std::uint64_t pos, const TxnHeader& header, std::string_view body) {
     std::uint64_t body_offset = pos + txn_header_size;
+    if (header.kind == TxnKind::checkpoint) {
+      std::uint64_t end = body_offset + body.size() + txn_trailer_size;
+      result_.checkpoints.emplace_back(pos, end);
+      FileIndex scratch;
+      if (check_ && !scratch.decode_checkpoint(body, header.count)) {
+        corrupt(pos, fmt::format("checkpoint at offset {} does not decode", pos));
+      }
+      return;
+    }
     ++result_.transactions;
     if (header.kind == TxnKind::oids) {
       if (header.count != 0 || body.size() != 8) {
@@ -182,6 +197,11 @@ class Replayer {
         return;
       }
       result_.next_oid = std::max(result_.next_oid, mark);
+      return;
+    }
+    if (header.csn >= max_csn) {
+      corrupt(pos, fmt::format("transaction at offset {} has CSN {}, past the largest", pos,
+                               header.csn));
       return;
     }
     if (header.kind == TxnKind::commit && header.csn <= result_.csn) {
@@ -229,6 +249,7 @@ class Replayer {
   const std::string& path_;
   FileIndex& index_;
   bool check_;
+  std::uint64_t from_;
   std::uint64_t stopped_at_ = 0;
   ReplayResult result_;
 };
@@ -332,6 +353,11 @@ class FileStoreImpl final : public FileStore {
   }
   // Appends an oid mark; returns the sync that will cover it.
   std::uint64_t append_oid_mark(std::uint64_t next);
+  // Loads the newest checkpoint, if a slot names one, and replays the log after it.
+  ReplayResult open_log(std::string_view file);
+  // Appends a checkpoint of the index and points a slot at it, both synced.
+  void write_checkpoint();
+  void maybe_checkpoint();
 
   const std::string path_;
   const FileStoreOptions options_;
@@ -347,10 +373,20 @@ class FileStoreImpl final : public FileStore {
   CommitHistory history_;
   std::uint64_t torn_offset_ = 0;
   std::uint64_t torn_bytes_ = 0;
+  std::uint64_t replay_from_ = log_start;  // where open() began replaying
+  std::uint64_t replayed_bytes_ = 0;
+
+  // Index checkpoints (docs/file-format.md §2.8); checkpoint_mu_ is taken before alloc_mu_.
+  std::mutex checkpoint_mu_;
+  std::uint64_t checkpoint_sequence_ = 0;  // of the newest slot written or read
+  std::atomic<std::uint64_t> checkpoint_end_{log_start};  // log end the newest one covers
+  std::uint64_t checkpoint_offset_ = 0;
 
   std::mutex alloc_mu_;
   std::atomic<std::uint64_t> next_oid_{1};
-  std::atomic<std::uint64_t> reserved_oid_{1};  // oids below it are in an oid mark
+  std::atomic<std::uint64_t> reserved_oid_{1};  // oids below it are in a durable oid mark
+  std::uint64_t marked_oid_ = 1;  // the highest oid mark appended to the log; log_mu_
+  std::uint64_t last_commit_sync_ = 0;  // the sync covering the newest commit frame; log_mu_
 
   std::mutex log_mu_;
   std::condition_variable log_cv_;      // a sync finished (pack waits for this)
@@ -398,11 +434,9 @@ FileStoreImpl::FileStoreImpl(std::string path, FileStoreOptions options)
     std::error_code ignored;
     std::filesystem::remove(path_ + ".pack", ignored);
   }
-  fd_ = fileio::open_file(path_, options_.read_only ? O_RDONLY : (O_RDWR | O_CREAT), "cannot open");
-  std::uint64_t size = fileio::file_size(fd_.get(), path_);
-  if (size == 0 && !options_.read_only) {
-    // A new database: the header, synced, and the directory entry, synced, before any commit
-    // can be acknowledged in it.
+  if (!exists) {
+    // A new database appears whole or not at all: its header is written and synced under a
+    // temporary name, renamed into place, and the directory synced.
     header_.created_micros =
         static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(
                                        std::chrono::system_clock::now().time_since_epoch())
@@ -411,20 +445,36 @@ FileStoreImpl::FileStoreImpl(std::string path, FileStoreOptions options)
     std::random_device rd;
     for (auto& b : header_.database_id)
       b = static_cast<std::uint8_t>(rd());
-    fileio::pwrite_all(fd_.get(), encode_file_header(header_), 0, path_);
-    fileio::sync_data(fd_.get(), path_);
+    std::string start = encode_file_header(header_);
+    start.resize(log_start, '\0');  // and two empty checkpoint slots
+    const std::string tmp_path = path_ + ".new";
+    {
+      Fd tmp = fileio::open_file(tmp_path, O_RDWR | O_CREAT | O_TRUNC, "cannot create");
+      fileio::pwrite_all(tmp.get(), start, 0, tmp_path);
+      fileio::sync_data(tmp.get(), tmp_path);
+    }
+    if (::rename(tmp_path.c_str(), path_.c_str()) != 0) {
+      fileio::throw_errno("cannot rename into place", tmp_path);
+    }
     fileio::sync_parent_dir(path_);
-    size = file_header_size;
   }
+  fd_ = fileio::open_file(path_, options_.read_only ? O_RDONLY : O_RDWR, "cannot open");
+  std::uint64_t size = fileio::file_size(fd_.get(), path_);
   {
     fileio::Mapping map(fd_.get(), size, path_);
     std::string_view file = map.bytes();
     header_ = decode_file_header(file.substr(0, std::min<std::size_t>(file.size(), 64)));
-    ReplayResult r = replay_log(file, path_, index_, false);
+    if (file.size() < log_start) {
+      throw Corruption(fmt::format("{}: {} bytes, shorter than a database's {}-byte header", path_,
+                                   file.size(), log_start));
+    }
+    ReplayResult r = open_log(file);
     csn_ = r.csn;
     transactions_ = r.transactions;
+    replayed_bytes_ = r.end - replay_from_;
     next_oid_ = r.next_oid;
     reserved_oid_ = r.next_oid;
+    marked_oid_ = r.next_oid;
     torn_offset_ = r.torn_offset;
     torn_bytes_ = r.torn_bytes;
     buffer_start_ = r.end;
@@ -454,9 +504,113 @@ FileStoreImpl::FileStoreImpl(std::string path, FileStoreOptions options)
   listeners_.start_after(csn_);
 }
 
+ReplayResult FileStoreImpl::open_log(std::string_view file) {
+  std::optional<CheckpointSlot> newest;
+  for (std::size_t i = 0; i < 2; ++i) {
+    std::size_t at = checkpoint_slots_offset + i * checkpoint_slot_size;
+    std::optional<CheckpointSlot> slot = decode_checkpoint_slot(file.substr(at));
+    if (!slot) {
+      throw Corruption(fmt::format("{}: checkpoint slot at offset {} fails its checksum", path_, at));
+    }
+    if (slot->sequence != 0 && (!newest || slot->sequence > newest->sequence)) newest = slot;
+  }
+  if (!newest) return replay_log(file, path_, index_, false);
+  // The checkpoint frame was synced before its slot was written: it must be whole.
+  auto bad = [&](std::string_view what) {
+    return Corruption(fmt::format("{}: checkpoint at offset {} {}", path_, newest->offset, what));
+  };
+  if (newest->end > file.size()) throw bad("runs past the end of the file");
+  std::string_view frame = file.substr(newest->offset, newest->end - newest->offset);
+  std::optional<TxnHeader> header = decode_txn_header(frame);
+  if (!header || header->kind != TxnKind::checkpoint ||
+      txn_header_size + header->body_length + txn_trailer_size != frame.size()) {
+    throw bad("is not a checkpoint frame");
+  }
+  std::string_view body = frame.substr(txn_header_size, header->body_length);
+  if (get_u64(frame.data() + txn_header_size + body.size()) != checksum64(body)) {
+    throw bad("fails its checksum");
+  }
+  std::optional<FileIndex::CheckpointHead> head = index_.decode_checkpoint(body, header->count);
+  if (!head) throw bad("does not decode");
+  checkpoint_sequence_ = newest->sequence;
+  checkpoint_end_ = newest->end;
+  checkpoint_offset_ = newest->offset;
+  replay_from_ = newest->end;
+  ReplayResult start;
+  start.csn = header->csn;
+  start.next_oid = head->next_oid;
+  start.transactions = head->transactions;
+  return replay_log(file, path_, index_, false, newest->end, start);
+}
+
+void FileStoreImpl::maybe_checkpoint() {
+  if (options_.checkpoint_bytes == 0 || options_.read_only) return;
+  std::uint64_t end = 0;
+  {
+    std::lock_guard log_lk(log_mu_);
+    end = log_end();
+  }
+  if (end - checkpoint_end_.load() < options_.checkpoint_bytes) return;
+  std::unique_lock ck(checkpoint_mu_, std::try_to_lock);
+  if (!ck.owns_lock()) return;  // another thread is writing one
+  if (end - checkpoint_end_.load() < options_.checkpoint_bytes) return;
+  write_checkpoint();
+}
+
+void FileStoreImpl::write_checkpoint() {
+  // No oid mark may slip in unrecorded, and no commit: the index must match the log's end.
+  std::lock_guard alloc_lk(alloc_mu_);
+  std::shared_lock lk(mu_);
+  std::string frame(txn_header_size, '\0');
+  std::uint64_t mark = 0;
+  {
+    std::lock_guard log_lk(log_mu_);
+    mark = std::max(marked_oid_, next_oid_.load());
+  }
+  index_.encode_checkpoint(frame, mark, transactions_);
+  std::uint64_t body_length = frame.size() - txn_header_size;
+  std::string header = encode_txn_header(
+      {TxnKind::checkpoint, body_length, csn_, static_cast<std::uint32_t>(index_.objects())});
+  std::memcpy(frame.data(), header.data(), header.size());
+  put_u64(frame, checksum64(std::string_view(frame).substr(txn_header_size)));
+
+  std::unique_lock log_lk(log_mu_);
+  log_cv_.wait(log_lk, [&] { return !syncing_; });
+  check_usable();
+  try {
+    std::uint64_t offset = append_frame(std::move(frame));
+    std::uint64_t end = log_end();
+    write_buffer();
+    // The checkpoint (and every frame before it) must be on disk before a slot names it...
+    fileio::sync_data(fd_.get(), path_);
+    CheckpointSlot slot{checkpoint_sequence_ + 1, offset, end};
+    fileio::pwrite_all(fd_.get(), encode_checkpoint_slot(slot),
+                       checkpoint_slots_offset + (slot.sequence % 2) * checkpoint_slot_size, path_);
+    // ... and the slot on disk before the checkpoint counts as written. The other slot still
+    // names the previous checkpoint, so a slot torn by a crash here costs nothing.
+    fileio::sync_data(fd_.get(), path_);
+    checkpoint_sequence_ = slot.sequence;
+    checkpoint_offset_ = offset;
+    checkpoint_end_ = end;
+  } catch (...) {
+    failed_ = true;
+    wake_all();
+    throw;
+  }
+}
+
 FileStoreImpl::~FileStoreImpl() {
   if (options_.read_only || failed_.load()) return;
   try {
+    // A checkpoint at close makes the next open quick, once there is enough log to matter.
+    bool due = false;
+    {
+      std::lock_guard lk(log_mu_);
+      due = options_.checkpoint_bytes != 0 &&
+            log_end() - checkpoint_end_.load() >=
+                std::min<std::uint64_t>(options_.checkpoint_bytes, 1 << 20);
+    }
+    if (due) write_checkpoint();
     std::lock_guard lk(log_mu_);
     write_buffer();
     // Give back the preallocated zeros, and make the last commits durable (policy never
@@ -555,8 +709,9 @@ void FileStoreImpl::wait_durable(std::uint64_t sync) {
     }
     completed_ = std::max(completed_, number);
     sync_cv_[number % 2].notify_all();
-    // Frames appended meanwhile wait for the next sync: wake one of their committers to lead.
-    if (!buffer_.empty()) sync_cv_[(number + 1) % 2].notify_one();
+    // Committers of the next sync (their frames may already have been written by pack or a
+    // checkpoint, so the buffer says nothing) need a leader: wake one of them.
+    sync_cv_[(number + 1) % 2].notify_one();
     log_cv_.notify_all();
   }
 }
@@ -645,7 +800,18 @@ std::uint64_t FileStoreImpl::commit(const CommitRequest& request) {
   check_key_conflicts(
       request, [this](auto type, auto key) { return index_.key_holder(type, key); }, conflicts);
   throw_if_conflicts(std::move(conflicts));
-  if (request.writes.empty() && request.deletes.empty()) return csn_;
+  if (request.writes.empty() && request.deletes.empty()) {
+    // What was read may be a commit not yet durable: succeed only once it is.
+    std::uint64_t csn = csn_;
+    std::uint64_t sync = 0;
+    {
+      std::lock_guard log_lk(log_mu_);
+      sync = last_commit_sync_;
+    }
+    lk.unlock();
+    if (policy_ != FsyncPolicy::never) wait_durable(sync);
+    return csn;
+  }
 
   // The frame: header, deletes, writes, checksum.
   std::uint64_t csn = csn_ + 1;
@@ -677,6 +843,7 @@ std::uint64_t FileStoreImpl::commit(const CommitRequest& request) {
     check_usable();
     start = append_frame(std::move(frame));
     sync = covering_sync();
+    last_commit_sync_ = sync;
     if (policy_ == FsyncPolicy::batch) {
       ++frames_waiting_;
       round_peak_ = std::max(round_peak_, in_commit_.load());
@@ -705,6 +872,7 @@ std::uint64_t FileStoreImpl::commit(const CommitRequest& request) {
   lk.unlock();
   if (policy_ == FsyncPolicy::batch) wait_durable(sync);
   listeners_.notify(csn, changed);
+  maybe_checkpoint();
   return csn;
 }
 
@@ -712,6 +880,7 @@ std::uint64_t FileStoreImpl::append_oid_mark(std::uint64_t next) {
   std::lock_guard log_lk(log_mu_);
   check_usable();
   append_frame(encode_oid_mark(next));
+  marked_oid_ = std::max(marked_oid_, next);
   return covering_sync();
 }
 
@@ -770,7 +939,7 @@ FileStoreInfo FileStoreImpl::info() {
   out.objects = index_.objects();
   out.file_bytes = log_end();
   out.live_bytes = index_.live_bytes();
-  std::uint64_t overhead = file_header_size + txn_header_size + txn_trailer_size;
+  std::uint64_t overhead = log_start + txn_header_size + txn_trailer_size;
   out.garbage_bytes =
       out.file_bytes > out.live_bytes + overhead ? out.file_bytes - out.live_bytes - overhead : 0;
   out.last_csn = csn_;
@@ -780,6 +949,8 @@ FileStoreInfo FileStoreImpl::info() {
   out.torn_offset = torn_offset_;
   out.index_bytes = index_.memory_bytes();
   out.created_micros = header_.created_micros;
+  out.checkpoint_offset = checkpoint_offset_;
+  out.replayed_bytes = replayed_bytes_;
   return out;
 }
 
@@ -804,8 +975,9 @@ class PackWriter {
     fileio::pwrite_all(fd_, bytes, offset_, path_);
     offset_ += bytes.size();
   }
-  void flush() {
-    if (count_ == 0) return;
+  // `always`: write a frame even with no records (it still carries the CSN).
+  void flush(bool always = false) {
+    if (count_ == 0 && !always) return;
     std::string frame = encode_txn_header({TxnKind::snapshot, body_.size(), csn_, count_});
     frame += body_;
     put_u64(frame, checksum64(body_));
@@ -840,6 +1012,7 @@ PackStats FileStoreImpl::pack(const PackProgress& progress) {
   std::vector<Live> live;
   std::uint64_t snapshot_end = 0;
   std::uint64_t snapshot_csn = 0;
+  std::uint64_t snapshot_mark = 0;  // covers every oid the snapshot can hold
   {
     std::shared_lock lk(mu_);
     snapshot_csn = csn_;
@@ -851,6 +1024,7 @@ PackStats FileStoreImpl::pack(const PackProgress& progress) {
     std::lock_guard log_lk(log_mu_);
     write_buffer();
     snapshot_end = log_end();
+    snapshot_mark = std::max(marked_oid_, next_oid_.load());
   }
   stats.objects_before = live.size();
   stats.bytes_before = snapshot_end;
@@ -903,8 +1077,9 @@ PackStats FileStoreImpl::pack(const PackProgress& progress) {
   bool renamed = false;
   try {
     std::string start = encode_file_header(header_);
+    start.resize(log_start, '\0');  // no checkpoint yet
     // The oids in use when pack began; marks written since are in the frames copied at the end.
-    start += encode_oid_mark(std::max(reserved_oid_.load(), next_oid_.load()));
+    start += encode_oid_mark(snapshot_mark);
     fileio::pwrite_all(tmp.get(), start, 0, tmp_path);
     PackWriter writer(tmp.get(), tmp_path, start.size(), snapshot_csn);
     std::uint64_t done = 0;
@@ -914,7 +1089,7 @@ PackStats FileStoreImpl::pack(const PackProgress& progress) {
       copied.insert(live[i].oid);
       if (progress && (++done % 4096 == 0 || done == total)) progress(done, total);
     }
-    writer.flush();
+    writer.flush(true);
 
     // 4. Catch up with the commits made meanwhile, and swap, with commits held off.
     std::unique_lock lk(mu_);
@@ -934,7 +1109,7 @@ PackStats FileStoreImpl::pack(const PackProgress& progress) {
     // unreachable object written after the snapshot) are kept too, with what they reach.
     FileIndex tail_index;
     // (Replayed after a blank header and a mark covering every oid; offsets shift by `prefix`.)
-    std::string prefix = std::string(file_header_size, '\0') + encode_oid_mark(file_store_max_oid);
+    std::string prefix = std::string(log_start, '\0') + encode_oid_mark(file_store_max_oid);
     replay_log(prefix + tail, path_, tail_index, false);
     std::vector<Oid> extra;
     auto consider = [&](Oid target) {
@@ -956,6 +1131,8 @@ PackStats FileStoreImpl::pack(const PackProgress& progress) {
       writer.add_record(bytes);
     }
     writer.flush();
+    // Marks appended before the snapshot point are not in the tail: restate the newest.
+    writer.add_raw(encode_oid_mark(std::max(marked_oid_, next_oid_.load())));
     writer.add_raw(tail);
     std::uint64_t new_end = writer.offset();
     // The new file must be wholly on disk before its name replaces the old one...
@@ -980,6 +1157,8 @@ PackStats FileStoreImpl::pack(const PackProgress& progress) {
     written_ = new_end;
     // Everything appended so far is in the new file, synced: as good as one more sync.
     completed_ = started_ = started_ + 1;
+    checkpoint_end_ = log_start;  // the new file has no checkpoint yet
+    checkpoint_offset_ = 0;
     wake_all();
     stats.objects_after = index_.objects();
     stats.bytes_after = new_end;
@@ -998,8 +1177,13 @@ PackStats FileStoreImpl::pack(const PackProgress& progress) {
 }  // namespace
 
 ReplayResult replay_log(std::string_view file, const std::string& path, FileIndex& index,
+                        bool check, std::uint64_t from, const ReplayResult& start) {
+  return Replayer(file, path, index, check, from, start).run();
+}
+
+ReplayResult replay_log(std::string_view file, const std::string& path, FileIndex& index,
                         bool check) {
-  return Replayer(file, path, index, check).run();
+  return replay_log(file, path, index, check, log_start, ReplayResult{});
 }
 
 std::unique_ptr<FileStore> FileStore::open(const std::string& path, FileStoreOptions options) {
@@ -1023,9 +1207,28 @@ CheckReport check_file(const std::string& path) {
     report.problems.push_back(e.what());
     return report;
   }
+  if (file.size() < log_start) {
+    report.ok = false;
+    report.problems.push_back(fmt::format("the file ends at offset {}, inside its {}-byte header",
+                                          file.size(), log_start));
+    return report;
+  }
   FileIndex index;
   ReplayResult r = replay_log(file, path, index, true);
   report.problems = std::move(r.problems);
+  for (std::size_t i = 0; i < 2; ++i) {
+    std::size_t at = checkpoint_slots_offset + i * checkpoint_slot_size;
+    std::optional<CheckpointSlot> slot = decode_checkpoint_slot(file.substr(at));
+    if (!slot) {
+      report.problems.push_back(fmt::format("checkpoint slot at offset {} fails its checksum", at));
+    } else if (slot->sequence != 0 &&
+               std::find(r.checkpoints.begin(), r.checkpoints.end(),
+                         std::pair{slot->offset, slot->end}) == r.checkpoints.end()) {
+      report.problems.push_back(fmt::format(
+          "checkpoint slot at offset {} names a checkpoint at offset {} that the log does not hold",
+          at, slot->offset));
+    }
+  }
   if (r.torn_bytes != 0) {
     report.problems.push_back(fmt::format(
         "torn transaction at offset {} ({} bytes): an incomplete write, cut off at the next "

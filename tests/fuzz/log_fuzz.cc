@@ -19,7 +19,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   (void)cairn::logfmt::decode_txn_header(bytes);
   (void)cairn::logfmt::decode_record(bytes);
   // The input as the log after a valid header, in both modes.
-  std::string file(cairn::logfmt::file_header_size, '\0');
+  std::string file(cairn::logfmt::log_start, '\0');
   file.append(bytes);
   for (bool check : {true, false}) {
     cairn::FileIndex index;

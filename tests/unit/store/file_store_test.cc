@@ -8,6 +8,7 @@
 #include <atomic>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <thread>
 
 #include "cairn/codec.h"
@@ -258,6 +259,69 @@ TEST_F(FileStoreTest, IndexCostsAtMost64BytesPerObject) {
   FileStoreInfo info = db->info();
   EXPECT_EQ(info.objects, n);
   EXPECT_LE(info.index_bytes, 64u * n) << info.index_bytes / n << " bytes per object";
+}
+
+TEST_F(FileStoreTest, PackOfAStoreWithNothingToKeepKeepsTheCsn) {
+  std::uint64_t csn = 0;
+  {
+    auto db = open_db();
+    Oid a = db->new_oids(1);
+    put(*db, a, Value("unreachable"));
+    csn = put(*db, a, Value("still unreachable"));
+    PackStats stats = db->pack();
+    EXPECT_EQ(stats.objects_after, 0u);
+  }
+  auto db = open_db();
+  EXPECT_EQ(db->info().last_csn, csn) << "CSNs must never go back";
+  EXPECT_EQ(put(*db, Oid::root(), Value(1)), csn + 1);
+}
+
+TEST_F(FileStoreTest, OpenReplaysOnlyTheLogAfterTheNewestCheckpoint) {
+  FileStoreOptions options;
+  options.fsync = FsyncPolicy::never;
+  options.checkpoint_bytes = 64 * 1024;
+  std::map<std::uint64_t, Value> expected;
+  std::uint64_t csn = 0;
+  Oid first;
+  {
+    auto db = FileStore::open(path, options);
+    first = db->new_oids(300);
+    for (int round = 0; round < 20; ++round) {
+      CommitRequest req;
+      for (std::uint64_t i = 0; i < 300; i += 3) {
+        Oid oid(first.value() + i + static_cast<std::uint64_t>(round % 3));
+        Value v(std::string(200, static_cast<char>('a' + round)));
+        req.writes.push_back(WriteOp{oid, "t", "k" + std::to_string(oid.value()), encode(v)});
+        expected[oid.value()] = v;
+      }
+      if (round == 7) {
+        req.deletes.push_back(Oid(first.value() + 299));
+        expected.erase(first.value() + 299);
+        std::erase_if(req.writes,
+                      [&](const WriteOp& w) { return w.oid.value() == first.value() + 299; });
+      }
+      csn = db->commit(req);
+    }
+    EXPECT_NE(db->info().checkpoint_offset, 0u) << "the log passed checkpoint_bytes";
+  }
+  options.checkpoint_bytes = 0;  // so that close adds none: what open replays is the tail
+  auto db = FileStore::open(path, options);
+  FileStoreInfo info = db->info();
+  EXPECT_NE(info.checkpoint_offset, 0u);
+  EXPECT_LT(info.replayed_bytes, info.file_bytes / 4) << "open should start at the checkpoint";
+  EXPECT_EQ(info.last_csn, csn);
+  EXPECT_EQ(info.objects, expected.size());
+  for (const auto& [oid, v] : expected) {
+    StoredObject obj = get(*db, Oid(oid));
+    ASSERT_TRUE(obj.exists()) << oid;
+    EXPECT_EQ(decode(obj.data), v);
+    EXPECT_EQ(obj.key, "k" + std::to_string(oid));
+    EXPECT_EQ(db->find_key("t", obj.key), Oid(oid));
+  }
+  EXPECT_EQ(db->scan_type("t", Oid::root(), 1000).size(), expected.size());
+  EXPECT_GE(db->new_oids(1).value(), first.value() + 300) << "the checkpoint keeps the oid mark";
+  db.reset();
+  EXPECT_TRUE(check_file(path).ok);
 }
 
 TEST(FsyncPolicy, ParsesAndPrints) {
