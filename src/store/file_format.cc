@@ -148,6 +148,28 @@ std::optional<CheckpointSlot> decode_checkpoint_slot(std::string_view bytes) {
   return slot;
 }
 
+std::string encode_sync_slot(const SyncSlot& slot) {
+  std::string out;
+  put_u64(out, slot.sequence);
+  put_u64(out, slot.end);
+  out.append(12, '\0');
+  put_u32(out, static_cast<std::uint32_t>(checksum64(out)));
+  return out;
+}
+
+std::optional<SyncSlot> decode_sync_slot(std::string_view bytes) {
+  if (bytes.size() < sync_slot_size) return std::nullopt;
+  bytes = bytes.substr(0, sync_slot_size);
+  if (all_zero(bytes)) return SyncSlot{};
+  if (get_u32(bytes.data() + 28) != static_cast<std::uint32_t>(checksum64(bytes.substr(0, 28))) ||
+      !all_zero(bytes.substr(16, 12))) {
+    return std::nullopt;
+  }
+  SyncSlot slot{get_u64(bytes.data()), get_u64(bytes.data() + 8)};
+  if (slot.sequence == 0 || slot.end < log_start) return std::nullopt;
+  return slot;
+}
+
 std::size_t record_size(std::size_t type, std::size_t key, std::size_t data) {
   return record_header_size + type + key + data + record_trailer_size;
 }

@@ -16,10 +16,14 @@ namespace cairn::logfmt {
 inline constexpr std::string_view file_magic{"cairndb\0", 8};
 inline constexpr std::uint32_t format_version = 1;
 inline constexpr std::size_t file_header_size = 64;
-// Two checkpoint slots follow the header; the log starts after them.
+// Two checkpoint slots follow the header, then two sync slots, then 64 reserved bytes; the log
+// starts after them.
 inline constexpr std::size_t checkpoint_slots_offset = 64;
 inline constexpr std::size_t checkpoint_slot_size = 32;
-inline constexpr std::size_t log_start = 128;
+inline constexpr std::size_t sync_slots_offset = 128;
+inline constexpr std::size_t sync_slot_size = 32;
+inline constexpr std::size_t reserved_offset = 192;  // 64 bytes, zero
+inline constexpr std::size_t log_start = 256;
 inline constexpr std::string_view txn_magic{"ctxn", 4};
 inline constexpr std::size_t txn_header_size = 32;
 inline constexpr std::size_t txn_trailer_size = 8;
@@ -68,6 +72,16 @@ struct CheckpointSlot {
 std::string encode_checkpoint_slot(const CheckpointSlot& slot);
 // nullopt if the 32 bytes are neither all zero (an empty slot) nor a slot with a valid checksum.
 std::optional<CheckpointSlot> decode_checkpoint_slot(std::string_view bytes);
+
+// A sync slot: the log was durable up to `end` (a frame boundary). `sequence` 0 = empty.
+struct SyncSlot {
+  std::uint64_t sequence = 0;
+  std::uint64_t end = 0;
+};
+
+std::string encode_sync_slot(const SyncSlot& slot);
+// nullopt if the 32 bytes are neither all zero nor a slot with a valid checksum.
+std::optional<SyncSlot> decode_sync_slot(std::string_view bytes);
 
 enum class RecordOp : std::uint8_t { write = 1, remove = 2 };
 

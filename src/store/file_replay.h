@@ -8,6 +8,7 @@
 #include <utility>
 #include <vector>
 
+#include "store/file_format.h"
 #include "store/file_index.h"
 
 namespace cairn {
@@ -30,10 +31,15 @@ struct ReplayResult {
 // without, the first one throws Corruption naming its offset. `path` is for messages.
 // `from`: where to start (a frame boundary, log_start or the end of a checkpoint) with the
 // state in `index` and `start` (its csn, next_oid and transactions) as of that point.
+// `durable_end`: the log is known to have been on disk up to there (the sync slots); damage
+// found past it is what a crash left of unsynced writes, a torn tail, not corruption.
 ReplayResult replay_log(std::string_view file, const std::string& path, FileIndex& index,
-                        bool check, std::uint64_t from, const ReplayResult& start);
+                        bool check, std::uint64_t from, const ReplayResult& start,
+                        std::uint64_t durable_end);
 // From the beginning of the log, into an empty index.
 ReplayResult replay_log(std::string_view file, const std::string& path, FileIndex& index,
-                        bool check);
+                        bool check, std::uint64_t durable_end);
+// The newest sync slot of `file` ({0, log_start} if none); nullopt if a slot is damaged.
+std::optional<logfmt::SyncSlot> newest_sync_slot(std::string_view file);
 
 }  // namespace cairn

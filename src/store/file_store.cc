@@ -102,8 +102,13 @@ class Replayer {
  public:
   // check = true: collect problems and go on where possible instead of throwing Corruption.
   Replayer(std::string_view file, const std::string& path, FileIndex& index, bool check,
-           std::uint64_t from, const ReplayResult& start)
-      : file_(file), path_(path), index_(index), check_(check), from_(from) {
+           std::uint64_t from, const ReplayResult& start, std::uint64_t durable_end)
+      : file_(file),
+        path_(path),
+        index_(index),
+        check_(check),
+        from_(from),
+        durable_end_(durable_end) {
     result_.csn = start.csn;
     result_.next_oid = start.next_oid;
     result_.transactions = start.transactions;
@@ -119,8 +124,8 @@ class Replayer {
           auto bad = pos + static_cast<std::uint64_t>(std::find_if(rest.begin(), rest.end(),
                                                                    [](char c) { return c != 0; }) -
                                                       rest.begin());
-          corrupt(pos,
-                  fmt::format("the log ends at offset {} but bytes follow at offset {}", pos, bad));
+          damage(pos, fmt::format("the log ends at offset {} but bytes follow at offset {}", pos,
+                                  bad));
         }
         break;
       }
@@ -133,7 +138,7 @@ class Replayer {
         if (all_zero(rest.substr(txn_header_size))) {
           torn(pos, txn_header_size);
         } else {
-          corrupt(pos, fmt::format("bad transaction header at offset {}", pos));
+          damage(pos, fmt::format("bad transaction header at offset {}", pos));
         }
         break;
       }
@@ -150,7 +155,7 @@ class Replayer {
           torn(pos, total);
           break;
         }
-        corrupt(pos, fmt::format("transaction checksum mismatch at offset {}", pos));
+        if (damage(pos, fmt::format("transaction checksum mismatch at offset {}", pos))) break;
         pos += total;  // check mode: the header is sound, so the next frame can be found
         continue;
       }
@@ -166,6 +171,20 @@ class Replayer {
   void torn(std::uint64_t pos, std::uint64_t bytes) {
     result_.torn_offset = pos;
     result_.torn_bytes = bytes;
+  }
+
+  // Damage at `pos`: past the durable end it is what a crash left of writes never synced (the
+  // disk may store the pages of one write in any order), a torn tail to cut; before it, the
+  // bytes were on disk and changed since: corruption. Returns whether it was a torn tail.
+  bool damage(std::uint64_t pos, const std::string& what) {
+    if (pos >= durable_end_) {
+      std::string_view rest = file_.substr(pos);
+      auto last = rest.find_last_not_of('\0');
+      torn(pos, last == std::string_view::npos ? rest.size() : last + 1);
+      return true;
+    }
+    corrupt(pos, what);
+    return false;
   }
 
   void corrupt(std::uint64_t pos, const std::string& what) {
@@ -250,6 +269,7 @@ class Replayer {
   FileIndex& index_;
   bool check_;
   std::uint64_t from_;
+  std::uint64_t durable_end_;
   std::uint64_t stopped_at_ = 0;
   ReplayResult result_;
 };
@@ -346,6 +366,9 @@ class FileStoreImpl final : public FileStore {
   // Reads and verifies the record of a live object. mu_ held.
   RecordView read_record(Oid oid, const IndexEntry& entry, std::string& storage);
   void wake_all();  // log_mu_ held
+  // Records in a sync slot that the log is durable up to `end` (log_mu_ held). Not synced
+  // here: the next fdatasync carries it; until then the previous slot stands.
+  void record_durable(std::uint64_t end);
   void check_usable() const {
     if (failed_.load()) {
       throw IoError(path_ + ": a write or fdatasync failed earlier; the database must be reopened");
@@ -387,6 +410,9 @@ class FileStoreImpl final : public FileStore {
   std::atomic<std::uint64_t> reserved_oid_{1};  // oids below it are in a durable oid mark
   std::uint64_t marked_oid_ = 1;  // the highest oid mark appended to the log; log_mu_
   std::uint64_t last_commit_sync_ = 0;  // the sync covering the newest commit frame; log_mu_
+  std::uint64_t sync_sequence_ = 0;     // of the newest sync slot; log_mu_
+  std::uint64_t opened_durable_end_ = log_start;  // what the sync slots said at open
+  std::uint64_t recorded_end_ = log_start;        // the newest sync slot's end; log_mu_
 
   std::mutex log_mu_;
   std::condition_variable log_cv_;      // a sync finished (pack waits for this)
@@ -497,6 +523,15 @@ FileStoreImpl::FileStoreImpl(std::string path, FileStoreOptions options)
     fileio::sync_data(fd_.get(), path_);
     allocated_ = buffer_start_;
   }
+  if (!options_.read_only && opened_durable_end_ != buffer_start_) {
+    // Make the sync slot say exactly where the durable log ends now: not past a cut (what is
+    // appended there later is not yet durable), not short of frames replay found whole (they
+    // are synced first).
+    fileio::sync_data(fd_.get(), path_);
+    std::lock_guard log_lk(log_mu_);
+    record_durable(buffer_start_);
+    fileio::sync_data(fd_.get(), path_);
+  }
   policy_ = options_.fsync.value_or(static_cast<FsyncPolicy>(header_.fsync));
   written_ = buffer_start_;
   map_ = std::make_unique<fileio::Mapping>(fd_.get(), map_reserve(buffer_start_), path_, true);
@@ -514,7 +549,19 @@ ReplayResult FileStoreImpl::open_log(std::string_view file) {
     }
     if (slot->sequence != 0 && (!newest || slot->sequence > newest->sequence)) newest = slot;
   }
-  if (!newest) return replay_log(file, path_, index_, false);
+  if (!all_zero(file.substr(reserved_offset, log_start - reserved_offset))) {
+    throw Corruption(fmt::format("{}: reserved bytes at offset {} are not zero", path_,
+                                 reserved_offset));
+  }
+  std::optional<SyncSlot> synced = newest_sync_slot(file);
+  if (!synced) {
+    throw Corruption(fmt::format("{}: a sync slot (offset {} or {}) fails its checksum", path_,
+                                 sync_slots_offset, sync_slots_offset + sync_slot_size));
+  }
+  sync_sequence_ = synced->sequence;
+  opened_durable_end_ = synced->end;
+  recorded_end_ = synced->end;
+  if (!newest) return replay_log(file, path_, index_, false, synced->end);
   // The checkpoint frame was synced before its slot was written: it must be whole.
   auto bad = [&](std::string_view what) {
     return Corruption(fmt::format("{}: checkpoint at offset {} {}", path_, newest->offset, what));
@@ -540,7 +587,7 @@ ReplayResult FileStoreImpl::open_log(std::string_view file) {
   start.csn = header->csn;
   start.next_oid = head->next_oid;
   start.transactions = head->transactions;
-  return replay_log(file, path_, index_, false, newest->end, start);
+  return replay_log(file, path_, index_, false, newest->end, start, synced->end);
 }
 
 void FileStoreImpl::maybe_checkpoint() {
@@ -586,6 +633,7 @@ void FileStoreImpl::write_checkpoint() {
     CheckpointSlot slot{checkpoint_sequence_ + 1, offset, end};
     fileio::pwrite_all(fd_.get(), encode_checkpoint_slot(slot),
                        checkpoint_slots_offset + (slot.sequence % 2) * checkpoint_slot_size, path_);
+    record_durable(end);
     // ... and the slot on disk before the checkpoint counts as written. The other slot still
     // names the previous checkpoint, so a slot torn by a crash here costs nothing.
     fileio::sync_data(fd_.get(), path_);
@@ -617,6 +665,12 @@ FileStoreImpl::~FileStoreImpl() {
     // included: a clean close loses nothing).
     fileio::truncate_file(fd_.get(), log_end(), path_);
     fileio::sync_data(fd_.get(), path_);
+    // Then record that all of it is durable (and sync that), so that the next open treats any
+    // damage in it as corruption. (Nothing changed: nothing to write.)
+    if (recorded_end_ != log_end()) {
+      record_durable(log_end());
+      fileio::sync_data(fd_.get(), path_);
+    }
   } catch (const Error& e) {
     std::cerr << "cairn: closing " << path_ << ": " << e.what() << "\n";
   }
@@ -673,11 +727,11 @@ void FileStoreImpl::wait_durable(std::uint64_t sync) {
     // give the others up to one sync's time to join: one fdatasync for all of them beats one
     // each (PostgreSQL's commit_delay, made adaptive).
     syncing_ = true;
-    int target = std::exchange(round_peak_, in_commit_.load());
-    if (frames_waiting_ < target) {
+    int joiners = std::exchange(round_peak_, in_commit_.load());
+    if (frames_waiting_ < joiners) {
       auto deadline = std::chrono::steady_clock::now() + 2 * last_sync_;
       gathering_ = true;
-      while (frames_waiting_ < target && !failed_.load()) {
+      while (frames_waiting_ < joiners && !failed_.load()) {
         if (gather_cv_.wait_until(lk, deadline) == std::cv_status::timeout) break;
       }
       gathering_ = false;
@@ -690,6 +744,7 @@ void FileStoreImpl::wait_durable(std::uint64_t sync) {
       syncing_ = false;
       throw;
     }
+    std::uint64_t synced_end = buffer_start_;  // what this sync makes durable
     lk.unlock();
     // The commit-acknowledging fdatasync: once it returns, every frame written before it is on
     // disk (the file's size too, the first time after a preallocation).
@@ -708,12 +763,26 @@ void FileStoreImpl::wait_durable(std::uint64_t sync) {
       throw IoError(fmt::format("fdatasync failed on {}: {}", path_, std::strerror(err)));
     }
     completed_ = std::max(completed_, number);
+    try {
+      record_durable(synced_end);
+    } catch (...) {
+      failed_ = true;
+      wake_all();
+      throw;
+    }
     sync_cv_[number % 2].notify_all();
     // Committers of the next sync (their frames may already have been written by pack or a
     // checkpoint, so the buffer says nothing) need a leader: wake one of them.
     sync_cv_[(number + 1) % 2].notify_one();
     log_cv_.notify_all();
   }
+}
+
+void FileStoreImpl::record_durable(std::uint64_t end) {
+  SyncSlot slot{++sync_sequence_, end};
+  recorded_end_ = end;
+  fileio::pwrite_all(fd_.get(), encode_sync_slot(slot),
+                     sync_slots_offset + (slot.sequence % 2) * sync_slot_size, path_);
 }
 
 void FileStoreImpl::wake_all() {
@@ -1110,7 +1179,7 @@ PackStats FileStoreImpl::pack(const PackProgress& progress) {
     FileIndex tail_index;
     // (Replayed after a blank header and a mark covering every oid; offsets shift by `prefix`.)
     std::string prefix = std::string(log_start, '\0') + encode_oid_mark(file_store_max_oid);
-    replay_log(prefix + tail, path_, tail_index, false);
+    replay_log(prefix + tail, path_, tail_index, false, UINT64_MAX);
     std::vector<Oid> extra;
     auto consider = [&](Oid target) {
       if (!copied.contains(target) && tail_index.find(target) == nullptr &&
@@ -1135,6 +1204,9 @@ PackStats FileStoreImpl::pack(const PackProgress& progress) {
     writer.add_raw(encode_oid_mark(std::max(marked_oid_, next_oid_.load())));
     writer.add_raw(tail);
     std::uint64_t new_end = writer.offset();
+    std::uint64_t new_sequence = sync_sequence_ + 1;
+    fileio::pwrite_all(tmp.get(), encode_sync_slot({new_sequence, new_end}),
+                       sync_slots_offset + (new_sequence % 2) * sync_slot_size, tmp_path);
     // The new file must be wholly on disk before its name replaces the old one...
     fileio::sync_data(tmp.get(), tmp_path);
     if (::rename(tmp_path.c_str(), path_.c_str()) != 0) {
@@ -1148,7 +1220,7 @@ PackStats FileStoreImpl::pack(const PackProgress& progress) {
     FileIndex fresh;
     {
       fileio::Mapping map(tmp.get(), new_end, tmp_path);
-      transactions_ = replay_log(map.bytes(), path_, fresh, false).transactions;
+      transactions_ = replay_log(map.bytes(), path_, fresh, false, new_end).transactions;
     }
     index_ = std::move(fresh);
     map_ = std::make_unique<fileio::Mapping>(tmp.get(), map_reserve(new_end), tmp_path, true);
@@ -1158,6 +1230,8 @@ PackStats FileStoreImpl::pack(const PackProgress& progress) {
     // Everything appended so far is in the new file, synced: as good as one more sync.
     completed_ = started_ = started_ + 1;
     checkpoint_end_ = log_start;  // the new file has no checkpoint yet
+    sync_sequence_ = new_sequence;
+    recorded_end_ = new_end;
     checkpoint_offset_ = 0;
     wake_all();
     stats.objects_after = index_.objects();
@@ -1177,13 +1251,25 @@ PackStats FileStoreImpl::pack(const PackProgress& progress) {
 }  // namespace
 
 ReplayResult replay_log(std::string_view file, const std::string& path, FileIndex& index,
-                        bool check, std::uint64_t from, const ReplayResult& start) {
-  return Replayer(file, path, index, check, from, start).run();
+                        bool check, std::uint64_t from, const ReplayResult& start,
+                        std::uint64_t durable_end) {
+  return Replayer(file, path, index, check, from, start, durable_end).run();
 }
 
 ReplayResult replay_log(std::string_view file, const std::string& path, FileIndex& index,
-                        bool check) {
-  return replay_log(file, path, index, check, log_start, ReplayResult{});
+                        bool check, std::uint64_t durable_end) {
+  return replay_log(file, path, index, check, log_start, ReplayResult{}, durable_end);
+}
+
+std::optional<SyncSlot> newest_sync_slot(std::string_view file) {
+  SyncSlot newest{0, log_start};
+  for (std::size_t i = 0; i < 2; ++i) {
+    std::optional<SyncSlot> slot =
+        decode_sync_slot(file.substr(sync_slots_offset + i * sync_slot_size));
+    if (!slot) return std::nullopt;
+    if (slot->sequence > newest.sequence) newest = *slot;
+  }
+  return newest;
 }
 
 std::unique_ptr<FileStore> FileStore::open(const std::string& path, FileStoreOptions options) {
@@ -1214,8 +1300,17 @@ CheckReport check_file(const std::string& path) {
     return report;
   }
   FileIndex index;
-  ReplayResult r = replay_log(file, path, index, true);
+  std::optional<SyncSlot> synced = newest_sync_slot(file);
+  ReplayResult r = replay_log(file, path, index, true, synced ? synced->end : UINT64_MAX);
   report.problems = std::move(r.problems);
+  if (!all_zero(file.substr(reserved_offset, log_start - reserved_offset))) {
+    report.problems.push_back(
+        fmt::format("reserved bytes at offset {} are not zero", reserved_offset));
+  }
+  if (!synced) {
+    report.problems.push_back(fmt::format("a sync slot (offset {} or {}) fails its checksum",
+                                          sync_slots_offset, sync_slots_offset + sync_slot_size));
+  }
   for (std::size_t i = 0; i < 2; ++i) {
     std::size_t at = checkpoint_slots_offset + i * checkpoint_slot_size;
     std::optional<CheckpointSlot> slot = decode_checkpoint_slot(file.substr(at));

@@ -205,6 +205,41 @@ TEST(FileStoreCrash, EveryByteFlipInACheckpointedDatabaseIsFoundByCheck) {
   }
 }
 
+TEST(FileStoreCrash, DamagePastTheDurableEndIsATornTailEvenWithDataAfterIt) {
+  // A power loss during an unsynced append can leave later pages of the write on disk and
+  // earlier ones not. Past the end the sync slots record, that is a torn tail, not corruption.
+  TempDir dir;
+  std::string path = dir.file("db.cairn");
+  Built b = build_db(path, 3);
+  std::string whole = read_file(path);
+  std::string later_page(300, 'x');  // bytes of a later page of the same write
+  for (std::string damage : {std::string(40, '\0') + later_page,  // zeroed start, data after
+                             std::string("ctxn garbage header bytes..") + later_page}) {
+    std::string cut = dir.file("cut.cairn");
+    write_file(cut, whole + damage);
+    CheckReport report = check_file(cut);
+    ASSERT_EQ(report.problems.size(), 1u);
+    EXPECT_NE(report.problems[0].find("torn transaction at offset " + std::to_string(whole.size())),
+              std::string::npos)
+        << report.problems[0];
+    std::vector<std::string> log;
+    FileStoreOptions options = quiet();
+    options.log = [&](std::string_view line) { log.emplace_back(line); };
+    auto db = FileStore::open(cut, options);
+    EXPECT_EQ(present_prefix(*db, b.first, 3), 3);
+    EXPECT_EQ(db->info().torn_offset, whole.size());
+    EXPECT_EQ(log.size(), 1u);
+    db.reset();
+    EXPECT_EQ(read_file(cut).size(), whole.size()) << "the damage is cut off";
+    EXPECT_TRUE(check_file(cut).ok);
+  }
+  // The same bytes inside the durable log are corruption.
+  std::string inside = whole;
+  inside.replace(b.sizes[1] + 2, 10, "0123456789");
+  write_file(path, inside);
+  EXPECT_THROW(FileStore::open(path, quiet()), Corruption);
+}
+
 // Reads 16-byte acknowledgements (thread, number) from `fd` until `deadline`, or until EOF.
 void read_acks(int fd, std::chrono::steady_clock::time_point deadline,
                std::map<std::uint64_t, std::int64_t>& last_ack, bool drain) {
