@@ -53,10 +53,10 @@ struct FileStoreInfo {
   std::uint64_t garbage_bytes = 0;  // an estimate of what pack() would reclaim
   std::uint64_t last_csn = 0;
   std::uint64_t next_oid = 0;
-  std::uint64_t transactions = 0;    // transactions in the log
-  std::uint64_t torn_bytes = 0;      // bytes of a torn tail found at open (cut unless read-only)
-  std::uint64_t torn_offset = 0;     // where that torn transaction began
-  std::uint64_t index_bytes = 0;     // memory held by the oid index and the type sets
+  std::uint64_t transactions = 0;       // transactions in the log
+  std::uint64_t torn_bytes = 0;         // bytes of a torn tail found at open (cut unless read-only)
+  std::uint64_t torn_offset = 0;        // where that torn transaction began
+  std::uint64_t index_bytes = 0;        // memory held by the oid index and the type sets
   std::uint64_t created_micros = 0;     // creation time, µs since the Unix epoch
   std::uint64_t checkpoint_offset = 0;  // of the newest index checkpoint (0 = none)
   std::uint64_t replayed_bytes = 0;     // log bytes open() replayed (after the checkpoint)

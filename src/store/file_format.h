@@ -42,8 +42,8 @@ std::string encode_file_header(const FileHeader& header);
 FileHeader decode_file_header(std::string_view bytes);
 
 enum class TxnKind : std::uint8_t {
-  commit = 1,   // records of one commit; every record's version is the frame's CSN
-  oids = 2,     // no records; the body is 8 bytes: the next oid new_oids() may hand out
+  commit = 1,     // records of one commit; every record's version is the frame's CSN
+  oids = 2,       // no records; the body is 8 bytes: the next oid new_oids() may hand out
   snapshot = 3,   // written by pack: records keep the versions they had
   checkpoint = 4  // the index as of this frame's position; replay skips it
 };

@@ -86,7 +86,7 @@ void FileIndex::encode_checkpoint(std::string& out, std::uint64_t next_oid,
 }
 
 std::optional<FileIndex::CheckpointHead> FileIndex::decode_checkpoint(std::string_view body,
-                                                                       std::uint32_t count) {
+                                                                      std::uint32_t count) {
   std::size_t at = 0;
   auto need = [&](std::size_t n) { return body.size() - at >= n; };
   if (!need(20)) return std::nullopt;

@@ -124,8 +124,8 @@ class Replayer {
           auto bad = pos + static_cast<std::uint64_t>(std::find_if(rest.begin(), rest.end(),
                                                                    [](char c) { return c != 0; }) -
                                                       rest.begin());
-          damage(pos, fmt::format("the log ends at offset {} but bytes follow at offset {}", pos,
-                                  bad));
+          damage(pos,
+                 fmt::format("the log ends at offset {} but bytes follow at offset {}", pos, bad));
         }
         break;
       }
@@ -401,14 +401,14 @@ class FileStoreImpl final : public FileStore {
 
   // Index checkpoints (docs/file-format.md §2.8); checkpoint_mu_ is taken before alloc_mu_.
   std::mutex checkpoint_mu_;
-  std::uint64_t checkpoint_sequence_ = 0;  // of the newest slot written or read
+  std::uint64_t checkpoint_sequence_ = 0;                 // of the newest slot written or read
   std::atomic<std::uint64_t> checkpoint_end_{log_start};  // log end the newest one covers
   std::uint64_t checkpoint_offset_ = 0;
 
   std::mutex alloc_mu_;
   std::atomic<std::uint64_t> next_oid_{1};
   std::atomic<std::uint64_t> reserved_oid_{1};  // oids below it are in a durable oid mark
-  std::uint64_t marked_oid_ = 1;  // the highest oid mark appended to the log; log_mu_
+  std::uint64_t marked_oid_ = 1;                // the highest oid mark appended to the log; log_mu_
   std::uint64_t last_commit_sync_ = 0;  // the sync covering the newest commit frame; log_mu_
   std::uint64_t sync_sequence_ = 0;     // of the newest sync slot; log_mu_
   std::uint64_t opened_durable_end_ = log_start;  // what the sync slots said at open
@@ -545,13 +545,14 @@ ReplayResult FileStoreImpl::open_log(std::string_view file) {
     std::size_t at = checkpoint_slots_offset + i * checkpoint_slot_size;
     std::optional<CheckpointSlot> slot = decode_checkpoint_slot(file.substr(at));
     if (!slot) {
-      throw Corruption(fmt::format("{}: checkpoint slot at offset {} fails its checksum", path_, at));
+      throw Corruption(
+          fmt::format("{}: checkpoint slot at offset {} fails its checksum", path_, at));
     }
     if (slot->sequence != 0 && (!newest || slot->sequence > newest->sequence)) newest = slot;
   }
   if (!all_zero(file.substr(reserved_offset, log_start - reserved_offset))) {
-    throw Corruption(fmt::format("{}: reserved bytes at offset {} are not zero", path_,
-                                 reserved_offset));
+    throw Corruption(
+        fmt::format("{}: reserved bytes at offset {} are not zero", path_, reserved_offset));
   }
   std::optional<SyncSlot> synced = newest_sync_slot(file);
   if (!synced) {
