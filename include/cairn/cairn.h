@@ -2,7 +2,9 @@
 #pragma once
 
 #include "cairn/codec.h"
+#include "cairn/database.h"
 #include "cairn/error.h"
+#include "cairn/file_store.h"
 #include "cairn/json.h"
 #include "cairn/kv.h"
 #include "cairn/oid.h"

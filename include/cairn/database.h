@@ -1,0 +1,308 @@
+// The object layer: a Database over any Store hands out Connections, each an identity-mapped
+// cache of objects read and written in optimistic, serializable transactions.
+//
+// Two ways to use it:
+//   Durus style   auto conn = db.connect();  conn.root().set("n", 1);  conn.commit();
+//                 A connection sees one consistent snapshot of the store, taken at its last
+//                 commit(), abort() or sync(); other connections' commits become visible only then.
+//   ODB style     db.transaction([&](cairn::Txn& tx) { ... });   retried on conflict
+//                 db.view([&](cairn::View& v) { ... });          read-only, never conflicts
+//
+// An object is (oid, type, key, state): the state is a Value (stored with cairn::encode), the type
+// and key are the store's (store.h). Objects refer to each other with Ref values in their state.
+// A Connection and everything it hands out belong to one thread at a time; Database is
+// thread-safe.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "cairn/oid.h"
+#include "cairn/store.h"
+#include "cairn/value.h"
+
+namespace cairn {
+
+namespace detail {
+struct Node;
+class ConnectionImpl;
+class DatabaseCore;
+}  // namespace detail
+
+// A handle to one object in one connection's cache: cheap to copy; two handles to the same oid
+// from the same connection compare equal and share state. Reading the state loads it on first
+// use and adds the object to the transaction's read set; writing marks it changed until the
+// connection commits or aborts. A handle throws InvalidArgument once its connection is closed or,
+// for objects from Database::transaction/view, once that call has returned.
+class Object {
+ public:
+  Object() = default;  // refers to nothing; every accessor but valid() throws InvalidArgument
+
+  bool valid() const { return node_ != nullptr; }
+  Oid oid() const;
+  Ref ref() const { return Ref{oid(), {}}; }
+
+  // Whether the object exists (has been committed, or created in this transaction, and not
+  // removed). Counts as a read.
+  bool exists() const;
+  // The object's type and key (store.h). Count as a read.
+  const std::string& type() const;
+  const std::string& key() const;
+
+  // The state. Throws NotFound if the object does not exist; the root (Oid 0) reads as an empty
+  // map until it is first written. The reference stays valid until the transaction ends or the
+  // object is written.
+  const Value& get() const;
+  // The state, for changing in place: reads it and marks the object changed.
+  Value& mutate();
+  // Replaces the state, keeping type and key (loaded if need be) or setting them. A blind write:
+  // the previous state is neither read nor validated, so concurrent blind writes do not
+  // conflict.
+  void set(Value state);
+  void set(Value state, std::string type, std::string key);
+  // Marks the object changed, for changes made through a reference kept from an earlier mutate().
+  void note_change();
+  // Deletes the object at commit (a blind write). An object created and removed in the same
+  // transaction is never written.
+  void remove();
+
+  // The object a Ref value names, from the same connection (identity-mapped). Throws
+  // InvalidArgument if `ref` is not a Ref.
+  Object resolve(const Value& ref) const;
+
+  friend bool operator==(const Object& a, const Object& b) { return a.node_ == b.node_; }
+
+ private:
+  friend class detail::ConnectionImpl;
+  Object(std::shared_ptr<detail::Node> node, std::uint64_t lease)
+      : node_(std::move(node)), lease_(lease) {}
+  detail::Node& live() const;
+
+  std::shared_ptr<detail::Node> node_;
+  std::uint64_t lease_ = 0;
+};
+
+// A view of an Object whose state is a Map, noting its own changes. Throws InvalidArgument (from
+// Value) if the state is not a map.
+class PersistentMap {
+ public:
+  PersistentMap() = default;
+  explicit PersistentMap(Object object) : object_(std::move(object)) {}
+
+  const Object& object() const { return object_; }
+  std::size_t size() const;
+  bool contains(std::string_view key) const;
+  const Value* find(std::string_view key) const;  // nullptr if absent
+  const Value& get(std::string_view key) const;   // NotFound if absent
+  // The object the Ref at `key` names (NotFound if absent, InvalidArgument if not a Ref).
+  Object object_at(std::string_view key) const;
+  std::vector<std::string> keys() const;  // in key order
+
+  void set(std::string key, Value value);
+  bool erase(std::string_view key);  // whether the key was there; unchanged if not
+
+ private:
+  const Value::Map& map() const;
+  Object object_;
+};
+
+// A view of an Object whose state is a List, noting its own changes. Indexes past the end throw
+// InvalidArgument.
+class PersistentList {
+ public:
+  PersistentList() = default;
+  explicit PersistentList(Object object) : object_(std::move(object)) {}
+
+  const Object& object() const { return object_; }
+  std::size_t size() const;
+  const Value& at(std::size_t index) const;
+  Object object_at(std::size_t index) const;  // the object the Ref at `index` names
+
+  void push_back(Value value);
+  void set(std::size_t index, Value value);
+  void erase(std::size_t index);
+
+ private:
+  const Value::List& list() const;
+  Object object_;
+};
+
+// One thread's session with a Database: an identity-mapped cache and the current transaction
+// (everything read or written since the last commit/abort/sync). Not thread-safe. Its cache is
+// released when it is destroyed.
+//
+// Consistency: the connection reads a snapshot of the store as of its last commit, abort or sync.
+// Objects load lazily; if one turns out to have changed since the snapshot, the connection moves
+// its snapshot forward when nothing it has read in this transaction changed, and otherwise
+// throws ConflictError. Every ConflictError a connection throws (from a read, sync or commit)
+// leaves it aborted and synced, ready to retry the transaction.
+class Connection {
+ public:
+  Connection(Connection&&) noexcept;
+  Connection& operator=(Connection&&) noexcept;
+  ~Connection();
+
+  // The root map (Oid 0); reads as empty until first committed.
+  PersistentMap root();
+  // The object with this oid, without loading it yet.
+  Object get(Oid oid);
+  // The object `ref` names. If `ref.type` is set, loads it now and throws InvalidArgument if the
+  // object exists with another type.
+  Object get(const Ref& ref);
+  // A new object with a freshly allocated oid, written at commit. Throws InvalidArgument for a
+  // type or key over the store's limits.
+  Object create(Value state, std::string type = {}, std::string key = {});
+
+  // Sends one commit with the reads, writes and removals of this transaction and returns its CSN,
+  // then syncs. With nothing changed it only syncs (a read-only transaction always succeeds).
+  // On ConflictError the transaction has been aborted and the connection synced.
+  std::uint64_t commit();
+  // Drops uncommitted changes (changed objects revert to their committed state; created ones no
+  // longer exist) and syncs.
+  void abort();
+  // Makes other connections' commits visible: cached objects they changed reload on next use.
+  // Without uncommitted changes this starts a new transaction. With changes, keeps them, and
+  // throws ConflictError (after aborting) if something this transaction read has changed.
+  void sync();
+
+  bool has_changes() const;
+  std::uint64_t snapshot_csn() const;  // the store CSN this connection's reads are consistent at
+  std::size_t cached_objects() const;
+
+ private:
+  friend class Database;
+  Connection(std::shared_ptr<detail::DatabaseCore> core,
+             std::unique_ptr<detail::ConnectionImpl> impl);
+  detail::ConnectionImpl& impl() const;
+
+  std::shared_ptr<detail::DatabaseCore> core_;  // outlives impl_
+  std::unique_ptr<detail::ConnectionImpl> impl_;
+};
+
+// The read-write transaction Database::transaction passes to its function.
+class Txn {
+ public:
+  explicit Txn(detail::ConnectionImpl& conn) : conn_(&conn) {}
+
+  PersistentMap root();
+  Object get(Oid oid);
+  Object get(const Ref& ref);
+  Object create(Value state, std::string type = {}, std::string key = {});
+  // Calls fn with the object's state to change in place (NotFound if it does not exist).
+  void modify(Oid oid, const std::function<void(Value&)>& fn);
+  void modify(const Ref& ref, const std::function<void(Value&)>& fn);
+  void modify(const Object& object, const std::function<void(Value&)>& fn);
+  // Deletes the object at commit (Object::remove).
+  void remove(Oid oid);
+  void remove(const Ref& ref);
+  void remove(const Object& object);
+
+ private:
+  detail::ConnectionImpl* conn_;
+};
+
+// The read-only snapshot Database::view passes to its function. Writing to an object obtained
+// through it throws InvalidArgument.
+class View {
+ public:
+  explicit View(detail::ConnectionImpl& conn) : conn_(&conn) {}
+
+  PersistentMap root();
+  Object get(Oid oid);
+  Object get(const Ref& ref);
+
+ private:
+  detail::ConnectionImpl* conn_;
+};
+
+struct DatabaseOptions {
+  // transaction(): how many times to retry after a ConflictError before rethrowing it.
+  int max_retries = 10;
+  // The back-off before retry n is uniformly random in [0, min(retry_delay * 2^n,
+  // max_retry_delay)].
+  std::chrono::microseconds retry_delay{200};
+  std::chrono::microseconds max_retry_delay{50'000};
+  // Objects a connection keeps cached between transactions: past it, commit and abort drop
+  // objects no handle refers to (ghosts, then the least recently read) to 3/4 of it.
+  std::size_t cache_size = 100'000;
+  // Idle connections kept for transaction() and view() to reuse, with their caches.
+  std::size_t pool_size = 8;
+};
+
+struct DatabaseStats {
+  std::size_t connections = 0;         // connections alive: handed out by connect() or pooled
+  std::size_t pooled_connections = 0;  // of those, idle in the pool
+  std::size_t cached_objects = 0;      // objects cached by all of them together
+};
+
+// A store and the connections working on it. Thread-safe. Connections keep what they need of it
+// alive, so they may outlive the Database object.
+class Database {
+ public:
+  explicit Database(std::unique_ptr<Store> store, DatabaseOptions options = {});
+  // The store a URL names (cairn::open).
+  static Database open(std::string_view url, DatabaseOptions options = {});
+  Database(Database&&) noexcept;
+  Database& operator=(Database&&) noexcept;
+  ~Database();
+
+  Store& store() const;
+  const DatabaseOptions& options() const;
+
+  // A new connection with an empty cache, for this thread.
+  Connection connect();
+
+  // Runs fn(Txn&) on a pooled connection and commits what it changed. On ConflictError (from a
+  // read or the commit) waits a jittered, growing delay and runs fn again, up to
+  // options().max_retries times, then rethrows. Any other exception aborts and propagates.
+  // Returns what fn returns; objects from the transaction are not usable after it returns.
+  template <typename Fn>
+  std::invoke_result_t<Fn&, Txn&> transaction(Fn&& fn) {
+    using Result = std::invoke_result_t<Fn&, Txn&>;
+    static_assert(!std::is_reference_v<Result>, "a transaction returns values, not references");
+    if constexpr (std::is_void_v<Result>) {
+      run_transaction([&fn](Txn& tx) { fn(tx); });
+    } else {
+      std::optional<Result> result;
+      run_transaction([&fn, &result](Txn& tx) { result.emplace(fn(tx)); });
+      return std::move(*result);
+    }
+  }
+
+  // Runs fn(View&) on a consistent snapshot. If the snapshot cannot be kept (an object it needs
+  // changed after something it already read), runs fn again on a newer one: fn never sees a
+  // partly applied commit and the caller never sees a conflict. fn may therefore run more than
+  // once.
+  template <typename Fn>
+  std::invoke_result_t<Fn&, View&> view(Fn&& fn) {
+    using Result = std::invoke_result_t<Fn&, View&>;
+    static_assert(!std::is_reference_v<Result>, "a view returns values, not references");
+    if constexpr (std::is_void_v<Result>) {
+      run_view([&fn](View& v) { fn(v); });
+    } else {
+      std::optional<Result> result;
+      run_view([&fn, &result](View& v) { result.emplace(fn(v)); });
+      return std::move(*result);
+    }
+  }
+
+  DatabaseStats stats() const;
+
+ private:
+  void run_transaction(const std::function<void(Txn&)>& fn);
+  void run_view(const std::function<void(View&)>& fn);
+  detail::DatabaseCore& core() const;
+
+  std::shared_ptr<detail::DatabaseCore> core_;
+};
+
+}  // namespace cairn

@@ -1,0 +1,411 @@
+// The connection cache and its optimistic transactions (connection_impl.h), and Connection.
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <utility>
+
+#include "cairn/codec.h"
+#include "cairn/error.h"
+#include "txn/connection_impl.h"
+#include "txn/database_core.h"
+
+namespace cairn::detail {
+namespace {
+
+void check_type_and_key(const std::string& type, const std::string& key) {
+  if (type.size() > max_type_length) {
+    throw InvalidArgument(
+        fmt::format("type is {} bytes; the limit is {}", type.size(), max_type_length));
+  }
+  if (key.size() > max_key_length) {
+    throw InvalidArgument(
+        fmt::format("key is {} bytes; the limit is {}", key.size(), max_key_length));
+  }
+}
+
+// The state of an object that does not exist: the root reads as an empty map.
+Value absent_state(Oid oid) {
+  return oid.is_root() ? Value(Value::Map{}) : Value();
+}
+
+}  // namespace
+
+ConnectionImpl::ConnectionImpl(Store& store, ConnectionCounters& counters, std::size_t cache_size)
+    : store_(store), counters_(counters), cache_size_(cache_size), shrink_at_(cache_size) {
+  snapshot_ = store_.load({}).csn;
+  ++counters_.connections;
+}
+
+ConnectionImpl::~ConnectionImpl() {
+  for (auto& [oid, node] : cache_)
+    node->conn = nullptr;
+  counters_.cached_objects -= cache_.size();
+  --counters_.connections;
+}
+
+std::shared_ptr<Node>& ConnectionImpl::node(Oid oid) {
+  auto [it, inserted] = cache_.try_emplace(oid);
+  if (inserted) {
+    it->second = std::make_shared<Node>(oid, this);
+    ++counters_.cached_objects;
+  }
+  return it->second;
+}
+
+Object ConnectionImpl::get(Oid oid) {
+  return handle(node(oid));
+}
+
+Object ConnectionImpl::get(const Ref& ref) {
+  std::shared_ptr<Node> n = node(ref.oid);  // a copy: a conflict while loading may shrink the cache
+  if (!ref.type.empty() && exists(*n) && n->type != ref.type) {
+    throw InvalidArgument(fmt::format("object {} has type \"{}\"; the reference expects \"{}\"",
+                                      ref.oid.value(), n->type, ref.type));
+  }
+  return handle(n);
+}
+
+Object ConnectionImpl::create(Value state, std::string type, std::string key) {
+  check_writable();
+  check_type_and_key(type, key);
+  std::shared_ptr<Node>& n = node(store_.new_oids(1));
+  n->loaded = true;
+  n->present = true;
+  n->created = true;
+  n->version = 0;
+  n->type = std::move(type);
+  n->key = std::move(key);
+  n->value = std::move(state);
+  mark_dirty(*n);
+  return handle(n);
+}
+
+void ConnectionImpl::ensure_loaded(Node& n) {
+  if (n.loaded) return;
+  Oid one[] = {n.oid};
+  LoadResult result = store_.load(one);
+  StoredObject& stored = result.objects.at(0);
+  // Absent now, but possibly deleted after the snapshot: only the history can tell.
+  bool newer = stored.version > snapshot_ || (stored.version == 0 && result.csn > snapshot_);
+  Value state = stored.exists() ? decode(stored.data) : absent_state(n.oid);
+  if (newer) catch_up(result.csn);
+  n.loaded = true;
+  n.present = stored.exists();
+  n.version = stored.version;
+  n.type = std::move(stored.type);
+  n.key = std::move(stored.key);
+  n.value = std::move(state);
+}
+
+void ConnectionImpl::note_read(Node& n) {
+  n.touched = true;
+  if (n.read || n.dirty) return;  // a changed object reads back this transaction's own state
+  n.read = true;
+  read_set_.push_back(&n);
+}
+
+void ConnectionImpl::mark_dirty(Node& n) {
+  if (n.dirty) return;
+  n.dirty = true;
+  dirty_.push_back(&n);
+}
+
+void ConnectionImpl::check_writable() const {
+  if (read_only_) throw InvalidArgument("objects read through a view are read-only");
+}
+
+bool ConnectionImpl::exists(Node& n) {
+  ensure_loaded(n);
+  note_read(n);
+  return n.present;
+}
+
+const std::string& ConnectionImpl::type(Node& n) {
+  ensure_loaded(n);
+  note_read(n);
+  return n.type;
+}
+
+const std::string& ConnectionImpl::key(Node& n) {
+  ensure_loaded(n);
+  note_read(n);
+  return n.key;
+}
+
+const Value& ConnectionImpl::read(Node& n) {
+  ensure_loaded(n);
+  note_read(n);
+  if (!n.present && !n.oid.is_root()) {
+    throw NotFound(fmt::format("object {} does not exist", n.oid.value()));
+  }
+  return n.value;
+}
+
+Value& ConnectionImpl::write(Node& n) {
+  check_writable();
+  read(n);
+  n.present = true;  // only the root may be absent here: it becomes an empty map
+  mark_dirty(n);
+  return n.value;
+}
+
+void ConnectionImpl::set(Node& n, Value state) {
+  check_writable();
+  ensure_loaded(n);  // for its type and key; not a read
+  n.value = std::move(state);
+  n.present = true;
+  mark_dirty(n);
+}
+
+void ConnectionImpl::set(Node& n, Value state, std::string type, std::string key) {
+  check_writable();
+  check_type_and_key(type, key);
+  // Nothing of the old state is needed, so a ghost stays unread: its version matters only for
+  // reads, and a changed node is never read from the store again in this transaction.
+  n.loaded = true;
+  n.value = std::move(state);
+  n.type = std::move(type);
+  n.key = std::move(key);
+  n.present = true;
+  mark_dirty(n);
+}
+
+void ConnectionImpl::remove(Node& n) {
+  check_writable();
+  ensure_loaded(n);  // keeps type and key, should the object be set again before commit
+  n.value = absent_state(n.oid);
+  n.present = false;
+  mark_dirty(n);
+}
+
+void ConnectionImpl::ghost(Node& n) {
+  n.loaded = false;
+  n.present = false;
+  n.version = 0;
+  n.type.clear();
+  n.key.clear();
+  n.value = Value();
+}
+
+std::vector<Oid> ConnectionImpl::apply(const Changes& changes, bool keep_current) {
+  std::vector<Oid> conflicts;
+  if (!changes.complete) {
+    // The history is gone: anything read may have changed, and any cached state may be stale.
+    for (Node* n : read_set_)
+      conflicts.push_back(n->oid);
+    if (!conflicts.empty()) return conflicts;
+    for (auto& [oid, n] : cache_) {
+      if (!n->dirty) ghost(*n);
+    }
+    return conflicts;
+  }
+  for (Oid oid : changes.oids) {
+    auto it = cache_.find(oid);
+    if (it != cache_.end() && it->second->read) conflicts.push_back(oid);
+  }
+  if (!conflicts.empty()) return conflicts;
+  for (Oid oid : changes.oids) {
+    auto it = cache_.find(oid);
+    if (it == cache_.end()) continue;
+    Node& n = *it->second;
+    // Blind writes of this transaction stay; a state written by the newest commit is current.
+    if (n.dirty || (keep_current && n.loaded && n.version == changes.csn)) continue;
+    ghost(n);
+  }
+  return conflicts;
+}
+
+void ConnectionImpl::catch_up(std::uint64_t load_csn) {
+  Changes changes = store_.changes_since(snapshot_);
+  std::vector<Oid> conflicts = apply(changes, changes.csn == load_csn);
+  if (!conflicts.empty()) fail(std::move(conflicts), "changed after this transaction read them");
+  // Every read object is unchanged up to changes.csn >= load_csn, every other changed object is
+  // a ghost again, and the loaded state is the one at load_csn: the snapshot is now load_csn.
+  snapshot_ = load_csn;
+}
+
+void ConnectionImpl::fail(std::vector<Oid> oids, const char* why) {
+  std::sort(oids.begin(), oids.end());
+  oids.erase(std::unique(oids.begin(), oids.end()), oids.end());
+  std::string list;
+  for (Oid oid : oids)
+    list += (list.empty() ? "" : ", ") + oid.str();
+  abort();
+  ++conflicts_;
+  throw ConflictError(fmt::format("conflict on oids {}: {}", list, why), std::move(oids));
+}
+
+void ConnectionImpl::end_transaction() {
+  for (Node* n : read_set_)
+    n->read = false;
+  read_set_.clear();
+}
+
+void ConnectionImpl::sync() {
+  // Without changes there is nothing a stale read could have spoiled: start a new transaction.
+  if (dirty_.empty()) end_transaction();
+  Changes changes = store_.changes_since(snapshot_);
+  std::vector<Oid> conflicts = apply(changes, true);
+  if (!conflicts.empty()) fail(std::move(conflicts), "changed after this transaction read them");
+  snapshot_ = changes.csn;
+}
+
+void ConnectionImpl::abort() {
+  for (Node* n : dirty_) {
+    n->dirty = false;
+    if (n->created) {
+      // Never committed: the oid stays allocated and absent.
+      n->created = false;
+      ghost(*n);
+      n->loaded = true;
+    } else {
+      ghost(*n);
+    }
+  }
+  dirty_.clear();
+  end_transaction();
+  sync();  // nothing is read any more, so this cannot conflict
+  shrink();
+}
+
+std::uint64_t ConnectionImpl::commit() {
+  CommitRequest request;
+  for (Node* n : dirty_) {
+    if (n->present) {
+      request.writes.push_back(WriteOp{n->oid, n->type, n->key, encode(n->value)});
+    } else if (!n->created) {
+      request.deletes.push_back(n->oid);
+    }
+  }
+  if (request.writes.empty() && request.deletes.empty()) {
+    // A read-only transaction: its reads are one consistent snapshot, so it is serializable as
+    // it stands. (Objects created and removed again are dropped like any other change.)
+    abort();
+    return snapshot_;
+  }
+  request.reads.reserve(read_set_.size());
+  for (Node* n : read_set_)
+    request.reads.push_back(ReadCheck{n->oid, n->version});
+  std::uint64_t csn = 0;
+  try {
+    csn = store_.commit(request);
+  } catch (const ConflictError&) {
+    abort();
+    ++conflicts_;
+    throw;
+  }
+  for (Node* n : dirty_) {
+    n->dirty = false;
+    n->created = false;
+    n->version = n->present ? csn : 0;
+  }
+  dirty_.clear();
+  end_transaction();
+  sync();
+  shrink();
+  return csn;
+}
+
+void ConnectionImpl::shrink() {
+  if (cache_.size() <= shrink_at_) return;
+  // Only nodes no handle refers to may go: identity must hold for every handle. Ghosts go first,
+  // then nodes not used since the last shrink, then any, down to three quarters of the target
+  // so that the scan is paid for by many transactions.
+  std::size_t target = cache_size_ - cache_size_ / 4;
+  auto droppable = [](const Node& n, bool untouched_only) {
+    return !n.dirty && !n.read && !(untouched_only && n.touched);
+  };
+  std::size_t before = cache_.size();
+  std::erase_if(cache_, [&](const auto& entry) {
+    return entry.second.use_count() == 1 && !entry.second->loaded &&
+           droppable(*entry.second, false);
+  });
+  for (bool untouched_only : {true, false}) {
+    for (auto it = cache_.begin(); it != cache_.end() && cache_.size() > target;) {
+      bool drop = it->second.use_count() == 1 && droppable(*it->second, untouched_only);
+      it = drop ? cache_.erase(it) : std::next(it);
+    }
+  }
+  for (auto& [oid, n] : cache_)
+    n->touched = false;
+  counters_.cached_objects -= before - cache_.size();
+  // Mostly held by handles: wait until the cache doubles before scanning it again.
+  shrink_at_ = cache_.size() > target ? std::max(cache_size_, 2 * cache_.size()) : cache_size_;
+}
+
+void ConnectionImpl::begin_lease(bool read_only) {
+  read_only_ = read_only;
+  abort();  // a clean transaction on the newest snapshot
+}
+
+void ConnectionImpl::end_lease() {
+  if (!dirty_.empty()) {
+    abort();
+  } else {
+    end_transaction();
+    shrink();
+  }
+  read_only_ = false;
+  ++lease_;  // handles from this lease stop working
+}
+
+}  // namespace cairn::detail
+
+namespace cairn {
+
+Connection::Connection(std::shared_ptr<detail::DatabaseCore> core,
+                       std::unique_ptr<detail::ConnectionImpl> impl)
+    : core_(std::move(core)), impl_(std::move(impl)) {}
+
+Connection::Connection(Connection&&) noexcept = default;
+
+Connection& Connection::operator=(Connection&& other) noexcept {
+  if (this != &other) {
+    impl_.reset();  // before the core it may be the last user of
+    core_ = std::move(other.core_);
+    impl_ = std::move(other.impl_);
+  }
+  return *this;
+}
+
+Connection::~Connection() {
+  impl_.reset();
+}
+
+detail::ConnectionImpl& Connection::impl() const {
+  if (!impl_) throw InvalidArgument("this Connection has been moved from");
+  return *impl_;
+}
+
+PersistentMap Connection::root() {
+  return PersistentMap(impl().get(Oid::root()));
+}
+Object Connection::get(Oid oid) {
+  return impl().get(oid);
+}
+Object Connection::get(const Ref& ref) {
+  return impl().get(ref);
+}
+Object Connection::create(Value state, std::string type, std::string key) {
+  return impl().create(std::move(state), std::move(type), std::move(key));
+}
+std::uint64_t Connection::commit() {
+  return impl().commit();
+}
+void Connection::abort() {
+  impl().abort();
+}
+void Connection::sync() {
+  impl().sync();
+}
+bool Connection::has_changes() const {
+  return impl().has_changes();
+}
+std::uint64_t Connection::snapshot_csn() const {
+  return impl().snapshot_csn();
+}
+std::size_t Connection::cached_objects() const {
+  return impl().cached_objects();
+}
+
+}  // namespace cairn

@@ -1,0 +1,102 @@
+// ConnectionImpl: the identity-mapped cache and the optimistic transaction behind Connection,
+// Txn, View and Object (include/cairn/database.h).
+//
+// Invariant: every loaded, unchanged node holds the state its object had at snapshot_ (the
+// connection's snapshot CSN), so that everything the transaction reads is one consistent
+// snapshot. Loads return the store's current state; a load newer than the snapshot moves the
+// snapshot forward when nothing read so far has changed (catch_up), and is a conflict otherwise.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "cairn/database.h"
+#include "cairn/store.h"
+#include "txn/node.h"
+
+namespace cairn::detail {
+
+// Counts the Database keeps over all its connections (DatabaseStats).
+struct ConnectionCounters {
+  std::atomic<std::size_t> connections{0};
+  std::atomic<std::size_t> cached_objects{0};
+};
+
+class ConnectionImpl {
+ public:
+  ConnectionImpl(Store& store, ConnectionCounters& counters, std::size_t cache_size);
+  ConnectionImpl(const ConnectionImpl&) = delete;
+  ConnectionImpl& operator=(const ConnectionImpl&) = delete;
+  // Detaches every node still referenced by a handle, so that the handle throws.
+  ~ConnectionImpl();
+
+  Object get(Oid oid);
+  Object get(const Ref& ref);
+  Object create(Value state, std::string type, std::string key);
+  std::uint64_t commit();
+  void abort();
+  void sync();
+
+  bool has_changes() const { return !dirty_.empty(); }
+  std::uint64_t snapshot_csn() const { return snapshot_; }
+  std::size_t cached_objects() const { return cache_.size(); }
+  // How many ConflictErrors this connection has thrown: tells its own from others'.
+  std::uint64_t conflicts() const { return conflicts_; }
+
+  // A lease is one use of a pooled connection by transaction() or view(): handles from an earlier
+  // lease no longer work. `read_only` refuses every write (views).
+  void begin_lease(bool read_only);
+  void end_lease();
+  std::uint64_t lease() const { return lease_; }
+
+  // Whether `object` is a handle from this connection.
+  bool owns(const Object& object) const { return object.node_ && object.node_->conn == this; }
+
+  // What Object does to its node.
+  bool exists(Node& node);
+  const std::string& type(Node& node);
+  const std::string& key(Node& node);
+  const Value& read(Node& node);
+  Value& write(Node& node);
+  void set(Node& node, Value state);
+  void set(Node& node, Value state, std::string type, std::string key);
+  void remove(Node& node);
+
+ private:
+  Object handle(const std::shared_ptr<Node>& node) const { return Object(node, lease_); }
+  std::shared_ptr<Node>& node(Oid oid);
+  void ensure_loaded(Node& node);
+  void note_read(Node& node);
+  void mark_dirty(Node& node);
+  void check_writable() const;
+  void ghost(Node& node);
+  // After a load at `load_csn` found a state newer than the snapshot: moves the snapshot there,
+  // or aborts and throws ConflictError if something read in this transaction has changed.
+  void catch_up(std::uint64_t load_csn);
+  // Turns the cached nodes `changes` names into ghosts, unless one of them is in the read set:
+  // then changes nothing and returns those (the conflicts). `keep_current`: keep nodes loaded at
+  // changes.csn, which no later commit can have changed.
+  std::vector<Oid> apply(const Changes& changes, bool keep_current);
+  [[noreturn]] void fail(std::vector<Oid> oids, const char* why);
+  void end_transaction();
+  void shrink();
+
+  Store& store_;
+  ConnectionCounters& counters_;
+  std::unordered_map<Oid, std::shared_ptr<Node>> cache_;
+  std::vector<Node*> read_set_;  // nodes with read set, kept alive by cache_
+  std::vector<Node*> dirty_;     // nodes with dirty set, in the order they changed
+  std::uint64_t snapshot_ = 0;
+  std::uint64_t lease_ = 1;
+  bool read_only_ = false;
+  std::uint64_t conflicts_ = 0;
+  std::size_t cache_size_;
+  std::size_t shrink_at_;
+};
+
+}  // namespace cairn::detail

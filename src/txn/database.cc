@@ -1,0 +1,167 @@
+// Database: the connection pool, and transaction() and view() with their retries.
+#include <algorithm>
+#include <chrono>
+#include <optional>
+#include <random>
+#include <thread>
+#include <utility>
+
+#include "cairn/database.h"
+#include "cairn/error.h"
+#include "txn/database_core.h"
+
+namespace cairn::detail {
+
+DatabaseCore::DatabaseCore(std::unique_ptr<Store> store, DatabaseOptions options)
+    : store_(std::move(store)), options_(options) {}
+
+DatabaseStats DatabaseCore::stats() const {
+  DatabaseStats out;
+  out.connections = counters_.connections.load();
+  out.cached_objects = counters_.cached_objects.load();
+  std::lock_guard lk(mu_);
+  out.pooled_connections = pool_.size();
+  return out;
+}
+
+std::unique_ptr<ConnectionImpl> DatabaseCore::make_connection() {
+  return std::make_unique<ConnectionImpl>(*store_, counters_, options_.cache_size);
+}
+
+std::unique_ptr<ConnectionImpl> DatabaseCore::take(bool read_only) {
+  std::unique_ptr<ConnectionImpl> conn;
+  {
+    std::lock_guard lk(mu_);
+    if (!pool_.empty()) {
+      conn = std::move(pool_.back());
+      pool_.pop_back();
+    }
+  }
+  if (!conn) conn = make_connection();
+  conn->begin_lease(read_only);
+  return conn;
+}
+
+void DatabaseCore::give_back(std::unique_ptr<ConnectionImpl> conn) noexcept {
+  try {
+    conn->end_lease();
+  } catch (...) {
+    return;  // the store failed while dropping changes: do not reuse this connection
+  }
+  std::lock_guard lk(mu_);
+  if (pool_.size() < options_.pool_size) pool_.push_back(std::move(conn));
+  // else: conn is destroyed here, its cache with it
+}
+
+namespace {
+
+// A connection leased from the pool for one transaction() or view() call.
+class Lease {
+ public:
+  Lease(DatabaseCore& core, bool read_only) : core_(core), conn_(core.take(read_only)) {}
+  Lease(const Lease&) = delete;
+  Lease& operator=(const Lease&) = delete;
+  ~Lease() { core_.give_back(std::move(conn_)); }
+  ConnectionImpl& operator*() const { return *conn_; }
+  ConnectionImpl* operator->() const { return conn_.get(); }
+
+ private:
+  DatabaseCore& core_;
+  std::unique_ptr<ConnectionImpl> conn_;
+};
+
+// Jittered exponential back-off between attempts: uniform in [0, min(base * 2^retry, cap)].
+class Backoff {
+ public:
+  explicit Backoff(const DatabaseOptions& options)
+      : base_(options.retry_delay), cap_(options.max_retry_delay) {}
+
+  void wait(int retry) {
+    auto ceiling = std::min(cap_, base_ * (std::int64_t{1} << std::clamp(retry, 0, 30)));
+    if (ceiling.count() <= 0) return;
+    if (!rng_) rng_.emplace(std::random_device{}());
+    std::uniform_int_distribution<std::int64_t> pick(0, ceiling.count());
+    std::this_thread::sleep_for(std::chrono::microseconds(pick(*rng_)));
+  }
+
+ private:
+  std::chrono::microseconds base_;
+  std::chrono::microseconds cap_;
+  std::optional<std::minstd_rand> rng_;  // seeded at the first retry only
+};
+
+}  // namespace
+}  // namespace cairn::detail
+
+namespace cairn {
+
+Database::Database(std::unique_ptr<Store> store, DatabaseOptions options) {
+  if (!store) throw InvalidArgument("a Database needs a store");
+  core_ = std::make_shared<detail::DatabaseCore>(std::move(store), options);
+}
+
+Database Database::open(std::string_view url, DatabaseOptions options) {
+  return Database(cairn::open(url), options);
+}
+
+Database::Database(Database&&) noexcept = default;
+Database& Database::operator=(Database&&) noexcept = default;
+Database::~Database() = default;
+
+detail::DatabaseCore& Database::core() const {
+  if (!core_) throw InvalidArgument("this Database has been moved from");
+  return *core_;
+}
+
+Store& Database::store() const {
+  return core().store();
+}
+const DatabaseOptions& Database::options() const {
+  return core().options();
+}
+DatabaseStats Database::stats() const {
+  return core().stats();
+}
+
+Connection Database::connect() {
+  return Connection(core_, core().make_connection());
+}
+
+void Database::run_transaction(const std::function<void(Txn&)>& fn) {
+  detail::DatabaseCore& c = core();
+  detail::Lease conn(c, false);
+  detail::Backoff backoff(c.options());
+  for (int retry = 0;; ++retry) {
+    try {
+      Txn tx(*conn);
+      fn(tx);
+      conn->commit();
+      return;
+    } catch (const ConflictError&) {
+      if (retry >= c.options().max_retries) throw;
+    }
+    backoff.wait(retry);
+    conn->abort();  // start again on the newest snapshot
+  }
+}
+
+void Database::run_view(const std::function<void(View&)>& fn) {
+  detail::DatabaseCore& c = core();
+  detail::Lease conn(c, true);
+  detail::Backoff backoff(c.options());
+  for (int retry = 0;; ++retry) {
+    std::uint64_t conflicts = conn->conflicts();
+    try {
+      View v(*conn);
+      fn(v);
+      // Everything fn read was one snapshot: nothing to validate.
+      return;
+    } catch (const ConflictError&) {
+      if (conn->conflicts() == conflicts) throw;  // not the view's own: fn's business
+    }
+    backoff.wait(retry);
+    conn->abort();
+  }
+}
+
+}  // namespace cairn

@@ -1,0 +1,39 @@
+// DatabaseCore: what a Database and its connections share: the store, the options, the counts
+// behind DatabaseStats and the pool of idle connections that transaction() and view() reuse.
+// Connections hold it by shared_ptr, so it outlives the Database object while they live.
+#pragma once
+
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "cairn/database.h"
+#include "cairn/store.h"
+#include "txn/connection_impl.h"
+
+namespace cairn::detail {
+
+class DatabaseCore {
+ public:
+  DatabaseCore(std::unique_ptr<Store> store, DatabaseOptions options);
+
+  Store& store() { return *store_; }
+  const DatabaseOptions& options() const { return options_; }
+  DatabaseStats stats() const;
+
+  // A new connection with an empty cache.
+  std::unique_ptr<ConnectionImpl> make_connection();
+  // An idle connection from the pool (or a new one), begun on the newest snapshot.
+  std::unique_ptr<ConnectionImpl> take(bool read_only);
+  // Ends the lease and pools the connection, or drops it if the pool is full. Never throws.
+  void give_back(std::unique_ptr<ConnectionImpl> conn) noexcept;
+
+ private:
+  std::unique_ptr<Store> store_;
+  DatabaseOptions options_;
+  ConnectionCounters counters_;
+  mutable std::mutex mu_;
+  std::vector<std::unique_ptr<ConnectionImpl>> pool_;  // last: its connections use the above
+};
+
+}  // namespace cairn::detail

@@ -1,0 +1,40 @@
+// Node: one object in a connection's cache, shared by every Object handle to it. Plain data: the
+// rules for moving between its states live in ConnectionImpl (connection_impl.h).
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "cairn/oid.h"
+#include "cairn/value.h"
+
+namespace cairn::detail {
+
+class ConnectionImpl;
+
+struct Node {
+  Node(Oid id, ConnectionImpl* owner) : oid(id), conn(owner) {}
+
+  Oid oid;
+  ConnectionImpl* conn;  // null once the connection is closed
+
+  // false: a ghost, whose state is not in memory and loads on next use.
+  bool loaded = false;
+  // The current state exists (false: absent in the store, or removed in this transaction).
+  bool present = false;
+  // In the current transaction's read set, at `version`.
+  bool read = false;
+  // Written, created or removed in the current transaction.
+  bool dirty = false;
+  // Read since the cache was last shrunk (kept in preference to nodes not read).
+  bool touched = false;
+  // Its oid was allocated in the current transaction and has never been committed.
+  bool created = false;
+
+  std::uint64_t version = 0;  // of the committed state this node was loaded from (0 = absent)
+  std::string type;
+  std::string key;
+  Value value;
+};
+
+}  // namespace cairn::detail

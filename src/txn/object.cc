@@ -1,0 +1,228 @@
+// Object handles, the persistent containers over them, and the Txn and View facades.
+#include <fmt/format.h>
+
+#include <utility>
+
+#include "cairn/database.h"
+#include "cairn/error.h"
+#include "txn/connection_impl.h"
+
+namespace cairn {
+
+detail::Node& Object::live() const {
+  if (!node_) throw InvalidArgument("this Object handle refers to no object");
+  if (node_->conn == nullptr) {
+    throw InvalidArgument(
+        fmt::format("object {}: its connection has been closed", node_->oid.value()));
+  }
+  if (node_->conn->lease() != lease_) {
+    throw InvalidArgument(fmt::format("object {}: the transaction or view it was read in has ended",
+                                      node_->oid.value()));
+  }
+  return *node_;
+}
+
+Oid Object::oid() const {
+  return live().oid;
+}
+
+bool Object::exists() const {
+  detail::Node& n = live();
+  return n.conn->exists(n);
+}
+
+const std::string& Object::type() const {
+  detail::Node& n = live();
+  return n.conn->type(n);
+}
+
+const std::string& Object::key() const {
+  detail::Node& n = live();
+  return n.conn->key(n);
+}
+
+const Value& Object::get() const {
+  detail::Node& n = live();
+  return n.conn->read(n);
+}
+
+Value& Object::mutate() {
+  detail::Node& n = live();
+  return n.conn->write(n);
+}
+
+void Object::set(Value state) {
+  detail::Node& n = live();
+  n.conn->set(n, std::move(state));
+}
+
+void Object::set(Value state, std::string type, std::string key) {
+  detail::Node& n = live();
+  n.conn->set(n, std::move(state), std::move(type), std::move(key));
+}
+
+void Object::note_change() {
+  mutate();
+}
+
+void Object::remove() {
+  detail::Node& n = live();
+  n.conn->remove(n);
+}
+
+Object Object::resolve(const Value& ref) const {
+  detail::Node& n = live();
+  if (!ref.is_ref()) {
+    throw InvalidArgument(
+        fmt::format("expected a reference to an object, got a {}", to_string(ref.kind())));
+  }
+  return n.conn->get(ref.as_ref());
+}
+
+// ---- PersistentMap ----
+
+const Value::Map& PersistentMap::map() const {
+  return object_.get().as_map();
+}
+
+std::size_t PersistentMap::size() const {
+  return map().size();
+}
+
+bool PersistentMap::contains(std::string_view key) const {
+  return map().contains(key);
+}
+
+const Value* PersistentMap::find(std::string_view key) const {
+  const Value::Map& m = map();
+  auto it = m.find(key);
+  return it == m.end() ? nullptr : &it->second;
+}
+
+const Value& PersistentMap::get(std::string_view key) const {
+  if (const Value* v = find(key)) return *v;
+  throw NotFound(fmt::format("object {} has no key \"{}\"", object_.oid().value(), key));
+}
+
+Object PersistentMap::object_at(std::string_view key) const {
+  return object_.resolve(get(key));
+}
+
+std::vector<std::string> PersistentMap::keys() const {
+  std::vector<std::string> out;
+  out.reserve(map().size());
+  for (const auto& [key, value] : map())
+    out.push_back(key);
+  return out;
+}
+
+void PersistentMap::set(std::string key, Value value) {
+  object_.mutate().as_map().insert_or_assign(std::move(key), std::move(value));
+}
+
+bool PersistentMap::erase(std::string_view key) {
+  auto it = map().find(key);
+  if (it == map().end()) return false;
+  Value::Map& m = object_.mutate().as_map();
+  m.erase(m.find(key));
+  return true;
+}
+
+// ---- PersistentList ----
+
+const Value::List& PersistentList::list() const {
+  return object_.get().as_list();
+}
+
+std::size_t PersistentList::size() const {
+  return list().size();
+}
+
+namespace {
+void check_index(Oid oid, std::size_t index, std::size_t size) {
+  if (index >= size) {
+    throw InvalidArgument(
+        fmt::format("index {} is past the end of object {} (size {})", index, oid.value(), size));
+  }
+}
+}  // namespace
+
+const Value& PersistentList::at(std::size_t index) const {
+  const Value::List& l = list();
+  check_index(object_.oid(), index, l.size());
+  return l[index];
+}
+
+Object PersistentList::object_at(std::size_t index) const {
+  return object_.resolve(at(index));
+}
+
+void PersistentList::push_back(Value value) {
+  object_.mutate().as_list().push_back(std::move(value));
+}
+
+void PersistentList::set(std::size_t index, Value value) {
+  check_index(object_.oid(), index, list().size());
+  object_.mutate().as_list()[index] = std::move(value);
+}
+
+void PersistentList::erase(std::size_t index) {
+  check_index(object_.oid(), index, list().size());
+  Value::List& l = object_.mutate().as_list();
+  l.erase(l.begin() + static_cast<std::ptrdiff_t>(index));
+}
+
+// ---- Txn and View ----
+
+PersistentMap Txn::root() {
+  return PersistentMap(conn_->get(Oid::root()));
+}
+Object Txn::get(Oid oid) {
+  return conn_->get(oid);
+}
+Object Txn::get(const Ref& ref) {
+  return conn_->get(ref);
+}
+Object Txn::create(Value state, std::string type, std::string key) {
+  return conn_->create(std::move(state), std::move(type), std::move(key));
+}
+void Txn::modify(Oid oid, const std::function<void(Value&)>& fn) {
+  fn(get(oid).mutate());
+}
+void Txn::modify(const Ref& ref, const std::function<void(Value&)>& fn) {
+  fn(get(ref).mutate());
+}
+namespace {
+Object own(detail::ConnectionImpl& conn, const Object& object) {
+  if (object.valid() && !conn.owns(object)) {
+    throw InvalidArgument(
+        fmt::format("object {} belongs to another connection", object.oid().value()));
+  }
+  return object;
+}
+}  // namespace
+
+void Txn::modify(const Object& object, const std::function<void(Value&)>& fn) {
+  fn(own(*conn_, object).mutate());
+}
+void Txn::remove(Oid oid) {
+  get(oid).remove();
+}
+void Txn::remove(const Ref& ref) {
+  get(ref).remove();
+}
+void Txn::remove(const Object& object) {
+  own(*conn_, object).remove();
+}
+
+PersistentMap View::root() {
+  return PersistentMap(conn_->get(Oid::root()));
+}
+Object View::get(Oid oid) {
+  return conn_->get(oid);
+}
+Object View::get(const Ref& ref) {
+  return conn_->get(ref);
+}
+
+}  // namespace cairn

@@ -1,0 +1,391 @@
+// Connection: Durus-style use of the object layer on each store: the root, commit, abort and
+// sync, the identity map, snapshots and optimistic conflicts between connections.
+#include <gtest/gtest.h>
+
+#include "cairn/database.h"
+#include "cairn/error.h"
+#include "unit/txn/backends.h"
+
+namespace cairn::testing {
+namespace {
+
+template <typename Backend>
+class ConnectionTest : public OnEachStore<Backend> {};
+TYPED_TEST_SUITE(ConnectionTest, Backends, BackendNames);
+
+// A committed counter object referenced from the root; returns its oid.
+Oid make_counter(Connection& conn, std::string_view name, int value = 0) {
+  Object counter = conn.create(Value::Map{{"n", value}});
+  conn.root().set(std::string(name), counter.ref());
+  conn.commit();
+  return counter.oid();
+}
+
+std::int64_t count(Connection& conn, Oid oid) {
+  return conn.get(oid).get().find("n")->as_int();
+}
+
+TYPED_TEST(ConnectionTest, AbsentRootReadsAsAnEmptyMapAndCommitsOnFirstWrite) {
+  {
+    Connection conn = this->db->connect();
+    PersistentMap root = conn.root();
+    EXPECT_EQ(root.size(), 0u);
+    EXPECT_FALSE(root.object().exists());
+    root.set("greeting", "hello");
+    EXPECT_TRUE(conn.has_changes());
+    std::uint64_t csn = conn.commit();
+    EXPECT_GT(csn, 0u);
+    EXPECT_FALSE(conn.has_changes());
+    EXPECT_EQ(this->stored(Oid::root()), Value(Value::Map{{"greeting", "hello"}}));
+  }
+
+  this->reopen();
+  Connection again = this->db->connect();
+  EXPECT_EQ(again.root().get("greeting"), Value("hello"));
+}
+
+TYPED_TEST(ConnectionTest, StateTypeAndKeyAreTheStoresObject) {
+  Connection conn = this->db->connect();
+  Object user = conn.create(Value::Map{{"name", "Harry"}}, "User", "harry");
+  conn.commit();
+  Oid one[] = {user.oid()};
+  StoredObject stored = this->db->store().load(one).objects.at(0);
+  EXPECT_EQ(stored.type, "User");
+  EXPECT_EQ(stored.key, "harry");
+  EXPECT_EQ(stored.data, encode(Value::Map{{"name", "Harry"}}));
+  EXPECT_EQ(this->db->store().find_key("User", "harry"), user.oid());
+
+  Connection other = this->db->connect();
+  Object loaded = other.get(user.oid());
+  EXPECT_EQ(loaded.type(), "User");
+  EXPECT_EQ(loaded.key(), "harry");
+  loaded.set(Value::Map{{"name", "Harry Potter"}});  // keeps type and key
+  other.commit();
+  EXPECT_EQ(this->db->store().find_key("User", "harry"), user.oid());
+  EXPECT_THROW(conn.create(1, std::string(max_type_length + 1, 't')), InvalidArgument);
+  EXPECT_THROW(conn.create(1, "T", std::string(max_key_length + 1, 'k')), InvalidArgument);
+}
+
+TYPED_TEST(ConnectionTest, SameOidGivesTheSameObject) {
+  Connection conn = this->db->connect();
+  Object child = conn.create(Value::Map{{"x", 1}});
+  conn.root().set("child", child.ref());
+  conn.commit();
+
+  Connection other = this->db->connect();
+  Object a = other.get(child.oid());
+  Object b = other.get(child.oid());
+  EXPECT_EQ(a, b);
+  EXPECT_EQ(&a.get(), &b.get());
+  Object via_ref = other.root().object_at("child");
+  EXPECT_EQ(via_ref, a);
+  EXPECT_EQ(other.root().object(), other.get(Oid::root()));
+  a.mutate().as_map()["x"] = 2;
+  EXPECT_EQ(b.get().find("x")->as_int(), 2);
+  EXPECT_FALSE(a == conn.get(child.oid())) << "connections have separate caches";
+}
+
+// Durus's quick demo: a commit by one connection is not seen by another until that one syncs,
+// aborts or commits.
+TYPED_TEST(ConnectionTest, AnotherConnectionsCommitIsSeenAfterSyncAbortOrCommit) {
+  const std::pair<const char*, void (*)(Connection&)> refreshes[] = {
+      {"sync", [](Connection& c) { c.sync(); }},
+      {"abort", [](Connection& c) { c.abort(); }},
+      // b only read: its reads were one snapshot, so its commit succeeds and moves it forward.
+      {"commit", [](Connection& c) { c.commit(); }},
+  };
+  int n = 0;
+  for (const auto& [name, refresh] : refreshes) {
+    std::string field = "a" + std::to_string(n++);
+    Connection a = this->db->connect();
+    Connection b = this->db->connect();
+    EXPECT_FALSE(b.root().contains(field)) << name;
+    a.root().set(field, 1);
+    a.commit();
+    EXPECT_FALSE(b.root().contains(field)) << name << ": seen before b refreshed";
+    refresh(b);
+    EXPECT_EQ(b.root().get(field), Value(1)) << name;
+    EXPECT_EQ(b.snapshot_csn(), a.snapshot_csn()) << name;
+  }
+}
+
+TYPED_TEST(ConnectionTest, AbortRevertsToTheLastCommit) {
+  Connection conn = this->db->connect();
+  PersistentMap root = conn.root();
+  root.set("a", 1);
+  Object doomed = conn.create("removed below");
+  root.set("doomed", doomed.ref());
+  conn.commit();
+
+  root.set("a", 2);
+  root.set("b", 3);
+  doomed.remove();
+  Object created = conn.create("never committed");
+  root.set("created", created.ref());
+  EXPECT_FALSE(doomed.exists());
+  conn.abort();
+
+  EXPECT_FALSE(conn.has_changes());
+  EXPECT_EQ(root.get("a"), Value(1));
+  EXPECT_FALSE(root.contains("b"));
+  EXPECT_FALSE(root.contains("created"));
+  EXPECT_TRUE(doomed.exists());
+  EXPECT_EQ(doomed.get(), Value("removed below"));
+  EXPECT_FALSE(created.exists());
+  EXPECT_THROW(created.get(), NotFound);
+  EXPECT_FALSE(this->stored_exists(created.oid()));
+  // The reverted state is what commits next.
+  root.set("c", 4);
+  conn.commit();
+  EXPECT_EQ(this->stored(Oid::root()),
+            Value(Value::Map{{"a", 1}, {"c", 4}, {"doomed", doomed.ref()}}));
+}
+
+TYPED_TEST(ConnectionTest, RemoveDeletesAtCommit) {
+  Connection conn = this->db->connect();
+  Object obj = conn.create(1, "Thing", "one");
+  conn.commit();
+  ASSERT_TRUE(this->stored_exists(obj.oid()));
+  obj.remove();
+  EXPECT_THROW(obj.get(), NotFound);
+  EXPECT_THROW(obj.mutate(), NotFound);
+  conn.commit();
+  EXPECT_FALSE(this->stored_exists(obj.oid()));
+  EXPECT_FALSE(this->db->store().find_key("Thing", "one").has_value());
+  EXPECT_FALSE(obj.exists());
+  // Writing a removed object brings it back.
+  obj.set(2);
+  conn.commit();
+  EXPECT_EQ(this->stored(obj.oid()), Value(2));
+}
+
+TYPED_TEST(ConnectionTest, CreateThenRemoveLeavesNothing) {
+  Connection conn = this->db->connect();
+  conn.root().set("x", 1);
+  conn.commit();
+  std::uint64_t before = this->db->store().load({}).csn;
+
+  Object temp = conn.create("temporary", "Temp", "t");
+  temp.remove();
+  std::uint64_t csn = conn.commit();
+  EXPECT_EQ(csn, before) << "nothing to write, so nothing committed";
+  EXPECT_FALSE(this->stored_exists(temp.oid()));
+  EXPECT_TRUE(this->db->store().scan_type("Temp", Oid(), 10).empty());
+
+  // Alongside a real write, too.
+  Object temp2 = conn.create("temporary");
+  conn.root().set("y", 2);
+  temp2.remove();
+  EXPECT_GT(conn.commit(), before);
+  EXPECT_FALSE(this->stored_exists(temp2.oid()));
+  EXPECT_EQ(this->stored(Oid::root()), Value(Value::Map{{"x", 1}, {"y", 2}}));
+}
+
+TYPED_TEST(ConnectionTest, BothReadAndWriteTheSameObjectSecondCommitConflicts) {
+  Connection a = this->db->connect();
+  Oid x = make_counter(a, "x");
+  Connection b = this->db->connect();
+  a.get(x).mutate().as_map()["n"] = count(a, x) + 1;
+  b.get(x).mutate().as_map()["n"] = count(b, x) + 1;
+  a.commit();
+  try {
+    b.commit();
+    FAIL() << "b read x before a's commit changed it";
+  } catch (const ConflictError& e) {
+    EXPECT_EQ(e.oids(), std::vector<Oid>{x});
+    EXPECT_NE(std::string(e.what()).find(x.str()), std::string::npos) << e.what();
+  }
+  // b has aborted and synced: it sees a's commit and can retry.
+  EXPECT_FALSE(b.has_changes());
+  EXPECT_EQ(count(b, x), 1);
+  b.get(x).mutate().as_map()["n"] = count(b, x) + 1;
+  b.commit();
+  EXPECT_EQ(this->stored(x), Value(Value::Map{{"n", 2}}));
+}
+
+TYPED_TEST(ConnectionTest, ReadXWriteYConflictsWhenXChanges) {
+  Connection a = this->db->connect();
+  Oid x = make_counter(a, "x");
+  Oid y = make_counter(a, "y");
+  Connection b = this->db->connect();
+  std::int64_t seen = count(a, x);        // a reads x ...
+  a.get(y).set(Value::Map{{"n", seen}});  // ... and writes y from it
+  b.get(x).set(Value::Map{{"n", 10}});    // b writes x meanwhile
+  b.commit();
+  try {
+    a.commit();
+    FAIL() << "a's write of y depends on a stale x";
+  } catch (const ConflictError& e) {
+    EXPECT_EQ(e.oids(), std::vector<Oid>{x});
+  }
+  EXPECT_EQ(this->stored(y), Value(Value::Map{{"n", 0}}));
+}
+
+TYPED_TEST(ConnectionTest, BlindWritesFromBothCommit) {
+  Connection a = this->db->connect();
+  Oid x = make_counter(a, "x");
+  Connection b = this->db->connect();
+  a.get(x).set(Value::Map{{"n", 1}});
+  b.get(x).set(Value::Map{{"n", 2}});
+  a.commit();
+  EXPECT_NO_THROW(b.commit());
+  EXPECT_EQ(this->stored(x), Value(Value::Map{{"n", 2}}));
+  // With type and key given, a blind write need not even load the object.
+  a.get(x).set(Value::Map{{"n", 3}}, "Counter", "x");
+  b.get(x).set(Value::Map{{"n", 4}}, "Counter", "x");
+  b.commit();
+  EXPECT_NO_THROW(a.commit());
+  EXPECT_EQ(this->stored(x), Value(Value::Map{{"n", 3}}));
+}
+
+TYPED_TEST(ConnectionTest, CreatingTheRootTwiceConflicts) {
+  Connection a = this->db->connect();
+  Connection b = this->db->connect();
+  a.root().set("by", "a");
+  b.root().set("by", "b");
+  a.commit();
+  EXPECT_THROW(b.commit(), ConflictError) << "b read the root as absent";
+  EXPECT_EQ(b.root().get("by"), Value("a"));
+}
+
+TYPED_TEST(ConnectionTest, ReadsStayOneSnapshot) {
+  Connection writer = this->db->connect();
+  Oid x = make_counter(writer, "x");
+  Oid y = make_counter(writer, "y");
+  Connection reader = this->db->connect();
+  EXPECT_EQ(count(reader, x), 0);  // x is read at the snapshot ...
+  writer.get(x).set(Value::Map{{"n", 1}});
+  writer.get(y).set(Value::Map{{"n", 1}});
+  writer.commit();
+  EXPECT_EQ(count(reader, x), 0);  // ... and stays as it was there
+  // y changed after the snapshot together with x, which this transaction read: no state of y
+  // is consistent with what was read, so the read conflicts and the connection starts over.
+  try {
+    count(reader, y);
+    FAIL() << "loading y would mix two snapshots";
+  } catch (const ConflictError& e) {
+    EXPECT_EQ(e.oids(), std::vector<Oid>{x});
+  }
+  EXPECT_EQ(count(reader, x), 1);
+  EXPECT_EQ(count(reader, y), 1);
+}
+
+TYPED_TEST(ConnectionTest, SnapshotMovesForwardWhenNothingReadHasChanged) {
+  Connection writer = this->db->connect();
+  Oid x = make_counter(writer, "x");
+  Oid y = make_counter(writer, "y");
+  Connection reader = this->db->connect();
+  EXPECT_EQ(count(reader, x), 0);
+  reader.commit();  // a new transaction: x is cached but not read in it
+  writer.get(x).set(Value::Map{{"n", 1}});
+  writer.get(y).set(Value::Map{{"n", 1}});
+  writer.commit();
+  // y is newer than the snapshot; nothing read in this transaction changed, so the snapshot
+  // moves to y's, and the cached x, changed in the same commit, is refreshed with it.
+  EXPECT_EQ(count(reader, y), 1);
+  EXPECT_EQ(count(reader, x), 1);
+  EXPECT_EQ(reader.snapshot_csn(), writer.snapshot_csn());
+}
+
+TYPED_TEST(ConnectionTest, ObjectDeletedAfterTheSnapshotIsNotReadAsAbsent) {
+  Connection writer = this->db->connect();
+  Oid x = make_counter(writer, "x");
+  Oid y = make_counter(writer, "y");
+  Connection reader = this->db->connect();
+  EXPECT_EQ(count(reader, x), 0);
+  writer.get(x).set(Value::Map{{"n", 1}});
+  writer.get(y).remove();
+  writer.commit();
+  EXPECT_THROW(reader.get(y).exists(), ConflictError);
+  EXPECT_FALSE(reader.get(y).exists());
+  EXPECT_EQ(count(reader, x), 1);
+}
+
+TYPED_TEST(ConnectionTest, SyncKeepsChangesUnlessSomethingReadChanged) {
+  Connection a = this->db->connect();
+  Oid x = make_counter(a, "x");
+  Oid y = make_counter(a, "y");
+  Connection b = this->db->connect();
+  EXPECT_EQ(count(b, y), 0);
+  b.commit();
+  b.get(y).set(Value::Map{{"n", 5}});  // blind: y is not read
+  a.get(y).set(Value::Map{{"n", 1}});
+  a.commit();
+  b.sync();
+  EXPECT_TRUE(b.has_changes());
+  EXPECT_EQ(count(b, y), 5);
+  b.commit();
+  EXPECT_EQ(this->stored(y), Value(Value::Map{{"n", 5}}));
+
+  EXPECT_EQ(count(b, x), 0);  // read ...
+  b.get(y).set(Value::Map{{"n", 6}});
+  a.get(x).set(Value::Map{{"n", 1}});  // ... then changed
+  a.commit();
+  EXPECT_THROW(b.sync(), ConflictError);
+  EXPECT_FALSE(b.has_changes()) << "a conflict aborts";
+  EXPECT_EQ(count(b, x), 1);
+  EXPECT_EQ(count(b, y), 5);
+}
+
+TYPED_TEST(ConnectionTest, TakingAKeyAnotherObjectHoldsConflicts) {
+  Connection a = this->db->connect();
+  Object first = a.create(1, "User", "harry");
+  a.commit();
+  Object second = a.create(2, "User", "harry");
+  a.root().set("second", second.ref());
+  EXPECT_THROW(a.commit(), ConflictError);
+  EXPECT_FALSE(a.has_changes());
+  EXPECT_FALSE(a.root().contains("second"));
+  EXPECT_EQ(this->db->store().find_key("User", "harry"), first.oid());
+}
+
+TYPED_TEST(ConnectionTest, TypedRefChecksTheStoredType) {
+  Connection conn = this->db->connect();
+  Object post = conn.create(Value::Map{}, "Post");
+  conn.commit();
+  EXPECT_EQ(conn.get(Ref{post.oid(), "Post"}), post);
+  EXPECT_THROW(conn.get(Ref{post.oid(), "User"}), InvalidArgument);
+  EXPECT_THROW(post.resolve(Value(1)), InvalidArgument);
+}
+
+TYPED_TEST(ConnectionTest, HandlesStopWorkingWhenTheConnectionCloses) {
+  Object kept;
+  EXPECT_FALSE(kept.valid());
+  EXPECT_THROW(kept.get(), InvalidArgument);
+  {
+    Connection conn = this->db->connect();
+    conn.root().set("a", 1);
+    conn.commit();
+    kept = conn.root().object();
+    EXPECT_EQ(this->db->stats().connections, 1u);
+    EXPECT_GT(this->db->stats().cached_objects, 0u);
+  }
+  EXPECT_THROW(kept.get(), InvalidArgument);
+  EXPECT_THROW(kept.set(2), InvalidArgument);
+  EXPECT_EQ(this->db->stats().connections, 0u);
+  EXPECT_EQ(this->db->stats().cached_objects, 0u);
+}
+
+TYPED_TEST(ConnectionTest, NoteChangeWritesChangesMadeThroughAKeptReference) {
+  Connection conn = this->db->connect();
+  Value& state = conn.get(Oid::root()).mutate();
+  state.as_map()["a"] = 1;
+  conn.commit();
+  state.as_map()["a"] = 2;  // after the commit the root is unchanged as far as conn knows
+  EXPECT_FALSE(conn.has_changes());
+  conn.get(Oid::root()).note_change();
+  conn.commit();
+  EXPECT_EQ(this->stored(Oid::root()), Value(Value::Map{{"a", 2}}));
+}
+
+TYPED_TEST(ConnectionTest, ConnectionMayOutliveTheDatabaseObject) {
+  std::optional<Connection> conn;
+  conn.emplace(this->db->connect());
+  this->db.reset();
+  conn->root().set("still", "works");
+  EXPECT_GT(conn->commit(), 0u);
+  conn.reset();
+}
+
+}  // namespace
+}  // namespace cairn::testing

@@ -1,0 +1,427 @@
+// Database: transaction() with retries, view() snapshots, the connection pool, and the object
+// layer under load (concurrent transfers, a 100,000-object transaction, connection cycles).
+#include "cairn/database.h"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <random>
+#include <stdexcept>
+#include <thread>
+#include <utility>
+
+#include "cairn/error.h"
+#include "unit/txn/backends.h"
+
+namespace cairn::testing {
+namespace {
+
+template <typename Backend>
+class DatabaseTest : public OnEachStore<Backend> {
+ protected:
+  // A committed {"n": value} object, made through a connection of its own so that the pool
+  // used by transaction() and view() has nothing cached.
+  Oid make_counter(std::int64_t value = 0) {
+    Connection conn = this->db->connect();
+    Object counter = conn.create(Value::Map{{"n", value}});
+    conn.commit();
+    return counter.oid();
+  }
+};
+TYPED_TEST_SUITE(DatabaseTest, Backends, BackendNames);
+
+std::int64_t n_of(const Object& obj) {
+  return obj.get().find("n")->as_int();
+}
+
+TYPED_TEST(DatabaseTest, TransactionCommitsAndReturnsWhatItsFunctionReturns) {
+  Oid oid = this->db->transaction([](Txn& tx) {
+    Object user = tx.create(Value::Map{{"name", "Harry"}}, "User", "harry");
+    tx.root().set("harry", user.ref());
+    return user.oid();
+  });
+  EXPECT_EQ(this->stored(oid), Value(Value::Map{{"name", "Harry"}}));
+  std::string name = this->db->view(
+      [&](View& v) { return v.root().object_at("harry").get().find("name")->as_string(); });
+  EXPECT_EQ(name, "Harry");
+  this->db->transaction([&](Txn& tx) {
+    tx.modify(oid, [](Value& state) { state.as_map()["name"] = "Harry Potter"; });
+  });
+  EXPECT_EQ(this->stored(oid), Value(Value::Map{{"name", "Harry Potter"}}));
+  this->db->transaction([&](Txn& tx) { tx.remove(oid); });
+  EXPECT_FALSE(this->stored_exists(oid));
+  EXPECT_THROW(this->db->transaction([&](Txn& tx) { tx.modify(oid, [](Value&) {}); }), NotFound);
+}
+
+TYPED_TEST(DatabaseTest, TransactionRetriesAfterAConflict) {
+  Oid x = this->make_counter();
+  Connection other = this->db->connect();
+  int attempts = 0;
+  this->db->transaction([&](Txn& tx) {
+    ++attempts;
+    Object counter = tx.get(x);
+    std::int64_t n = n_of(counter);
+    if (attempts == 1) {  // someone else commits between this read and the commit
+      other.get(x).set(Value::Map{{"n", 100}});
+      other.commit();
+    }
+    counter.set(Value::Map{{"n", n + 1}});
+  });
+  EXPECT_EQ(attempts, 2);
+  EXPECT_EQ(this->stored(x), Value(Value::Map{{"n", 101}}));
+}
+
+TYPED_TEST(DatabaseTest, TransactionGivesUpAfterMaxRetries) {
+  DatabaseOptions options;
+  options.max_retries = 2;
+  options.retry_delay = std::chrono::microseconds(0);
+  this->open_database(options);
+  Oid x = this->make_counter();
+  Connection other = this->db->connect();
+  int attempts = 0;
+  EXPECT_THROW(this->db->transaction([&](Txn& tx) {
+    ++attempts;
+    Object counter = tx.get(x);
+    std::int64_t n = n_of(counter);
+    other.get(x).set(Value::Map{{"n", -attempts}});
+    other.commit();
+    counter.set(Value::Map{{"n", n + 1}});
+  }),
+               ConflictError);
+  EXPECT_EQ(attempts, 3);
+  EXPECT_EQ(this->stored(x), Value(Value::Map{{"n", -3}}));
+  EXPECT_EQ(this->db->stats().pooled_connections, 1u);
+  EXPECT_EQ(this->db->stats().connections, 2u);  // the pooled one and `other`
+}
+
+TYPED_TEST(DatabaseTest, OtherExceptionsAbortWithoutRetrying) {
+  int attempts = 0;
+  EXPECT_THROW(this->db->transaction([&](Txn& tx) {
+    ++attempts;
+    tx.root().set("half", "done");
+    tx.create("orphan");
+    throw std::runtime_error("changed my mind");
+  }),
+               std::runtime_error);
+  EXPECT_EQ(attempts, 1);
+  EXPECT_FALSE(this->stored_exists(Oid::root()));
+  // The pooled connection comes back clean.
+  this->db->transaction([](Txn& tx) { EXPECT_FALSE(tx.root().contains("half")); });
+}
+
+TYPED_TEST(DatabaseTest, CreateThenRemoveInATransactionLeavesNothing) {
+  Oid temp = this->db->transaction([](Txn& tx) {
+    Object obj = tx.create("temporary", "Temp", "t");
+    tx.root().set("kept", 1);
+    tx.remove(obj);
+    return obj.oid();
+  });
+  EXPECT_FALSE(this->stored_exists(temp));
+  EXPECT_FALSE(this->db->store().find_key("Temp", "t").has_value());
+  EXPECT_EQ(this->stored(Oid::root()), Value(Value::Map{{"kept", 1}}));
+}
+
+TYPED_TEST(DatabaseTest, ObjectsDoNotOutliveTheirTransactionOrView) {
+  Object from_tx = this->db->transaction([](Txn& tx) {
+    tx.root().set("a", 1);
+    return tx.root().object();
+  });
+  EXPECT_THROW(from_tx.get(), InvalidArgument);
+  Object from_view = this->db->view([](View& v) { return v.root().object(); });
+  EXPECT_THROW(from_view.get(), InvalidArgument);
+  Connection other = this->db->connect();
+  Object foreign = other.root().object();
+  EXPECT_THROW(this->db->transaction([&](Txn& tx) { tx.modify(foreign, [](Value&) {}); }),
+               InvalidArgument);
+}
+
+TYPED_TEST(DatabaseTest, WritesThroughAViewAreRefused) {
+  Oid x = this->make_counter(7);
+  this->db->view([&](View& v) {
+    EXPECT_THROW(v.root().set("a", 1), InvalidArgument);
+    EXPECT_THROW(v.get(x).mutate(), InvalidArgument);
+    EXPECT_THROW(v.get(x).set(1), InvalidArgument);
+    EXPECT_THROW(v.get(x).set(1, "T", "k"), InvalidArgument);
+    EXPECT_THROW(v.get(x).note_change(), InvalidArgument);
+    EXPECT_THROW(v.get(x).remove(), InvalidArgument);
+    EXPECT_EQ(n_of(v.get(x)), 7);
+  });
+  EXPECT_EQ(this->stored(x), Value(Value::Map{{"n", 7}}));
+  EXPECT_FALSE(this->stored_exists(Oid::root()));
+  // The same pooled connection writes again in a transaction.
+  this->db->transaction([&](Txn& tx) { tx.get(x).set(Value::Map{{"n", 8}}); });
+  EXPECT_EQ(this->stored(x), Value(Value::Map{{"n", 8}}));
+}
+
+TYPED_TEST(DatabaseTest, ViewRunsAgainRatherThanSeeHalfACommit) {
+  Oid x = this->make_counter();
+  Oid y = this->make_counter();
+  Connection writer = this->db->connect();
+  int runs = 0;
+  auto [seen_x, seen_y] = this->db->view([&](View& v) {
+    ++runs;
+    std::int64_t a = n_of(v.get(x));
+    if (runs == 1) {  // a commit of both lands between the view's two reads
+      writer.get(x).set(Value::Map{{"n", 1}});
+      writer.get(y).set(Value::Map{{"n", 1}});
+      writer.commit();
+    }
+    std::int64_t b = n_of(v.get(y));
+    return std::pair(a, b);
+  });
+  EXPECT_EQ(runs, 2);
+  EXPECT_EQ(seen_x, 1);
+  EXPECT_EQ(seen_y, 1);
+}
+
+TYPED_TEST(DatabaseTest, ViewPassesOnConflictErrorsThatAreNotItsOwn) {
+  int runs = 0;
+  EXPECT_THROW(this->db->view([&](View&) {
+    ++runs;
+    throw ConflictError("from elsewhere", {});
+  }),
+               ConflictError);
+  EXPECT_EQ(runs, 1);
+}
+
+TYPED_TEST(DatabaseTest, ViewNeverConflictsNorSeesHalfACommitUnderConcurrentWrites) {
+  Oid x = this->make_counter();
+  Oid y = this->make_counter();
+  constexpr int commits = 10000;
+  std::atomic<bool> done{false};
+  std::thread writer([&] {
+    try {
+      for (int i = 1; i <= commits; ++i) {
+        this->db->transaction([&](Txn& tx) {
+          tx.get(x).set(Value::Map{{"n", i}});
+          tx.get(y).set(Value::Map{{"n", i}});
+        });
+      }
+    } catch (const std::exception& e) {
+      ADD_FAILURE() << "writer: " << e.what();
+    }
+    done = true;
+  });
+  int views = 0;
+  int torn = 0;
+  std::int64_t last = 0;
+  try {
+    while (!done.load() || views < 100) {
+      auto [a, b] =
+          this->db->view([&](View& v) { return std::pair(n_of(v.get(x)), n_of(v.get(y))); });
+      if (a != b) ++torn;
+      EXPECT_GE(a, last) << "views go forward in time";
+      last = a;
+      ++views;
+    }
+  } catch (const std::exception& e) {
+    ADD_FAILURE() << "view: " << e.what();
+  }
+  writer.join();
+  EXPECT_EQ(torn, 0) << "of " << views << " views";
+  EXPECT_EQ(this->stored(x), Value(Value::Map{{"n", commits}}));
+}
+
+// 8 threads × 2,000 random transfers between 100 accounts. Each transfer also appends its
+// number to its thread's log, so a transfer applied twice or lost shows up in the logs as well
+// as in the balances, which must end exactly as the plan says.
+TYPED_TEST(DatabaseTest, ConcurrentTransfersKeepTheTotalAndApplyEachOnce) {
+  constexpr int threads = 8;
+  constexpr int transfers = 2000;
+  constexpr int accounts = 100;
+  constexpr int log_chunk = 100;  // ids per log object, so that no object grows large
+  constexpr std::int64_t initial = 1000;
+  DatabaseOptions options;
+  options.max_retries = 1000;  // eight threads on a hundred accounts do collide
+  this->open_database(options);
+
+  std::vector<Oid> account_oids;
+  std::vector<std::vector<Oid>> log_oids;
+  this->db->transaction([&](Txn& tx) {
+    account_oids.clear();
+    log_oids.assign(threads, {});
+    Value::List refs;
+    for (int i = 0; i < accounts; ++i) {
+      Object account = tx.create(Value::Map{{"balance", initial}}, "Account");
+      account_oids.push_back(account.oid());
+      refs.push_back(account.ref());
+    }
+    tx.root().set("accounts", std::move(refs));
+    for (int t = 0; t < threads; ++t) {
+      for (int c = 0; c < transfers / log_chunk; ++c)
+        log_oids[t].push_back(tx.create(Value::List{}, "Log").oid());
+    }
+  });
+
+  struct Transfer {
+    int from;
+    int to;
+    std::int64_t amount;
+  };
+  std::vector<std::vector<Transfer>> plans(threads);
+  std::vector<std::int64_t> expected(accounts, initial);
+  for (int t = 0; t < threads; ++t) {
+    std::mt19937 rng(static_cast<unsigned>(t + 1));
+    std::uniform_int_distribution<int> pick(0, accounts - 1);
+    std::uniform_int_distribution<int> amount(1, 50);
+    for (int i = 0; i < transfers; ++i) {
+      Transfer tr{pick(rng), pick(rng), amount(rng)};
+      if (tr.to == tr.from) tr.to = (tr.from + 1) % accounts;
+      expected[tr.from] -= tr.amount;
+      expected[tr.to] += tr.amount;
+      plans[t].push_back(tr);
+    }
+  }
+
+  std::vector<std::thread> pool;
+  for (int t = 0; t < threads; ++t) {
+    pool.emplace_back([&, t] {
+      try {
+        for (int i = 0; i < transfers; ++i) {
+          const Transfer& tr = plans[t][i];
+          this->db->transaction([&](Txn& tx) {
+            auto move = [&](int account, std::int64_t delta) {
+              tx.modify(account_oids[account], [&](Value& state) {
+                Value& balance = state.as_map().at("balance");
+                balance = balance.as_int() + delta;
+              });
+            };
+            move(tr.from, -tr.amount);
+            move(tr.to, tr.amount);
+            PersistentList(tx.get(log_oids[t][i / log_chunk])).push_back(i);
+          });
+        }
+      } catch (const std::exception& e) {
+        ADD_FAILURE() << "thread " << t << ": " << e.what();
+      }
+    });
+  }
+  for (auto& th : pool)
+    th.join();
+
+  this->db->view([&](View& v) {
+    PersistentMap root = v.root();
+    const Value::List& refs = root.get("accounts").as_list();
+    ASSERT_EQ(refs.size(), static_cast<std::size_t>(accounts));
+    std::int64_t total = 0;
+    for (int a = 0; a < accounts; ++a) {
+      std::int64_t balance = v.get(refs[a].as_ref()).get().find("balance")->as_int();
+      EXPECT_EQ(balance, expected[a]) << "account " << a;
+      total += balance;
+    }
+    EXPECT_EQ(total, accounts * initial);
+    for (int t = 0; t < threads; ++t) {
+      for (int c = 0; c < transfers / log_chunk; ++c) {
+        Value::List want;
+        for (int i = c * log_chunk; i < (c + 1) * log_chunk; ++i)
+          want.push_back(i);
+        EXPECT_EQ(v.get(log_oids[t][c]).get(), Value(want)) << "thread " << t << " chunk " << c;
+      }
+    }
+  });
+  DatabaseStats stats = this->db->stats();
+  EXPECT_LE(stats.pooled_connections, options.pool_size);
+  EXPECT_EQ(stats.connections, stats.pooled_connections);
+}
+
+TYPED_TEST(DatabaseTest, HundredThousandObjectTransactionCommitsAndReloads) {
+  constexpr int count = 100'000;
+  this->db->transaction([&](Txn& tx) {
+    Value::List refs;
+    refs.reserve(count);
+    for (int i = 0; i < count; ++i)
+      refs.push_back(tx.create(Value::Map{{"i", i}}).ref());
+    tx.root().set("items", std::move(refs));
+  });
+  this->reopen();
+  Connection conn = this->db->connect();
+  EXPECT_EQ(conn.cached_objects(), 0u);
+  const Value::List& items = conn.root().get("items").as_list();
+  ASSERT_EQ(items.size(), static_cast<std::size_t>(count));
+  int wrong = 0;
+  for (int i = 0; i < count; ++i) {
+    if (conn.get(items[i].as_ref()).get() != Value(Value::Map{{"i", i}})) ++wrong;
+  }
+  EXPECT_EQ(wrong, 0);
+  EXPECT_EQ(conn.cached_objects(), static_cast<std::size_t>(count) + 1);
+}
+
+TYPED_TEST(DatabaseTest, ConnectionCyclesDoNotAccumulateMemory) {
+  constexpr int cycles = 10'000;
+  DatabaseOptions options;
+  options.cache_size = 100;
+  this->open_database(options);
+  for (int i = 0; i < cycles; ++i) {
+    Connection conn = this->db->connect();
+    conn.root().set("n", i);
+    Object extra = conn.create(Value::Map{{"i", i}});
+    conn.root().set("last", extra.ref());
+    conn.commit();
+    ASSERT_EQ(this->db->stats().connections, 1u);
+    ASSERT_EQ(this->db->stats().cached_objects, 2u);
+  }
+  EXPECT_EQ(this->db->stats().connections, 0u);
+  EXPECT_EQ(this->db->stats().cached_objects, 0u);
+
+  for (int i = 0; i < cycles; ++i) {
+    this->db->transaction([&](Txn& tx) {
+      tx.root().set("n", i);
+      tx.root().set("last", tx.create(Value::Map{{"i", i}}).ref());
+    });
+    DatabaseStats stats = this->db->stats();
+    ASSERT_EQ(stats.connections, 1u);
+    ASSERT_EQ(stats.pooled_connections, 1u);
+    ASSERT_LE(stats.cached_objects, options.cache_size) << "after " << i + 1 << " objects";
+  }
+  EXPECT_EQ(this->stored(Oid::root()).find("n")->as_int(), cycles - 1);
+}
+
+TYPED_TEST(DatabaseTest, CacheIsTrimmedBetweenTransactions) {
+  DatabaseOptions options;
+  options.cache_size = 10;
+  this->open_database(options);
+  this->db->transaction([](Txn& tx) {
+    for (int i = 0; i < 100; ++i)
+      tx.create(i);
+  });
+  EXPECT_LE(this->db->stats().cached_objects, 10u);
+  // Objects a handle refers to stay: identity holds for as long as anyone can compare.
+  Connection conn = this->db->connect();
+  std::vector<Object> held;
+  for (int i = 0; i < 50; ++i)
+    held.push_back(conn.create(i));
+  conn.commit();
+  EXPECT_EQ(conn.cached_objects(), 50u);
+  held.clear();
+  for (int i = 0; i < 200; ++i)
+    conn.create(i);
+  conn.commit();
+  EXPECT_LE(conn.cached_objects(), 10u);
+}
+
+TYPED_TEST(DatabaseTest, WithoutAPoolNothingStaysBehind) {
+  DatabaseOptions options;
+  options.pool_size = 0;
+  this->open_database(options);
+  for (int i = 0; i < 100; ++i) {
+    this->db->transaction([&](Txn& tx) { tx.root().set("n", i); });
+    std::int64_t n = this->db->view([](View& v) { return v.root().get("n").as_int(); });
+    ASSERT_EQ(n, i);
+    DatabaseStats stats = this->db->stats();
+    ASSERT_EQ(stats.connections, 0u);
+    ASSERT_EQ(stats.cached_objects, 0u);
+  }
+}
+
+TEST(Database, OpensAUrlAndRefusesNoStore) {
+  Database db = Database::open("memory:");
+  db.transaction([](Txn& tx) { tx.root().set("a", 1); });
+  EXPECT_EQ(db.view([](View& v) { return v.root().get("a"); }), Value(1));
+  EXPECT_THROW(Database(nullptr), InvalidArgument);
+  Database moved = std::move(db);
+  EXPECT_THROW(db.connect(), InvalidArgument);  // NOLINT(bugprone-use-after-move)
+  EXPECT_EQ(moved.stats().pooled_connections, 1u);
+}
+
+}  // namespace
+}  // namespace cairn::testing
