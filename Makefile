@@ -11,7 +11,7 @@ FUZZ_TARGETS := codec_fuzz json_fuzz log_fuzz
 CMAKE_FLAGS  ?=
 export CTEST_OUTPUT_ON_FAILURE = 1
 
-.PHONY: all setup build run test torture sanitize fuzz format format-check clean
+.PHONY: all setup build run test torture sanitize tsan fuzz format format-check clean
 
 all: build
 
@@ -41,6 +41,13 @@ sanitize: setup
 	cmake --build build-asan -j $(JOBS)
 	ctest --test-dir build-asan -j $(JOBS) -L "unit|crash" --timeout 900
 
+# Unit and crash tests under ThreadSanitizer (data races, lock-order inversions).
+tsan: setup
+	cmake -S . -B build-tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCAIRN_SANITIZE=thread
+	cmake --build build-tsan -j $(JOBS) --target cairn_unit_tests cairn_crash_tests
+	TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" \
+	  ctest --test-dir build-tsan -j $(JOBS) -L "unit|crash" -E "_corpus$$" --timeout 900
+
 # Each libFuzzer target for FUZZ_SECONDS, seeded from tests/fuzz/corpus/TARGET; new inputs go to
 # build-fuzz/corpus-TARGET (fold the useful ones back with TARGET -merge=1 SEED_DIR NEW_DIR).
 fuzz: setup
@@ -61,4 +68,4 @@ format-check:
 	clang-format --dry-run --Werror $$(git ls-files '*.cc' '*.h')
 
 clean:
-	rm -rf $(BUILD) build-asan build-fuzz
+	rm -rf $(BUILD) build-asan build-tsan build-fuzz
