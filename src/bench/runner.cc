@@ -33,6 +33,8 @@ Result skipped(std::string scenario, std::string unit, std::string peer_name, do
 
 std::vector<Scenario> all_scenarios() {
   std::vector<Scenario> out = file_scenarios();
+  for (Scenario& s : txn_scenarios())
+    out.push_back(std::move(s));
   // Scenarios whose features do not exist yet: listed, never measured.
   struct Pending {
     const char* name;
@@ -42,7 +44,6 @@ std::vector<Scenario> all_scenarios() {
     const char* why;
   };
   static constexpr Pending pending[] = {
-      {"view.cached_read", "reads/s", "limit", 10'000'000, "transactions are not built yet"},
       {"server.commit_50", "commits/s", "redis_set_50", 1.0, "cairn serve is not built yet"},
       {"server.durable_commit_50", "commits/s", "redis_aof_always_set_50", 1.0,
        "cairn serve is not built yet"},

@@ -2,7 +2,7 @@
 #include "store/history.h"
 
 #include <algorithm>
-#include <unordered_set>
+#include <iterator>
 
 namespace cairn {
 
@@ -23,14 +23,21 @@ Changes CommitHistory::since(std::uint64_t csn, std::uint64_t current) const {
     out.complete = false;
     return out;
   }
-  auto first = std::upper_bound(entries_.begin(), entries_.end(), csn,
-                                [](std::uint64_t c, const auto& entry) { return c < entry.first; });
-  std::unordered_set<Oid> seen;
-  for (auto it = first; it != entries_.end(); ++it) {
-    for (Oid oid : it->second) {
-      if (seen.insert(oid).second) out.oids.push_back(oid);
-    }
+  // Callers mostly ask about the last few commits: walk back from the newest.
+  auto first = entries_.end();
+  while (first != entries_.begin() && std::prev(first)->first > csn)
+    --first;
+  if (first == entries_.end()) return out;
+  // One commit names each oid once already; several are merged without a hash set (this runs
+  // after every commit of every connection).
+  if (std::next(first) == entries_.end()) {
+    out.oids = first->second;
+    return out;
   }
+  for (auto it = first; it != entries_.end(); ++it)
+    out.oids.insert(out.oids.end(), it->second.begin(), it->second.end());
+  std::sort(out.oids.begin(), out.oids.end());
+  out.oids.erase(std::unique(out.oids.begin(), out.oids.end()), out.oids.end());
   return out;
 }
 

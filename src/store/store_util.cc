@@ -24,30 +24,41 @@ void check_length(std::string_view what, std::string_view text, std::size_t limi
 }  // namespace
 
 void validate_commit_shape(const CommitRequest& request, std::uint64_t next_oid) {
-  std::unordered_set<Oid> seen;
+  // Runs on every commit: no allocation beyond one vector, no formatting unless it throws.
+  std::vector<Oid> oids;
+  oids.reserve(request.writes.size() + request.deletes.size());
   auto check_oid = [&](Oid oid) {
     if (!oid.is_root() && oid.value() >= next_oid) {
       throw InvalidArgument(fmt::format(
           "commit names oid {}, which was never allocated (use new_oids)", oid.value()));
     }
-    if (!seen.insert(oid).second) {
-      throw InvalidArgument(
-          fmt::format("commit names oid {} more than once among writes and deletes", oid.value()));
-    }
+    oids.push_back(oid);
   };
-  std::set<std::pair<std::string_view, std::string_view>> keys;
+  bool keyed = false;
   for (const WriteOp& w : request.writes) {
     check_oid(w.oid);
     check_length("type name", w.type, max_type_length);
     check_length("key", w.key, max_key_length);
-    check_length(fmt::format("object {}", w.oid.value()), w.data, max_object_bytes);
+    if (w.data.size() > max_object_bytes) {
+      check_length(fmt::format("object {}", w.oid.value()), w.data, max_object_bytes);
+    }
+    keyed = keyed || !w.key.empty();
+  }
+  for (Oid oid : request.deletes)
+    check_oid(oid);
+  std::sort(oids.begin(), oids.end());
+  if (auto twice = std::adjacent_find(oids.begin(), oids.end()); twice != oids.end()) {
+    throw InvalidArgument(
+        fmt::format("commit names oid {} more than once among writes and deletes", twice->value()));
+  }
+  if (!keyed) return;
+  std::set<std::pair<std::string_view, std::string_view>> keys;
+  for (const WriteOp& w : request.writes) {
     if (!w.key.empty() && !keys.emplace(w.type, w.key).second) {
       throw InvalidArgument(
           fmt::format("commit gives key \"{}\" of type \"{}\" to two objects", w.key, w.type));
     }
   }
-  for (Oid oid : request.deletes)
-    check_oid(oid);
 }
 
 void validate_lock_request(const LockRequest& request) {
@@ -71,6 +82,10 @@ std::string conflict_message(const std::vector<Oid>& oids) {
 
 void check_key_conflicts(const CommitRequest& request, const KeyHolder& holder_of,
                          std::vector<Oid>& conflicts) {
+  if (std::none_of(request.writes.begin(), request.writes.end(),
+                   [](const WriteOp& w) { return !w.key.empty(); })) {
+    return;  // no write takes a key
+  }
   std::unordered_set<Oid> released;  // objects that this commit deletes or rewrites
   for (Oid oid : request.deletes)
     released.insert(oid);
