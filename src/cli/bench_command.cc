@@ -2,9 +2,11 @@
 #include <fmt/format.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <set>
 
@@ -20,6 +22,7 @@ struct BenchOptions {
   std::vector<std::string> scenarios;
   bool quick = false;
   std::string json_path;
+  std::string svg_path;
   std::string dir;
 };
 
@@ -40,6 +43,42 @@ nlohmann::json to_json(const bench::Result& r) {
     j["pass"] = "skipped";  // the reason is in the table
   }
   return j;
+}
+
+// How far past its goal a result is: above 1, the goal is met.
+double goal_score(const bench::Result& r) {
+  if (r.lower_is_better) return r.ratio > 0 ? r.goal / r.ratio : 0;
+  return r.goal > 0 ? r.ratio / r.goal : 0;
+}
+
+// Draws each measured scenario's goal score as a bar (log scale, a line at 1) with gnuplot.
+void write_chart(const std::vector<bench::Result>& results, const std::string& svg_path) {
+  std::string script = fmt::format(
+      "set terminal svg size 960,480 dynamic font 'sans,11'\n"
+      "set output '{}'\n"
+      "set title 'cairn bench: each result over its goal (above 1: goal met)' noenhanced\n"
+      "set style data histograms\n"
+      "set style fill solid 0.8 border -1\n"
+      "set boxwidth 0.7\n"
+      "set logscale y\n"
+      "set yrange [0.1:100]\n"
+      "set ylabel 'result / goal'\n"
+      "set xtics rotate by -30 left noenhanced\n"
+      "set grid ytics\n"
+      "set key off\n"
+      "set arrow from graph 0, first 1 to graph 1, first 1 nohead dt 2 lw 2 lc rgb 'red'\n"
+      "$data << EOD\n",
+      svg_path);
+  for (const auto& r : results) {
+    if (r.skipped.empty()) script += fmt::format("\"{}\" {}\n", r.scenario, goal_score(r));
+  }
+  script += "EOD\nplot $data using 2:xtic(1) lc rgb '#4472c4'\n";
+  std::unique_ptr<FILE, int (*)(FILE*)> gnuplot(::popen("gnuplot", "w"), ::pclose);
+  if (!gnuplot) throw IoError("cannot run gnuplot (scripts/setup installs gnuplot-nox)");
+  std::fwrite(script.data(), 1, script.size(), gnuplot.get());
+  if (::pclose(gnuplot.release()) != 0) {
+    throw IoError("gnuplot could not draw " + svg_path + " (scripts/setup installs gnuplot-nox)");
+  }
 }
 
 int run_bench(const BenchOptions& options) {
@@ -100,6 +139,7 @@ int run_bench(const BenchOptions& options) {
                              (r.lower_is_better ? "<= " : ">= ") + figure(r.goal),
                              r.pass ? "pass" : "FAIL", r.unit);
   }
+  if (!options.svg_path.empty()) write_chart(results, options.svg_path);
   if (!options.json_path.empty()) {
     nlohmann::json out = nlohmann::json::array();
     for (const auto& r : results)
@@ -120,6 +160,8 @@ void add_bench_command(CLI::App& app, Action& action) {
   cmd->add_option("--scenario", options->scenarios, "Run only this scenario (repeatable)");
   cmd->add_flag("--quick", options->quick, "Small sizes: the whole run takes under a minute");
   cmd->add_option("--json", options->json_path, "Also write the results to this JSON file");
+  cmd->add_option("--svg", options->svg_path,
+                  "Also draw each result over its goal to this SVG file (needs gnuplot)");
   cmd->add_option("--dir", options->dir,
                   "Where to put scratch databases (default: the system temp directory)");
   cmd->callback([options, &action] { action = [options] { return run_bench(*options); }; });

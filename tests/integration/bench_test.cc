@@ -14,10 +14,14 @@ namespace {
 TEST(Bench, QuickRunWritesOneObjectPerScenarioWithRatiosOfCairnToPeer) {
   TempDir dir;
   std::string json_path = dir.file("bench.json");
-  ProcessResult r =
-      run_process({CAIRN_BINARY, "bench", "--quick", "--json", json_path, "--dir", dir.path()}, "",
-                  std::chrono::minutes(5));
+  std::string svg_path = dir.file("bench.svg");
+  ProcessResult r = run_process({CAIRN_BINARY, "bench", "--quick", "--json", json_path, "--svg",
+                                 svg_path, "--dir", dir.path()},
+                                "", std::chrono::minutes(5));
   ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::string svg = read_file(svg_path);
+  EXPECT_NE(svg.find("<svg"), std::string::npos) << "the chart is drawn";
+  EXPECT_NE(svg.find("file.durable_commit"), std::string::npos) << "with a bar per scenario";
   nlohmann::json results = nlohmann::json::parse(read_file(json_path));
   ASSERT_TRUE(results.is_array());
   const std::set<std::string> keys = {"scenario", "unit",  "cairn", "peer_name",
