@@ -33,7 +33,7 @@ test: build
 
 # The crash tests with 100 kill -9 rounds each (make test runs 10).
 torture: build
-	CAIRN_TORTURE_ROUNDS=$(or $(ROUNDS),100) ctest --test-dir $(BUILD) -L crash --timeout 3600
+	CAIRN_TORTURE_ROUNDS=$(or $(ROUNDS),100) $(BUILD)/tests/cairn_crash_tests
 
 # Unit tests under AddressSanitizer and UndefinedBehaviorSanitizer.
 sanitize: setup
