@@ -1160,6 +1160,16 @@ PackStats FileStoreImpl::pack(const PackProgress& progress) {
       if (progress && (++done % 4096 == 0 || done == total)) progress(done, total);
     }
     writer.flush(true);
+    // Sync and index the copied part now, while commits go on, so that the pause below is as
+    // long as the tail, not the database.
+    fileio::sync_data(tmp.get(), tmp_path);
+    std::uint64_t copied_end = writer.offset();
+    FileIndex fresh;
+    ReplayResult copied_state;
+    {
+      fileio::Mapping map(tmp.get(), copied_end, tmp_path);
+      copied_state = replay_log(map.bytes(), path_, fresh, false, copied_end);
+    }
 
     // 4. Catch up with the commits made meanwhile, and swap, with commits held off.
     std::unique_lock lk(mu_);
@@ -1218,10 +1228,11 @@ PackStats FileStoreImpl::pack(const PackProgress& progress) {
     renamed = true;
     fileio::sync_parent_dir(path_);
 
-    FileIndex fresh;
     {
       fileio::Mapping map(tmp.get(), new_end, tmp_path);
-      transactions_ = replay_log(map.bytes(), path_, fresh, false, new_end).transactions;
+      transactions_ =
+          replay_log(map.bytes(), path_, fresh, false, copied_end, copied_state, new_end)
+              .transactions;
     }
     index_ = std::move(fresh);
     map_ = std::make_unique<fileio::Mapping>(tmp.get(), map_reserve(new_end), tmp_path, true);
