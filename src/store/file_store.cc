@@ -164,6 +164,13 @@ class Replayer {
     }
     result_.end = stopped_at_ != 0 ? stopped_at_ : std::min<std::uint64_t>(pos, file_.size());
     if (result_.torn_bytes != 0) result_.end = result_.torn_offset;
+    // Everything before the durable end was synced whole: a log that ends (or tears) before
+    // it lost acknowledged commits — the file was truncated or overwritten.
+    if (result_.end < durable_end_ && stopped_at_ == 0) {
+      corrupt(result_.end, fmt::format("the log ends at offset {}, before offset {} that was "
+                                       "recorded as durable",
+                                       result_.end, durable_end_));
+    }
     return std::move(result_);
   }
 
@@ -381,6 +388,13 @@ class FileStoreImpl final : public FileStore {
   // Appends a checkpoint of the index and points a slot at it, both synced.
   void write_checkpoint();
   void maybe_checkpoint();
+  void log_line(std::string_view line) const {
+    if (options_.log) {
+      options_.log(line);
+    } else {
+      std::cerr << "cairn: " << line << "\n";
+    }
+  }
 
   const std::string path_;
   const FileStoreOptions options_;
@@ -392,7 +406,7 @@ class FileStoreImpl final : public FileStore {
   mutable std::shared_mutex mu_;
   FileIndex index_;
   std::uint64_t csn_ = 0;
-  std::uint64_t transactions_ = 0;
+  std::atomic<std::uint64_t> transactions_{0};  // frames replay counts (commits, marks, ...)
   CommitHistory history_;
   std::uint64_t torn_offset_ = 0;
   std::uint64_t torn_bytes_ = 0;
@@ -443,13 +457,6 @@ class FileStoreImpl final : public FileStore {
 
 FileStoreImpl::FileStoreImpl(std::string path, FileStoreOptions options)
     : path_(std::move(path)), options_(std::move(options)) {
-  auto log = [&](std::string_view line) {
-    if (options_.log) {
-      options_.log(line);
-    } else {
-      std::cerr << "cairn: " << line << "\n";
-    }
-  };
   bool exists = std::filesystem::exists(path_);
   if (!exists && (options_.read_only || !options_.create)) {
     throw IoError(fmt::format("cannot open {}: no such database", path_));
@@ -506,12 +513,12 @@ FileStoreImpl::FileStoreImpl(std::string path, FileStoreOptions options)
     buffer_start_ = r.end;
     allocated_ = size;
     if (r.torn_bytes != 0 && options_.read_only) {
-      log(
+      log_line(
           fmt::format("{}: ignoring {} bytes of a torn transaction at offset {} (a write that did "
                       "not complete before a crash); read-only, so the file is left as it is",
                       path_, r.torn_bytes, r.torn_offset));
     } else if (r.torn_bytes != 0) {
-      log(
+      log_line(
           fmt::format("{}: dropped {} bytes of a torn transaction at offset {} (a write that did "
                       "not complete before a crash)",
                       path_, r.torn_bytes, r.torn_offset));
@@ -593,16 +600,22 @@ ReplayResult FileStoreImpl::open_log(std::string_view file) {
 
 void FileStoreImpl::maybe_checkpoint() {
   if (options_.checkpoint_bytes == 0 || options_.read_only) return;
-  std::uint64_t end = 0;
-  {
+  auto due = [&] {
     std::lock_guard log_lk(log_mu_);
-    end = log_end();
-  }
-  if (end - checkpoint_end_.load() < options_.checkpoint_bytes) return;
+    std::uint64_t end = log_end();
+    std::uint64_t covered = checkpoint_end_.load();
+    return end > covered && end - covered >= options_.checkpoint_bytes;
+  };
+  if (!due()) return;
   std::unique_lock ck(checkpoint_mu_, std::try_to_lock);
-  if (!ck.owns_lock()) return;  // another thread is writing one
-  if (end - checkpoint_end_.load() < options_.checkpoint_bytes) return;
-  write_checkpoint();
+  if (!ck.owns_lock() || !due()) return;  // another thread is writing one, or just wrote it
+  try {
+    write_checkpoint();
+  } catch (const std::exception& e) {
+    // The commit that triggered this is durable and announced: it must not fail now. The store
+    // is marked failed (write_checkpoint did that) and refuses what comes next.
+    log_line(fmt::format("{}: writing an index checkpoint failed: {}", path_, e.what()));
+  }
 }
 
 void FileStoreImpl::write_checkpoint() {
@@ -615,7 +628,7 @@ void FileStoreImpl::write_checkpoint() {
     std::lock_guard log_lk(log_mu_);
     mark = std::max(marked_oid_, next_oid_.load());
   }
-  index_.encode_checkpoint(frame, mark, transactions_);
+  index_.encode_checkpoint(frame, mark, transactions_.load());
   std::uint64_t body_length = frame.size() - txn_header_size;
   std::string header = encode_txn_header(
       {TxnKind::checkpoint, body_length, csn_, static_cast<std::uint32_t>(index_.objects())});
@@ -635,8 +648,9 @@ void FileStoreImpl::write_checkpoint() {
     fileio::pwrite_all(fd_.get(), encode_checkpoint_slot(slot),
                        checkpoint_slots_offset + (slot.sequence % 2) * checkpoint_slot_size, path_);
     record_durable(end);
-    // ... and the slot on disk before the checkpoint counts as written. The other slot still
-    // names the previous checkpoint, so a slot torn by a crash here costs nothing.
+    // ... and the slot on disk before the checkpoint counts as written. Until then the other
+    // slot names the previous checkpoint. (A 32-byte slot lies within one sector, whose writes
+    // disks make atomic; a slot that fails its checksum makes open refuse the file.)
     fileio::sync_data(fd_.get(), path_);
     checkpoint_sequence_ = slot.sequence;
     checkpoint_offset_ = offset;
@@ -672,7 +686,7 @@ FileStoreImpl::~FileStoreImpl() {
       record_durable(log_end());
       fileio::sync_data(fd_.get(), path_);
     }
-  } catch (const Error& e) {
+  } catch (const std::exception& e) {
     std::cerr << "cairn: closing " << path_ << ": " << e.what() << "\n";
   }
 }
@@ -950,6 +964,7 @@ std::uint64_t FileStoreImpl::append_oid_mark(std::uint64_t next) {
   std::lock_guard log_lk(log_mu_);
   check_usable();
   append_frame(encode_oid_mark(next));
+  ++transactions_;
   marked_oid_ = std::max(marked_oid_, next);
   return covering_sync();
 }
@@ -1184,13 +1199,26 @@ PackStats FileStoreImpl::pack(const PackProgress& progress) {
       fileio::pread_all(fd_.get(), bytes.data(), bytes.size(), offset, path_);
       return bytes;
     };
-    std::string tail = read_written(snapshot_end, now_end - snapshot_end);
+    // The frames appended since the snapshot, but not checkpoints: their entries point into the
+    // old file.
+    std::string tail;
+    {
+      std::string raw = read_written(snapshot_end, now_end - snapshot_end);
+      for (std::size_t at = 0; at < raw.size();) {
+        std::optional<TxnHeader> h = decode_txn_header(std::string_view(raw).substr(at));
+        if (!h)
+          throw Corruption(fmt::format("{}: bad frame at offset {}", path_, snapshot_end + at));
+        std::size_t frame_size = txn_header_size + h->body_length + txn_trailer_size;
+        if (h->kind != TxnKind::checkpoint) tail.append(raw, at, frame_size);
+        at += frame_size;
+      }
+    }
     // Objects the tail's commits reference that the snapshot did not reach (a reference to an
     // unreachable object written after the snapshot) are kept too, with what they reach.
     FileIndex tail_index;
     // (Replayed after a blank header and a mark covering every oid; offsets shift by `prefix`.)
     std::string prefix = std::string(log_start, '\0') + encode_oid_mark(file_store_max_oid);
-    replay_log(prefix + tail, path_, tail_index, false, UINT64_MAX);
+    replay_log(prefix + tail, path_, tail_index, false, prefix.size() + tail.size());
     std::vector<Oid> extra;
     auto consider = [&](Oid target) {
       if (!copied.contains(target) && tail_index.find(target) == nullptr &&
@@ -1313,7 +1341,7 @@ CheckReport check_file(const std::string& path) {
   }
   FileIndex index;
   std::optional<SyncSlot> synced = newest_sync_slot(file);
-  ReplayResult r = replay_log(file, path, index, true, synced ? synced->end : UINT64_MAX);
+  ReplayResult r = replay_log(file, path, index, true, synced ? synced->end : log_start);
   report.problems = std::move(r.problems);
   if (!all_zero(file.substr(reserved_offset, log_start - reserved_offset))) {
     report.problems.push_back(

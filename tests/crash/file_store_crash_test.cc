@@ -21,6 +21,7 @@
 #include "cairn/codec.h"
 #include "cairn/error.h"
 #include "cairn/file_store.h"
+#include "store/file_format.h"
 #include "support/temp_dir.h"
 
 namespace cairn::testing {
@@ -83,12 +84,23 @@ int present_prefix(Store& db, Oid first, int n) {
   return present;
 }
 
+// `file` with its sync slots saying the log was durable up to `end` (and no further).
+std::string with_durable_end(std::string file, std::uint64_t end) {
+  std::string slot = logfmt::encode_sync_slot({1000, end});
+  file.replace(logfmt::sync_slots_offset, slot.size(), slot);
+  file.replace(logfmt::sync_slots_offset + logfmt::sync_slot_size, logfmt::sync_slot_size,
+               std::string(logfmt::sync_slot_size, '\0'));
+  return file;
+}
+
 TEST(FileStoreCrash, TornTailAtEveryByteOfTheLastThreeTransactions) {
   TempDir dir;
   std::string path = dir.file("db.cairn");
   constexpr int n = 6;
   Built b = build_db(path, n);
-  std::string whole = read_file(path);
+  // As a crash leaves it: the last three transactions written but not yet synced, so the sync
+  // slots record the durable end before them.
+  std::string whole = with_durable_end(read_file(path), b.sizes[n - 3]);
   std::string cut = dir.file("cut.cairn");
   for (std::uint64_t offset = b.sizes[n - 3]; offset < b.sizes[n]; ++offset) {
     int complete = 0;
@@ -125,6 +137,26 @@ TEST(FileStoreCrash, TornTailAtEveryByteOfTheLastThreeTransactions) {
     EXPECT_EQ(present_prefix(*db, b.first, n), complete);
     Oid root[] = {Oid::root()};
     EXPECT_EQ(decode(db->load(root).objects[0].data), Value("after"));
+  }
+}
+
+TEST(FileStoreCrash, ALogShorterThanItsDurableEndIsCorruption) {
+  // Synced bytes cannot vanish in a crash: a file cut below its recorded durable end lost
+  // acknowledged commits, and open must say so instead of cutting quietly.
+  TempDir dir;
+  std::string path = dir.file("db.cairn");
+  Built b = build_db(path, 3);
+  std::string whole = read_file(path);
+  for (std::uint64_t offset : {b.sizes[2], b.sizes[2] + 5, b.sizes[3] - 1}) {
+    write_file(path, std::string_view(whole).substr(0, offset));
+    try {
+      FileStore::open(path, quiet());
+      ADD_FAILURE() << "a log cut at " << offset << " below its durable end opened";
+    } catch (const Corruption& e) {
+      EXPECT_NE(std::string(e.what()).find("recorded as durable"), std::string::npos) << e.what();
+    }
+    EXPECT_EQ(read_file(path).size(), offset) << "nothing is written to a corrupt file";
+    EXPECT_FALSE(check_file(path).ok);
   }
 }
 
