@@ -9,6 +9,7 @@
 #include "cairn/kv.h"
 #include "cairn/oid.h"
 #include "cairn/store.h"
+#include "cairn/typed.h"
 #include "cairn/url.h"
 #include "cairn/value.h"
 #include "cairn/version.h"

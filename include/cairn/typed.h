@@ -1,0 +1,631 @@
+// Typed objects: plain structs stored as objects of the object layer (database.h).
+//
+//   struct Message { std::string text; cairn::Timestamp sent_at; };
+//   CAIRN_TYPE(Message, "hello_world.Message", text, sent_at);   // in Message's namespace
+//
+//   db.transaction([&](cairn::Txn& tx) {
+//     cairn::TypedRef<Message> ref = cairn::create(tx, Message{"hi", cairn::Timestamp::now()});
+//     cairn::modify(tx, ref, [](Message& m) { m.text += "!"; });
+//     Message copy = cairn::get(tx, ref);
+//   });
+//
+// A typed object's state is a Map keyed by field name, and its store type (store.h) is the
+// name given to CAIRN_TYPE, so scan_type() lists it. Loading is forgiving of schema changes:
+// fields missing from the stored map keep their default value and stored fields the struct does
+// not declare are ignored (and kept by modify()). A stored field of the wrong kind throws
+// InvalidArgument naming the type and the field.
+//
+// Field types: bool, integers (not char), double (also loads a stored integer), std::string,
+// Bytes, Decimal, Timestamp, Uuid, Value (any value), std::vector<X>, std::map<std::string, X>,
+// std::optional<X> (nullopt is stored as null), TypedRef<U>, and other CAIRN_TYPE structs
+// (embedded as a nested map, without their type name).
+//
+// TypedRef<T> is the typed counterpart of the Ref value (value.h). ByteStream, at the end, is a
+// byte sequence that grows by appending without rewriting what is stored.
+#pragma once
+
+#include <algorithm>
+#include <compare>
+#include <concepts>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <limits>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "cairn/database.h"
+#include "cairn/error.h"
+#include "cairn/oid.h"
+#include "cairn/store.h"
+#include "cairn/value.h"
+
+namespace cairn {
+
+// The argument through which CAIRN_TYPE's functions are found (by argument-dependent lookup, in
+// the namespace of T).
+template <typename T>
+struct TypeTag {};
+
+// A struct CAIRN_TYPE has made storable.
+template <typename T>
+concept Storable = std::is_default_constructible_v<T> && requires {
+  { cairn_type_name(TypeTag<T>{}) } -> std::convertible_to<std::string_view>;
+};
+
+// The stored type name CAIRN_TYPE gave T.
+template <typename T>
+constexpr std::string_view type_name() {
+  return cairn_type_name(TypeTag<T>{});
+}
+
+// A reference to a stored object of type T: an oid, or null. It is only an id, so references
+// may form cycles; resolving it (get, modify) is explicit and goes through a transaction or
+// connection. Stored as a Ref value naming T's type (a null one as null). T may be incomplete
+// where a TypedRef<T> is declared.
+template <typename T>
+class TypedRef {
+ public:
+  TypedRef() = default;  // null
+  explicit TypedRef(Oid oid) : oid_(oid) {}
+
+  bool is_null() const { return !oid_.has_value(); }
+  explicit operator bool() const { return oid_.has_value(); }
+  // Throws InvalidArgument for a null reference.
+  Oid oid() const {
+    if (!oid_) throw InvalidArgument("null reference to a " + std::string(type_name<T>()));
+    return *oid_;
+  }
+  // The untyped Ref value naming T's type (Object, Txn::get and friends take it).
+  Ref ref() const { return Ref{oid(), std::string(type_name<T>())}; }
+
+  // Null orders before every oid.
+  friend auto operator<=>(const TypedRef&, const TypedRef&) = default;
+
+ private:
+  std::optional<Oid> oid_;
+};
+
+namespace detail {
+
+// Where in a value being converted an error happened, for messages such as
+// `hello_world.Message.tags[2]`: a chain of steps on the stack, formatted only on error.
+struct FieldPath {
+  enum class Step { top, field, index, key };
+  const FieldPath* parent = nullptr;
+  Step step = Step::top;
+  std::string_view name;  // the type name (top), field name or map key
+  std::size_t index = 0;
+
+  FieldPath field(std::string_view field_name) const {
+    return FieldPath{this, Step::field, field_name, 0};
+  }
+  FieldPath at(std::size_t i) const { return FieldPath{this, Step::index, {}, i}; }
+  FieldPath key(std::string_view k) const { return FieldPath{this, Step::key, k, 0}; }
+
+  std::string str() const {
+    std::string out = parent ? parent->str() : std::string();
+    switch (step) {
+      case Step::top:
+        out += name;
+        break;
+      case Step::field:
+        if (!out.empty()) out += '.';
+        out += name;
+        break;
+      case Step::index:
+        out += '[' + std::to_string(index) + ']';
+        break;
+      case Step::key:
+        out += "[\"";
+        out += name;
+        out += "\"]";
+        break;
+    }
+    return out;
+  }
+};
+
+[[noreturn]] inline void throw_field_error(const FieldPath& path, std::string_view problem) {
+  std::string where = path.str();
+  if (where.empty()) where = "value";
+  throw InvalidArgument(where + ": " + std::string(problem));
+}
+
+[[noreturn]] inline void throw_wrong_kind(const FieldPath& path, Kind wanted, const Value& got) {
+  throw_field_error(path, "expected " + std::string(to_string(wanted)) + ", stored value is " +
+                              std::string(to_string(got.kind())));
+}
+
+inline void expect_kind(const FieldPath& path, const Value& value, Kind wanted) {
+  if (value.kind() != wanted) throw_wrong_kind(path, wanted, value);
+}
+
+// Codec<X>: to(const X&, path) -> Value and from(const Value&, path) -> X, one specialization
+// per supported field type.
+template <typename X>
+struct Codec;
+
+template <typename X>
+concept Codable = requires(const X& x, const Value& v, const FieldPath& p) {
+  { Codec<X>::to(x, p) } -> std::same_as<Value>;
+  { Codec<X>::from(v, p) } -> std::same_as<X>;
+};
+
+template <typename T>
+concept PlainScalar =
+    std::same_as<T, double> || std::same_as<T, std::string> || std::same_as<T, Bytes> ||
+    std::same_as<T, Decimal> || std::same_as<T, Timestamp> || std::same_as<T, Uuid>;
+
+template <>
+struct Codec<bool> {
+  static Value to(bool b, const FieldPath&) { return Value(b); }
+  static bool from(const Value& v, const FieldPath& p) {
+    expect_kind(p, v, Kind::boolean);
+    return v.as_bool();
+  }
+};
+
+template <std::integral X>
+requires(!std::same_as<X, bool> && !std::same_as<X, char> && !std::same_as<X, wchar_t> &&
+         !std::same_as<X, char8_t> && !std::same_as<X, char16_t> &&
+         !std::same_as<X, char32_t>) struct Codec<X> {
+  static Value to(X n, const FieldPath& p) {
+    if constexpr (std::is_unsigned_v<X> && sizeof(X) >= sizeof(std::int64_t)) {
+      if (n > static_cast<X>(std::numeric_limits<std::int64_t>::max())) {
+        throw_field_error(p, std::to_string(n) + " does not fit a stored integer (int64)");
+      }
+    }
+    return Value(static_cast<std::int64_t>(n));
+  }
+  static X from(const Value& v, const FieldPath& p) {
+    expect_kind(p, v, Kind::integer);
+    std::int64_t n = v.as_int();
+    if (!std::in_range<X>(n)) {
+      throw_field_error(p,
+                        "stored integer " + std::to_string(n) + " is out of range for the field");
+    }
+    return static_cast<X>(n);
+  }
+};
+
+template <>
+struct Codec<double> {
+  static Value to(double d, const FieldPath&) { return Value(d); }
+  static double from(const Value& v, const FieldPath& p) {
+    if (v.is_int()) return static_cast<double>(v.as_int());
+    expect_kind(p, v, Kind::floating);
+    return v.as_double();
+  }
+};
+
+template <>
+struct Codec<std::string> {
+  static Value to(const std::string& s, const FieldPath&) { return Value(s); }
+  static std::string from(const Value& v, const FieldPath& p) {
+    expect_kind(p, v, Kind::string);
+    return v.as_string();
+  }
+};
+
+template <>
+struct Codec<Bytes> {
+  static Value to(const Bytes& b, const FieldPath&) { return Value(b); }
+  static Bytes from(const Value& v, const FieldPath& p) {
+    expect_kind(p, v, Kind::bytes);
+    return v.as_bytes();
+  }
+};
+
+template <>
+struct Codec<Decimal> {
+  static Value to(const Decimal& d, const FieldPath&) { return Value(d); }
+  static Decimal from(const Value& v, const FieldPath& p) {
+    expect_kind(p, v, Kind::decimal);
+    return v.as_decimal();
+  }
+};
+
+template <>
+struct Codec<Timestamp> {
+  static Value to(Timestamp t, const FieldPath&) { return Value(t); }
+  static Timestamp from(const Value& v, const FieldPath& p) {
+    expect_kind(p, v, Kind::timestamp);
+    return v.as_timestamp();
+  }
+};
+
+template <>
+struct Codec<Uuid> {
+  static Value to(const Uuid& u, const FieldPath&) { return Value(u); }
+  static Uuid from(const Value& v, const FieldPath& p) {
+    expect_kind(p, v, Kind::uuid);
+    return v.as_uuid();
+  }
+};
+
+template <>
+struct Codec<Value> {
+  static Value to(const Value& v, const FieldPath&) { return v; }
+  static Value from(const Value& v, const FieldPath&) { return v; }
+};
+
+template <typename X, typename Alloc>
+struct Codec<std::vector<X, Alloc>> {
+  static Value to(const std::vector<X, Alloc>& items, const FieldPath& p) {
+    Value::List list;
+    list.reserve(items.size());
+    std::size_t i = 0;
+    for (auto&& item : items)
+      list.push_back(Codec<X>::to(item, p.at(i++)));
+    return Value(std::move(list));
+  }
+  static std::vector<X, Alloc> from(const Value& v, const FieldPath& p) {
+    expect_kind(p, v, Kind::list);
+    const Value::List& list = v.as_list();
+    std::vector<X, Alloc> out;
+    out.reserve(list.size());
+    for (std::size_t i = 0; i < list.size(); ++i)
+      out.push_back(Codec<X>::from(list[i], p.at(i)));
+    return out;
+  }
+};
+
+template <typename X, typename Compare, typename Alloc>
+struct Codec<std::map<std::string, X, Compare, Alloc>> {
+  using Type = std::map<std::string, X, Compare, Alloc>;
+  static Value to(const Type& items, const FieldPath& p) {
+    Value::Map map;
+    for (const auto& [k, item] : items)
+      map.emplace(k, Codec<X>::to(item, p.key(k)));
+    return Value(std::move(map));
+  }
+  static Type from(const Value& v, const FieldPath& p) {
+    expect_kind(p, v, Kind::map);
+    Type out;
+    for (const auto& [k, item] : v.as_map())
+      out.emplace(k, Codec<X>::from(item, p.key(k)));
+    return out;
+  }
+};
+
+template <typename X>
+struct Codec<std::optional<X>> {
+  static Value to(const std::optional<X>& x, const FieldPath& p) {
+    return x ? Codec<X>::to(*x, p) : Value();
+  }
+  static std::optional<X> from(const Value& v, const FieldPath& p) {
+    if (v.is_null()) return std::nullopt;
+    return Codec<X>::from(v, p);
+  }
+};
+
+template <typename U>
+struct Codec<TypedRef<U>> {
+  static Value to(const TypedRef<U>& r, const FieldPath&) { return r ? Value(r.ref()) : Value(); }
+  static TypedRef<U> from(const Value& v, const FieldPath& p) {
+    if (v.is_null()) return TypedRef<U>();
+    expect_kind(p, v, Kind::ref);
+    const Ref& ref = v.as_ref();
+    if (!ref.type.empty() && ref.type != type_name<U>()) {
+      throw_field_error(p, "stored reference is to a \"" + ref.type +
+                               "\", the field refers to a \"" + std::string(type_name<U>()) + "\"");
+    }
+    return TypedRef<U>(ref.oid);
+  }
+};
+
+// A CAIRN_TYPE struct: a Map keyed by field name.
+template <Storable T>
+struct Codec<T> {
+  static Value to(const T& object, const FieldPath& p) {
+    Value::Map map;
+    cairn_visit_fields(TypeTag<T>{}, object, [&](std::string_view name, const auto& field) {
+      using Field = std::remove_cvref_t<decltype(field)>;
+      static_assert(Codable<Field>, "cairn: a field of this type cannot be stored (typed.h)");
+      map.insert_or_assign(std::string(name), Codec<Field>::to(field, p.field(name)));
+    });
+    return Value(std::move(map));
+  }
+  static T from(const Value& v, const FieldPath& p) {
+    expect_kind(p, v, Kind::map);
+    T object{};
+    cairn_visit_fields(TypeTag<T>{}, object, [&](std::string_view name, auto& field) {
+      using Field = std::remove_cvref_t<decltype(field)>;
+      static_assert(Codable<Field>, "cairn: a field of this type cannot be stored (typed.h)");
+      if (const Value* stored = v.find(name)) field = Codec<Field>::from(*stored, p.field(name));
+    });
+    return object;
+  }
+};
+
+}  // namespace detail
+
+// X (a CAIRN_TYPE struct or any supported field type) as a Value. Throws InvalidArgument for an
+// unsigned integer past int64.
+template <typename X>
+Value to_value(const X& x) {
+  static_assert(detail::Codable<X>, "cairn: this type cannot be stored (typed.h)");
+  if constexpr (Storable<X>) {
+    return detail::Codec<X>::to(
+        x, detail::FieldPath{nullptr, detail::FieldPath::Step::top, type_name<X>(), 0});
+  } else {
+    return detail::Codec<X>::to(x, detail::FieldPath{});
+  }
+}
+
+// A Value back as X. Throws InvalidArgument, naming the type and field, when a stored field has
+// the wrong kind or an integer out of the field's range.
+template <typename X>
+X from_value(const Value& value) {
+  static_assert(detail::Codable<X>, "cairn: this type cannot be loaded (typed.h)");
+  if constexpr (Storable<X>) {
+    return detail::Codec<X>::from(
+        value, detail::FieldPath{nullptr, detail::FieldPath::Step::top, type_name<X>(), 0});
+  } else {
+    return detail::Codec<X>::from(value, detail::FieldPath{});
+  }
+}
+
+// ---- typed access through a Txn, Connection or View ----
+
+// What typed reads work through: Txn, Connection and View.
+template <typename S>
+concept ObjectSource = requires(S& s, const Ref& ref) {
+  { s.get(ref) } -> std::same_as<Object>;
+};
+
+// What typed writes work through: Txn and Connection.
+template <typename S>
+concept ObjectSink = ObjectSource<S> && requires(S& s, Value v, std::string t) {
+  { s.create(std::move(v), t, t) } -> std::same_as<Object>;
+};
+
+// The object `ref` names, checked to exist with T's type: NotFound if it does not exist,
+// InvalidArgument (naming both types) if it has another type or `ref` is null. Counts as a read.
+template <Storable T, ObjectSource S>
+Object object_of(S& source, const TypedRef<T>& ref) {
+  Object object = source.get(Ref{ref.oid(), {}});
+  if (!object.exists()) {
+    throw NotFound("object " + ref.oid().str() + " (a " + std::string(type_name<T>()) +
+                   ") does not exist");
+  }
+  if (object.type() != type_name<T>()) {
+    throw InvalidArgument("object " + ref.oid().str() + " is a \"" + object.type() +
+                          "\", not a \"" + std::string(type_name<T>()) + "\"");
+  }
+  return object;
+}
+
+// A new object of T's type holding `value`, written at commit. `key` is the store's unique key
+// among objects of the type ("" = none).
+template <Storable T, ObjectSink S>
+TypedRef<T> create(S& sink, const T& value, std::string key = {}) {
+  Object object = sink.create(to_value(value), std::string(type_name<T>()), std::move(key));
+  return TypedRef<T>(object.oid());
+}
+
+// The object `ref` names, loaded as a T (see object_of for the errors).
+template <Storable T, ObjectSource S>
+T get(S& source, const TypedRef<T>& ref) {
+  return from_value<T>(object_of(source, ref).get());
+}
+
+// Loads the object as a T, calls fn(T&) and writes the fields back (nothing, if fn throws).
+// Stored fields T does not declare are kept. A read of the object, so concurrent modifications
+// conflict and Database::transaction retries them.
+template <Storable T, ObjectSink S, typename Fn>
+requires std::invocable<Fn&, T&>
+void modify(S& sink, const TypedRef<T>& ref, Fn&& fn) {
+  Object object = object_of(sink, ref);
+  T value = from_value<T>(object.get());
+  fn(value);
+  Value updated = to_value(value);
+  Value::Map& state = object.mutate().as_map();
+  for (auto& [name, field] : updated.as_map())
+    state.insert_or_assign(name, std::move(field));
+}
+
+// Deletes the object at commit, after checking it is a T.
+template <Storable T, ObjectSink S>
+void remove(S& sink, const TypedRef<T>& ref) {
+  object_of(sink, ref).remove();
+}
+
+// Every committed object of T's type, in oid order, as the store lists them now (not as of a
+// transaction's snapshot: load them in a transaction to read them).
+template <Storable T>
+std::vector<TypedRef<T>> scan(Store& store) {
+  constexpr std::size_t page = 1000;
+  std::vector<TypedRef<T>> out;
+  Oid after;
+  for (;;) {
+    // Oid 0 is the root, never listed by type, so starting "after" it misses nothing.
+    std::vector<ScanEntry> entries = store.scan_type(type_name<T>(), after, page);
+    for (const ScanEntry& entry : entries)
+      out.emplace_back(entry.oid);
+    if (entries.size() < page) break;
+    after = entries.back().oid;
+  }
+  return out;
+}
+
+template <Storable T>
+std::vector<TypedRef<T>> scan(const Database& db) {
+  return scan<T>(db.store());
+}
+
+// ---- ByteStream ----
+
+// Bytes that grow by appending without rewriting what is already stored: a head object and a
+// chain of chunk objects, all untyped (so they live while something refers to the head).
+//   head   {"size": int, "chunk_size": int, "first": Ref or null, "last": Ref or null}
+//   chunk  {"data": Bytes of at most chunk_size, "next": Ref or null}
+// append() fills the last chunk up to chunk_size, then adds chunks: it writes the head, the last
+// chunk and the new ones, never earlier chunks. It reads the head, so concurrent appends to one
+// stream conflict (and Database::transaction retries them) rather than lose bytes. A ByteStream
+// is usable while the transaction or connection it came from is.
+class ByteStream {
+ public:
+  static constexpr std::size_t default_chunk_size = 64 * 1024;
+  static constexpr std::size_t max_chunk_size = max_object_bytes / 2;
+
+  // A new, empty stream. Throws InvalidArgument unless 1 <= chunk_size <= max_chunk_size.
+  template <ObjectSink S>
+  static ByteStream create(S& sink, std::size_t chunk_size = default_chunk_size) {
+    if (chunk_size < 1 || chunk_size > max_chunk_size) {
+      throw InvalidArgument("ByteStream chunk size " + std::to_string(chunk_size) +
+                            " is not between 1 and " + std::to_string(max_chunk_size));
+    }
+    Object head = sink.create(
+        Value::Map{{"size", 0}, {"chunk_size", chunk_size}, {"first", nullptr}, {"last", nullptr}});
+    return ByteStream(std::move(head), creator(sink));
+  }
+
+  // The stream whose head `ref` names. Throws NotFound if it does not exist and InvalidArgument
+  // if it is not a stream's head. Through a View the stream can only be read.
+  template <ObjectSource S>
+  static ByteStream open(S& source, const Ref& ref) {
+    Object head = source.get(Ref{ref.oid, {}});
+    check_head(head);
+    if constexpr (ObjectSink<S>) {
+      return ByteStream(std::move(head), creator(source));
+    } else {
+      return ByteStream(std::move(head), {});
+    }
+  }
+
+  const Object& object() const { return head_; }
+  Ref ref() const { return head_.ref(); }
+
+  std::uint64_t size() const { return static_cast<std::uint64_t>(field(head_, "size").as_int()); }
+
+  void append(std::string_view bytes) {
+    if (bytes.empty()) return;
+    if (!create_) throw InvalidArgument("this ByteStream was opened read-only");
+    Value::Map head = head_.get().as_map();
+    const auto chunk_size = static_cast<std::size_t>(head.at("chunk_size").as_int());
+    const auto old_size = head.at("size").as_int();
+    const std::size_t appended = bytes.size();
+    std::optional<Object> last;
+    if (head.at("last").is_ref()) {
+      last = head_.resolve(head.at("last"));
+      Value::Map state = last->get().as_map();
+      Bytes data = field(*last, "data").as_bytes();
+      std::size_t room = chunk_size > data.data.size() ? chunk_size - data.data.size() : 0;
+      std::size_t take = std::min(room, bytes.size());
+      if (take > 0) {
+        data.data.append(bytes.substr(0, take));
+        bytes.remove_prefix(take);
+        state.insert_or_assign("data", std::move(data));
+        last->mutate() = Value(std::move(state));
+      }
+    }
+    while (!bytes.empty()) {
+      std::size_t take = std::min(chunk_size, bytes.size());
+      Object next = create_(
+          Value::Map{{"data", Bytes{std::string(bytes.substr(0, take))}}, {"next", nullptr}});
+      bytes.remove_prefix(take);
+      if (last) {
+        last->mutate().as_map().insert_or_assign("next", next.ref());
+      } else {
+        head.insert_or_assign("first", next.ref());
+      }
+      last = std::move(next);
+    }
+    head.insert_or_assign("last", last->ref());
+    head.insert_or_assign("size", old_size + static_cast<std::int64_t>(appended));
+    head_.mutate() = Value(std::move(head));
+  }
+
+  // All the bytes, in order.
+  std::string read() const {
+    std::string out;
+    out.reserve(static_cast<std::size_t>(size()));
+    Value next = field(head_, "first");
+    while (next.is_ref()) {
+      Object chunk = head_.resolve(next);
+      out += field(chunk, "data").as_bytes().data;
+      next = field(chunk, "next");
+    }
+    return out;
+  }
+
+ private:
+  ByteStream(Object head, std::function<Object(Value)> create)
+      : head_(std::move(head)), create_(std::move(create)) {}
+
+  template <ObjectSink S>
+  static std::function<Object(Value)> creator(S& sink) {
+    return [&sink](Value state) { return sink.create(std::move(state)); };
+  }
+
+  static void check_head(const Object& head) {
+    const Value& state = head.get();
+    const Value* stored_size = state.find("size");
+    const Value* chunk = state.find("chunk_size");
+    if (!stored_size || !stored_size->is_int() || !chunk || !chunk->is_int() ||
+        chunk->as_int() < 1 || !state.find("first") || !state.find("last")) {
+      throw InvalidArgument("object " + head.oid().str() + " is not the head of a ByteStream");
+    }
+  }
+
+  // A field of a stream object's state, or Corruption if the layout is broken.
+  static const Value& field(const Object& object, std::string_view name) {
+    if (const Value* v = object.get().find(name)) return *v;
+    throw Corruption("object " + object.oid().str() + " of a ByteStream has no \"" +
+                     std::string(name) + "\"");
+  }
+
+  Object head_;
+  std::function<Object(Value)> create_;  // empty when read-only
+};
+
+}  // namespace cairn
+
+// ---- CAIRN_TYPE ----
+
+#define CAIRN_DETAIL_PARENS ()
+#define CAIRN_DETAIL_EXPAND(...) \
+  CAIRN_DETAIL_EXPAND4(          \
+      CAIRN_DETAIL_EXPAND4(CAIRN_DETAIL_EXPAND4(CAIRN_DETAIL_EXPAND4(__VA_ARGS__))))
+#define CAIRN_DETAIL_EXPAND4(...) \
+  CAIRN_DETAIL_EXPAND3(           \
+      CAIRN_DETAIL_EXPAND3(CAIRN_DETAIL_EXPAND3(CAIRN_DETAIL_EXPAND3(__VA_ARGS__))))
+#define CAIRN_DETAIL_EXPAND3(...) \
+  CAIRN_DETAIL_EXPAND2(           \
+      CAIRN_DETAIL_EXPAND2(CAIRN_DETAIL_EXPAND2(CAIRN_DETAIL_EXPAND2(__VA_ARGS__))))
+#define CAIRN_DETAIL_EXPAND2(...) \
+  CAIRN_DETAIL_EXPAND1(           \
+      CAIRN_DETAIL_EXPAND1(CAIRN_DETAIL_EXPAND1(CAIRN_DETAIL_EXPAND1(__VA_ARGS__))))
+#define CAIRN_DETAIL_EXPAND1(...) __VA_ARGS__
+#define CAIRN_DETAIL_FOR_EACH(macro, ...) \
+  __VA_OPT__(CAIRN_DETAIL_EXPAND(CAIRN_DETAIL_FOR_EACH_STEP(macro, __VA_ARGS__)))
+#define CAIRN_DETAIL_FOR_EACH_STEP(macro, first, ...) \
+  macro(first) __VA_OPT__(CAIRN_DETAIL_FOR_EACH_AGAIN CAIRN_DETAIL_PARENS(macro, __VA_ARGS__))
+#define CAIRN_DETAIL_FOR_EACH_AGAIN() CAIRN_DETAIL_FOR_EACH_STEP
+#define CAIRN_DETAIL_VISIT_FIELD(field) cairn_visit(#field, cairn_self.field);
+
+// Makes the struct Type storable under the stored type name `name` (a string literal of 1 to
+// max_type_length bytes), with the listed data members as its fields. Use it at namespace scope
+// in Type's own namespace, after the struct. Type must be default-constructible.
+#define CAIRN_TYPE(Type, name, ...)                                              \
+  inline constexpr ::std::string_view cairn_type_name(::cairn::TypeTag<Type>) {  \
+    return name;                                                                 \
+  }                                                                              \
+  template <typename CairnSelf, typename CairnVisitor>                           \
+  requires ::std::is_same_v<::std::remove_const_t<CairnSelf>, Type>              \
+  void cairn_visit_fields(::cairn::TypeTag<Type>, CairnSelf& cairn_self,         \
+                          CairnVisitor&& cairn_visit) {                          \
+    (void)cairn_self;                                                            \
+    (void)cairn_visit;                                                           \
+    CAIRN_DETAIL_FOR_EACH(CAIRN_DETAIL_VISIT_FIELD, __VA_ARGS__)                 \
+  }                                                                              \
+  static_assert(::std::string_view(name).size() >= 1 &&                          \
+                    ::std::string_view(name).size() <= ::cairn::max_type_length, \
+                "CAIRN_TYPE: the type name must be 1 to max_type_length bytes")
