@@ -18,8 +18,16 @@ inline constexpr int exit_usage = 2;    // bad flags or arguments
 // Registers the commands over a database file (info, check, pack, dump, restore); a parsed
 // command sets `action`, which must outlive the parse.
 void add_file_commands(CLI::App& app, Action& action);
+// Registers `cairn shell`.
+void add_shell_command(CLI::App& app, Action& action);
 // Registers `cairn bench`.
 void add_bench_command(CLI::App& app, Action& action);
+
+// PATH as the user gave it: a plain path, or a file: URL (file:PATH, file:///abs/path).
+std::string database_path(const std::string& arg);
+
+// Adds `--fsync POLICY` (always, batch or never), checked while parsing (a usage error).
+CLI::Option* add_fsync_option(CLI::App* command, std::string& fsync, const std::string& help);
 
 // Parses argv, runs the chosen subcommand, maps errors to exit statuses. The entry point.
 int run_main(int argc, char** argv);

@@ -24,12 +24,6 @@ namespace {
 
 constexpr const char* path_help = "the database file, as PATH or file:PATH";
 
-// PATH as the user gave it: a plain path, or a file: URL (file:PATH, file:///abs/path).
-std::string database_path(const std::string& arg) {
-  if (!arg.starts_with("file:")) return arg;
-  return parse_store_url(arg).path;
-}
-
 FileStoreOptions base_options() {
   FileStoreOptions options;
   options.log = [](std::string_view message) { std::cerr << "cairn: " << message << "\n"; };
@@ -53,20 +47,6 @@ std::unique_ptr<FileStore> open_read_write(const std::string& arg, const std::st
 
 void add_path(CLI::App* command, std::string& path) {
   command->add_option("PATH", path, path_help)->required();
-}
-
-void add_fsync(CLI::App* command, std::string& fsync, const std::string& help) {
-  auto valid_policy = [](std::string& text) -> std::string {
-    try {
-      parse_fsync_policy(text);
-      return {};
-    } catch (const Error& e) {
-      return e.what();
-    }
-  };
-  command->add_option("--fsync", fsync, help)
-      ->type_name("POLICY")
-      ->check(CLI::Validator(valid_policy, "", "fsync policy"));
 }
 
 std::string created_text(std::uint64_t micros) {
@@ -234,9 +214,9 @@ void add_pack(CLI::App& app, Action& action) {
   CLI::App* command = app.add_subcommand(
       "pack", "Rewrite a database file with only the objects its roots reach, reclaiming the rest");
   add_path(command, args->path);
-  add_fsync(command, args->fsync,
-            "always, batch or never: when writes reach the disk during this pack "
-            "(default: the policy recorded in the file)");
+  add_fsync_option(command, args->fsync,
+                   "always, batch or never: when writes reach the disk during this pack "
+                   "(default: the policy recorded in the file)");
   command->callback([args, &action] { action = [args] { return run_pack(*args); }; });
 }
 
@@ -286,13 +266,33 @@ void add_restore(CLI::App& app, Action& action) {
       "Read the output of cairn dump from stdin into an empty (or new) database, keeping every "
       "oid; the whole input is checked first and nothing is written if any line is malformed");
   add_path(command, args->path);
-  add_fsync(command, args->fsync,
-            "always, batch or never: when writes reach the disk (default: the policy recorded "
-            "in the file; a database this creates records the one given, else batch)");
+  add_fsync_option(
+      command, args->fsync,
+      "always, batch or never: when writes reach the disk (default: the policy recorded "
+      "in the file; a database this creates records the one given, else batch)");
   command->callback([args, &action] { action = [args] { return run_restore(*args); }; });
 }
 
 }  // namespace
+
+std::string database_path(const std::string& arg) {
+  if (!arg.starts_with("file:")) return arg;
+  return parse_store_url(arg).path;
+}
+
+CLI::Option* add_fsync_option(CLI::App* command, std::string& fsync, const std::string& help) {
+  auto valid_policy = [](std::string& text) -> std::string {
+    try {
+      parse_fsync_policy(text);
+      return {};
+    } catch (const Error& e) {
+      return e.what();
+    }
+  };
+  return command->add_option("--fsync", fsync, help)
+      ->type_name("POLICY")
+      ->check(CLI::Validator(valid_policy, "", "fsync policy"));
+}
 
 void add_file_commands(CLI::App& app, Action& action) {
   add_info(app, action);

@@ -27,7 +27,9 @@ class ListenerRegistry {
 
   Subscription add(CommitListener listener);
 
-  // Sets the CSN after which notifications start; call before the first notify().
+  // Sets the CSN after which notifications start: before the first notify(), or between
+  // notifications by a store whose CSNs have gaps (commits by other processes, which it does not
+  // notify), from its one delivering thread.
   void start_after(std::uint64_t csn) {
     std::lock_guard lk(turn_mu_);
     last_notified_ = csn;

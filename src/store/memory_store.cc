@@ -209,21 +209,7 @@ PackStats MemoryStore::pack() {
   for (const auto& [oid, obj] : objects_) {
     stats.bytes_before += obj.data.size() + obj.type.size() + obj.key.size();
   }
-  std::vector<Oid> pending;
-  std::unordered_set<Oid> live;
-  for (const auto& [oid, obj] : objects_) {
-    if (oid.is_root() || !obj.type.empty() || !obj.key.empty()) {
-      live.insert(oid);
-      pending.push_back(oid);
-    }
-  }
-  while (!pending.empty()) {
-    Oid oid = pending.back();
-    pending.pop_back();
-    for_each_ref(objects_.at(oid).data, oid, [&](Oid target) {
-      if (objects_.contains(target) && live.insert(target).second) pending.push_back(target);
-    });
-  }
+  std::unordered_set<Oid> live = reachable_from_roots(objects_);
   std::erase_if(objects_, [&](const auto& entry) { return !live.contains(entry.first); });
   stats.objects_after = objects_.size();
   for (const auto& [oid, obj] : objects_) {

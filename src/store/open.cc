@@ -5,6 +5,7 @@
 #include "cairn/file_store.h"
 #include "cairn/store.h"
 #include "cairn/url.h"
+#include "store/redis_store.h"
 
 namespace cairn {
 
@@ -16,6 +17,7 @@ std::unique_ptr<Store> open(std::string_view url) {
     case StoreUrl::Scheme::file:
       return FileStore::open(parsed.path);
     case StoreUrl::Scheme::redis:
+      return open_redis_store(parsed);
     case StoreUrl::Scheme::cairn:
     case StoreUrl::Scheme::cairns:
       break;

@@ -6,6 +6,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <unordered_set>
 #include <vector>
 
 #include "cairn/store.h"
@@ -35,8 +36,33 @@ void check_key_conflicts(const CommitRequest& request, const KeyHolder& holder_o
 // If `conflicts` is not empty: sorts it, drops duplicates and throws ConflictError.
 void throw_if_conflicts(std::vector<Oid> conflicts);
 
+// The oids pack() keeps among `objects` (a map from Oid to something with .type, .key and .data):
+// the roots (oid 0, every object with a type or a key) and what their refs reach.
+template <class Objects>
+std::unordered_set<Oid> reachable_from_roots(const Objects& objects);
+
 // Calls `fn` with the oid of every Ref inside `data` (a codec-encoded Value) of object `owner`.
 // Throws Corruption naming `owner` if the data does not decode.
 void for_each_ref(std::string_view data, Oid owner, const std::function<void(Oid)>& fn);
+
+template <class Objects>
+std::unordered_set<Oid> reachable_from_roots(const Objects& objects) {
+  std::vector<Oid> pending;
+  std::unordered_set<Oid> live;
+  for (const auto& [oid, obj] : objects) {
+    if (oid.is_root() || !obj.type.empty() || !obj.key.empty()) {
+      live.insert(oid);
+      pending.push_back(oid);
+    }
+  }
+  while (!pending.empty()) {
+    Oid oid = pending.back();
+    pending.pop_back();
+    for_each_ref(objects.at(oid).data, oid, [&](Oid target) {
+      if (objects.contains(target) && live.insert(target).second) pending.push_back(target);
+    });
+  }
+  return live;
+}
 
 }  // namespace cairn

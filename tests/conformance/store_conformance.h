@@ -20,6 +20,19 @@ namespace cairn::testing {
 
 using namespace std::chrono_literals;
 
+// One-call helpers for tests of a single store.
+inline std::uint64_t put(Store& store, Oid oid, const Value& v, std::string type = "",
+                         std::string key = "") {
+  CommitRequest req;
+  req.writes.push_back(WriteOp{oid, std::move(type), std::move(key), encode(v)});
+  return store.commit(req);
+}
+
+inline StoredObject get(Store& store, Oid oid) {
+  Oid one[] = {oid};
+  return store.load(one).objects.at(0);
+}
+
 template <typename Factory>
 class StoreConformance : public ::testing::Test {
  protected:

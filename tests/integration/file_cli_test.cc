@@ -26,19 +26,6 @@ namespace {
 namespace fs = std::filesystem;
 using Json = nlohmann::json;
 
-ProcessResult cairn(std::vector<std::string> args, const std::string& input = "") {
-  args.insert(args.begin(), CAIRN_BINARY);
-  return run_process(args, input);
-}
-
-std::vector<std::string> lines_of(const std::string& text) {
-  std::vector<std::string> lines;
-  std::istringstream in(text);
-  for (std::string line; std::getline(in, line);)
-    lines.push_back(line);
-  return lines;
-}
-
 // The oids the sample database gives its objects.
 struct Sample {
   Oid alice, bob, note, orphan, blob, latin1;

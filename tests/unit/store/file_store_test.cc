@@ -45,18 +45,6 @@ INSTANTIATE_TYPED_TEST_SUITE_P(FileAlways, StoreConformance, FileAlways);
 INSTANTIATE_TYPED_TEST_SUITE_P(FileNever, StoreConformance, FileNever);
 INSTANTIATE_TYPED_TEST_SUITE_P(FileUrl, StoreConformance, FileUrlFactory);
 
-std::uint64_t put(Store& store, Oid oid, const Value& v, std::string type = "",
-                  std::string key = "") {
-  CommitRequest req;
-  req.writes.push_back(WriteOp{oid, std::move(type), std::move(key), encode(v)});
-  return store.commit(req);
-}
-
-StoredObject get(Store& store, Oid oid) {
-  Oid one[] = {oid};
-  return store.load(one).objects.at(0);
-}
-
 class FileStoreTest : public ::testing::Test {
  protected:
   std::unique_ptr<FileStore> open_db(std::optional<FsyncPolicy> fsync = std::nullopt) {

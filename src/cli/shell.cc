@@ -1,0 +1,258 @@
+// `cairn shell`: its flags, the store it opens, and where its commands come from — a terminal
+// (libedit line editing, history in ~/.cairn_history), stdin, or -c. The commands themselves are
+// in shell_session.cc.
+#include <fmt/format.h>
+#include <histedit.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <iostream>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "cairn/database.h"
+#include "cairn/error.h"
+#include "cairn/file_store.h"
+#include "cairn/store.h"
+#include "cairn/url.h"
+#include "cli/cli.h"
+#include "cli/shell_session.h"
+
+namespace cairn::cli {
+
+namespace {
+
+struct ShellArgs {
+  std::string file;
+  bool memory = false;
+  std::string connect;
+  std::string token;
+  std::string fsync;
+  std::string commands;
+  bool use_connect = false;
+  bool have_commands = false;  // -c was given (possibly empty)
+};
+
+std::string percent_encode(std::string_view text) {
+  std::string out;
+  for (char c : text) {
+    auto u = static_cast<unsigned char>(c);
+    bool plain = (u >= 'a' && u <= 'z') || (u >= 'A' && u <= 'Z') || (u >= '0' && u <= '9') ||
+                 u == '-' || u == '.' || u == '_' || u == '~';
+    out += plain ? std::string(1, c) : fmt::format("%{:02X}", u);
+  }
+  return out;
+}
+
+std::string server_url(const ShellArgs& args) {
+  std::string user = args.token.empty() ? std::string() : percent_encode(args.token) + "@";
+  return "cairn://" + user + args.connect;
+}
+
+struct OpenedStore {
+  std::unique_ptr<Store> store;
+  std::string kind;  // for info: file, memory or the server's URL
+  std::string name;  // for the banner
+};
+
+OpenedStore open_store(const ShellArgs& args) {
+  if (args.memory) return {make_memory_store(), "memory", "a new in-memory database"};
+  if (args.use_connect) {
+    try {
+      std::string url = "cairn://" + args.connect;
+      return {cairn::open(server_url(args)), url, url};
+    } catch (const Unsupported&) {
+      // Not cairn::open's message: it would show the token.
+      throw Unsupported(fmt::format(
+          "shell --connect {}: the cairn server is not built yet; use --file PATH or --memory",
+          args.connect));
+    }
+  }
+  FileStoreOptions options;
+  options.log = [](std::string_view message) { std::cerr << "cairn: " << message << "\n"; };
+  if (!args.fsync.empty()) options.fsync = parse_fsync_policy(args.fsync);
+  std::string path = database_path(args.file);
+  return {FileStore::open(path, std::move(options)), "file", path};
+}
+
+// ---- input ----
+
+// A terminal line editor over libedit, with the history kept in ~/.cairn_history (when HOME is
+// set). The prompt shows `*` while there are uncommitted changes.
+class LineEditor {
+ public:
+  explicit LineEditor(const ShellSession& session)
+      : el_(el_init("cairn", stdin, stdout, stderr), &el_end),
+        history_(history_init(), &history_end) {
+    if (!el_ || !history_) throw IoError("cannot set up line editing on this terminal");
+    if (const char* home = std::getenv("HOME"); home != nullptr && *home != '\0') {
+      history_file_ = std::string(home) + "/.cairn_history";
+    }
+    history(history_.get(), &event_, H_SETSIZE, 1000);
+    history(history_.get(), &event_, H_SETUNIQUE, 1);
+    if (!history_file_.empty()) history(history_.get(), &event_, H_LOAD, history_file_.c_str());
+    el_set(el_.get(), EL_CLIENTDATA, const_cast<ShellSession*>(&session));
+    el_set(el_.get(), EL_PROMPT, &prompt);
+    el_set(el_.get(), EL_EDITOR, "emacs");
+    el_set(el_.get(), EL_SIGNAL, 1);
+    el_set(el_.get(), EL_HIST, history, history_.get());
+    el_source(el_.get(), nullptr);  // the user's ~/.editrc, if any
+  }
+
+  // The next line without its newline; nullopt at end of input.
+  std::optional<std::string> read_line() {
+    int count = 0;
+    const char* line = el_gets(el_.get(), &count);
+    if (line == nullptr || count <= 0) return std::nullopt;
+    std::string text(line, static_cast<std::size_t>(count));
+    if (text.ends_with('\n')) text.pop_back();
+    return text;
+  }
+
+  // Adds a line to the history and saves it, so that a shell that is killed loses nothing.
+  void remember(const std::string& line) {
+    history(history_.get(), &event_, H_ENTER, line.c_str());
+    if (!history_file_.empty()) history(history_.get(), &event_, H_SAVE, history_file_.c_str());
+  }
+
+ private:
+  static char* prompt(EditLine* el) {
+    void* data = nullptr;
+    el_get(el, EL_CLIENTDATA, &data);
+    bool dirty = data != nullptr && static_cast<const ShellSession*>(data)->has_changes();
+    // libedit only reads the prompt.
+    return const_cast<char*>(dirty ? "cairn*> " : "cairn> ");
+  }
+
+  std::unique_ptr<EditLine, decltype(&el_end)> el_;
+  std::unique_ptr<History, decltype(&history_end)> history_;
+  HistEvent event_{};
+  std::string history_file_;
+};
+
+bool blank(std::string_view line) {
+  return line.find_first_not_of(" \t\r\f\v") == std::string_view::npos;
+}
+
+int run_interactive(ShellSession& session, const std::string& store_name) {
+  LineEditor editor(session);
+  std::cout << fmt::format("cairn shell on {} at csn {}; help lists the commands, quit leaves\n",
+                           store_name, session.snapshot_csn());
+  bool quit = false;
+  while (!quit) {
+    std::optional<std::string> line = editor.read_line();
+    if (!line) {
+      std::cout << "\n";
+      break;
+    }
+    if (!blank(*line)) editor.remember(*line);
+    for (const std::string& command : split_commands(*line)) {
+      if (session.run(command, std::cout, std::cerr) == ShellSession::Outcome::quit) {
+        quit = true;
+        break;
+      }
+    }
+  }
+  if (session.has_changes()) std::cerr << "uncommitted changes dropped\n";
+  return exit_ok;
+}
+
+// Runs commands in order until one fails or quits, and then returns the exit status: 1 after a
+// failure (nothing after it runs, and what was not committed is dropped), 0 after quit. Nothing
+// if every command ran.
+std::optional<int> run_commands(ShellSession& session, const std::vector<std::string>& commands) {
+  for (const std::string& command : commands) {
+    switch (session.run(command, std::cout, std::cerr)) {
+      case ShellSession::Outcome::ok:
+        break;
+      case ShellSession::Outcome::quit:
+        return exit_ok;
+      case ShellSession::Outcome::failed:
+        return exit_failure;
+    }
+  }
+  return std::nullopt;
+}
+
+// Reads and runs stdin a line at a time, so that a program can hold a conversation with the shell.
+int run_script(ShellSession& session, std::istream& in) {
+  for (std::string line; std::getline(in, line);) {
+    if (std::optional<int> status = run_commands(session, split_commands(line))) return *status;
+  }
+  return exit_ok;
+}
+
+int run_shell(const ShellArgs& args) {
+  OpenedStore opened = open_store(args);
+  Database db(std::move(opened.store));
+  ShellSession session(db, opened.kind);
+  if (args.have_commands)
+    return run_commands(session, split_commands(args.commands)).value_or(exit_ok);
+  if (isatty(STDIN_FILENO) == 1) return run_interactive(session, opened.name);
+  return run_script(session, std::cin);
+}
+
+}  // namespace
+
+void add_shell_command(CLI::App& app, Action& action) {
+  auto args = std::make_shared<ShellArgs>();
+  CLI::App* command = app.add_subcommand(
+      "shell",
+      "Look inside a database and change it with commands such as get /users/harry, set /n 1 "
+      "and commit: from a terminal, from stdin, or from -c");
+  CLI::Option* file =
+      command
+          ->add_option("--file", args->file,
+                       "the database file, as PATH or file:PATH (created if it does not exist)")
+          ->type_name("PATH");
+  CLI::Option* memory =
+      command->add_flag("--memory", args->memory, "a new in-memory database, gone at exit");
+  CLI::Option* connect =
+      command
+          ->add_option("--connect", args->connect,
+                       "a cairn server; not built yet: says so and exits with status 1")
+          ->type_name("HOST:PORT");
+  command->add_option("--token", args->token, "the token for --connect")
+      ->type_name("T")
+      ->needs(connect);
+  add_fsync_option(command, args->fsync,
+                   "always, batch or never: when commits reach the disk (default: the policy "
+                   "recorded in the file)")
+      ->needs(file);
+  CLI::Option* commands =
+      command
+          ->add_option("-c,--command", args->commands,
+                       "run these commands, separated by ; or newlines, instead of reading stdin")
+          ->type_name("COMMANDS");
+  command->footer(
+      "Commands, one a line (or separated by ; outside JSON strings); blank lines and lines "
+      "starting with # are skipped:\n\n" +
+      shell_help() +
+      "\nA failed command prints one line \"error: ...\" on stderr. From a terminal the shell "
+      "goes on; from stdin or -c it stops there and exits with status 1, dropping what was not "
+      "committed. Bad flags exit with status 2.\n");
+  command->callback([args, file, memory, connect, commands, &action] {
+    int chosen = static_cast<int>(file->count() > 0) + static_cast<int>(memory->count() > 0) +
+                 static_cast<int>(connect->count() > 0);
+    if (chosen != 1) {
+      throw CLI::ValidationError(
+          "cairn shell", "give exactly one of --file PATH, --memory or --connect HOST:PORT");
+    }
+    args->use_connect = connect->count() > 0;
+    args->have_commands = commands->count() > 0;
+    if (args->use_connect) {
+      try {
+        parse_store_url("cairn://" + args->connect);  // not with the token: errors show the URL
+      } catch (const Error& e) {
+        throw CLI::ValidationError("--connect", e.what());
+      }
+    }
+    action = [args] { return run_shell(*args); };
+  });
+}
+
+}  // namespace cairn::cli

@@ -1,0 +1,927 @@
+// RedisStore: the store contract kept in Redis, in a layout a person can read with redis-cli
+// (docs/redis-layout.md). Every commit is one Lua script that validates the read set and the
+// unique keys and only then applies everything, so no partial commit is ever visible. One
+// connection per store, guarded by a mutex; waiting for a lock does not hold it.
+#include "store/redis_store.h"
+
+#include <fmt/format.h>
+#include <hiredis/hiredis.h>
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <charconv>
+#include <cstdlib>
+#include <deque>
+#include <mutex>
+#include <thread>
+#include <unordered_map>
+#include <unordered_set>
+
+#include "cairn/codec.h"
+#include "cairn/error.h"
+#include "cairn/json.h"
+#include "cairn/value.h"
+#include "store/listeners.h"
+#include "store/redis_ptr.h"
+#include "store/store_util.h"
+
+namespace cairn {
+
+namespace {
+
+using ContextPtr = RedisContextPtr;
+using ReplyPtr = RedisReplyPtr;
+using Args = std::vector<std::string_view>;
+
+// How many entries the change stream keeps (approximately: XADD MAXLEN ~).
+constexpr std::string_view stream_max_len = "100000";
+// Objects read or deleted per round trip by pack().
+constexpr std::size_t pack_batch = 512;
+// Field-value pairs per HSET inside the commit script (Lua's unpack() has a stack limit).
+constexpr int hset_chunk = 500;
+
+// ---- Lua scripts (all take numkeys 0 and build their keys from the prefix in ARGV[1]) ----
+
+// ARGV: prefix, stream max length, nreads, (oid, version)*, ndeletes, oid*, nwrites,
+//       (oid, type, key, nfields, (field, value)*)*
+// Returns {"conflict", oid...}, {"same", csn} (nothing to apply) or {"ok", csn, changed oid...}.
+constexpr std::string_view commit_script = R"lua(
+local p = ARGV[1]
+local i = 4
+local conflicts = {'conflict'}
+local nreads = tonumber(ARGV[3])
+for _ = 1, nreads do
+  local cur = redis.call('HGET', p .. 'o:' .. ARGV[i], '_version') or '0'
+  if cur ~= ARGV[i + 1] then conflicts[#conflicts + 1] = ARGV[i] end
+  i = i + 2
+end
+local released = {}
+local deletes = {}
+local ndel = tonumber(ARGV[i]); i = i + 1
+for _ = 1, ndel do
+  deletes[#deletes + 1] = ARGV[i]; released[ARGV[i]] = true; i = i + 1
+end
+local writes = {}
+local nw = tonumber(ARGV[i]); i = i + 1
+for _ = 1, nw do
+  local w = {oid = ARGV[i], type = ARGV[i + 1], key = ARGV[i + 2], n = tonumber(ARGV[i + 3]),
+             first = i + 4}
+  i = i + 4 + 2 * w.n
+  writes[#writes + 1] = w; released[w.oid] = true
+end
+for _, w in ipairs(writes) do
+  if w.key ~= '' then
+    local holder = redis.call('HGET', p .. 'k:' .. w.type, w.key)
+    if holder and holder ~= w.oid then
+      local gives_up = false
+      if released[holder] then
+        gives_up = true
+        for _, o in ipairs(writes) do
+          if o.oid == holder and o.type == w.type and o.key == w.key then gives_up = false end
+        end
+      end
+      if not gives_up then
+        conflicts[#conflicts + 1] = w.oid; conflicts[#conflicts + 1] = holder
+      end
+    end
+  end
+end
+if #conflicts > 1 then return conflicts end
+if #deletes == 0 and #writes == 0 then
+  return {'same', redis.call('GET', p .. 'csn') or '0'}
+end
+-- Everything is checked: from here on nothing fails unless a key holds the wrong type.
+local changed = {}
+local existing = {}
+for _, oid in ipairs(deletes) do
+  if redis.call('EXISTS', p .. 'o:' .. oid) == 1 then changed[#changed + 1] = oid end
+end
+for _, w in ipairs(writes) do changed[#changed + 1] = w.oid end
+local csn = string.format('%d', redis.call('INCR', p .. 'csn'))
+redis.call('XADD', p .. 'changes', 'MAXLEN', '~', ARGV[2], csn .. '-0', 'csn', csn,
+           'oids', table.concat(changed, ' '))
+local function unindex(oid, okey)
+  local meta = redis.call('HMGET', okey, '_type', '_key')
+  local t, k = meta[1] or '', meta[2] or ''
+  if t ~= '' then redis.call('ZREM', p .. 't:' .. t, oid) end
+  if k ~= '' and redis.call('HGET', p .. 'k:' .. t, k) == oid then
+    redis.call('HDEL', p .. 'k:' .. t, k)
+    redis.call('ZREM', p .. 'ks:' .. t, k)
+  end
+end
+for _, oid in ipairs(deletes) do
+  local okey = p .. 'o:' .. oid
+  if redis.call('EXISTS', okey) == 1 then unindex(oid, okey); redis.call('DEL', okey) end
+end
+-- Unindex every rewritten object first, so that keys can move between objects in one commit.
+for _, w in ipairs(writes) do
+  local okey = p .. 'o:' .. w.oid
+  if redis.call('EXISTS', okey) == 1 then unindex(w.oid, okey); redis.call('DEL', okey) end
+end
+for _, w in ipairs(writes) do
+  local okey = p .. 'o:' .. w.oid
+  redis.call('HSET', okey, '_version', csn, '_type', w.type, '_key', w.key)
+  local j = 0
+  while j < w.n do
+    local args = {okey}
+    local stop = math.min(w.n, j + @CHUNK@)
+    while j < stop do
+      args[#args + 1] = ARGV[w.first + 2 * j]; args[#args + 1] = ARGV[w.first + 2 * j + 1]
+      j = j + 1
+    end
+    redis.call('HSET', unpack(args))
+  end
+  if w.type ~= '' then redis.call('ZADD', p .. 't:' .. w.type, w.oid, w.oid) end
+  if w.key ~= '' then
+    redis.call('HSET', p .. 'k:' .. w.type, w.key, w.oid)
+    redis.call('ZADD', p .. 'ks:' .. w.type, 0, w.key)
+  end
+end
+local out = {'ok', csn}
+for _, oid in ipairs(changed) do out[#out + 1] = oid end
+return out
+)lua";
+
+// ARGV: prefix, type, score lower bound "(after", limit. Returns oid, key, oid, key...
+constexpr std::string_view scan_type_script = R"lua(
+local p = ARGV[1]
+local oids = redis.call('ZRANGEBYSCORE', p .. 't:' .. ARGV[2], ARGV[3], '+inf', 'LIMIT', 0, ARGV[4])
+local out = {}
+for _, oid in ipairs(oids) do
+  out[#out + 1] = oid
+  out[#out + 1] = redis.call('HGET', p .. 'o:' .. oid, '_key') or ''
+end
+return out
+)lua";
+
+// ARGV: prefix, type, lex lower bound, limit, key prefix. Returns key, oid, key, oid...
+constexpr std::string_view scan_keys_script = R"lua(
+local p = ARGV[1]
+local keys = redis.call('ZRANGEBYLEX', p .. 'ks:' .. ARGV[2], ARGV[3], '+', 'LIMIT', 0, ARGV[4])
+local prefix = ARGV[5]
+local out = {}
+for _, k in ipairs(keys) do
+  if string.sub(k, 1, #prefix) ~= prefix then break end
+  local oid = redis.call('HGET', p .. 'k:' .. ARGV[2], k)
+  if oid then out[#out + 1] = k; out[#out + 1] = oid end
+end
+return out
+)lua";
+
+// ARGV: prefix, start id. Returns current csn, the id of the oldest change ('' if none), then
+// the oids field of every change from the start id on.
+constexpr std::string_view changes_script = R"lua(
+local p = ARGV[1]
+local out = {redis.call('GET', p .. 'csn') or '0', ''}
+local first = redis.call('XRANGE', p .. 'changes', '-', '+', 'COUNT', 1)
+if #first == 0 then return out end
+out[2] = first[1][1]
+local entries = redis.call('XRANGE', p .. 'changes', ARGV[2], '+')
+for _, e in ipairs(entries) do
+  local f = e[2]
+  for j = 1, #f, 2 do
+    if f[j] == 'oids' then out[#out + 1] = f[j + 1] end
+  end
+end
+return out
+)lua";
+
+// ARGV: lock key, fence key, owner, ttl ms. Returns the fencing token, or nil if held.
+constexpr std::string_view lock_script = R"lua(
+if redis.call('SET', ARGV[1], ARGV[3], 'NX', 'PX', ARGV[4]) then
+  return redis.call('INCR', ARGV[2])
+end
+return false
+)lua";
+
+// ARGV: lock key, owner. Deletes the lock if `owner` holds it; returns 1 if it did.
+constexpr std::string_view unlock_script = R"lua(
+if redis.call('GET', ARGV[1]) == ARGV[2] then return redis.call('DEL', ARGV[1]) end
+return 0
+)lua";
+
+// ARGV: lock key, owner, ttl ms. Extends the lock if `owner` holds it; returns 1 if it did.
+constexpr std::string_view renew_script = R"lua(
+if redis.call('GET', ARGV[1]) == ARGV[2] then return redis.call('PEXPIRE', ARGV[1], ARGV[3]) end
+return 0
+)lua";
+
+// ARGV: prefix, (oid, version)*. Deletes each object still at the version pack saw.
+constexpr std::string_view sweep_script = R"lua(
+local p = ARGV[1]
+local n = 0
+for i = 2, #ARGV, 2 do
+  local okey = p .. 'o:' .. ARGV[i]
+  if redis.call('HGET', okey, '_version') == ARGV[i + 1] then
+    redis.call('DEL', okey); n = n + 1
+  end
+end
+return n
+)lua";
+
+enum ScriptId {
+  commit_id,
+  scan_type_id,
+  scan_keys_id,
+  changes_id,
+  lock_id,
+  unlock_id,
+  renew_id,
+  sweep_id,
+  script_count
+};
+
+std::string script_source(ScriptId id) {
+  switch (id) {
+    case commit_id: {
+      std::string s(commit_script);
+      s.replace(s.find("@CHUNK@"), 7, std::to_string(hset_chunk));
+      return s;
+    }
+    case scan_type_id:
+      return std::string(scan_type_script);
+    case scan_keys_id:
+      return std::string(scan_keys_script);
+    case changes_id:
+      return std::string(changes_script);
+    case lock_id:
+      return std::string(lock_script);
+    case unlock_id:
+      return std::string(unlock_script);
+    case renew_id:
+      return std::string(renew_script);
+    case sweep_id:
+      return std::string(sweep_script);
+    case script_count:
+      break;
+  }
+  throw Error("redis: unknown script");
+}
+
+std::string_view reply_str(const redisReply* r) {
+  return {r->str, r->len};
+}
+
+[[noreturn]] void unexpected(const redisReply* r, std::string_view what) {
+  if (r->type == REDIS_REPLY_ERROR) {
+    throw ProtocolError(fmt::format("redis {}: {}", what, reply_str(r)));
+  }
+  throw ProtocolError(fmt::format("redis {}: unexpected reply type {}", what, r->type));
+}
+
+const redisReply* expect_array(const redisReply* r, std::string_view what) {
+  if (r->type != REDIS_REPLY_ARRAY) unexpected(r, what);
+  return r;
+}
+
+// A bulk string (or status) reply; nullopt for nil.
+std::optional<std::string_view> opt_string(const redisReply* r, std::string_view what) {
+  if (r->type == REDIS_REPLY_NIL) return std::nullopt;
+  if (r->type != REDIS_REPLY_STRING && r->type != REDIS_REPLY_STATUS) unexpected(r, what);
+  return reply_str(r);
+}
+
+std::string_view string_of(const redisReply* r, std::string_view what) {
+  auto s = opt_string(r, what);
+  if (!s) unexpected(r, what);
+  return *s;
+}
+
+std::uint64_t parse_u64(std::string_view s, std::string_view what) {
+  std::uint64_t v = 0;
+  auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (ec != std::errc() || end != s.data() + s.size()) {
+    throw ProtocolError(fmt::format("redis {}: \"{}\" is not a number", what, s));
+  }
+  return v;
+}
+
+std::uint64_t integer_of(const redisReply* r, std::string_view what) {
+  if (r->type == REDIS_REPLY_INTEGER && r->integer >= 0) {
+    return static_cast<std::uint64_t>(r->integer);
+  }
+  return parse_u64(string_of(r, what), what);
+}
+
+// One connection to the server: connects lazily, and again after an I/O failure.
+class Connection {
+ public:
+  Connection(StoreUrl url, std::string password)
+      : url_(std::move(url)), password_(std::move(password)) {}
+
+  ReplyPtr run(const Args& args) {
+    ensure_connected();
+    append(args);
+    return read();
+  }
+
+  // Sends every command before reading any reply: one round trip.
+  std::vector<ReplyPtr> run_all(const std::vector<Args>& commands) {
+    ensure_connected();
+    for (const Args& args : commands)
+      append(args);
+    std::vector<ReplyPtr> replies;
+    replies.reserve(commands.size());
+    for (std::size_t i = 0; i < commands.size(); ++i)
+      replies.push_back(read());
+    return replies;
+  }
+
+  std::string endpoint() const {
+    return url_.path.empty() ? fmt::format("{}:{}", url_.host, url_.port) : url_.path;
+  }
+
+ private:
+  void ensure_connected() {
+    if (ctx_) return;
+    timeval connect_timeout{5, 0};
+    redisContext* raw = url_.path.empty()
+                            ? redisConnectWithTimeout(url_.host.c_str(), url_.port, connect_timeout)
+                            : redisConnectUnixWithTimeout(url_.path.c_str(), connect_timeout);
+    if (raw == nullptr) throw IoError("redis: cannot allocate a connection");
+    ContextPtr c(raw);
+    if (c->err != 0) {
+      throw IoError(fmt::format("cannot connect to redis at {}: {}", endpoint(), c->errstr));
+    }
+    timeval io_timeout{60, 0};
+    redisSetTimeout(c.get(), io_timeout);
+    ctx_ = std::move(c);
+    if (!password_.empty()) {
+      Args auth = {"AUTH"};
+      if (!url_.user.empty()) auth.push_back(url_.user);
+      auth.push_back(password_);
+      ReplyPtr r = run(auth);
+      if (r->type == REDIS_REPLY_ERROR) {
+        std::string message(reply_str(r.get()));
+        ctx_.reset();
+        throw AuthError(fmt::format("redis at {} refused the password: {}", endpoint(), message));
+      }
+    }
+    if (url_.db != 0) {
+      std::string db = std::to_string(url_.db);
+      ReplyPtr r = run({"SELECT", db});
+      if (r->type == REDIS_REPLY_ERROR) {
+        std::string message(reply_str(r.get()));
+        ctx_.reset();
+        throw InvalidArgument(fmt::format("redis at {}: SELECT {}: {}", endpoint(), db, message));
+      }
+    }
+  }
+
+  void append(const Args& args) {
+    std::vector<const char*> argv;
+    std::vector<std::size_t> lens;
+    argv.reserve(args.size());
+    lens.reserve(args.size());
+    for (std::string_view a : args) {
+      argv.push_back(a.data());
+      lens.push_back(a.size());
+    }
+    if (redisAppendCommandArgv(ctx_.get(), static_cast<int>(args.size()), argv.data(),
+                               lens.data()) != REDIS_OK) {
+      fail("sending a command");
+    }
+  }
+
+  ReplyPtr read() {
+    void* raw = nullptr;
+    if (redisGetReply(ctx_.get(), &raw) != REDIS_OK || raw == nullptr) fail("reading a reply");
+    return ReplyPtr(static_cast<redisReply*>(raw));
+  }
+
+  // The connection is unusable after an I/O error: drop it so the next call reconnects.
+  [[noreturn]] void fail(std::string_view what) {
+    std::string reason = ctx_ && ctx_->err != 0 ? ctx_->errstr : "connection lost";
+    ctx_.reset();
+    throw IoError(fmt::format("redis at {}: {}: {}", endpoint(), what, reason));
+  }
+
+  StoreUrl url_;
+  std::string password_;
+  ContextPtr ctx_;
+};
+
+// The hash fields that hold `data` (docs/redis-layout.md), chosen so that reading them back
+// rebuilds exactly the same bytes: per-entry JSON for a map, one JSON `_value` for any other
+// value, `_raw` bytes for data that is not a canonically encoded Value.
+std::vector<std::pair<std::string, std::string>> data_fields(const std::string& data) {
+  try {
+    Value v = decode(data);
+    if (encode(v) == data) {
+      if (v.kind() == Kind::map && !v.as_map().empty() &&
+          std::none_of(v.as_map().begin(), v.as_map().end(),
+                       [](const auto& e) { return e.first.starts_with('_'); })) {
+        std::vector<std::pair<std::string, std::string>> fields;
+        Value::Map rebuilt;
+        for (const auto& [name, item] : v.as_map()) {
+          std::string json = to_json(item);
+          rebuilt.emplace(name, from_json(json));
+          fields.emplace_back(name, std::move(json));
+        }
+        if (encode(Value(std::move(rebuilt))) == data) return fields;
+      }
+      std::string json = to_json(v);
+      if (encode(from_json(json)) == data) return {{"_value", std::move(json)}};
+    }
+  } catch (const std::exception&) {
+    // Not a Value (or not one JSON can carry exactly): kept as raw bytes below.
+  }
+  return {{"_raw", data}};
+}
+
+Value field_value(Oid oid, std::string_view field, std::string_view json) {
+  try {
+    return from_json(json);
+  } catch (const Error& e) {
+    throw Corruption(fmt::format("redis object {}: field {} is not cairn JSON: {}", oid.value(),
+                                 field, e.what()));
+  }
+}
+
+// Rebuilds an object from the reply to HGETALL <prefix>o:<oid>.
+StoredObject object_from_hash(Oid oid, const redisReply* r) {
+  expect_array(r, "HGETALL");
+  StoredObject out;
+  out.oid = oid;
+  if (r->elements == 0) return out;
+  if (r->elements % 2 != 0) unexpected(r, "HGETALL");
+  Value::Map map;
+  std::optional<std::string_view> raw, value_json, version;
+  for (std::size_t i = 0; i < r->elements; i += 2) {
+    std::string_view name = string_of(r->element[i], "HGETALL");
+    std::string_view val = string_of(r->element[i + 1], "HGETALL");
+    if (name == "_version") {
+      version = val;
+    } else if (name == "_type") {
+      out.type = val;
+    } else if (name == "_key") {
+      out.key = val;
+    } else if (name == "_raw") {
+      raw = val;
+    } else if (name == "_value") {
+      value_json = val;
+    } else if (!name.starts_with('_')) {
+      map.emplace(std::string(name), field_value(oid, name, val));
+    }
+  }
+  if (!version) {
+    throw Corruption(fmt::format("redis object {}: hash has no _version field", oid.value()));
+  }
+  out.version = parse_u64(*version, "_version");
+  if (raw) {
+    out.data = *raw;
+  } else if (value_json) {
+    out.data = encode(field_value(oid, "_value", *value_json));
+  } else {
+    out.data = encode(Value(std::move(map)));
+  }
+  return out;
+}
+
+std::string glob_escape(std::string_view s) {
+  std::string out;
+  for (char c : s) {
+    if (c == '*' || c == '?' || c == '[' || c == ']' || c == '\\') out.push_back('\\');
+    out.push_back(c);
+  }
+  return out;
+}
+
+class RedisStore final : public Store {
+ public:
+  RedisStore(StoreUrl url, std::string password, std::string prefix)
+      : prefix_(std::move(prefix)), conn_(std::move(url), std::move(password)) {
+    std::lock_guard lk(mu_);
+    for (int id = 0; id < script_count; ++id) {
+      std::string source = script_source(static_cast<ScriptId>(id));
+      ReplyPtr r = conn_.run({"SCRIPT", "LOAD", source});
+      shas_[static_cast<std::size_t>(id)] = string_of(r.get(), "SCRIPT LOAD");
+    }
+  }
+
+  LoadResult load(std::span<const Oid> oids) override;
+  std::uint64_t commit(const CommitRequest& request) override;
+  Changes changes_since(std::uint64_t csn) override;
+  Subscription subscribe(CommitListener listener) override {
+    return listeners_.add(std::move(listener));
+  }
+  Oid new_oids(std::uint32_t count) override;
+  std::vector<ScanEntry> scan_type(std::string_view type, Oid after, std::size_t limit) override;
+  std::vector<ScanEntry> scan_keys(std::string_view type, std::string_view prefix,
+                                   std::string_view after, std::size_t limit) override;
+  std::optional<Oid> find_key(std::string_view type, std::string_view key) override;
+  std::optional<std::uint64_t> lock(const LockRequest& request) override;
+  bool unlock(std::string_view name, std::string_view owner) override;
+  bool renew(std::string_view name, std::string_view owner, std::chrono::milliseconds ttl) override;
+  PackStats pack() override;
+
+ private:
+  std::string key(std::string_view kind, std::string_view name) const {
+    std::string k;
+    k.reserve(prefix_.size() + kind.size() + name.size());
+    k.append(prefix_).append(kind).append(name);
+    return k;
+  }
+
+  // EVALSHA, or EVAL when the server has lost the script (SCRIPT FLUSH, restart). mu_ held.
+  ReplyPtr eval(ScriptId id, const Args& argv) {
+    Args args = {"EVALSHA", shas_[static_cast<std::size_t>(id)], "0"};
+    args.insert(args.end(), argv.begin(), argv.end());
+    ReplyPtr r = conn_.run(args);
+    if (r->type == REDIS_REPLY_ERROR && reply_str(r.get()).starts_with("NOSCRIPT")) {
+      std::string source = script_source(id);
+      args[0] = "EVAL";
+      args[1] = source;
+      r = conn_.run(args);
+    }
+    if (r->type == REDIS_REPLY_ERROR) unexpected(r.get(), "script");
+    return r;
+  }
+
+  std::uint64_t next_oid();  // mu_ held: one past the last oid any client was given
+  std::vector<StoredObject> load_batch(std::span<const Oid> oids);  // mu_ held
+  void deliver();
+
+  const std::string prefix_;
+  std::mutex mu_;  // guards conn_
+  Connection conn_;
+  std::array<std::string, script_count> shas_;
+  std::atomic<std::uint64_t> known_next_oid_{1};  // a lower bound of next_oid()
+
+  ListenerRegistry listeners_;
+  std::mutex outbox_mu_;                                           // guards the two below
+  std::deque<std::pair<std::uint64_t, std::vector<Oid>>> outbox_;  // commits to notify, CSN order
+  bool delivering_ = false;
+};
+
+LoadResult RedisStore::load(std::span<const Oid> oids) {
+  std::vector<std::string> keys;
+  keys.reserve(oids.size());
+  for (Oid oid : oids)
+    keys.push_back(key("o:", oid.str()));
+  std::string csn_key = key("csn", "");
+  std::vector<Args> commands;
+  commands.reserve(oids.size() + 3);
+  commands.push_back({"MULTI"});
+  commands.push_back({"GET", csn_key});
+  for (const std::string& k : keys)
+    commands.push_back({"HGETALL", k});
+  commands.push_back({"EXEC"});
+  std::vector<ReplyPtr> replies;
+  {
+    std::lock_guard lk(mu_);
+    replies = conn_.run_all(commands);
+  }
+  for (std::size_t i = 0; i + 1 < replies.size(); ++i) {
+    if (replies[i]->type == REDIS_REPLY_ERROR) unexpected(replies[i].get(), "load");
+  }
+  const redisReply* exec = expect_array(replies.back().get(), "EXEC");
+  if (exec->elements != oids.size() + 1) unexpected(exec, "EXEC");
+  LoadResult result;
+  auto csn = opt_string(exec->element[0], "GET csn");
+  result.csn = csn ? parse_u64(*csn, "csn") : 0;
+  result.objects.reserve(oids.size());
+  for (std::size_t i = 0; i < oids.size(); ++i)
+    result.objects.push_back(object_from_hash(oids[i], exec->element[i + 1]));
+  return result;
+}
+
+std::uint64_t RedisStore::next_oid() {
+  ReplyPtr r = conn_.run({"GET", key("next_oid", "")});
+  auto last = opt_string(r.get(), "GET next_oid");
+  std::uint64_t next = (last ? parse_u64(*last, "next_oid") : 0) + 1;
+  std::uint64_t known = known_next_oid_.load();
+  while (known < next && !known_next_oid_.compare_exchange_weak(known, next)) {
+  }
+  return std::max(known, next);
+}
+
+std::uint64_t RedisStore::commit(const CommitRequest& request) {
+  std::uint64_t highest = 0;
+  for (const WriteOp& w : request.writes)
+    highest = std::max(highest, w.oid.value());
+  std::uint64_t known = known_next_oid_.load();
+  if (highest >= known) {
+    // Another client may have allocated it: ask the server before refusing.
+    std::lock_guard lk(mu_);
+    known = next_oid();
+  }
+  validate_commit_shape(request, known);
+
+  std::deque<std::string> strings;  // backing store for the string_views in args
+  auto str = [&strings](std::string s) -> std::string_view {
+    return strings.emplace_back(std::move(s));
+  };
+  Args args = {prefix_, stream_max_len, str(std::to_string(request.reads.size()))};
+  for (const ReadCheck& r : request.reads) {
+    args.push_back(str(r.oid.str()));
+    args.push_back(str(std::to_string(r.version)));
+  }
+  args.push_back(str(std::to_string(request.deletes.size())));
+  for (Oid oid : request.deletes)
+    args.push_back(str(oid.str()));
+  args.push_back(str(std::to_string(request.writes.size())));
+  std::vector<std::vector<std::pair<std::string, std::string>>> fields;
+  fields.reserve(request.writes.size());
+  for (const WriteOp& w : request.writes) {
+    const auto& f = fields.emplace_back(data_fields(w.data));
+    args.push_back(str(w.oid.str()));
+    args.push_back(w.type);
+    args.push_back(w.key);
+    args.push_back(str(std::to_string(f.size())));
+    for (const auto& [name, value] : f) {
+      args.push_back(name);
+      args.push_back(value);
+    }
+  }
+
+  std::unique_lock lk(mu_);
+  ReplyPtr reply = eval(commit_id, args);
+  const redisReply* r = expect_array(reply.get(), "commit");
+  if (r->elements < 1) unexpected(r, "commit");
+  std::string_view status = string_of(r->element[0], "commit");
+  if (status == "conflict") {
+    lk.unlock();
+    std::vector<Oid> conflicts;
+    for (std::size_t i = 1; i < r->elements; ++i)
+      conflicts.emplace_back(parse_u64(string_of(r->element[i], "commit"), "conflict oid"));
+    if (conflicts.empty()) unexpected(r, "commit");
+    throw_if_conflicts(std::move(conflicts));
+  }
+  if (r->elements < 2 || (status != "ok" && status != "same")) unexpected(r, "commit");
+  std::uint64_t csn = parse_u64(string_of(r->element[1], "commit"), "csn");
+  if (status == "same") return csn;
+  std::vector<Oid> changed;
+  changed.reserve(r->elements - 2);
+  for (std::size_t i = 2; i < r->elements; ++i)
+    changed.emplace_back(parse_u64(string_of(r->element[i], "commit"), "changed oid"));
+  {
+    // Queued while mu_ is held, so the outbox is in CSN order.
+    std::lock_guard out(outbox_mu_);
+    outbox_.emplace_back(csn, std::move(changed));
+  }
+  lk.unlock();
+  deliver();
+  return csn;
+}
+
+// Notifies listeners of queued commits, one thread at a time, in CSN order. CSNs of this
+// store's commits have gaps (other clients commit too), so each is announced as next in turn.
+void RedisStore::deliver() {
+  std::unique_lock lk(outbox_mu_);
+  if (delivering_) return;  // the delivering thread will reach our commit
+  delivering_ = true;
+  while (!outbox_.empty()) {
+    auto [csn, oids] = std::move(outbox_.front());
+    outbox_.pop_front();
+    lk.unlock();
+    listeners_.start_after(csn - 1);
+    listeners_.notify(csn, oids);
+    lk.lock();
+  }
+  delivering_ = false;
+}
+
+Changes RedisStore::changes_since(std::uint64_t csn) {
+  std::string start = fmt::format("{}-0", csn + 1);
+  ReplyPtr reply;
+  {
+    std::lock_guard lk(mu_);
+    reply = eval(changes_id, {prefix_, start});
+  }
+  const redisReply* r = expect_array(reply.get(), "changes_since");
+  if (r->elements < 2) unexpected(r, "changes_since");
+  Changes out;
+  out.csn = parse_u64(string_of(r->element[0], "changes_since"), "csn");
+  if (csn >= out.csn) return out;
+  std::string_view first = string_of(r->element[1], "changes_since");
+  std::uint64_t first_csn =
+      first.empty() ? out.csn + 1 : parse_u64(first.substr(0, first.find('-')), "stream id");
+  if (first_csn > csn + 1) {
+    out.complete = false;
+    return out;
+  }
+  for (std::size_t i = 2; i < r->elements; ++i) {
+    std::string_view list = string_of(r->element[i], "changes_since");
+    while (!list.empty()) {
+      auto space = list.find(' ');
+      std::string_view one = list.substr(0, space);
+      if (!one.empty()) out.oids.emplace_back(parse_u64(one, "changed oid"));
+      list.remove_prefix(space == std::string_view::npos ? list.size() : space + 1);
+    }
+  }
+  std::sort(out.oids.begin(), out.oids.end());
+  out.oids.erase(std::unique(out.oids.begin(), out.oids.end()), out.oids.end());
+  return out;
+}
+
+Oid RedisStore::new_oids(std::uint32_t count) {
+  if (count == 0) throw InvalidArgument("new_oids: count must be at least 1");
+  std::string n = std::to_string(count);
+  ReplyPtr r;
+  {
+    std::lock_guard lk(mu_);
+    r = conn_.run({"INCRBY", key("next_oid", ""), n});
+  }
+  if (r->type != REDIS_REPLY_INTEGER || r->integer < static_cast<long long>(count)) {
+    unexpected(r.get(), "INCRBY next_oid");
+  }
+  auto last = static_cast<std::uint64_t>(r->integer);
+  std::uint64_t known = known_next_oid_.load();
+  while (known < last + 1 && !known_next_oid_.compare_exchange_weak(known, last + 1)) {
+  }
+  return Oid(last - count + 1);
+}
+
+std::vector<ScanEntry> RedisStore::scan_type(std::string_view type, Oid after, std::size_t limit) {
+  std::vector<ScanEntry> out;
+  if (limit == 0 || type.empty()) return out;
+  std::string min = "(" + after.str();
+  std::string count = std::to_string(std::min<std::size_t>(limit, 1u << 30));
+  ReplyPtr reply;
+  {
+    std::lock_guard lk(mu_);
+    reply = eval(scan_type_id, {prefix_, type, min, count});
+  }
+  const redisReply* r = expect_array(reply.get(), "scan_type");
+  for (std::size_t i = 0; i + 1 < r->elements; i += 2) {
+    out.push_back(ScanEntry{Oid(parse_u64(string_of(r->element[i], "scan_type"), "oid")),
+                            std::string(string_of(r->element[i + 1], "scan_type"))});
+  }
+  return out;
+}
+
+std::vector<ScanEntry> RedisStore::scan_keys(std::string_view type, std::string_view prefix,
+                                             std::string_view after, std::size_t limit) {
+  std::vector<ScanEntry> out;
+  if (limit == 0) return out;
+  std::string min;
+  if (!after.empty() && after >= prefix) {
+    min = "(" + std::string(after);
+  } else if (!prefix.empty()) {
+    min = "[" + std::string(prefix);
+  } else {
+    min = "-";
+  }
+  std::string count = std::to_string(std::min<std::size_t>(limit, 1u << 30));
+  ReplyPtr reply;
+  {
+    std::lock_guard lk(mu_);
+    reply = eval(scan_keys_id, {prefix_, type, min, count, prefix});
+  }
+  const redisReply* r = expect_array(reply.get(), "scan_keys");
+  for (std::size_t i = 0; i + 1 < r->elements; i += 2) {
+    out.push_back(ScanEntry{Oid(parse_u64(string_of(r->element[i + 1], "scan_keys"), "oid")),
+                            std::string(string_of(r->element[i], "scan_keys"))});
+  }
+  return out;
+}
+
+std::optional<Oid> RedisStore::find_key(std::string_view type, std::string_view k) {
+  ReplyPtr r;
+  {
+    std::lock_guard lk(mu_);
+    r = conn_.run({"HGET", key("k:", type), k});
+  }
+  auto oid = opt_string(r.get(), "HGET");
+  if (!oid) return std::nullopt;
+  return Oid(parse_u64(*oid, "oid"));
+}
+
+std::optional<std::uint64_t> RedisStore::lock(const LockRequest& request) {
+  validate_lock_request(request);
+  std::string lock_key = key("lock:", request.name);
+  std::string fence_key = key("fence:", request.name);
+  std::string ttl = std::to_string(request.ttl.count());
+  auto deadline = std::chrono::steady_clock::now() + request.wait;
+  std::chrono::milliseconds pause{2};
+  for (;;) {
+    ReplyPtr r;
+    {
+      std::lock_guard lk(mu_);
+      r = eval(lock_id, {lock_key, fence_key, request.owner, ttl});
+    }
+    if (r->type == REDIS_REPLY_INTEGER && r->integer > 0) {
+      return static_cast<std::uint64_t>(r->integer);
+    }
+    if (r->type != REDIS_REPLY_NIL) unexpected(r.get(), "lock");
+    auto now = std::chrono::steady_clock::now();
+    if (now >= deadline) return std::nullopt;
+    // Polls with back-off; the last pause ends exactly at the deadline.
+    std::this_thread::sleep_for(
+        std::min<std::chrono::steady_clock::duration>(pause, deadline - now));
+    pause = std::min(pause * 2, std::chrono::milliseconds(50));
+  }
+}
+
+bool RedisStore::unlock(std::string_view name, std::string_view owner) {
+  ReplyPtr r;
+  {
+    std::lock_guard lk(mu_);
+    r = eval(unlock_id, {key("lock:", name), owner});
+  }
+  if (r->type != REDIS_REPLY_INTEGER) unexpected(r.get(), "unlock");
+  return r->integer == 1;
+}
+
+bool RedisStore::renew(std::string_view name, std::string_view owner,
+                       std::chrono::milliseconds ttl) {
+  if (ttl.count() <= 0) throw InvalidArgument("lock ttl must be positive");
+  std::string ms = std::to_string(ttl.count());
+  ReplyPtr r;
+  {
+    std::lock_guard lk(mu_);
+    r = eval(renew_id, {key("lock:", name), owner, ms});
+  }
+  if (r->type != REDIS_REPLY_INTEGER) unexpected(r.get(), "renew");
+  return r->integer == 1;
+}
+
+std::vector<StoredObject> RedisStore::load_batch(std::span<const Oid> oids) {
+  std::vector<std::string> keys;
+  std::vector<Args> commands;
+  keys.reserve(oids.size());
+  for (Oid oid : oids)
+    keys.push_back(key("o:", oid.str()));
+  for (const std::string& k : keys)
+    commands.push_back({"HGETALL", k});
+  std::vector<ReplyPtr> replies = conn_.run_all(commands);
+  std::vector<StoredObject> out;
+  out.reserve(oids.size());
+  for (std::size_t i = 0; i < oids.size(); ++i)
+    out.push_back(object_from_hash(oids[i], replies[i].get()));
+  return out;
+}
+
+PackStats RedisStore::pack() {
+  std::lock_guard lk(mu_);
+  // Every object key, by SCAN (which may report a key twice).
+  std::string object_prefix = key("o:", "");
+  std::string match = glob_escape(object_prefix) + "*";
+  std::vector<Oid> all;
+  std::unordered_set<Oid> seen;
+  std::string cursor = "0";
+  do {
+    ReplyPtr r = conn_.run({"SCAN", cursor, "MATCH", match, "COUNT", "1000"});
+    expect_array(r.get(), "SCAN");
+    if (r->elements != 2) unexpected(r.get(), "SCAN");
+    cursor = string_of(r->element[0], "SCAN");
+    const redisReply* keys = expect_array(r->element[1], "SCAN");
+    for (std::size_t i = 0; i < keys->elements; ++i) {
+      std::string_view k = string_of(keys->element[i], "SCAN");
+      Oid oid(parse_u64(k.substr(object_prefix.size()), "object key"));
+      if (seen.insert(oid).second) all.push_back(oid);
+    }
+  } while (cursor != "0");
+
+  std::unordered_map<Oid, StoredObject> objects;
+  PackStats stats;
+  for (std::size_t i = 0; i < all.size(); i += pack_batch) {
+    auto batch = std::span<const Oid>(all).subspan(i, std::min(pack_batch, all.size() - i));
+    for (StoredObject& obj : load_batch(batch)) {
+      if (!obj.exists()) continue;
+      stats.bytes_before += obj.data.size() + obj.type.size() + obj.key.size();
+      objects.emplace(obj.oid, std::move(obj));
+    }
+  }
+  stats.objects_before = objects.size();
+
+  std::unordered_set<Oid> live = reachable_from_roots(objects);
+
+  // Deletes the rest, each only if no commit rewrote it since it was read.
+  std::vector<std::pair<std::string, std::string>> dead;
+  for (const auto& [oid, obj] : objects) {
+    if (live.contains(oid)) {
+      stats.bytes_after += obj.data.size() + obj.type.size() + obj.key.size();
+    } else {
+      dead.emplace_back(oid.str(), std::to_string(obj.version));
+    }
+  }
+  std::uint64_t removed = 0;
+  for (std::size_t i = 0; i < dead.size(); i += pack_batch) {
+    Args args = {prefix_};
+    for (std::size_t j = i; j < std::min(dead.size(), i + pack_batch); ++j) {
+      args.push_back(dead[j].first);
+      args.push_back(dead[j].second);
+    }
+    ReplyPtr r = eval(sweep_id, args);
+    removed += integer_of(r.get(), "pack");
+  }
+  stats.objects_after = stats.objects_before - removed;
+  return stats;
+}
+
+}  // namespace
+
+std::unique_ptr<Store> open_redis_store(const StoreUrl& url) {
+  std::string password = url.password;
+  if (password.empty()) {
+    if (const char* env = std::getenv("CAIRN_REDIS_PASSWORD"); env != nullptr) password = env;
+  }
+  std::string prefix = "cairn:";
+  if (auto p = url.params.find("prefix"); p != url.params.end()) prefix = p->second;
+  return std::make_unique<RedisStore>(url, std::move(password), std::move(prefix));
+}
+
+}  // namespace cairn

@@ -1,0 +1,345 @@
+// RedisStore: the conformance suite against a private redis-server, plus what only Redis
+// promises: a layout people can read, atomic commits seen from outside, and several stores (or
+// processes) sharing one server.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <atomic>
+#include <map>
+#include <mutex>
+#include <set>
+#include <thread>
+
+#include "cairn/codec.h"
+#include "cairn/error.h"
+#include "cairn/json.h"
+#include "cairn/store.h"
+#include "conformance/store_conformance.h"
+#include "support/redis_server.h"
+
+namespace cairn::testing {
+namespace {
+
+RedisServer& server() {
+  static RedisServer instance;
+  return instance;
+}
+
+// Every store a test opens lives under a prefix of its own, so tests never see each other.
+std::string fresh_prefix() {
+  static std::atomic<int> counter{0};
+  return "test" + std::to_string(counter++) + ":";
+}
+
+struct RedisFactory {
+  static std::unique_ptr<Store> make() { return open(server().url(fresh_prefix())); }
+};
+
+INSTANTIATE_TYPED_TEST_SUITE_P(Redis, StoreConformance, RedisFactory);
+
+// HGETALL as a field -> value map.
+std::map<std::string, std::string> hgetall(const std::string& key, int db = 0) {
+  std::vector<std::string> flat = server().command({"HGETALL", key}, db);
+  std::map<std::string, std::string> out;
+  for (std::size_t i = 0; i + 1 < flat.size(); i += 2)
+    out[flat[i]] = flat[i + 1];
+  return out;
+}
+
+std::string one(const std::vector<std::string>& reply) {
+  EXPECT_EQ(reply.size(), 1u);
+  return reply.empty() ? "" : reply[0];
+}
+
+class RedisStoreTest : public ::testing::Test {
+ protected:
+  std::string prefix = fresh_prefix();
+  std::unique_ptr<Store> store = open(server().url(prefix));
+};
+
+TEST_F(RedisStoreTest, MapObjectsAreHashesOfPlainJsonFields) {
+  Oid oid = store->new_oids(1);
+  Value user = Value::Map{{"name", "Harry Potter"},
+                          {"email", "harry@hogwarts.example"},
+                          {"age", 17},
+                          {"tags", Value::List{"wizard", "seeker"}}};
+  std::uint64_t csn = put(*store, oid, user, "User", "harry");
+  auto fields = hgetall(prefix + "o:" + oid.str());
+  EXPECT_EQ(fields["name"], "\"Harry Potter\"");
+  EXPECT_EQ(fields["email"], "\"harry@hogwarts.example\"");
+  EXPECT_EQ(fields["age"], "17");
+  EXPECT_EQ(fields["tags"], "[\"wizard\",\"seeker\"]");
+  EXPECT_EQ(fields["_type"], "User");
+  EXPECT_EQ(fields["_key"], "harry");
+  EXPECT_EQ(fields["_version"], std::to_string(csn));
+  EXPECT_EQ(fields.size(), 7u) << "a map must not also be stored whole";
+  EXPECT_EQ(get(*store, oid).data, encode(user));
+
+  // The indexes are plain Redis structures too.
+  EXPECT_EQ(one(server().command({"HGET", prefix + "k:User", "harry"})), oid.str());
+  EXPECT_EQ(one(server().command({"ZSCORE", prefix + "t:User", oid.str()})), oid.str());
+  EXPECT_EQ(one(server().command({"ZRANGEBYLEX", prefix + "ks:User", "-", "+"})), "harry");
+  EXPECT_EQ(one(server().command({"GET", prefix + "csn"})), std::to_string(csn));
+}
+
+TEST_F(RedisStoreTest, EveryKindOfDataRoundTripsByteForByte) {
+  std::string invalid_utf8 = "caf\xff";
+  struct Case {
+    std::string data;
+    std::string field;  // where the data must land
+  };
+  std::vector<Case> cases = {
+      {encode(Value(42)), "_value"},
+      {encode(Value("just a string")), "_value"},
+      {encode(Value(Value::List{1, "two", 3.5})), "_value"},
+      {encode(Value(Value::Map{})), "_value"},
+      {encode(Value(Value::Map{{"_private", 1}, {"name", "x"}})), "_value"},
+      {encode(Value(Value::Map{{"ratio", 0.1}, {"big", 1e300}, {"neg", -0.0}})), "ratio"},
+      {encode(Value(Value::Map{{"nested", Value::Map{{"a", Value::List{}}}}})), "nested"},
+      {encode(Value(invalid_utf8)), "_raw"},  // JSON would turn the byte into U+FFFD
+      {std::string("\x00\xffnot a value at all", 20), "_raw"},
+      {"", "_raw"},
+  };
+  for (const Case& c : cases) {
+    Oid oid = store->new_oids(1);
+    CommitRequest req;
+    req.writes.push_back(WriteOp{oid, "", "", c.data});
+    store->commit(req);
+    EXPECT_EQ(get(*store, oid).data, c.data) << "field " << c.field;
+    auto fields = hgetall(prefix + "o:" + oid.str());
+    EXPECT_TRUE(fields.contains(c.field)) << "expected field " << c.field;
+    if (c.field == "_raw") {
+      EXPECT_EQ(fields["_raw"], c.data);
+    }
+  }
+}
+
+TEST_F(RedisStoreTest, ConflictingCommitLeavesNothingWritten) {
+  Oid x = store->new_oids(1), y = store->new_oids(1), z = store->new_oids(1);
+  std::uint64_t v1 = put(*store, x, 1);
+  put(*store, z, "keep me", "Thing", "z");
+  std::uint64_t csn = put(*store, x, 2);
+  std::string stream_len = one(server().command({"XLEN", prefix + "changes"}));
+
+  CommitRequest req;
+  req.reads.push_back(ReadCheck{x, v1});
+  req.writes.push_back(WriteOp{y, "Thing", "y", encode(Value(Value::Map{{"name", "new"}}))});
+  req.writes.push_back(WriteOp{x, "", "", encode(Value(3))});
+  req.deletes.push_back(z);
+  EXPECT_THROW(store->commit(req), ConflictError);
+
+  EXPECT_EQ(one(server().command({"EXISTS", prefix + "o:" + y.str()})), "0");
+  EXPECT_EQ(one(server().command({"HGET", prefix + "k:Thing", "y"})), "(nil)");
+  EXPECT_EQ(one(server().command({"HGET", prefix + "k:Thing", "z"})), z.str());
+  EXPECT_EQ(one(server().command({"ZSCORE", prefix + "t:Thing", y.str()})), "(nil)");
+  EXPECT_EQ(one(server().command({"GET", prefix + "csn"})), std::to_string(csn));
+  EXPECT_EQ(one(server().command({"XLEN", prefix + "changes"})), stream_len);
+  EXPECT_EQ(decode(get(*store, x).data), Value(2));
+  EXPECT_TRUE(get(*store, z).exists());
+
+  // A key conflict is checked in the same script, before anything is applied.
+  CommitRequest key_clash;
+  key_clash.writes.push_back(WriteOp{y, "Thing", "z", encode(Value(1))});
+  key_clash.writes.push_back(WriteOp{x, "", "", encode(Value(4))});
+  try {
+    store->commit(key_clash);
+    FAIL() << "took a key another object holds";
+  } catch (const ConflictError& e) {
+    EXPECT_EQ(e.oids(), (std::vector<Oid>{y, z}));
+  }
+  EXPECT_EQ(decode(get(*store, x).data), Value(2));
+  EXPECT_EQ(one(server().command({"GET", prefix + "csn"})), std::to_string(csn));
+}
+
+TEST_F(RedisStoreTest, TwoStoresOnOneRedisSeeEachOthersCommits) {
+  std::unique_ptr<Store> other = open(server().url(prefix));
+  Oid a = store->new_oids(1);
+  Oid b = other->new_oids(1);
+  EXPECT_NE(a, b);
+  std::uint64_t start = put(*store, a, Value::Map{{"name", "from the first"}}, "User", "first");
+  // `b` was allocated by the other store: this one must accept a write to it.
+  std::uint64_t second = put(*store, b, "written by the first store");
+  EXPECT_GT(second, start);
+
+  StoredObject seen = get(*other, a);
+  EXPECT_EQ(seen.version, start);
+  EXPECT_EQ(decode(seen.data), Value(Value::Map{{"name", "from the first"}}));
+  EXPECT_EQ(other->find_key("User", "first"), a);
+
+  Changes changes = other->changes_since(start);
+  EXPECT_TRUE(changes.complete);
+  EXPECT_EQ(changes.csn, second);
+  EXPECT_EQ(changes.oids, std::vector<Oid>{b});
+
+  // The other store commits on top; the first store's stale read now conflicts.
+  std::uint64_t third = put(*other, a, Value::Map{{"name", "changed"}}, "User", "first");
+  CommitRequest stale;
+  stale.reads.push_back(ReadCheck{a, start});
+  stale.writes.push_back(WriteOp{a, "User", "first", encode(Value(0))});
+  EXPECT_THROW(store->commit(stale), ConflictError);
+  EXPECT_EQ(store->changes_since(second).oids, std::vector<Oid>{a});
+  EXPECT_EQ(get(*store, a).version, third);
+  EXPECT_THROW(put(*other, b, "x", "User", "first"), ConflictError);  // keys are shared too
+
+  // Locks are shared: the other store cannot take a lock this one holds.
+  ASSERT_TRUE(store->lock(LockRequest{"shared", "alice", std::chrono::seconds(10)}));
+  EXPECT_FALSE(other->lock(LockRequest{"shared", "bob", std::chrono::seconds(10)}));
+  EXPECT_TRUE(other->unlock("shared", "alice"));
+}
+
+TEST_F(RedisStoreTest, ListenersKeepGoingPastOtherStoresCommits) {
+  std::unique_ptr<Store> other = open(server().url(prefix));
+  std::mutex mu;
+  std::vector<std::uint64_t> seen;
+  Subscription sub = store->subscribe([&](std::uint64_t csn, std::span<const Oid>) {
+    std::lock_guard lk(mu);
+    seen.push_back(csn);
+  });
+  Oid a = store->new_oids(1);
+  std::uint64_t first = put(*store, a, 1);
+  put(*other, a, 2);  // a CSN this store never announces
+  std::uint64_t third = put(*store, a, 3);
+  for (int i = 0; i < 500; ++i) {
+    {
+      std::lock_guard lk(mu);
+      if (seen.size() >= 2) break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  std::lock_guard lk(mu);
+  EXPECT_EQ(seen, (std::vector<std::uint64_t>{first, third}));
+}
+
+TEST_F(RedisStoreTest, TransfersThroughTwoStoresKeepTheSum) {
+  std::unique_ptr<Store> other = open(server().url(prefix));
+  constexpr int counters = 5, per_thread = 200, initial = 100;
+  std::vector<Oid> ids;
+  for (int i = 0; i < counters; ++i) {
+    ids.push_back(store->new_oids(1));
+    put(*store, ids.back(), initial);
+  }
+  std::atomic<int> applied{0};
+  std::vector<std::thread> pool;
+  for (int t = 0; t < 4; ++t) {
+    Store& s = t % 2 == 0 ? *store : *other;
+    pool.emplace_back([&, t] {
+      for (int done = 0; done < per_thread;) {
+        auto i = static_cast<std::size_t>((t + done) % counters);
+        auto j = static_cast<std::size_t>((t + done + 1 + t % 3) % counters);
+        Oid pair[] = {ids[i], ids[j]};
+        LoadResult r = s.load(pair);
+        CommitRequest req;
+        req.reads = {ReadCheck{ids[i], r.objects[0].version},
+                     ReadCheck{ids[j], r.objects[1].version}};
+        req.writes.push_back(
+            WriteOp{ids[i], "", "", encode(Value(decode(r.objects[0].data).as_int() - 1))});
+        req.writes.push_back(
+            WriteOp{ids[j], "", "", encode(Value(decode(r.objects[1].data).as_int() + 1))});
+        try {
+          s.commit(req);
+          ++applied;
+          ++done;
+        } catch (const ConflictError&) {
+        }
+      }
+    });
+  }
+  for (auto& th : pool)
+    th.join();
+  EXPECT_EQ(applied.load(), 4 * per_thread);
+  std::int64_t sum = 0;
+  for (const auto& obj : other->load(ids).objects)
+    sum += decode(obj.data).as_int();
+  EXPECT_EQ(sum, counters * initial);
+}
+
+TEST_F(RedisStoreTest, ChangesSinceIsIncompleteOnceTheStreamIsTrimmed) {
+  Oid a = store->new_oids(1);
+  std::uint64_t first = put(*store, a, 1);
+  put(*store, a, 2);
+  std::uint64_t last = put(*store, a, 3);
+  EXPECT_TRUE(store->changes_since(first).complete);
+  server().command({"XTRIM", prefix + "changes", "MAXLEN", "1"});
+  Changes old = store->changes_since(first);
+  EXPECT_FALSE(old.complete);
+  EXPECT_EQ(old.csn, last);
+  Changes recent = store->changes_since(last - 1);
+  EXPECT_TRUE(recent.complete);
+  EXPECT_EQ(recent.oids, std::vector<Oid>{a});
+  Changes none = store->changes_since(last);
+  EXPECT_TRUE(none.complete);
+  EXPECT_TRUE(none.oids.empty());
+}
+
+TEST_F(RedisStoreTest, CommitsSurviveAFlushedScriptCache) {
+  Oid a = store->new_oids(1);
+  put(*store, a, 1);
+  server().command({"SCRIPT", "FLUSH"});
+  std::uint64_t csn = put(*store, a, 2);
+  EXPECT_EQ(get(*store, a).version, csn);
+  EXPECT_EQ(decode(get(*store, a).data), Value(2));
+}
+
+TEST_F(RedisStoreTest, HandEditedBadJsonIsCorruption) {
+  Oid a = store->new_oids(1);
+  put(*store, a, Value::Map{{"name", "Harry"}});
+  server().command({"HSET", prefix + "o:" + a.str(), "name", "not json"});
+  EXPECT_THROW(get(*store, a), Corruption);
+}
+
+TEST_F(RedisStoreTest, HandEditedJsonIsWhatLoads) {
+  Oid a = store->new_oids(1);
+  put(*store, a, Value::Map{{"name", "Harry"}});
+  server().command({"HSET", prefix + "o:" + a.str(), "name", "\"Harry Potter\""});
+  EXPECT_EQ(decode(get(*store, a).data), Value(Value::Map{{"name", "Harry Potter"}}));
+}
+
+TEST(RedisStore, UnixSocketUrlOpensTheSameData) {
+  std::string prefix = fresh_prefix();
+  auto tcp = open(server().url(prefix));
+  auto unix_store = open(server().unix_url(prefix));
+  Oid a = unix_store->new_oids(1);
+  std::uint64_t csn = put(*unix_store, a, "over a socket");
+  EXPECT_EQ(get(*tcp, a).version, csn);
+}
+
+TEST(RedisStore, DefaultPrefixAndDatabaseComeFromTheUrl) {
+  constexpr int db = 3;
+  server().command({"FLUSHDB"}, db);
+  auto store =
+      open("redis://127.0.0.1:" + std::to_string(server().port()) + "/" + std::to_string(db));
+  Oid a = store->new_oids(1);
+  put(*store, a, Value::Map{{"name", "default"}});
+  EXPECT_EQ(hgetall("cairn:o:" + a.str(), db)["name"], "\"default\"");
+  EXPECT_EQ(one(server().command({"EXISTS", "cairn:o:" + a.str()})), "0") << "wrote to db 0";
+}
+
+TEST(RedisStore, PrefixesIsolateStores) {
+  auto one_store = open(server().url(fresh_prefix()));
+  auto two_store = open(server().url(fresh_prefix()));
+  Oid a = one_store->new_oids(1);
+  put(*one_store, a, 1, "T", "k");
+  EXPECT_EQ(two_store->new_oids(1), a) << "each prefix counts its own oids";
+  EXPECT_FALSE(get(*two_store, a).exists());
+  EXPECT_FALSE(two_store->find_key("T", "k").has_value());
+}
+
+TEST(RedisStore, UnreachableServerIsAnIoError) {
+  RedisServer& s = server();
+  (void)s;
+  // A port just released by a throwaway server is very likely closed; any port with nothing
+  // listening gives the same error.
+  std::uint16_t closed_port;
+  {
+    RedisServer temporary;
+    closed_port = temporary.port();
+  }
+  EXPECT_THROW(open("redis://127.0.0.1:" + std::to_string(closed_port)), IoError);
+}
+
+TEST(RedisStore, WrongPasswordIsAnAuthError) {
+  EXPECT_THROW(open("redis://:wrong@127.0.0.1:" + std::to_string(server().port())), AuthError);
+}
+
+}  // namespace
+}  // namespace cairn::testing
