@@ -53,26 +53,33 @@ double goal_score(const bench::Result& r) {
 
 // Draws each measured scenario's goal score as a bar (log scale, a line at 1) with gnuplot.
 void write_chart(const std::vector<bench::Result>& results, const std::string& svg_path) {
-  std::string script = fmt::format(
-      "set terminal svg size 960,480 dynamic font 'sans,11'\n"
-      "set output '{}'\n"
-      "set title 'cairn bench: each result over its goal (above 1: goal met)' noenhanced\n"
-      "set style data histograms\n"
-      "set style fill solid 0.8 border -1\n"
-      "set boxwidth 0.7\n"
-      "set logscale y\n"
-      "set yrange [0.1:100]\n"
-      "set ylabel 'result / goal'\n"
-      "set xtics rotate by -30 left noenhanced\n"
-      "set grid ytics\n"
-      "set key off\n"
-      "set arrow from graph 0, first 1 to graph 1, first 1 nohead dt 2 lw 2 lc rgb 'red'\n"
-      "$data << EOD\n",
-      svg_path);
+  std::size_t bars = 0;
+  std::string data;
   for (const auto& r : results) {
-    if (r.skipped.empty()) script += fmt::format("\"{}\" {}\n", r.scenario, goal_score(r));
+    if (!r.skipped.empty()) continue;
+    data += fmt::format("\"{}\" {}\n", r.scenario, goal_score(r));
+    ++bars;
   }
-  script += "EOD\nplot $data using 2:xtic(1) lc rgb '#4472c4'\n";
+  // Horizontal bars on a log scale, one per measured scenario, the goal as a dashed line at 1.
+  std::string script = fmt::format(
+      "set terminal svg size 900,{} dynamic font 'sans,12'\n"
+      "set output '{}'\n"
+      "set title 'cairn bench: each result over its goal (right of the line: goal met)' "
+      "noenhanced\n"
+      "set logscale x\n"
+      "set xrange [0.1:1000]\n"
+      "set xlabel 'result / goal'\n"
+      "set yrange [{}:-0.6]\n"
+      "set ytics noenhanced nomirror\n"
+      "set lmargin 34\n"
+      "set grid xtics\n"
+      "set key off\n"
+      "set style fill solid 0.8 border -1\n"
+      "set arrow from first 1, graph 0 to first 1, graph 1 nohead dt 2 lw 2 lc rgb 'red'\n"
+      "$data << EOD\n{}EOD\n"
+      "plot $data using 2:0:(0.1):2:($0-0.35):($0+0.35):ytic(1) with boxxyerror "
+      "lc rgb '#4472c4'\n",
+      120 + 34 * bars, svg_path, static_cast<double>(bars) - 0.4, data);
   std::unique_ptr<FILE, int (*)(FILE*)> gnuplot(::popen("gnuplot", "w"), ::pclose);
   if (!gnuplot) throw IoError("cannot run gnuplot (scripts/setup installs gnuplot-nox)");
   std::fwrite(script.data(), 1, script.size(), gnuplot.get());
