@@ -16,6 +16,7 @@
 #include "cairn/file_store.h"
 #include "cairn/json.h"
 #include "cairn/value.h"
+#include "core/json_scan.h"
 
 namespace cairn::cli {
 
@@ -37,33 +38,13 @@ std::string_view trim(std::string_view s) {
 template <typename Emit>
 void split_line(std::string_view line, Emit&& emit) {
   if (trim(line).starts_with('#')) return;
-  bool in_string = false;
-  bool escaped = false;
-  std::size_t depth = 0;
   std::size_t begin = 0;
-  for (std::size_t i = 0; i < line.size(); ++i) {
-    char c = line[i];
-    if (in_string) {
-      if (escaped) {
-        escaped = false;
-      } else if (c == '\\') {
-        escaped = true;
-      } else if (c == '"') {
-        in_string = false;
-      }
-      continue;
-    }
-    if (c == '"') {
-      in_string = true;
-    } else if (c == '[' || c == '{') {
-      ++depth;
-    } else if ((c == ']' || c == '}') && depth > 0) {
-      --depth;
-    } else if (c == ';' && depth == 0) {
+  scan_json_structure(line, [&](std::size_t i, char c, std::size_t depth) {
+    if (c == ';' && depth == 0) {
       emit(line.substr(begin, i - begin));
       begin = i + 1;
     }
-  }
+  });
   emit(line.substr(begin));
 }
 

@@ -9,6 +9,7 @@
 
 #include "cairn/codec.h"
 #include "cairn/error.h"
+#include "core/json_scan.h"
 
 namespace cairn {
 
@@ -221,33 +222,6 @@ Value from_json_value(const Json& j, std::size_t depth) {
   }
 }
 
-// The deepest nesting of arrays and objects in JSON text (strings skipped); for malformed text
-// a number the parser will refuse anyway.
-std::size_t nesting_depth(std::string_view text) {
-  std::size_t depth = 0;
-  std::size_t deepest = 0;
-  bool in_string = false;
-  bool escaped = false;
-  for (char c : text) {
-    if (in_string) {
-      if (escaped) {
-        escaped = false;
-      } else if (c == '\\') {
-        escaped = true;
-      } else if (c == '"') {
-        in_string = false;
-      }
-    } else if (c == '"') {
-      in_string = true;
-    } else if (c == '[' || c == '{') {
-      deepest = std::max(deepest, ++depth);
-    } else if ((c == ']' || c == '}') && depth > 0) {
-      --depth;
-    }
-  }
-  return deepest;
-}
-
 }  // namespace
 
 std::string to_json(const Value& value) {
@@ -258,7 +232,7 @@ Value from_json(std::string_view text) {
   // Refuse over-deep input before parsing (nlohmann's recursion, then ours). A scan rather than
   // a parser callback: with a callback, nlohmann re-walks a container per element it closes,
   // which made long lists quadratic.
-  if (nesting_depth(text) > max_value_depth * 2) {
+  if (scan_json_structure(text, [](std::size_t, char, std::size_t) {}) > max_value_depth * 2) {
     throw InvalidArgument(fmt::format("JSON nests deeper than the limit of {}", max_value_depth));
   }
   Json j;

@@ -160,6 +160,12 @@ TEST(FileStoreCrash, ALogShorterThanItsDurableEndIsCorruption) {
   }
 }
 
+// `bytes` with one bit of byte `pos` flipped.
+std::string flip_byte(std::string bytes, std::size_t pos) {
+  bytes[pos] = static_cast<char>(bytes[pos] ^ 0x10);
+  return bytes;
+}
+
 TEST(FileStoreCrash, EverySingleByteFlipIsDetected) {
   TempDir dir;
   std::string path = dir.file("db.cairn");
@@ -176,8 +182,7 @@ TEST(FileStoreCrash, EverySingleByteFlipIsDetected) {
   std::string whole = read_file(path);
   std::string flipped_path = dir.file("flipped.cairn");
   for (std::size_t pos = 0; pos < whole.size(); ++pos) {
-    std::string bytes = whole;
-    bytes[pos] = static_cast<char>(bytes[pos] ^ 0x10);
+    std::string bytes = flip_byte(whole, pos);
     write_file(flipped_path, bytes);
     CheckReport report = check_file(flipped_path);
     EXPECT_FALSE(report.ok) << "flip at " << pos << " passed check";
@@ -219,8 +224,7 @@ TEST(FileStoreCrash, EveryByteFlipInACheckpointedDatabaseIsFoundByCheck) {
   std::string whole = read_file(path);
   std::string flipped_path = dir.file("flipped.cairn");
   for (std::size_t pos = 0; pos < whole.size(); ++pos) {
-    std::string bytes = whole;
-    bytes[pos] = static_cast<char>(bytes[pos] ^ 0x10);
+    std::string bytes = flip_byte(whole, pos);
     write_file(flipped_path, bytes);
     EXPECT_FALSE(check_file(flipped_path).ok) << "flip at " << pos << " passed check";
     // Open skips what the checkpoint covers, so it may not notice a flip there; but whatever
