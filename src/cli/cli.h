@@ -20,6 +20,10 @@ inline constexpr int exit_usage = 2;    // bad flags or arguments
 void add_file_commands(CLI::App& app, Action& action);
 // Registers `cairn shell`.
 void add_shell_command(CLI::App& app, Action& action);
+// Registers `cairn serve`.
+void add_serve_command(CLI::App& app, Action& action);
+// `cairn info --connect HOST:PORT`: a running server's statistics.
+int run_remote_info(const std::string& address, const std::string& token, bool json);
 // Registers `cairn bench`.
 void add_bench_command(CLI::App& app, Action& action);
 

@@ -57,10 +57,14 @@ std::string created_text(std::uint64_t micros) {
 
 struct InfoArgs {
   std::string path;
+  std::string connect;
+  std::string token;
   bool json = false;
 };
 
 int run_info(const InfoArgs& args) {
+  if (!args.connect.empty()) return run_remote_info(args.connect, args.token, args.json);
+  if (args.path.empty()) throw InvalidArgument("info needs a database PATH or --connect HOST:PORT");
   FileStoreInfo info = open_read_only(args.path)->info();
   if (args.json) {
     using Json = nlohmann::ordered_json;
@@ -117,8 +121,15 @@ int run_info(const InfoArgs& args) {
 void add_info(CLI::App& app, Action& action) {
   auto args = std::make_shared<InfoArgs>();
   CLI::App* command = app.add_subcommand(
-      "info", "Show what a database file holds: objects, bytes, garbage, CSN, torn tail...");
-  add_path(command, args->path);
+      "info",
+      "Show what a database file holds (objects, bytes, garbage, CSN, torn tail...), or a "
+      "running server's statistics");
+  auto* path = command->add_option("PATH", args->path, path_help);
+  auto* connect = command->add_option("--connect", args->connect,
+                                      "ask the server at HOST:PORT instead (clients, CSN, "
+                                      "commits/s, bytes, uptime)");
+  path->excludes(connect);
+  command->add_option("--token", args->token, "the token for --connect (or env CAIRN_TOKEN)");
   command->add_flag("--json", args->json, "print one JSON object instead of name: value lines");
   command->callback([args, &action] { action = [args] { return run_info(*args); }; });
 }

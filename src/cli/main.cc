@@ -17,6 +17,7 @@ int run_main(int argc, char** argv) {
   Action action;
   add_file_commands(app, action);
   add_shell_command(app, action);
+  add_serve_command(app, action);
   add_bench_command(app, action);
 
   try {

@@ -5,6 +5,7 @@
 #include "cairn/file_store.h"
 #include "cairn/store.h"
 #include "cairn/url.h"
+#include "net/remote_store.h"
 #include "store/redis_store.h"
 
 namespace cairn {
@@ -20,7 +21,7 @@ std::unique_ptr<Store> open(std::string_view url) {
       return open_redis_store(parsed);
     case StoreUrl::Scheme::cairn:
     case StoreUrl::Scheme::cairns:
-      break;
+      return net::open_remote_store(parsed);
   }
   throw Unsupported(
       fmt::format("\"{}\": this build of cairn has no backend for that scheme yet", url));

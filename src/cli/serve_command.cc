@@ -1,0 +1,202 @@
+// `cairn serve`: share one database between processes; `cairn serve --stop` ends a running one;
+// `cairn info --connect` asks one for its statistics.
+#include <fmt/format.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <iostream>
+#include <nlohmann/json.hpp>
+
+#include "cairn/error.h"
+#include "cairn/file_store.h"
+#include "cairn/store.h"
+#include "cairn/url.h"
+#include "cli/cli.h"
+#include "net/remote_store.h"
+#include "net/server.h"
+
+namespace cairn::cli {
+
+namespace {
+
+struct ServeArgs {
+  std::string file;
+  bool memory = false;
+  std::string redis;
+  std::string host = "127.0.0.1";
+  std::uint16_t port = default_server_port;
+  std::string unix_path;
+  std::string token;
+  std::string token_file;
+  std::string tls_cert, tls_key;
+  std::string fsync;
+  std::uint64_t gc_bytes = 0;
+  std::size_t max_clients = 1024;
+  std::uint32_t max_frame_bytes = 0;
+  double idle_timeout = 30;
+  std::size_t workers = 32;
+  bool stop = false;
+  // --stop and info --connect as clients:
+  std::string ca_file;
+  bool insecure = false;
+  bool tls = false;
+};
+
+std::string read_token(const ServeArgs& args) {
+  if (!args.token.empty()) return args.token;
+  if (!args.token_file.empty()) {
+    std::ifstream in(args.token_file);
+    if (!in) throw IoError(fmt::format("cannot read token file {}", args.token_file));
+    std::string token;
+    std::getline(in, token);
+    while (!token.empty() && (token.back() == '\r' || token.back() == ' '))
+      token.pop_back();
+    if (token.empty())
+      throw InvalidArgument(fmt::format("token file {} is empty", args.token_file));
+    return token;
+  }
+  if (const char* env = std::getenv("CAIRN_TOKEN")) return env;
+  return {};
+}
+
+net::ClientOptions client_for(const ServeArgs& args) {
+  net::ClientOptions options;
+  options.host = args.host;
+  options.port = args.port;
+  options.unix_path = args.unix_path;
+  options.token = read_token(args);
+  options.tls = args.tls || !args.ca_file.empty() || args.insecure;
+  options.ca_file = args.ca_file;
+  options.insecure = args.insecure;
+  return options;
+}
+
+int run_stop(const ServeArgs& args) {
+  net::RemoteStore client(client_for(args));
+  client.stop_server();
+  std::cout << "stop requested; the server finishes in-flight requests and exits\n";
+  return exit_ok;
+}
+
+int run_serve(const ServeArgs& args) {
+  if (args.stop) return run_stop(args);
+  int backends = (args.memory ? 1 : 0) + (args.redis.empty() ? 0 : 1) + (args.file.empty() ? 0 : 1);
+  if (backends > 1) throw InvalidArgument("give at most one of --file, --memory and --redis");
+  net::ServerOptions options;
+  options.host = args.host;
+  options.port = args.port;
+  options.unix_path = args.unix_path;
+  options.token = read_token(args);
+  options.tls_cert = args.tls_cert;
+  options.tls_key = args.tls_key;
+  options.max_clients = args.max_clients;
+  options.max_frame_bytes = args.max_frame_bytes;
+  options.idle_timeout =
+      std::chrono::milliseconds(static_cast<std::int64_t>(args.idle_timeout * 1000));
+  options.gc_bytes = args.gc_bytes;
+  options.workers = args.workers;
+  options.log = [](std::string_view message) { std::cerr << "cairn serve: " << message << "\n"; };
+
+  std::unique_ptr<Store> store;
+  std::string what;
+  if (args.memory) {
+    store = make_memory_store();
+    what = "an in-memory database";
+    options.workers = 0;  // commits never wait: run them on the loop
+  } else if (!args.redis.empty()) {
+    store = cairn::open(args.redis);
+    what = "Redis";
+    options.blocking_store = true;
+  } else {
+    FileStoreOptions file_options;
+    file_options.log = [](std::string_view message) {
+      std::cerr << "cairn serve: " << message << "\n";
+    };
+    if (!args.fsync.empty()) file_options.fsync = parse_fsync_policy(args.fsync);
+    std::string path = database_path(args.file.empty() ? std::string("cairn.db") : args.file);
+    auto file = FileStore::open(path, std::move(file_options));
+    FsyncPolicy policy = file->info().fsync;
+    if (policy == FsyncPolicy::never) options.workers = 0;
+    what = fmt::format("{} (fsync {})", path, to_string(policy));
+    store = std::move(file);
+  }
+  net::Server server(*store, options);
+  server.handle_signals();
+  std::string where = options.tcp ? fmt::format("{}:{}", options.host, server.port()) : "";
+  if (!options.unix_path.empty()) where += (where.empty() ? "" : " and ") + options.unix_path;
+  std::cout << fmt::format("cairn serve: listening on {}{} for {}\n", where,
+                           options.tls_cert.empty() ? "" : " (TLS)", what)
+            << std::flush;
+  server.run();
+  store.reset();  // closes the database: syncs, and a file store writes its checkpoint
+  std::cout << "cairn serve: stopped\n" << std::flush;
+  return exit_ok;
+}
+
+}  // namespace
+
+void add_serve_command(CLI::App& app, Action& action) {
+  auto args = std::make_shared<ServeArgs>();
+  CLI::App* command = app.add_subcommand(
+      "serve", "Share a database with other processes over the network (default port 2972)");
+  auto* file =
+      command->add_option("--file", args->file, "serve this database file (default ./cairn.db)");
+  auto* memory = command->add_flag("--memory", args->memory, "serve a new in-memory database");
+  auto* redis = command->add_option("--redis", args->redis, "serve the data in Redis at this URL");
+  file->excludes(memory)->excludes(redis);
+  memory->excludes(redis);
+  command->add_option("--host", args->host, "address to listen on (default 127.0.0.1)");
+  command->add_option("--port", args->port, "TCP port (default 2972; 0 = any free port)");
+  command->add_option("--unix", args->unix_path, "also listen on this unix socket");
+  command->add_option("--token", args->token,
+                      "clients must present this token (also --token-file, env CAIRN_TOKEN)");
+  command->add_option("--token-file", args->token_file, "read the token from this file");
+  command->add_option("--tls-cert", args->tls_cert, "serve TLS with this certificate (PEM)");
+  command->add_option("--tls-key", args->tls_key, "the private key of --tls-cert (PEM)");
+  add_fsync_option(command, args->fsync,
+                   "always, batch or never (default: the policy recorded in the file, batch "
+                   "for a new one)");
+  command->add_option("--gc-bytes", args->gc_bytes,
+                      "pack automatically after this many bytes were committed (0 = never)");
+  command->add_option("--max-clients", args->max_clients, "refuse connections past this many")
+      ->check(CLI::PositiveNumber);
+  command->add_option("--max-frame-bytes", args->max_frame_bytes,
+                      "largest request accepted (default 65 MiB)");
+  command
+      ->add_option("--idle-timeout", args->idle_timeout,
+                   "drop a client silent for this many seconds (default 30)")
+      ->check(CLI::PositiveNumber);
+  command->add_option("--workers", args->workers,
+                      "threads for commits that wait for the disk (default 32)");
+  command->add_flag("--stop", args->stop,
+                    "ask the server at --host/--port (or --unix) to finish and exit");
+  command->add_option("--tls-ca", args->ca_file, "with --stop: verify the server with this CA");
+  command->add_flag("--insecure", args->insecure,
+                    "with --stop: TLS without verifying the server certificate");
+  command->callback([args, &action] { action = [args] { return run_serve(*args); }; });
+}
+
+int run_remote_info(const std::string& address, const std::string& token, bool json) {
+  StoreUrl url = parse_store_url("cairn://" + address);
+  net::ClientOptions options = net::client_options(url);
+  if (!token.empty()) options.token = token;
+  net::RemoteStore client(options);
+  auto info = client.info();
+  if (json) {
+    nlohmann::ordered_json out = nlohmann::ordered_json::object();
+    for (const auto& [name, value] : info) {
+      bool number = !value.empty() && value.find_first_not_of("0123456789") == std::string::npos;
+      if (number)
+        out[name] = std::stoull(value);
+      else
+        out[name] = value;
+    }
+    std::cout << out.dump() << "\n";
+    return exit_ok;
+  }
+  for (const auto& [name, value] : info)
+    std::cout << fmt::format("{}: {}\n", name, value);
+  return exit_ok;
+}
+
+}  // namespace cairn::cli

@@ -1,0 +1,637 @@
+// RemoteStore (remote_store.h): calls become request frames written by the I/O thread; the
+// caller waits for the reply with the same request id. Pushes go to the commit listeners.
+#include "net/remote_store.h"
+
+#include <fmt/format.h>
+#include <openssl/ssl.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <thread>
+
+#include "cairn/error.h"
+#include "cairn/version.h"
+#include "net/protocol.h"
+#include "net/transport.h"
+
+namespace cairn::net {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+constexpr std::size_t read_chunk = 64 * 1024;
+
+struct Pending {
+  std::mutex mu;
+  std::condition_variable cv;
+  bool done = false;
+  Kind kind = Kind::response;
+  std::string body;
+  std::string failure;  // set when the connection died before the reply came
+};
+
+}  // namespace
+
+ClientOptions client_options(const StoreUrl& url) {
+  ClientOptions options;
+  options.host = url.host.empty() ? "127.0.0.1" : url.host;
+  options.port = url.port ? url.port : default_server_port;
+  options.token = url.user;
+  if (options.token.empty()) {
+    if (const char* env = std::getenv("CAIRN_TOKEN")) options.token = env;
+  }
+  options.tls = url.scheme == StoreUrl::Scheme::cairns;
+  for (const auto& [name, value] : url.params) {
+    if (name == "ca") {
+      options.ca_file = value;
+    } else if (name == "insecure") {
+      options.insecure = value == "1" || value == "true";
+    } else if (name == "socket") {
+      options.unix_path = value;
+    } else {
+      throw InvalidArgument(fmt::format(
+          "unknown parameter \"{}\" in a cairn URL (known: ca, insecure, socket)", name));
+    }
+  }
+  return options;
+}
+
+class RemoteStore::Impl : public std::enable_shared_from_this<Impl> {
+ public:
+  explicit Impl(ClientOptions options) : options_(std::move(options)) {}
+
+  ~Impl() { shutdown(); }
+
+  void shutdown() {
+    io_.stop();
+    if (thread_.joinable()) thread_.join();
+    if (transport_) transport_->close();
+    transport_.reset();
+  }
+
+  void connect() {
+    std::lock_guard connect_lock(connect_mu_);
+    {
+      std::lock_guard lock(mu_);
+      if (connected_) return;
+    }
+    shutdown();
+    io_.restart();
+    open_transport();
+    {
+      std::lock_guard lock(mu_);
+      connected_ = true;
+    }
+    in_len_ = 0;
+    out_pending_.clear();
+    out_writing_.clear();
+    read();
+    thread_ = std::thread([this] { io_.run(); });
+
+    Writer w;
+    w.array(4)
+        .u64(protocol_version)
+        .u64(protocol_version)
+        .str(options_.token)
+        .str(fmt::format("cairn {}", version));
+    std::string reply = call_connected(Op::hello, w.bytes(), options_.connect_timeout);
+    Body body(reply);
+    Reader r = body.reader();
+    r.u64();  // the version: the server accepted our one
+    server_name_ = r.str();
+    r.u64();  // its CSN
+    heartbeat_ = std::chrono::milliseconds(std::max<std::uint64_t>(r.u64(), 50));
+    asio::post(io_, [this] { heartbeat(); });
+    bool rewatch = false;
+    {
+      std::lock_guard lock(listeners_mu_);
+      rewatch = !listeners_.empty();
+    }
+    if (rewatch) {
+      watch(true);
+      catch_up();
+    }
+  }
+
+  // Sends a request and waits for its reply; connects first if the connection is down.
+  std::string call(Op op, std::string_view body) { return call(op, body, options_.call_timeout); }
+  std::string call(Op op, std::string_view body, std::chrono::milliseconds timeout) {
+    bool up = false;
+    {
+      std::lock_guard lock(mu_);
+      up = connected_;
+    }
+    if (!up) connect();
+    return call_connected(op, body, timeout);
+  }
+
+  std::string call_connected(Op op, std::string_view body, std::chrono::milliseconds timeout) {
+    auto pending = std::make_shared<Pending>();
+    std::uint32_t id = 0;
+    {
+      std::lock_guard lock(mu_);
+      if (!connected_) throw IoError(fmt::format("connection to {} lost: {}", where(), lost_));
+      do {
+        id = next_id_++;
+      } while (id == 0 || pending_.contains(id));
+      pending_.emplace(id, pending);
+    }
+    std::string frame;
+    append_frame(frame, Kind::request, static_cast<std::uint16_t>(op), id, body);
+    asio::post(io_, [this, frame = std::move(frame)] { send(frame); });
+    std::unique_lock wait_lock(pending->mu);
+    if (!pending->cv.wait_for(wait_lock, timeout, [&] { return pending->done; })) {
+      wait_lock.unlock();
+      std::lock_guard lock(mu_);
+      pending_.erase(id);
+      throw IoError(fmt::format("{} did not answer {} within {} ms", where(),
+                                op_name(static_cast<std::uint16_t>(op)), timeout.count()));
+    }
+    if (!pending->failure.empty()) {
+      throw IoError(fmt::format("connection to {} lost during {}: {}", where(),
+                                op_name(static_cast<std::uint16_t>(op)), pending->failure));
+    }
+    if (pending->kind == Kind::error) throw_error_body(pending->body);
+    return std::move(pending->body);
+  }
+
+  void watch(bool on) {
+    Writer w;
+    w.array(1).boolean(on);
+    Body body(call(Op::watch, w.bytes()));
+    Reader r = body.reader();
+    std::uint64_t csn = r.u64();
+    std::lock_guard lock(listeners_mu_);
+    if (on && last_push_csn_ == 0) last_push_csn_ = csn;
+  }
+
+  // After a reconnect: tell listeners about commits made while the connection was down.
+  void catch_up() {
+    std::uint64_t since = 0;
+    {
+      std::lock_guard lock(listeners_mu_);
+      since = last_push_csn_;
+    }
+    Writer w;
+    w.array(1).u64(since);
+    Body body(call(Op::changes, w.bytes()));
+    Reader r = body.reader();
+    std::uint64_t csn = r.u64();
+    r.boolean();
+    std::vector<Oid> oids = read_oids(r.array());
+    if (!oids.empty()) deliver(csn, oids);
+  }
+
+  Subscription subscribe(CommitListener listener) {
+    std::uint64_t id = 0;
+    bool first = false;
+    {
+      std::lock_guard lock(listeners_mu_);
+      id = next_listener_++;
+      first = listeners_.empty();
+      listeners_.emplace(id, std::move(listener));
+    }
+    if (first) watch(true);
+    std::weak_ptr<Impl> weak = shared_from_this();
+    return Subscription([weak, id] {
+      auto self = weak.lock();
+      if (!self) return;
+      bool last = false;
+      {
+        std::lock_guard lock(self->listeners_mu_);
+        self->listeners_.erase(id);
+        last = self->listeners_.empty();
+      }
+      if (!last) return;
+      try {
+        self->watch(false);
+      } catch (const Error&) {
+        // Unwatching is a courtesy; a closed connection unwatches too.
+      }
+    });
+  }
+
+  const std::string& server_name() const { return server_name_; }
+  const ClientOptions& options() const { return options_; }
+
+ private:
+  std::string where() const {
+    return options_.unix_path.empty() ? fmt::format("{}:{}", options_.host, options_.port)
+                                      : options_.unix_path;
+  }
+
+  // Runs the I/O context on this thread until `done` or the connect timeout.
+  void run_until(const bool& done, std::string_view what) {
+    auto deadline = Clock::now() + options_.connect_timeout;
+    while (!done) {
+      auto left = deadline - Clock::now();
+      if (left <= Clock::duration::zero() || io_.run_one_for(left) == 0) {
+        if (done) break;
+        if (transport_) transport_->close();
+        io_.restart();
+        throw IoError(fmt::format("{} to {} timed out after {} ms", what, where(),
+                                  options_.connect_timeout.count()));
+      }
+    }
+    io_.restart();
+  }
+
+  void open_transport() {
+    asio::error_code ec;
+    bool done = false;
+    if (!options_.unix_path.empty()) {
+      auto unix = std::make_unique<UnixTransport>(false, io_);
+      unix->socket().async_connect(asio::local::stream_protocol::endpoint(options_.unix_path),
+                                   [&](const asio::error_code& e) {
+                                     ec = e;
+                                     done = true;
+                                   });
+      transport_ = std::move(unix);
+      run_until(done, "connecting");
+      if (ec) throw IoError(fmt::format("cannot connect to {}: {}", where(), ec.message()));
+      return;
+    }
+    asio::ip::tcp::resolver resolver(io_);
+    auto endpoints = resolver.resolve(options_.host, std::to_string(options_.port), ec);
+    if (ec) throw IoError(fmt::format("cannot resolve {}: {}", options_.host, ec.message()));
+    auto connect_socket = [&](auto& socket) {
+      asio::async_connect(socket, endpoints,
+                          [&](const asio::error_code& e, const asio::ip::tcp::endpoint&) {
+                            ec = e;
+                            done = true;
+                          });
+      run_until(done, "connecting");
+      if (ec) throw IoError(fmt::format("cannot connect to {}: {}", where(), ec.message()));
+      asio::error_code ignored;
+      socket.set_option(asio::ip::tcp::no_delay(true), ignored);
+    };
+    if (!options_.tls) {
+      auto tcp = std::make_unique<TcpTransport>(false, io_);
+      auto* raw = tcp.get();
+      transport_ = std::move(tcp);
+      connect_socket(raw->socket());
+      return;
+    }
+    tls_ = std::make_unique<asio::ssl::context>(asio::ssl::context::tls_client);
+    tls_->set_options(asio::ssl::context::default_workarounds | asio::ssl::context::no_sslv2 |
+                      asio::ssl::context::no_sslv3 | asio::ssl::context::no_tlsv1 |
+                      asio::ssl::context::no_tlsv1_1);
+    if (options_.insecure) {
+      tls_->set_verify_mode(asio::ssl::verify_none);
+    } else {
+      tls_->set_verify_mode(asio::ssl::verify_peer);
+      if (options_.ca_file.empty())
+        tls_->set_default_verify_paths(ec);
+      else
+        tls_->load_verify_file(options_.ca_file, ec);
+      if (ec) {
+        throw InvalidArgument(
+            fmt::format("cannot load CA file {}: {}", options_.ca_file, ec.message()));
+      }
+    }
+    auto tls = std::make_unique<TlsTransport>(false, io_, *tls_);
+    auto* raw = tls.get();
+    transport_ = std::move(tls);
+    if (!options_.insecure) {
+      raw->stream().set_verify_callback(asio::ssl::host_name_verification(options_.host));
+    }
+    SSL_set_tlsext_host_name(raw->stream().native_handle(), options_.host.c_str());
+    connect_socket(raw->socket());
+    done = false;
+    raw->handshake([&](const asio::error_code& e) {
+      ec = e;
+      done = true;
+    });
+    run_until(done, "TLS handshake");
+    if (ec) {
+      throw IoError(fmt::format("TLS handshake with {} failed: {}", where(), ec.message()));
+    }
+  }
+
+  // I/O thread from here on.
+  void send(const std::string& frame) {
+    out_pending_ += frame;
+    sent_since_tick_ = true;
+    flush();
+  }
+
+  void flush() {
+    if (!transport_ || !out_writing_.empty() || out_pending_.empty()) return;
+    out_writing_.swap(out_pending_);
+    transport_->write(asio::buffer(out_writing_), [this](const asio::error_code& ec, std::size_t) {
+      out_writing_.clear();
+      if (ec) return lost(ec.message());
+      flush();
+    });
+  }
+
+  void read() {
+    if (in_.size() - in_len_ < read_chunk) in_.resize(in_len_ + read_chunk);
+    transport_->read_some(
+        asio::buffer(in_.data() + in_len_, in_.size() - in_len_),
+        [this](const asio::error_code& ec, std::size_t n) {
+          if (ec) {
+            return lost(ec == asio::error::eof ? "the server closed it" : ec.message());
+          }
+          in_len_ += n;
+          try {
+            consume();
+          } catch (const Error& e) {
+            return lost(e.what());
+          }
+          read();
+        });
+  }
+
+  void consume() {
+    std::size_t at = 0;
+    while (in_len_ - at >= header_size) {
+      FrameHeader header =
+          parse_header(std::string_view(in_.data() + at, header_size), default_max_frame_bytes);
+      if (in_len_ - at < header_size + header.body_size) {
+        if (in_.size() < header_size + header.body_size + (in_len_ - at) + at) {
+          in_.resize(at + header_size + header.body_size);
+        }
+        break;
+      }
+      std::string_view body(in_.data() + at + header_size, header.body_size);
+      at += header_size + header.body_size;
+      check_body(header, body);
+      if (header.kind == Kind::push) {
+        on_push(header, body);
+        continue;
+      }
+      std::shared_ptr<Pending> pending;
+      {
+        std::lock_guard lock(mu_);
+        auto it = pending_.find(header.id);
+        if (it == pending_.end()) {
+          // A connection-level error (sent with id 0) ends the connection; replies to pings
+          // and to calls that timed out are dropped.
+          if (header.kind == Kind::error && header.id == 0) error_without_id_ = std::string(body);
+          continue;
+        }
+        pending = std::move(it->second);
+        pending_.erase(it);
+      }
+      std::lock_guard lock(pending->mu);
+      pending->kind = header.kind;
+      pending->body.assign(body);
+      pending->done = true;
+      pending->cv.notify_one();
+    }
+    if (at > 0) {
+      std::memmove(in_.data(), in_.data() + at, in_len_ - at);
+      in_len_ -= at;
+    }
+  }
+
+  void on_push(const FrameHeader& header, std::string_view bytes) {
+    if (header.op != push_commit) return;  // unknown pushes are for newer clients
+    Body body(bytes);
+    Reader r = body.reader();
+    std::uint64_t csn = r.u64();
+    std::vector<Oid> oids = read_oids(r.array());
+    deliver(csn, oids);
+  }
+
+  void deliver(std::uint64_t csn, const std::vector<Oid>& oids) {
+    std::lock_guard lock(listeners_mu_);
+    if (csn <= last_push_csn_) return;
+    last_push_csn_ = csn;
+    for (auto& [id, listener] : listeners_)
+      listener(csn, oids);
+  }
+
+  void lost(const std::string& why) {
+    std::map<std::uint32_t, std::shared_ptr<Pending>> failed;
+    {
+      std::lock_guard lock(mu_);
+      if (!connected_) return;
+      connected_ = false;
+      lost_ = why;
+      if (!error_without_id_.empty()) {
+        try {
+          throw_error_body(error_without_id_);
+        } catch (const Error& e) {
+          lost_ = e.what();
+        }
+        error_without_id_.clear();
+      }
+      failed.swap(pending_);
+    }
+    for (auto& [id, pending] : failed) {
+      std::lock_guard lock(pending->mu);
+      pending->failure = lost_;
+      pending->done = true;
+      pending->cv.notify_one();
+    }
+    if (transport_) transport_->close();
+    heartbeat_timer_.cancel();
+  }
+
+  // Keeps an idle connection alive: the server drops clients silent for 3 heartbeats.
+  void heartbeat() {
+    if (!sent_since_tick_) {
+      std::string frame;
+      append_frame(frame, Kind::request, static_cast<std::uint16_t>(Op::ping), 0,
+                   Writer().array(0).bytes());
+      out_pending_ += frame;
+      flush();
+    }
+    sent_since_tick_ = false;
+    heartbeat_timer_.expires_after(heartbeat_);
+    heartbeat_timer_.async_wait([this](const asio::error_code& ec) {
+      if (!ec) heartbeat();
+    });
+  }
+
+  ClientOptions options_;
+  asio::io_context io_{1};
+  std::thread thread_;
+  std::unique_ptr<asio::ssl::context> tls_;
+  std::unique_ptr<Transport> transport_;
+  std::mutex connect_mu_;
+  std::string server_name_;
+  std::chrono::milliseconds heartbeat_{10'000};
+  asio::steady_timer heartbeat_timer_{io_};
+
+  std::mutex mu_;  // guards what follows
+  bool connected_ = false;
+  std::string lost_ = "not connected";
+  std::uint32_t next_id_ = 1;
+  std::map<std::uint32_t, std::shared_ptr<Pending>> pending_;
+  std::string error_without_id_;
+
+  std::mutex listeners_mu_;  // guards what follows; held while listeners run
+  std::map<std::uint64_t, CommitListener> listeners_;
+  std::uint64_t next_listener_ = 1;
+  std::uint64_t last_push_csn_ = 0;
+
+  // I/O thread only.
+  std::string in_;
+  std::size_t in_len_ = 0;
+  std::string out_pending_;
+  std::string out_writing_;
+  bool sent_since_tick_ = false;
+};
+
+RemoteStore::RemoteStore(ClientOptions options)
+    : impl_(std::make_shared<Impl>(std::move(options))) {
+  impl_->connect();
+}
+
+RemoteStore::~RemoteStore() = default;
+
+LoadResult RemoteStore::load(std::span<const Oid> oids) {
+  Writer w;
+  w.array(1);
+  write_oids(w, oids);
+  Body body(impl_->call(Op::load, w.bytes()));
+  Reader r = body.reader();
+  LoadResult result;
+  result.csn = r.u64();
+  result.objects = read_objects(r.array(), oids);
+  return result;
+}
+
+std::uint64_t RemoteStore::commit(const CommitRequest& request) {
+  Writer w;
+  w.array(1);
+  write_commit_request(w, request);
+  Body body(impl_->call(Op::commit, w.bytes()));
+  return body.reader().u64();
+}
+
+Changes RemoteStore::changes_since(std::uint64_t csn) {
+  Writer w;
+  w.array(1).u64(csn);
+  Body body(impl_->call(Op::changes, w.bytes()));
+  Reader r = body.reader();
+  Changes changes;
+  changes.csn = r.u64();
+  changes.complete = r.boolean();
+  changes.oids = read_oids(r.array());
+  return changes;
+}
+
+Subscription RemoteStore::subscribe(CommitListener listener) {
+  return impl_->subscribe(std::move(listener));
+}
+
+Oid RemoteStore::new_oids(std::uint32_t count) {
+  Writer w;
+  w.array(1).u64(count);
+  Body body(impl_->call(Op::new_oids, w.bytes()));
+  return Oid{body.reader().u64()};
+}
+
+std::vector<ScanEntry> RemoteStore::scan_type(std::string_view type, Oid after, std::size_t limit) {
+  Writer w;
+  w.array(3).str(type).u64(after.value()).u64(limit);
+  Body body(impl_->call(Op::scan_type, w.bytes()));
+  return read_scan(body.reader());
+}
+
+std::vector<ScanEntry> RemoteStore::scan_keys(std::string_view type, std::string_view prefix,
+                                              std::string_view after, std::size_t limit) {
+  Writer w;
+  w.array(4).str(type).str(prefix).str(after).u64(limit);
+  Body body(impl_->call(Op::scan_keys, w.bytes()));
+  return read_scan(body.reader());
+}
+
+std::optional<Oid> RemoteStore::find_key(std::string_view type, std::string_view key) {
+  Writer w;
+  w.array(2).str(type).str(key);
+  Body body(impl_->call(Op::find_key, w.bytes()));
+  Reader r = body.reader();
+  if (r.next_is_nil()) return std::nullopt;
+  return Oid{r.u64()};
+}
+
+std::optional<std::uint64_t> RemoteStore::lock(const LockRequest& request) {
+  Writer w;
+  w.array(4)
+      .str(request.name)
+      .str(request.owner)
+      .i64(request.ttl.count())
+      .i64(request.wait.count());
+  auto wait = std::max(request.wait, std::chrono::milliseconds(0));
+  Body body(impl_->call(Op::lock, w.bytes(), impl_->options().call_timeout + wait));
+  Reader r = body.reader();
+  if (r.next_is_nil()) return std::nullopt;
+  return r.u64();
+}
+
+bool RemoteStore::unlock(std::string_view name, std::string_view owner) {
+  Writer w;
+  w.array(2).str(name).str(owner);
+  Body body(impl_->call(Op::unlock, w.bytes()));
+  return body.reader().boolean();
+}
+
+bool RemoteStore::renew(std::string_view name, std::string_view owner,
+                        std::chrono::milliseconds ttl) {
+  Writer w;
+  w.array(3).str(name).str(owner).i64(ttl.count());
+  Body body(impl_->call(Op::renew, w.bytes()));
+  return body.reader().boolean();
+}
+
+PackStats RemoteStore::pack() {
+  Body body(impl_->call(Op::pack, Writer().array(0).bytes(), std::chrono::hours(24)));
+  Reader r = body.reader();
+  PackStats stats;
+  stats.objects_before = r.u64();
+  stats.objects_after = r.u64();
+  stats.bytes_before = r.u64();
+  stats.bytes_after = r.u64();
+  return stats;
+}
+
+std::vector<std::pair<std::string, std::string>> RemoteStore::info() {
+  Body body(impl_->call(Op::info, Writer().array(0).bytes()));
+  const msgpack::object& root = body.root();
+  if (root.via.array.size != 1 || root.via.array.ptr[0].type != msgpack::type::MAP) {
+    throw ProtocolError("info: expected [map]");
+  }
+  const msgpack::object_map& map = root.via.array.ptr[0].via.map;
+  std::vector<std::pair<std::string, std::string>> out;
+  for (std::uint32_t i = 0; i < map.size; ++i) {
+    const msgpack::object& key = map.ptr[i].key;
+    const msgpack::object& value = map.ptr[i].val;
+    if (key.type != msgpack::type::STR) throw ProtocolError("info: keys must be strings");
+    std::string text;
+    if (value.type == msgpack::type::POSITIVE_INTEGER)
+      text = std::to_string(value.via.u64);
+    else if (value.type == msgpack::type::STR)
+      text.assign(value.via.str.ptr, value.via.str.size);
+    else
+      text = "?";
+    out.emplace_back(std::string(key.via.str.ptr, key.via.str.size), std::move(text));
+  }
+  return out;
+}
+
+void RemoteStore::stop_server() {
+  impl_->call(Op::stop, Writer().array(0).bytes());
+}
+
+void RemoteStore::ping() {
+  impl_->call(Op::ping, Writer().array(0).bytes());
+}
+
+const std::string& RemoteStore::server_name() const {
+  return impl_->server_name();
+}
+
+std::unique_ptr<Store> open_remote_store(const StoreUrl& url) {
+  return std::make_unique<RemoteStore>(client_options(url));
+}
+
+}  // namespace cairn::net

@@ -1,0 +1,893 @@
+// The server: acceptors, sessions, dispatch of requests to the store, pushes, locks, shutdown.
+//
+// Threading: everything here runs on the one loop thread except the bodies of blocking store
+// calls, which run on the worker pool and post their replies back to the loop. So sessions,
+// the session table and all counters need no locks.
+#include "net/server.h"
+
+#include <fmt/format.h>
+#include <openssl/crypto.h>
+#include <openssl/sha.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <deque>
+#include <map>
+#include <unordered_map>
+
+#include "cairn/error.h"
+#include "cairn/version.h"
+#include "net/protocol.h"
+#include "net/transport.h"
+
+namespace cairn::net {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+constexpr std::size_t read_chunk = 64 * 1024;
+// Reading from a connection pauses while this much of its output is unsent.
+constexpr std::size_t pause_reading_bytes = 4 * 1024 * 1024;
+
+// Compares in time independent of where the strings differ or how long they are.
+bool same_token(std::string_view a, std::string_view b) {
+  unsigned char da[SHA256_DIGEST_LENGTH];
+  unsigned char db[SHA256_DIGEST_LENGTH];
+  SHA256(reinterpret_cast<const unsigned char*>(a.data()), a.size(), da);
+  SHA256(reinterpret_cast<const unsigned char*>(b.data()), b.size(), db);
+  return CRYPTO_memcmp(da, db, SHA256_DIGEST_LENGTH) == 0;
+}
+
+bool is_loopback(const std::string& host) {
+  asio::error_code ec;
+  auto address = asio::ip::make_address(host, ec);
+  if (ec) return host == "localhost";
+  return address.is_loopback();
+}
+
+}  // namespace
+
+class Session;
+
+class Server::Impl {
+ public:
+  Impl(Store& store, ServerOptions options);
+  ~Impl();
+
+  void start();
+  void run();
+  void stop() {
+    asio::post(io_, [this] { begin_stop("stop requested"); });
+  }
+  void handle_signals();
+  std::uint16_t port() const { return port_; }
+
+  // Called by sessions (loop thread).
+  void remove(std::uint64_t id);
+  void begin_stop(const std::string& why);
+  void maybe_finish_stop();
+  void write_info(Writer& w) const;
+  void log(const std::string& message) const {
+    if (options_.log) options_.log(message);
+  }
+  std::uint64_t commits_in_flight = 0;
+
+  Store& store_;
+  ServerOptions options_;
+  asio::io_context io_{1};
+  std::unique_ptr<asio::thread_pool> pool_;
+  std::unique_ptr<asio::ssl::context> tls_;
+  std::unordered_map<std::uint64_t, std::shared_ptr<Session>> sessions_;
+  std::uint64_t next_session_ = 1;
+  std::size_t watchers_ = 0;
+  bool stopping_ = false;
+  // Counters for info.
+  Clock::time_point started_ = Clock::now();
+  std::uint64_t commits_ = 0;
+  std::uint64_t commits_last_second_ = 0;
+  std::uint64_t commits_at_tick_ = 0;
+  std::uint64_t bytes_in_ = 0;
+  std::uint64_t bytes_out_ = 0;
+  std::uint64_t last_csn_ = 0;
+  std::uint64_t committed_bytes_since_pack_ = 0;
+  bool packing_ = false;
+
+ private:
+  template <class Acceptor, class TransportType>
+  void accept(Acceptor& acceptor);
+  void adopt(std::unique_ptr<Transport> transport);
+  void tick();
+  void on_commit(std::uint64_t csn, std::vector<Oid> oids);
+
+  std::unique_ptr<asio::ip::tcp::acceptor> tcp_;
+  std::unique_ptr<asio::local::stream_protocol::acceptor> unix_;
+  asio::signal_set signals_{io_};
+  asio::steady_timer tick_timer_{io_};
+  asio::steady_timer stop_deadline_{io_};
+  std::uint16_t port_ = 0;
+  Subscription subscription_;
+  std::uint32_t max_frame_ = default_max_frame_bytes;
+};
+
+class Session : public std::enable_shared_from_this<Session> {
+ public:
+  Session(Server::Impl& server, std::uint64_t id, std::unique_ptr<Transport> transport)
+      : server_(server),
+        id_(id),
+        owner_prefix_(fmt::format("session{}/", id)),
+        transport_(std::move(transport)),
+        idle_(server.io_) {}
+
+  std::uint64_t id() const { return id_; }
+  bool watching() const { return watching_; }
+  bool idle() const { return inflight_ == 0 && writing_.empty() && pending_.empty(); }
+
+  void start(bool reject) {
+    reset_idle();
+    auto self = shared_from_this();
+    transport_->handshake([this, self, reject](const asio::error_code& ec) {
+      if (ec) return close();
+      if (reject) {
+        fail(0, 0, ErrorCode::busy,
+             fmt::format("the server is at its limit of {} clients", server_.options_.max_clients));
+        return;
+      }
+      read();
+    });
+  }
+
+  // Sends an error frame, then closes once it is written.
+  void fail(std::uint16_t op, std::uint32_t id, ErrorCode code, const std::string& message) {
+    send(Kind::error, op, id, error_body(code, message));
+    closing_ = true;
+    if (writing_.empty() && pending_.empty()) close();
+  }
+
+  void send(Kind kind, std::uint16_t op, std::uint32_t id, std::string_view body) {
+    if (closed_) return;
+    append_frame(pending_, kind, op, id, body);
+    flush();
+  }
+
+  void send_raw(const std::string& frame) {
+    if (closed_ || closing_) return;
+    pending_ += frame;
+    if (pending_.size() + writing_.size() > server_.options_.max_output_bytes) {
+      pending_.clear();
+      fail(0, 0, ErrorCode::busy, "connection dropped: it reads more slowly than the server sends");
+      return;
+    }
+    flush();
+  }
+
+  void close() {
+    if (closed_) return;
+    closed_ = true;
+    idle_.cancel();
+    transport_->close();
+    release_locks();
+    if (watching_) --server_.watchers_;
+    watching_ = false;
+    server_.remove(id_);
+  }
+
+  // Stop serving new requests; close when what is in flight is answered.
+  void drain() {
+    draining_ = true;
+    if (idle()) close();
+  }
+
+ private:
+  void reset_idle() {
+    idle_.expires_after(server_.options_.idle_timeout);
+    idle_.async_wait([this, self = shared_from_this()](const asio::error_code& ec) {
+      if (ec || closed_) return;
+      close();
+    });
+  }
+
+  void read() {
+    if (closed_ || closing_ || draining_ || reading_) return;
+    if (pending_.size() + writing_.size() > pause_reading_bytes) {
+      paused_ = true;
+      return;
+    }
+    reading_ = true;
+    if (in_.size() - in_len_ < read_chunk) in_.resize(in_len_ + read_chunk);
+    transport_->read_some(
+        asio::buffer(in_.data() + in_len_, in_.size() - in_len_),
+        [this, self = shared_from_this()](const asio::error_code& ec, std::size_t n) {
+          reading_ = false;
+          if (ec || closed_) return close();
+          server_.bytes_in_ += n;
+          in_len_ += n;
+          reset_idle();
+          consume();
+          read();
+        });
+  }
+
+  void consume() {
+    std::size_t at = 0;
+    while (!closing_ && !draining_ && in_len_ - at >= header_size) {
+      FrameHeader header;
+      try {
+        header = parse_header(std::string_view(in_.data() + at, header_size), max_frame());
+      } catch (const Error& e) {
+        fail(0, 0, e.code(), e.what());
+        break;
+      }
+      if (in_len_ - at < header_size + header.body_size) break;
+      std::string_view body(in_.data() + at + header_size, header.body_size);
+      at += header_size + header.body_size;
+      dispatch(header, body);
+    }
+    // Keep the unconsumed tail at the front of the buffer.
+    if (at > 0) {
+      std::memmove(in_.data(), in_.data() + at, in_len_ - at);
+      in_len_ -= at;
+    }
+    if (closing_ || draining_) return;
+    // Make room for the whole of a frame whose header has arrived (it was checked above).
+    std::size_t want =
+        in_len_ >= header_size
+            ? header_size + parse_header(std::string_view(in_.data(), header_size), max_frame())
+                                .body_size
+            : 0;
+    if (want > in_.size()) in_.resize(want);
+    if (in_.size() > 4 * read_chunk && in_len_ < read_chunk && want < read_chunk) {
+      in_.resize(read_chunk);
+      in_.shrink_to_fit();
+    }
+  }
+
+  std::uint32_t max_frame() const {
+    return server_.options_.max_frame_bytes ? server_.options_.max_frame_bytes
+                                            : default_max_frame_bytes;
+  }
+
+  void dispatch(const FrameHeader& header, std::string_view body);
+  void handle(const FrameHeader& header, const Body& body);
+  void hello(const FrameHeader& header, Reader r);
+  void lock(const FrameHeader& header, LockRequest request, Clock::time_point deadline);
+  void release_locks();
+
+  // Runs `work` on the loop or a worker, then replies with its result or its error.
+  template <class Work>
+  void run(const FrameHeader& header, bool blocking, Work work);
+  void reply(const FrameHeader& header, std::string_view body) {
+    send(Kind::response, header.op, header.id, body);
+  }
+  void reply_error(const FrameHeader& header, ErrorCode code, std::string_view message,
+                   std::span<const Oid> oids = {}) {
+    send(Kind::error, header.op, header.id, error_body(code, message, oids));
+  }
+  void answered() {
+    --inflight_;
+    if (draining_ && idle()) close();
+    server_.maybe_finish_stop();
+  }
+
+  void flush() {
+    if (closed_ || !writing_.empty() || pending_.empty()) return;
+    writing_.swap(pending_);
+    transport_->write(asio::buffer(writing_),
+                      [this, self = shared_from_this()](const asio::error_code& ec, std::size_t n) {
+                        server_.bytes_out_ += n;
+                        writing_.clear();
+                        if (ec) return close();
+                        if (!pending_.empty()) return flush();
+                        if (closing_ || (draining_ && inflight_ == 0)) return close();
+                        if (paused_) {
+                          paused_ = false;
+                          read();
+                        }
+                        server_.maybe_finish_stop();
+                      });
+  }
+
+  // Lock owners are scoped to the connection: no other client can unlock or renew them.
+  std::string owner(const std::string& client_owner) const { return owner_prefix_ + client_owner; }
+
+  Server::Impl& server_;
+  std::uint64_t id_;
+  std::string owner_prefix_;
+  std::unique_ptr<Transport> transport_;
+  asio::steady_timer idle_;
+  std::string in_;
+  std::size_t in_len_ = 0;
+  std::string pending_;
+  std::string writing_;
+  bool authed_ = false;
+  bool watching_ = false;
+  bool reading_ = false;
+  bool paused_ = false;
+  bool closing_ = false;
+  bool draining_ = false;
+  bool closed_ = false;
+  std::size_t inflight_ = 0;
+  // Names this session locked and has not unlocked: released (if still ours) on close.
+  std::map<std::string, std::string, std::less<>> locks_;  // name -> owner as stored
+};
+
+template <class Work>
+void Session::run(const FrameHeader& header, bool blocking, Work work) {
+  ++inflight_;
+  auto finish = [this, header](std::string body, std::optional<Error> error,
+                               std::vector<Oid> oids) {
+    if (error)
+      reply_error(header, error->code(), error->what(), oids);
+    else
+      reply(header, body);
+    answered();
+  };
+  auto attempt = [work = std::move(work)]() mutable {
+    std::string body;
+    std::optional<Error> error;
+    std::vector<Oid> oids;
+    try {
+      body = work();
+    } catch (const ConflictError& e) {
+      error.emplace(e.code(), e.what());
+      oids = e.oids();
+    } catch (const Error& e) {
+      error.emplace(e.code(), e.what());
+    } catch (const std::exception& e) {
+      error.emplace(ErrorCode::internal, e.what());
+    }
+    return std::make_tuple(std::move(body), std::move(error), std::move(oids));
+  };
+  if ((!blocking && !server_.options_.blocking_store) || !server_.pool_) {
+    auto [body, error, oids] = attempt();
+    finish(std::move(body), std::move(error), std::move(oids));
+    return;
+  }
+  asio::post(*server_.pool_, [this, self = shared_from_this(), attempt = std::move(attempt),
+                              finish = std::move(finish)]() mutable {
+    auto result = std::make_shared<decltype(attempt())>(attempt());
+    asio::post(server_.io_, [self = std::move(self), result, finish = std::move(finish)]() mutable {
+      auto& [body, error, oids] = *result;
+      finish(std::move(body), std::move(error), std::move(oids));
+    });
+  });
+}
+
+void Session::dispatch(const FrameHeader& header, std::string_view bytes) {
+  if (header.kind != Kind::request) {
+    return fail(header.op, header.id, ErrorCode::protocol, "a client may only send requests");
+  }
+  try {
+    check_body(header, bytes);
+    Body body(bytes);
+    if (!authed_ && header.op != static_cast<std::uint16_t>(Op::hello)) {
+      return fail(header.op, header.id, ErrorCode::auth,
+                  "the first request must be hello (with the token, if the server has one)");
+    }
+    handle(header, body);
+  } catch (const Error& e) {
+    // A body that does not decode is a broken client: tell it and hang up.
+    fail(header.op, header.id, e.code(), e.what());
+  }
+}
+
+void Session::hello(const FrameHeader& header, Reader r) {
+  if (authed_) {
+    return fail(header.op, header.id, ErrorCode::protocol, "hello was already sent");
+  }
+  std::uint64_t min_version = r.u64();
+  std::uint64_t max_version = r.u64();
+  std::string token = r.str();
+  if (min_version > protocol_version || max_version < protocol_version) {
+    return fail(header.op, header.id, ErrorCode::protocol,
+                fmt::format("client speaks protocol versions {}..{}, this server speaks {}",
+                            min_version, max_version, protocol_version));
+  }
+  if (!server_.options_.token.empty() && !same_token(token, server_.options_.token)) {
+    return fail(header.op, header.id, ErrorCode::auth, "wrong or missing token");
+  }
+  authed_ = true;
+  Writer w;
+  w.array(4)
+      .u64(protocol_version)
+      .str(fmt::format("{} {}", server_.options_.name, version))
+      .u64(server_.last_csn_)
+      .u64(static_cast<std::uint64_t>(server_.options_.idle_timeout.count() / 3));
+  reply(header, w.bytes());
+}
+
+void Session::handle(const FrameHeader& header, const Body& body) {
+  Reader r = body.reader();
+  Store& store = server_.store_;
+  switch (static_cast<Op>(header.op)) {
+    case Op::hello:
+      return hello(header, r);
+    case Op::load:
+      return run(header, false, [&store, oids = read_oids(r.array())] {
+        LoadResult result = store.load(oids);
+        Writer w;
+        w.array(2).u64(result.csn);
+        write_objects(w, result.objects);
+        return std::move(w.bytes());
+      });
+    case Op::commit: {
+      CommitRequest request = read_commit_request(r.array());
+      std::uint64_t bytes = 0;
+      for (const WriteOp& write : request.writes)
+        bytes += write.data.size();
+      server_.committed_bytes_since_pack_ += bytes;
+      return run(header, server_.pool_ != nullptr, [&store, request = std::move(request)] {
+        Writer w;
+        w.array(1).u64(store.commit(request));
+        return std::move(w.bytes());
+      });
+    }
+    case Op::changes:
+      return run(header, false, [&store, csn = r.u64()] {
+        Changes changes = store.changes_since(csn);
+        Writer w;
+        w.array(3).u64(changes.csn).boolean(changes.complete);
+        write_oids(w, changes.oids);
+        return std::move(w.bytes());
+      });
+    case Op::new_oids:
+      return run(header, false, [&store, count = r.u32()] {
+        Writer w;
+        w.array(1).u64(store.new_oids(count).value());
+        return std::move(w.bytes());
+      });
+    case Op::scan_type: {
+      std::string type = r.str();
+      Oid after{r.u64()};
+      std::uint64_t limit = r.u64();
+      return run(header, false, [&store, type = std::move(type), after, limit] {
+        Writer w;
+        write_scan(w, store.scan_type(type, after, limit));
+        return std::move(w.bytes());
+      });
+    }
+    case Op::scan_keys: {
+      std::string type = r.str();
+      std::string prefix = r.str();
+      std::string after = r.str();
+      std::uint64_t limit = r.u64();
+      return run(header, false, [&store, type, prefix, after, limit] {
+        Writer w;
+        write_scan(w, store.scan_keys(type, prefix, after, limit));
+        return std::move(w.bytes());
+      });
+    }
+    case Op::find_key: {
+      std::string type = r.str();
+      std::string key = r.str();
+      return run(header, false, [&store, type, key] {
+        std::optional<Oid> oid = store.find_key(type, key);
+        Writer w;
+        w.array(1);
+        if (oid)
+          w.u64(oid->value());
+        else
+          w.nil();
+        return std::move(w.bytes());
+      });
+    }
+    case Op::lock: {
+      LockRequest request;
+      request.name = r.str();
+      request.owner = owner(r.str());
+      request.ttl = std::chrono::milliseconds(r.i64());
+      auto wait = std::chrono::milliseconds(r.i64());
+      if (request.owner == owner_prefix_) {
+        return reply_error(header, ErrorCode::invalid_argument, "a lock needs an owner");
+      }
+      if (wait.count() < 0) {
+        return reply_error(header, ErrorCode::invalid_argument,
+                           fmt::format("lock wait must not be negative (got {} ms)", wait.count()));
+      }
+      wait = std::min<std::chrono::milliseconds>(wait, std::chrono::hours(24 * 365));
+      ++inflight_;
+      return lock(header, std::move(request), Clock::now() + wait);
+    }
+    case Op::unlock: {
+      std::string name = r.str();
+      std::string held_by = owner(r.str());
+      // Whether or not it was held, this session no longer needs to release it on close.
+      locks_.erase(name);
+      return run(header, false, [&store, name, held_by] {
+        bool released = store.unlock(name, held_by);
+        Writer w;
+        w.array(1).boolean(released);
+        return std::move(w.bytes());
+      });
+    }
+    case Op::renew: {
+      std::string name = r.str();
+      std::string held_by = owner(r.str());
+      auto ttl = std::chrono::milliseconds(r.i64());
+      return run(header, false, [&store, name, held_by, ttl] {
+        Writer w;
+        w.array(1).boolean(store.renew(name, held_by, ttl));
+        return std::move(w.bytes());
+      });
+    }
+    case Op::pack:
+      return run(header, true, [&store] {
+        PackStats stats = store.pack();
+        Writer w;
+        w.array(4)
+            .u64(stats.objects_before)
+            .u64(stats.objects_after)
+            .u64(stats.bytes_before)
+            .u64(stats.bytes_after);
+        return std::move(w.bytes());
+      });
+    case Op::watch: {
+      bool on = r.boolean();
+      if (on != watching_) {
+        watching_ = on;
+        if (on)
+          ++server_.watchers_;
+        else
+          --server_.watchers_;
+      }
+      Writer w;
+      w.array(1).u64(server_.last_csn_);
+      return reply(header, w.bytes());
+    }
+    case Op::ping:
+      return reply(header, Writer().array(0).bytes());
+    case Op::info: {
+      Writer w;
+      w.array(1);
+      server_.write_info(w);
+      return reply(header, w.bytes());
+    }
+    case Op::stop:
+      reply(header, Writer().array(0).bytes());
+      server_.begin_stop("a client asked the server to stop");
+      return;
+  }
+  fail(header.op, header.id, ErrorCode::protocol, fmt::format("unknown request op {}", header.op));
+}
+
+void Session::lock(const FrameHeader& header, LockRequest request, Clock::time_point deadline) {
+  Store& store = server_.store_;
+  auto done = [this, header, name = request.name,
+               held_by = request.owner](std::optional<std::uint64_t> token) {
+    if (token && !closed_) locks_[name] = held_by;
+    if (token && closed_) {
+      // Taken for a connection that died meanwhile: give it back at once.
+      try {
+        server_.store_.unlock(name, held_by);
+      } catch (const Error&) {
+        // It expires by its TTL.
+      }
+    }
+    Writer w;
+    w.array(1);
+    if (token)
+      w.u64(*token);
+    else
+      w.nil();
+    reply(header, w.bytes());
+    answered();
+  };
+  auto failed = [this, header](const Error& e) {
+    reply_error(header, e.code(), e.what());
+    answered();
+  };
+  if (server_.options_.blocking_store) {
+    auto now = Clock::now();
+    request.wait = deadline > now
+                       ? std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now)
+                       : std::chrono::milliseconds(0);
+    asio::post(*server_.pool_, [this, self = shared_from_this(), &store, request, done, failed] {
+      std::optional<std::uint64_t> token;
+      std::optional<Error> error;
+      try {
+        token = store.lock(request);
+      } catch (const Error& e) {
+        error.emplace(e.code(), e.what());
+      }
+      asio::post(server_.io_, [self, token, error, done, failed] {
+        if (error)
+          failed(*error);
+        else
+          done(token);
+      });
+    });
+    return;
+  }
+  // An in-process store answers at once; wait here by retrying on a timer, never blocking the
+  // loop. A held lock is never taken: only the store's own expiry frees it.
+  std::optional<std::uint64_t> token;
+  request.wait = std::chrono::milliseconds(0);
+  try {
+    token = store.lock(request);
+  } catch (const Error& e) {
+    return failed(e);
+  }
+  auto now = Clock::now();
+  if (token || now >= deadline || closed_ || draining_) return done(token);
+  auto timer = std::make_shared<asio::steady_timer>(server_.io_);
+  timer->expires_after(std::min<Clock::duration>(std::chrono::milliseconds(2), deadline - now));
+  timer->async_wait(
+      [this, self = shared_from_this(), timer, header, request = std::move(request),
+       deadline](const asio::error_code&) mutable { lock(header, std::move(request), deadline); });
+}
+
+void Session::release_locks() {
+  for (const auto& [name, held_by] : locks_) {
+    if (server_.options_.blocking_store) {
+      asio::post(*server_.pool_, [&store = server_.store_, name, held_by] {
+        try {
+          store.unlock(name, held_by);
+        } catch (const Error&) {
+          // The lock expires by its TTL.
+        }
+      });
+      continue;
+    }
+    try {
+      server_.store_.unlock(name, held_by);
+    } catch (const Error&) {
+    }
+  }
+  locks_.clear();
+}
+
+Server::Impl::Impl(Store& store, ServerOptions options)
+    : store_(store), options_(std::move(options)) {
+  if (options_.max_frame_bytes) max_frame_ = options_.max_frame_bytes;
+  if (options_.tcp && options_.token.empty() && !is_loopback(options_.host)) {
+    throw InvalidArgument(fmt::format(
+        "refusing to listen on {} without a token: anyone who can reach it could read and change "
+        "the database. Give --token, --token-file or CAIRN_TOKEN (and --tls-cert/--tls-key), or "
+        "listen on 127.0.0.1",
+        options_.host));
+  }
+  if (options_.tls_cert.empty() != options_.tls_key.empty()) {
+    throw InvalidArgument("TLS needs both a certificate (--tls-cert) and a key (--tls-key)");
+  }
+  if (!options_.tls_cert.empty()) {
+    tls_ = std::make_unique<asio::ssl::context>(asio::ssl::context::tls_server);
+    tls_->set_options(asio::ssl::context::default_workarounds | asio::ssl::context::no_sslv2 |
+                      asio::ssl::context::no_sslv3 | asio::ssl::context::no_tlsv1 |
+                      asio::ssl::context::no_tlsv1_1);
+    asio::error_code ec;
+    tls_->use_certificate_chain_file(options_.tls_cert, ec);
+    if (ec) {
+      throw InvalidArgument(
+          fmt::format("cannot use TLS certificate {}: {}", options_.tls_cert, ec.message()));
+    }
+    tls_->use_private_key_file(options_.tls_key, asio::ssl::context::pem, ec);
+    if (ec) {
+      throw InvalidArgument(
+          fmt::format("cannot use TLS key {}: {}", options_.tls_key, ec.message()));
+    }
+  }
+  if (options_.workers > 0 || options_.blocking_store) {
+    pool_ = std::make_unique<asio::thread_pool>(std::max<std::size_t>(options_.workers, 4));
+  }
+  subscription_ = store_.subscribe([this](std::uint64_t csn, std::span<const Oid> oids) {
+    asio::post(io_, [this, csn, oids = std::vector<Oid>(oids.begin(), oids.end())]() mutable {
+      on_commit(csn, std::move(oids));
+    });
+  });
+  last_csn_ = store_.changes_since(UINT64_MAX).csn;
+  start();
+}
+
+Server::Impl::~Impl() {
+  subscription_.reset();
+  if (pool_) pool_->join();
+}
+
+void Server::Impl::start() {
+  asio::error_code ec;
+  if (options_.tcp) {
+    asio::ip::tcp::resolver resolver(io_);
+    auto results = resolver.resolve(options_.host, std::to_string(options_.port), ec);
+    if (ec || results.empty()) {
+      throw IoError(fmt::format("cannot resolve {}: {}", options_.host, ec.message()));
+    }
+    asio::ip::tcp::endpoint endpoint = results.begin()->endpoint();
+    tcp_ = std::make_unique<asio::ip::tcp::acceptor>(io_);
+    tcp_->open(endpoint.protocol(), ec);
+    if (!ec) tcp_->set_option(asio::socket_base::reuse_address(true), ec);
+    if (!ec) tcp_->bind(endpoint, ec);
+    if (!ec) tcp_->listen(asio::socket_base::max_listen_connections, ec);
+    if (ec) {
+      throw IoError(
+          fmt::format("cannot listen on {}:{}: {}", options_.host, options_.port, ec.message()));
+    }
+    port_ = tcp_->local_endpoint().port();
+    if (tls_)
+      accept<asio::ip::tcp::acceptor, TlsTransport>(*tcp_);
+    else
+      accept<asio::ip::tcp::acceptor, TcpTransport>(*tcp_);
+  }
+  if (!options_.unix_path.empty()) {
+    asio::local::stream_protocol::endpoint endpoint(options_.unix_path);
+    // A socket file left by a server that died is removed; a live server's is not.
+    struct stat st {};
+    if (::lstat(options_.unix_path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode)) {
+      asio::local::stream_protocol::socket probe(io_);
+      probe.connect(endpoint, ec);
+      if (!ec) {
+        throw IoError(fmt::format("another server is listening on {}", options_.unix_path));
+      }
+      ::unlink(options_.unix_path.c_str());
+    }
+    unix_ = std::make_unique<asio::local::stream_protocol::acceptor>(io_);
+    unix_->open(endpoint.protocol(), ec);
+    if (!ec) unix_->bind(endpoint, ec);
+    if (!ec) unix_->listen(asio::socket_base::max_listen_connections, ec);
+    if (ec) {
+      throw IoError(fmt::format("cannot listen on {}: {}", options_.unix_path, ec.message()));
+    }
+    accept<asio::local::stream_protocol::acceptor, UnixTransport>(*unix_);
+  }
+  tick();
+}
+
+template <class Acceptor, class TransportType>
+void Server::Impl::accept(Acceptor& acceptor) {
+  acceptor.async_accept([this, &acceptor](const asio::error_code& ec, auto socket) {
+    if (stopping_) return;
+    if (!ec) {
+      if constexpr (std::is_same_v<TransportType, TlsTransport>) {
+        adopt(std::make_unique<TlsTransport>(true, std::move(socket), *tls_));
+      } else {
+        if constexpr (std::is_same_v<TransportType, TcpTransport>) {
+          asio::error_code ignored;
+          socket.set_option(asio::ip::tcp::no_delay(true), ignored);
+        }
+        adopt(std::make_unique<TransportType>(true, std::move(socket)));
+      }
+    }
+    accept<Acceptor, TransportType>(acceptor);
+  });
+}
+
+void Server::Impl::adopt(std::unique_ptr<Transport> transport) {
+  bool reject = sessions_.size() >= options_.max_clients;
+  std::uint64_t id = next_session_++;
+  auto session = std::make_shared<Session>(*this, id, std::move(transport));
+  sessions_.emplace(id, session);
+  session->start(reject);
+}
+
+void Server::Impl::remove(std::uint64_t id) {
+  // Sessions call this from their own handlers; keep the object alive until they return.
+  auto it = sessions_.find(id);
+  if (it == sessions_.end()) return;
+  asio::post(io_, [session = std::move(it->second)] {});
+  sessions_.erase(it);
+  maybe_finish_stop();
+}
+
+void Server::Impl::on_commit(std::uint64_t csn, std::vector<Oid> oids) {
+  last_csn_ = std::max(last_csn_, csn);
+  ++commits_;
+  if (watchers_ == 0) return;
+  Writer w;
+  w.array(2).u64(csn);
+  write_oids(w, oids);
+  std::string frame;
+  append_frame(frame, Kind::push, push_commit, 0, w.bytes());
+  // Copy the list: a session may close (and leave the table) while being sent to.
+  std::vector<std::shared_ptr<Session>> targets;
+  for (auto& [id, session] : sessions_)
+    if (session->watching()) targets.push_back(session);
+  for (auto& session : targets)
+    session->send_raw(frame);
+}
+
+void Server::Impl::tick() {
+  commits_last_second_ = commits_ - commits_at_tick_;
+  commits_at_tick_ = commits_;
+  if (options_.gc_bytes && !packing_ && committed_bytes_since_pack_ >= options_.gc_bytes) {
+    packing_ = true;
+    committed_bytes_since_pack_ = 0;
+    auto run_pack = [this] {
+      try {
+        store_.pack();
+      } catch (const Error& e) {
+        log(fmt::format("automatic pack failed: {}", e.what()));
+      }
+      asio::post(io_, [this] { packing_ = false; });
+    };
+    if (pool_)
+      asio::post(*pool_, run_pack);
+    else
+      run_pack();
+  }
+  tick_timer_.expires_after(std::chrono::seconds(1));
+  tick_timer_.async_wait([this](const asio::error_code& ec) {
+    if (!ec && !stopping_) tick();
+  });
+}
+
+void Server::Impl::write_info(Writer& w) const {
+  auto uptime = std::chrono::duration_cast<std::chrono::seconds>(Clock::now() - started_);
+  w.map(9);
+  w.str("server").str(fmt::format("{} {}", options_.name, version));
+  w.str("clients").u64(sessions_.size());
+  w.str("watching").u64(watchers_);
+  w.str("csn").u64(last_csn_);
+  w.str("commits").u64(commits_);
+  w.str("commits_per_second").u64(commits_last_second_);
+  w.str("bytes_in").u64(bytes_in_);
+  w.str("bytes_out").u64(bytes_out_);
+  w.str("uptime_seconds").u64(static_cast<std::uint64_t>(uptime.count()));
+}
+
+void Server::Impl::begin_stop(const std::string& why) {
+  if (stopping_) return;
+  stopping_ = true;
+  log(fmt::format("stopping ({})", why));
+  asio::error_code ignored;
+  if (tcp_) tcp_->close(ignored);
+  if (unix_) {
+    unix_->close(ignored);
+    ::unlink(options_.unix_path.c_str());
+  }
+  signals_.cancel(ignored);
+  tick_timer_.cancel();
+  std::vector<std::shared_ptr<Session>> all;
+  for (auto& [id, session] : sessions_)
+    all.push_back(session);
+  for (auto& session : all)
+    session->drain();
+  // In-flight work normally ends in milliseconds; never hang on a stuck client.
+  stop_deadline_.expires_after(std::chrono::seconds(10));
+  stop_deadline_.async_wait([this](const asio::error_code& ec) {
+    if (ec) return;
+    std::vector<std::shared_ptr<Session>> rest;
+    for (auto& [id, session] : sessions_)
+      rest.push_back(session);
+    for (auto& session : rest)
+      session->close();
+    io_.stop();
+  });
+  maybe_finish_stop();
+}
+
+void Server::Impl::maybe_finish_stop() {
+  if (!stopping_ || !sessions_.empty()) return;
+  stop_deadline_.cancel();
+  io_.stop();
+}
+
+void Server::Impl::run() {
+  io_.run();
+  // Let blocking work still running (a pack) finish before the store goes away.
+  if (pool_) pool_->join();
+}
+
+void Server::Impl::handle_signals() {
+  signals_.add(SIGINT);
+  signals_.add(SIGTERM);
+  signals_.async_wait([this](const asio::error_code& ec, int signal) {
+    if (!ec) begin_stop(signal == SIGINT ? "SIGINT" : "SIGTERM");
+  });
+}
+
+Server::Server(Store& store, ServerOptions options)
+    : impl_(std::make_unique<Impl>(store, std::move(options))) {}
+Server::~Server() = default;
+std::uint16_t Server::port() const {
+  return impl_->port();
+}
+void Server::run() {
+  impl_->run();
+}
+void Server::stop() {
+  impl_->stop();
+}
+void Server::handle_signals() {
+  impl_->handle_signals();
+}
+
+}  // namespace cairn::net

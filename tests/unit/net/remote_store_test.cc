@@ -1,0 +1,467 @@
+// RemoteStore against a live in-process server: the store conformance suite, push invalidation,
+// tokens, TLS, hostile frames, limits and locks that die with their connection.
+#include <gtest/gtest.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+
+#include <asio.hpp>
+#include <atomic>
+#include <condition_variable>
+#include <mutex>
+#include <random>
+
+#include "cairn/codec.h"
+#include "cairn/error.h"
+#include "cairn/file_store.h"
+#include "conformance/store_conformance.h"
+#include "net/protocol.h"
+#include "support/process.h"
+#include "support/served_store.h"
+#include "support/temp_dir.h"
+
+namespace cairn::testing {
+namespace {
+
+using namespace std::chrono_literals;
+
+struct ServedMemory {
+  static std::unique_ptr<Store> make() {
+    net::ServerOptions options;
+    options.workers = 0;  // commits on the loop, as `cairn serve --memory` runs them
+    return std::make_unique<ServedStore>(make_memory_store(), options);
+  }
+};
+
+// A file store with group commit behind the worker pool, as `cairn serve --file` runs it.
+struct ServedFile {
+  static std::unique_ptr<Store> make() {
+    static TempDir dir;
+    static std::atomic<int> n{0};
+    FileStoreOptions options;
+    options.log = [](std::string_view) {};
+    return std::make_unique<ServedStore>(
+        FileStore::open(dir.file("served" + std::to_string(n++) + ".cairn"), options));
+  }
+};
+
+INSTANTIATE_TYPED_TEST_SUITE_P(ServedMemory, StoreConformance, ServedMemory);
+INSTANTIATE_TYPED_TEST_SUITE_P(ServedFile, StoreConformance, ServedFile);
+
+// A client that speaks raw frames, to send what RemoteStore never would.
+class RawClient {
+ public:
+  explicit RawClient(std::uint16_t port) : socket_(io_) {
+    socket_.connect(asio::ip::tcp::endpoint(asio::ip::make_address("127.0.0.1"), port));
+    timeval tv{5, 0};
+    ::setsockopt(socket_.native_handle(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  }
+  void send(std::string_view bytes) {
+    asio::error_code ec;
+    asio::write(socket_, asio::buffer(bytes.data(), bytes.size()), ec);
+  }
+  void request(net::Op op, std::uint32_t id, std::string_view body) {
+    std::string frame;
+    net::append_frame(frame, net::Kind::request, static_cast<std::uint16_t>(op), id, body);
+    send(frame);
+  }
+  void hello(const std::string& token = {}) {
+    net::Writer w;
+    w.array(4).u64(1).u64(1).str(token).str("raw");
+    request(net::Op::hello, 1, w.bytes());
+    auto reply = read_frame();
+    ASSERT_TRUE(reply.has_value());
+    ASSERT_EQ(reply->first.kind, net::Kind::response);
+  }
+  // The next frame, or nullopt at end of stream.
+  std::optional<std::pair<net::FrameHeader, std::string>> read_frame() {
+    std::string header(net::header_size, '\0');
+    asio::error_code ec;
+    asio::read(socket_, asio::buffer(header), ec);
+    if (ec) return std::nullopt;
+    net::FrameHeader h = net::parse_header(header, net::default_max_frame_bytes);
+    std::string body(h.body_size, '\0');
+    asio::read(socket_, asio::buffer(body), ec);
+    if (ec) return std::nullopt;
+    return std::make_pair(h, body);
+  }
+  // Reads until the server closes; true if it did (rather than the read timing out).
+  bool closed_by_server() {
+    char buf[4096];
+    for (;;) {
+      asio::error_code ec;
+      socket_.read_some(asio::buffer(buf), ec);
+      if (ec == asio::error::eof || ec == asio::error::connection_reset) return true;
+      if (ec) return false;
+    }
+  }
+
+ private:
+  asio::io_context io_;
+  asio::ip::tcp::socket socket_;
+};
+
+ErrorCode error_code_of(const std::string& body) {
+  net::Body decoded(body);
+  return static_cast<ErrorCode>(decoded.reader().u64());
+}
+
+// Server options as the tests want them: commits on the loop unless a test says otherwise.
+template <class Edit>
+net::ServerOptions options_with(Edit edit) {
+  net::ServerOptions options;
+  options.workers = 0;
+  edit(options);
+  return options;
+}
+
+std::uint64_t put_value(Store& store, Oid oid, std::int64_t v) {
+  CommitRequest request;
+  request.writes.push_back(WriteOp{oid, "", "", encode(Value(v))});
+  return store.commit(request);
+}
+
+TEST(Server, CommitsArePushedToOtherClientsWithoutPolling) {
+  TestServer server(make_memory_store(), options_with([](net::ServerOptions&) {}));
+  auto a = server.connect();
+  auto b = server.connect();
+  std::mutex mu;
+  std::condition_variable cv;
+  std::vector<std::pair<std::uint64_t, std::vector<Oid>>> seen;
+  Subscription sub = b->subscribe([&](std::uint64_t csn, std::span<const Oid> oids) {
+    std::lock_guard lock(mu);
+    seen.emplace_back(csn, std::vector<Oid>(oids.begin(), oids.end()));
+    cv.notify_all();
+  });
+  Oid oid = a->new_oids(1);
+  std::vector<std::chrono::steady_clock::duration> delays;
+  for (int i = 0; i < 20; ++i) {
+    auto start = std::chrono::steady_clock::now();
+    std::uint64_t csn = put_value(*a, oid, i);
+    std::unique_lock lock(mu);
+    ASSERT_TRUE(cv.wait_for(lock, 5s, [&] { return !seen.empty() && seen.back().first == csn; }))
+        << "commit " << csn << " was never pushed";
+    delays.push_back(std::chrono::steady_clock::now() - start);
+    EXPECT_EQ(seen.back().second, std::vector<Oid>{oid});
+  }
+  std::sort(delays.begin(), delays.end());
+  EXPECT_LT(delays[delays.size() / 2], 100ms) << "median push delay";
+  // B's own commits reach it too, in CSN order with everything else.
+  std::uint64_t own = put_value(*b, oid, 99);
+  std::unique_lock lock(mu);
+  ASSERT_TRUE(cv.wait_for(lock, 5s, [&] { return seen.back().first == own; }));
+  for (std::size_t i = 1; i < seen.size(); ++i)
+    EXPECT_LT(seen[i - 1].first, seen[i].first);
+}
+
+TEST(Server, WrongMissingOrLateTokenIsRefusedAndOthersAreServed) {
+  TestServer server(make_memory_store(),
+                    options_with([](net::ServerOptions& o) { o.token = "s3cret"; }));
+  EXPECT_THROW(server.connect(), AuthError);
+  EXPECT_THROW(server.connect("s3cre"), AuthError);
+  EXPECT_THROW(server.connect("s3cret!"), AuthError);
+  auto good = server.connect("s3cret");
+  Oid oid = good->new_oids(1);
+  put_value(*good, oid, 7);
+
+  // Any request before hello: an auth error frame, then the server hangs up, returning nothing.
+  RawClient late(server.port());
+  net::Writer w;
+  w.array(1);
+  net::write_oids(w, std::vector<Oid>{oid});
+  late.request(net::Op::load, 5, w.bytes());
+  auto reply = late.read_frame();
+  ASSERT_TRUE(reply.has_value());
+  EXPECT_EQ(reply->first.kind, net::Kind::error);
+  EXPECT_EQ(error_code_of(reply->second), ErrorCode::auth);
+  EXPECT_TRUE(late.closed_by_server());
+
+  // The good client never noticed.
+  Oid oids[] = {oid};
+  EXPECT_EQ(decode(good->load(oids).objects[0].data), Value(std::int64_t{7}));
+}
+
+TEST(Server, HostileFramesCloseOnlyTheirConnection) {
+  TestServer server(make_memory_store(),
+                    options_with([](net::ServerOptions& o) { o.max_frame_bytes = 4096; }));
+  auto good = server.connect();
+  Oid oid = good->new_oids(1);
+  {
+    RawClient oversized(server.port());
+    oversized.hello();
+    std::string frame;
+    net::append_frame(frame, net::Kind::request, 2, 9, std::string(5000, 'x'));
+    oversized.send(frame);
+    auto reply = oversized.read_frame();
+    ASSERT_TRUE(reply.has_value());
+    EXPECT_EQ(reply->first.kind, net::Kind::error);
+    EXPECT_EQ(error_code_of(reply->second), ErrorCode::protocol);
+    EXPECT_TRUE(oversized.closed_by_server());
+  }
+  {
+    RawClient bad_checksum(server.port());
+    bad_checksum.hello();
+    std::string frame;
+    net::append_frame(frame, net::Kind::request, static_cast<std::uint16_t>(net::Op::ping), 3,
+                      net::Writer().array(0).bytes());
+    frame[12] ^= 1;
+    bad_checksum.send(frame);
+    auto reply = bad_checksum.read_frame();
+    ASSERT_TRUE(reply.has_value());
+    EXPECT_EQ(error_code_of(reply->second), ErrorCode::protocol);
+    EXPECT_TRUE(bad_checksum.closed_by_server());
+  }
+  {
+    RawClient wrong_types(server.port());
+    wrong_types.hello();
+    net::Writer w;
+    w.array(1).str("not a list of oids");
+    wrong_types.request(net::Op::load, 4, w.bytes());
+    auto reply = wrong_types.read_frame();
+    ASSERT_TRUE(reply.has_value());
+    EXPECT_EQ(reply->first.id, 4u);
+    EXPECT_EQ(error_code_of(reply->second), ErrorCode::protocol);
+  }
+  {
+    RawClient garbage(server.port());
+    garbage.send("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    auto reply = garbage.read_frame();
+    ASSERT_TRUE(reply.has_value());
+    EXPECT_EQ(reply->first.kind, net::Kind::error);
+    EXPECT_TRUE(garbage.closed_by_server());
+  }
+  put_value(*good, oid, 1);
+  Oid oids[] = {oid};
+  EXPECT_EQ(good->load(oids).objects[0].version, good->changes_since(0).csn);
+}
+
+TEST(Server, RandomAndTruncatedFramesNeverHurtAWellBehavedClient) {
+  TestServer server(make_memory_store(), options_with([](net::ServerOptions&) {}));
+  std::atomic<bool> done{false};
+  std::atomic<int> commits{0};
+  std::thread good_client([&] {
+    auto good = server.connect();
+    Oid oid = good->new_oids(1);
+    while (!done) {
+      put_value(*good, oid, commits++);
+    }
+  });
+  std::mt19937 rng(42);
+  auto byte = [&] { return static_cast<char>(rng() & 0xff); };
+  // 10,000 frames: 2,000 connections of 5 frames each, half of them past hello.
+  std::optional<RawClient> evil;
+  for (int i = 0; i < 10'000; ++i) {
+    if (i % 5 == 0) {
+      evil.emplace(server.port());
+      if (i % 2) evil->hello();
+    }
+    std::string frame;
+    std::string body(rng() % 64, '\0');
+    for (char& c : body)
+      c = byte();
+    net::append_frame(frame, static_cast<net::Kind>(1 + rng() % 4),
+                      static_cast<std::uint16_t>(rng() % 20), static_cast<std::uint32_t>(rng()),
+                      body);
+    if (i % 3 == 0) frame.resize(1 + rng() % frame.size());  // truncated
+    if (i % 5 == 0) frame[rng() % frame.size()] = byte();    // corrupted
+    evil->send(frame);
+  }
+  done = true;
+  good_client.join();
+  EXPECT_GT(commits.load(), 0);
+  auto after = server.connect();
+  EXPECT_NO_THROW(after->ping());
+}
+
+TEST(Server, LocksDieWithTheirConnection) {
+  TestServer server(make_memory_store(), options_with([](net::ServerOptions&) {}));
+  auto holder = server.connect();
+  auto waiter = server.connect();
+  auto token = holder->lock(LockRequest{"net", "holder", 60s, 0ms});
+  ASSERT_TRUE(token.has_value());
+  EXPECT_FALSE(waiter->lock(LockRequest{"net", "waiter", 60s, 0ms}).has_value());
+  auto start = std::chrono::steady_clock::now();
+  std::optional<std::uint64_t> got;
+  std::thread t([&] { got = waiter->lock(LockRequest{"net", "waiter", 60s, 10s}); });
+  std::this_thread::sleep_for(50ms);
+  holder.reset();  // the connection closes, as when its process dies
+  t.join();
+  ASSERT_TRUE(got.has_value());
+  EXPECT_GT(*got, *token);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 5s);
+}
+
+TEST(Server, OwnersAreScopedToTheirConnection) {
+  TestServer server(make_memory_store(), options_with([](net::ServerOptions&) {}));
+  auto alice = server.connect();
+  auto mallory = server.connect();
+  ASSERT_TRUE(alice->lock(LockRequest{"n", "alice", 60s, 0ms}).has_value());
+  EXPECT_FALSE(mallory->unlock("n", "alice")) << "another connection unlocked by owner name";
+  EXPECT_FALSE(mallory->renew("n", "alice", 60s));
+  EXPECT_TRUE(alice->unlock("n", "alice"));
+}
+
+TEST(Server, ClientsPastTheLimitAreRefusedWithBusy) {
+  TestServer server(make_memory_store(),
+                    options_with([](net::ServerOptions& o) { o.max_clients = 2; }));
+  auto one = server.connect();
+  auto two = server.connect();
+  try {
+    auto three = server.connect();
+    FAIL() << "a third client was accepted";
+  } catch (const IoError& e) {
+    EXPECT_NE(std::string(e.what()).find("limit of 2 clients"), std::string::npos) << e.what();
+  }
+  one.reset();
+  std::this_thread::sleep_for(100ms);
+  EXPECT_NO_THROW(server.connect()->ping());
+}
+
+TEST(Server, SilentClientsAreDroppedAndHeartbeatsKeepOthersAlive) {
+  TestServer server(make_memory_store(),
+                    options_with([](net::ServerOptions& o) { o.idle_timeout = 300ms; }));
+  RawClient silent(server.port());
+  auto live = server.connect();
+  std::this_thread::sleep_for(1s);
+  EXPECT_TRUE(silent.closed_by_server());
+  EXPECT_NO_THROW(live->ping()) << "a client that sends heartbeats was dropped";
+}
+
+TEST(Server, NonLoopbackWithoutTokenIsRefused) {
+  auto store = make_memory_store();
+  try {
+    net::Server server(*store, options_with([](net::ServerOptions& o) {
+      o.host = "0.0.0.0";
+      o.port = 0;
+    }));
+    FAIL() << "listening on all interfaces without a token was allowed";
+  } catch (const InvalidArgument& e) {
+    EXPECT_NE(std::string(e.what()).find("without a token"), std::string::npos) << e.what();
+  }
+  EXPECT_NO_THROW(net::Server(*store, options_with([](net::ServerOptions& o) {
+    o.host = "0.0.0.0";
+    o.port = 0;
+    o.token = "t";
+  })));
+}
+
+TEST(Server, StopAnswersInFlightRequestsThenReturns) {
+  TempDir dir;
+  FileStoreOptions file_options;
+  file_options.log = [](std::string_view) {};
+  TestServer server(FileStore::open(dir.file("s.cairn"), file_options));
+  auto client = server.connect();
+  Oid oid = client->new_oids(1);
+  std::atomic<int> acknowledged{0};
+  std::vector<std::thread> writers;
+  for (int t = 0; t < 4; ++t) {
+    writers.emplace_back([&] {
+      try {
+        for (;;) {
+          put_value(*client, oid, 1);
+          ++acknowledged;
+        }
+      } catch (const Error&) {
+        // The server went away.
+      }
+    });
+  }
+  std::this_thread::sleep_for(200ms);
+  server.stop();
+  for (auto& w : writers)
+    w.join();
+  std::uint64_t csn = server.backing().changes_since(0).csn;
+  EXPECT_GE(csn, static_cast<std::uint64_t>(acknowledged.load()));
+  EXPECT_GT(acknowledged.load(), 0);
+}
+
+// TLS: a certificate authority and a server certificate for 127.0.0.1 made with openssl.
+class TlsFiles {
+ public:
+  TlsFiles() {
+    auto run = [](const std::vector<std::string>& args) {
+      ProcessResult r = run_process(args);
+      if (r.exit_code != 0) throw std::runtime_error("openssl failed: " + r.err);
+    };
+    for (const char* ca : {"ca", "other_ca"}) {
+      run({"/usr/bin/openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+           "-subj", std::string("/CN=") + ca, "-keyout", dir.file(std::string(ca) + ".key"), "-out",
+           dir.file(std::string(ca) + ".pem")});
+    }
+    run({"/usr/bin/openssl", "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
+         "-keyout", key(), "-out", dir.file("server.csr")});
+    write_file(dir.file("ext.cnf"), "subjectAltName=IP:127.0.0.1\n");
+    run({"/usr/bin/openssl", "x509", "-req", "-in", dir.file("server.csr"), "-CA",
+         dir.file("ca.pem"), "-CAkey", dir.file("ca.key"), "-CAcreateserial", "-days", "2",
+         "-extfile", dir.file("ext.cnf"), "-out", cert()});
+  }
+  std::string cert() const { return dir.file("server.pem"); }
+  std::string key() const { return dir.file("server.key"); }
+  std::string ca() const { return dir.file("ca.pem"); }
+  std::string other_ca() const { return dir.file("other_ca.pem"); }
+  TempDir dir;
+};
+
+TEST(Server, TlsVerifiesTheServerAndRefusesPlaintext) {
+  TlsFiles files;
+  TestServer server(make_memory_store(), options_with([&](net::ServerOptions& o) {
+                      o.tls_cert = files.cert();
+                      o.tls_key = files.key();
+                    }));
+  net::ClientOptions options = server.client();
+  options.tls = true;
+  options.ca_file = files.ca();
+  net::RemoteStore good(options);
+  Oid oid = good.new_oids(1);
+  put_value(good, oid, 5);
+
+  options.ca_file = files.other_ca();
+  EXPECT_THROW(net::RemoteStore{options}, IoError) << "a server signed by another CA was trusted";
+
+  options.insecure = true;  // the explicit opt-out
+  EXPECT_NO_THROW(net::RemoteStore{options}.ping());
+
+  net::ClientOptions plain = server.client();
+  plain.connect_timeout = 2s;
+  EXPECT_THROW(net::RemoteStore{plain}, IoError) << "a plaintext client reached a TLS port";
+
+  Oid oids[] = {oid};
+  EXPECT_EQ(decode(good.load(oids).objects[0].data), Value(std::int64_t{5}));
+}
+
+TEST(Server, TlsClientToAPlaintextPortFailsCleanly) {
+  TestServer server(make_memory_store(), options_with([](net::ServerOptions&) {}));
+  net::ClientOptions options = server.client();
+  options.tls = true;
+  options.insecure = true;
+  options.connect_timeout = 2s;
+  EXPECT_THROW(net::RemoteStore{options}, IoError);
+  EXPECT_NO_THROW(server.connect()->ping());
+}
+
+TEST(Server, ReconnectsAfterTheServerRestarts) {
+  auto backing = make_memory_store();
+  net::ServerOptions options;
+  options.workers = 0;
+  options.port = 0;
+  auto first = std::make_unique<net::Server>(*backing, options);
+  std::uint16_t port = first->port();
+  std::thread t1([&] { first->run(); });
+  net::ClientOptions client_options;
+  client_options.port = port;
+  net::RemoteStore client(client_options);
+  Oid oid = client.new_oids(1);
+  put_value(client, oid, 1);
+  first->stop();
+  t1.join();
+  first.reset();
+  EXPECT_THROW(put_value(client, oid, 2), IoError);
+  options.port = port;
+  net::Server second(*backing, options);
+  std::thread t2([&] { second.run(); });
+  EXPECT_NO_THROW(put_value(client, oid, 3)) << "the client did not reconnect";
+  second.stop();
+  t2.join();
+}
+
+}  // namespace
+}  // namespace cairn::testing
