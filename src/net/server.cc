@@ -62,6 +62,8 @@ class Server::Impl {
   }
   void handle_signals();
   std::uint16_t port() const { return port_; }
+  void adopt(std::unique_ptr<Transport> transport);
+  void poll() { io_.poll(); }
 
   // Called by sessions (loop thread).
   void remove(std::uint64_t id);
@@ -96,7 +98,6 @@ class Server::Impl {
  private:
   template <class Acceptor, class TransportType>
   void accept(Acceptor& acceptor);
-  void adopt(std::unique_ptr<Transport> transport);
   void tick();
   void on_commit(std::uint64_t csn, std::vector<Oid> oids);
 
@@ -232,8 +233,8 @@ class Session : public std::enable_shared_from_this<Session> {
     // Make room for the whole of a frame whose header has arrived (it was checked above).
     std::size_t want =
         in_len_ >= header_size
-            ? header_size + parse_header(std::string_view(in_.data(), header_size), max_frame())
-                                .body_size
+            ? header_size +
+                  parse_header(std::string_view(in_.data(), header_size), max_frame()).body_size
             : 0;
     if (want > in_.size()) in_.resize(want);
     if (in_.size() > 4 * read_chunk && in_len_ < read_chunk && want < read_chunk) {
@@ -888,6 +889,16 @@ void Server::stop() {
 }
 void Server::handle_signals() {
   impl_->handle_signals();
+}
+void Server::adopt(std::unique_ptr<Transport> transport) {
+  impl_->adopt(std::move(transport));
+}
+void Server::poll() {
+  if (impl_->io_.stopped()) impl_->io_.restart();
+  impl_->poll();
+}
+asio::io_context& Server::io_context() {
+  return impl_->io_;
 }
 
 }  // namespace cairn::net

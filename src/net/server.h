@@ -12,6 +12,13 @@
 
 #include "cairn/store.h"
 
+namespace asio {
+class io_context;
+}
+namespace cairn::net {
+class Transport;
+}
+
 namespace cairn::net {
 
 struct ServerOptions {
@@ -55,6 +62,12 @@ class Server {
   // Thread-safe: stop accepting, finish in-flight requests, close connections, return from run().
   void stop();
   void handle_signals();
+
+  // For fuzzing: serve a connection over `transport` (server side, not yet handshaken), and
+  // run whatever handlers are ready without blocking. Only while run() is not running.
+  void adopt(std::unique_ptr<Transport> transport);
+  void poll();
+  asio::io_context& io_context();
 
   class Impl;
 
