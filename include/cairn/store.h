@@ -164,6 +164,10 @@ class Store {
   virtual bool renew(std::string_view name, std::string_view owner,
                      std::chrono::milliseconds ttl) = 0;
 
+  // Whether calls are round trips to another process (a server, Redis). The object layer then
+  // keeps its own record of the commits subscribe() reports, and asks changes_since() less.
+  virtual bool is_remote() const { return false; }
+
   // Drops objects that no root reaches (see top of file). Data must be codec-encoded Values for
   // references to be followed.
   virtual PackStats pack() = 0;

@@ -54,6 +54,7 @@ class RemoteStore final : public Store {
   bool unlock(std::string_view name, std::string_view owner) override;
   bool renew(std::string_view name, std::string_view owner, std::chrono::milliseconds ttl) override;
   PackStats pack() override;
+  bool is_remote() const override { return true; }
 
   // The server's statistics, as (name, value) pairs in the server's order.
   std::vector<std::pair<std::string, std::string>> info();

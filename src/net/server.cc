@@ -620,7 +620,7 @@ void Session::lock(const FrameHeader& header, LockRequest request, Clock::time_p
 void Session::release_locks() {
   for (const auto& [name, held_by] : locks_) {
     if (server_.options_.blocking_store) {
-      asio::post(*server_.pool_, [&store = server_.store_, name, held_by] {
+      asio::post(*server_.pool_, [&store = server_.store_, name = name, held_by = held_by] {
         try {
           store.unlock(name, held_by);
         } catch (const Error&) {

@@ -30,8 +30,13 @@ Value absent_state(Oid oid) {
 
 }  // namespace
 
-ConnectionImpl::ConnectionImpl(Store& store, ConnectionCounters& counters, std::size_t cache_size)
-    : store_(store), counters_(counters), cache_size_(cache_size), shrink_at_(cache_size) {
+ConnectionImpl::ConnectionImpl(Store& store, ConnectionCounters& counters, std::size_t cache_size,
+                               const ChangeFeed* feed)
+    : store_(store),
+      counters_(counters),
+      feed_(feed),
+      cache_size_(cache_size),
+      shrink_at_(cache_size) {
   snapshot_ = store_.load({}).csn;
   ++counters_.connections;
 }
@@ -215,8 +220,15 @@ std::vector<Oid> ConnectionImpl::apply(const Changes& changes, bool keep_current
   return conflicts;
 }
 
+Changes ConnectionImpl::changes(std::uint64_t at_least) {
+  if (feed_ != nullptr) {
+    if (std::optional<Changes> known = feed_->changes_since(snapshot_, at_least)) return *known;
+  }
+  return store_.changes_since(snapshot_);
+}
+
 void ConnectionImpl::catch_up(std::uint64_t load_csn) {
-  Changes changes = store_.changes_since(snapshot_);
+  Changes changes = this->changes(load_csn);
   std::vector<Oid> conflicts = apply(changes, changes.csn == load_csn);
   if (!conflicts.empty()) fail(std::move(conflicts), "changed after this transaction read them");
   // Every read object is unchanged up to changes.csn >= load_csn, every other changed object is
@@ -242,9 +254,13 @@ void ConnectionImpl::end_transaction() {
 }
 
 void ConnectionImpl::sync() {
+  sync_to(snapshot_);
+}
+
+void ConnectionImpl::sync_to(std::uint64_t at_least) {
   // Without changes there is nothing a stale read could have spoiled: start a new transaction.
   if (dirty_.empty()) end_transaction();
-  Changes changes = store_.changes_since(snapshot_);
+  Changes changes = this->changes(at_least);
   std::vector<Oid> conflicts = apply(changes, true);
   if (!conflicts.empty()) fail(std::move(conflicts), "changed after this transaction read them");
   snapshot_ = changes.csn;
@@ -301,7 +317,7 @@ std::uint64_t ConnectionImpl::commit() {
   }
   dirty_.clear();
   end_transaction();
-  sync();
+  sync_to(csn);  // the snapshot must include this commit
   shrink();
   return csn;
 }

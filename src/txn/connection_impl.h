@@ -17,6 +17,7 @@
 
 #include "cairn/database.h"
 #include "cairn/store.h"
+#include "txn/change_feed.h"
 #include "txn/node.h"
 
 namespace cairn::detail {
@@ -29,7 +30,9 @@ struct ConnectionCounters {
 
 class ConnectionImpl {
  public:
-  ConnectionImpl(Store& store, ConnectionCounters& counters, std::size_t cache_size);
+  // `feed`, if not null, answers most "what changed since" questions without the store.
+  ConnectionImpl(Store& store, ConnectionCounters& counters, std::size_t cache_size,
+                 const ChangeFeed* feed = nullptr);
   ConnectionImpl(const ConnectionImpl&) = delete;
   ConnectionImpl& operator=(const ConnectionImpl&) = delete;
   // Detaches every node still referenced by a handle, so that the handle throws.
@@ -83,11 +86,16 @@ class ConnectionImpl {
   // changes.csn, which no later commit can have changed.
   std::vector<Oid> apply(const Changes& changes, bool keep_current);
   [[noreturn]] void fail(std::vector<Oid> oids, const char* why);
+  // What changed since the snapshot, up to a CSN of at least `at_least`.
+  Changes changes(std::uint64_t at_least);
+  // sync(), to a snapshot of at least `at_least`.
+  void sync_to(std::uint64_t at_least);
   void end_transaction();
   void shrink();
 
   Store& store_;
   ConnectionCounters& counters_;
+  const ChangeFeed* feed_;
   std::unordered_map<Oid, std::shared_ptr<Node>> cache_;
   std::vector<Node*> read_set_;  // nodes with read set, kept alive by cache_
   std::vector<Node*> dirty_;     // nodes with dirty set, in the order they changed

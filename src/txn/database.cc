@@ -13,7 +13,9 @@
 namespace cairn::detail {
 
 DatabaseCore::DatabaseCore(std::unique_ptr<Store> store, DatabaseOptions options)
-    : store_(std::move(store)), options_(options) {}
+    : store_(std::move(store)), options_(options) {
+  if (store_->is_remote()) feed_ = std::make_unique<ChangeFeed>(*store_);
+}
 
 DatabaseStats DatabaseCore::stats() const {
   DatabaseStats out;
@@ -25,7 +27,7 @@ DatabaseStats DatabaseCore::stats() const {
 }
 
 std::unique_ptr<ConnectionImpl> DatabaseCore::make_connection() {
-  return std::make_unique<ConnectionImpl>(*store_, counters_, options_.cache_size);
+  return std::make_unique<ConnectionImpl>(*store_, counters_, options_.cache_size, feed_.get());
 }
 
 std::unique_ptr<ConnectionImpl> DatabaseCore::take(bool read_only) {

@@ -9,6 +9,7 @@
 
 #include "cairn/database.h"
 #include "cairn/store.h"
+#include "txn/change_feed.h"
 #include "txn/connection_impl.h"
 
 namespace cairn::detail {
@@ -31,6 +32,8 @@ class DatabaseCore {
  private:
   std::unique_ptr<Store> store_;
   DatabaseOptions options_;
+  // For a remote store: commits pushed to us, so connections rarely ask the store what changed.
+  std::unique_ptr<ChangeFeed> feed_;
   ConnectionCounters counters_;
   mutable std::mutex mu_;
   std::vector<std::unique_ptr<ConnectionImpl>> pool_;  // last: its connections use the above

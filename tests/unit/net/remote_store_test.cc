@@ -11,6 +11,7 @@
 #include <random>
 
 #include "cairn/codec.h"
+#include "cairn/database.h"
 #include "cairn/error.h"
 #include "cairn/file_store.h"
 #include "conformance/store_conformance.h"
@@ -151,6 +152,73 @@ TEST(Server, CommitsArePushedToOtherClientsWithoutPolling) {
   ASSERT_TRUE(cv.wait_for(lock, 5s, [&] { return seen.back().first == own; }));
   for (std::size_t i = 1; i < seen.size(); ++i)
     EXPECT_LT(seen[i - 1].first, seen[i].first);
+}
+
+// Counts the calls that ask the store what changed: pushed commits should make them rare.
+class CountingStore final : public Store {
+ public:
+  explicit CountingStore(std::unique_ptr<Store> inner) : inner_(std::move(inner)) {}
+  std::atomic<int> changes_calls{0};
+  LoadResult load(std::span<const Oid> oids) override { return inner_->load(oids); }
+  std::uint64_t commit(const CommitRequest& r) override { return inner_->commit(r); }
+  Changes changes_since(std::uint64_t csn) override {
+    ++changes_calls;
+    return inner_->changes_since(csn);
+  }
+  Subscription subscribe(CommitListener l) override { return inner_->subscribe(std::move(l)); }
+  Oid new_oids(std::uint32_t count) override { return inner_->new_oids(count); }
+  std::vector<ScanEntry> scan_type(std::string_view type, Oid after, std::size_t limit) override {
+    return inner_->scan_type(type, after, limit);
+  }
+  std::vector<ScanEntry> scan_keys(std::string_view type, std::string_view prefix,
+                                   std::string_view after, std::size_t limit) override {
+    return inner_->scan_keys(type, prefix, after, limit);
+  }
+  std::optional<Oid> find_key(std::string_view type, std::string_view key) override {
+    return inner_->find_key(type, key);
+  }
+  std::optional<std::uint64_t> lock(const LockRequest& r) override { return inner_->lock(r); }
+  bool unlock(std::string_view name, std::string_view owner) override {
+    return inner_->unlock(name, owner);
+  }
+  bool renew(std::string_view name, std::string_view owner,
+             std::chrono::milliseconds ttl) override {
+    return inner_->renew(name, owner, ttl);
+  }
+  PackStats pack() override { return inner_->pack(); }
+  bool is_remote() const override { return inner_->is_remote(); }
+
+ private:
+  std::unique_ptr<Store> inner_;
+};
+
+TEST(Server, AnotherClientsCommitReachesCachedViewsWithoutAskingTheServer) {
+  TestServer server(make_memory_store(), options_with([](net::ServerOptions&) {}));
+  Database a(server.connect());
+  auto counting = std::make_unique<CountingStore>(server.connect());
+  CountingStore& b_store = *counting;
+  Database b(std::move(counting));
+  Oid oid = a.transaction([](Txn& tx) { return tx.create(Value(std::int64_t{0})).oid(); });
+  auto read_b = [&] { return b.view([&](View& v) { return v.get(oid).get().as_int(); }); };
+  // B caches the object (its view's connection is pooled and keeps its cache).
+  for (auto deadline = std::chrono::steady_clock::now() + 5s; read_b() != 0;) {
+    ASSERT_LT(std::chrono::steady_clock::now(), deadline);
+  }
+  int asked_before = b_store.changes_calls.load();
+  std::vector<std::chrono::steady_clock::duration> delays;
+  for (std::int64_t i = 1; i <= 10; ++i) {
+    auto start = std::chrono::steady_clock::now();
+    a.transaction([&](Txn& tx) { tx.modify(oid, [&](Value& v) { v = Value(i); }); });
+    while (read_b() != i) {
+      ASSERT_LT(std::chrono::steady_clock::now() - start, 5s) << "B never saw commit " << i;
+      std::this_thread::sleep_for(1ms);
+    }
+    delays.push_back(std::chrono::steady_clock::now() - start);
+  }
+  std::sort(delays.begin(), delays.end());
+  EXPECT_LT(delays[delays.size() / 2], 100ms) << "median delay until B's view saw A's commit";
+  EXPECT_EQ(b_store.changes_calls.load(), asked_before)
+      << "B asked the server what changed instead of learning it from pushes";
 }
 
 TEST(Server, WrongMissingOrLateTokenIsRefusedAndOthersAreServed) {

@@ -1,0 +1,49 @@
+// ChangeFeed (change_feed.h).
+#include "txn/change_feed.h"
+
+#include <algorithm>
+
+namespace cairn::detail {
+
+ChangeFeed::ChangeFeed(Store& store, std::size_t capacity) : capacity_(capacity) {
+  // Subscribe first, then read the CSN: every commit after that CSN is delivered to the
+  // listener (a remote store's pushes start no later than its subscribe() returns).
+  subscription_ = store.subscribe(
+      [this](std::uint64_t csn, std::span<const Oid> oids) { on_commit(csn, oids); });
+  std::uint64_t now = store.load({}).csn;
+  std::lock_guard lock(mu_);
+  known_after_ = now;
+  latest_ = std::max(latest_, now);
+}
+
+void ChangeFeed::on_commit(std::uint64_t csn, std::span<const Oid> oids) {
+  std::lock_guard lock(mu_);
+  if (csn <= latest_) return;  // already reflected in the starting CSN
+  latest_ = csn;
+  log_.emplace_back(csn, std::vector<Oid>(oids.begin(), oids.end()));
+  while (log_.size() > capacity_) {
+    known_after_ = log_.front().first;
+    log_.pop_front();
+  }
+}
+
+std::optional<Changes> ChangeFeed::changes_since(std::uint64_t csn, std::uint64_t at_least) const {
+  std::lock_guard lock(mu_);
+  if (csn < known_after_ || latest_ < at_least) return std::nullopt;
+  Changes out;
+  out.csn = latest_;
+  auto first = std::upper_bound(log_.begin(), log_.end(), csn,
+                                [](std::uint64_t c, const auto& entry) { return c < entry.first; });
+  for (auto it = first; it != log_.end(); ++it)
+    out.oids.insert(out.oids.end(), it->second.begin(), it->second.end());
+  std::sort(out.oids.begin(), out.oids.end());
+  out.oids.erase(std::unique(out.oids.begin(), out.oids.end()), out.oids.end());
+  return out;
+}
+
+std::uint64_t ChangeFeed::latest() const {
+  std::lock_guard lock(mu_);
+  return latest_;
+}
+
+}  // namespace cairn::detail

@@ -1,0 +1,42 @@
+// ChangeFeed: the commits a store reports through subscribe(), kept so that connections can
+// learn what changed since their snapshot without asking the store. For a remote store this
+// turns the round trip of every sync(), view() and transaction() start into a lookup in memory,
+// and it is how pushed invalidations reach the connection caches.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <mutex>
+#include <optional>
+#include <utility>
+#include <vector>
+
+#include "cairn/store.h"
+
+namespace cairn::detail {
+
+class ChangeFeed {
+ public:
+  // Subscribes to `store`; keeps at most `capacity` commits (older ones are forgotten, and
+  // questions about them go to the store).
+  explicit ChangeFeed(Store& store, std::size_t capacity = 65536);
+
+  // The oids changed after `csn`, up to the newest commit the feed has seen, if the feed knows
+  // every commit after `csn` and has seen at least commit `at_least`; otherwise nullopt (ask the
+  // store).
+  std::optional<Changes> changes_since(std::uint64_t csn, std::uint64_t at_least) const;
+
+  std::uint64_t latest() const;
+
+ private:
+  void on_commit(std::uint64_t csn, std::span<const Oid> oids);
+
+  mutable std::mutex mu_;
+  std::size_t capacity_;
+  std::uint64_t known_after_ = 0;  // every commit with a CSN above this is in log_ (or newer)
+  std::uint64_t latest_ = 0;
+  std::deque<std::pair<std::uint64_t, std::vector<Oid>>> log_;
+  Subscription subscription_;  // last: unsubscribes before the members above go
+};
+
+}  // namespace cairn::detail
