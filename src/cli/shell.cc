@@ -206,11 +206,9 @@ void add_shell_command(CLI::App& app, Action& action) {
   CLI::Option* memory =
       command->add_flag("--memory", args->memory, "a new in-memory database, gone at exit");
   CLI::Option* connect =
-      command
-          ->add_option("--connect", args->connect,
-                       "a cairn server; not built yet: says so and exits with status 1")
+      command->add_option("--connect", args->connect, "a cairn server (cairn serve) at HOST:PORT")
           ->type_name("HOST:PORT");
-  command->add_option("--token", args->token, "the token for --connect")
+  command->add_option("--token", args->token, "the token for --connect (or env CAIRN_TOKEN)")
       ->type_name("T")
       ->needs(connect);
   add_fsync_option(command, args->fsync,

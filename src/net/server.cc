@@ -599,6 +599,9 @@ void Session::lock(const FrameHeader& header, LockRequest request, Clock::time_p
     });
     return;
   }
+  // A stopping server grants no more locks: the holders' locks are being released only because
+  // the server is closing their connections, and would be granted to a waiter that way.
+  if (closed_ || draining_) return done(std::nullopt);
   // An in-process store answers at once; wait here by retrying on a timer, never blocking the
   // loop. A held lock is never taken: only the store's own expiry frees it.
   std::optional<std::uint64_t> token;
