@@ -5,6 +5,8 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
+#include <condition_variable>
 #include <map>
 #include <mutex>
 #include <set>
@@ -187,27 +189,108 @@ TEST_F(RedisStoreTest, TwoStoresOnOneRedisSeeEachOthersCommits) {
   EXPECT_TRUE(other->unlock("shared", "alice"));
 }
 
-TEST_F(RedisStoreTest, ListenersKeepGoingPastOtherStoresCommits) {
-  std::unique_ptr<Store> other = open(server().url(prefix));
-  std::mutex mu;
-  std::vector<std::uint64_t> seen;
-  Subscription sub = store->subscribe([&](std::uint64_t csn, std::span<const Oid>) {
-    std::lock_guard lk(mu);
-    seen.push_back(csn);
-  });
-  Oid a = store->new_oids(1);
-  std::uint64_t first = put(*store, a, 1);
-  put(*other, a, 2);  // a CSN this store never announces
-  std::uint64_t third = put(*store, a, 3);
-  for (int i = 0; i < 500; ++i) {
-    {
-      std::lock_guard lk(mu);
-      if (seen.size() >= 2) break;
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+// Records what a listener hears, and lets a test wait for it.
+class Heard {
+ public:
+  CommitListener listener() {
+    return [this](std::uint64_t csn, std::span<const Oid> oids) {
+      std::lock_guard lk(mu_);
+      events_.emplace_back(csn, std::vector<Oid>(oids.begin(), oids.end()));
+      cv_.notify_all();
+    };
   }
-  std::lock_guard lk(mu);
-  EXPECT_EQ(seen, (std::vector<std::uint64_t>{first, third}));
+  // Waits until `csn` has been heard or `limit` has passed; returns whether it was.
+  bool wait_for(std::uint64_t csn, std::chrono::milliseconds limit) {
+    std::unique_lock lk(mu_);
+    return cv_.wait_for(lk, limit, [&] {
+      return std::any_of(events_.begin(), events_.end(),
+                         [&](const auto& e) { return e.first == csn; });
+    });
+  }
+  std::vector<std::uint64_t> csns() {
+    std::lock_guard lk(mu_);
+    std::vector<std::uint64_t> out;
+    for (const auto& e : events_)
+      out.push_back(e.first);
+    return out;
+  }
+  std::vector<Oid> oids_of(std::uint64_t csn) {
+    std::lock_guard lk(mu_);
+    for (const auto& e : events_) {
+      if (e.first == csn) return e.second;
+    }
+    return {};
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<std::pair<std::uint64_t, std::vector<Oid>>> events_;
+};
+
+TEST_F(RedisStoreTest, ListenersHearCommitsOfOtherStoresWithin100Ms) {
+  std::unique_ptr<Store> other = open(server().url(prefix));
+  Heard heard;
+  Subscription sub = other->subscribe(heard.listener());
+  Oid a = store->new_oids(1);
+  Oid b = store->new_oids(1);
+  for (int round = 0; round < 5; ++round) {
+    CommitRequest req;
+    req.writes.push_back(WriteOp{a, "", "", encode(Value(round))});
+    req.writes.push_back(WriteOp{b, "", "", encode(Value(-round))});
+    std::uint64_t csn = store->commit(req);
+    auto committed = std::chrono::steady_clock::now();
+    ASSERT_TRUE(heard.wait_for(csn, std::chrono::milliseconds(100)))
+        << "round " << round << ": the other store's listener did not hear CSN " << csn;
+    EXPECT_LE(std::chrono::steady_clock::now() - committed, std::chrono::milliseconds(100));
+    EXPECT_EQ(heard.oids_of(csn), (std::vector<Oid>{a, b}));
+    Changes changes = other->changes_since(csn - 1);
+    EXPECT_TRUE(changes.complete);
+    EXPECT_EQ(changes.csn, csn);
+    EXPECT_EQ(changes.oids, (std::vector<Oid>{a, b}));
+  }
+}
+
+TEST_F(RedisStoreTest, ListenersHearEveryCommitOnceInCsnOrder) {
+  std::unique_ptr<Store> other = open(server().url(prefix));
+  Oid a = store->new_oids(1);
+  std::uint64_t before = put(*store, a, 0);  // made before subscribing: never heard
+  Heard heard;
+  Subscription sub = store->subscribe(heard.listener());
+  // Local and foreign commits from several threads at once.
+  constexpr int per_thread = 50;
+  std::vector<std::uint64_t> made;
+  std::mutex made_mu;
+  std::vector<std::thread> pool;
+  for (int t = 0; t < 4; ++t) {
+    pool.emplace_back([&, t] {
+      Store& s = t % 2 == 0 ? *store : *other;
+      for (int i = 0; i < per_thread; ++i) {
+        std::uint64_t csn = put(s, a, t * 1000 + i);
+        std::lock_guard lk(made_mu);
+        made.push_back(csn);
+      }
+    });
+  }
+  for (auto& th : pool)
+    th.join();
+  std::sort(made.begin(), made.end());
+  ASSERT_TRUE(heard.wait_for(made.back(), std::chrono::seconds(5)));
+  EXPECT_EQ(heard.csns(), made) << "each commit heard once, in CSN order";
+  EXPECT_GT(made.front(), before);
+}
+
+TEST_F(RedisStoreTest, ClosingAStoreStopsItsFeedPromptly) {
+  Heard heard;
+  Subscription sub = store->subscribe(heard.listener());
+  Oid a = store->new_oids(1);
+  ASSERT_TRUE(heard.wait_for(put(*store, a, 1), std::chrono::seconds(5)));
+  auto start = std::chrono::steady_clock::now();
+  store.reset();  // its feed is blocked in XREAD
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(900))
+      << "the feed waited out its XREAD instead of being interrupted";
+  EXPECT_TRUE(sub.active());
+  sub.reset();  // the subscription outlives the store
 }
 
 TEST_F(RedisStoreTest, TransfersThroughTwoStoresKeepTheSum) {
