@@ -2,6 +2,8 @@
 #include "store/redis_connection.h"
 
 #include <fmt/format.h>
+#include <pthread.h>
+#include <signal.h>
 #include <sys/socket.h>
 
 #include <algorithm>
@@ -33,6 +35,48 @@ std::chrono::milliseconds millis_param(const StoreUrl& url, std::string_view nam
   return std::chrono::milliseconds(v);
 }
 
+// Keeps a write to a socket the server has closed from killing the process with SIGPIPE, for
+// programs that have not set SIGPIPE to SIG_IGN (hiredis writes with plain write()): blocks
+// the signal in this thread and takes a SIGPIPE the write raised before unblocking it, as libpq
+// does.
+class SigpipeBlock {
+ public:
+  explicit SigpipeBlock(bool needed) : needed_(needed) {
+    if (!needed_) return;
+    sigemptyset(&pipe_);
+    sigaddset(&pipe_, SIGPIPE);
+    sigset_t pending;
+    sigpending(&pending);
+    was_pending_ = sigismember(&pending, SIGPIPE) == 1;
+    pthread_sigmask(SIG_BLOCK, &pipe_, &old_);
+  }
+  SigpipeBlock(const SigpipeBlock&) = delete;
+  SigpipeBlock& operator=(const SigpipeBlock&) = delete;
+  ~SigpipeBlock() {
+    if (!needed_) return;
+    if (!was_pending_) {
+      sigset_t pending;
+      sigpending(&pending);
+      if (sigismember(&pending, SIGPIPE) == 1) {
+        timespec now{0, 0};
+        sigtimedwait(&pipe_, nullptr, &now);
+      }
+    }
+    pthread_sigmask(SIG_SETMASK, &old_, nullptr);
+  }
+
+ private:
+  bool needed_;
+  bool was_pending_ = false;
+  sigset_t pipe_{};
+  sigset_t old_{};
+};
+
+bool sigpipe_ignored() {
+  struct sigaction current {};
+  return sigaction(SIGPIPE, nullptr, &current) == 0 && current.sa_handler == SIG_IGN;
+}
+
 }  // namespace
 
 ConnectionOptions connection_options(const StoreUrl& url) {
@@ -59,12 +103,14 @@ RedisReplyPtr Connection::run(const Args& args, Resend resend) {
   ensure_connected();
   try {
     append(args);
+    flush();
     return read();
   } catch (const IoError&) {
     if (!reused || resend == Resend::never || timed_out_) throw;
   }
   ensure_connected();
   append(args);
+  flush();
   return read();
 }
 
@@ -72,6 +118,7 @@ std::vector<RedisReplyPtr> Connection::run_all(const std::vector<Args>& commands
   auto attempt = [&] {
     for (const Args& args : commands)
       append(args);
+    flush();
     std::vector<RedisReplyPtr> replies;
     replies.reserve(commands.size());
     for (std::size_t i = 0; i < commands.size(); ++i)
@@ -138,11 +185,13 @@ void Connection::open_socket() {
     ctx_ = std::move(c);
   }
   timed_out_ = false;
+  ignores_sigpipe_ = sigpipe_ignored();
   if (!password_.empty()) {
     Args auth = {"AUTH"};
     if (!url_.user.empty()) auth.push_back(url_.user);
     auth.push_back(password_);
     append(auth);
+    flush();
     RedisReplyPtr r = read();
     if (r->type == REDIS_REPLY_ERROR) {
       std::string message(reply_str(r.get()));
@@ -153,6 +202,7 @@ void Connection::open_socket() {
   if (url_.db != 0) {
     std::string db = std::to_string(url_.db);
     append({"SELECT", db});
+    flush();
     RedisReplyPtr r = read();
     if (r->type == REDIS_REPLY_ERROR) {
       std::string message(reply_str(r.get()));
@@ -181,6 +231,14 @@ void Connection::append(const Args& args) {
   if (redisAppendCommandArgv(ctx_.get(), static_cast<int>(args.size()), argv.data(), lens.data()) !=
       REDIS_OK) {
     fail("sending a command");
+  }
+}
+
+void Connection::flush() {
+  SigpipeBlock block(!ignores_sigpipe_);
+  int done = 0;
+  while (done == 0) {
+    if (redisBufferWrite(ctx_.get(), &done) != REDIS_OK) fail("sending a command");
   }
 }
 

@@ -6,7 +6,6 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
-#include <condition_variable>
 #include <map>
 #include <mutex>
 #include <set>
@@ -17,6 +16,7 @@
 #include "cairn/json.h"
 #include "cairn/store.h"
 #include "conformance/store_conformance.h"
+#include "support/listener_log.h"
 #include "support/redis_server.h"
 
 namespace cairn::testing {
@@ -189,48 +189,9 @@ TEST_F(RedisStoreTest, TwoStoresOnOneRedisSeeEachOthersCommits) {
   EXPECT_TRUE(other->unlock("shared", "alice"));
 }
 
-// Records what a listener hears, and lets a test wait for it.
-class Heard {
- public:
-  CommitListener listener() {
-    return [this](std::uint64_t csn, std::span<const Oid> oids) {
-      std::lock_guard lk(mu_);
-      events_.emplace_back(csn, std::vector<Oid>(oids.begin(), oids.end()));
-      cv_.notify_all();
-    };
-  }
-  // Waits until `csn` has been heard or `limit` has passed; returns whether it was.
-  bool wait_for(std::uint64_t csn, std::chrono::milliseconds limit) {
-    std::unique_lock lk(mu_);
-    return cv_.wait_for(lk, limit, [&] {
-      return std::any_of(events_.begin(), events_.end(),
-                         [&](const auto& e) { return e.first == csn; });
-    });
-  }
-  std::vector<std::uint64_t> csns() {
-    std::lock_guard lk(mu_);
-    std::vector<std::uint64_t> out;
-    for (const auto& e : events_)
-      out.push_back(e.first);
-    return out;
-  }
-  std::vector<Oid> oids_of(std::uint64_t csn) {
-    std::lock_guard lk(mu_);
-    for (const auto& e : events_) {
-      if (e.first == csn) return e.second;
-    }
-    return {};
-  }
-
- private:
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::vector<std::pair<std::uint64_t, std::vector<Oid>>> events_;
-};
-
 TEST_F(RedisStoreTest, ListenersHearCommitsOfOtherStoresWithin100Ms) {
   std::unique_ptr<Store> other = open(server().url(prefix));
-  Heard heard;
+  ListenerLog heard;
   Subscription sub = other->subscribe(heard.listener());
   Oid a = store->new_oids(1);
   Oid b = store->new_oids(1);
@@ -255,7 +216,7 @@ TEST_F(RedisStoreTest, ListenersHearEveryCommitOnceInCsnOrder) {
   std::unique_ptr<Store> other = open(server().url(prefix));
   Oid a = store->new_oids(1);
   std::uint64_t before = put(*store, a, 0);  // made before subscribing: never heard
-  Heard heard;
+  ListenerLog heard;
   Subscription sub = store->subscribe(heard.listener());
   // Local and foreign commits from several threads at once.
   constexpr int per_thread = 50;
@@ -281,7 +242,7 @@ TEST_F(RedisStoreTest, ListenersHearEveryCommitOnceInCsnOrder) {
 }
 
 TEST_F(RedisStoreTest, ClosingAStoreStopsItsFeedPromptly) {
-  Heard heard;
+  ListenerLog heard;
   Subscription sub = store->subscribe(heard.listener());
   Oid a = store->new_oids(1);
   ASSERT_TRUE(heard.wait_for(put(*store, a, 1), std::chrono::seconds(5)));
