@@ -4,14 +4,17 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <map>
 #include <mutex>
+#include <random>
 #include <set>
 #include <thread>
 
 #include "cairn/codec.h"
+#include "cairn/database.h"
 #include "cairn/error.h"
 #include "cairn/json.h"
 #include "cairn/store.h"
@@ -295,6 +298,104 @@ TEST_F(RedisStoreTest, TransfersThroughTwoStoresKeepTheSum) {
   for (const auto& obj : other->load(ids).objects)
     sum += decode(obj.data).as_int();
   EXPECT_EQ(sum, counters * initial);
+}
+
+// The bank invariant through the transaction layer: 16 threads transfer money between accounts
+// with Database::transaction (retried on conflict) on one RedisStore, while a reader sums all
+// balances in views. Every view sees the initial total, and the balances end as planned.
+TEST_F(RedisStoreTest, BankTransfersFrom16ThreadsKeepTheTotalInEveryView) {
+  constexpr int threads = 16;
+  constexpr int transfers = 40;
+  constexpr int accounts = 20;
+  constexpr std::int64_t initial = 1000;
+  DatabaseOptions options;
+  options.max_retries = 1000;  // sixteen threads on twenty accounts collide often
+  options.pool_size = threads + 1;
+  Database db(std::move(store), options);
+
+  std::vector<Oid> ids = db.transaction([&](Txn& tx) {
+    std::vector<Oid> out;
+    Value::List refs;
+    for (int i = 0; i < accounts; ++i) {
+      Object account = tx.create(Value::Map{{"balance", initial}}, "Account");
+      out.push_back(account.oid());
+      refs.push_back(account.ref());
+    }
+    tx.root().set("accounts", std::move(refs));
+    return out;
+  });
+  auto total_in_view = [&] {
+    return db.view([&](View& v) {
+      std::int64_t total = 0;
+      for (const Value& ref : v.root().get("accounts").as_list())
+        total += v.get(ref.as_ref()).get().find("balance")->as_int();
+      return total;
+    });
+  };
+
+  std::vector<std::int64_t> expected(accounts, initial);
+  std::vector<std::vector<std::array<int, 3>>> plans(threads);  // from, to, amount
+  for (int t = 0; t < threads; ++t) {
+    std::mt19937 rng(static_cast<unsigned>(t + 1));
+    std::uniform_int_distribution<int> pick(0, accounts - 1);
+    std::uniform_int_distribution<int> amount(1, 50);
+    for (int i = 0; i < transfers; ++i) {
+      int from = pick(rng);
+      int to = pick(rng);
+      if (to == from) to = (from + 1) % accounts;
+      int sum = amount(rng);
+      expected[from] -= sum;
+      expected[to] += sum;
+      plans[t].push_back({from, to, sum});
+    }
+  }
+
+  std::atomic<int> writers_left{threads};
+  std::vector<std::thread> pool;
+  for (int t = 0; t < threads; ++t) {
+    pool.emplace_back([&, t] {
+      try {
+        for (const auto& [from, to, sum] : plans[t]) {
+          db.transaction([&](Txn& tx) {
+            auto move = [&](int account, std::int64_t delta) {
+              tx.modify(ids[account], [&](Value& state) {
+                Value& balance = state.as_map().at("balance");
+                balance = balance.as_int() + delta;
+              });
+            };
+            move(from, -sum);
+            move(to, sum);
+          });
+        }
+      } catch (const std::exception& e) {
+        ADD_FAILURE() << "thread " << t << ": " << e.what();
+      }
+      --writers_left;
+    });
+  }
+  int views = 0;
+  int wrong = 0;
+  try {
+    while (writers_left.load() > 0 || views < 20) {
+      if (total_in_view() != accounts * initial) ++wrong;
+      ++views;
+    }
+  } catch (const std::exception& e) {
+    ADD_FAILURE() << "view: " << e.what();
+  }
+  for (auto& th : pool)
+    th.join();
+  EXPECT_EQ(wrong, 0) << "of " << views << " views saw another total";
+  EXPECT_EQ(total_in_view(), accounts * initial);
+
+  // A store opened afresh on the same Redis reads the planned balances.
+  std::unique_ptr<Store> fresh = open(server().url(prefix));
+  LoadResult loaded = fresh->load(ids);
+  for (int a = 0; a < accounts; ++a) {
+    auto i = static_cast<std::size_t>(a);
+    EXPECT_EQ(decode(loaded.objects[i].data).find("balance")->as_int(), expected[i])
+        << "account " << a;
+  }
 }
 
 TEST_F(RedisStoreTest, ChangesSinceIsIncompleteOnceTheStreamIsTrimmed) {
