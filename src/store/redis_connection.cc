@@ -136,6 +136,40 @@ std::vector<RedisReplyPtr> Connection::run_all(const std::vector<Args>& commands
   return attempt();
 }
 
+std::vector<RedisReplyPtr> Connection::run_all(const Pipeline& pipeline, Resend resend) {
+  auto attempt = [&] {
+    if (redisAppendFormattedCommand(ctx_.get(), pipeline.bytes().data(), pipeline.bytes().size()) !=
+        REDIS_OK) {
+      fail("sending a command");
+    }
+    flush();
+    std::vector<RedisReplyPtr> replies;
+    replies.reserve(pipeline.size());
+    for (std::size_t i = 0; i < pipeline.size(); ++i)
+      replies.push_back(read());
+    return replies;
+  };
+  bool reused = ctx_ != nullptr;
+  ensure_connected();
+  try {
+    return attempt();
+  } catch (const IoError&) {
+    if (!reused || resend == Resend::never || timed_out_) throw;
+  }
+  ensure_connected();
+  return attempt();
+}
+
+void Pipeline::add(std::initializer_list<std::string_view> args) {
+  bytes_ += fmt::format("*{}\r\n", args.size());
+  for (std::string_view a : args) {
+    bytes_ += fmt::format("${}\r\n", a.size());
+    bytes_.append(a);
+    bytes_ += "\r\n";
+  }
+  ++count_;
+}
+
 void Connection::interrupt() {
   std::lock_guard lk(fd_mu_);
   interrupted_ = true;

@@ -13,6 +13,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <initializer_list>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -39,6 +40,19 @@ struct ConnectionOptions {
 // The options a URL's parameters set (InvalidArgument for a malformed or out-of-range value).
 ConnectionOptions connection_options(const StoreUrl& url);
 
+// Commands for one round trip, encoded in the Redis protocol as they are added: one buffer
+// however many commands, rather than a formatted command each.
+class Pipeline {
+ public:
+  void add(std::initializer_list<std::string_view> args);
+  std::size_t size() const { return count_; }
+  const std::string& bytes() const { return bytes_; }
+
+ private:
+  std::string bytes_;
+  std::size_t count_ = 0;
+};
+
 // Whether a failed command may be sent again on a fresh connection. Reads may; a commit may
 // not, since the server may have applied it before the connection broke.
 enum class Resend { never, once };
@@ -63,6 +77,9 @@ class Connection {
   // Sends every command before reading any reply: one round trip.
   std::vector<RedisReplyPtr> run_all(const std::vector<Args>& commands,
                                      Resend resend = Resend::once);
+
+  // The same for commands added to a Pipeline.
+  std::vector<RedisReplyPtr> run_all(const Pipeline& pipeline, Resend resend = Resend::once);
 
   // Makes a call blocked in another thread on this connection fail now, and every later call
   // fail too. The one method that may be called from another thread.

@@ -299,7 +299,34 @@ std::vector<std::pair<std::string, std::string>> data_fields(const std::string& 
   return {{"_raw", data}};
 }
 
+// The commonest field values, read without a JSON parser: a string of printable ASCII without
+// escapes, an integer of up to 18 digits, true, false and null. Gives exactly what from_json
+// gives for them; nullopt sends anything else to from_json.
+std::optional<Value> simple_json(std::string_view json) {
+  if (json.size() >= 2 && json.front() == '"' && json.back() == '"') {
+    std::string_view body = json.substr(1, json.size() - 2);
+    for (char c : body) {
+      if (c < 0x20 || c > 0x7e || c == '"' || c == '\\') return std::nullopt;
+    }
+    return Value(body);
+  }
+  if (json == "true") return Value(true);
+  if (json == "false") return Value(false);
+  if (json == "null") return Value();
+  std::string_view digits = json.starts_with('-') ? json.substr(1) : json;
+  if (digits.empty() || digits.size() > 18 || (digits[0] == '0' && digits.size() > 1)) {
+    return std::nullopt;
+  }
+  std::int64_t n = 0;
+  for (char c : digits) {
+    if (c < '0' || c > '9') return std::nullopt;
+    n = n * 10 + (c - '0');
+  }
+  return Value(json.starts_with('-') ? -n : n);
+}
+
 Value field_value(Oid oid, std::string_view field, std::string_view json) {
+  if (std::optional<Value> simple = simple_json(json)) return std::move(*simple);
   try {
     return from_json(json);
   } catch (const Error& e) {
@@ -547,36 +574,65 @@ class RedisStore final : public Store {
   std::unique_ptr<ChangeFeed> feed_;
 };
 
+// Reads the objects between two GETs of the CSN, pipelined: if the CSN did not move, no commit
+// ran in between (every commit script bumps it), so the hashes are one consistent snapshot.
+// Redis runs a client's pipelined commands back to back, so that is nearly always the case;
+// otherwise the same reads go again inside MULTI/EXEC, which cannot be interleaved. (MULTI
+// first would make Redis queue each command and answer QUEUED, which costs more than the rare
+// second round trip.)
 LoadResult RedisStore::load(std::span<const Oid> oids) {
-  std::vector<std::string> keys;
-  keys.reserve(oids.size());
-  for (Oid oid : oids)
-    keys.push_back(key("o:", oid.str()));
-  std::string csn_key = key("csn", "");
-  std::vector<Args> commands;
-  commands.reserve(oids.size() + 3);
-  commands.push_back({"MULTI"});
-  commands.push_back({"GET", csn_key});
-  for (const std::string& k : keys)
-    commands.push_back({"HGETALL", k});
-  commands.push_back({"EXEC"});
+  const std::string csn_key = key("csn", "");
+  std::string object_key = key("o:", "");
+  const std::size_t base = object_key.size();
+  auto add_hgetalls = [&](redis::Pipeline& p) {
+    for (Oid oid : oids) {
+      object_key.resize(base);
+      object_key += oid.str();
+      p.add({"HGETALL", object_key});
+    }
+  };
+  auto csn_of = [](const redisReply* r) {
+    auto csn = opt_string(r, "GET csn");
+    return csn ? parse_u64(*csn, "csn") : 0;
+  };
+  auto result_from = [&](std::uint64_t csn, auto hash) {
+    LoadResult result;
+    result.csn = csn;
+    result.objects.reserve(oids.size());
+    for (std::size_t i = 0; i < oids.size(); ++i)
+      result.objects.push_back(object_from_hash(oids[i], hash(i)));
+    return result;
+  };
+
+  redis::Pipeline reads;
+  reads.add({"GET", csn_key});
+  add_hgetalls(reads);
+  reads.add({"GET", csn_key});
   std::vector<ReplyPtr> replies;
   {
     std::lock_guard lk(mu_);
-    replies = conn_.run_all(commands);
+    replies = conn_.run_all(reads);
+  }
+  std::uint64_t before = csn_of(replies.front().get());
+  if (before == csn_of(replies.back().get())) {
+    return result_from(before, [&](std::size_t i) { return replies[i + 1].get(); });
+  }
+
+  redis::Pipeline transaction;
+  transaction.add({"MULTI"});
+  transaction.add({"GET", csn_key});
+  add_hgetalls(transaction);
+  transaction.add({"EXEC"});
+  {
+    std::lock_guard lk(mu_);
+    replies = conn_.run_all(transaction);
   }
   for (std::size_t i = 0; i + 1 < replies.size(); ++i) {
     if (replies[i]->type == REDIS_REPLY_ERROR) unexpected(replies[i].get(), "load");
   }
   const redisReply* exec = expect_array(replies.back().get(), "EXEC");
   if (exec->elements != oids.size() + 1) unexpected(exec, "EXEC");
-  LoadResult result;
-  auto csn = opt_string(exec->element[0], "GET csn");
-  result.csn = csn ? parse_u64(*csn, "csn") : 0;
-  result.objects.reserve(oids.size());
-  for (std::size_t i = 0; i < oids.size(); ++i)
-    result.objects.push_back(object_from_hash(oids[i], exec->element[i + 1]));
-  return result;
+  return result_from(csn_of(exec->element[0]), [&](std::size_t i) { return exec->element[i + 1]; });
 }
 
 std::uint64_t RedisStore::next_oid() {

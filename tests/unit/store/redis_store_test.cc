@@ -398,6 +398,61 @@ TEST_F(RedisStoreTest, BankTransfersFrom16ThreadsKeepTheTotalInEveryView) {
   }
 }
 
+// load() pipelines its reads between two GETs of the CSN and falls back to MULTI when a commit
+// slipped in between: either way every load is one snapshot. A writer moves units between
+// counters while a reader checks that each load sums to the total. The loads are large, so
+// that Redis reads each pipeline in several pieces and commits can land between them.
+TEST_F(RedisStoreTest, LoadsAreSnapshotsWhileCommitsRunAlongside) {
+  std::unique_ptr<Store> writer_store = open(server().url(prefix));
+  constexpr int counters = 2000;
+  constexpr std::int64_t initial = 10;
+  const std::string padding(20, 'p');
+  auto counter = [&](std::int64_t n) { return Value::Map{{"n", n}, {"padding", padding}}; };
+  Oid first = store->new_oids(counters);
+  std::vector<Oid> ids;
+  CommitRequest fill;
+  for (int i = 0; i < counters; ++i) {
+    ids.emplace_back(first.value() + static_cast<std::uint64_t>(i));
+    fill.writes.push_back(WriteOp{ids.back(), "", "", encode(Value(counter(initial)))});
+  }
+  store->commit(fill);
+
+  std::atomic<bool> stop{false};
+  std::atomic<int> moves{0};
+  std::thread writer([&] {
+    for (int i = 0; !stop; ++i) {
+      Oid pair[] = {ids[static_cast<std::size_t>(i % counters)],
+                    ids[static_cast<std::size_t>((i * 7 + 1) % counters)]};
+      if (pair[0] == pair[1]) continue;
+      LoadResult r = writer_store->load(pair);
+      std::int64_t a = decode(r.objects[0].data).find("n")->as_int();
+      std::int64_t b = decode(r.objects[1].data).find("n")->as_int();
+      CommitRequest req;
+      req.reads = {ReadCheck{pair[0], r.objects[0].version},
+                   ReadCheck{pair[1], r.objects[1].version}};
+      req.writes = {WriteOp{pair[0], "", "", encode(Value(counter(a - 1)))},
+                    WriteOp{pair[1], "", "", encode(Value(counter(b + 1)))}};
+      writer_store->commit(req);
+      ++moves;
+    }
+  });
+  int loads = 0;
+  int torn = 0;
+  while (loads < 20 || moves.load() < 50) {
+    LoadResult r = store->load(ids);
+    std::int64_t sum = 0;
+    for (const StoredObject& obj : r.objects) {
+      sum += decode(obj.data).find("n")->as_int();
+      EXPECT_LE(obj.version, r.csn) << "an object newer than the snapshot's CSN";
+    }
+    if (sum != counters * initial) ++torn;
+    ++loads;
+  }
+  stop = true;
+  writer.join();
+  EXPECT_EQ(torn, 0) << "of " << loads << " loads";
+}
+
 TEST_F(RedisStoreTest, ChangesSinceIsIncompleteOnceTheStreamIsTrimmed) {
   Oid a = store->new_oids(1);
   std::uint64_t first = put(*store, a, 1);
