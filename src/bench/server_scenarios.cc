@@ -151,6 +151,8 @@ std::vector<std::string> commit_frames(Store& store) {
 
 Result commit_50(Context& ctx, bool durable) {
   std::string name = durable ? "server.durable_commit_50" : "server.commit_50";
+  std::string peer_name = durable ? "redis_aof_always_set_50" : "redis_set_50";
+  if (auto why = missing_redis_tools()) return skipped(name, "commits/s", peer_name, 1.0, *why);
   std::uint64_t n = durable ? ctx.size(5'000, 40'000) : ctx.size(50'000, 500'000);
   ctx.progress(fmt::format("{}: {} single-object commits from {} clients, fsync {}", name, n,
                            clients, durable ? "batch" : "never"));
@@ -163,11 +165,13 @@ Result commit_50(Context& ctx, bool durable) {
                            durable ? "appendfsync always" : "no persistence"));
   RedisPeer redis(ctx.dir, durable);
   double peer = redis.benchmark("set", clients, n);
-  return measured(name, "commits/s", cairn, durable ? "redis_aof_always_set_50" : "redis_set_50",
-                  peer, 1.0);
+  return measured(name, "commits/s", cairn, peer_name, peer, 1.0);
 }
 
 Result load_50(Context& ctx) {
+  if (auto why = missing_redis_tools()) {
+    return skipped("server.load_50", "loads/s", "redis_get_50", 1.0, *why);
+  }
   std::uint64_t n = ctx.size(50'000, 500'000);
   ctx.progress(fmt::format("server.load_50: {} loads by oid from {} clients", n, clients));
   double cairn = 0;

@@ -1,7 +1,9 @@
 // RedisStore: the store contract kept in Redis, in a layout a person can read with redis-cli
 // (docs/redis-layout.md). Every commit is one Lua script that validates the read set and the
 // unique keys and only then applies everything, so no partial commit is ever visible. One
-// connection per store, guarded by a mutex; waiting for a lock does not hold it.
+// connection per store, guarded by a mutex; waiting for a lock does not hold it. Once someone
+// subscribes, a second connection follows the change stream, so that listeners hear of every
+// commit to the store, whichever process made it.
 #include "store/redis_store.h"
 
 #include <fmt/format.h>
@@ -11,8 +13,10 @@
 #include <array>
 #include <atomic>
 #include <charconv>
+#include <condition_variable>
 #include <cstdlib>
 #include <deque>
+#include <functional>
 #include <mutex>
 #include <thread>
 #include <unordered_map>
@@ -23,6 +27,7 @@
 #include "cairn/json.h"
 #include "cairn/value.h"
 #include "store/listeners.h"
+#include "store/redis_connection.h"
 #include "store/redis_ptr.h"
 #include "store/store_util.h"
 
@@ -30,9 +35,16 @@ namespace cairn {
 
 namespace {
 
-using ContextPtr = RedisContextPtr;
 using ReplyPtr = RedisReplyPtr;
-using Args = std::vector<std::string_view>;
+using redis::Args;
+using redis::expect_array;
+using redis::integer_of;
+using redis::opt_string;
+using redis::parse_u64;
+using redis::reply_str;
+using redis::Resend;
+using redis::string_of;
+using redis::unexpected;
 
 // How many entries the change stream keeps (approximately: XADD MAXLEN ~).
 constexpr std::string_view stream_max_len = "100000";
@@ -259,149 +271,6 @@ std::string script_source(ScriptId id) {
   throw Error("redis: unknown script");
 }
 
-std::string_view reply_str(const redisReply* r) {
-  return {r->str, r->len};
-}
-
-[[noreturn]] void unexpected(const redisReply* r, std::string_view what) {
-  if (r->type == REDIS_REPLY_ERROR) {
-    throw ProtocolError(fmt::format("redis {}: {}", what, reply_str(r)));
-  }
-  throw ProtocolError(fmt::format("redis {}: unexpected reply type {}", what, r->type));
-}
-
-const redisReply* expect_array(const redisReply* r, std::string_view what) {
-  if (r->type != REDIS_REPLY_ARRAY) unexpected(r, what);
-  return r;
-}
-
-// A bulk string (or status) reply; nullopt for nil.
-std::optional<std::string_view> opt_string(const redisReply* r, std::string_view what) {
-  if (r->type == REDIS_REPLY_NIL) return std::nullopt;
-  if (r->type != REDIS_REPLY_STRING && r->type != REDIS_REPLY_STATUS) unexpected(r, what);
-  return reply_str(r);
-}
-
-std::string_view string_of(const redisReply* r, std::string_view what) {
-  auto s = opt_string(r, what);
-  if (!s) unexpected(r, what);
-  return *s;
-}
-
-std::uint64_t parse_u64(std::string_view s, std::string_view what) {
-  std::uint64_t v = 0;
-  auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
-  if (ec != std::errc() || end != s.data() + s.size()) {
-    throw ProtocolError(fmt::format("redis {}: \"{}\" is not a number", what, s));
-  }
-  return v;
-}
-
-std::uint64_t integer_of(const redisReply* r, std::string_view what) {
-  if (r->type == REDIS_REPLY_INTEGER && r->integer >= 0) {
-    return static_cast<std::uint64_t>(r->integer);
-  }
-  return parse_u64(string_of(r, what), what);
-}
-
-// One connection to the server: connects lazily, and again after an I/O failure.
-class Connection {
- public:
-  Connection(StoreUrl url, std::string password)
-      : url_(std::move(url)), password_(std::move(password)) {}
-
-  ReplyPtr run(const Args& args) {
-    ensure_connected();
-    append(args);
-    return read();
-  }
-
-  // Sends every command before reading any reply: one round trip.
-  std::vector<ReplyPtr> run_all(const std::vector<Args>& commands) {
-    ensure_connected();
-    for (const Args& args : commands)
-      append(args);
-    std::vector<ReplyPtr> replies;
-    replies.reserve(commands.size());
-    for (std::size_t i = 0; i < commands.size(); ++i)
-      replies.push_back(read());
-    return replies;
-  }
-
-  std::string endpoint() const {
-    return url_.path.empty() ? fmt::format("{}:{}", url_.host, url_.port) : url_.path;
-  }
-
- private:
-  void ensure_connected() {
-    if (ctx_) return;
-    timeval connect_timeout{5, 0};
-    redisContext* raw = url_.path.empty()
-                            ? redisConnectWithTimeout(url_.host.c_str(), url_.port, connect_timeout)
-                            : redisConnectUnixWithTimeout(url_.path.c_str(), connect_timeout);
-    if (raw == nullptr) throw IoError("redis: cannot allocate a connection");
-    ContextPtr c(raw);
-    if (c->err != 0) {
-      throw IoError(fmt::format("cannot connect to redis at {}: {}", endpoint(), c->errstr));
-    }
-    timeval io_timeout{60, 0};
-    redisSetTimeout(c.get(), io_timeout);
-    ctx_ = std::move(c);
-    if (!password_.empty()) {
-      Args auth = {"AUTH"};
-      if (!url_.user.empty()) auth.push_back(url_.user);
-      auth.push_back(password_);
-      ReplyPtr r = run(auth);
-      if (r->type == REDIS_REPLY_ERROR) {
-        std::string message(reply_str(r.get()));
-        ctx_.reset();
-        throw AuthError(fmt::format("redis at {} refused the password: {}", endpoint(), message));
-      }
-    }
-    if (url_.db != 0) {
-      std::string db = std::to_string(url_.db);
-      ReplyPtr r = run({"SELECT", db});
-      if (r->type == REDIS_REPLY_ERROR) {
-        std::string message(reply_str(r.get()));
-        ctx_.reset();
-        throw InvalidArgument(fmt::format("redis at {}: SELECT {}: {}", endpoint(), db, message));
-      }
-    }
-  }
-
-  void append(const Args& args) {
-    std::vector<const char*> argv;
-    std::vector<std::size_t> lens;
-    argv.reserve(args.size());
-    lens.reserve(args.size());
-    for (std::string_view a : args) {
-      argv.push_back(a.data());
-      lens.push_back(a.size());
-    }
-    if (redisAppendCommandArgv(ctx_.get(), static_cast<int>(args.size()), argv.data(),
-                               lens.data()) != REDIS_OK) {
-      fail("sending a command");
-    }
-  }
-
-  ReplyPtr read() {
-    void* raw = nullptr;
-    if (redisGetReply(ctx_.get(), &raw) != REDIS_OK || raw == nullptr) fail("reading a reply");
-    return ReplyPtr(static_cast<redisReply*>(raw));
-  }
-
-  // The connection is unusable after an I/O error: drop it so the next call reconnects.
-  [[noreturn]] void fail(std::string_view what) {
-    std::string reason = ctx_ && ctx_->err != 0 ? ctx_->errstr : "connection lost";
-    ctx_.reset();
-    throw IoError(fmt::format("redis at {}: {}: {}", endpoint(), what, reason));
-  }
-
-  StoreUrl url_;
-  std::string password_;
-  ContextPtr ctx_;
-};
-
 // The hash fields that hold `data` (docs/redis-layout.md), chosen so that reading them back
 // rebuilds exactly the same bytes: per-entry JSON for a map, one JSON `_value` for any other
 // value, `_raw` bytes for data that is not a canonically encoded Value.
@@ -430,7 +299,34 @@ std::vector<std::pair<std::string, std::string>> data_fields(const std::string& 
   return {{"_raw", data}};
 }
 
+// The commonest field values, read without a JSON parser: a string of printable ASCII without
+// escapes, an integer of up to 18 digits, true, false and null. Gives exactly what from_json
+// gives for them; nullopt sends anything else to from_json.
+std::optional<Value> simple_json(std::string_view json) {
+  if (json.size() >= 2 && json.front() == '"' && json.back() == '"') {
+    std::string_view body = json.substr(1, json.size() - 2);
+    for (char c : body) {
+      if (c < 0x20 || c > 0x7e || c == '"' || c == '\\') return std::nullopt;
+    }
+    return Value(body);
+  }
+  if (json == "true") return Value(true);
+  if (json == "false") return Value(false);
+  if (json == "null") return Value();
+  std::string_view digits = json.starts_with('-') ? json.substr(1) : json;
+  if (digits.empty() || digits.size() > 18 || (digits[0] == '0' && digits.size() > 1)) {
+    return std::nullopt;
+  }
+  std::int64_t n = 0;
+  for (char c : digits) {
+    if (c < '0' || c > '9') return std::nullopt;
+    n = n * 10 + (c - '0');
+  }
+  return Value(json.starts_with('-') ? -n : n);
+}
+
 Value field_value(Oid oid, std::string_view field, std::string_view json) {
+  if (std::optional<Value> simple = simple_json(json)) return std::move(*simple);
   try {
     return from_json(json);
   } catch (const Error& e) {
@@ -479,6 +375,18 @@ StoredObject object_from_hash(Oid oid, const redisReply* r) {
   return out;
 }
 
+// The oids of a change stream entry: decimal, separated by single spaces.
+std::vector<Oid> split_oids(std::string_view list) {
+  std::vector<Oid> out;
+  while (!list.empty()) {
+    auto space = list.find(' ');
+    std::string_view one = list.substr(0, space);
+    if (!one.empty()) out.emplace_back(parse_u64(one, "changed oid"));
+    list.remove_prefix(space == std::string_view::npos ? list.size() : space + 1);
+  }
+  return out;
+}
+
 std::string glob_escape(std::string_view s) {
   std::string out;
   for (char c : s) {
@@ -488,10 +396,108 @@ std::string glob_escape(std::string_view s) {
   return out;
 }
 
+// Follows the change stream (`P changes`) on a connection of its own with XREAD BLOCK, and
+// hands every entry after `after` to `sink`, in stream (that is, CSN) order. After a failure it
+// reconnects with back-off and goes on from the last entry it handed over, so nothing is missed
+// unless the stream was trimmed past it in the meantime. Stopped (and joined) when destroyed.
+class ChangeFeed {
+ public:
+  using Sink = std::function<void(std::uint64_t csn, std::vector<Oid> oids)>;
+
+  ChangeFeed(const StoreUrl& url, const std::string& password, redis::ConnectionOptions options,
+             std::string stream_key, std::uint64_t after, Sink sink)
+      : conn_(url, password, feed_options(options)),
+        stream_key_(std::move(stream_key)),
+        after_(after),
+        sink_(std::move(sink)),
+        thread_([this] { run(); }) {}
+  ChangeFeed(const ChangeFeed&) = delete;
+  ChangeFeed& operator=(const ChangeFeed&) = delete;
+  ~ChangeFeed() {
+    {
+      std::lock_guard lk(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    conn_.interrupt();
+    thread_.join();
+  }
+
+ private:
+  // How long one XREAD waits for a new entry before asking again.
+  static constexpr std::chrono::milliseconds block_time{1'000};
+
+  static redis::ConnectionOptions feed_options(redis::ConnectionOptions o) {
+    o.command_timeout += block_time;  // a blocked XREAD is not a server that stopped answering
+    return o;
+  }
+
+  bool stopping() {
+    std::lock_guard lk(mu_);
+    return stop_;
+  }
+
+  void run() {
+    auto backoff = conn_.options().min_backoff;
+    while (!stopping()) {
+      try {
+        read_batch();
+        backoff = conn_.options().min_backoff;
+      } catch (const Error&) {
+        // Redis went away or answered nonsense: try again later, from the same entry.
+        std::unique_lock lk(mu_);
+        cv_.wait_for(lk, backoff, [this] { return stop_; });
+        backoff = std::min(backoff * 2, conn_.options().max_backoff);
+      }
+    }
+  }
+
+  void read_batch() {
+    std::string block = std::to_string(block_time.count());
+    std::string from = fmt::format("{}-0", after_);
+    ReplyPtr reply =
+        conn_.run({"XREAD", "COUNT", "1000", "BLOCK", block, "STREAMS", stream_key_, from});
+    if (reply->type == REDIS_REPLY_NIL) return;  // nothing new within block_time
+    const redisReply* streams = expect_array(reply.get(), "XREAD");
+    if (streams->elements != 1) unexpected(streams, "XREAD");
+    const redisReply* stream = expect_array(streams->element[0], "XREAD");
+    if (stream->elements != 2) unexpected(stream, "XREAD");
+    const redisReply* entries = expect_array(stream->element[1], "XREAD");
+    for (std::size_t i = 0; i < entries->elements; ++i) {
+      const redisReply* entry = expect_array(entries->element[i], "XREAD");
+      if (entry->elements != 2) unexpected(entry, "XREAD");
+      std::string_view id = string_of(entry->element[0], "XREAD");
+      std::uint64_t csn = parse_u64(id.substr(0, id.find('-')), "stream id");
+      const redisReply* fields = expect_array(entry->element[1], "XREAD");
+      std::vector<Oid> oids;
+      for (std::size_t j = 0; j + 1 < fields->elements; j += 2) {
+        if (string_of(fields->element[j], "XREAD") == "oids") {
+          oids = split_oids(string_of(fields->element[j + 1], "XREAD"));
+        }
+      }
+      if (csn <= after_) continue;
+      after_ = csn;
+      sink_(csn, std::move(oids));
+    }
+  }
+
+  redis::Connection conn_;
+  const std::string stream_key_;
+  std::uint64_t after_;  // the CSN of the last entry handed to sink_
+  Sink sink_;
+  std::mutex mu_;  // guards stop_
+  std::condition_variable cv_;
+  bool stop_ = false;
+  std::thread thread_;  // last: starts once everything above is ready
+};
+
 class RedisStore final : public Store {
  public:
   RedisStore(StoreUrl url, std::string password, std::string prefix)
-      : prefix_(std::move(prefix)), conn_(std::move(url), std::move(password)) {
+      : url_(std::move(url)),
+        password_(std::move(password)),
+        prefix_(std::move(prefix)),
+        conn_(url_, password_, redis::connection_options(url_)) {
     std::lock_guard lk(mu_);
     for (int id = 0; id < script_count; ++id) {
       std::string source = script_source(static_cast<ScriptId>(id));
@@ -499,13 +505,15 @@ class RedisStore final : public Store {
       shas_[static_cast<std::size_t>(id)] = string_of(r.get(), "SCRIPT LOAD");
     }
   }
+  ~RedisStore() override {
+    std::lock_guard lk(feed_mu_);
+    feed_.reset();  // before the outbox and listeners it delivers to
+  }
 
   LoadResult load(std::span<const Oid> oids) override;
   std::uint64_t commit(const CommitRequest& request) override;
   Changes changes_since(std::uint64_t csn) override;
-  Subscription subscribe(CommitListener listener) override {
-    return listeners_.add(std::move(listener));
-  }
+  Subscription subscribe(CommitListener listener) override;
   Oid new_oids(std::uint32_t count) override;
   std::vector<ScanEntry> scan_type(std::string_view type, Oid after, std::size_t limit) override;
   std::vector<ScanEntry> scan_keys(std::string_view type, std::string_view prefix,
@@ -515,6 +523,7 @@ class RedisStore final : public Store {
   bool unlock(std::string_view name, std::string_view owner) override;
   bool renew(std::string_view name, std::string_view owner, std::chrono::milliseconds ttl) override;
   PackStats pack() override;
+  bool is_remote() const override { return true; }
 
  private:
   std::string key(std::string_view kind, std::string_view name) const {
@@ -525,15 +534,16 @@ class RedisStore final : public Store {
   }
 
   // EVALSHA, or EVAL when the server has lost the script (SCRIPT FLUSH, restart). mu_ held.
-  ReplyPtr eval(ScriptId id, const Args& argv) {
+  // Before a script that must not run twice (Resend::never), call conn_.connect().
+  ReplyPtr eval(ScriptId id, const Args& argv, Resend resend = Resend::once) {
     Args args = {"EVALSHA", shas_[static_cast<std::size_t>(id)], "0"};
     args.insert(args.end(), argv.begin(), argv.end());
-    ReplyPtr r = conn_.run(args);
+    ReplyPtr r = conn_.run(args, resend);
     if (r->type == REDIS_REPLY_ERROR && reply_str(r.get()).starts_with("NOSCRIPT")) {
       std::string source = script_source(id);
       args[0] = "EVAL";
       args[1] = source;
-      r = conn_.run(args);
+      r = conn_.run(args, resend);
     }
     if (r->type == REDIS_REPLY_ERROR) unexpected(r.get(), "script");
     return r;
@@ -541,50 +551,89 @@ class RedisStore final : public Store {
 
   std::uint64_t next_oid();  // mu_ held: one past the last oid any client was given
   std::vector<StoredObject> load_batch(std::span<const Oid> oids);  // mu_ held
+  void start_feed();
+  void enqueue(std::uint64_t csn, std::vector<Oid> oids);
   void deliver();
 
+  const StoreUrl url_;
+  const std::string password_;
   const std::string prefix_;
-  std::mutex mu_;  // guards conn_
-  Connection conn_;
+  std::mutex mu_;  // guards conn_ and following_
+  redis::Connection conn_;
   std::array<std::string, script_count> shas_;
   std::atomic<std::uint64_t> known_next_oid_{1};  // a lower bound of next_oid()
+  // Whether the change feed runs. From then on it announces every commit, this store's own
+  // included, and commit() announces none; before, commit() announces this store's commits.
+  bool following_ = false;
 
   ListenerRegistry listeners_;
   std::mutex outbox_mu_;                                           // guards the two below
   std::deque<std::pair<std::uint64_t, std::vector<Oid>>> outbox_;  // commits to notify, CSN order
   bool delivering_ = false;
+
+  std::mutex feed_mu_;  // guards feed_; taken before mu_
+  std::unique_ptr<ChangeFeed> feed_;
 };
 
+// Reads the objects between two GETs of the CSN, pipelined: if the CSN did not move, no commit
+// ran in between (every commit script bumps it), so the hashes are one consistent snapshot.
+// Redis runs a client's pipelined commands back to back, so that is nearly always the case;
+// otherwise the same reads go again inside MULTI/EXEC, which cannot be interleaved. (MULTI
+// first would make Redis queue each command and answer QUEUED, which costs more than the rare
+// second round trip.)
 LoadResult RedisStore::load(std::span<const Oid> oids) {
-  std::vector<std::string> keys;
-  keys.reserve(oids.size());
-  for (Oid oid : oids)
-    keys.push_back(key("o:", oid.str()));
-  std::string csn_key = key("csn", "");
-  std::vector<Args> commands;
-  commands.reserve(oids.size() + 3);
-  commands.push_back({"MULTI"});
-  commands.push_back({"GET", csn_key});
-  for (const std::string& k : keys)
-    commands.push_back({"HGETALL", k});
-  commands.push_back({"EXEC"});
+  const std::string csn_key = key("csn", "");
+  std::string object_key = key("o:", "");
+  const std::size_t base = object_key.size();
+  auto add_hgetalls = [&](redis::Pipeline& p) {
+    for (Oid oid : oids) {
+      object_key.resize(base);
+      object_key += oid.str();
+      p.add({"HGETALL", object_key});
+    }
+  };
+  auto csn_of = [](const redisReply* r) {
+    auto csn = opt_string(r, "GET csn");
+    return csn ? parse_u64(*csn, "csn") : 0;
+  };
+  auto result_from = [&](std::uint64_t csn, auto hash) {
+    LoadResult result;
+    result.csn = csn;
+    result.objects.reserve(oids.size());
+    for (std::size_t i = 0; i < oids.size(); ++i)
+      result.objects.push_back(object_from_hash(oids[i], hash(i)));
+    return result;
+  };
+
+  redis::Pipeline reads;
+  reads.add({"GET", csn_key});
+  add_hgetalls(reads);
+  reads.add({"GET", csn_key});
   std::vector<ReplyPtr> replies;
   {
     std::lock_guard lk(mu_);
-    replies = conn_.run_all(commands);
+    replies = conn_.run_all(reads);
+  }
+  std::uint64_t before = csn_of(replies.front().get());
+  if (before == csn_of(replies.back().get())) {
+    return result_from(before, [&](std::size_t i) { return replies[i + 1].get(); });
+  }
+
+  redis::Pipeline transaction;
+  transaction.add({"MULTI"});
+  transaction.add({"GET", csn_key});
+  add_hgetalls(transaction);
+  transaction.add({"EXEC"});
+  {
+    std::lock_guard lk(mu_);
+    replies = conn_.run_all(transaction);
   }
   for (std::size_t i = 0; i + 1 < replies.size(); ++i) {
     if (replies[i]->type == REDIS_REPLY_ERROR) unexpected(replies[i].get(), "load");
   }
   const redisReply* exec = expect_array(replies.back().get(), "EXEC");
   if (exec->elements != oids.size() + 1) unexpected(exec, "EXEC");
-  LoadResult result;
-  auto csn = opt_string(exec->element[0], "GET csn");
-  result.csn = csn ? parse_u64(*csn, "csn") : 0;
-  result.objects.reserve(oids.size());
-  for (std::size_t i = 0; i < oids.size(); ++i)
-    result.objects.push_back(object_from_hash(oids[i], exec->element[i + 1]));
-  return result;
+  return result_from(csn_of(exec->element[0]), [&](std::size_t i) { return exec->element[i + 1]; });
 }
 
 std::uint64_t RedisStore::next_oid() {
@@ -637,7 +686,13 @@ std::uint64_t RedisStore::commit(const CommitRequest& request) {
   }
 
   std::unique_lock lk(mu_);
-  ReplyPtr reply = eval(commit_id, args);
+  conn_.connect();  // failing here, the commit was not sent
+  ReplyPtr reply;
+  try {
+    reply = eval(commit_id, args, Resend::never);
+  } catch (const IoError& e) {
+    throw IoError(fmt::format("{} (the commit may or may not have been applied)", e.what()));
+  }
   const redisReply* r = expect_array(reply.get(), "commit");
   if (r->elements < 1) unexpected(r, "commit");
   std::string_view status = string_of(r->element[0], "commit");
@@ -656,18 +711,47 @@ std::uint64_t RedisStore::commit(const CommitRequest& request) {
   changed.reserve(r->elements - 2);
   for (std::size_t i = 2; i < r->elements; ++i)
     changed.emplace_back(parse_u64(string_of(r->element[i], "commit"), "changed oid"));
-  {
-    // Queued while mu_ is held, so the outbox is in CSN order.
-    std::lock_guard out(outbox_mu_);
-    outbox_.emplace_back(csn, std::move(changed));
-  }
+  if (following_) return csn;  // the change feed announces it
+  // Queued while mu_ is held, so the outbox is in CSN order.
+  enqueue(csn, std::move(changed));
   lk.unlock();
   deliver();
   return csn;
 }
 
-// Notifies listeners of queued commits, one thread at a time, in CSN order. CSNs of this
-// store's commits have gaps (other clients commit too), so each is announced as next in turn.
+Subscription RedisStore::subscribe(CommitListener listener) {
+  Subscription sub = listeners_.add(std::move(listener));
+  start_feed();
+  return sub;
+}
+
+// Starts following the change stream from the current CSN. Reading the CSN and switching
+// announcements over to the feed happen under mu_, so each commit is announced exactly once:
+// commits before the switch by commit() (their CSNs are at most the one read), later ones by
+// the feed, behind them in the outbox.
+void RedisStore::start_feed() {
+  std::lock_guard feed_lk(feed_mu_);
+  if (feed_) return;
+  std::lock_guard lk(mu_);
+  ReplyPtr r = conn_.run({"GET", key("csn", "")});
+  auto current = opt_string(r.get(), "GET csn");
+  std::uint64_t csn = current ? parse_u64(*current, "csn") : 0;
+  feed_ = std::make_unique<ChangeFeed>(url_, password_, conn_.options(), key("changes", ""), csn,
+                                       [this](std::uint64_t c, std::vector<Oid> oids) {
+                                         enqueue(c, std::move(oids));
+                                         deliver();
+                                       });
+  following_ = true;
+}
+
+void RedisStore::enqueue(std::uint64_t csn, std::vector<Oid> oids) {
+  std::lock_guard out(outbox_mu_);
+  outbox_.emplace_back(csn, std::move(oids));
+}
+
+// Notifies listeners of queued commits, one thread at a time, in CSN order. The CSNs of this
+// store's own commits have gaps (other clients commit too), and so may the feed's (a trimmed
+// stream), so each is announced as next in turn.
 void RedisStore::deliver() {
   std::unique_lock lk(outbox_mu_);
   if (delivering_) return;  // the delivering thread will reach our commit
@@ -703,13 +787,8 @@ Changes RedisStore::changes_since(std::uint64_t csn) {
     return out;
   }
   for (std::size_t i = 2; i < r->elements; ++i) {
-    std::string_view list = string_of(r->element[i], "changes_since");
-    while (!list.empty()) {
-      auto space = list.find(' ');
-      std::string_view one = list.substr(0, space);
-      if (!one.empty()) out.oids.emplace_back(parse_u64(one, "changed oid"));
-      list.remove_prefix(space == std::string_view::npos ? list.size() : space + 1);
-    }
+    for (Oid oid : split_oids(string_of(r->element[i], "changes_since")))
+      out.oids.push_back(oid);
   }
   std::sort(out.oids.begin(), out.oids.end());
   out.oids.erase(std::unique(out.oids.begin(), out.oids.end()), out.oids.end());
@@ -800,7 +879,8 @@ std::optional<std::uint64_t> RedisStore::lock(const LockRequest& request) {
     ReplyPtr r;
     {
       std::lock_guard lk(mu_);
-      r = eval(lock_id, {lock_key, fence_key, request.owner, ttl});
+      conn_.connect();
+      r = eval(lock_id, {lock_key, fence_key, request.owner, ttl}, Resend::never);
     }
     if (r->type == REDIS_REPLY_INTEGER && r->integer > 0) {
       return static_cast<std::uint64_t>(r->integer);
@@ -819,7 +899,8 @@ bool RedisStore::unlock(std::string_view name, std::string_view owner) {
   ReplyPtr r;
   {
     std::lock_guard lk(mu_);
-    r = eval(unlock_id, {key("lock:", name), owner});
+    conn_.connect();
+    r = eval(unlock_id, {key("lock:", name), owner}, Resend::never);
   }
   if (r->type != REDIS_REPLY_INTEGER) unexpected(r.get(), "unlock");
   return r->integer == 1;
@@ -905,7 +986,8 @@ PackStats RedisStore::pack() {
       args.push_back(dead[j].first);
       args.push_back(dead[j].second);
     }
-    ReplyPtr r = eval(sweep_id, args);
+    conn_.connect();
+    ReplyPtr r = eval(sweep_id, args, Resend::never);
     removed += integer_of(r.get(), "pack");
   }
   stats.objects_after = stats.objects_before - removed;

@@ -84,7 +84,7 @@ ReplyPtr run(redisContext* c, const std::vector<std::string>& args) {
 
 }  // namespace
 
-RedisServer::RedisServer() {
+RedisServer::RedisServer(RedisServerOptions options) : options_(options) {
   for (int attempt = 0; attempt < 5; ++attempt) {
     if (start(free_port())) return;
   }
@@ -104,7 +104,9 @@ bool RedisServer::start(std::uint16_t port) {
                                    "--save",
                                    "",
                                    "--appendonly",
-                                   "no",
+                                   options_.durable ? "yes" : "no",
+                                   "--appendfsync",
+                                   "always",
                                    "--dir",
                                    dir_.path(),
                                    "--unixsocket",
@@ -141,9 +143,36 @@ bool RedisServer::start(std::uint16_t port) {
   return false;
 }
 
+void RedisServer::kill() {
+  if (pid_ <= 0) return;
+  ::kill(pid_, SIGKILL);
+  ::waitpid(pid_, nullptr, 0);
+  pid_ = -1;
+}
+
+void RedisServer::restart() {
+  if (pid_ > 0) throw std::runtime_error("restart: the test redis-server is still running");
+  ::unlink(socket_path().c_str());  // left behind by kill()
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (start(port_)) return;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));  // the port is not free yet
+  }
+  throw std::runtime_error("redis-server did not restart (see " + dir_.file("redis.log") + ")");
+}
+
+void RedisServer::pause() {
+  if (pid_ > 0) ::kill(pid_, SIGSTOP);
+}
+
+void RedisServer::resume() {
+  if (pid_ > 0) ::kill(pid_, SIGCONT);
+}
+
 void RedisServer::stop() {
   if (pid_ <= 0) return;
   ::kill(pid_, SIGTERM);
+  ::kill(pid_, SIGCONT);  // a paused server must run to act on SIGTERM
   for (int i = 0; i < 500; ++i) {
     if (::waitpid(pid_, nullptr, WNOHANG) == pid_) {
       pid_ = -1;

@@ -1,6 +1,7 @@
 // RedisServer: a private redis-server (from PATH) for tests, on a free TCP port on 127.0.0.1 and
-// a unix socket, with persistence off and a temporary directory; stopped and removed when the
-// object goes out of scope.
+// a unix socket, with a temporary directory (persistence off unless asked for); stopped and
+// removed when the object goes out of scope. Fault tests can kill it, restart it on the same port
+// and directory, or freeze it.
 #pragma once
 
 #include <sys/types.h>
@@ -14,10 +15,16 @@
 
 namespace cairn::testing {
 
+struct RedisServerOptions {
+  // appendonly yes + appendfsync always: every write acknowledged to a client is in the
+  // append-only file, fsynced, so it survives kill() and restart().
+  bool durable = false;
+};
+
 class RedisServer {
  public:
   // Starts the server and waits until it answers PING. Throws std::runtime_error if it cannot.
-  RedisServer();
+  explicit RedisServer(RedisServerOptions options = {});
   RedisServer(const RedisServer&) = delete;
   RedisServer& operator=(const RedisServer&) = delete;
   ~RedisServer();
@@ -34,10 +41,21 @@ class RedisServer {
   // array its elements (nested arrays flattened). Throws std::runtime_error for an error reply.
   std::vector<std::string> command(const std::vector<std::string>& args, int db = 0) const;
 
+  // Kills the server with SIGKILL (it saves nothing on the way out) and waits for it to exit.
+  void kill();
+  // Starts the server again on the same port, directory and options, and waits until it
+  // answers PING. Throws std::runtime_error if it cannot within 20 s.
+  void restart();
+  // SIGSTOP and SIGCONT: while paused the server keeps its connections but answers nothing.
+  void pause();
+  void resume();
+  bool running() const { return pid_ > 0; }
+
  private:
   bool start(std::uint16_t port);  // false if the server exited (port taken)
   void stop();
 
+  RedisServerOptions options_;
   TempDir dir_;
   pid_t pid_ = -1;
   std::uint16_t port_ = 0;

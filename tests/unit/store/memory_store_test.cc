@@ -65,13 +65,16 @@ TEST(MemoryStore, PackRefusesUndecodableDataAndKeepsEverything) {
   EXPECT_TRUE(store->load(root).objects[0].exists());
 }
 
-TEST(Open, UnknownSchemeAndUnbuiltBackendsGiveClearErrors) {
+TEST(Open, UnknownSchemesAndUnreachableServersGiveClearErrors) {
   EXPECT_THROW(open("mongodb://localhost"), InvalidArgument);
+  EXPECT_THROW(open("cairn://localhost?colour=blue"), InvalidArgument) << "unknown parameter";
   try {
-    open("cairn://localhost");
+    open("cairn://s3cret@127.0.0.1:1");  // nothing listens on port 1
     FAIL();
-  } catch (const Unsupported& e) {
-    EXPECT_NE(std::string(e.what()).find("cairn://localhost"), std::string::npos);
+  } catch (const IoError& e) {
+    std::string message = e.what();
+    EXPECT_NE(message.find("cannot connect to 127.0.0.1:1"), std::string::npos) << message;
+    EXPECT_EQ(message.find("s3cret"), std::string::npos) << "the token was shown: " << message;
   }
 }
 

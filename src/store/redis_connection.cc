@@ -1,0 +1,363 @@
+// A Redis connection with timeouts, reconnects and back-off (redis_connection.h).
+#include "store/redis_connection.h"
+
+#include <fmt/format.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <charconv>
+
+#include "cairn/error.h"
+
+namespace cairn::redis {
+
+namespace {
+
+timeval to_timeval(std::chrono::milliseconds ms) {
+  return timeval{static_cast<time_t>(ms.count() / 1000),
+                 static_cast<suseconds_t>((ms.count() % 1000) * 1000)};
+}
+
+std::chrono::milliseconds millis_param(const StoreUrl& url, std::string_view name,
+                                       std::chrono::milliseconds fallback) {
+  auto p = url.params.find(name);
+  if (p == url.params.end()) return fallback;
+  std::int64_t v = 0;
+  const std::string& s = p->second;
+  auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (ec != std::errc() || end != s.data() + s.size() || v < 1 || v > 86'400'000) {
+    throw InvalidArgument(fmt::format(
+        "redis URL: {}=\"{}\" must be a number of milliseconds from 1 to 86400000", name, s));
+  }
+  return std::chrono::milliseconds(v);
+}
+
+// Keeps a write to a socket the server has closed from killing the process with SIGPIPE, for
+// programs that have not set SIGPIPE to SIG_IGN (hiredis writes with plain write()): blocks
+// the signal in this thread and takes a SIGPIPE the write raised before unblocking it, as libpq
+// does.
+class SigpipeBlock {
+ public:
+  explicit SigpipeBlock(bool needed) : needed_(needed) {
+    if (!needed_) return;
+    sigemptyset(&pipe_);
+    sigaddset(&pipe_, SIGPIPE);
+    sigset_t pending;
+    sigpending(&pending);
+    was_pending_ = sigismember(&pending, SIGPIPE) == 1;
+    pthread_sigmask(SIG_BLOCK, &pipe_, &old_);
+  }
+  SigpipeBlock(const SigpipeBlock&) = delete;
+  SigpipeBlock& operator=(const SigpipeBlock&) = delete;
+  ~SigpipeBlock() {
+    if (!needed_) return;
+    if (!was_pending_) {
+      sigset_t pending;
+      sigpending(&pending);
+      if (sigismember(&pending, SIGPIPE) == 1) {
+        timespec now{0, 0};
+        sigtimedwait(&pipe_, nullptr, &now);
+      }
+    }
+    pthread_sigmask(SIG_SETMASK, &old_, nullptr);
+  }
+
+ private:
+  bool needed_;
+  bool was_pending_ = false;
+  sigset_t pipe_{};
+  sigset_t old_{};
+};
+
+bool sigpipe_ignored() {
+  struct sigaction current {};
+  return sigaction(SIGPIPE, nullptr, &current) == 0 && current.sa_handler == SIG_IGN;
+}
+
+}  // namespace
+
+ConnectionOptions connection_options(const StoreUrl& url) {
+  ConnectionOptions o;
+  o.connect_timeout = millis_param(url, "connect_timeout_ms", o.connect_timeout);
+  o.command_timeout = millis_param(url, "timeout_ms", o.command_timeout);
+  return o;
+}
+
+Connection::Connection(StoreUrl url, std::string password, ConnectionOptions options)
+    : url_(std::move(url)), password_(std::move(password)), options_(options) {}
+
+std::string Connection::endpoint() const {
+  return url_.path.empty() ? fmt::format("{}:{}", url_.host, url_.port) : url_.path;
+}
+
+void Connection::connect() {
+  if (ctx_ && looks_closed()) drop();
+  ensure_connected();
+}
+
+RedisReplyPtr Connection::run(const Args& args, Resend resend) {
+  bool reused = ctx_ != nullptr;
+  ensure_connected();
+  try {
+    append(args);
+    flush();
+    return read();
+  } catch (const IoError&) {
+    if (!reused || resend == Resend::never || timed_out_) throw;
+  }
+  ensure_connected();
+  append(args);
+  flush();
+  return read();
+}
+
+std::vector<RedisReplyPtr> Connection::run_all(const std::vector<Args>& commands, Resend resend) {
+  auto attempt = [&] {
+    for (const Args& args : commands)
+      append(args);
+    flush();
+    std::vector<RedisReplyPtr> replies;
+    replies.reserve(commands.size());
+    for (std::size_t i = 0; i < commands.size(); ++i)
+      replies.push_back(read());
+    return replies;
+  };
+  bool reused = ctx_ != nullptr;
+  ensure_connected();
+  try {
+    return attempt();
+  } catch (const IoError&) {
+    if (!reused || resend == Resend::never || timed_out_) throw;
+  }
+  ensure_connected();
+  return attempt();
+}
+
+std::vector<RedisReplyPtr> Connection::run_all(const Pipeline& pipeline, Resend resend) {
+  auto attempt = [&] {
+    if (redisAppendFormattedCommand(ctx_.get(), pipeline.bytes().data(), pipeline.bytes().size()) !=
+        REDIS_OK) {
+      fail("sending a command");
+    }
+    flush();
+    std::vector<RedisReplyPtr> replies;
+    replies.reserve(pipeline.size());
+    for (std::size_t i = 0; i < pipeline.size(); ++i)
+      replies.push_back(read());
+    return replies;
+  };
+  bool reused = ctx_ != nullptr;
+  ensure_connected();
+  try {
+    return attempt();
+  } catch (const IoError&) {
+    if (!reused || resend == Resend::never || timed_out_) throw;
+  }
+  ensure_connected();
+  return attempt();
+}
+
+void Pipeline::add(std::initializer_list<std::string_view> args) {
+  bytes_ += fmt::format("*{}\r\n", args.size());
+  for (std::string_view a : args) {
+    bytes_ += fmt::format("${}\r\n", a.size());
+    bytes_.append(a);
+    bytes_ += "\r\n";
+  }
+  ++count_;
+}
+
+void Connection::interrupt() {
+  std::lock_guard lk(fd_mu_);
+  interrupted_ = true;
+  // Wakes a thread blocked reading this socket; its read fails and it drops the connection.
+  if (ctx_) ::shutdown(ctx_->fd, SHUT_RDWR);
+}
+
+void Connection::ensure_connected() {
+  if (ctx_) return;
+  {
+    std::lock_guard lk(fd_mu_);
+    if (interrupted_) throw IoError(fmt::format("redis at {}: connection closed", endpoint()));
+  }
+  auto now = std::chrono::steady_clock::now();
+  if (backoff_.count() > 0 && now < next_attempt_) {
+    auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(next_attempt_ - now);
+    throw IoError(fmt::format("redis at {} is unreachable ({}); next attempt in {} ms", endpoint(),
+                              last_error_, wait.count() + 1));
+  }
+  try {
+    open_socket();
+    backoff_ = std::chrono::milliseconds(0);
+  } catch (const IoError& e) {
+    backoff_ =
+        backoff_.count() == 0 ? options_.min_backoff : std::min(backoff_ * 2, options_.max_backoff);
+    next_attempt_ = std::chrono::steady_clock::now() + backoff_;
+    last_error_ = e.what();
+    throw;
+  }
+}
+
+void Connection::open_socket() {
+  timeval connect_timeout = to_timeval(options_.connect_timeout);
+  RedisContextPtr c(url_.path.empty()
+                        ? redisConnectWithTimeout(url_.host.c_str(), url_.port, connect_timeout)
+                        : redisConnectUnixWithTimeout(url_.path.c_str(), connect_timeout));
+  if (!c) throw IoError("redis: cannot allocate a connection");
+  if (c->err != 0) {
+    throw IoError(fmt::format("cannot connect to redis at {}: {}", endpoint(), c->errstr));
+  }
+  if (redisSetTimeout(c.get(), to_timeval(options_.command_timeout)) != REDIS_OK) {
+    throw IoError(fmt::format("redis at {}: cannot set the command timeout", endpoint()));
+  }
+  {
+    std::lock_guard lk(fd_mu_);
+    if (interrupted_) throw IoError(fmt::format("redis at {}: connection closed", endpoint()));
+    ctx_ = std::move(c);
+  }
+  timed_out_ = false;
+  ignores_sigpipe_ = sigpipe_ignored();
+  if (!password_.empty()) {
+    Args auth = {"AUTH"};
+    if (!url_.user.empty()) auth.push_back(url_.user);
+    auth.push_back(password_);
+    append(auth);
+    flush();
+    RedisReplyPtr r = read();
+    if (r->type == REDIS_REPLY_ERROR) {
+      std::string message(reply_str(r.get()));
+      drop();
+      throw AuthError(fmt::format("redis at {} refused the password: {}", endpoint(), message));
+    }
+  }
+  if (url_.db != 0) {
+    std::string db = std::to_string(url_.db);
+    append({"SELECT", db});
+    flush();
+    RedisReplyPtr r = read();
+    if (r->type == REDIS_REPLY_ERROR) {
+      std::string message(reply_str(r.get()));
+      drop();
+      throw InvalidArgument(fmt::format("redis at {}: SELECT {}: {}", endpoint(), db, message));
+    }
+  }
+}
+
+bool Connection::looks_closed() const {
+  char byte = 0;
+  ssize_t n = ::recv(ctx_->fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+  if (n == 0) return true;  // end of stream: the server closed it
+  return n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR;
+}
+
+void Connection::append(const Args& args) {
+  std::vector<const char*> argv;
+  std::vector<std::size_t> lens;
+  argv.reserve(args.size());
+  lens.reserve(args.size());
+  for (std::string_view a : args) {
+    argv.push_back(a.data());
+    lens.push_back(a.size());
+  }
+  if (redisAppendCommandArgv(ctx_.get(), static_cast<int>(args.size()), argv.data(), lens.data()) !=
+      REDIS_OK) {
+    fail("sending a command");
+  }
+}
+
+void Connection::flush() {
+  SigpipeBlock block(!ignores_sigpipe_);
+  int done = 0;
+  while (done == 0) {
+    if (redisBufferWrite(ctx_.get(), &done) != REDIS_OK) fail("sending a command");
+  }
+}
+
+RedisReplyPtr Connection::read() {
+  void* raw = nullptr;
+  if (redisGetReply(ctx_.get(), &raw) != REDIS_OK || raw == nullptr) fail("reading a reply");
+  return RedisReplyPtr(static_cast<redisReply*>(raw));
+}
+
+void Connection::fail(std::string_view what) {
+  int error = errno;  // hiredis leaves the failing call's errno in place
+  bool interrupted = false;
+  {
+    std::lock_guard lk(fd_mu_);
+    interrupted = interrupted_;
+  }
+  // hiredis reports a socket timeout as an I/O error with errno EAGAIN.
+  timed_out_ = !interrupted && ctx_ && ctx_->err == REDIS_ERR_IO &&
+               (error == EAGAIN || error == EWOULDBLOCK);
+  std::string reason;
+  if (interrupted) {
+    reason = "connection closed";
+  } else if (timed_out_) {
+    reason = fmt::format("no reply within {} ms", options_.command_timeout.count());
+  } else {
+    reason = ctx_ && ctx_->err != 0 ? ctx_->errstr : "connection lost";
+  }
+  drop();
+  throw IoError(fmt::format("redis at {}: {}: {}", endpoint(), what, reason));
+}
+
+void Connection::drop() {
+  std::lock_guard lk(fd_mu_);
+  ctx_.reset();
+}
+
+// ---- replies ----
+
+std::string_view reply_str(const redisReply* r) {
+  return {r->str, r->len};
+}
+
+void unexpected(const redisReply* r, std::string_view what) {
+  if (r->type == REDIS_REPLY_ERROR) {
+    throw ProtocolError(fmt::format("redis {}: {}", what, reply_str(r)));
+  }
+  throw ProtocolError(fmt::format("redis {}: unexpected reply type {}", what, r->type));
+}
+
+const redisReply* check(const redisReply* r, std::string_view what) {
+  if (r->type == REDIS_REPLY_ERROR) unexpected(r, what);
+  return r;
+}
+
+const redisReply* expect_array(const redisReply* r, std::string_view what) {
+  if (r->type != REDIS_REPLY_ARRAY) unexpected(r, what);
+  return r;
+}
+
+std::optional<std::string_view> opt_string(const redisReply* r, std::string_view what) {
+  if (r->type == REDIS_REPLY_NIL) return std::nullopt;
+  if (r->type != REDIS_REPLY_STRING && r->type != REDIS_REPLY_STATUS) unexpected(r, what);
+  return reply_str(r);
+}
+
+std::string_view string_of(const redisReply* r, std::string_view what) {
+  auto s = opt_string(r, what);
+  if (!s) unexpected(r, what);
+  return *s;
+}
+
+std::uint64_t parse_u64(std::string_view s, std::string_view what) {
+  std::uint64_t v = 0;
+  auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (ec != std::errc() || end != s.data() + s.size()) {
+    throw ProtocolError(fmt::format("redis {}: \"{}\" is not a number", what, s));
+  }
+  return v;
+}
+
+std::uint64_t integer_of(const redisReply* r, std::string_view what) {
+  if (r->type == REDIS_REPLY_INTEGER && r->integer >= 0) {
+    return static_cast<std::uint64_t>(r->integer);
+  }
+  return parse_u64(string_of(r, what), what);
+}
+
+}  // namespace cairn::redis

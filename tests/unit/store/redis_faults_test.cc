@@ -1,0 +1,266 @@
+// RedisStore when Redis misbehaves: killed and restarted under a commit loop, frozen, gone for a
+// while, or holding keys of the wrong type. Callers get cairn errors, never a crash or a hang,
+// and no acknowledged commit is lost when Redis runs with appendfsync always.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "cairn/codec.h"
+#include "cairn/error.h"
+#include "cairn/store.h"
+#include "conformance/store_conformance.h"
+#include "support/listener_log.h"
+#include "support/redis_server.h"
+
+namespace cairn::testing {
+namespace {
+
+using namespace std::chrono_literals;
+using Clock = std::chrono::steady_clock;
+
+// The test server's URL with short timeouts, so that a dead or frozen server shows quickly.
+std::string url_with_timeouts(const RedisServer& server, const std::string& prefix,
+                              int timeout_ms = 1000) {
+  return server.url(prefix) + "&timeout_ms=" + std::to_string(timeout_ms) +
+         "&connect_timeout_ms=500";
+}
+
+// Waits until `done()` or `limit`; returns whether `done()` became true.
+template <typename Fn>
+bool wait_until(Fn done, std::chrono::milliseconds limit) {
+  auto deadline = Clock::now() + limit;
+  while (!done()) {
+    if (Clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(5ms);
+  }
+  return true;
+}
+
+TEST(RedisStoreFaults, AcknowledgedCommitsSurviveRedisKilledAndRestartedMidLoop) {
+  RedisServer server(RedisServerOptions{.durable = true});
+  const std::string prefix = "faults:";
+  std::unique_ptr<Store> store = open(url_with_timeouts(server, prefix));
+  // Another store follows the change stream throughout, and must hear every commit.
+  std::unique_ptr<Store> follower = open(url_with_timeouts(server, prefix));
+  ListenerLog heard;
+  Subscription sub = follower->subscribe(heard.listener());
+
+  struct Ack {
+    Oid oid;
+    std::int64_t value;
+    std::uint64_t csn;
+  };
+  std::mutex mu;  // guards the three below
+  std::vector<Ack> acks;
+  std::vector<std::string> io_errors;
+  std::vector<std::string> other_errors;
+  std::atomic<bool> stop{false};
+  std::atomic<std::int64_t> slowest_call_ms{0};
+
+  auto committer = [&](int thread) {
+    for (std::int64_t i = 0; !stop; ++i) {
+      std::int64_t value = thread * 1'000'000 + i;
+      auto start = Clock::now();
+      bool failed = false;
+      try {
+        Oid oid = store->new_oids(1);
+        std::uint64_t csn = put(*store, oid, Value::Map{{"n", value}});
+        std::lock_guard lk(mu);
+        acks.push_back(Ack{oid, value, csn});
+      } catch (const IoError& e) {
+        failed = true;
+        std::lock_guard lk(mu);
+        io_errors.emplace_back(e.what());
+      } catch (const std::exception& e) {
+        failed = true;
+        std::lock_guard lk(mu);
+        other_errors.emplace_back(e.what());
+      }
+      auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start);
+      std::int64_t slowest = slowest_call_ms.load();
+      while (ms.count() > slowest && !slowest_call_ms.compare_exchange_weak(slowest, ms.count())) {
+      }
+      if (failed) std::this_thread::sleep_for(5ms);  // pace the retries of a caller
+    }
+  };
+  auto ack_count = [&] {
+    std::lock_guard lk(mu);
+    return acks.size();
+  };
+
+  std::vector<std::thread> pool;
+  for (int t = 0; t < 2; ++t)
+    pool.emplace_back(committer, t);
+  ASSERT_TRUE(wait_until([&] { return ack_count() >= 200; }, 30s));
+  server.kill();  // in the middle of commits: some sent, some waiting for a reply
+  std::size_t before_restart = ack_count();
+  std::this_thread::sleep_for(300ms);  // the outage callers run into
+  server.restart();
+  bool resumed = wait_until([&] { return ack_count() >= before_restart + 200; }, 30s);
+  stop = true;
+  for (auto& th : pool)
+    th.join();
+  ASSERT_TRUE(resumed) << "no commits went through after the restart";
+
+  std::lock_guard lk(mu);
+  EXPECT_TRUE(other_errors.empty()) << "first: " << other_errors.front();
+  EXPECT_FALSE(io_errors.empty()) << "callers never noticed that Redis was gone";
+  EXPECT_LT(slowest_call_ms.load(), 5000) << "a call hung";
+
+  // Everything acknowledged is there, at the version the commit returned, read by a new store.
+  std::unique_ptr<Store> reader = open(server.url(prefix));
+  std::vector<Oid> oids;
+  for (const Ack& a : acks)
+    oids.push_back(a.oid);
+  LoadResult loaded = reader->load(oids);
+  std::size_t lost = 0;
+  for (std::size_t i = 0; i < acks.size(); ++i) {
+    const StoredObject& obj = loaded.objects[i];
+    if (!obj.exists()) {
+      ++lost;
+      continue;
+    }
+    EXPECT_EQ(obj.version, acks[i].csn) << "oid " << acks[i].oid.str();
+    EXPECT_EQ(decode(obj.data), Value(Value::Map{{"n", acks[i].value}}));
+  }
+  EXPECT_EQ(lost, 0u) << "of " << acks.size() << " acknowledged commits";
+
+  // The follower reconnected and heard every acknowledged commit, each once, in CSN order.
+  std::uint64_t last = 0;
+  for (const Ack& a : acks)
+    last = std::max(last, a.csn);
+  ASSERT_TRUE(heard.wait_for(last, 10s));
+  std::vector<std::uint64_t> csns = heard.csns();
+  EXPECT_TRUE(std::is_sorted(csns.begin(), csns.end()));
+  EXPECT_EQ(std::adjacent_find(csns.begin(), csns.end()), csns.end()) << "a commit heard twice";
+  for (const Ack& a : acks) {
+    EXPECT_TRUE(std::binary_search(csns.begin(), csns.end(), a.csn)) << "missed CSN " << a.csn;
+  }
+}
+
+TEST(RedisStoreFaults, FrozenServerGivesTimeoutsNotHangs) {
+  RedisServer server;
+  std::unique_ptr<Store> store = open(url_with_timeouts(server, "frozen:", 300));
+  Oid a = store->new_oids(1);
+  Oid b = store->new_oids(1);
+  put(*store, a, 1);
+
+  server.pause();
+  auto start = Clock::now();
+  try {
+    get(*store, a);
+    ADD_FAILURE() << "a load from a frozen server returned";
+  } catch (const IoError& e) {
+    EXPECT_NE(std::string(e.what()).find("no reply within 300 ms"), std::string::npos) << e.what();
+  }
+  try {
+    put(*store, b, 2);
+    ADD_FAILURE() << "a commit to a frozen server returned";
+  } catch (const IoError& e) {
+    EXPECT_NE(std::string(e.what()).find("may or may not have been applied"), std::string::npos)
+        << e.what();
+  }
+  // Two timeouts (a read that timed out is not resent), plus slack for a loaded machine.
+  EXPECT_LT(Clock::now() - start, 3s);
+  server.resume();
+
+  // The store carries on. (The commit that timed out may yet be applied: Redis may still read
+  // it from the abandoned socket. It wrote another object, so it cannot disturb this check.)
+  std::uint64_t csn = put(*store, a, 3);
+  StoredObject obj = get(*store, a);
+  EXPECT_EQ(obj.version, csn);
+  EXPECT_EQ(decode(obj.data), Value(3));
+}
+
+TEST(RedisStoreFaults, UnreachableServerBacksOffThenReconnects) {
+  RedisServer server(RedisServerOptions{.durable = true});
+  std::unique_ptr<Store> store = open(url_with_timeouts(server, "gone:"));
+  Oid a = store->new_oids(1);
+  std::uint64_t first = put(*store, a, 1);
+
+  server.kill();
+  // Every call fails with IoError; once a reconnect has failed, calls fail at once until the
+  // next attempt is due instead of each trying to connect.
+  int backing_off = 0;
+  auto start = Clock::now();
+  for (int i = 0; i < 20; ++i) {
+    try {
+      get(*store, a);
+      ADD_FAILURE() << "a load succeeded with no server";
+    } catch (const IoError& e) {
+      if (std::string(e.what()).find("next attempt in") != std::string::npos) ++backing_off;
+    }
+  }
+  EXPECT_GT(backing_off, 0);
+  EXPECT_LT(Clock::now() - start, 2s);
+
+  server.restart();
+  // Back-off is at most 1 s: within a few seconds a call gets through again.
+  std::optional<StoredObject> seen;
+  wait_until(
+      [&] {
+        try {
+          seen = get(*store, a);
+          return true;
+        } catch (const IoError&) {
+          return false;
+        }
+      },
+      5s);
+  ASSERT_TRUE(seen.has_value()) << "never reconnected";
+  EXPECT_EQ(seen->version, first);
+  EXPECT_EQ(decode(seen->data), Value(1));
+  EXPECT_GT(put(*store, a, 2), first);
+}
+
+TEST(RedisStoreFaults, ScriptErrorIsAProtocolErrorAndWritesNothing) {
+  RedisServer server;
+  const std::string prefix = "script:";
+  std::unique_ptr<Store> store = open(server.url(prefix));
+  Oid a = store->new_oids(1);
+  server.command({"SET", prefix + "csn", "not a number"});
+  try {
+    put(*store, a, 1, "T", "k");
+    ADD_FAILURE() << "committed with a broken CSN counter";
+  } catch (const ProtocolError& e) {
+    EXPECT_NE(std::string(e.what()).find("not an integer"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(server.command({"EXISTS", prefix + "o:" + a.str()}), std::vector<std::string>{"0"});
+  EXPECT_EQ(server.command({"HGET", prefix + "k:T", "k"}), std::vector<std::string>{"(nil)"});
+
+  server.command({"SET", prefix + "csn", "41"});
+  EXPECT_EQ(put(*store, a, 1, "T", "k"), 42u) << "the store works again once the key is fixed";
+}
+
+TEST(RedisStoreFaults, KeysOfTheWrongTypeAreProtocolErrors) {
+  RedisServer server;
+  const std::string prefix = "wrongtype:";
+  std::unique_ptr<Store> store = open(server.url(prefix));
+  Oid a = store->new_oids(1);
+  server.command({"SET", prefix + "o:" + a.str(), "a string, not a hash"});
+  EXPECT_THROW(get(*store, a), ProtocolError);
+  server.command({"HSET", prefix + "changes", "f", "v"});
+  EXPECT_THROW(store->changes_since(0), ProtocolError);
+  server.command({"SADD", prefix + "k:T", "k"});
+  EXPECT_THROW(store->find_key("T", "k"), ProtocolError);
+  // The connection is still in step: a good call after the bad ones gets its own reply.
+  Oid b = store->new_oids(1);
+  EXPECT_GT(b.value(), a.value());
+  EXPECT_FALSE(get(*store, b).exists());
+}
+
+TEST(RedisStoreFaults, TimeoutParametersAreValidated) {
+  RedisServer server;
+  EXPECT_THROW(open(server.url("p:") + "&timeout_ms=soon"), InvalidArgument);
+  EXPECT_THROW(open(server.url("p:") + "&connect_timeout_ms=0"), InvalidArgument);
+  EXPECT_NO_THROW(open(server.url("p:") + "&timeout_ms=250&connect_timeout_ms=250"));
+}
+
+}  // namespace
+}  // namespace cairn::testing
