@@ -123,6 +123,15 @@ class Query {
     }
     return out;
   }
+  // The oids of the results, in result order, without making record objects.
+  std::vector<Oid> oids(detail::QueryPlan* plan = nullptr) const {
+    std::vector<Oid> out;
+    for (const detail::RecordRow& row :
+         detail::run_query(repo_->store(), Record<T>::spec(), spec_, plan)) {
+      out.push_back(row.oid);
+    }
+    return out;
+  }
   // The first result, or nullptr.
   std::shared_ptr<T> first() const {
     Query one = *this;

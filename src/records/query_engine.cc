@@ -164,7 +164,11 @@ class Candidates {
           std::string upper = index_value(source_.upper->value);
           past = [upper](std::string_view value) { return value > upper; };
         }
-        scan_index(store_, type, kind, bound, past, 1024, batch, SIZE_MAX);
+        // After every entry of the bound itself for >, unless the bound was cut short (then
+        // longer values cut to the same text may still be greater).
+        std::string after = bound;
+        if (c->op == QueryOp::gt && bound.size() < max_index_value_bytes) after += '\1';
+        scan_index(store_, type, kind, after, past, 1024, batch, SIZE_MAX);
       } else {
         scan_index(
             store_, type, kind, "", [&](std::string_view value) { return value > bound; }, 1024,
@@ -270,19 +274,35 @@ std::vector<RecordRow> run_query(Store& store, const TypeSpec& spec, const Query
       if (!sorted && rows.size() >= wanted) break;
     }
   }
-  if (sorted) {
-    std::stable_sort(rows.begin(), rows.end(), [&](const RecordRow& a, const RecordRow& b) {
-      for (const QueryOrder& o : query.order) {
-        auto c = field_value(a.state, *o.field) <=> field_value(b.state, *o.field);
-        if (c != 0) return o.descending ? c > 0 : c < 0;
-      }
-      return false;
-    });
-  }
   if (query.offset >= rows.size()) return {};
-  rows.erase(rows.begin(), rows.begin() + static_cast<std::ptrdiff_t>(query.offset));
-  if (rows.size() > query.limit) rows.resize(query.limit);
-  return rows;
+  if (!sorted) {
+    rows.erase(rows.begin(), rows.begin() + static_cast<std::ptrdiff_t>(query.offset));
+    if (rows.size() > query.limit) rows.resize(query.limit);
+    return rows;
+  }
+  // Sort positions by keys looked up once per row; stable, so ties keep oid order.
+  const std::size_t width = query.order.size();
+  std::vector<const Value*> keys(rows.size() * width);
+  for (std::size_t i = 0; i < rows.size(); ++i) {
+    for (std::size_t k = 0; k < width; ++k)
+      keys[i * width + k] = &field_value(rows[i].state, *query.order[k].field);
+  }
+  std::vector<std::size_t> order(rows.size());
+  for (std::size_t i = 0; i < order.size(); ++i)
+    order[i] = i;
+  std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) {
+    for (std::size_t k = 0; k < width; ++k) {
+      auto c = *keys[a * width + k] <=> *keys[b * width + k];
+      if (c != 0) return query.order[k].descending ? c > 0 : c < 0;
+    }
+    return false;
+  });
+  std::vector<RecordRow> out;
+  std::size_t end = query.offset + std::min(query.limit, rows.size() - query.offset);
+  out.reserve(end - query.offset);
+  for (std::size_t i = query.offset; i < end; ++i)
+    out.push_back(std::move(rows[order[i]]));
+  return out;
 }
 
 }  // namespace detail
