@@ -57,23 +57,24 @@ class Query;
 
 // What a field holds, from its C++ type (see FieldTraits below).
 enum class FieldKind : std::uint8_t {
-  string,     // std::string, valid UTF-8
-  bytes,      // cairn::Bytes
-  json,       // cairn::Value: any value tree
-  uuid,       // cairn::Uuid
-  timestamp,  // cairn::Timestamp
-  decimal,    // cairn::Decimal (exact)
-  floating,   // double
-  integer,    // integral types but bool and char
-  boolean,    // bool
-  list,       // std::vector<X>
-  map,        // std::map<std::string, X>
-  pointer,    // Pointer<U> or TypedRef<U>: a reference to another record
-  object,     // a nested CAIRN_TYPE struct, stored as a map
+  string,      // std::string, valid UTF-8
+  bytes,       // cairn::Bytes
+  json,        // cairn::Value: any value tree
+  uuid,        // cairn::Uuid
+  timestamp,   // cairn::Timestamp
+  decimal,     // cairn::Decimal (exact)
+  floating,    // double
+  integer,     // integral types but bool and char
+  boolean,     // bool
+  list,        // std::vector<X>
+  map,         // std::map<std::string, X>
+  pointer,     // Pointer<U> or TypedRef<U>: a reference to another record
+  object,      // a nested CAIRN_TYPE struct, stored as a map
+  bytestream,  // StreamField: bytes appended without rewriting the record
 };
 
 // The name a kind has in to_json() ("string", "bytes", "json", "uuid", "timestamp", "decimal",
-// "float", "integer", "bool", "list", "map", "pointer", "object").
+// "float", "integer", "bool", "list", "map", "pointer", "object", "bytestream").
 std::string_view to_string(FieldKind kind);
 
 // A rule a field's value must follow, checked on set() and save().
@@ -313,6 +314,41 @@ struct Codec<Pointer<U>> {
 
 }  // namespace detail
 
+// ---- byte streams ----
+
+// A field of bytes that grow by appending (repocket's ByteStream): the record stores a Ref to a
+// ByteStream (typed.h) made at its first save, and Record::append() adds to that stream in its
+// own small commit, never rewriting the record. Bytes appended before the first save wait in
+// memory and are written by it.
+class StreamField {
+ public:
+  std::optional<Oid> head() const { return head_; }
+  const std::string& pending() const { return pending_; }
+
+ private:
+  template <typename T>
+  friend class Record;
+  friend struct detail::Codec<StreamField>;
+  std::optional<Oid> head_;
+  std::string pending_;
+};
+
+namespace detail {
+template <>
+struct Codec<StreamField> {
+  static Value to(const StreamField& s, const FieldPath&) {
+    return s.head_ ? Value(*s.head_) : Value();
+  }
+  static StreamField from(const Value& v, const FieldPath& path) {
+    StreamField s;
+    if (v.is_null()) return s;
+    expect_kind(path, v, Kind::ref);
+    s.head_ = v.as_ref().oid;
+    return s;
+  }
+};
+}  // namespace detail
+
 // ---- field traits: the kind of each C++ field type ----
 
 template <typename X>
@@ -336,6 +372,7 @@ CAIRN_DETAIL_FIELD_KIND(Timestamp, timestamp)
 CAIRN_DETAIL_FIELD_KIND(Decimal, decimal)
 CAIRN_DETAIL_FIELD_KIND(double, floating)
 CAIRN_DETAIL_FIELD_KIND(bool, boolean)
+CAIRN_DETAIL_FIELD_KIND(StreamField, bytestream)
 #undef CAIRN_DETAIL_FIELD_KIND
 
 template <std::integral X>
@@ -448,7 +485,8 @@ class Schema {
     }
   }
   void check_indexable(const FieldSpec& f) const {
-    if (f.kind == FieldKind::list || f.kind == FieldKind::map || f.kind == FieldKind::object) {
+    if (f.kind == FieldKind::list || f.kind == FieldKind::map || f.kind == FieldKind::object ||
+        f.kind == FieldKind::bytestream) {
       throw InvalidArgument(spec_->name + "." + f.name + ": a " + std::string(to_string(f.kind)) +
                             " field cannot be indexed");
     }
@@ -759,12 +797,15 @@ class Record : public RecordBase {
       }
       Value::Map state = stored_state();
       detail::validate_state(spec(), state);
+      make_streams(repo);
+      state = stored_state();
       detail::save_record(store, spec(), *oid_, id_, state, repo->database().options().max_retries);
     } catch (...) {
       if (fresh) oid_.reset();
       throw;
     }
     repo->remember(*oid_, shared_self());
+    flush_streams(repo);
   }
 
   // Reads the record again. Returns it, or nullptr (leaving the object as it was) if it is no
@@ -826,6 +867,32 @@ class Record : public RecordBase {
       using Field = std::remove_cvref_t<decltype(member)>;
       if (name == f.name) member = detail::Codec<Field>::from(value, path().field(name));
     });
+  }
+
+  // ---- byte streams ----
+
+  // Appends to a StreamField: one commit that writes the stream's last chunk and head, not the
+  // record. Before the record's first save the bytes wait in memory for it.
+  void append(std::string_view field, std::string_view bytes) {
+    StreamField& stream = stream_field(field);
+    if (!oid_ || !stream.head_) {
+      stream.pending_.append(bytes);
+      return;
+    }
+    Ref head{*stream.head_, {}};
+    repository()->database().transaction(
+        [&](Txn& tx) { ByteStream::open(tx, head).append(bytes); });
+  }
+  // Every byte of a StreamField: what is stored, then what waits for the first save.
+  std::string read(std::string_view field) {
+    StreamField& stream = stream_field(field);
+    std::string out;
+    if (stream.head_) {
+      Ref head{*stream.head_, {}};
+      out =
+          repository()->database().view([&](View& v) { return ByteStream::open(v, head).read(); });
+    }
+    return out + stream.pending_;
   }
 
   // ---- JSON ----
@@ -908,6 +975,46 @@ class Record : public RecordBase {
     return options.wait_timeout;
   }
 
+  StreamField& stream_field(std::string_view field) {
+    const FieldSpec& f = spec().at(field);
+    if (f.kind != FieldKind::bytestream) {
+      throw InvalidArgument(spec().name + "." + f.name + ": not a bytestream field");
+    }
+    StreamField* found = nullptr;
+    cairn_visit_fields(TypeTag<T>{}, self(), [&](std::string_view name, auto& member) {
+      if constexpr (std::is_same_v<std::remove_cvref_t<decltype(member)>, StreamField>) {
+        if (name == f.name) found = &member;
+      }
+    });
+    return *found;
+  }
+
+  // Streams get their ByteStream before the record that refers to it is written (an orphan
+  // stream, if that write fails, goes with the next pack).
+  void make_streams(const std::shared_ptr<Repository>& repo) {
+    cairn_visit_fields(TypeTag<T>{}, self(), [&](std::string_view, auto& member) {
+      if constexpr (std::is_same_v<std::remove_cvref_t<decltype(member)>, StreamField>) {
+        if (!member.head_) {
+          member.head_ = repo->database().transaction(
+              [](Txn& tx) { return ByteStream::create(tx).ref().oid; });
+        }
+      }
+    });
+  }
+  // Writes bytes appended before the first save.
+  void flush_streams(const std::shared_ptr<Repository>& repo) {
+    cairn_visit_fields(TypeTag<T>{}, self(), [&](std::string_view, auto& member) {
+      if constexpr (std::is_same_v<std::remove_cvref_t<decltype(member)>, StreamField>) {
+        if (member.head_ && !member.pending_.empty()) {
+          Ref head{*member.head_, {}};
+          repo->database().transaction(
+              [&](Txn& tx) { ByteStream::open(tx, head).append(member.pending_); });
+          member.pending_.clear();
+        }
+      }
+    });
+  }
+
   template <typename Fn>
   void for_each_pointer(Fn&& fn) {
     cairn_visit_fields(TypeTag<T>{}, self(), [&](std::string_view, auto& member) {
@@ -987,7 +1094,8 @@ class Record : public RecordBase {
       FieldSpec f;
       f.name = std::string(name);
       f.kind = FieldTraits<Field>::kind;
-      f.nullable = FieldTraits<Field>::nullable || f.kind == FieldKind::json;
+      f.nullable = FieldTraits<Field>::nullable || f.kind == FieldKind::json ||
+                   f.kind == FieldKind::bytestream;
       f.target = FieldTraits<Field>::target();
       f.default_value = detail::Codec<Field>::to(member, path().field(name));
       s.fields.push_back(std::move(f));

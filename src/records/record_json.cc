@@ -70,6 +70,7 @@ Value to_plain(const FieldSpec& f, const Value& v) {
     case FieldKind::decimal:
       return Value(v.as_decimal().str());
     case FieldKind::pointer:
+    case FieldKind::bytestream:
       return Value(static_cast<std::int64_t>(v.as_ref().oid.value()));
     default:
       return v;
@@ -99,6 +100,7 @@ Value from_plain(const TypeSpec& spec, const FieldSpec& f, const Value& v) {
       if (v.is_int()) return Value(static_cast<double>(v.as_int()));
       return v;
     case FieldKind::pointer:
+    case FieldKind::bytestream:
       need(v.is_int() && v.as_int() >= 0, "an oid");
       return Value(Ref{Oid(static_cast<std::uint64_t>(v.as_int())), f.target});
     default:

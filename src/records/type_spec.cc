@@ -34,6 +34,7 @@ Kind value_kind(FieldKind kind) {
     case FieldKind::object:
       return Kind::map;
     case FieldKind::pointer:
+    case FieldKind::bytestream:
       return Kind::ref;
     case FieldKind::json:
       break;
@@ -123,6 +124,8 @@ std::string_view to_string(FieldKind kind) {
       return "pointer";
     case FieldKind::object:
       return "object";
+    case FieldKind::bytestream:
+      return "bytestream";
   }
   return "unknown";
 }

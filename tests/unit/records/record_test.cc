@@ -22,6 +22,8 @@
 namespace cairn::testing {
 namespace {
 
+using Oids = std::vector<Oid>;
+
 struct Project : Record<Project> {
   std::string name;
   Bytes git_uri;
@@ -418,6 +420,27 @@ TEST_F(RecordTest, LockNeverStealsAndUnlockReleasesOnlyItsOwn) {
   EXPECT_TRUE(p->lock());
   EXPECT_TRUE(p->unlock());
   EXPECT_FALSE(p->unlock());
+}
+
+struct Job : Record<Job> {
+  std::string name;
+  StreamField log;
+};
+CAIRN_TYPE(Job, "records_test.Job", name, log);
+
+TEST_F(RecordTest, ByteStreamAppendsWithoutRewritingTheRecord) {
+  auto job = Job::make({{"name", "build"}}, {.repository = repo});
+  job->append("log", "before save;");
+  EXPECT_EQ(job->read("log"), "before save;");
+  job->save();
+  Oids oids{*job->oid()};
+  std::uint64_t version = repo->store().load(oids).objects[0].version;
+  job->append("log", " one");
+  job->append("log", " two");
+  EXPECT_EQ(repo->store().load(oids).objects[0].version, version);  // the record is untouched
+  auto again = Job::load(job->id(), {.cache = false, .repository = repo});
+  EXPECT_EQ(again->read("log"), "before save; one two");
+  EXPECT_THROW(job->append("name", "x"), InvalidArgument);
 }
 
 TEST_F(RecordTest, StackRecordsAreRefusedWithAClearError) {
