@@ -48,6 +48,7 @@ Result skipped(std::string scenario, std::string unit, std::string peer_name, do
 
 std::vector<Scenario> file_scenarios();
 std::vector<Scenario> txn_scenarios();
+std::vector<Scenario> record_scenarios();
 // Every scenario, in the order the table shows them.
 std::vector<Scenario> all_scenarios();
 
