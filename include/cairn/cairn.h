@@ -8,6 +8,8 @@
 #include "cairn/json.h"
 #include "cairn/kv.h"
 #include "cairn/oid.h"
+#include "cairn/query.h"
+#include "cairn/record.h"
 #include "cairn/store.h"
 #include "cairn/typed.h"
 #include "cairn/url.h"

@@ -50,6 +50,7 @@ std::vector<Scenario> file_scenarios();
 std::vector<Scenario> txn_scenarios();
 std::vector<Scenario> server_scenarios();
 std::vector<Scenario> redis_scenarios();
+std::vector<Scenario> record_scenarios();
 // Every scenario, in the order the table shows them.
 std::vector<Scenario> all_scenarios();
 

@@ -39,21 +39,8 @@ std::vector<Scenario> all_scenarios() {
     out.push_back(std::move(s));
   for (Scenario& s : redis_scenarios())
     out.push_back(std::move(s));
-  // Scenarios whose features do not exist yet: listed, never measured.
-  struct Pending {
-    const char* name;
-    const char* unit;
-    const char* peer;
-    double goal;
-    const char* why;
-  };
-  static constexpr Pending pending[] = {
-      {"query.indexed_eq", "us/query", "limit", 50, "records and queries are not built yet"},
-  };
-  for (const Pending& p : pending) {
-    out.push_back(
-        {p.name, [p](Context&) { return skipped(p.name, p.unit, p.peer, p.goal, p.why); }});
-  }
+  for (Scenario& s : record_scenarios())
+    out.push_back(std::move(s));
   return out;
 }
 

@@ -1,0 +1,1114 @@
+// Records: active records over CAIRN_TYPE structs (typed.h) that save, load, list, remove and
+// lock themselves through a Repository chosen per type or per instance (docs/records.md).
+//
+//   struct User : cairn::Record<User> {
+//     std::string name;
+//     std::string house_name;
+//     std::int64_t age = 0;
+//     static void describe(cairn::Schema<User>& s) { s.index("house_name").index("age"); }
+//   };
+//   CAIRN_TYPE(User, "school.User", name, house_name, age);
+//
+//   auto harry = User::create({{"name", "Harry"}, {"house_name", "Gryffindor"}}, {.id = "harry"});
+//   harry->age = 17;
+//   harry->save();
+//   auto same = User::load("harry");                          // same == harry (identity cache)
+//   auto adults = User::find().where("age", ">=", 18).order_by("-name").all();   // query.h
+//
+// A record is one stored object: its store type is the CAIRN_TYPE name, its store key is the
+// record's id (a user-given string, or a random uuid), and its state is a map of its fields plus
+// "$gen", the schema generation. Records are handled through std::shared_ptr (make, create,
+// load, list and find hand them out); one record object is not thread-safe, a Repository is.
+#pragma once
+
+#include <chrono>
+#include <concepts>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <unordered_map>
+#include <unordered_set>
+#include <utility>
+#include <vector>
+
+#include "cairn/database.h"
+#include "cairn/error.h"
+#include "cairn/oid.h"
+#include "cairn/store.h"
+#include "cairn/typed.h"
+#include "cairn/value.h"
+
+namespace cairn {
+
+class RecordBase;
+template <typename T>
+class Record;
+template <typename T>
+class Query;
+
+// ---- field kinds and type descriptions ----
+
+// What a field holds, from its C++ type (see FieldTraits below).
+enum class FieldKind : std::uint8_t {
+  string,      // std::string, valid UTF-8
+  bytes,       // cairn::Bytes
+  json,        // cairn::Value: any value tree
+  uuid,        // cairn::Uuid
+  timestamp,   // cairn::Timestamp
+  decimal,     // cairn::Decimal (exact)
+  floating,    // double
+  integer,     // integral types but bool and char
+  boolean,     // bool
+  list,        // std::vector<X>
+  map,         // std::map<std::string, X>
+  pointer,     // Pointer<U> or TypedRef<U>: a reference to another record
+  object,      // a nested CAIRN_TYPE struct, stored as a map
+  bytestream,  // StreamField: bytes appended without rewriting the record
+};
+
+// The name a kind has in to_json() ("string", "bytes", "json", "uuid", "timestamp", "decimal",
+// "float", "integer", "bool", "list", "map", "pointer", "object", "bytestream").
+std::string_view to_string(FieldKind kind);
+
+// A rule a field's value must follow, checked on set() and save().
+struct FieldCheck {
+  std::function<bool(const Value&)> ok;
+  std::string message;  // what the rule asks, e.g. "must be at least 0"
+};
+
+struct FieldSpec {
+  std::string name;
+  FieldKind kind = FieldKind::json;
+  bool nullable = false;   // std::optional<X>: null is allowed
+  bool indexed = false;    // a secondary index is kept for it (query.h)
+  bool required = false;   // not null, and not empty for strings, bytes, lists and maps
+  bool auto_now = false;   // timestamp: set to the current time on every save
+  bool auto_uuid = false;  // uuid: a random one at save while it is nil
+  std::string target;      // pointer: the stored type name of the record pointed to
+  Value default_value;     // the field's value in a default-constructed struct
+  std::vector<FieldCheck> checks;
+};
+
+// Everything the records layer knows of a type: built once per type from CAIRN_TYPE and the
+// optional `static void describe(Schema<T>&)`, immutable after.
+struct TypeSpec {
+  std::string name;             // the CAIRN_TYPE name: the store type of its records
+  std::int64_t generation = 0;  // part of the stored identity (tethys's "Zero")
+  std::vector<FieldSpec> fields;
+
+  const FieldSpec* find(std::string_view field) const;
+  // Throws InvalidArgument naming the type if it has no such field.
+  const FieldSpec& at(std::string_view field) const;
+  // The store type of the index entries of `field`.
+  std::string index_type(const FieldSpec& field) const;
+  // Throws InvalidArgument ("school.User.age: ...") unless `value` is acceptable for `field`.
+  void validate(const FieldSpec& field, const Value& value) const;
+  // `value` converted to the field's kind where the conversion is exact (an integer for a float
+  // or decimal field, text for a uuid, timestamp or decimal, an oid for a pointer); throws
+  // InvalidArgument naming the type and field if it cannot be.
+  Value coerce(const FieldSpec& field, Value value) const;
+};
+
+// ---- repositories ----
+
+// Where records live: a Database (any store cairn::open names) and the identity map of the
+// records loaded from it, so that loading one id twice gives the same object. Thread-safe.
+// Must be owned by a std::shared_ptr (use open(), memory() or std::make_shared).
+class Repository : public std::enable_shared_from_this<Repository> {
+ public:
+  explicit Repository(Database db);
+  static std::shared_ptr<Repository> open(std::string_view url, DatabaseOptions options = {});
+  static std::shared_ptr<Repository> memory();  // a new in-memory database
+
+  Database& database() { return db_; }
+  Store& store() const { return db_.store(); }
+  // Unique to this repository object; record locks are held in its name.
+  const std::string& lock_owner() const { return owner_; }
+
+  // The identity map: the live record object of C++ type `spec` for an oid, if any. (Two C++
+  // types may read one stored type, e.g. two generations' structs: each has its own objects.)
+  std::shared_ptr<RecordBase> cached(Oid oid, const TypeSpec& spec) const;
+  void remember(Oid oid, const std::shared_ptr<RecordBase>& record);
+  // Forgets `oid` if `record` is the object cached for it.
+  void forget(Oid oid, const RecordBase* record);
+  std::size_t cached_records() const;
+
+ private:
+  struct CacheKey {
+    Oid oid;
+    const TypeSpec* spec;
+    friend bool operator==(const CacheKey&, const CacheKey&) = default;
+  };
+  struct CacheKeyHash {
+    std::size_t operator()(const CacheKey& k) const noexcept {
+      return std::hash<Oid>{}(k.oid) ^ (std::hash<const void*>{}(k.spec) << 1);
+    }
+  };
+  Database db_;
+  std::string owner_;
+  mutable std::mutex mu_;
+  std::unordered_map<CacheKey, std::weak_ptr<RecordBase>, CacheKeyHash> cache_;
+  std::size_t sweep_at_ = 1024;
+};
+
+// Which repository a record type uses when a record names none: the one set for its type, else
+// the one set for all types, else an in-memory repository made on first use (tethys's
+// LocalRepository). Thread-safe.
+//
+// This is the process's one piece of shared mutable state in the records layer: a type's
+// repository is class-level state by design (tethys's `ZeroNetwork.REPOSITORY = repo`), so it
+// cannot live in an object the caller passes around. Everything else is per repository.
+class RepositoryRegistry {
+ public:
+  static RepositoryRegistry& process();
+
+  std::shared_ptr<Repository> for_type(std::string_view type);
+  // nullptr: the type goes back to the registry's default.
+  void set_for_type(std::string_view type, std::shared_ptr<Repository> repository);
+  // The repository of every type without its own; nullptr: a new in-memory one on next use.
+  void set_default(std::shared_ptr<Repository> repository);
+  std::shared_ptr<Repository> default_repository();
+
+ private:
+  std::mutex mu_;
+  std::shared_ptr<Repository> default_;
+  std::map<std::string, std::shared_ptr<Repository>, std::less<>> by_type_;
+};
+
+// ---- the non-template core (src/records) ----
+
+namespace detail {
+
+// One stored record as read from the store.
+struct RecordRow {
+  Oid oid;
+  std::string key;
+  Value::Map state;
+};
+
+// The record `oid`, or nullopt if it does not exist. Throws InvalidArgument if the object has
+// another type, or was stored by another generation (naming both).
+std::optional<RecordRow> load_record(Store& store, const TypeSpec& spec, Oid oid);
+// The oid of the record whose id is `id`.
+std::optional<Oid> find_record(Store& store, const TypeSpec& spec, std::string_view id);
+// Writes the record and its index entries in one commit (retried if the record changed
+// between the read of its index values and the commit). `state` holds the fields.
+void save_record(Store& store, const TypeSpec& spec, Oid oid, const std::string& id,
+                 const Value::Map& state, int max_retries);
+// Deletes the record and its index entries; returns how many records were deleted (0 or 1).
+std::size_t remove_record(Store& store, const TypeSpec& spec, Oid oid, int max_retries);
+// Every record of the type and generation, in oid order.
+std::vector<RecordRow> list_records(Store& store, const TypeSpec& spec);
+// Writes index entries for every record of the type (after an index was added).
+std::size_t reindex_records(Store& store, const TypeSpec& spec);
+// Throws InvalidArgument naming the field if `state` breaks a rule of `spec`.
+void validate_state(const TypeSpec& spec, const Value::Map& state);
+
+std::string to_record_json(const TypeSpec& spec, const std::string& id, const Value::Map& state);
+// The fields (and "id", if present) of a to_record_json() text, checked against `spec`.
+Value::Map from_record_json(const TypeSpec& spec, std::string_view text, std::string* id);
+
+std::string lock_name(const TypeSpec& spec, const std::string& id);
+// Takes the lock as `owner`: nullopt if it is still held by someone else after `wait` (nullopt
+// wait: as long as it takes).
+std::optional<std::uint64_t> acquire_lock(Store& store, const std::string& name,
+                                          const std::string& owner, std::chrono::milliseconds ttl,
+                                          std::optional<std::chrono::milliseconds> wait);
+std::string new_lock_owner(const Repository& repository);
+
+}  // namespace detail
+
+// ---- pointers ----
+
+// A field that points to another record of type U: stored as a Ref naming U's type, resolved
+// lazily (on first get()) through the repository of the record it was loaded with, or U's own.
+// Holding the target keeps it alive; records that point at each other are fine to save and load
+// (save with dependencies visits each record once) but keep each other in memory while both
+// pointers are resolved: reset() one to break the loop.
+template <typename U>
+class Pointer {
+ public:
+  Pointer() = default;  // null
+  Pointer(std::nullptr_t) {}
+  Pointer(std::shared_ptr<U> target) : target_(std::move(target)) {}
+  static Pointer to(Oid oid) {
+    Pointer p;
+    p.oid_ = oid;
+    return p;
+  }
+
+  bool is_null() const { return !target_ && !oid_; }
+  explicit operator bool() const { return !is_null(); }
+  // The target's oid: nullopt for null, or a target never saved.
+  std::optional<Oid> oid() const { return target_ ? target_->oid() : oid_; }
+  bool resolved() const { return static_cast<bool>(target_); }
+
+  // The target, loaded on first use. Throws InvalidArgument for a null pointer and NotFound if
+  // the target does not exist (a dangling pointer).
+  const std::shared_ptr<U>& get() const {
+    if (target_) return target_;
+    if (!oid_) throw InvalidArgument("null pointer to a " + std::string(type_name<U>()));
+    auto repo = repo_ ? repo_ : U::type_repository();
+    auto loaded = U::try_load(*oid_, {.repository = repo});
+    if (!loaded) {
+      throw NotFound("dangling pointer: " + std::string(type_name<U>()) + " object " + oid_->str() +
+                     " does not exist");
+    }
+    target_ = std::move(loaded);
+    return target_;
+  }
+  U* operator->() const { return get().get(); }
+  U& operator*() const { return *get(); }
+
+  // Drops the loaded target, keeping its oid (the next get() loads it again).
+  void reset() {
+    if (target_) oid_ = target_->oid();
+    target_.reset();
+  }
+  void bind(std::shared_ptr<Repository> repository) { repo_ = std::move(repository); }
+
+  friend bool operator==(const Pointer& a, const Pointer& b) {
+    if (a.target_ && b.target_) return a.target_ == b.target_;
+    return a.oid() == b.oid() && a.is_null() == b.is_null();
+  }
+
+ private:
+  mutable std::shared_ptr<U> target_;
+  std::optional<Oid> oid_;
+  std::shared_ptr<Repository> repo_;
+};
+
+namespace detail {
+
+template <typename U>
+struct Codec<Pointer<U>> {
+  static Value to(const Pointer<U>& p, const FieldPath& path) {
+    if (p.is_null()) return Value();
+    std::optional<Oid> oid = p.oid();
+    if (!oid) {
+      throw_field_error(path, "points to a " + std::string(type_name<U>()) +
+                                  " that was never saved: save it first, or save with "
+                                  "{.dependencies = true}");
+    }
+    return Value(Ref{*oid, std::string(type_name<U>())});
+  }
+  static Pointer<U> from(const Value& v, const FieldPath& path) {
+    if (v.is_null()) return Pointer<U>();
+    expect_kind(path, v, Kind::ref);
+    const Ref& ref = v.as_ref();
+    if (!ref.type.empty() && ref.type != type_name<U>()) {
+      throw_field_error(path, "stored pointer is to a \"" + ref.type +
+                                  "\", the field points to a \"" + std::string(type_name<U>()) +
+                                  "\"");
+    }
+    return Pointer<U>::to(ref.oid);
+  }
+};
+
+}  // namespace detail
+
+// ---- byte streams ----
+
+// A field of bytes that grow by appending (repocket's ByteStream): the record stores a Ref to a
+// ByteStream (typed.h) made at its first save, and Record::append() adds to that stream in its
+// own small commit, never rewriting the record. Bytes appended before the first save wait in
+// memory and are written by it.
+class StreamField {
+ public:
+  std::optional<Oid> head() const { return head_; }
+  const std::string& pending() const { return pending_; }
+
+ private:
+  template <typename T>
+  friend class Record;
+  friend struct detail::Codec<StreamField>;
+  std::optional<Oid> head_;
+  std::string pending_;
+};
+
+namespace detail {
+template <>
+struct Codec<StreamField> {
+  static Value to(const StreamField& s, const FieldPath&) {
+    return s.head_ ? Value(*s.head_) : Value();
+  }
+  static StreamField from(const Value& v, const FieldPath& path) {
+    StreamField s;
+    if (v.is_null()) return s;
+    expect_kind(path, v, Kind::ref);
+    s.head_ = v.as_ref().oid;
+    return s;
+  }
+};
+}  // namespace detail
+
+// ---- field traits: the kind of each C++ field type ----
+
+template <typename X>
+struct FieldTraits {
+  static constexpr FieldKind kind = FieldKind::object;
+  static constexpr bool nullable = false;
+  static std::string target() { return {}; }
+};
+#define CAIRN_DETAIL_FIELD_KIND(Type, Kind)            \
+  template <>                                          \
+  struct FieldTraits<Type> {                           \
+    static constexpr FieldKind kind = FieldKind::Kind; \
+    static constexpr bool nullable = false;            \
+    static std::string target() { return {}; }         \
+  };
+CAIRN_DETAIL_FIELD_KIND(std::string, string)
+CAIRN_DETAIL_FIELD_KIND(Bytes, bytes)
+CAIRN_DETAIL_FIELD_KIND(Value, json)
+CAIRN_DETAIL_FIELD_KIND(Uuid, uuid)
+CAIRN_DETAIL_FIELD_KIND(Timestamp, timestamp)
+CAIRN_DETAIL_FIELD_KIND(Decimal, decimal)
+CAIRN_DETAIL_FIELD_KIND(double, floating)
+CAIRN_DETAIL_FIELD_KIND(bool, boolean)
+CAIRN_DETAIL_FIELD_KIND(StreamField, bytestream)
+#undef CAIRN_DETAIL_FIELD_KIND
+
+template <std::integral X>
+requires(!std::same_as<X, bool>) struct FieldTraits<X> {
+  static constexpr FieldKind kind = FieldKind::integer;
+  static constexpr bool nullable = false;
+  static std::string target() { return {}; }
+};
+template <typename X, typename A>
+struct FieldTraits<std::vector<X, A>> {
+  static constexpr FieldKind kind = FieldKind::list;
+  static constexpr bool nullable = false;
+  static std::string target() { return {}; }
+};
+template <typename X, typename C, typename A>
+struct FieldTraits<std::map<std::string, X, C, A>> {
+  static constexpr FieldKind kind = FieldKind::map;
+  static constexpr bool nullable = false;
+  static std::string target() { return {}; }
+};
+template <typename X>
+struct FieldTraits<std::optional<X>> {
+  static constexpr FieldKind kind = FieldTraits<X>::kind;
+  static constexpr bool nullable = true;
+  static std::string target() { return FieldTraits<X>::target(); }
+};
+template <typename U>
+struct FieldTraits<Pointer<U>> {
+  static constexpr FieldKind kind = FieldKind::pointer;
+  static constexpr bool nullable = true;
+  static std::string target() { return std::string(type_name<U>()); }
+};
+template <typename U>
+struct FieldTraits<TypedRef<U>> {
+  static constexpr FieldKind kind = FieldKind::pointer;
+  static constexpr bool nullable = true;
+  static std::string target() { return std::string(type_name<U>()); }
+};
+
+// ---- schema declarations ----
+
+// What a type's `static void describe(cairn::Schema<T>& s)` may declare beyond its fields:
+//   s.generation(1);                       // records of other generations refuse to load
+//   s.index("house_name").index("age");    // secondary indexes
+//   s.field("name").required();            // not null and not empty
+//   s.field("created").auto_now();         // timestamp set on every save
+//   s.field("token").auto_uuid();          // a random uuid at first save
+//   s.field("age").check([](const cairn::Value& v) { return v.as_int() >= 0; }, "must be >= 0");
+// Naming a field the type does not have, or asking something of a field of the wrong kind,
+// throws InvalidArgument the first time the type is used.
+template <typename T>
+class Schema {
+ public:
+  class Field {
+   public:
+    Field(Schema& schema, FieldSpec& spec) : schema_(&schema), spec_(&spec) {}
+    Field& index() {
+      schema_->check_indexable(*spec_);
+      spec_->indexed = true;
+      return *this;
+    }
+    Field& required() {
+      spec_->required = true;
+      return *this;
+    }
+    Field& auto_now() {
+      schema_->expect(*spec_, FieldKind::timestamp, "auto_now");
+      spec_->auto_now = true;
+      return *this;
+    }
+    Field& auto_uuid() {
+      schema_->expect(*spec_, FieldKind::uuid, "auto_uuid");
+      spec_->auto_uuid = true;
+      return *this;
+    }
+    Field& check(std::function<bool(const Value&)> ok, std::string message) {
+      spec_->checks.push_back(FieldCheck{std::move(ok), std::move(message)});
+      return *this;
+    }
+
+   private:
+    Schema* schema_;
+    FieldSpec* spec_;
+  };
+
+  explicit Schema(TypeSpec& spec) : spec_(&spec) {}
+  Schema& generation(std::int64_t n) {
+    if (n < 0) throw InvalidArgument(spec_->name + ": a generation is >= 0");
+    spec_->generation = n;
+    return *this;
+  }
+  Field field(std::string_view name) { return Field(*this, mutable_field(name)); }
+  Schema& index(std::string_view name) {
+    field(name).index();
+    return *this;
+  }
+
+ private:
+  FieldSpec& mutable_field(std::string_view name) {
+    spec_->at(name);  // throws for an unknown field
+    for (FieldSpec& f : spec_->fields)
+      if (f.name == name) return f;
+    throw InvalidArgument(spec_->name + " has no field \"" + std::string(name) + "\"");
+  }
+  void expect(const FieldSpec& f, FieldKind kind, std::string_view what) const {
+    if (f.kind != kind) {
+      throw InvalidArgument(spec_->name + "." + f.name + ": " + std::string(what) + " needs a " +
+                            std::string(to_string(kind)) + " field, not a " +
+                            std::string(to_string(f.kind)));
+    }
+  }
+  void check_indexable(const FieldSpec& f) const {
+    if (f.kind == FieldKind::list || f.kind == FieldKind::map || f.kind == FieldKind::object ||
+        f.kind == FieldKind::bytestream) {
+      throw InvalidArgument(spec_->name + "." + f.name + ": a " + std::string(to_string(f.kind)) +
+                            " field cannot be indexed");
+    }
+  }
+  TypeSpec* spec_;
+};
+
+// ---- options ----
+
+struct MakeOptions {
+  std::string id = {};                          // "" = a random uuid
+  std::shared_ptr<Repository> repository = {};  // nullptr = the type's
+};
+
+struct SaveOptions {
+  bool dependencies = false;  // save the records this one points to first...
+  int depth = 1;              // ...and theirs, this many levels down
+};
+
+struct LoadOptions {
+  bool cache = true;  // false: read the store again, into the cached object if there is one
+  std::shared_ptr<Repository> repository = {};  // nullptr = the type's
+};
+
+struct ListOptions {
+  std::shared_ptr<Repository> repository = {};  // nullptr = the type's
+};
+
+struct LockOptions {
+  std::chrono::milliseconds ttl{30'000};  // the lock expires this long after it is taken
+  bool blocking = false;                  // wait for a held lock...
+  // ...at most this long (nullopt: as long as it takes). A held lock is never taken over.
+  std::optional<std::chrono::milliseconds> wait_timeout = {};
+};
+
+// A lock taken by lock_context(): released when destroyed, if it was taken, and only if this
+// guard still holds it (never a lock taken by another call, even by the same record).
+class RecordLock {
+ public:
+  RecordLock() = default;
+  RecordLock(std::shared_ptr<Repository> repository, std::string name, std::string owner,
+             std::optional<std::uint64_t> token)
+      : repo_(std::move(repository)),
+        name_(std::move(name)),
+        owner_(std::move(owner)),
+        token_(token) {}
+  RecordLock(RecordLock&& other) noexcept
+      : repo_(std::move(other.repo_)),
+        name_(std::move(other.name_)),
+        owner_(std::move(other.owner_)),
+        token_(std::exchange(other.token_, std::nullopt)) {}
+  RecordLock& operator=(RecordLock&& other) noexcept {
+    if (this != &other) {
+      release();
+      repo_ = std::move(other.repo_);
+      name_ = std::move(other.name_);
+      owner_ = std::move(other.owner_);
+      token_ = std::exchange(other.token_, std::nullopt);
+    }
+    return *this;
+  }
+  RecordLock(const RecordLock&) = delete;
+  RecordLock& operator=(const RecordLock&) = delete;
+  ~RecordLock() { release(); }
+
+  bool acquired() const { return token_.has_value(); }
+  explicit operator bool() const { return acquired(); }
+  // The fencing token the store issued (nullopt if not acquired).
+  std::optional<std::uint64_t> token() const { return token_; }
+  // Releases now; returns whether this guard still held the lock.
+  bool release() noexcept {
+    if (!token_) return false;
+    token_.reset();
+    try {
+      return repo_->store().unlock(name_, owner_);
+    } catch (...) {
+      return false;  // the lock expires by its ttl
+    }
+  }
+
+ private:
+  std::shared_ptr<Repository> repo_;
+  std::string name_;
+  std::string owner_;
+  std::optional<std::uint64_t> token_;
+};
+
+// ---- records ----
+
+// What every Record<T> has, whatever T is.
+class RecordBase : public std::enable_shared_from_this<RecordBase> {
+ public:
+  virtual ~RecordBase() = default;
+  virtual const TypeSpec& type_spec() const = 0;
+
+  // The record's id: given by the user or a random uuid, fixed at make() or first save.
+  const std::string& id() const { return id_; }
+  // The stored object's oid; nullopt until saved (and again after remove()).
+  std::optional<Oid> oid() const { return oid_; }
+  bool saved() const { return oid_.has_value(); }
+  // A Ref value naming this record (InvalidArgument if it was never saved).
+  Ref ref() const;
+
+  // The per-instance repository if one was set, else the type's.
+  std::shared_ptr<Repository> repository() const;
+  void set_repository(std::shared_ptr<Repository> repository) { repo_ = std::move(repository); }
+
+  // Stored fields this program's type does not declare, kept as they are on save.
+  const Value::Map& unknown_fields() const { return extra_; }
+
+  // Saves this record as part of a save with dependencies: `visited` holds records already
+  // saved by it, so that each is saved once.
+  virtual void save_visiting(int depth, std::unordered_set<const RecordBase*>& visited) = 0;
+
+ protected:
+  RecordBase() = default;
+  RecordBase(const RecordBase&) = default;
+  RecordBase& operator=(const RecordBase&) = default;
+
+  std::string id_;
+  std::optional<Oid> oid_;
+  std::shared_ptr<Repository> repo_;  // nullptr = the type's
+  Value::Map extra_;
+  std::string lock_owner_;  // the owner name of the last lock() that succeeded
+};
+
+namespace detail {
+template <typename T>
+concept Describable = requires(Schema<T>& s) {
+  T::describe(s);
+};
+
+template <typename X>
+struct IsPointer : std::false_type {};
+template <typename U>
+struct IsPointer<Pointer<U>> : std::true_type {};
+template <typename X>
+struct IsPointerVector : std::false_type {};
+template <typename U, typename A>
+struct IsPointerVector<std::vector<Pointer<U>, A>> : std::true_type {};
+
+// Calls fn(pointer) for every Pointer in a field (directly, in an optional or in a vector).
+template <typename X, typename Fn>
+void for_each_pointer_in(X& field, Fn& fn) {
+  if constexpr (IsPointer<X>::value) {
+    fn(field);
+  } else if constexpr (requires {
+                         field.has_value();
+                         *field;
+                       }) {
+    if (field) for_each_pointer_in(*field, fn);
+  } else if constexpr (IsPointerVector<X>::value) {
+    for (auto& item : field)
+      fn(item);
+  }
+}
+}  // namespace detail
+
+// The active-record API for T (CRTP): `struct T : cairn::Record<T> { fields... };` followed by
+// CAIRN_TYPE(T, "schema.Name", fields...). T must not declare members named like the API below.
+template <typename T>
+class Record : public RecordBase {
+ public:
+  using Ptr = std::shared_ptr<T>;
+
+  // The type's description, built on first use.
+  static const TypeSpec& spec() {
+    // Built once and never changed: a constant, not shared mutable state.
+    static const TypeSpec built = build_spec();
+    return built;
+  }
+  const TypeSpec& type_spec() const override { return spec(); }
+
+  // ---- the type's repository ----
+  static void set_repository(std::shared_ptr<Repository> repository) {
+    RepositoryRegistry::process().set_for_type(spec().name, std::move(repository));
+  }
+  static std::shared_ptr<Repository> type_repository() {
+    return RepositoryRegistry::process().for_type(spec().name);
+  }
+  using RecordBase::set_repository;
+
+  // ---- making and loading ----
+
+  // A new, unsaved record. Fields are set by name, checked as set() does.
+  static Ptr make(const Value::Map& fields = {}, MakeOptions options = {}) {
+    auto record = std::make_shared<T>();
+    record->id_ = options.id.empty() ? Uuid::random().str() : std::move(options.id);
+    record->repo_ = std::move(options.repository);
+    for (const auto& [name, value] : fields)
+      record->set(name, value);
+    return record;
+  }
+  template <typename Fn>
+  requires std::invocable<Fn&, T&>
+  static Ptr make(Fn&& init, MakeOptions options = {}) {
+    Ptr record = make({}, std::move(options));
+    init(*record);
+    return record;
+  }
+  // make() and save().
+  static Ptr create(const Value::Map& fields = {}, MakeOptions options = {}) {
+    Ptr record = make(fields, std::move(options));
+    record->save();
+    return record;
+  }
+  template <typename Fn>
+  requires std::invocable<Fn&, T&>
+  static Ptr create(Fn&& init, MakeOptions options = {}) {
+    Ptr record = make(std::forward<Fn>(init), std::move(options));
+    record->save();
+    return record;
+  }
+
+  // The record with this id (or oid). With options.cache (the default) a record already loaded
+  // from the repository is returned as it is, unread; without, it is read again into that same
+  // object. Throws NotFound if there is no such record, InvalidArgument if it has another type
+  // or generation.
+  static Ptr load(std::string_view id, LoadOptions options = {}) {
+    Ptr record = try_load(id, std::move(options));
+    if (!record) throw NotFound(spec().name + " \"" + std::string(id) + "\" does not exist");
+    return record;
+  }
+  static Ptr load(Oid oid, LoadOptions options = {}) {
+    Ptr record = try_load(oid, std::move(options));
+    if (!record) throw NotFound(spec().name + " object " + oid.str() + " does not exist");
+    return record;
+  }
+  // As load(), but nullptr if there is no such record.
+  static Ptr try_load(std::string_view id, LoadOptions options = {}) {
+    auto repo = options.repository ? options.repository : type_repository();
+    std::optional<Oid> oid = detail::find_record(repo->store(), spec(), id);
+    if (!oid) return nullptr;
+    options.repository = repo;
+    return try_load(*oid, std::move(options));
+  }
+  static Ptr try_load(Oid oid, LoadOptions options = {}) {
+    auto repo = options.repository ? options.repository : type_repository();
+    Ptr cached = cached_in(*repo, oid);
+    if (cached && options.cache) return cached;
+    std::optional<detail::RecordRow> row = detail::load_record(repo->store(), spec(), oid);
+    if (!row) return nullptr;
+    return materialize(repo, *row);
+  }
+
+  // Every record of the type (and generation), in oid order. Records already loaded are the
+  // same objects, read again (tethys's list()).
+  static std::vector<Ptr> list(ListOptions options = {}) {
+    auto repo = options.repository ? options.repository : type_repository();
+    std::vector<Ptr> out;
+    for (const detail::RecordRow& row : detail::list_records(repo->store(), spec()))
+      out.push_back(materialize(repo, row));
+    return out;
+  }
+
+  // A query over the type's records (query.h).
+  static Query<T> find(std::shared_ptr<Repository> repository = nullptr);
+
+  // Writes index entries for every stored record: needed once after adding an index to a type
+  // that already has records. Returns how many records were indexed.
+  static std::size_t reindex(std::shared_ptr<Repository> repository = nullptr) {
+    auto repo = repository ? repository : type_repository();
+    return detail::reindex_records(repo->store(), spec());
+  }
+
+  // The record (fields, extras and id) from a stored row, through the repository's identity map:
+  // the cached object is refreshed if there is one. For query.h.
+  static Ptr materialize(const std::shared_ptr<Repository>& repo, const detail::RecordRow& row) {
+    if (Ptr cached = cached_in(*repo, row.oid)) {
+      cached->assign(row, repo, true);
+      return cached;
+    }
+    auto record = std::make_shared<T>();
+    record->assign(row, repo, false);
+    if (!record->repo_ && repo != type_repository()) record->repo_ = repo;
+    repo->remember(row.oid, record);
+    return record;
+  }
+
+  // ---- one record ----
+
+  // Checks every field and writes the record (with its index entries, in one commit). With
+  // options.dependencies, first saves the records it points to, options.depth levels down.
+  // Throws InvalidArgument naming the field that breaks a rule; nothing is written then.
+  T& save(SaveOptions options = {}) {
+    std::unordered_set<const RecordBase*> visited;
+    save_visiting(options.dependencies ? options.depth : 0, visited);
+    return self();
+  }
+
+  void save_visiting(int depth, std::unordered_set<const RecordBase*>& visited) override {
+    if (!visited.insert(this).second) return;
+    auto repo = repository();
+    Store& store = repo->store();
+    if (id_.empty()) id_ = Uuid::random().str();
+    prepare_fields();
+    const bool fresh = !oid_;
+    if (fresh) {
+      // An id already stored names that record: saving overwrites it (an upsert).
+      std::optional<Oid> existing = detail::find_record(store, spec(), id_);
+      oid_ = existing ? *existing : store.new_oids(1);
+    }
+    try {
+      if (depth > 0) {
+        for_each_pointer([&](auto& pointer) {
+          if (pointer.resolved()) pointer.get()->save_visiting(depth - 1, visited);
+        });
+      }
+      Value::Map state = stored_state();
+      detail::validate_state(spec(), state);
+      make_streams(repo);
+      state = stored_state();
+      detail::save_record(store, spec(), *oid_, id_, state, repo->database().options().max_retries);
+    } catch (...) {
+      if (fresh) oid_.reset();
+      throw;
+    }
+    repo->remember(*oid_, shared_self());
+    flush_streams(repo);
+  }
+
+  // Reads the record again. Returns it, or nullptr (leaving the object as it was) if it is no
+  // longer stored.
+  Ptr refresh() {
+    auto repo = repository();
+    std::optional<Oid> oid = oid_ ? oid_ : detail::find_record(repo->store(), spec(), id_);
+    if (!oid) return nullptr;
+    std::optional<detail::RecordRow> row = detail::load_record(repo->store(), spec(), *oid);
+    if (!row) return nullptr;
+    assign(*row, repo, true);
+    repo->remember(*oid, shared_self());
+    return shared_self();
+  }
+
+  // Deletes the stored record and its index entries; returns how many records were deleted
+  // (0 if it was not stored). The object keeps its fields and id and can be saved again.
+  std::size_t remove() {
+    if (!oid_) return 0;
+    auto repo = repository();
+    std::size_t n =
+        detail::remove_record(repo->store(), spec(), *oid_, repo->database().options().max_retries);
+    repo->forget(*oid_, this);
+    oid_.reset();
+    return n;
+  }
+
+  // ---- fields by name ----
+
+  // The field's current value. Throws InvalidArgument for an unknown field.
+  Value get(std::string_view field) const {
+    const FieldSpec& f = spec().at(field);
+    Value out;
+    cairn_visit_fields(TypeTag<T>{}, self(), [&](std::string_view name, const auto& member) {
+      using Field = std::remove_cvref_t<decltype(member)>;
+      if (name == f.name) out = detail::Codec<Field>::to(member, path().field(name));
+    });
+    return out;
+  }
+  // Sets the field after checking the value (kind, null, rules); throws InvalidArgument naming
+  // the type and field, leaving the field unchanged. "id" sets the id of an unsaved record.
+  void set(std::string_view field, Value value) {
+    if (field == "id" && !spec().find("id")) {
+      if (!value.is_string() || value.as_string().empty()) {
+        throw InvalidArgument(spec().name + ".id: must be a non-empty string");
+      }
+      if (oid_ && value.as_string() != id_) {
+        throw InvalidArgument(spec().name + ".id: a saved record keeps its id");
+      }
+      id_ = value.as_string();
+      return;
+    }
+    const FieldSpec& f = spec().at(field);
+    if (f.kind == FieldKind::floating && value.is_int()) {
+      value = Value(static_cast<double>(value.as_int()));
+    }
+    spec().validate(f, value);
+    cairn_visit_fields(TypeTag<T>{}, self(), [&](std::string_view name, auto& member) {
+      using Field = std::remove_cvref_t<decltype(member)>;
+      if (name == f.name) member = detail::Codec<Field>::from(value, path().field(name));
+    });
+  }
+
+  // ---- byte streams ----
+
+  // Appends to a StreamField: one commit that writes the stream's last chunk and head, not the
+  // record. Before the record's first save the bytes wait in memory for it.
+  void append(std::string_view field, std::string_view bytes) {
+    StreamField& stream = stream_field(field);
+    if (!oid_ || !stream.head_) {
+      stream.pending_.append(bytes);
+      return;
+    }
+    Ref head{*stream.head_, {}};
+    repository()->database().transaction(
+        [&](Txn& tx) { ByteStream::open(tx, head).append(bytes); });
+  }
+  // Every byte of a StreamField: what is stored, then what waits for the first save.
+  std::string read(std::string_view field) {
+    StreamField& stream = stream_field(field);
+    std::string out;
+    if (stream.head_) {
+      Ref head{*stream.head_, {}};
+      out =
+          repository()->database().view([&](View& v) { return ByteStream::open(v, head).read(); });
+    }
+    return out + stream.pending_;
+  }
+
+  // ---- JSON ----
+
+  // {"id": {"type": "id", "value": "..."}, "name": {"type": "string", "value": "Harry"}, ...}:
+  // every field with its kind, so the text says what each value is (docs/records.md).
+  std::string to_json() const { return detail::to_record_json(spec(), id_, field_values()); }
+  // Sets the fields (and id) a to_json() text holds; the others keep their values.
+  void assign_json(std::string_view text) {
+    std::string id;
+    Value::Map fields = detail::from_record_json(spec(), text, &id);
+    if (!id.empty()) set("id", Value(id));
+    for (const auto& [name, value] : fields)
+      set(name, value);
+  }
+  static Ptr from_json(std::string_view text, MakeOptions options = {}) {
+    Ptr record = make({}, std::move(options));
+    record->assign_json(text);
+    return record;
+  }
+
+  // ---- locks (never taken over while held; see LockOptions) ----
+
+  // Takes the record's lock; returns whether it did. Locks are not re-entrant: locking again
+  // while this record holds it waits (or fails) like anyone else.
+  bool lock(LockOptions options = {}) {
+    auto repo = repository();
+    std::string owner = detail::new_lock_owner(*repo);
+    auto token =
+        detail::acquire_lock(repo->store(), lock_name(), owner, options.ttl, wait_of(options));
+    if (!token) return false;
+    lock_owner_ = std::move(owner);
+    return true;
+  }
+  // Releases the lock the last successful lock() took, if it still holds it.
+  bool unlock() {
+    if (lock_owner_.empty()) return false;
+    bool released = repository()->store().unlock(lock_name(), lock_owner_);
+    lock_owner_.clear();
+    return released;
+  }
+  // A guard that holds the lock if it could be taken (check acquired()).
+  RecordLock lock_context(LockOptions options = {}) {
+    auto repo = repository();
+    std::string owner = detail::new_lock_owner(*repo);
+    auto token =
+        detail::acquire_lock(repo->store(), lock_name(), owner, options.ttl, wait_of(options));
+    return RecordLock(repo, lock_name(), std::move(owner), token);
+  }
+
+ protected:
+  Record() = default;
+
+ private:
+  friend T;
+
+  static detail::FieldPath path() {
+    return detail::FieldPath{nullptr, detail::FieldPath::Step::top, type_name<T>(), 0};
+  }
+  T& self() { return static_cast<T&>(*this); }
+  const T& self() const { return static_cast<const T&>(*this); }
+  Ptr shared_self() {
+    std::weak_ptr<RecordBase> weak = weak_from_this();
+    if (weak.expired()) {
+      throw InvalidArgument(spec().name +
+                            ": records are used through std::shared_ptr; make them with "
+                            "make(), create() or load()");
+    }
+    return std::static_pointer_cast<T>(weak.lock());
+  }
+  static Ptr cached_in(const Repository& repo, Oid oid) {
+    return std::static_pointer_cast<T>(repo.cached(oid, spec()));
+  }
+  std::string lock_name() {
+    if (id_.empty()) id_ = Uuid::random().str();
+    return detail::lock_name(spec(), id_);
+  }
+  static std::optional<std::chrono::milliseconds> wait_of(const LockOptions& options) {
+    if (!options.blocking) return std::chrono::milliseconds(0);
+    return options.wait_timeout;
+  }
+
+  StreamField& stream_field(std::string_view field) {
+    const FieldSpec& f = spec().at(field);
+    if (f.kind != FieldKind::bytestream) {
+      throw InvalidArgument(spec().name + "." + f.name + ": not a bytestream field");
+    }
+    StreamField* found = nullptr;
+    cairn_visit_fields(TypeTag<T>{}, self(), [&](std::string_view name, auto& member) {
+      if constexpr (std::is_same_v<std::remove_cvref_t<decltype(member)>, StreamField>) {
+        if (name == f.name) found = &member;
+      }
+    });
+    return *found;
+  }
+
+  // Streams get their ByteStream before the record that refers to it is written (an orphan
+  // stream, if that write fails, goes with the next pack).
+  void make_streams(const std::shared_ptr<Repository>& repo) {
+    cairn_visit_fields(TypeTag<T>{}, self(), [&](std::string_view, auto& member) {
+      if constexpr (std::is_same_v<std::remove_cvref_t<decltype(member)>, StreamField>) {
+        if (!member.head_) {
+          member.head_ = repo->database().transaction(
+              [](Txn& tx) { return ByteStream::create(tx).ref().oid; });
+        }
+      }
+    });
+  }
+  // Writes bytes appended before the first save.
+  void flush_streams(const std::shared_ptr<Repository>& repo) {
+    cairn_visit_fields(TypeTag<T>{}, self(), [&](std::string_view, auto& member) {
+      if constexpr (std::is_same_v<std::remove_cvref_t<decltype(member)>, StreamField>) {
+        if (member.head_ && !member.pending_.empty()) {
+          Ref head{*member.head_, {}};
+          repo->database().transaction(
+              [&](Txn& tx) { ByteStream::open(tx, head).append(member.pending_); });
+          member.pending_.clear();
+        }
+      }
+    });
+  }
+
+  template <typename Fn>
+  void for_each_pointer(Fn&& fn) {
+    cairn_visit_fields(TypeTag<T>{}, self(), [&](std::string_view, auto& member) {
+      detail::for_each_pointer_in(member, fn);
+    });
+  }
+
+  // auto_now and auto_uuid fields, before a save.
+  void prepare_fields() {
+    const TypeSpec& s = spec();
+    cairn_visit_fields(TypeTag<T>{}, self(), [&](std::string_view name, auto& member) {
+      using Field = std::remove_cvref_t<decltype(member)>;
+      const FieldSpec* f = s.find(name);
+      if constexpr (std::is_same_v<Field, Timestamp>) {
+        if (f->auto_now) member = Timestamp::now();
+      } else if constexpr (std::is_same_v<Field, std::optional<Timestamp>>) {
+        if (f->auto_now) member = Timestamp::now();
+      } else if constexpr (std::is_same_v<Field, Uuid>) {
+        if (f->auto_uuid && member == Uuid{}) member = Uuid::random();
+      } else if constexpr (std::is_same_v<Field, std::optional<Uuid>>) {
+        if (f->auto_uuid && !member) member = Uuid::random();
+      }
+    });
+  }
+
+  Value::Map field_values() const {
+    Value::Map state;
+    cairn_visit_fields(TypeTag<T>{}, self(), [&](std::string_view name, const auto& member) {
+      using Field = std::remove_cvref_t<decltype(member)>;
+      state.insert_or_assign(std::string(name),
+                             detail::Codec<Field>::to(member, path().field(name)));
+    });
+    return state;
+  }
+  // What save writes: the fields, the stored fields this type does not declare, and "$gen".
+  Value::Map stored_state() const {
+    Value::Map state = extra_;
+    for (auto& [name, value] : field_values())
+      state.insert_or_assign(name, std::move(value));
+    state.insert_or_assign("$gen", Value(spec().generation));
+    return state;
+  }
+
+  // Sets every field from a stored row (missing fields take their defaults). `checked`: decode
+  // into a scratch object first, so that a bad row leaves this one unchanged.
+  void assign(const detail::RecordRow& row, const std::shared_ptr<Repository>& repo, bool checked) {
+    if (checked) {
+      T scratch;
+      scratch.decode_fields(row.state, repo);
+    }
+    decode_fields(row.state, repo);
+    extra_.clear();
+    for (const auto& [name, value] : row.state) {
+      if (name != "$gen" && !spec().find(name)) extra_.insert_or_assign(name, value);
+    }
+    id_ = row.key;
+    oid_ = row.oid;
+  }
+  void decode_fields(const Value::Map& state, const std::shared_ptr<Repository>& repo) {
+    const TypeSpec& s = spec();
+    cairn_visit_fields(TypeTag<T>{}, self(), [&](std::string_view name, auto& member) {
+      using Field = std::remove_cvref_t<decltype(member)>;
+      auto it = state.find(name);
+      const Value& stored = it != state.end() ? it->second : s.find(name)->default_value;
+      member = detail::Codec<Field>::from(stored, path().field(name));
+    });
+    for_each_pointer([&](auto& pointer) { pointer.bind(repo); });
+  }
+
+  static TypeSpec build_spec() {
+    TypeSpec s;
+    s.name = std::string(type_name<T>());
+    T probe;
+    cairn_visit_fields(TypeTag<T>{}, probe, [&](std::string_view name, const auto& member) {
+      using Field = std::remove_cvref_t<decltype(member)>;
+      static_assert(detail::Codable<Field>, "cairn: a field of this type cannot be stored");
+      FieldSpec f;
+      f.name = std::string(name);
+      f.kind = FieldTraits<Field>::kind;
+      f.nullable = FieldTraits<Field>::nullable || f.kind == FieldKind::json ||
+                   f.kind == FieldKind::bytestream;
+      f.target = FieldTraits<Field>::target();
+      f.default_value = detail::Codec<Field>::to(member, path().field(name));
+      s.fields.push_back(std::move(f));
+    });
+    if constexpr (detail::Describable<T>) {
+      Schema<T> schema(s);
+      T::describe(schema);
+    }
+    return s;
+  }
+};
+
+}  // namespace cairn
+
+// Record<T>::find() is defined with the queries.
+#include "cairn/query.h"  // IWYU pragma: export

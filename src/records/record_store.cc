@@ -1,0 +1,191 @@
+// Records in the store (include/cairn/record.h): one object per record, of the type's store
+// type and keyed by the record's id, and one object per index entry (records/index_key.h),
+// written together in one commit.
+#include <string>
+#include <vector>
+
+#include "cairn/codec.h"
+#include "cairn/error.h"
+#include "cairn/record.h"
+#include "records/index_key.h"
+
+namespace cairn::detail {
+
+namespace {
+
+constexpr std::size_t scan_page = 1000;
+
+const Value& value_of(const Value::Map& state, const FieldSpec& field) {
+  auto it = state.find(field.name);
+  return it != state.end() ? it->second : field.default_value;
+}
+
+std::int64_t generation_of(const Value::Map& state) {
+  auto it = state.find("$gen");
+  return it != state.end() && it->second.is_int() ? it->second.as_int() : 0;
+}
+
+// The stored object's state as a record of `spec`; throws InvalidArgument if it has another
+// type or generation.
+Value::Map checked_state(const TypeSpec& spec, const StoredObject& object) {
+  if (object.type != spec.name) {
+    throw InvalidArgument("object " + object.oid.str() + " is a \"" + object.type + "\", not a \"" +
+                          spec.name + "\"");
+  }
+  Value state = decode(object.data);
+  if (!state.is_map()) {
+    throw Corruption(spec.name + " object " + object.oid.str() + " is not a map of fields");
+  }
+  std::int64_t stored = generation_of(state.as_map());
+  if (stored != spec.generation) {
+    throw InvalidArgument(spec.name + " \"" + object.key + "\" (object " + object.oid.str() +
+                          ") was stored by generation " + std::to_string(stored) +
+                          "; this program's " + spec.name + " is generation " +
+                          std::to_string(spec.generation));
+  }
+  return std::move(state.as_map());
+}
+
+std::vector<const FieldSpec*> indexed_fields(const TypeSpec& spec) {
+  std::vector<const FieldSpec*> out;
+  for (const FieldSpec& f : spec.fields)
+    if (f.indexed) out.push_back(&f);
+  return out;
+}
+
+void add_entries(Store& store, const TypeSpec& spec, Oid record,
+                 const std::vector<std::pair<std::string, std::string>>& entries,
+                 CommitRequest& request) {
+  if (entries.empty()) return;
+  Oid first = store.new_oids(static_cast<std::uint32_t>(entries.size()));
+  std::string data = encode(Value(Ref{record, spec.name}));
+  for (std::size_t i = 0; i < entries.size(); ++i) {
+    request.writes.push_back(
+        WriteOp{Oid(first.value() + i), entries[i].first, entries[i].second, data});
+  }
+}
+
+}  // namespace
+
+std::optional<RecordRow> load_record(Store& store, const TypeSpec& spec, Oid oid) {
+  Oid oids[] = {oid};
+  LoadResult result = store.load(oids);
+  const StoredObject& object = result.objects.at(0);
+  if (!object.exists()) return std::nullopt;
+  return RecordRow{oid, object.key, checked_state(spec, object)};
+}
+
+std::optional<Oid> find_record(Store& store, const TypeSpec& spec, std::string_view id) {
+  if (id.empty()) return std::nullopt;
+  return store.find_key(spec.name, id);
+}
+
+void save_record(Store& store, const TypeSpec& spec, Oid oid, const std::string& id,
+                 const Value::Map& state, int max_retries) {
+  const std::vector<const FieldSpec*> indexed = indexed_fields(spec);
+  std::string data = encode(Value(state));
+  for (int attempt = 0;; ++attempt) {
+    CommitRequest request;
+    std::optional<Value::Map> old;
+    if (!indexed.empty()) {
+      // The entries to replace follow from the stored state, read at a version the commit
+      // checks: a concurrent save makes this one conflict and start again.
+      Oid oids[] = {oid};
+      LoadResult loaded = store.load(oids);
+      const StoredObject& object = loaded.objects.at(0);
+      if (object.exists()) old = checked_state(spec, object);
+      request.reads.push_back(ReadCheck{oid, object.version});
+    }
+    request.writes.push_back(WriteOp{oid, spec.name, id, data});
+    std::vector<std::pair<std::string, std::string>> entries;
+    for (const FieldSpec* f : indexed) {
+      std::optional<std::string> old_key;
+      if (old) old_key = index_key(value_of(*old, *f), oid);
+      std::optional<std::string> new_key = index_key(value_of(state, *f), oid);
+      if (old_key == new_key) continue;
+      std::string type = spec.index_type(*f);
+      if (old_key) {
+        if (auto entry = store.find_key(type, *old_key)) request.deletes.push_back(*entry);
+      }
+      if (new_key && !store.find_key(type, *new_key)) entries.emplace_back(type, *new_key);
+    }
+    add_entries(store, spec, oid, entries, request);
+    try {
+      store.commit(request);
+      return;
+    } catch (const ConflictError&) {
+      if (attempt >= max_retries) throw;
+    }
+  }
+}
+
+std::size_t remove_record(Store& store, const TypeSpec& spec, Oid oid, int max_retries) {
+  const std::vector<const FieldSpec*> indexed = indexed_fields(spec);
+  for (int attempt = 0;; ++attempt) {
+    Oid oids[] = {oid};
+    LoadResult loaded = store.load(oids);
+    const StoredObject& object = loaded.objects.at(0);
+    if (!object.exists()) return 0;
+    Value::Map state = checked_state(spec, object);
+    CommitRequest request;
+    request.reads.push_back(ReadCheck{oid, object.version});
+    request.deletes.push_back(oid);
+    for (const FieldSpec* f : indexed) {
+      if (auto key = index_key(value_of(state, *f), oid)) {
+        if (auto entry = store.find_key(spec.index_type(*f), *key)) {
+          request.deletes.push_back(*entry);
+        }
+      }
+    }
+    try {
+      store.commit(request);
+      return 1;
+    } catch (const ConflictError&) {
+      if (attempt >= max_retries) throw;
+    }
+  }
+}
+
+std::vector<RecordRow> list_records(Store& store, const TypeSpec& spec) {
+  std::vector<RecordRow> out;
+  Oid after;
+  for (;;) {
+    std::vector<ScanEntry> entries = store.scan_type(spec.name, after, scan_page);
+    std::vector<Oid> oids;
+    oids.reserve(entries.size());
+    for (const ScanEntry& e : entries)
+      oids.push_back(e.oid);
+    LoadResult loaded = store.load(oids);
+    for (const StoredObject& object : loaded.objects) {
+      if (!object.exists() || object.type != spec.name) continue;  // deleted since the scan
+      Value state = decode(object.data);
+      // Records of other generations are another type's: list() does not see them.
+      if (!state.is_map() || generation_of(state.as_map()) != spec.generation) continue;
+      out.push_back(RecordRow{object.oid, object.key, std::move(state.as_map())});
+    }
+    if (entries.size() < scan_page) break;
+    after = entries.back().oid;
+  }
+  return out;
+}
+
+std::size_t reindex_records(Store& store, const TypeSpec& spec) {
+  const std::vector<const FieldSpec*> indexed = indexed_fields(spec);
+  std::size_t count = 0;
+  for (const RecordRow& row : list_records(store, spec)) {
+    CommitRequest request;
+    std::vector<std::pair<std::string, std::string>> entries;
+    for (const FieldSpec* f : indexed) {
+      std::optional<std::string> key = index_key(value_of(row.state, *f), row.oid);
+      std::string type = spec.index_type(*f);
+      if (key && !store.find_key(type, *key)) entries.emplace_back(type, *key);
+    }
+    if (entries.empty()) continue;
+    add_entries(store, spec, row.oid, entries, request);
+    store.commit(request);
+    ++count;
+  }
+  return count;
+}
+
+}  // namespace cairn::detail

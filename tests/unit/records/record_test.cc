@@ -1,0 +1,452 @@
+// Records: create, save, load (with and without the identity cache), refresh, list, remove,
+// repositories per type and per instance, field kinds and their checks, pointers, dependency
+// saves, generations, locks and the per-field JSON form.
+#include "cairn/record.h"
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "cairn/codec.h"
+#include "cairn/error.h"
+#include "cairn/file_store.h"
+#include "cairn/json.h"
+#include "support/temp_dir.h"
+
+namespace cairn::testing {
+namespace {
+
+using Oids = std::vector<Oid>;
+
+struct Project : Record<Project> {
+  std::string name;
+  Bytes git_uri;
+  Value metadata;
+};
+CAIRN_TYPE(Project, "records_test.Project", name, git_uri, metadata);
+
+struct Build : Record<Build> {
+  Uuid token;
+  Pointer<Project> project;
+  Timestamp started_at;
+  std::optional<Timestamp> ended_at;
+  Decimal cost;
+  double score = 0;
+  std::int64_t attempts = 1;
+  bool ok = false;
+  std::vector<std::string> tags;
+  std::map<std::string, std::int64_t> counts;
+  static void describe(Schema<Build>& s) {
+    s.field("token").auto_uuid();
+    s.field("started_at").auto_now();
+    s.field("attempts").check([](const Value& v) { return v.as_int() >= 1; }, "must be >= 1");
+  }
+};
+CAIRN_TYPE(Build, "records_test.Build", token, project, started_at, ended_at, cost, score, attempts,
+           ok, tags, counts);
+
+struct Person : Record<Person> {
+  std::string name;
+  std::string house_name;
+  std::int64_t age = 0;
+  static void describe(Schema<Person>& s) {
+    s.field("name").required();
+    s.index("house_name").index("age");
+  }
+};
+CAIRN_TYPE(Person, "records_test.Person", name, house_name, age);
+
+// Each test gets fresh repositories for its types.
+class RecordTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    repo = Repository::memory();
+    Project::set_repository(repo);
+    Build::set_repository(repo);
+    Person::set_repository(repo);
+  }
+  void TearDown() override {
+    Project::set_repository(nullptr);
+    Build::set_repository(nullptr);
+    Person::set_repository(nullptr);
+  }
+  std::shared_ptr<Repository> repo;
+};
+
+TEST_F(RecordTest, CreateSavesAndLoadReturnsTheSameObject) {
+  auto p = Project::create({{"name", "cairn"}}, {.id = "p1"});
+  EXPECT_EQ(p->id(), "p1");
+  ASSERT_TRUE(p->oid());
+  EXPECT_EQ(Project::load("p1"), p);
+  EXPECT_EQ(Project::load(*p->oid()), p);
+  // Stored under the type name, keyed by the id.
+  EXPECT_EQ(repo->store().find_key("records_test.Project", "p1"), p->oid());
+}
+
+TEST_F(RecordTest, LoadWithCacheKeepsLocalChangesWithoutCacheRereads) {
+  auto p = Project::create({{"name", "cairn"}}, {.id = "p1"});
+  p->name = "local";
+  EXPECT_EQ(Project::load("p1")->name, "local");
+  auto again = Project::load("p1", {.cache = false});
+  EXPECT_EQ(again, p);
+  EXPECT_EQ(p->name, "cairn");
+}
+
+TEST_F(RecordTest, LoadOfAMissingIdThrowsNotFound) {
+  EXPECT_THROW(Project::load("nope"), NotFound);
+  EXPECT_EQ(Project::try_load("nope"), nullptr);
+}
+
+TEST_F(RecordTest, AutoIdIsAUuid) {
+  auto p = Project::create();
+  EXPECT_NO_THROW(Uuid::parse(p->id()));
+  EXPECT_EQ(Project::load(p->id()), p);
+}
+
+TEST_F(RecordTest, RefreshRereadsAndReturnsEmptyWhenDeleted) {
+  auto p = Project::create({{"name", "a"}}, {.id = "p"});
+  p->name = "b";
+  EXPECT_EQ(p->refresh(), p);
+  EXPECT_EQ(p->name, "a");
+  EXPECT_EQ(p->remove(), 1u);
+  p->name = "kept";
+  EXPECT_EQ(p->refresh(), nullptr);
+  EXPECT_EQ(p->name, "kept");
+  EXPECT_EQ(p->remove(), 0u);
+  p->save();  // the local copy can be saved again
+  EXPECT_EQ(p->refresh(), p);
+  EXPECT_EQ(Project::load("p", {.cache = false})->name, "kept");
+}
+
+TEST_F(RecordTest, RemoveCountsOnlyWhatWasStored) {
+  auto p = Project::create({{"name", "a"}});
+  auto copy_oid = *p->oid();
+  EXPECT_EQ(p->remove(), 1u);
+  EXPECT_FALSE(repo->store().load(std::vector<Oid>{copy_oid}).objects[0].exists());
+  EXPECT_EQ(Project::try_load(p->id()), nullptr);
+}
+
+TEST_F(RecordTest, ListReturnsCachedObjectsRereadInOidOrder) {
+  auto a = Project::create({{"name", "a"}});
+  auto b = Project::create({{"name", "b"}});
+  a->name = "changed";
+  auto all = Project::list();
+  ASSERT_EQ(all.size(), 2u);
+  EXPECT_EQ(all[0], a);
+  EXPECT_EQ(all[1], b);
+  EXPECT_EQ(a->name, "a");
+}
+
+TEST_F(RecordTest, SavingAnExistingIdOverwritesIt) {
+  auto a = Project::create({{"name", "first"}}, {.id = "same"});
+  auto b = Project::create({{"name", "second"}}, {.id = "same"});
+  EXPECT_EQ(a->oid(), b->oid());
+  EXPECT_EQ(Project::list().size(), 1u);
+  EXPECT_EQ(Project::load("same", {.cache = false})->name, "second");
+}
+
+TEST_F(RecordTest, PerInstanceRepositoryOverridesTheType) {
+  auto other = Repository::memory();
+  auto p = Project::create({{"name", "elsewhere"}}, {.id = "x", .repository = other});
+  EXPECT_EQ(Project::try_load("x"), nullptr);
+  auto loaded = Project::load("x", {.repository = other});
+  EXPECT_EQ(loaded, p);
+  // A record loaded from a repository saves back to it.
+  auto fresh = Project::load("x", {.cache = false, .repository = other});
+  fresh->name = "again";
+  fresh->save();
+  EXPECT_EQ(Project::try_load("x"), nullptr);
+}
+
+TEST_F(RecordTest, DefaultRepositoryIsInMemoryAndSharedByTypes) {
+  Project::set_repository(nullptr);
+  auto p = Project::create({{"name", "default"}});
+  EXPECT_EQ(p->repository(), RepositoryRegistry::process().default_repository());
+  EXPECT_EQ(Project::load(p->id()), p);
+  p->remove();
+}
+
+TEST_F(RecordTest, FileRepositoryKeepsRecordsAcrossReopen) {
+  TempDir dir;
+  std::string url = "file:" + dir.file("records.cairn");
+  {
+    auto file = Repository::open(url);
+    Project::create({{"name", "durable"}}, {.id = "d", .repository = file});
+  }
+  auto file = Repository::open(url);
+  EXPECT_EQ(Project::load("d", {.repository = file})->name, "durable");
+}
+
+TEST_F(RecordTest, EveryFieldKindRoundTrips) {
+  auto project = Project::create({{"name", "p"},
+                                  {"git_uri", Bytes{"git@x:y"}},
+                                  {"metadata", Value::Map{{"k", Value::List{1, "two"}}}}});
+  auto b = Build::make();
+  b->project = project;
+  b->ended_at = Timestamp{42};
+  b->cost = Decimal("1.10");
+  b->score = 0.5;
+  b->attempts = 3;
+  b->ok = true;
+  b->tags = {"x", "y"};
+  b->counts = {{"a", 1}};
+  b->save();
+  EXPECT_NE(b->token, Uuid{});         // auto_uuid
+  EXPECT_GT(b->started_at.micros, 0);  // auto_now
+  Uuid token = b->token;
+  auto again = Build::load(b->id(), {.cache = false});
+  EXPECT_EQ(again->token, token);
+  EXPECT_EQ(again->ended_at, Timestamp{42});
+  EXPECT_EQ(again->cost, Decimal("1.1"));
+  EXPECT_EQ(again->cost.str(), "1.10");
+  EXPECT_EQ(again->score, 0.5);
+  EXPECT_EQ(again->attempts, 3);
+  EXPECT_TRUE(again->ok);
+  EXPECT_EQ(again->tags, (std::vector<std::string>{"x", "y"}));
+  EXPECT_EQ(again->counts.at("a"), 1);
+  EXPECT_EQ(again->project->name, "p");
+  EXPECT_EQ(again->project.get(), project);  // through the identity map
+  EXPECT_EQ(project->git_uri, Bytes{"git@x:y"});
+}
+
+TEST_F(RecordTest, SetChecksKindsAndRulesNamingTypeAndField) {
+  auto b = Build::make();
+  try {
+    b->set("attempts", "three");
+    FAIL() << "no error";
+  } catch (const InvalidArgument& e) {
+    EXPECT_NE(std::string(e.what()).find("records_test.Build.attempts"), std::string::npos)
+        << e.what();
+  }
+  EXPECT_THROW(b->set("attempts", 0), InvalidArgument);  // the check
+  EXPECT_EQ(b->attempts, 1);
+  EXPECT_THROW(b->set("nope", 1), InvalidArgument);
+  EXPECT_THROW(b->set("started_at", nullptr), InvalidArgument);  // not nullable
+  b->set("ended_at", nullptr);                                   // nullable
+  b->set("score", 2);                                            // an integer for a float
+  EXPECT_EQ(b->score, 2.0);
+  b->set("attempts", 5);
+  EXPECT_EQ(b->get("attempts"), Value(5));
+}
+
+TEST_F(RecordTest, SaveChecksRulesAndWritesNothingOnError) {
+  auto b = Build::make();
+  b->attempts = 0;
+  EXPECT_THROW(b->save(), InvalidArgument);
+  EXPECT_FALSE(b->saved());
+  EXPECT_TRUE(Build::list().empty());
+  auto nameless = Person::make();
+  try {
+    nameless->save();
+    FAIL() << "no error";
+  } catch (const InvalidArgument& e) {
+    EXPECT_NE(std::string(e.what()).find("records_test.Person.name"), std::string::npos);
+  }
+}
+
+TEST_F(RecordTest, StringsMustBeUtf8BytesNeedNot) {
+  auto p = Project::make();
+  EXPECT_THROW(p->set("name", std::string("\xff\xfe")), InvalidArgument);
+  p->set("git_uri", Bytes{"\xff\xfe"});
+  EXPECT_EQ(p->git_uri.data, "\xff\xfe");
+}
+
+TEST_F(RecordTest, PointerToAnUnsavedRecordNeedsDependencies) {
+  auto project = Project::make({{"name", "later"}});
+  auto b = Build::make();
+  b->project = project;
+  EXPECT_THROW(b->save(), InvalidArgument);
+  EXPECT_FALSE(project->saved());
+  b->save({.dependencies = true, .depth = 1});
+  EXPECT_TRUE(project->saved());
+  EXPECT_EQ(Build::load(b->id(), {.cache = false})->project.oid(), project->oid());
+}
+
+TEST_F(RecordTest, DanglingPointerGivesAClearError) {
+  auto project = Project::create({{"name", "gone"}});
+  auto b = Build::make();
+  b->project = project;
+  b->save();
+  project->remove();
+  Oid build_oid = *b->oid();
+  b.reset();
+  project.reset();
+  auto loaded = Build::load(build_oid);
+  try {
+    loaded->project.get();
+    FAIL() << "no error";
+  } catch (const NotFound& e) {
+    EXPECT_NE(std::string(e.what()).find("records_test.Project"), std::string::npos) << e.what();
+  }
+}
+
+struct Node : Record<Node> {
+  std::string label;
+  Pointer<Node> next;
+};
+CAIRN_TYPE(Node, "records_test.Node", label, next);
+
+TEST_F(RecordTest, PointerCyclesSaveAndLoadLazily) {
+  Node::set_repository(repo);
+  auto a = Node::make({{"label", "a"}});
+  auto b = Node::make({{"label", "b"}});
+  a->next = b;
+  b->next = a;
+  a->save({.dependencies = true, .depth = 5});
+  ASSERT_TRUE(b->saved());
+  a->next.reset();  // break the in-memory cycle
+  b->next.reset();
+  Oid a_oid = *a->oid();
+  a.reset();
+  b.reset();
+  auto la = Node::load(a_oid);
+  EXPECT_FALSE(la->next.resolved());
+  EXPECT_EQ(la->next->label, "b");
+  EXPECT_EQ(la->next->next.get(), la);  // back to the same object
+  la->next->next.reset();
+  Node::set_repository(nullptr);
+}
+
+TEST_F(RecordTest, DependencyDepthLimitsWhatIsSaved) {
+  Node::set_repository(repo);
+  auto a = Node::make({{"label", "a"}});
+  auto b = Node::make({{"label", "b"}});
+  auto c = Node::make({{"label", "c"}});
+  a->next = b;
+  b->next = c;
+  EXPECT_THROW(a->save({.dependencies = true, .depth = 1}), InvalidArgument);  // c is unsaved
+  EXPECT_FALSE(a->saved());
+  a->save({.dependencies = true, .depth = 2});
+  EXPECT_TRUE(c->saved());
+  Node::set_repository(nullptr);
+}
+
+struct Gen0 : Record<Gen0> {
+  std::string name;
+};
+CAIRN_TYPE(Gen0, "records_test.Versioned", name);
+
+struct Gen1 : Record<Gen1> {
+  std::string name;
+  std::int64_t level = 7;
+  static void describe(Schema<Gen1>& s) { s.generation(1); }
+};
+CAIRN_TYPE(Gen1, "records_test.Versioned", name, level);
+
+struct Gen0Wider : Record<Gen0Wider> {
+  std::string name;
+  std::int64_t added = 5;
+};
+CAIRN_TYPE(Gen0Wider, "records_test.Versioned", name, added);
+
+TEST_F(RecordTest, AnotherGenerationRefusesToLoadNamingBoth) {
+  auto old = Gen0::create({{"name", "zero"}}, {.id = "v", .repository = repo});
+  try {
+    Gen1::load("v", {.repository = repo});
+    FAIL() << "no error";
+  } catch (const InvalidArgument& e) {
+    std::string what = e.what();
+    EXPECT_NE(what.find("generation 0"), std::string::npos) << what;
+    EXPECT_NE(what.find("generation 1"), std::string::npos) << what;
+  }
+  EXPECT_TRUE(Gen1::list({.repository = repo}).empty());
+}
+
+TEST_F(RecordTest, AddedFieldsTakeDefaultsAndUnknownFieldsSurviveASave) {
+  auto wide = Gen0Wider::create({{"name", "w"}, {"added", 9}}, {.id = "w", .repository = repo});
+  auto narrow = Gen0::load("w", {.repository = repo});
+  EXPECT_EQ(narrow->name, "w");
+  EXPECT_EQ(narrow->unknown_fields().at("added"), Value(9));
+  narrow->name = "renamed";
+  narrow->save();
+  auto back = Gen0Wider::load("w", {.cache = false, .repository = repo});
+  EXPECT_EQ(back->name, "renamed");
+  EXPECT_EQ(back->added, 9);
+  // A record written without the field loads with the default.
+  auto plain = Gen0::create({{"name", "p"}}, {.id = "p", .repository = repo});
+  EXPECT_EQ(Gen0Wider::load("p", {.repository = repo})->added, 5);
+}
+
+TEST_F(RecordTest, ToJsonDescribesEveryField) {
+  auto project = Project::create({{"name", "p"}, {"git_uri", Bytes{"hi"}}}, {.id = "pj"});
+  auto b = Build::make({{"cost", Decimal("2.50")}, {"tags", Value::List{"t"}}}, {.id = "b1"});
+  b->project = project;
+  std::string text = b->to_json();
+  Value parsed = from_json(text);
+  EXPECT_EQ(*parsed.find("id"), Value(Value::Map{{"type", "id"}, {"value", "b1"}}));
+  EXPECT_EQ(*parsed.find("cost"), Value(Value::Map{{"type", "decimal"}, {"value", "2.50"}}));
+  EXPECT_EQ(parsed.find("project")->find("type")->as_string(), "pointer");
+  EXPECT_EQ(*parsed.find("project")->find("value"),
+            Value(static_cast<std::int64_t>(project->oid()->value())));
+  EXPECT_EQ(*from_json(project->to_json()).find("git_uri"),
+            Value(Value::Map{{"type", "bytes"}, {"value", "aGk="}}));
+  auto copy = Build::from_json(text);
+  EXPECT_EQ(copy->id(), "b1");
+  EXPECT_EQ(copy->cost.str(), "2.50");
+  EXPECT_EQ(copy->tags, std::vector<std::string>{"t"});
+  EXPECT_EQ(copy->project.oid(), project->oid());
+  EXPECT_EQ(Project::from_json(project->to_json())->git_uri, Bytes{"hi"});
+  EXPECT_THROW(Build::from_json(R"({"cost": {"type": "string", "value": "x"}})"), InvalidArgument);
+  EXPECT_THROW(Build::from_json(R"({"nope": {"type": "string", "value": "x"}})"), InvalidArgument);
+}
+
+TEST_F(RecordTest, LockNeverStealsAndUnlockReleasesOnlyItsOwn) {
+  auto p = Project::create({{"name", "locked"}});
+  auto other = Project::load(p->id(), {.cache = false});  // the same object (identity)
+  EXPECT_TRUE(p->lock({.ttl = std::chrono::milliseconds(300)}));
+  EXPECT_FALSE(p->lock());  // not re-entrant, never taken over
+  auto start = std::chrono::steady_clock::now();
+  EXPECT_FALSE(p->lock({.blocking = true, .wait_timeout = std::chrono::milliseconds(50)}));
+  EXPECT_GE(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(45));
+  {
+    auto guard = p->lock_context();
+    EXPECT_FALSE(guard.acquired());
+  }
+  // The failed guard did not release the lock.
+  EXPECT_FALSE(p->lock());
+  EXPECT_TRUE(p->lock({.blocking = true}));  // after the first expires
+  EXPECT_TRUE(p->unlock());
+  {
+    auto guard = p->lock_context({.ttl = std::chrono::seconds(5)});
+    EXPECT_TRUE(guard.acquired());
+    EXPECT_FALSE(p->lock());
+  }
+  EXPECT_TRUE(p->lock());
+  EXPECT_TRUE(p->unlock());
+  EXPECT_FALSE(p->unlock());
+}
+
+struct Job : Record<Job> {
+  std::string name;
+  StreamField log;
+};
+CAIRN_TYPE(Job, "records_test.Job", name, log);
+
+TEST_F(RecordTest, ByteStreamAppendsWithoutRewritingTheRecord) {
+  auto job = Job::make({{"name", "build"}}, {.repository = repo});
+  job->append("log", "before save;");
+  EXPECT_EQ(job->read("log"), "before save;");
+  job->save();
+  Oids oids{*job->oid()};
+  std::uint64_t version = repo->store().load(oids).objects[0].version;
+  job->append("log", " one");
+  job->append("log", " two");
+  EXPECT_EQ(repo->store().load(oids).objects[0].version, version);  // the record is untouched
+  auto again = Job::load(job->id(), {.cache = false, .repository = repo});
+  EXPECT_EQ(again->read("log"), "before save; one two");
+  EXPECT_THROW(job->append("name", "x"), InvalidArgument);
+}
+
+TEST_F(RecordTest, StackRecordsAreRefusedWithAClearError) {
+  Project p;
+  EXPECT_THROW(p.save(), InvalidArgument);
+}
+
+}  // namespace
+}  // namespace cairn::testing
