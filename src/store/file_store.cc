@@ -1228,8 +1228,14 @@ PackStats FileStoreImpl::pack(const PackProgress& progress) {
       }
     };
     tail_index.for_each([&](Oid oid, const IndexEntry& e) {
-      std::string bytes = read_written(snapshot_end + e.offset - prefix.size(), e.length);
-      for_each_ref(decode_record(bytes)->data, oid, consider);
+      // Offsets are into prefix + tail, which lacks the checkpoint frames of the file's tail.
+      std::string_view bytes = std::string_view(tail).substr(e.offset - prefix.size(), e.length);
+      std::optional<RecordView> record = decode_record(bytes);
+      if (!record || record->oid != oid) {
+        throw Corruption(
+            fmt::format("{}: object {} in the tail fails its checksum", path_, oid.value()));
+      }
+      for_each_ref(record->data, oid, consider);
     });
     std::string extra_records;
     for (std::size_t i = 0; i < extra.size(); ++i) {

@@ -190,11 +190,17 @@ TEST_F(FileStoreTest, PackUnderConcurrentCommitsLosesNothing) {
       }
     });
   }
-  for (int round = 0; round < 5; ++round)
-    db->pack();
+  std::string pack_error;
+  try {
+    for (int round = 0; round < 5; ++round)
+      db->pack();
+  } catch (const std::exception& e) {
+    pack_error = e.what();
+  }
   stop = true;
   for (auto& w : writers)
     w.join();
+  ASSERT_EQ(pack_error, "") << "pack failed under concurrent commits";
   std::uint64_t typed = 0;
   for (const auto& list : acked)
     typed += list.size();
