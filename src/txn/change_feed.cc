@@ -27,9 +27,14 @@ void ChangeFeed::on_commit(std::uint64_t csn, std::span<const Oid> oids) {
   }
 }
 
+void ChangeFeed::note_own_commit(std::uint64_t csn) const {
+  std::lock_guard lock(mu_);
+  own_ = std::max(own_, csn);
+}
+
 std::optional<Changes> ChangeFeed::changes_since(std::uint64_t csn, std::uint64_t at_least) const {
   std::lock_guard lock(mu_);
-  if (csn < known_after_ || latest_ < at_least) return std::nullopt;
+  if (csn < known_after_ || latest_ < std::max(at_least, own_)) return std::nullopt;
   Changes out;
   out.csn = latest_;
   auto first = std::upper_bound(log_.begin(), log_.end(), csn,

@@ -28,6 +28,11 @@ class ChangeFeed {
 
   std::uint64_t latest() const;
 
+  // A commit of this process: from now on the feed answers only once it has seen it, so a
+  // transaction or view that starts after a commit returned always sees that commit (read your
+  // own writes), even before its push arrives.
+  void note_own_commit(std::uint64_t csn) const;
+
  private:
   void on_commit(std::uint64_t csn, std::span<const Oid> oids);
 
@@ -35,6 +40,7 @@ class ChangeFeed {
   std::size_t capacity_;
   std::uint64_t known_after_ = 0;  // every commit with a CSN above this is in log_ (or newer)
   std::uint64_t latest_ = 0;
+  mutable std::uint64_t own_ = 0;  // the newest commit made through this process's connections
   std::deque<std::pair<std::uint64_t, std::vector<Oid>>> log_;
   Subscription subscription_;  // last: unsubscribes before the members above go
 };

@@ -310,6 +310,7 @@ std::uint64_t ConnectionImpl::commit() {
     ++conflicts_;
     throw;
   }
+  if (feed_ != nullptr) feed_->note_own_commit(csn);
   for (Node* n : dirty_) {
     n->dirty = false;
     n->created = false;
