@@ -29,6 +29,8 @@ using Clock = std::chrono::steady_clock;
 constexpr std::size_t read_chunk = 64 * 1024;
 // Reading from a connection pauses while this much of its output is unsent.
 constexpr std::size_t pause_reading_bytes = 4 * 1024 * 1024;
+// ... or while this many of its requests are being worked on.
+constexpr std::size_t max_inflight = 1024;
 
 // Compares in time independent of where the strings differ or how long they are.
 bool same_token(std::string_view a, std::string_view b) {
@@ -188,9 +190,21 @@ class Session : public std::enable_shared_from_this<Session> {
     });
   }
 
+  // Too much owed to this client: take no more requests from it until that drains.
+  bool busy() const {
+    return pending_.size() + writing_.size() > pause_reading_bytes || inflight_ >= max_inflight;
+  }
+
+  void resume() {
+    if (!paused_ || busy() || closed_) return;
+    paused_ = false;
+    consume();
+    read();
+  }
+
   void read() {
     if (closed_ || closing_ || draining_ || reading_) return;
-    if (pending_.size() + writing_.size() > pause_reading_bytes) {
+    if (busy()) {
       paused_ = true;
       return;
     }
@@ -210,8 +224,10 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   void consume() {
+    if (consuming_) return;  // a request answered at once, inside the loop below
+    consuming_ = true;
     std::size_t at = 0;
-    while (!closing_ && !draining_ && in_len_ - at >= header_size) {
+    while (!closing_ && !draining_ && !busy() && in_len_ - at >= header_size) {
       FrameHeader header;
       try {
         header = parse_header(std::string_view(in_.data() + at, header_size), max_frame());
@@ -224,6 +240,7 @@ class Session : public std::enable_shared_from_this<Session> {
       at += header_size + header.body_size;
       dispatch(header, body);
     }
+    consuming_ = false;
     // Keep the unconsumed tail at the front of the buffer.
     if (at > 0) {
       std::memmove(in_.data(), in_.data() + at, in_len_ - at);
@@ -267,6 +284,7 @@ class Session : public std::enable_shared_from_this<Session> {
   void answered() {
     --inflight_;
     if (draining_ && idle()) close();
+    resume();
     server_.maybe_finish_stop();
   }
 
@@ -280,10 +298,7 @@ class Session : public std::enable_shared_from_this<Session> {
                         if (ec) return close();
                         if (!pending_.empty()) return flush();
                         if (closing_ || (draining_ && inflight_ == 0)) return close();
-                        if (paused_) {
-                          paused_ = false;
-                          read();
-                        }
+                        resume();
                         server_.maybe_finish_stop();
                       });
   }
@@ -303,6 +318,7 @@ class Session : public std::enable_shared_from_this<Session> {
   bool authed_ = false;
   bool watching_ = false;
   bool reading_ = false;
+  bool consuming_ = false;
   bool paused_ = false;
   bool closing_ = false;
   bool draining_ = false;

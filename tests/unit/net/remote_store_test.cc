@@ -340,6 +340,40 @@ TEST(Server, RandomAndTruncatedFramesNeverHurtAWellBehavedClient) {
   EXPECT_NO_THROW(after->ping());
 }
 
+TEST(Server, AClientThatPipelinesMoreThanItReadsIsServedInFull) {
+  TestServer server(make_memory_store(), options_with([](net::ServerOptions&) {}));
+  auto writer = server.connect();
+  Oid big = writer->new_oids(1);
+  CommitRequest put;
+  put.writes.push_back(WriteOp{big, "", "", std::string(256 * 1024, 'x')});
+  writer->commit(put);
+  // 400 loads of a 256 KiB object (100 MiB of replies) sent before reading any: the server
+  // stops taking requests while replies pile up, and takes them again as they drain.
+  RawClient greedy(server.port());
+  greedy.hello();
+  std::string frames;
+  for (std::uint32_t id = 1; id <= 400; ++id) {
+    net::Writer w;
+    w.array(1);
+    net::write_oids(w, std::vector<Oid>{big});
+    net::append_frame(frames, net::Kind::request, static_cast<std::uint16_t>(net::Op::load), id,
+                      w.bytes());
+  }
+  std::thread sender([&] { greedy.send(frames); });
+  std::this_thread::sleep_for(300ms);
+  std::set<std::uint32_t> answered;
+  for (int i = 0; i < 400; ++i) {
+    auto reply = greedy.read_frame();
+    ASSERT_TRUE(reply.has_value()) << "the connection ended after " << i << " replies";
+    ASSERT_EQ(reply->first.kind, net::Kind::response);
+    ASSERT_GT(reply->second.size(), 256u * 1024);
+    answered.insert(reply->first.id);
+  }
+  sender.join();
+  EXPECT_EQ(answered.size(), 400u);
+  EXPECT_NO_THROW(writer->ping()) << "other clients were held up";
+}
+
 TEST(Server, LocksDieWithTheirConnection) {
   TestServer server(make_memory_store(), options_with([](net::ServerOptions&) {}));
   auto holder = server.connect();
