@@ -2,11 +2,13 @@
 // the same machine and data, and report the ratio against a goal (docs/benchmarks.md).
 #pragma once
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <functional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace cairn::bench {
@@ -53,6 +55,19 @@ std::vector<Scenario> redis_scenarios();
 std::vector<Scenario> record_scenarios();
 // Every scenario, in the order the table shows them.
 std::vector<Scenario> all_scenarios();
+
+// The best of `repeats` rates of each of cairn() and peer(), run alternately so that both see
+// the same moments of a noisy machine.
+template <class A, class B>
+std::pair<double, double> best_of(int repeats, A&& cairn, B&& peer) {
+  double best_a = 0;
+  double best_b = 0;
+  for (int i = 0; i < repeats; ++i) {
+    best_a = std::max(best_a, cairn());
+    best_b = std::max(best_b, peer());
+  }
+  return {best_a, best_b};
+}
 
 // Seconds since `start`.
 inline double seconds_since(std::chrono::steady_clock::time_point start) {

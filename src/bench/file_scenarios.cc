@@ -40,19 +40,6 @@ void remove_db(const std::string& path) {
   std::filesystem::remove(path + ".lock");
 }
 
-// The best of `repeats` runs of `fn` (each returns a rate), alternating with the peer so that
-// both see the same moments of a noisy machine.
-template <class A, class B>
-std::pair<double, double> best_of(int repeats, A&& cairn, B&& peer) {
-  double best_a = 0;
-  double best_b = 0;
-  for (int i = 0; i < repeats; ++i) {
-    best_a = std::max(best_a, cairn());
-    best_b = std::max(best_b, peer());
-  }
-  return {best_a, best_b};
-}
-
 // ---- cairn ----
 
 double cairn_commits(const std::string& path, FsyncPolicy policy, int threads,

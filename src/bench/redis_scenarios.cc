@@ -32,19 +32,6 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-// The best of `repeats` rates of each, alternating so that both see the same moments of a
-// noisy machine.
-template <class A, class B>
-std::pair<double, double> best_of(int repeats, A&& cairn, B&& peer) {
-  double best_a = 0;
-  double best_b = 0;
-  for (int i = 0; i < repeats; ++i) {
-    best_a = std::max(best_a, cairn());
-    best_b = std::max(best_b, peer());
-  }
-  return {best_a, best_b};
-}
-
 // ---- redis.commit_1 ----
 
 // One thread, n commits of one small object (a one-field map, so one hash field), each its own

@@ -17,6 +17,7 @@
 
 #include "cairn/error.h"
 #include "core/codec_ext.h"
+#include "core/endian.h"
 
 namespace cairn {
 
@@ -28,17 +29,7 @@ struct StringSink {
 };
 
 void put_be64(char* p, std::uint64_t v) {
-  for (int i = 7; i >= 0; --i) {
-    p[i] = static_cast<char>(v & 0xff);
-    v >>= 8;
-  }
-}
-
-std::uint64_t get_be(const char* p, std::size_t n) {
-  std::uint64_t v = 0;
-  for (std::size_t i = 0; i < n; ++i)
-    v = v << 8 | static_cast<unsigned char>(p[i]);
-  return v;
+  put_be(p, v, 8);
 }
 
 std::uint32_t checked_length(std::size_t n, std::string_view what) {

@@ -6,24 +6,11 @@
 #include <limits>
 
 #include "core/checksum.h"
+#include "core/endian.h"
 
 namespace cairn::net {
 
 namespace {
-
-void put_be(char* p, std::uint64_t v, std::size_t n) {
-  for (std::size_t i = n; i-- > 0;) {
-    p[i] = static_cast<char>(v & 0xff);
-    v >>= 8;
-  }
-}
-
-std::uint64_t get_be(const char* p, std::size_t n) {
-  std::uint64_t v = 0;
-  for (std::size_t i = 0; i < n; ++i)
-    v = v << 8 | static_cast<unsigned char>(p[i]);
-  return v;
-}
 
 std::string_view type_name(msgpack::type::object_type type) {
   switch (type) {

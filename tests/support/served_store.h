@@ -8,6 +8,7 @@
 #include "cairn/store.h"
 #include "net/remote_store.h"
 #include "net/server.h"
+#include "support/forwarding_store.h"
 
 namespace cairn::testing {
 
@@ -50,7 +51,7 @@ class TestServer {
 
 // A Store that is a RemoteStore talking to a server of its own: what the conformance suite
 // runs against.
-class ServedStore final : public Store {
+class ServedStore final : public ForwardingStore {
  public:
   ServedStore(std::unique_ptr<Store> backing, net::ServerOptions options = {})
       : server_(std::move(backing), std::move(options)), remote_(server_.connect()) {}
@@ -58,32 +59,9 @@ class ServedStore final : public Store {
     remote_.reset();
     server_.stop();
   }
-  LoadResult load(std::span<const Oid> oids) override { return remote_->load(oids); }
-  std::uint64_t commit(const CommitRequest& r) override { return remote_->commit(r); }
-  Changes changes_since(std::uint64_t csn) override { return remote_->changes_since(csn); }
-  Subscription subscribe(CommitListener l) override { return remote_->subscribe(std::move(l)); }
-  Oid new_oids(std::uint32_t count) override { return remote_->new_oids(count); }
-  std::vector<ScanEntry> scan_type(std::string_view type, Oid after, std::size_t limit) override {
-    return remote_->scan_type(type, after, limit);
-  }
-  std::vector<ScanEntry> scan_keys(std::string_view type, std::string_view prefix,
-                                   std::string_view after, std::size_t limit) override {
-    return remote_->scan_keys(type, prefix, after, limit);
-  }
-  std::optional<Oid> find_key(std::string_view type, std::string_view key) override {
-    return remote_->find_key(type, key);
-  }
-  std::optional<std::uint64_t> lock(const LockRequest& r) override { return remote_->lock(r); }
-  bool unlock(std::string_view name, std::string_view owner) override {
-    return remote_->unlock(name, owner);
-  }
-  bool renew(std::string_view name, std::string_view owner,
-             std::chrono::milliseconds ttl) override {
-    return remote_->renew(name, owner, ttl);
-  }
-  PackStats pack() override { return remote_->pack(); }
 
  private:
+  Store& inner() const override { return *remote_; }
   TestServer server_;
   std::unique_ptr<net::RemoteStore> remote_;
 };

@@ -155,40 +155,17 @@ TEST(Server, CommitsArePushedToOtherClientsWithoutPolling) {
 }
 
 // Counts the calls that ask the store what changed: pushed commits should make them rare.
-class CountingStore final : public Store {
+class CountingStore final : public ForwardingStore {
  public:
   explicit CountingStore(std::unique_ptr<Store> inner) : inner_(std::move(inner)) {}
   std::atomic<int> changes_calls{0};
-  LoadResult load(std::span<const Oid> oids) override { return inner_->load(oids); }
-  std::uint64_t commit(const CommitRequest& r) override { return inner_->commit(r); }
   Changes changes_since(std::uint64_t csn) override {
     ++changes_calls;
     return inner_->changes_since(csn);
   }
-  Subscription subscribe(CommitListener l) override { return inner_->subscribe(std::move(l)); }
-  Oid new_oids(std::uint32_t count) override { return inner_->new_oids(count); }
-  std::vector<ScanEntry> scan_type(std::string_view type, Oid after, std::size_t limit) override {
-    return inner_->scan_type(type, after, limit);
-  }
-  std::vector<ScanEntry> scan_keys(std::string_view type, std::string_view prefix,
-                                   std::string_view after, std::size_t limit) override {
-    return inner_->scan_keys(type, prefix, after, limit);
-  }
-  std::optional<Oid> find_key(std::string_view type, std::string_view key) override {
-    return inner_->find_key(type, key);
-  }
-  std::optional<std::uint64_t> lock(const LockRequest& r) override { return inner_->lock(r); }
-  bool unlock(std::string_view name, std::string_view owner) override {
-    return inner_->unlock(name, owner);
-  }
-  bool renew(std::string_view name, std::string_view owner,
-             std::chrono::milliseconds ttl) override {
-    return inner_->renew(name, owner, ttl);
-  }
-  PackStats pack() override { return inner_->pack(); }
-  bool is_remote() const override { return inner_->is_remote(); }
 
  private:
+  Store& inner() const override { return *inner_; }
   std::unique_ptr<Store> inner_;
 };
 

@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "cairn/database.h"
+#include "support/forwarding_store.h"
 
 namespace cairn::testing {
 namespace {
@@ -18,7 +19,7 @@ using namespace std::chrono_literals;
 
 // A memory store that says it is remote and reports each commit to listeners `delay` after it
 // happened, from a thread of its own: a server's pushes, slowed down.
-class SlowPushStore final : public Store {
+class SlowPushStore final : public ForwardingStore {
  public:
   explicit SlowPushStore(std::chrono::milliseconds delay) : delay_(delay) {
     inner_sub_ = inner_->subscribe([this](std::uint64_t csn, std::span<const Oid> oids) {
@@ -38,34 +39,11 @@ class SlowPushStore final : public Store {
     pusher_.join();
   }
   bool is_remote() const override { return true; }
-  LoadResult load(std::span<const Oid> oids) override { return inner_->load(oids); }
-  std::uint64_t commit(const CommitRequest& r) override { return inner_->commit(r); }
-  Changes changes_since(std::uint64_t csn) override { return inner_->changes_since(csn); }
   Subscription subscribe(CommitListener listener) override {
     std::lock_guard lock(mu_);
     listeners_.push_back(std::move(listener));
     return Subscription([] {});  // lives as long as the store in these tests
   }
-  Oid new_oids(std::uint32_t count) override { return inner_->new_oids(count); }
-  std::vector<ScanEntry> scan_type(std::string_view type, Oid after, std::size_t limit) override {
-    return inner_->scan_type(type, after, limit);
-  }
-  std::vector<ScanEntry> scan_keys(std::string_view type, std::string_view prefix,
-                                   std::string_view after, std::size_t limit) override {
-    return inner_->scan_keys(type, prefix, after, limit);
-  }
-  std::optional<Oid> find_key(std::string_view type, std::string_view key) override {
-    return inner_->find_key(type, key);
-  }
-  std::optional<std::uint64_t> lock(const LockRequest& r) override { return inner_->lock(r); }
-  bool unlock(std::string_view name, std::string_view owner) override {
-    return inner_->unlock(name, owner);
-  }
-  bool renew(std::string_view name, std::string_view owner,
-             std::chrono::milliseconds ttl) override {
-    return inner_->renew(name, owner, ttl);
-  }
-  PackStats pack() override { return inner_->pack(); }
 
  private:
   struct Push {
@@ -73,6 +51,7 @@ class SlowPushStore final : public Store {
     std::uint64_t csn;
     std::vector<Oid> oids;
   };
+  Store& inner() const override { return *inner_; }
   void push_loop() {
     std::unique_lock lock(mu_);
     while (!stop_) {
