@@ -151,7 +151,11 @@ void add_serve_command(CLI::App& app, Action& action) {
   memory->excludes(redis);
   command->add_option("--host", args->host, "address to listen on (default 127.0.0.1)");
   command->add_option("--port", args->port, "TCP port (default 2972; 0 = any free port)");
-  command->add_option("--unix", args->unix_path, "also listen on this unix socket");
+  command
+      ->add_option("--unix", args->unix_path,
+                   "also listen on this unix socket (clients: --connect unix:PATH); with --stop, "
+                   "connect there")
+      ->type_name("PATH");
   command->add_option("--token", args->token,
                       "clients must present this token (also --token-file, env CAIRN_TOKEN)");
   command->add_option("--token-file", args->token_file, "read the token from this file");
@@ -177,9 +181,10 @@ void add_serve_command(CLI::App& app, Action& action) {
   command->add_flag("--tls", args->tls,
                     "with --stop: connect with TLS, verifying the server against the system's CAs "
                     "or --tls-ca");
-  auto* ca =
-      command->add_option("--tls-ca", args->ca_file,
-                          "with --stop: verify the server with this CA file (implies --tls)");
+  auto* ca = command
+                 ->add_option("--tls-ca", args->ca_file,
+                              "with --stop: verify the server with this CA file (implies --tls)")
+                 ->type_name("FILE");
   auto* insecure = command->add_flag(
       "--insecure", args->insecure,
       "with --stop: TLS without verifying the server certificate (implies --tls)");
