@@ -22,8 +22,9 @@ void add_file_commands(CLI::App& app, Action& action);
 void add_shell_command(CLI::App& app, Action& action);
 // Registers `cairn serve`.
 void add_serve_command(CLI::App& app, Action& action);
+struct ConnectArgs;
 // `cairn info --connect HOST:PORT`: a running server's statistics.
-int run_remote_info(const std::string& address, const std::string& token, bool json);
+int run_remote_info(const ConnectArgs& server, bool json);
 // Registers `cairn bench`.
 void add_bench_command(CLI::App& app, Action& action);
 

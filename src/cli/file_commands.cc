@@ -16,6 +16,7 @@
 #include "cairn/url.h"
 #include "cairn/value.h"
 #include "cli/cli.h"
+#include "cli/connect.h"
 #include "cli/dump.h"
 
 namespace cairn::cli {
@@ -57,13 +58,12 @@ std::string created_text(std::uint64_t micros) {
 
 struct InfoArgs {
   std::string path;
-  std::string connect;
-  std::string token;
+  ConnectArgs server;
   bool json = false;
 };
 
 int run_info(const InfoArgs& args) {
-  if (!args.connect.empty()) return run_remote_info(args.connect, args.token, args.json);
+  if (!args.server.connect.empty()) return run_remote_info(args.server, args.json);
   if (args.path.empty()) throw InvalidArgument("info needs a database PATH or --connect HOST:PORT");
   FileStoreInfo info = open_read_only(args.path)->info();
   if (args.json) {
@@ -125,11 +125,15 @@ void add_info(CLI::App& app, Action& action) {
       "Show what a database file holds (objects, bytes, garbage, CSN, torn tail...), or a "
       "running server's statistics");
   auto* path = command->add_option("PATH", args->path, path_help);
-  auto* connect = command->add_option("--connect", args->connect,
-                                      "ask the server at HOST:PORT instead (clients, CSN, "
-                                      "commits/s, bytes, uptime)");
+  auto* connect = command
+                      ->add_option("--connect", args->server.connect,
+                                   "ask the server at HOST:PORT (or unix:PATH) instead (clients, "
+                                   "CSN, commits/s, bytes, uptime)")
+                      ->type_name("HOST:PORT|unix:PATH");
   path->excludes(connect);
-  command->add_option("--token", args->token, "the token for --connect (or env CAIRN_TOKEN)");
+  command->add_option("--token", args->server.token,
+                      "the token for --connect (or env CAIRN_TOKEN)");
+  add_tls_client_options(command, args->server);
   command->add_flag("--json", args->json, "print one JSON object instead of name: value lines");
   command->callback([args, &action] { action = [args] { return run_info(*args); }; });
 }

@@ -12,6 +12,7 @@
 #include "cairn/store.h"
 #include "cairn/url.h"
 #include "cli/cli.h"
+#include "cli/connect.h"
 #include "net/remote_store.h"
 #include "net/server.h"
 
@@ -72,6 +73,9 @@ net::ClientOptions client_for(const ServeArgs& args) {
 }
 
 int run_stop(const ServeArgs& args) {
+  if (!args.unix_path.empty() && (args.tls || !args.ca_file.empty() || args.insecure)) {
+    throw InvalidArgument("TLS is for TCP connections; a unix socket is served without it");
+  }
   net::RemoteStore client(client_for(args));
   client.stop_server();
   std::cout << "stop requested; the server finishes in-flight requests and exits\n";
@@ -147,7 +151,11 @@ void add_serve_command(CLI::App& app, Action& action) {
   memory->excludes(redis);
   command->add_option("--host", args->host, "address to listen on (default 127.0.0.1)");
   command->add_option("--port", args->port, "TCP port (default 2972; 0 = any free port)");
-  command->add_option("--unix", args->unix_path, "also listen on this unix socket");
+  command
+      ->add_option("--unix", args->unix_path,
+                   "also listen on this unix socket (clients: --connect unix:PATH); with --stop, "
+                   "connect there")
+      ->type_name("PATH");
   command->add_option("--token", args->token,
                       "clients must present this token (also --token-file, env CAIRN_TOKEN)");
   command->add_option("--token-file", args->token_file, "read the token from this file");
@@ -170,17 +178,23 @@ void add_serve_command(CLI::App& app, Action& action) {
                       "threads for commits that wait for the disk (default 32)");
   command->add_flag("--stop", args->stop,
                     "ask the server at --host/--port (or --unix) to finish and exit");
-  command->add_option("--tls-ca", args->ca_file, "with --stop: verify the server with this CA");
-  command->add_flag("--insecure", args->insecure,
-                    "with --stop: TLS without verifying the server certificate");
+  command->add_flag("--tls", args->tls,
+                    "with --stop: connect with TLS, verifying the server against the system's CAs "
+                    "or --tls-ca");
+  auto* ca = command
+                 ->add_option("--tls-ca", args->ca_file,
+                              "with --stop: verify the server with this CA file (implies --tls)")
+                 ->type_name("FILE");
+  auto* insecure = command->add_flag(
+      "--insecure", args->insecure,
+      "with --stop: TLS without verifying the server certificate (implies --tls)");
+  ca->excludes(insecure);
   command->callback([args, &action] { action = [args] { return run_serve(*args); }; });
 }
 
-int run_remote_info(const std::string& address, const std::string& token, bool json) {
-  StoreUrl url = parse_store_url("cairn://" + address);
-  net::ClientOptions options = net::client_options(url);
-  if (!token.empty()) options.token = token;
-  net::RemoteStore client(options);
+int run_remote_info(const ConnectArgs& server, bool json) {
+  check_connect(server);
+  net::RemoteStore client(net::client_options(parse_store_url(server_url(server))));
   auto info = client.info();
   if (json) {
     nlohmann::ordered_json out = nlohmann::ordered_json::object();

@@ -20,6 +20,7 @@
 #include "cairn/store.h"
 #include "cairn/url.h"
 #include "cli/cli.h"
+#include "cli/connect.h"
 #include "cli/shell_session.h"
 
 namespace cairn::cli {
@@ -29,29 +30,12 @@ namespace {
 struct ShellArgs {
   std::string file;
   bool memory = false;
-  std::string connect;
-  std::string token;
+  ConnectArgs server;  // --connect and the flags that go with it
   std::string fsync;
   std::string commands;
   bool use_connect = false;
   bool have_commands = false;  // -c was given (possibly empty)
 };
-
-std::string percent_encode(std::string_view text) {
-  std::string out;
-  for (char c : text) {
-    auto u = static_cast<unsigned char>(c);
-    bool plain = (u >= 'a' && u <= 'z') || (u >= 'A' && u <= 'Z') || (u >= '0' && u <= '9') ||
-                 u == '-' || u == '.' || u == '_' || u == '~';
-    out += plain ? std::string(1, c) : fmt::format("%{:02X}", u);
-  }
-  return out;
-}
-
-std::string server_url(const ShellArgs& args) {
-  std::string user = args.token.empty() ? std::string() : percent_encode(args.token) + "@";
-  return "cairn://" + user + args.connect;
-}
 
 struct OpenedStore {
   std::unique_ptr<Store> store;
@@ -62,9 +46,8 @@ struct OpenedStore {
 OpenedStore open_store(const ShellArgs& args) {
   if (args.memory) return {make_memory_store(), "memory", "a new in-memory database"};
   if (args.use_connect) {
-    // Shown without the token.
-    std::string url = "cairn://" + args.connect;
-    return {cairn::open(server_url(args)), url, url};
+    std::string shown = server_url(args.server, /*with_token=*/false);
+    return {cairn::open(server_url(args.server)), shown, shown};
   }
   FileStoreOptions options;
   options.log = [](std::string_view message) { std::cerr << "cairn: " << message << "\n"; };
@@ -205,12 +188,12 @@ void add_shell_command(CLI::App& app, Action& action) {
           ->type_name("PATH");
   CLI::Option* memory =
       command->add_flag("--memory", args->memory, "a new in-memory database, gone at exit");
-  CLI::Option* connect =
-      command->add_option("--connect", args->connect, "a cairn server (cairn serve) at HOST:PORT")
-          ->type_name("HOST:PORT");
-  command->add_option("--token", args->token, "the token for --connect (or env CAIRN_TOKEN)")
+  CLI::Option* connect = command->add_option("--connect", args->server.connect, connect_help)
+                             ->type_name("HOST:PORT|unix:PATH");
+  command->add_option("--token", args->server.token, "the token for --connect (or env CAIRN_TOKEN)")
       ->type_name("T")
       ->needs(connect);
+  add_tls_client_options(command, args->server);
   add_fsync_option(command, args->fsync,
                    "always, batch or never: when commits reach the disk (default: the policy "
                    "recorded in the file)")
@@ -234,11 +217,15 @@ void add_shell_command(CLI::App& app, Action& action) {
       throw CLI::ValidationError(
           "cairn shell", "give exactly one of --file PATH, --memory or --connect HOST:PORT");
     }
+    if (!connect->count() &&
+        (args->server.tls || args->server.insecure || !args->server.ca_file.empty())) {
+      throw CLI::ValidationError("cairn shell", "--tls, --tls-ca and --insecure go with --connect");
+    }
     args->use_connect = connect->count() > 0;
     args->have_commands = commands->count() > 0;
     if (args->use_connect) {
       try {
-        parse_store_url("cairn://" + args->connect);  // not with the token: errors show the URL
+        check_connect(args->server);  // not with the token: errors show the URL
       } catch (const Error& e) {
         throw CLI::ValidationError("--connect", e.what());
       }

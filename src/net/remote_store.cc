@@ -4,6 +4,7 @@
 
 #include <fmt/format.h>
 #include <openssl/ssl.h>
+#include <openssl/x509.h>
 
 #include <atomic>
 #include <condition_variable>
@@ -87,6 +88,7 @@ class RemoteStore::Impl : public std::enable_shared_from_this<Impl> {
       connected_ = true;
     }
     in_len_ = 0;
+    replied_ = false;
     out_pending_.clear();
     out_writing_.clear();
     read();
@@ -98,7 +100,15 @@ class RemoteStore::Impl : public std::enable_shared_from_this<Impl> {
         .u64(protocol_version)
         .str(options_.token)
         .str(fmt::format("cairn {}", version));
-    std::string reply = call_connected(Op::hello, w.bytes(), options_.connect_timeout);
+    std::string reply;
+    try {
+      reply = call_connected(Op::hello, w.bytes(), options_.connect_timeout);
+    } catch (const IoError& e) {
+      // A TLS server closes a plaintext connection without a word: its handshake failed.
+      if (options_.tls || replied_) throw;
+      throw IoError(fmt::format(
+          "{} (if the server serves TLS, connect with cairns:// or cairn shell --tls)", e.what()));
+    }
     Body body(reply);
     Reader r = body.reader();
     r.u64();  // the version: the server accepted our one
@@ -308,7 +318,20 @@ class RemoteStore::Impl : public std::enable_shared_from_this<Impl> {
     });
     run_until(done, "TLS handshake");
     if (ec) {
-      throw IoError(fmt::format("TLS handshake with {} failed: {}", where(), ec.message()));
+      std::string why = ec.message();
+      long verify = SSL_get_verify_result(raw->stream().native_handle());
+      if (!options_.insecure && verify == X509_V_ERR_UNSPECIFIED) {
+        // What the host name check reports.
+        why = fmt::format("the server's certificate is not valid for the host name {}",
+                          options_.host);
+      } else if (!options_.insecure && verify != X509_V_OK) {
+        why =
+            fmt::format("the server's certificate is not trusted ({}); it was checked against {}",
+                        X509_verify_cert_error_string(verify),
+                        options_.ca_file.empty() ? std::string("the system's CAs")
+                                                 : fmt::format("the CA file {}", options_.ca_file));
+      }
+      throw IoError(fmt::format("TLS handshake with {} failed: {}", where(), why));
     }
   }
 
@@ -349,6 +372,15 @@ class RemoteStore::Impl : public std::enable_shared_from_this<Impl> {
 
   void consume() {
     std::size_t at = 0;
+    // A TLS server answers a plaintext hello with a TLS alert record: content type 21 (or 22, a
+    // handshake), then major version 3. No frame starts that way (it would be a body of over
+    // 350 MB), so say what is wrong rather than that the frame is too large.
+    if (!options_.tls && !replied_ && in_len_ >= 2 && (in_[0] == 0x15 || in_[0] == 0x16) &&
+        in_[1] == 0x03) {
+      throw ProtocolError(
+          "the server answered with TLS: it serves TLS only, so connect with cairns:// (cairn "
+          "shell --tls)");
+    }
     while (in_len_ - at >= header_size) {
       FrameHeader header =
           parse_header(std::string_view(in_.data() + at, header_size), default_max_frame_bytes);
@@ -361,6 +393,7 @@ class RemoteStore::Impl : public std::enable_shared_from_this<Impl> {
       std::string_view body(in_.data() + at + header_size, header.body_size);
       at += header_size + header.body_size;
       check_body(header, body);
+      replied_ = true;
       if (header.kind == Kind::push) {
         on_push(header, body);
         continue;
@@ -475,6 +508,7 @@ class RemoteStore::Impl : public std::enable_shared_from_this<Impl> {
   // I/O thread only.
   std::string in_;
   std::size_t in_len_ = 0;
+  std::atomic<bool> replied_{false};  // a whole frame has come on this connection
   std::string out_pending_;
   std::string out_writing_;
   bool sent_since_tick_ = false;

@@ -95,6 +95,7 @@ class Server::Impl {
   std::uint64_t bytes_out_ = 0;
   std::uint64_t last_csn_ = 0;
   std::uint64_t committed_bytes_since_pack_ = 0;
+  std::uint64_t packs_ = 0;  // finished since start, automatic or asked for
   bool packing_ = false;
 
  private:
@@ -528,8 +529,10 @@ void Session::handle(const FrameHeader& header, const Body& body) {
       });
     }
     case Op::pack:
-      return run(header, true, [&store] {
+      server_.committed_bytes_since_pack_ = 0;
+      return run(header, true, [&server = server_, &store] {
         PackStats stats = store.pack();
+        asio::post(server.io_, [&server] { ++server.packs_; });
         Writer w;
         w.array(4)
             .u64(stats.objects_before)
@@ -812,7 +815,12 @@ void Server::Impl::tick() {
     committed_bytes_since_pack_ = 0;
     auto run_pack = [this] {
       try {
-        store_.pack();
+        PackStats stats = store_.pack();
+        log(fmt::format(
+            "packed automatically (--gc-bytes {}): {} objects kept of {}, {} bytes from {}",
+            options_.gc_bytes, stats.objects_after, stats.objects_before, stats.bytes_after,
+            stats.bytes_before));
+        asio::post(io_, [this] { ++packs_; });
       } catch (const Error& e) {
         log(fmt::format("automatic pack failed: {}", e.what()));
       }
@@ -831,7 +839,7 @@ void Server::Impl::tick() {
 
 void Server::Impl::write_info(Writer& w) const {
   auto uptime = std::chrono::duration_cast<std::chrono::seconds>(Clock::now() - started_);
-  w.map(9);
+  w.map(10);
   w.str("server").str(fmt::format("{} {}", options_.name, version));
   w.str("clients").u64(sessions_.size());
   w.str("watching").u64(watchers_);
@@ -841,6 +849,7 @@ void Server::Impl::write_info(Writer& w) const {
   w.str("bytes_in").u64(bytes_in_);
   w.str("bytes_out").u64(bytes_out_);
   w.str("uptime_seconds").u64(static_cast<std::uint64_t>(uptime.count()));
+  w.str("packs").u64(packs_);
 }
 
 void Server::Impl::begin_stop(const std::string& why) {

@@ -17,6 +17,7 @@
 #include <cstdlib>
 #include <deque>
 #include <functional>
+#include <limits>
 #include <mutex>
 #include <thread>
 #include <unordered_map>
@@ -768,7 +769,9 @@ void RedisStore::deliver() {
 }
 
 Changes RedisStore::changes_since(std::uint64_t csn) {
-  std::string start = fmt::format("{}-0", csn + 1);
+  // "+" (the greatest id) where csn + 1 would wrap to 0 and ask for the whole stream.
+  std::string start =
+      csn == std::numeric_limits<std::uint64_t>::max() ? "+" : fmt::format("{}-0", csn + 1);
   ReplyPtr reply;
   {
     std::lock_guard lk(mu_);
