@@ -180,8 +180,12 @@ std::unique_ptr<Store> make_memory_store();
 //   memory:                                 a new MemoryStore
 //   file:PATH                               the embedded file store
 //   redis://[:PASSWORD@]HOST[:PORT][/DB][?prefix=P]
-//   cairn://[TOKEN@]HOST[:PORT]             a cairn server (port 2972 by default)
-//   cairns://[TOKEN@]HOST[:PORT]            the same over TLS
+//   cairn://[TOKEN@]HOST[:PORT]             a cairn server (port 2972 by default; the token may
+//                                           also come from env CAIRN_TOKEN)
+//   cairns://[TOKEN@]HOST[:PORT][?ca=FILE]  the same over TLS, the server's certificate checked
+//                                           against FILE (default: the system's CAs);
+//                                           ?insecure=1 skips that check
+//   cairn://[TOKEN@]localhost?socket=PATH   a server's unix socket
 // Throws InvalidArgument for a malformed URL or unknown scheme, Unsupported for a backend this
 // build does not have.
 std::unique_ptr<Store> open(std::string_view url);
