@@ -242,6 +242,10 @@ struct DatabaseStats {
   std::size_t connections = 0;         // connections alive: handed out by connect() or pooled
   std::size_t pooled_connections = 0;  // of those, idle in the pool
   std::size_t cached_objects = 0;      // objects cached by all of them together
+  std::size_t replica_objects = 0;     // object states the subscriptions' replica holds
+  std::uint64_t replica_csn = 0;       // the CSN those states are current at
+  std::size_t replica_pending = 0;     // oids it is (re)loading after commits; 0 = current
+  std::uint64_t replica_reads = 0;     // loads, scans and key lookups it answered from memory
 };
 
 // A store and the connections working on it. Thread-safe. Connections keep what they need of it
@@ -294,6 +298,23 @@ class Database {
       return std::move(*result);
     }
   }
+
+  // Subscriptions (ODB's subscribeToSchema): over a remote store (cairn://, redis://) the
+  // database keeps a local replica of the objects a subscription names, kept current by the
+  // commits the store pushes, and serves reads of them from memory: loads in views and
+  // transactions, and scan_type / scan_keys / find_key on store() when a subscription covers
+  // them. Each call returns once the initial contents are loaded; destroying or resetting the
+  // Subscription unsubscribes, and the last one frees the replica. Reads stay snapshot
+  // consistent. Another client's commit becomes visible once its push arrives (as for cached
+  // objects), not the moment that client's commit returns. Over a local store these do nothing.
+  //
+  // Every object of `type` (store.h), including ones created later by anyone.
+  Subscription subscribe_type(std::string type);
+  // The objects of `type` whose key starts with `prefix`: e.g. a record index value, whose
+  // entries are keyed objects of the index's type (docs/records.md).
+  Subscription subscribe_keys(std::string type, std::string prefix);
+  // These objects, whatever their type, present or not.
+  Subscription subscribe_objects(std::vector<Oid> oids);
 
   DatabaseStats stats() const;
 

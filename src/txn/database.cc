@@ -1,4 +1,6 @@
 // Database: the connection pool, and transaction() and view() with their retries.
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <chrono>
 #include <optional>
@@ -14,13 +16,27 @@ namespace cairn::detail {
 
 DatabaseCore::DatabaseCore(std::unique_ptr<Store> store, DatabaseOptions options)
     : store_(std::move(store)), options_(options) {
-  if (store_->is_remote()) feed_ = std::make_unique<ChangeFeed>(*store_);
+  if (store_->is_remote()) {
+    // The replica sits between the connections and the store, and the feed hears of commits
+    // from it, after it has applied them (replica_store.h).
+    auto replica = std::make_unique<ReplicaStore>(std::move(store_));
+    replica_ = replica.get();
+    store_ = std::move(replica);
+    feed_ = std::make_unique<ChangeFeed>(*store_);
+  }
 }
 
 DatabaseStats DatabaseCore::stats() const {
   DatabaseStats out;
   out.connections = counters_.connections.load();
   out.cached_objects = counters_.cached_objects.load();
+  if (replica_ != nullptr) {
+    ReplicaStats replica = replica_->stats();
+    out.replica_objects = replica.objects;
+    out.replica_csn = replica.csn;
+    out.replica_pending = replica.pending;
+    out.replica_reads = replica.local_loads + replica.local_scans;
+  }
   std::lock_guard lk(mu_);
   out.pooled_connections = pool_.size();
   return out;
@@ -123,6 +139,42 @@ const DatabaseOptions& Database::options() const {
 }
 DatabaseStats Database::stats() const {
   return core().stats();
+}
+
+namespace {
+
+// Scopes over a store that is not remote: its reads are already local, so there is nothing to
+// replicate. The subscription is active, and cancelling it does nothing.
+Subscription local_subscription(std::string_view type) {
+  if (type.empty()) throw InvalidArgument("a subscription needs a type");
+  if (type.size() > max_type_length) {
+    throw InvalidArgument(
+        fmt::format("type is {} bytes; the limit is {}", type.size(), max_type_length));
+  }
+  return Subscription([] {});
+}
+
+}  // namespace
+
+Subscription Database::subscribe_type(std::string type) {
+  if (detail::ReplicaStore* replica = core().replica()) {
+    return replica->subscribe_type(std::move(type));
+  }
+  return local_subscription(type);
+}
+
+Subscription Database::subscribe_keys(std::string type, std::string prefix) {
+  if (detail::ReplicaStore* replica = core().replica()) {
+    return replica->subscribe_keys(std::move(type), std::move(prefix));
+  }
+  return local_subscription(type);
+}
+
+Subscription Database::subscribe_objects(std::vector<Oid> oids) {
+  if (detail::ReplicaStore* replica = core().replica()) {
+    return replica->subscribe_objects(std::move(oids));
+  }
+  return Subscription([] {});
 }
 
 Connection Database::connect() {

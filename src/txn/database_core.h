@@ -11,6 +11,7 @@
 #include "cairn/store.h"
 #include "txn/change_feed.h"
 #include "txn/connection_impl.h"
+#include "txn/replica_store.h"
 
 namespace cairn::detail {
 
@@ -19,6 +20,8 @@ class DatabaseCore {
   DatabaseCore(std::unique_ptr<Store> store, DatabaseOptions options);
 
   Store& store() { return *store_; }
+  // For a remote store: the replica in front of it (store() is that replica); else null.
+  ReplicaStore* replica() { return replica_; }
   const DatabaseOptions& options() const { return options_; }
   DatabaseStats stats() const;
 
@@ -31,6 +34,7 @@ class DatabaseCore {
 
  private:
   std::unique_ptr<Store> store_;
+  ReplicaStore* replica_ = nullptr;  // store_ itself, when it is one
   DatabaseOptions options_;
   // For a remote store: commits pushed to us, so connections rarely ask the store what changed.
   std::unique_ptr<ChangeFeed> feed_;
