@@ -13,6 +13,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <exception>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -130,6 +131,19 @@ class Store {
   // write or delete validates its reads and returns the current CSN. Writes must name the root
   // or an oid from new_oids(); an oid may appear once among writes and deletes.
   virtual std::uint64_t commit(const CommitRequest& request) = 0;
+
+  // Called once a commit_async() commit is durable (error null), or could not be made durable.
+  using CommitCallback = std::function<void(std::uint64_t csn, std::exception_ptr error)>;
+
+  // For servers: like commit(), but returns once the commit is validated and applied (visible
+  // to loads) and calls `done`, from a thread of the store's, once it is durable, so that no
+  // thread waits for the disk per commit. Conflicts and invalid requests throw here, as from
+  // commit(). Returns false, doing nothing, if this store has no such path: call commit().
+  virtual bool commit_async(const CommitRequest& request, CommitCallback done) {
+    (void)request;
+    (void)done;
+    return false;
+  }
 
   // The oids changed by commits with CSN > `csn`.
   virtual Changes changes_since(std::uint64_t csn) = 0;

@@ -434,6 +434,38 @@ void Session::handle(const FrameHeader& header, const Body& body) {
       for (const WriteOp& write : request.writes)
         bytes += write.data.size();
       server_.committed_bytes_since_pack_ += bytes;
+      if (!server_.options_.blocking_store) {
+        // A store that makes commits durable on a thread of its own: apply here, on the loop,
+        // and answer when its sync says so. No thread waits for the disk per commit.
+        ++inflight_;
+        try {
+          bool async =
+              store.commit_async(request, [this, self = shared_from_this(), header](
+                                              std::uint64_t csn, std::exception_ptr error) {
+                asio::post(server_.io_, [this, self, header, csn, error] {
+                  try {
+                    if (error) std::rethrow_exception(error);
+                    Writer w;
+                    w.array(1).u64(csn);
+                    reply(header, w.bytes());
+                  } catch (const Error& e) {
+                    reply_error(header, e.code(), e.what());
+                  } catch (const std::exception& e) {
+                    reply_error(header, ErrorCode::internal, e.what());
+                  }
+                  answered();
+                });
+              });
+          if (async) return;
+        } catch (const ConflictError& e) {
+          reply_error(header, e.code(), e.what(), e.oids());
+          return answered();
+        } catch (const Error& e) {
+          reply_error(header, e.code(), e.what());
+          return answered();
+        }
+        --inflight_;
+      }
       return run(header, server_.pool_ != nullptr, [&store, request = std::move(request)] {
         Writer w;
         w.array(1).u64(store.commit(request));

@@ -19,11 +19,13 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstring>
+#include <deque>
 #include <filesystem>
 #include <iostream>
 #include <mutex>
 #include <random>
 #include <shared_mutex>
+#include <thread>
 #include <unordered_set>
 
 #include "cairn/codec.h"
@@ -328,6 +330,7 @@ class FileStoreImpl final : public FileStore {
 
   LoadResult load(std::span<const Oid> oids) override;
   std::uint64_t commit(const CommitRequest& request) override;
+  bool commit_async(const CommitRequest& request, CommitCallback done) override;
   Changes changes_since(std::uint64_t csn) override {
     std::shared_lock lk(mu_);
     return history_.since(csn, csn_);
@@ -452,6 +455,28 @@ class FileStoreImpl final : public FileStore {
 
   std::mutex pack_mu_;
   ListenerRegistry listeners_;
+
+  // A commit applied to the index and the log, not yet durable (batch and always policies).
+  struct Applied {
+    std::uint64_t csn = 0;
+    std::uint64_t sync = 0;  // the sync that makes it durable
+    std::vector<Oid> changed;
+    bool empty = false;  // wrote nothing: validated its reads only
+  };
+  Applied apply(const CommitRequest& request);
+  // commit_async(): commits waiting for their sync, in CSN order, and the thread that runs the
+  // syncs for them and then calls their callbacks (started by the first such commit).
+  struct AsyncCommit {
+    Applied applied;
+    CommitCallback done;
+  };
+  void async_loop();
+  void stop_async();
+  std::mutex async_mu_;
+  std::condition_variable async_cv_;
+  std::deque<AsyncCommit> async_;
+  bool async_stop_ = false;
+  std::thread async_thread_;
   LockTable locks_;
 };
 
@@ -663,6 +688,7 @@ void FileStoreImpl::write_checkpoint() {
 }
 
 FileStoreImpl::~FileStoreImpl() {
+  stop_async();  // every commit_async() commit made durable and answered first
   if (options_.read_only || failed_.load()) return;
   try {
     // A checkpoint at close makes the next open quick, once there is enough log to matter.
@@ -862,9 +888,6 @@ LoadResult FileStoreImpl::load(std::span<const Oid> oids) {
 }
 
 std::uint64_t FileStoreImpl::commit(const CommitRequest& request) {
-  check_usable();
-  if (options_.read_only) throw InvalidArgument(path_ + " is open read-only");
-  validate_commit_shape(request, next_oid_.load());
   // Counted while inside commit(), so that a sync leader knows how many may join it.
   struct InCommit {
     std::atomic<int>* count;
@@ -875,6 +898,87 @@ std::uint64_t FileStoreImpl::commit(const CommitRequest& request) {
       if (count) --*count;
     }
   } in_commit(policy_ == FsyncPolicy::batch ? &in_commit_ : nullptr);
+  Applied applied = apply(request);
+  // What an empty commit read may be a commit not yet durable: succeed only once it is.
+  if (policy_ == FsyncPolicy::batch || (applied.empty && policy_ == FsyncPolicy::always)) {
+    wait_durable(applied.sync);
+  }
+  if (applied.empty) return applied.csn;
+  listeners_.notify(applied.csn, applied.changed);
+  maybe_checkpoint();
+  return applied.csn;
+}
+
+bool FileStoreImpl::commit_async(const CommitRequest& request, CommitCallback done) {
+  if (policy_ != FsyncPolicy::batch) return false;
+  Applied applied = apply(request);
+  std::lock_guard lk(async_mu_);
+  if (!async_thread_.joinable()) async_thread_ = std::thread([this] { async_loop(); });
+  async_.push_back(AsyncCommit{std::move(applied), std::move(done)});
+  async_cv_.notify_one();
+  return true;
+}
+
+void FileStoreImpl::async_loop() {
+  std::unique_lock lk(async_mu_);
+  for (;;) {
+    async_cv_.wait(lk, [&] { return async_stop_ || !async_.empty(); });
+    if (async_.empty()) return;  // stopping, and nothing left to make durable
+    // One sync covers every commit queued so far (and any a thread in commit() adds).
+    std::uint64_t target = async_.back().applied.sync;
+    lk.unlock();
+    std::exception_ptr error;
+    try {
+      wait_durable(target);
+    } catch (...) {
+      error = std::current_exception();
+    }
+    lk.lock();
+    std::vector<AsyncCommit> ready;
+    while (!async_.empty() && (error || async_.front().applied.sync <= target)) {
+      ready.push_back(std::move(async_.front()));
+      async_.pop_front();
+    }
+    lk.unlock();
+    {
+      // Most of this round's committers (a server's clients) will commit again at once: the
+      // next sync gathers three quarters as many (waiting at most two sync times), as it does
+      // for threads inside commit().
+      std::lock_guard log_lk(log_mu_);
+      round_peak_ = std::max(round_peak_, static_cast<int>(ready.size() * 3 / 4));
+    }
+    for (AsyncCommit& c : ready) {
+      if (!error && !c.applied.empty) listeners_.notify(c.applied.csn, c.applied.changed);
+      try {
+        c.done(c.applied.csn, error);
+      } catch (...) {
+        // The commit is made; a failing callback cannot undo it.
+      }
+    }
+    if (!error) {
+      try {
+        maybe_checkpoint();
+      } catch (...) {
+        // Reported by the next commit: the store is marked failed.
+      }
+    }
+    lk.lock();
+  }
+}
+
+void FileStoreImpl::stop_async() {
+  {
+    std::lock_guard lk(async_mu_);
+    async_stop_ = true;
+    async_cv_.notify_all();
+  }
+  if (async_thread_.joinable()) async_thread_.join();
+}
+
+FileStoreImpl::Applied FileStoreImpl::apply(const CommitRequest& request) {
+  check_usable();
+  if (options_.read_only) throw InvalidArgument(path_ + " is open read-only");
+  validate_commit_shape(request, next_oid_.load());
   std::unique_lock lk(mu_);
   std::vector<Oid> conflicts;
   for (const ReadCheck& r : request.reads) {
@@ -885,16 +989,12 @@ std::uint64_t FileStoreImpl::commit(const CommitRequest& request) {
       request, [this](auto type, auto key) { return index_.key_holder(type, key); }, conflicts);
   throw_if_conflicts(std::move(conflicts));
   if (request.writes.empty() && request.deletes.empty()) {
-    // What was read may be a commit not yet durable: succeed only once it is.
-    std::uint64_t csn = csn_;
-    std::uint64_t sync = 0;
-    {
-      std::lock_guard log_lk(log_mu_);
-      sync = last_commit_sync_;
-    }
-    lk.unlock();
-    if (policy_ != FsyncPolicy::never) wait_durable(sync);
-    return csn;
+    Applied empty;
+    empty.empty = true;
+    empty.csn = csn_;
+    std::lock_guard log_lk(log_mu_);
+    empty.sync = last_commit_sync_;
+    return empty;
   }
 
   // The frame: header, deletes, writes, checksum.
@@ -953,11 +1053,7 @@ std::uint64_t FileStoreImpl::commit(const CommitRequest& request) {
   ++transactions_;
   history_.remember(csn, changed);
   if (policy_ == FsyncPolicy::always) wait_durable(sync);  // visible only once durable
-  lk.unlock();
-  if (policy_ == FsyncPolicy::batch) wait_durable(sync);
-  listeners_.notify(csn, changed);
-  maybe_checkpoint();
-  return csn;
+  return Applied{csn, sync, std::move(changed), false};
 }
 
 std::uint64_t FileStoreImpl::append_oid_mark(std::uint64_t next) {

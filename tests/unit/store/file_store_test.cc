@@ -174,6 +174,57 @@ TEST_F(FileStoreTest, PackDropsGarbageKeepsOidsAndShrinksTheFile) {
   EXPECT_FALSE(std::filesystem::exists(path + ".pack"));
 }
 
+TEST_F(FileStoreTest, AsyncCommitsAnswerOnceDurableAndConflictAtOnce) {
+  auto db = open_db(FsyncPolicy::batch);
+  Oid a = db->new_oids(1);
+  std::mutex mu;
+  std::condition_variable cv;
+  std::vector<std::uint64_t> done;
+  std::vector<std::uint64_t> heard;
+  Subscription sub = db->subscribe([&](std::uint64_t csn, std::span<const Oid>) {
+    std::lock_guard lock(mu);
+    heard.push_back(csn);
+  });
+  std::uint64_t first = 0;
+  for (int i = 0; i < 100; ++i) {
+    CommitRequest request;
+    request.writes.push_back(WriteOp{a, "", "", encode(Value(i))});
+    ASSERT_TRUE(db->commit_async(request, [&](std::uint64_t csn, std::exception_ptr error) {
+      EXPECT_FALSE(error);
+      std::lock_guard lock(mu);
+      done.push_back(csn);
+      cv.notify_all();
+    }));
+    if (i == 0) first = db->changes_since(0).csn;
+  }
+  {
+    std::unique_lock lock(mu);
+    ASSERT_TRUE(cv.wait_for(lock, 10s, [&] { return done.size() == 100; }));
+    for (std::size_t i = 0; i < done.size(); ++i)
+      EXPECT_EQ(done[i], first + i) << "answered out of CSN order";
+    EXPECT_EQ(heard, done) << "listeners hear each commit before it is answered";
+  }
+  // A stale read conflicts before anything is queued.
+  CommitRequest stale;
+  stale.reads.push_back(ReadCheck{a, first});
+  stale.writes.push_back(WriteOp{a, "", "", encode(Value(-1))});
+  EXPECT_THROW(db->commit_async(stale, [](std::uint64_t, std::exception_ptr) {}), ConflictError);
+  // Policies without a sync thread say so, and commit nothing.
+  FileStoreOptions never_options;
+  never_options.fsync = FsyncPolicy::never;
+  never_options.log = [](std::string_view) {};
+  auto never = FileStore::open(dir.file("never.cairn"), never_options);
+  CommitRequest one;
+  one.writes.push_back(WriteOp{never->new_oids(1), "", "", encode(Value(1))});
+  EXPECT_FALSE(never->commit_async(one, [](std::uint64_t, std::exception_ptr) {}));
+  EXPECT_EQ(never->changes_since(0).csn, 0u);
+  // Everything answered is in the file after a reopen.
+  sub.reset();
+  db.reset();
+  db = open_db();
+  EXPECT_EQ(decode(get(*db, a).data), Value(99));
+}
+
 TEST_F(FileStoreTest, PackUnderConcurrentCommitsLosesNothing) {
   auto db = open_db(FsyncPolicy::never);
   std::atomic<bool> stop{false};
