@@ -1,6 +1,7 @@
 // The records layer's scenarios: queries answered from a secondary index.
 #include <fmt/format.h>
 
+#include <filesystem>
 #include <random>
 
 #include "bench/bench.h"
@@ -82,10 +83,87 @@ Result indexed_eq(Context& ctx) {
   return measured("query.indexed_eq", "us/query", micros, "limit", 1, 50, true);
 }
 
+// A record of ten fields of the usual kinds, no indexes.
+struct Profile : Record<Profile> {
+  std::string name;
+  std::string email;
+  std::string city;
+  std::string bio;
+  std::int64_t age = 0;
+  std::int64_t visits = 0;
+  double score = 0;
+  bool active = true;
+  std::string plan;
+  std::int64_t updated = 0;
+};
+CAIRN_TYPE(Profile, "bench.Profile", name, email, city, bio, age, visits, score, active, plan,
+           updated);
+
+// The embedded default: durable commits, the batch policy.
+FileStoreOptions durable() {
+  FileStoreOptions options;
+  options.log = [](std::string_view) {};
+  return options;
+}
+
+// save() of one 10-field record, changing one field each time, against commits of the same
+// stored bytes (type, key, encoded state) made directly on the same kind of store: a FileStore
+// with its default, durable policy, as a record's repository has by default.
+Result save_10(Context& ctx) {
+  std::uint64_t n = ctx.size(2'000, 20'000);
+  ctx.progress(fmt::format("{} saves of a 10-field record vs raw commits of its bytes", n));
+  auto saves = [&] {
+    auto repo = std::make_shared<Repository>(
+        Database(FileStore::open(ctx.dir + "/saves.cairn", durable())));
+    auto p = Profile::make(
+        [](Profile& r) {
+          r.name = "Harry Potter";
+          r.email = "harry@hogwarts.example";
+          r.city = "Little Whinging";
+          r.bio = "The boy who lived.";
+          r.age = 17;
+          r.plan = "wizard";
+        },
+        {.id = "harry", .repository = repo});
+    auto start = Clock::now();
+    for (std::uint64_t i = 0; i < n; ++i) {
+      p->updated = static_cast<std::int64_t>(i);
+      p->save();
+    }
+    double rate = static_cast<double>(n) / seconds_since(start);
+    Oid one[] = {*p->oid()};
+    StoredObject stored = repo->store().load(one).objects.at(0);
+    p.reset();
+    repo.reset();
+    std::filesystem::remove(ctx.dir + "/saves.cairn");
+    std::filesystem::remove(ctx.dir + "/saves.cairn.lock");
+    return std::make_pair(rate, stored);
+  };
+  auto [cairn, stored] = saves();
+  auto raw = [&, stored = stored] {
+    auto store = FileStore::open(ctx.dir + "/raw.cairn", durable());
+    CommitRequest request;
+    request.writes.push_back(WriteOp{store->new_oids(1), stored.type, stored.key, stored.data});
+    auto start = Clock::now();
+    for (std::uint64_t i = 0; i < n; ++i)
+      store->commit(request);
+    double rate = static_cast<double>(n) / seconds_since(start);
+    store.reset();
+    std::filesystem::remove(ctx.dir + "/raw.cairn");
+    std::filesystem::remove(ctx.dir + "/raw.cairn.lock");
+    return rate;
+  };
+  double peer = raw();
+  auto [again, unused] = saves();
+  (void)unused;
+  return measured("record.save_10", "saves/s", std::max(cairn, again), "file_store_commit",
+                  std::max(peer, raw()), 0.8);
+}
+
 }  // namespace
 
 std::vector<Scenario> record_scenarios() {
-  return {{"query.indexed_eq", indexed_eq}};
+  return {{"query.indexed_eq", indexed_eq}, {"record.save_10", save_10}};
 }
 
 }  // namespace cairn::bench
