@@ -197,6 +197,54 @@ Result load_50(Context& ctx) {
   return measured("server.load_50", "loads/s", cairn, "redis_get_50", peer, 1.0);
 }
 
+// The network's limit: one connection over loopback TCP, a thread echoing each 20-byte message
+// (a frame header's size) back, the client waiting for each echo before sending the next.
+double loopback_ping_pong(std::uint64_t n) {
+  asio::io_context io(1);
+  asio::ip::tcp::acceptor acceptor(io, {asio::ip::make_address("127.0.0.1"), 0});
+  std::thread echo([&] {
+    asio::ip::tcp::socket peer = acceptor.accept();
+    peer.set_option(asio::ip::tcp::no_delay(true));
+    std::array<char, net::header_size> buf{};
+    for (std::uint64_t i = 0; i < n; ++i) {
+      asio::read(peer, asio::buffer(buf));
+      asio::write(peer, asio::buffer(buf));
+    }
+  });
+  asio::ip::tcp::socket client(io);
+  client.connect(acceptor.local_endpoint());
+  client.set_option(asio::ip::tcp::no_delay(true));
+  std::array<char, net::header_size> buf{};
+  auto start = Clock::now();
+  for (std::uint64_t i = 0; i < n; ++i) {
+    asio::write(client, asio::buffer(buf));
+    asio::read(client, asio::buffer(buf));
+  }
+  double rate = static_cast<double>(n) / seconds_since(start);
+  echo.join();
+  return rate;
+}
+
+// One client's round trips through the protocol and the server (ping requests on one
+// connection, each awaited) against the loopback ping-pong above.
+Result ping_1(Context& ctx) {
+  std::uint64_t n = ctx.size(20'000, 200'000);
+  ctx.progress(fmt::format("server.ping_1: {} pings on one connection vs a loopback ping-pong", n));
+  auto store = make_memory_store();
+  net::ServerOptions options;
+  options.port = 0;
+  options.workers = 0;
+  net::Server server(*store, options);
+  std::thread loop([&] { server.run(); });
+  std::vector<std::string> frames = {request(net::Op::ping, net::Writer().array(0).bytes())};
+  auto [cairn, peer] = best_of(
+      ctx.quick ? 1 : 3, [&] { return drive(server.port(), frames, n); },
+      [&] { return loopback_ping_pong(n); });
+  server.stop();
+  loop.join();
+  return measured("server.ping_1", "round trips/s", cairn, "loopback_ping_pong", peer, 0.5);
+}
+
 }  // namespace
 
 std::vector<Scenario> server_scenarios() {
@@ -204,6 +252,7 @@ std::vector<Scenario> server_scenarios() {
       {"server.commit_50", [](Context& ctx) { return commit_50(ctx, false); }},
       {"server.durable_commit_50", [](Context& ctx) { return commit_50(ctx, true); }},
       {"server.load_50", load_50},
+      {"server.ping_1", ping_1},
   };
 }
 

@@ -52,7 +52,8 @@ TEST(Bench, QuickRunWritesOneObjectPerScenarioWithRatiosOfCairnToPeer) {
        {"file.durable_commit", "file.group_commit_16", "file.nosync_commit", "file.bulk_1m",
         "file.random_load", "file.open_1m", "memory.index_bytes_per_object", "view.cached_read",
         "txn.commit_overhead", "server.commit_50", "server.durable_commit_50", "server.load_50",
-        "redis.commit_1", "redis.load_100", "query.indexed_eq", "record.save_10"}) {
+        "server.ping_1", "redis.commit_1", "redis.load_100", "query.indexed_eq",
+        "record.save_10"}) {
     EXPECT_TRUE(measured.contains(name)) << name << " should be measured";
   }
   EXPECT_EQ(names.size(), results.size()) << "each scenario once";
