@@ -11,8 +11,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <condition_variable>
 #include <deque>
 #include <map>
+#include <mutex>
 #include <unordered_map>
 
 #include "cairn/error.h"
@@ -76,6 +79,21 @@ class Server::Impl {
     if (options_.log) options_.log(message);
   }
   std::uint64_t commits_in_flight = 0;
+
+  // Commits handed to Store::commit_async whose callback has not finished: the destructor
+  // waits for them, since each callback posts to io_.
+  std::atomic<int> async_outstanding_{0};
+  std::mutex async_mu_;
+  std::condition_variable async_cv_;
+  void async_done() {
+    std::lock_guard lock(async_mu_);
+    if (--async_outstanding_ == 0) async_cv_.notify_all();
+  }
+  struct AsyncDone {
+    Impl& impl;
+    explicit AsyncDone(Impl& i) : impl(i) {}
+    ~AsyncDone() { impl.async_done(); }
+  };
 
   Store& store_;
   ServerOptions options_;
@@ -438,10 +456,13 @@ void Session::handle(const FrameHeader& header, const Body& body) {
         // A store that makes commits durable on a thread of its own: apply here, on the loop,
         // and answer when its sync says so. No thread waits for the disk per commit.
         ++inflight_;
+        ++server_.async_outstanding_;
         try {
           bool async =
               store.commit_async(request, [this, self = shared_from_this(), header](
                                               std::uint64_t csn, std::exception_ptr error) {
+                // The server outlives this call (its destructor waits for outstanding ones).
+                Server::Impl::AsyncDone leaving(server_);
                 asio::post(server_.io_, [this, self, header, csn, error] {
                   try {
                     if (error) std::rethrow_exception(error);
@@ -458,12 +479,15 @@ void Session::handle(const FrameHeader& header, const Body& body) {
               });
           if (async) return;
         } catch (const ConflictError& e) {
+          server_.async_done();
           reply_error(header, e.code(), e.what(), e.oids());
           return answered();
         } catch (const Error& e) {
+          server_.async_done();
           reply_error(header, e.code(), e.what());
           return answered();
         }
+        server_.async_done();
         --inflight_;
       }
       return run(header, server_.pool_ != nullptr, [&store, request = std::move(request)] {
@@ -734,6 +758,10 @@ Server::Impl::Impl(Store& store, ServerOptions options)
 }
 
 Server::Impl::~Impl() {
+  {
+    std::unique_lock lock(async_mu_);
+    async_cv_.wait(lock, [&] { return async_outstanding_.load() == 0; });
+  }
   subscription_.reset();
   if (pool_) pool_->join();
 }
