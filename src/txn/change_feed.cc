@@ -19,6 +19,13 @@ ChangeFeed::ChangeFeed(Store& store, std::size_t capacity) : capacity_(capacity)
 void ChangeFeed::on_commit(std::uint64_t csn, std::span<const Oid> oids) {
   std::lock_guard lock(mu_);
   if (csn <= latest_) return;  // already reflected in the starting CSN
+  if (csn > latest_ + 1) {
+    // A gap: CSNs count commits one by one, so commits were missed (a reconnect whose catch-up
+    // merged them, or one that could not list them all). Forget the history before this one:
+    // questions about it go to the store, which knows whether its own history is complete.
+    log_.clear();
+    known_after_ = csn - 1;
+  }
   latest_ = csn;
   log_.emplace_back(csn, std::vector<Oid>(oids.begin(), oids.end()));
   while (log_.size() > capacity_) {

@@ -18,7 +18,8 @@ namespace cairn::detail {
 class ChangeFeed {
  public:
   // Subscribes to `store`; keeps at most `capacity` commits (older ones are forgotten, and
-  // questions about them go to the store).
+  // questions about them go to the store). CSNs must count commits one by one (every store's
+  // do): a commit reported after a gap makes the feed forget what came before it.
   explicit ChangeFeed(Store& store, std::size_t capacity = 65536);
 
   // The oids changed after `csn`, up to the newest commit the feed has seen, if the feed knows

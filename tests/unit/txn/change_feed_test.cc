@@ -125,5 +125,37 @@ TEST(ChangeFeed, AnswersOnlyWhenItKnowsEveryCommitInTheRange) {
   EXPECT_FALSE(feed.changes_since(c2, c3).has_value()) << "answered before its own commit came";
 }
 
+// A store whose commits the test reports to listeners by hand, as a reconnecting client would.
+class ManualPushStore final : public ForwardingStore {
+ public:
+  Subscription subscribe(CommitListener listener) override {
+    listener_ = std::move(listener);
+    return Subscription([] {});
+  }
+  void push(std::uint64_t csn, std::vector<Oid> oids) { listener_(csn, oids); }
+
+ private:
+  Store& inner() const override { return *inner_; }
+  std::unique_ptr<Store> inner_ = make_memory_store();
+  CommitListener listener_;
+};
+
+TEST(ChangeFeed, AGapInTheCommitsItHearsMakesItForgetWhatCameBefore) {
+  ManualPushStore store;
+  detail::ChangeFeed feed(store);  // starts at CSN 0
+  feed.note_own_commit(0);
+  store.push(1, {Oid(10)});
+  store.push(2, {Oid(11)});
+  ASSERT_TRUE(feed.changes_since(0, 2).has_value());
+  // Commits 3 and 4 never came (the connection was down); 5 arrives, merged with what the
+  // catch-up could find.
+  store.push(5, {Oid(12)});
+  EXPECT_FALSE(feed.changes_since(2, 5).has_value()) << "answered across commits it never saw";
+  EXPECT_FALSE(feed.changes_since(0, 5).has_value());
+  auto after = feed.changes_since(4, 5);
+  ASSERT_TRUE(after.has_value());
+  EXPECT_EQ(after->oids, std::vector<Oid>{Oid(12)});
+}
+
 }  // namespace
 }  // namespace cairn::testing
