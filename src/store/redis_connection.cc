@@ -317,7 +317,15 @@ std::string_view reply_str(const redisReply* r) {
 
 void unexpected(const redisReply* r, std::string_view what) {
   if (r->type == REDIS_REPLY_ERROR) {
-    throw ProtocolError(fmt::format("redis {}: {}", what, reply_str(r)));
+    std::string_view message = reply_str(r);
+    // A Redis that is up but cannot serve yet (reloading its data after a restart, a replica
+    // without its master): it ran nothing, as if it were unreachable. Callers may retry.
+    for (std::string_view transient : {"LOADING", "MASTERDOWN", "TRYAGAIN"}) {
+      if (message.starts_with(transient)) {
+        throw IoError(fmt::format("redis {}: not available yet: {}", what, message));
+      }
+    }
+    throw ProtocolError(fmt::format("redis {}: {}", what, message));
   }
   throw ProtocolError(fmt::format("redis {}: unexpected reply type {}", what, r->type));
 }

@@ -1,7 +1,10 @@
 // RedisStore when Redis misbehaves: killed and restarted under a commit loop, frozen, gone for a
 // while, or holding keys of the wrong type. Callers get cairn errors, never a crash or a hang,
 // and no acknowledged commit is lost when Redis runs with appendfsync always.
+#include <fmt/format.h>
 #include <gtest/gtest.h>
+
+#include <asio.hpp>
 
 #include <algorithm>
 #include <atomic>
@@ -260,6 +263,44 @@ TEST(RedisStoreFaults, TimeoutParametersAreValidated) {
   EXPECT_THROW(open(server.url("p:") + "&timeout_ms=soon"), InvalidArgument);
   EXPECT_THROW(open(server.url("p:") + "&connect_timeout_ms=0"), InvalidArgument);
   EXPECT_NO_THROW(open(server.url("p:") + "&timeout_ms=250&connect_timeout_ms=250"));
+}
+
+// A Redis that answers every command with LOADING, as one does while it reloads its data
+// after a restart: callers get IoError (try again), never a protocol error.
+TEST(RedisStoreFaults, ARedisStillLoadingItsDataIsUnavailableNotBroken) {
+  asio::io_context io;
+  asio::ip::tcp::acceptor acceptor(io, {asio::ip::make_address("127.0.0.1"), 0});
+  std::uint16_t port = acceptor.local_endpoint().port();
+  std::atomic<bool> done{false};
+  std::thread fake([&] {
+    while (!done) {
+      asio::error_code ec;
+      asio::ip::tcp::socket peer = acceptor.accept(ec);
+      if (ec || done) return;
+      char buf[4096];
+      while (peer.read_some(asio::buffer(buf), ec) > 0 && !ec) {
+        asio::write(
+            peer,
+            asio::buffer(std::string_view("-LOADING Redis is loading the dataset in memory\r\n")),
+            ec);
+      }
+    }
+  });
+  try {
+    std::unique_ptr<Store> store = open(fmt::format("redis://127.0.0.1:{}/0?prefix=t:", port));
+    Oid oids[] = {Oid(1)};
+    store->load(oids);
+    ADD_FAILURE() << "a loading Redis answered a load";
+  } catch (const IoError& e) {
+    EXPECT_NE(std::string(e.what()).find("LOADING"), std::string::npos) << e.what();
+  } catch (const Error& e) {
+    ADD_FAILURE() << "not an IoError: " << e.what();
+  }
+  done = true;
+  asio::ip::tcp::socket wake(io);
+  asio::error_code ignored;
+  wake.connect(acceptor.local_endpoint(), ignored);
+  fake.join();
 }
 
 }  // namespace
