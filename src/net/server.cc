@@ -78,7 +78,6 @@ class Server::Impl {
   void log(const std::string& message) const {
     if (options_.log) options_.log(message);
   }
-  std::uint64_t commits_in_flight = 0;
 
   // Commits handed to Store::commit_async whose callback has not finished: the destructor
   // waits for them, since each callback posts to io_.
