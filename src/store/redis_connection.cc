@@ -114,14 +114,14 @@ RedisReplyPtr Connection::run(const Args& args, Resend resend) {
   return read();
 }
 
-std::vector<RedisReplyPtr> Connection::run_all(const std::vector<Args>& commands, Resend resend) {
+std::vector<RedisReplyPtr> Connection::exchange(std::size_t count,
+                                                const std::function<void()>& send, Resend resend) {
   auto attempt = [&] {
-    for (const Args& args : commands)
-      append(args);
+    send();
     flush();
     std::vector<RedisReplyPtr> replies;
-    replies.reserve(commands.size());
-    for (std::size_t i = 0; i < commands.size(); ++i)
+    replies.reserve(count);
+    for (std::size_t i = 0; i < count; ++i)
       replies.push_back(read());
     return replies;
   };
@@ -136,28 +136,26 @@ std::vector<RedisReplyPtr> Connection::run_all(const std::vector<Args>& commands
   return attempt();
 }
 
+std::vector<RedisReplyPtr> Connection::run_all(const std::vector<Args>& commands, Resend resend) {
+  return exchange(
+      commands.size(),
+      [&] {
+        for (const Args& args : commands)
+          append(args);
+      },
+      resend);
+}
+
 std::vector<RedisReplyPtr> Connection::run_all(const Pipeline& pipeline, Resend resend) {
-  auto attempt = [&] {
-    if (redisAppendFormattedCommand(ctx_.get(), pipeline.bytes().data(), pipeline.bytes().size()) !=
-        REDIS_OK) {
-      fail("sending a command");
-    }
-    flush();
-    std::vector<RedisReplyPtr> replies;
-    replies.reserve(pipeline.size());
-    for (std::size_t i = 0; i < pipeline.size(); ++i)
-      replies.push_back(read());
-    return replies;
-  };
-  bool reused = ctx_ != nullptr;
-  ensure_connected();
-  try {
-    return attempt();
-  } catch (const IoError&) {
-    if (!reused || resend == Resend::never || timed_out_) throw;
-  }
-  ensure_connected();
-  return attempt();
+  return exchange(
+      pipeline.size(),
+      [&] {
+        if (redisAppendFormattedCommand(ctx_.get(), pipeline.bytes().data(),
+                                        pipeline.bytes().size()) != REDIS_OK) {
+          fail("sending a command");
+        }
+      },
+      resend);
 }
 
 void Pipeline::add(std::initializer_list<std::string_view> args) {

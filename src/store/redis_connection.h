@@ -13,6 +13,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <initializer_list>
 #include <mutex>
 #include <optional>
@@ -89,6 +90,10 @@ class Connection {
   const ConnectionOptions& options() const { return options_; }
 
  private:
+  // Sends what `send` buffers and reads `count` replies; on a reused connection that turns out
+  // to be broken, reconnects and does it once more if `resend` allows.
+  std::vector<RedisReplyPtr> exchange(std::size_t count, const std::function<void()>& send,
+                                      Resend resend);
   void ensure_connected();
   void open_socket();
   bool looks_closed() const;  // the server has closed a connection we have not used since
