@@ -85,18 +85,9 @@ double ms(Clock::duration d) {
   return std::chrono::duration<double, std::milli>(d).count();
 }
 
-class ServeRedis : public ::testing::Test {
+class ServeRedis : public ServeTest {
  protected:
-  void SetUp() override { unsetenv("CAIRN_TOKEN"); }
-
-  std::unique_ptr<ServerProcess> serve(const std::vector<std::string>& args) {
-    std::string log = dir_.file(fmt::format("serve-{}.log", ++servers_));
-    return std::make_unique<ServerProcess>(CAIRN_BINARY, args, log);
-  }
-
-  TempDir dir_;
   RedisServer redis_;
-  int servers_ = 0;
 };
 
 TEST_F(ServeRedis, ANewServerOnTheSameRedisReadsEverythingBack) {

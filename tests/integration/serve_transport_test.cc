@@ -29,23 +29,7 @@ using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
 using Json = nlohmann::json;
 
-double seconds_since(Clock::time_point start) {
-  return std::chrono::duration<double>(Clock::now() - start).count();
-}
-
-class ServeTransport : public ::testing::Test {
- protected:
-  void SetUp() override { unsetenv("CAIRN_TOKEN"); }
-
-  std::unique_ptr<ServerProcess> serve(const std::vector<std::string>& args,
-                                       std::string token = {}) {
-    std::string log = dir_.file(fmt::format("serve-{}.log", ++servers_));
-    return std::make_unique<ServerProcess>(CAIRN_BINARY, args, log, std::move(token));
-  }
-
-  TempDir dir_;
-  int servers_ = 0;
-};
+using ServeTransport = ServeTest;
 
 // ---- TLS ----
 

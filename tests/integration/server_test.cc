@@ -32,6 +32,7 @@
 
 #include "support/child_process.h"
 #include "support/process.h"
+#include "support/serve_commands.h"
 #include "support/temp_dir.h"
 
 namespace cairn::testing {
@@ -45,47 +46,15 @@ using Json = nlohmann::json;
 // one: it finishes in-flight work and syncs first).
 constexpr auto exit_patience = 30s;
 
-std::string contents(const std::vector<std::string>& lines) {
-  std::string text;
-  for (const std::string& line : lines)
-    text += line + "\n";
-  return text;
-}
-
-double seconds_since(Clock::time_point start) {
-  return std::chrono::duration<double>(Clock::now() - start).count();
-}
-
-class Serve : public ::testing::Test {
+class Serve : public ServeTest {
  protected:
-  // A token in the environment would reach every client and server these tests start.
-  void SetUp() override { unsetenv("CAIRN_TOKEN"); }
-
-  std::unique_ptr<ServerProcess> serve(const std::vector<std::string>& args,
-                                       std::string token = {}) {
-    std::string log = dir_.file(fmt::format("serve-{}.log", ++servers_));
-    return std::make_unique<ServerProcess>(CAIRN_BINARY, args, log, std::move(token));
-  }
-
   // `cairn shell --connect` running `commands`, with the server's token if it has one.
   static ProcessResult shell(const ServerProcess& server, const std::string& commands) {
-    std::vector<std::string> args{"shell", "--connect", server.address()};
-    if (!server.token().empty()) args.insert(args.end(), {"--token", server.token()});
-    args.insert(args.end(), {"-c", commands});
-    return cairn(args);
+    return shell_on(server, commands);
   }
 
   // `cairn serve --stop`, then waits for the server to exit; returns the server's status.
-  static std::optional<int> stop(ServerProcess& server) {
-    std::vector<std::string> args{"serve", "--stop", "--port", std::to_string(server.port())};
-    if (!server.token().empty()) args.insert(args.end(), {"--token", server.token()});
-    ProcessResult r = cairn(args);
-    EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
-    return server.wait(exit_patience);
-  }
-
-  TempDir dir_;
-  int servers_ = 0;
+  static std::optional<int> stop(ServerProcess& server) { return stop_server(server); }
 };
 
 // ---- the Durus quick demo ----
@@ -100,7 +69,7 @@ TEST_F(Serve, DurusQuickDemoEndToEnd) {
     ASSERT_EQ(a.exit_code, 0) << a.out << a.err;
     ProcessResult b = shell(*server, "get /greeting; get /n; ls");
     ASSERT_EQ(b.exit_code, 0) << b.err;
-    EXPECT_EQ(b.out, contents({R"("hello")", "42", "greeting", "n"}));
+    EXPECT_EQ(b.out, text_of({R"("hello")", "42", "greeting", "n"}));
 
     std::optional<int> status = stop(*server);
     ASSERT_TRUE(status.has_value()) << "the server did not exit after --stop:\n" << server->log();
@@ -111,7 +80,7 @@ TEST_F(Serve, DurusQuickDemoEndToEnd) {
     auto again = serve({"--file", db});
     ProcessResult b = shell(*again, "get /greeting; get /n");
     ASSERT_EQ(b.exit_code, 0) << b.err;
-    EXPECT_EQ(b.out, contents({R"("hello")", "42"}));
+    EXPECT_EQ(b.out, text_of({R"("hello")", "42"}));
     EXPECT_EQ(stop(*again), 0);
   }
   ProcessResult check = cairn({"check", db});
@@ -127,7 +96,7 @@ TEST_F(Serve, EachShellSeesTheCommitsOfTheShellsBeforeIt) {
   EXPECT_EQ(lines_of(b.out).front(), "1");
   ProcessResult c = shell(*server, "get /a; get /b");
   ASSERT_EQ(c.exit_code, 0) << c.err;
-  EXPECT_EQ(c.out, contents({"1", "2"}));
+  EXPECT_EQ(c.out, text_of({"1", "2"}));
   EXPECT_EQ(stop(*server), 0);
 }
 
@@ -541,13 +510,13 @@ TEST_P(ServeBackend, CommitsAndReads) {
   ASSERT_EQ(w.exit_code, 0) << w.err;
   ProcessResult r = shell(*server, "get /list; get /name");
   ASSERT_EQ(r.exit_code, 0) << r.err;
-  EXPECT_EQ(r.out, contents({"[1,2,3]", R"("x")"}));
+  EXPECT_EQ(r.out, text_of({"[1,2,3]", R"("x")"}));
   EXPECT_EQ(stop(*server), 0) << server->log();
 
   auto again = serve(args);
   ProcessResult after = shell(*again, "ls");
   ASSERT_EQ(after.exit_code, 0) << after.err;
-  EXPECT_EQ(after.out, GetParam().durable ? contents({"list", "name"}) : "");
+  EXPECT_EQ(after.out, GetParam().durable ? text_of({"list", "name"}) : "");
   EXPECT_EQ(stop(*again), 0) << again->log();
 }
 

@@ -4,13 +4,17 @@
 
 #include <gtest/gtest.h>
 
+#include <stdlib.h>
+
 #include <chrono>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "support/child_process.h"
 #include "support/process.h"
+#include "support/temp_dir.h"
 
 namespace cairn::testing {
 
@@ -43,5 +47,28 @@ inline std::string text_of(const std::vector<std::string>& lines) {
     text += line + "\n";
   return text;
 }
+
+// Seconds since `start`.
+inline double seconds_since(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+#ifdef CAIRN_BINARY
+// A fixture for tests that start servers: each gets its own log in a directory of the test's,
+// and no CAIRN_TOKEN from the environment reaches the clients and servers it starts.
+class ServeTest : public ::testing::Test {
+ protected:
+  void SetUp() override { unsetenv("CAIRN_TOKEN"); }
+
+  std::unique_ptr<ServerProcess> serve(const std::vector<std::string>& args,
+                                       std::string token = {}) {
+    std::string log = dir_.file("serve-" + std::to_string(++servers_) + ".log");
+    return std::make_unique<ServerProcess>(CAIRN_BINARY, args, log, std::move(token));
+  }
+
+  TempDir dir_;
+  int servers_ = 0;
+};
+#endif
 
 }  // namespace cairn::testing
