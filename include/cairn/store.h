@@ -129,7 +129,9 @@ class Store {
   // live object of the same type, applies writes and deletes and returns the new CSN; else
   // throws ConflictError naming the offending oids and changes nothing. A commit with nothing to
   // write or delete validates its reads and returns the current CSN. Writes must name the root
-  // or an oid from new_oids(); an oid may appear once among writes and deletes.
+  // or an oid from new_oids(); an oid may appear once among writes and deletes. CSNs count
+  // commits one by one: the commits that write or delete get CSNs N+1, N+2, ... after the last
+  // one, N, so a commit that returns N+1 to a reader of N is the only commit since.
   virtual std::uint64_t commit(const CommitRequest& request) = 0;
 
   // Called once a commit_async() commit is durable (error null), or could not be made durable.

@@ -8,14 +8,14 @@ namespace cairn {
 Subscription ListenerRegistry::add(CommitListener listener) {
   auto entry = std::make_shared<Entry>();
   entry->fn = std::move(listener);
-  std::uint64_t id;
   {
     std::lock_guard lk(shared_->mu);
-    id = shared_->next_id++;
-    shared_->entries.emplace(id, entry);
+    auto entries = std::make_shared<EntryList>(*shared_->entries);
+    entries->push_back(entry);
+    shared_->entries = std::move(entries);
   }
   std::weak_ptr<Shared> weak = shared_;
-  return Subscription([weak, id, entry] {
+  return Subscription([weak, entry] {
     // After this returns the listener is not running and never runs again (unless this is
     // called from inside the listener itself, which the recursive mutex allows).
     {
@@ -24,16 +24,28 @@ Subscription ListenerRegistry::add(CommitListener listener) {
     }
     if (auto shared = weak.lock()) {
       std::lock_guard lk(shared->mu);
-      shared->entries.erase(id);
+      auto entries = std::make_shared<EntryList>(*shared->entries);
+      std::erase(*entries, entry);
+      shared->entries = std::move(entries);
     }
   });
 }
 
 void ListenerRegistry::notify(std::uint64_t csn, std::span<const Oid> oids) {
   std::unique_lock turn(turn_mu_);
-  pending_.emplace(csn, std::vector<Oid>(oids.begin(), oids.end()));
-  if (delivering_) return;  // the thread delivering will reach this commit in its turn
-  delivering_ = true;
+  if (!delivering_ && pending_.empty() && csn == last_notified_ + 1) {
+    // Its turn has come and nobody is delivering (the usual case): deliver it from the caller's
+    // span, without queueing a copy.
+    delivering_ = true;
+    turn.unlock();
+    deliver(csn, oids);
+    turn.lock();
+    last_notified_ = csn;
+  } else {
+    pending_.emplace(csn, std::vector<Oid>(oids.begin(), oids.end()));
+    if (delivering_) return;  // the thread delivering will reach this commit in its turn
+    delivering_ = true;
+  }
   while (!pending_.empty() && pending_.begin()->first <= last_notified_ + 1) {
     auto next = pending_.extract(pending_.begin());
     turn.unlock();
@@ -45,14 +57,12 @@ void ListenerRegistry::notify(std::uint64_t csn, std::span<const Oid> oids) {
 }
 
 void ListenerRegistry::deliver(std::uint64_t csn, std::span<const Oid> oids) {
-  std::vector<std::shared_ptr<Entry>> entries;
+  std::shared_ptr<const EntryList> entries;
   {
     std::lock_guard lk(shared_->mu);
-    entries.reserve(shared_->entries.size());
-    for (const auto& [id, entry] : shared_->entries)
-      entries.push_back(entry);
+    entries = shared_->entries;
   }
-  for (const auto& entry : entries) {
+  for (const auto& entry : *entries) {
     std::lock_guard lk(entry->mu);
     if (!entry->active) continue;
     try {

@@ -46,10 +46,11 @@ class ListenerRegistry {
     bool active = true;
     CommitListener fn;
   };
+  // Copied on write: add and cancel are rare, every commit reads the list.
+  using EntryList = std::vector<std::shared_ptr<Entry>>;
   struct Shared {
     std::mutex mu;
-    std::uint64_t next_id = 0;
-    std::map<std::uint64_t, std::shared_ptr<Entry>> entries;
+    std::shared_ptr<const EntryList> entries = std::make_shared<const EntryList>();
   };
 
   void deliver(std::uint64_t csn, std::span<const Oid> oids);

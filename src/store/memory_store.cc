@@ -65,7 +65,8 @@ class MemoryStore final : public Store {
   std::unordered_map<Oid, Object> objects_;
   std::map<std::string, std::set<Oid>, std::less<>> by_type_;
   std::map<std::string, KeyIndex, std::less<>> by_key_;
-  std::uint64_t csn_ = 0;
+  // Written under mu_ once a commit is applied; read without it by changes_since's fast path.
+  std::atomic<std::uint64_t> csn_{0};
   CommitHistory history_;
   std::atomic<std::uint64_t> next_oid_{1};
 
@@ -78,7 +79,7 @@ LoadResult MemoryStore::load(std::span<const Oid> oids) {
   LoadResult result;
   result.objects.reserve(oids.size());
   std::shared_lock lk(mu_);
-  result.csn = csn_;
+  result.csn = csn_.load(std::memory_order_relaxed);
   for (Oid oid : oids) {
     StoredObject& out = result.objects.emplace_back();
     out.oid = oid;
@@ -122,9 +123,10 @@ std::uint64_t MemoryStore::commit(const CommitRequest& request) {
   check_key_conflicts(
       request, [this](auto type, auto key) { return key_holder(type, key); }, conflicts);
   throw_if_conflicts(std::move(conflicts));
-  if (request.writes.empty() && request.deletes.empty()) return csn_;
+  if (request.writes.empty() && request.deletes.empty())
+    return csn_.load(std::memory_order_relaxed);
 
-  std::uint64_t csn = ++csn_;
+  std::uint64_t csn = csn_.load(std::memory_order_relaxed) + 1;
   std::vector<Oid> changed;
   changed.reserve(request.writes.size() + request.deletes.size());
   for (Oid oid : request.deletes) {
@@ -145,14 +147,21 @@ std::uint64_t MemoryStore::commit(const CommitRequest& request) {
     changed.push_back(w.oid);
   }
   history_.remember(csn, changed);
+  csn_.store(csn, std::memory_order_release);
   lk.unlock();
   listeners_.notify(csn, changed);
   return csn;
 }
 
 Changes MemoryStore::changes_since(std::uint64_t csn) {
+  // Every transaction start asks this, and mostly nothing has changed: answer that without the
+  // lock. A commit being applied has not stored its CSN yet, so "nothing since csn" is true of
+  // the state before it, which loads still return until it is done.
+  Changes none;
+  none.csn = csn;
+  if (csn == csn_.load(std::memory_order_acquire)) return none;
   std::shared_lock lk(mu_);
-  return history_.since(csn, csn_);
+  return history_.since(csn, csn_.load(std::memory_order_relaxed));
 }
 
 Oid MemoryStore::new_oids(std::uint32_t count) {

@@ -285,7 +285,12 @@ void ConnectionImpl::abort() {
 }
 
 std::uint64_t ConnectionImpl::commit() {
-  CommitRequest request;
+  // One request per connection, reused: most transactions write about as much as the last one,
+  // so this saves the vectors' allocations on every commit.
+  CommitRequest& request = request_;
+  request.writes.clear();  // in case encode() threw during the last commit
+  request.deletes.clear();
+  request.reads.clear();
   for (Node* n : dirty_) {
     if (n->present) {
       request.writes.push_back(WriteOp{n->oid, n->type, n->key, encode(n->value)});
@@ -294,22 +299,24 @@ std::uint64_t ConnectionImpl::commit() {
     }
   }
   if (request.writes.empty() && request.deletes.empty()) {
+    release_request();
     // A read-only transaction: its reads are one consistent snapshot, so it is serializable as
     // it stands. (Objects created and removed again are dropped like any other change.)
     abort();
     return snapshot_;
   }
-  request.reads.reserve(read_set_.size());
   for (Node* n : read_set_)
     request.reads.push_back(ReadCheck{n->oid, n->version});
   std::uint64_t csn = 0;
   try {
     csn = store_.commit(request);
   } catch (const ConflictError&) {
+    release_request();
     abort();
     ++conflicts_;
     throw;
   }
+  release_request();
   if (feed_ != nullptr) feed_->note_own_commit(csn);
   for (Node* n : dirty_) {
     n->dirty = false;
@@ -318,9 +325,28 @@ std::uint64_t ConnectionImpl::commit() {
   }
   dirty_.clear();
   end_transaction();
-  sync_to(csn);  // the snapshot must include this commit
+  if (csn == snapshot_ + 1) {
+    // CSNs count commits one by one (store.h), so this commit is the only one since the
+    // snapshot: every cached state is still current, and asking the store what changed would
+    // only name what this transaction wrote.
+    snapshot_ = csn;
+  } else {
+    sync_to(csn);  // the snapshot must include this commit
+  }
   shrink();
   return csn;
+}
+
+void ConnectionImpl::release_request() {
+  // Drop the encoded states now, but keep the vectors' room for the next commit, unless one huge
+  // transaction made it large.
+  request_.writes.clear();
+  request_.deletes.clear();
+  request_.reads.clear();
+  constexpr std::size_t keep = 1024;
+  if (request_.writes.capacity() > keep) request_.writes = {};
+  if (request_.deletes.capacity() > keep) request_.deletes = {};
+  if (request_.reads.capacity() > keep) request_.reads = {};
 }
 
 void ConnectionImpl::shrink() {

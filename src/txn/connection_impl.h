@@ -92,6 +92,8 @@ class ConnectionImpl {
   void sync_to(std::uint64_t at_least);
   void end_transaction();
   void shrink();
+  // Frees the reused commit request's vectors if they grew large.
+  void release_request();
 
   Store& store_;
   ConnectionCounters& counters_;
@@ -105,6 +107,7 @@ class ConnectionImpl {
   std::uint64_t conflicts_ = 0;
   std::size_t cache_size_;
   std::size_t shrink_at_;
+  CommitRequest request_;  // commit()'s, reused
 };
 
 }  // namespace cairn::detail

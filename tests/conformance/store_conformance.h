@@ -8,6 +8,8 @@
 #include <algorithm>
 #include <atomic>
 #include <map>
+#include <mutex>
+#include <numeric>
 #include <random>
 #include <set>
 #include <thread>
@@ -391,6 +393,51 @@ TYPED_TEST_P(StoreConformance, SubscribersSeeCommitsInOrderUntilUnsubscribed) {
   EXPECT_EQ(events.size(), 2u) << "an unsubscribed listener was called";
 }
 
+// CSNs count commits one by one: with concurrent committers, the CSNs commits return are exactly
+// the numbers after the starting CSN, and a subscriber sees each of them once, in order. (The
+// object layer relies on it: a commit returning snapshot + 1 means nothing else changed.)
+TYPED_TEST_P(StoreConformance, CsnsCountCommitsOneByOneAndSubscribersSeeEach) {
+  std::mutex mu;
+  std::vector<std::uint64_t> seen;
+  Subscription sub = this->store->subscribe([&](std::uint64_t csn, std::span<const Oid>) {
+    std::lock_guard lk(mu);
+    seen.push_back(csn);
+  });
+  std::uint64_t start = this->store->load({}).csn;
+  constexpr int threads = 4;
+  constexpr int commits = 50;
+  std::vector<std::vector<std::uint64_t>> returned(threads);
+  std::vector<std::thread> pool;
+  for (int t = 0; t < threads; ++t) {
+    pool.emplace_back([&, t] {
+      Oid mine = this->store->new_oids(1);
+      for (int i = 0; i < commits; ++i) {
+        CommitRequest req;
+        req.writes.push_back(WriteOp{mine, "", "", encode(Value(i))});
+        returned[t].push_back(this->store->commit(req));
+      }
+    });
+  }
+  for (auto& th : pool)
+    th.join();
+  std::vector<std::uint64_t> all;
+  for (const auto& r : returned)
+    all.insert(all.end(), r.begin(), r.end());
+  std::sort(all.begin(), all.end());
+  std::vector<std::uint64_t> expected(threads * commits);
+  std::iota(expected.begin(), expected.end(), start + 1);
+  EXPECT_EQ(all, expected);
+  for (int i = 0; i < 500; ++i) {
+    {
+      std::lock_guard lk(mu);
+      if (seen.size() >= expected.size()) break;
+    }
+    std::this_thread::sleep_for(10ms);
+  }
+  std::lock_guard lk(mu);
+  EXPECT_EQ(seen, expected);
+}
+
 TYPED_TEST_P(StoreConformance, LockIsExclusiveWithIncreasingFencingTokens) {
   LockRequest req{"net", "alice", 10s, 0ms};
   auto t1 = this->store->lock(req);
@@ -531,8 +578,9 @@ REGISTER_TYPED_TEST_SUITE_P(
     KeysAreUniquePerType, MalformedCommitsAreRefused, LimitsAcceptAtTheLimitAndRefuseOnePast,
     ScanTypeIsOrderedAndPages, ScanKeysIsOrderedByKeyWithPrefix, ScanIsStableUnderConcurrentDeletes,
     NewOidsAreUniqueAcrossThreads, ChangesSinceListsChangedOidsOnce,
-    SubscribersSeeCommitsInOrderUntilUnsubscribed, LockIsExclusiveWithIncreasingFencingTokens,
-    LockExpiresAfterTtlAndRenewExtendsIt, BlockingLockWaitsButNeverSteals, LockRequestsAreValidated,
-    PackDropsOnlyUnreachableObjects, ConcurrentTransfersKeepTheSum);
+    SubscribersSeeCommitsInOrderUntilUnsubscribed, CsnsCountCommitsOneByOneAndSubscribersSeeEach,
+    LockIsExclusiveWithIncreasingFencingTokens, LockExpiresAfterTtlAndRenewExtendsIt,
+    BlockingLockWaitsButNeverSteals, LockRequestsAreValidated, PackDropsOnlyUnreachableObjects,
+    ConcurrentTransfersKeepTheSum);
 
 }  // namespace cairn::testing

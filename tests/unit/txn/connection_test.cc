@@ -109,6 +109,29 @@ TYPED_TEST(ConnectionTest, AnotherConnectionsCommitIsSeenAfterSyncAbortOrCommit)
   }
 }
 
+// A commit moves the connection's snapshot to the commit's CSN: what other connections committed
+// in between must be dropped from its cache then, while what it wrote itself stays current.
+TYPED_TEST(ConnectionTest, CommitDropsWhatOthersCommittedSinceTheSnapshot) {
+  Connection a = this->db->connect();
+  Connection b = this->db->connect();
+  Oid x = make_counter(a, "x", 1);
+  Oid y = make_counter(a, "y", 1);
+  b.sync();
+  EXPECT_EQ(count(b, x), 1);  // cached in b, then b's read-only transaction ends
+  b.abort();
+  a.get(x).set(Value::Map{{"n", 2}});
+  a.commit();
+  // A blind write: b's commit does not read x, so it does not conflict.
+  b.get(y).set(Value::Map{{"n", 5}});
+  std::uint64_t csn = b.commit();
+  EXPECT_EQ(csn, b.snapshot_csn());
+  EXPECT_EQ(count(b, x), 2) << "b kept a state of x older than its snapshot";
+  EXPECT_EQ(count(b, y), 5);
+  EXPECT_EQ(count(a, y), 1) << "a has not synced yet";
+  a.sync();
+  EXPECT_EQ(count(a, y), 5);
+}
+
 TYPED_TEST(ConnectionTest, AbortRevertsToTheLastCommit) {
   Connection conn = this->db->connect();
   PersistentMap root = conn.root();
