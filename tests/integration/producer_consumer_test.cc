@@ -115,6 +115,7 @@ class ProducerConsumer : public ServeTest {
         ADD_FAILURE() << "the consumer printed " << lines.size() << " of " << n << " lines:\n"
                       << text_of(lines) << "its log:\n"
                       << consumer.log();
+        consumer.kill();  // so that what follows fails now rather than after its waits
         break;
       }
       lines.push_back(*line);
