@@ -16,7 +16,9 @@
 // (Database::store().subscribe), and each push wakes it up to list the Message objects again.
 // That listing reads the replica in memory (or asks the server, while the replica is still
 // loading what the commit created), so an idle consumer sends nothing to the server and a new
-// message is printed as soon as its push arrives. Once it is subscribed it says so on stderr
+// message is printed as soon as its push arrives. After 5 s without a push it sends one small
+// request to check that the server is still there: a consumer whose server has gone reports it
+// and exits 1 rather than wait forever. Once it is subscribed it says so on stderr
 // ("consumer: subscribed to hello_world.Message").
 //
 // With --count N it exits 0 after printing N messages. Errors go to stderr on one line, with
@@ -28,6 +30,7 @@
 #include <cairn/typed.h>
 
 #include <algorithm>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <cstdio>
@@ -47,6 +50,9 @@
 namespace {
 
 using hello_world::Message;
+
+// How long the consumer waits without a push before checking that the server is still there.
+constexpr std::chrono::seconds idle_check{5};
 
 constexpr const char* usage =
     "usage: example_consumer URL [--count N]\n"
@@ -77,10 +83,10 @@ class Pushes {
     std::lock_guard lock(mu_);
     return latest_;
   }
-  // Returns once a commit after `seen` has been pushed.
-  void wait_past(std::uint64_t seen) {
+  // Whether a commit after `seen` was pushed within `idle`: returns as soon as one is.
+  bool wait_past(std::uint64_t seen, std::chrono::milliseconds idle) {
     std::unique_lock lock(mu_);
-    cv_.wait(lock, [&] { return latest_ > seen; });
+    return cv_.wait_for(lock, idle, [&] { return latest_ > seen; });
   }
 
  private:
@@ -165,6 +171,7 @@ int main(int argc, char** argv) {
     cairn::Subscription replica = db.subscribe_type(std::string(cairn::type_name<Message>()));
     cairn::Subscription listener = db.store().subscribe(
         [&pushes](std::uint64_t csn, std::span<const cairn::Oid>) { pushes.on_commit(csn); });
+    pushes.on_commit(db.store().load({}).csn);  // where the replica starts
     std::fprintf(stderr, "consumer: subscribed to %s\n",
                  std::string(cairn::type_name<Message>()).c_str());
 
@@ -175,7 +182,12 @@ int main(int argc, char** argv) {
       std::uint64_t seen = pushes.latest();
       printer.print_new(db);
       if (printer.done()) break;
-      pushes.wait_past(seen);
+      if (!pushes.wait_past(seen, idle_check)) {
+        // Nothing pushed for a while: one small request checks that the server is still there.
+        // It reconnects if the connection dropped (the store then reports the commits missed
+        // meanwhile, waking this loop), and throws, ending the consumer, if it cannot.
+        (void)db.store().changes_since(pushes.latest());
+      }
     }
   } catch (const std::exception& e) {
     std::fprintf(stderr, "consumer: %s\n", hello_world::one_line(e.what()).c_str());

@@ -219,6 +219,22 @@ TEST_F(ProducerConsumer, TwoConsumersEachPrintEveryMessage) {
   }
 }
 
+TEST_F(ProducerConsumer, ConsumerWhoseServerHasGoneSaysSoAndExits) {
+  auto consumer = start_consumer({});
+  produce(1, 10);
+  ASSERT_EQ(read_lines(*consumer, 1).size(), 1u);
+  server_->process().kill();
+  // With no push coming, the consumer checks on the server after a few idle seconds.
+  std::optional<int> status = consumer->wait(patience);
+  ASSERT_TRUE(status.has_value()) << "the consumer still waits for a dead server:\n"
+                                  << consumer->log();
+  EXPECT_EQ(*status, 1) << consumer->log();
+  std::vector<std::string> log = lines_of(consumer->log());
+  ASSERT_FALSE(log.empty());
+  EXPECT_TRUE(log.back().starts_with("consumer: ")) << consumer->log();
+  EXPECT_NE(log.back().find(server_->address()), std::string::npos) << consumer->log();
+}
+
 // ---- command lines and errors ----
 
 // A port on 127.0.0.1 that refuses connections while the object lives: bound, not listening.
