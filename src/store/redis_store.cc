@@ -16,6 +16,7 @@
 #include <condition_variable>
 #include <cstdlib>
 #include <deque>
+#include <exception>
 #include <functional>
 #include <limits>
 #include <mutex>
@@ -850,6 +851,7 @@ LoadResult RedisStore::load(std::span<const Oid> oids) {
   const std::size_t base = object_key.size();
   std::vector<char> remembered(oids.size(), 0);
   redis::Pipeline reads;
+  reads.reserve((oids.size() + 2) * (base + 48));  // "*2\r\n$7\r\nHGETALL\r\n$..\r\n<key>\r\n"
   reads.add({"GET", csn_key});
   {
     std::lock_guard lk(located_mu_);
@@ -861,38 +863,55 @@ LoadResult RedisStore::load(std::span<const Oid> oids) {
           continue;
         }
       }
+      char digits[24];
+      char* end = std::to_chars(digits, digits + sizeof digits, oids[i].value()).ptr;
       object_key.resize(base);
-      object_key += oids[i].str();
+      object_key.append(digits, static_cast<std::size_t>(end - digits));
       reads.add({"HGETALL", object_key});
     }
   }
   reads.add({"GET", csn_key});
-  auto csn_of = [](const redisReply* r) {
-    auto csn = opt_string(r, "GET csn");
-    return csn ? parse_u64(*csn, "csn") : 0;
-  };
-
-  std::vector<ReplyPtr> replies;
-  {
-    std::lock_guard lk(mu_);
-    replies = conn_.run_all(reads);
-  }
-  std::uint64_t before = csn_of(replies.front().get());
-  if (before == csn_of(replies.back().get())) {
-    LoadResult result;
-    result.csn = before;
-    result.objects.reserve(oids.size());
-    bool complete = true;
-    for (std::size_t i = 0; i < oids.size() && complete; ++i) {
+  // Each reply is turned into its object as it arrives (and freed): no throwing before every
+  // reply is read, so a failure is kept for later.
+  std::uint64_t before = 0, after = 0;
+  LoadResult result;
+  bool complete = true;
+  std::exception_ptr failure;
+  auto sink = [&](std::size_t i, ReplyPtr reply) {
+    try {
+      if (i == 0) {  // the first reply, or a resend starting over
+        result.objects.clear();
+        result.objects.reserve(oids.size());
+        complete = true;
+        failure = nullptr;
+      }
+      if (i == 0 || i == oids.size() + 1) {
+        auto csn = opt_string(reply.get(), "GET csn");
+        (i == 0 ? before : after) = csn ? parse_u64(*csn, "csn") : 0;
+        return;
+      }
+      if (!complete || failure) return;
       std::optional<StoredObject> object =
-          object_from_hash(oids[i], replies[i + 1].get(), remembered[i] != 0);
+          object_from_hash(oids[i - 1], reply.get(), remembered[i - 1] != 0);
       if (object) {
         result.objects.push_back(std::move(*object));
       } else {
         complete = false;
       }
+    } catch (...) {
+      if (!failure) failure = std::current_exception();
     }
-    if (complete) return result;
+  };
+  {
+    std::lock_guard lk(mu_);
+    conn_.run_each(reads, sink);
+  }
+  if (before == after) {
+    if (failure) std::rethrow_exception(failure);
+    if (complete) {
+      result.csn = before;
+      return result;
+    }
   }
   std::lock_guard lk(mu_);
   return load_by_script(oids);
