@@ -121,12 +121,19 @@ for _, w in ipairs(writes) do changed[#changed + 1] = w.oid end
 local csn = string.format('%d', redis.call('INCR', p .. 'csn'))
 redis.call('XADD', p .. 'changes', 'MAXLEN', '~', ARGV[2], csn .. '-0', 'csn', csn,
            'oids', table.concat(changed, ' '))
--- Removes an object: its index entries, its hash and its pointer.
+-- Removes an object: its index entries, its hash and its pointer. The type and key of an object
+-- at a readable key are that key's (P<type>:<key>, the type without ':'), even if its hash is gone.
 local function remove(oid)
   local at, okey = where(oid)
   if redis.call('EXISTS', okey) == 0 then return end
-  local meta = redis.call('HMGET', at, '_type', '_key')
-  local t, k = meta[1] or '', meta[2] or ''
+  local t, k
+  local colon = at ~= okey and string.find(at, ':', #p + 1, true)
+  if colon then
+    t, k = string.sub(at, #p + 1, colon - 1), string.sub(at, colon + 1)
+  else
+    local meta = redis.call('HMGET', at, '_type', '_key')
+    t, k = meta[1] or '', meta[2] or ''
+  end
   if t ~= '' then redis.call('ZREM', p .. 't:' .. t, oid) end
   if k ~= '' and redis.call('HGET', p .. 'k:' .. t, k) == oid then
     redis.call('HDEL', p .. 'k:' .. t, k)

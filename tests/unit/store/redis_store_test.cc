@@ -670,6 +670,20 @@ TEST_F(RedisStoreTest, SimpleFieldsLoadAsTheCodecsExactBytes) {
   EXPECT_EQ(get(*fresh, a).data, encode(Value(fields)));
 }
 
+TEST_F(RedisStoreTest, DeletingAnObjectWhoseReadableHashWasDeletedByHandFreesItsKey) {
+  Oid a = store->new_oids(1), b = store->new_oids(1);
+  put(*store, a, Value::Map{{"n", 1}}, "User", "harry");
+  server().command({"DEL", prefix + "User:harry"});
+  CommitRequest del;
+  del.deletes.push_back(a);
+  store->commit(del);
+  EXPECT_EQ(one(server().command({"EXISTS", prefix + "o:" + a.str()})), "0");
+  EXPECT_EQ(one(server().command({"HGET", prefix + "k:User", "harry"})), "(nil)");
+  EXPECT_EQ(one(server().command({"ZSCORE", prefix + "t:User", a.str()})), "(nil)");
+  put(*store, b, Value::Map{{"n", 2}}, "User", "harry");  // no conflict with a ghost
+  EXPECT_EQ(store->find_key("User", "harry"), b);
+}
+
 TEST_F(RedisStoreTest, CommitsSurviveAFlushedScriptCache) {
   Oid a = store->new_oids(1);
   put(*store, a, 1);
