@@ -46,6 +46,7 @@ ConnectionOptions connection_options(const StoreUrl& url);
 class Pipeline {
  public:
   void add(std::initializer_list<std::string_view> args);
+  void reserve(std::size_t bytes) { bytes_.reserve(bytes); }
   std::size_t size() const { return count_; }
   const std::string& bytes() const { return bytes_; }
 
@@ -82,6 +83,15 @@ class Connection {
   // The same for commands added to a Pipeline.
   std::vector<RedisReplyPtr> run_all(const Pipeline& pipeline, Resend resend = Resend::once);
 
+  // Receives reply `i` of a pipeline. Must not throw (the replies after it would be left
+  // unread); after a failure that is resent, the replies come again from index 0.
+  using ReplySink = std::function<void(std::size_t i, RedisReplyPtr reply)>;
+
+  // Like run_all, but hands each reply to `sink` as soon as it is read, so that it can be used
+  // and freed before the next one is read: many small replies reuse the same memory instead of
+  // all being held at once.
+  void run_each(const Pipeline& pipeline, const ReplySink& sink, Resend resend = Resend::once);
+
   // Makes a call blocked in another thread on this connection fail now, and every later call
   // fail too. The one method that may be called from another thread.
   void interrupt();
@@ -94,6 +104,9 @@ class Connection {
   // to be broken, reconnects and does it once more if `resend` allows.
   std::vector<RedisReplyPtr> exchange(std::size_t count, const std::function<void()>& send,
                                       Resend resend);
+  void exchange(std::size_t count, const std::function<void()>& send, const ReplySink& sink,
+                Resend resend);
+  void send_pipeline(const Pipeline& pipeline);
   void ensure_connected();
   void open_socket();
   bool looks_closed() const;  // the server has closed a connection we have not used since

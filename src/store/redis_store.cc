@@ -16,6 +16,7 @@
 #include <condition_variable>
 #include <cstdlib>
 #include <deque>
+#include <exception>
 #include <functional>
 #include <limits>
 #include <mutex>
@@ -57,15 +58,22 @@ constexpr int hset_chunk = 500;
 // ---- Lua scripts (all take numkeys 0 and build their keys from the prefix in ARGV[1]) ----
 
 // ARGV: prefix, stream max length, nreads, (oid, version)*, ndeletes, oid*, nwrites,
-//       (oid, type, key, nfields, (field, value)*)*
+//       (oid, type, key, hash key, nfields, (field, value)*)*
+// The hash key of a write is where its hash goes: `P o:<oid>`, or its readable key `P<type>:<key>`
+// (object_hash_key()), in which case `P o:<oid>` becomes a pointer {_at = hash key}.
 // Returns {"conflict", oid...}, {"same", csn} (nothing to apply) or {"ok", csn, changed oid...}.
 constexpr std::string_view commit_script = R"lua(
 local p = ARGV[1]
 local i = 4
+-- Where an object's hash is (the key its pointer names, or its own key), and its own key.
+local function where(oid)
+  local okey = p .. 'o:' .. oid
+  return redis.call('HGET', okey, '_at') or okey, okey
+end
 local conflicts = {'conflict'}
 local nreads = tonumber(ARGV[3])
 for _ = 1, nreads do
-  local cur = redis.call('HGET', p .. 'o:' .. ARGV[i], '_version') or '0'
+  local cur = redis.call('HGET', (where(ARGV[i])), '_version') or '0'
   if cur ~= ARGV[i + 1] then conflicts[#conflicts + 1] = ARGV[i] end
   i = i + 2
 end
@@ -78,9 +86,9 @@ end
 local writes = {}
 local nw = tonumber(ARGV[i]); i = i + 1
 for _ = 1, nw do
-  local w = {oid = ARGV[i], type = ARGV[i + 1], key = ARGV[i + 2], n = tonumber(ARGV[i + 3]),
-             first = i + 4}
-  i = i + 4 + 2 * w.n
+  local w = {oid = ARGV[i], type = ARGV[i + 1], key = ARGV[i + 2], at = ARGV[i + 3],
+             n = tonumber(ARGV[i + 4]), first = i + 5}
+  i = i + 5 + 2 * w.n
   writes[#writes + 1] = w; released[w.oid] = true
 end
 for _, w in ipairs(writes) do
@@ -106,7 +114,6 @@ if #deletes == 0 and #writes == 0 then
 end
 -- Everything is checked: from here on nothing fails unless a key holds the wrong type.
 local changed = {}
-local existing = {}
 for _, oid in ipairs(deletes) do
   if redis.call('EXISTS', p .. 'o:' .. oid) == 1 then changed[#changed + 1] = oid end
 end
@@ -114,30 +121,41 @@ for _, w in ipairs(writes) do changed[#changed + 1] = w.oid end
 local csn = string.format('%d', redis.call('INCR', p .. 'csn'))
 redis.call('XADD', p .. 'changes', 'MAXLEN', '~', ARGV[2], csn .. '-0', 'csn', csn,
            'oids', table.concat(changed, ' '))
-local function unindex(oid, okey)
-  local meta = redis.call('HMGET', okey, '_type', '_key')
-  local t, k = meta[1] or '', meta[2] or ''
+-- Removes an object: its index entries, its hash and its pointer. The type and key of an object
+-- at a readable key are that key's (P<type>:<key>, the type without ':'), even if its hash is gone.
+local function remove(oid)
+  local at, okey = where(oid)
+  if redis.call('EXISTS', okey) == 0 then return end
+  local t, k
+  local colon = at ~= okey and string.find(at, ':', #p + 1, true)
+  if colon then
+    t, k = string.sub(at, #p + 1, colon - 1), string.sub(at, colon + 1)
+  else
+    local meta = redis.call('HMGET', at, '_type', '_key')
+    t, k = meta[1] or '', meta[2] or ''
+  end
   if t ~= '' then redis.call('ZREM', p .. 't:' .. t, oid) end
   if k ~= '' and redis.call('HGET', p .. 'k:' .. t, k) == oid then
     redis.call('HDEL', p .. 'k:' .. t, k)
     redis.call('ZREM', p .. 'ks:' .. t, k)
   end
+  redis.call('DEL', okey, at)
 end
-for _, oid in ipairs(deletes) do
-  local okey = p .. 'o:' .. oid
-  if redis.call('EXISTS', okey) == 1 then unindex(oid, okey); redis.call('DEL', okey) end
-end
--- Unindex every rewritten object first, so that keys can move between objects in one commit.
+for _, oid in ipairs(deletes) do remove(oid) end
+-- Removes every rewritten object first, so that keys can move between objects in one commit.
+for _, w in ipairs(writes) do remove(w.oid) end
 for _, w in ipairs(writes) do
   local okey = p .. 'o:' .. w.oid
-  if redis.call('EXISTS', okey) == 1 then unindex(w.oid, okey); redis.call('DEL', okey) end
-end
-for _, w in ipairs(writes) do
-  local okey = p .. 'o:' .. w.oid
-  redis.call('HSET', okey, '_version', csn, '_type', w.type, '_key', w.key)
+  if w.at == okey then
+    redis.call('HSET', okey, '_version', csn, '_type', w.type, '_key', w.key)
+  else
+    redis.call('DEL', w.at)
+    redis.call('HSET', w.at, '_oid', w.oid, '_version', csn, '_type', w.type, '_key', w.key)
+    redis.call('HSET', okey, '_at', w.at)
+  end
   local j = 0
   while j < w.n do
-    local args = {okey}
+    local args = {w.at}
     local stop = math.min(w.n, j + @CHUNK@)
     while j < stop do
       args[#args + 1] = ARGV[w.first + 2 * j]; args[#args + 1] = ARGV[w.first + 2 * j + 1]
@@ -156,6 +174,18 @@ for _, oid in ipairs(changed) do out[#out + 1] = oid end
 return out
 )lua";
 
+// ARGV: prefix, oid*. Returns the current csn, then HGETALL of each object's hash (following
+// its pointer if it has one): the same snapshot for all, read in one go.
+constexpr std::string_view load_script = R"lua(
+local p = ARGV[1]
+local out = {redis.call('GET', p .. 'csn') or '0'}
+for i = 2, #ARGV do
+  local okey = p .. 'o:' .. ARGV[i]
+  out[i] = redis.call('HGETALL', redis.call('HGET', okey, '_at') or okey)
+end
+return out
+)lua";
+
 // ARGV: prefix, type, score lower bound "(after", limit. Returns oid, key, oid, key...
 constexpr std::string_view scan_type_script = R"lua(
 local p = ARGV[1]
@@ -163,7 +193,8 @@ local oids = redis.call('ZRANGEBYSCORE', p .. 't:' .. ARGV[2], ARGV[3], '+inf', 
 local out = {}
 for _, oid in ipairs(oids) do
   out[#out + 1] = oid
-  out[#out + 1] = redis.call('HGET', p .. 'o:' .. oid, '_key') or ''
+  local okey = p .. 'o:' .. oid
+  out[#out + 1] = redis.call('HGET', redis.call('HGET', okey, '_at') or okey, '_key') or ''
 end
 return out
 )lua";
@@ -235,6 +266,7 @@ return n
 
 enum ScriptId {
   commit_id,
+  load_id,
   scan_type_id,
   scan_keys_id,
   changes_id,
@@ -252,6 +284,8 @@ std::string script_source(ScriptId id) {
       s.replace(s.find("@CHUNK@"), 7, std::to_string(hset_chunk));
       return s;
     }
+    case load_id:
+      return std::string(load_script);
     case scan_type_id:
       return std::string(scan_type_script);
     case scan_keys_id:
@@ -272,6 +306,41 @@ std::string script_source(ScriptId id) {
   throw Error("redis: unknown script");
 }
 
+// How a map entry whose value is bytes of UTF-8 text is written, so that it reads as that text:
+// {"$utf8":"harry@example.com"} rather than base64 in {"$bytes": ...}.
+constexpr std::string_view utf8_tag = "{\"$utf8\":";
+
+// The value of `json` if it is the {"$utf8": "..."} form (spaces allowed), else nullopt.
+std::optional<Value> utf8_bytes(std::string_view json) {
+  if (!json.starts_with("{\"$utf8\"") || !json.ends_with('}')) return std::nullopt;
+  std::string_view rest = json.substr(8, json.size() - 9);
+  std::size_t colon = rest.find_first_not_of(" \t\r\n");
+  if (colon == std::string_view::npos || rest[colon] != ':') {
+    throw InvalidArgument("{\"$utf8\": ...} needs a string");
+  }
+  Value text = from_json(rest.substr(colon + 1));
+  if (!text.is_string()) throw InvalidArgument("{\"$utf8\": ...} needs a string");
+  return Value(Bytes{std::move(text.as_string())});
+}
+
+// A hash field's value for one map entry: to_json of it, or the $utf8 form for bytes that are
+// UTF-8 text (when reading that back gives the same bytes).
+std::string field_json(const Value& item) {
+  if (item.is_bytes()) {
+    std::string json(utf8_tag);
+    json += to_json(Value(std::string_view(item.as_bytes().data)));
+    json += '}';
+    if (utf8_bytes(json) == item) return json;
+  }
+  return to_json(item);
+}
+
+// A hash field's value read back: from_json, or the $utf8 form.
+Value parse_field(std::string_view json) {
+  if (std::optional<Value> bytes = utf8_bytes(json)) return std::move(*bytes);
+  return from_json(json);
+}
+
 // The hash fields that hold `data` (docs/redis-layout.md), chosen so that reading them back
 // rebuilds exactly the same bytes: per-entry JSON for a map, one JSON `_value` for any other
 // value, `_raw` bytes for data that is not a canonically encoded Value.
@@ -285,8 +354,8 @@ std::vector<std::pair<std::string, std::string>> data_fields(const std::string& 
         std::vector<std::pair<std::string, std::string>> fields;
         Value::Map rebuilt;
         for (const auto& [name, item] : v.as_map()) {
-          std::string json = to_json(item);
-          rebuilt.emplace(name, from_json(json));
+          std::string json = field_json(item);
+          rebuilt.emplace(name, parse_field(json));
           fields.emplace_back(name, std::move(json));
         }
         if (encode(Value(std::move(rebuilt))) == data) return fields;
@@ -301,54 +370,190 @@ std::vector<std::pair<std::string, std::string>> data_fields(const std::string& 
 }
 
 // The commonest field values, read without a JSON parser: a string of printable ASCII without
-// escapes, an integer of up to 18 digits, true, false and null. Gives exactly what from_json
-// gives for them; nullopt sends anything else to from_json.
-std::optional<Value> simple_json(std::string_view json) {
+// escapes, an integer of up to 18 digits, true, false and null. Each gives exactly what
+// from_json gives for it.
+struct SimpleJson {
+  enum Kind { none, string, integer, boolean, null } kind = none;
+  std::string_view text;  // string: the characters between the quotes
+  std::int64_t number = 0;
+  bool truth = false;
+};
+
+SimpleJson simple_json(std::string_view json) {
   if (json.size() >= 2 && json.front() == '"' && json.back() == '"') {
     std::string_view body = json.substr(1, json.size() - 2);
     for (char c : body) {
-      if (c < 0x20 || c > 0x7e || c == '"' || c == '\\') return std::nullopt;
+      if (c < 0x20 || c > 0x7e || c == '"' || c == '\\') return {};
     }
-    return Value(body);
+    return {SimpleJson::string, body, 0, false};
   }
-  if (json == "true") return Value(true);
-  if (json == "false") return Value(false);
-  if (json == "null") return Value();
+  if (json == "true") return {SimpleJson::boolean, {}, 0, true};
+  if (json == "false") return {SimpleJson::boolean, {}, 0, false};
+  if (json == "null") return {SimpleJson::null, {}, 0, false};
   std::string_view digits = json.starts_with('-') ? json.substr(1) : json;
-  if (digits.empty() || digits.size() > 18 || (digits[0] == '0' && digits.size() > 1)) {
-    return std::nullopt;
-  }
+  if (digits.empty() || digits.size() > 18 || (digits[0] == '0' && digits.size() > 1)) return {};
   std::int64_t n = 0;
   for (char c : digits) {
-    if (c < '0' || c > '9') return std::nullopt;
+    if (c < '0' || c > '9') return {};
     n = n * 10 + (c - '0');
   }
-  return Value(json.starts_with('-') ? -n : n);
+  return {SimpleJson::integer, {}, json.starts_with('-') ? -n : n, false};
+}
+
+// ---- MessagePack, written directly (docs/file-format.md, "Value encoding") ----
+// For the load path: a map of simple fields is encoded as the hash is read, without building
+// a Value. Each writes the same bytes as encode() does.
+
+void put_be(std::string& out, std::uint64_t v, int bytes) {
+  for (int i = bytes - 1; i >= 0; --i)
+    out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+}
+
+void put_str(std::string& out, std::string_view s) {
+  std::size_t n = s.size();
+  if (n < 32) {
+    out.push_back(static_cast<char>(0xa0 | n));
+  } else if (n <= 0xff) {
+    out.push_back(static_cast<char>(0xd9));
+    put_be(out, n, 1);
+  } else if (n <= 0xffff) {
+    out.push_back(static_cast<char>(0xda));
+    put_be(out, n, 2);
+  } else {
+    out.push_back(static_cast<char>(0xdb));
+    put_be(out, n, 4);
+  }
+  out.append(s);
+}
+
+void put_map_header(std::string& out, std::size_t n) {
+  if (n < 16) {
+    out.push_back(static_cast<char>(0x80 | n));
+  } else if (n <= 0xffff) {
+    out.push_back(static_cast<char>(0xde));
+    put_be(out, n, 2);
+  } else {
+    out.push_back(static_cast<char>(0xdf));
+    put_be(out, n, 4);
+  }
+}
+
+// The shortest form: positive fixint, uint 8/16/32/64, negative fixint, int 8/16/32/64.
+void put_int(std::string& out, std::int64_t v) {
+  if (v >= 0) {
+    auto u = static_cast<std::uint64_t>(v);
+    if (u < 128) {
+      out.push_back(static_cast<char>(u));
+    } else if (u <= 0xff) {
+      out.push_back(static_cast<char>(0xcc));
+      put_be(out, u, 1);
+    } else if (u <= 0xffff) {
+      out.push_back(static_cast<char>(0xcd));
+      put_be(out, u, 2);
+    } else if (u <= 0xffffffff) {
+      out.push_back(static_cast<char>(0xce));
+      put_be(out, u, 4);
+    } else {
+      out.push_back(static_cast<char>(0xcf));
+      put_be(out, u, 8);
+    }
+    return;
+  }
+  auto bits = static_cast<std::uint64_t>(v);
+  if (v >= -32) {
+    out.push_back(static_cast<char>(bits & 0xff));
+  } else if (v >= -128) {
+    out.push_back(static_cast<char>(0xd0));
+    put_be(out, bits, 1);
+  } else if (v >= -32768) {
+    out.push_back(static_cast<char>(0xd1));
+    put_be(out, bits, 2);
+  } else if (v >= std::numeric_limits<std::int32_t>::min()) {
+    out.push_back(static_cast<char>(0xd2));
+    put_be(out, bits, 4);
+  } else {
+    out.push_back(static_cast<char>(0xd3));
+    put_be(out, bits, 8);
+  }
+}
+
+// Appends the encoding of a simple field value; false (appending nothing) for any other.
+bool put_simple_json(std::string& out, std::string_view json) {
+  SimpleJson v = simple_json(json);
+  switch (v.kind) {
+    case SimpleJson::string:
+      put_str(out, v.text);
+      return true;
+    case SimpleJson::integer:
+      put_int(out, v.number);
+      return true;
+    case SimpleJson::boolean:
+      out.push_back(static_cast<char>(v.truth ? 0xc3 : 0xc2));
+      return true;
+    case SimpleJson::null:
+      out.push_back(static_cast<char>(0xc0));
+      return true;
+    case SimpleJson::none:
+      break;
+  }
+  return false;
 }
 
 Value field_value(Oid oid, std::string_view field, std::string_view json) {
-  if (std::optional<Value> simple = simple_json(json)) return std::move(*simple);
+  SimpleJson simple = simple_json(json);
+  switch (simple.kind) {
+    case SimpleJson::string:
+      return Value(simple.text);
+    case SimpleJson::integer:
+      return Value(simple.number);
+    case SimpleJson::boolean:
+      return Value(simple.truth);
+    case SimpleJson::null:
+      return Value();
+    case SimpleJson::none:
+      break;
+  }
   try {
-    return from_json(json);
+    return parse_field(json);
   } catch (const Error& e) {
     throw Corruption(fmt::format("redis object {}: field {} is not cairn JSON: {}", oid.value(),
                                  field, e.what()));
   }
 }
 
-// Rebuilds an object from the reply to HGETALL <prefix>o:<oid>.
-StoredObject object_from_hash(Oid oid, const redisReply* r) {
+// Whether `text` is `oid` in decimal.
+bool is_oid(std::string_view text, Oid oid) {
+  std::uint64_t n = 0;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), n);
+  return ec == std::errc() && end == text.data() + text.size() && n == oid.value();
+}
+
+// Rebuilds an object from the reply to HGETALL of its hash. nullopt when the hash read is not
+// the object's after all: a pointer to it (`_at`: the object lives at its readable key), or,
+// with `check_oid` (a readable key this store remembered), a hash that is not the object's own
+// (`_oid` names another object, or nothing is there any more).
+std::optional<StoredObject> object_from_hash(Oid oid, const redisReply* r, bool check_oid) {
   expect_array(r, "HGETALL");
   StoredObject out;
   out.oid = oid;
-  if (r->elements == 0) return out;
+  if (r->elements == 0) {
+    if (check_oid) return std::nullopt;
+    return out;
+  }
   if (r->elements % 2 != 0) unexpected(r, "HGETALL");
-  Value::Map map;
-  std::optional<std::string_view> raw, value_json, version;
+  // First the metadata, and whether the data fields came in ascending order (as a commit
+  // writes them), so that they can be encoded as they are read.
+  std::optional<std::string_view> raw, value_json, version, owner;
+  std::size_t data_fields = 0;
+  bool ascending = true;
+  std::string_view last;
   for (std::size_t i = 0; i < r->elements; i += 2) {
     std::string_view name = string_of(r->element[i], "HGETALL");
     std::string_view val = string_of(r->element[i + 1], "HGETALL");
-    if (name == "_version") {
+    if (!name.starts_with('_')) {
+      if (data_fields++ > 0 && !(last < name)) ascending = false;
+      last = name;
+    } else if (name == "_version") {
       version = val;
     } else if (name == "_type") {
       out.type = val;
@@ -358,10 +563,14 @@ StoredObject object_from_hash(Oid oid, const redisReply* r) {
       raw = val;
     } else if (name == "_value") {
       value_json = val;
-    } else if (!name.starts_with('_')) {
-      map.emplace(std::string(name), field_value(oid, name, val));
+    } else if (name == "_oid") {
+      owner = val;
+      if (check_oid && !is_oid(val, oid)) return std::nullopt;
+    } else if (name == "_at") {
+      return std::nullopt;
     }
   }
+  if (check_oid && !owner) return std::nullopt;
   if (!version) {
     throw Corruption(fmt::format("redis object {}: hash has no _version field", oid.value()));
   }
@@ -370,7 +579,23 @@ StoredObject object_from_hash(Oid oid, const redisReply* r) {
     out.data = *raw;
   } else if (value_json) {
     out.data = encode(field_value(oid, "_value", *value_json));
+  } else if (ascending) {
+    put_map_header(out.data, data_fields);
+    for (std::size_t i = 0; i < r->elements; i += 2) {
+      std::string_view name(r->element[i]->str, r->element[i]->len);
+      if (name.starts_with('_')) continue;
+      std::string_view val(r->element[i + 1]->str, r->element[i + 1]->len);
+      put_str(out.data, name);
+      if (!put_simple_json(out.data, val)) encode(field_value(oid, name, val), out.data);
+    }
   } else {
+    Value::Map map;
+    for (std::size_t i = 0; i < r->elements; i += 2) {
+      std::string_view name(r->element[i]->str, r->element[i]->len);
+      if (name.starts_with('_')) continue;
+      std::string_view val(r->element[i + 1]->str, r->element[i + 1]->len);
+      map.emplace(std::string(name), field_value(oid, name, val));
+    }
     out.data = encode(Value(std::move(map)));
   }
   return out;
@@ -396,6 +621,21 @@ std::string glob_escape(std::string_view s) {
   }
   return out;
 }
+
+// The type names whose readable keys would be the store's own keys (`P o:<oid>`, `P t:<type>`,
+// `P k:<type>`, `P ks:<type>`, `P lock:<name>`, `P fence:<name>`).
+constexpr std::array<std::string_view, 6> reserved_types = {"o", "t", "k", "ks", "lock", "fence"};
+
+// Whether an object of `type` with `key` keeps its hash at the readable key `P<type>:<key>`:
+// both non-empty, and the type without ':' (so the key name tells type and key apart) and not
+// reserved. Any other object keeps it at `P o:<oid>`.
+bool has_readable_key(std::string_view type, std::string_view key) {
+  return !type.empty() && !key.empty() && type.find(':') == std::string_view::npos &&
+         std::find(reserved_types.begin(), reserved_types.end(), type) == reserved_types.end();
+}
+
+// How many readable keys a store remembers before it starts over (see RedisStore::located_).
+constexpr std::size_t max_located = 1 << 16;
 
 // Follows the change stream (`P changes`) on a connection of its own with XREAD BLOCK, and
 // hands every entry after `after` to `sink`, in stream (that is, CSN) order. After a failure it
@@ -550,8 +790,30 @@ class RedisStore final : public Store {
     return r;
   }
 
+  // Where the hash of an object with this oid, type and key goes.
+  std::string hash_key(Oid oid, std::string_view type, std::string_view k) const {
+    if (!has_readable_key(type, k)) return key("o:", oid.str());
+    std::string out = key(type, ":");
+    out.append(k);
+    return out;
+  }
+  // Remembers where the object's hash is (or forgets it: not at a readable key, or gone).
+  void learn(Oid oid, std::string_view type, std::string_view k) {
+    bool readable = has_readable_key(type, k);
+    std::string at = readable ? hash_key(oid, type, k) : std::string();
+    std::lock_guard lk(located_mu_);
+    if (!readable) {
+      located_.erase(oid);
+      return;
+    }
+    if (located_.size() >= max_located) located_.clear();
+    located_.insert_or_assign(oid, std::move(at));
+  }
+
   std::uint64_t next_oid();  // mu_ held: one past the last oid any client was given
-  std::vector<StoredObject> load_batch(std::span<const Oid> oids);  // mu_ held
+  // The objects, read by one load script (mu_ held): one consistent snapshot, every pointer
+  // followed. Remembers where each keyed one lives.
+  LoadResult load_by_script(std::span<const Oid> oids);
   void start_feed();
   void enqueue(std::uint64_t csn, std::vector<Oid> oids);
   void deliver();
@@ -574,67 +836,116 @@ class RedisStore final : public Store {
 
   std::mutex feed_mu_;  // guards feed_; taken before mu_
   std::unique_ptr<ChangeFeed> feed_;
+
+  // The readable key of each keyed object this store has seen lately (by its commits, loads,
+  // scans and find_key), so that load() can read the hash there directly instead of through
+  // the object's pointer. Only a hint: a load checks the hash's `_oid`, and reads through the
+  // pointers when it does not match. Cleared when it grows past max_located.
+  std::mutex located_mu_;
+  std::unordered_map<Oid, std::string> located_;
 };
 
-// Reads the objects between two GETs of the CSN, pipelined: if the CSN did not move, no commit
-// ran in between (every commit script bumps it), so the hashes are one consistent snapshot.
-// Redis runs a client's pipelined commands back to back, so that is nearly always the case;
-// otherwise the same reads go again inside MULTI/EXEC, which cannot be interleaved. (MULTI
-// first would make Redis queue each command and answer QUEUED, which costs more than the rare
-// second round trip.)
+// Reads the objects' hashes between two GETs of the CSN, pipelined: if the CSN did not move, no
+// commit ran in between (every commit script bumps it), so the hashes are one consistent
+// snapshot. Each hash is read where this store last saw it: at the object's readable key if it
+// remembers one, else at `P o:<oid>`. When that was not the object's hash after all (a pointer,
+// or a remembered key that now holds something else), or the CSN moved, the load script reads
+// everything again, through the pointers, in one atomic step. Redis runs a client's pipelined
+// commands back to back, so the CSN nearly always holds still.
 LoadResult RedisStore::load(std::span<const Oid> oids) {
   const std::string csn_key = key("csn", "");
   std::string object_key = key("o:", "");
   const std::size_t base = object_key.size();
-  auto add_hgetalls = [&](redis::Pipeline& p) {
-    for (Oid oid : oids) {
+  std::vector<char> remembered(oids.size(), 0);
+  redis::Pipeline reads;
+  reads.reserve((oids.size() + 2) * (base + 48));  // "*2\r\n$7\r\nHGETALL\r\n$..\r\n<key>\r\n"
+  reads.add({"GET", csn_key});
+  {
+    std::lock_guard lk(located_mu_);
+    for (std::size_t i = 0; i < oids.size(); ++i) {
+      if (!located_.empty()) {
+        if (auto it = located_.find(oids[i]); it != located_.end()) {
+          remembered[i] = 1;
+          reads.add({"HGETALL", it->second});
+          continue;
+        }
+      }
+      char digits[24];
+      char* end = std::to_chars(digits, digits + sizeof digits, oids[i].value()).ptr;
       object_key.resize(base);
-      object_key += oid.str();
-      p.add({"HGETALL", object_key});
+      object_key.append(digits, static_cast<std::size_t>(end - digits));
+      reads.add({"HGETALL", object_key});
+    }
+  }
+  reads.add({"GET", csn_key});
+  // Each reply is turned into its object as it arrives (and freed): no throwing before every
+  // reply is read, so a failure is kept for later.
+  std::uint64_t before = 0, after = 0;
+  LoadResult result;
+  bool complete = true;
+  std::exception_ptr failure;
+  auto sink = [&](std::size_t i, ReplyPtr reply) {
+    try {
+      if (i == 0) {  // the first reply, or a resend starting over
+        result.objects.clear();
+        result.objects.reserve(oids.size());
+        complete = true;
+        failure = nullptr;
+      }
+      if (i == 0 || i == oids.size() + 1) {
+        auto csn = opt_string(reply.get(), "GET csn");
+        (i == 0 ? before : after) = csn ? parse_u64(*csn, "csn") : 0;
+        return;
+      }
+      if (!complete || failure) return;
+      std::optional<StoredObject> object =
+          object_from_hash(oids[i - 1], reply.get(), remembered[i - 1] != 0);
+      if (object) {
+        result.objects.push_back(std::move(*object));
+      } else {
+        complete = false;
+      }
+    } catch (...) {
+      if (!failure) failure = std::current_exception();
     }
   };
-  auto csn_of = [](const redisReply* r) {
-    auto csn = opt_string(r, "GET csn");
-    return csn ? parse_u64(*csn, "csn") : 0;
-  };
-  auto result_from = [&](std::uint64_t csn, auto hash) {
-    LoadResult result;
-    result.csn = csn;
-    result.objects.reserve(oids.size());
-    for (std::size_t i = 0; i < oids.size(); ++i)
-      result.objects.push_back(object_from_hash(oids[i], hash(i)));
-    return result;
-  };
-
-  redis::Pipeline reads;
-  reads.add({"GET", csn_key});
-  add_hgetalls(reads);
-  reads.add({"GET", csn_key});
-  std::vector<ReplyPtr> replies;
   {
     std::lock_guard lk(mu_);
-    replies = conn_.run_all(reads);
+    conn_.run_each(reads, sink);
   }
-  std::uint64_t before = csn_of(replies.front().get());
-  if (before == csn_of(replies.back().get())) {
-    return result_from(before, [&](std::size_t i) { return replies[i + 1].get(); });
+  if (before == after) {
+    if (failure) std::rethrow_exception(failure);
+    if (complete) {
+      result.csn = before;
+      return result;
+    }
   }
+  std::lock_guard lk(mu_);
+  return load_by_script(oids);
+}
 
-  redis::Pipeline transaction;
-  transaction.add({"MULTI"});
-  transaction.add({"GET", csn_key});
-  add_hgetalls(transaction);
-  transaction.add({"EXEC"});
-  {
-    std::lock_guard lk(mu_);
-    replies = conn_.run_all(transaction);
+LoadResult RedisStore::load_by_script(std::span<const Oid> oids) {
+  Args args = {prefix_};
+  std::vector<std::string> names;
+  names.reserve(oids.size());
+  for (Oid oid : oids)
+    args.push_back(names.emplace_back(oid.str()));
+  ReplyPtr reply = eval(load_id, args);
+  const redisReply* r = expect_array(reply.get(), "load");
+  if (r->elements != oids.size() + 1) unexpected(r, "load");
+  LoadResult result;
+  result.csn = parse_u64(string_of(r->element[0], "load"), "csn");
+  result.objects.reserve(oids.size());
+  for (std::size_t i = 0; i < oids.size(); ++i) {
+    std::optional<StoredObject> object = object_from_hash(oids[i], r->element[i + 1], false);
+    if (!object) {
+      throw Corruption(
+          fmt::format("redis object {}: its pointer leads to another pointer", oids[i].value()));
+    }
+    learn(object->oid, object->type, object->key);
+    result.objects.push_back(std::move(*object));
   }
-  for (std::size_t i = 0; i + 1 < replies.size(); ++i) {
-    if (replies[i]->type == REDIS_REPLY_ERROR) unexpected(replies[i].get(), "load");
-  }
-  const redisReply* exec = expect_array(replies.back().get(), "EXEC");
-  if (exec->elements != oids.size() + 1) unexpected(exec, "EXEC");
-  return result_from(csn_of(exec->element[0]), [&](std::size_t i) { return exec->element[i + 1]; });
+  return result;
 }
 
 std::uint64_t RedisStore::next_oid() {
@@ -679,6 +990,7 @@ std::uint64_t RedisStore::commit(const CommitRequest& request) {
     args.push_back(str(w.oid.str()));
     args.push_back(w.type);
     args.push_back(w.key);
+    args.push_back(str(hash_key(w.oid, w.type, w.key)));
     args.push_back(str(std::to_string(f.size())));
     for (const auto& [name, value] : f) {
       args.push_back(name);
@@ -708,6 +1020,10 @@ std::uint64_t RedisStore::commit(const CommitRequest& request) {
   if (r->elements < 2 || (status != "ok" && status != "same")) unexpected(r, "commit");
   std::uint64_t csn = parse_u64(string_of(r->element[1], "commit"), "csn");
   if (status == "same") return csn;
+  for (const WriteOp& w : request.writes)
+    learn(w.oid, w.type, w.key);
+  for (Oid oid : request.deletes)
+    learn(oid, "", "");
   std::vector<Oid> changed;
   changed.reserve(r->elements - 2);
   for (std::size_t i = 2; i < r->elements; ++i)
@@ -830,6 +1146,7 @@ std::vector<ScanEntry> RedisStore::scan_type(std::string_view type, Oid after, s
   for (std::size_t i = 0; i + 1 < r->elements; i += 2) {
     out.push_back(ScanEntry{Oid(parse_u64(string_of(r->element[i], "scan_type"), "oid")),
                             std::string(string_of(r->element[i + 1], "scan_type"))});
+    learn(out.back().oid, type, out.back().key);
   }
   return out;
 }
@@ -856,6 +1173,7 @@ std::vector<ScanEntry> RedisStore::scan_keys(std::string_view type, std::string_
   for (std::size_t i = 0; i + 1 < r->elements; i += 2) {
     out.push_back(ScanEntry{Oid(parse_u64(string_of(r->element[i + 1], "scan_keys"), "oid")),
                             std::string(string_of(r->element[i], "scan_keys"))});
+    learn(out.back().oid, type, out.back().key);
   }
   return out;
 }
@@ -866,9 +1184,11 @@ std::optional<Oid> RedisStore::find_key(std::string_view type, std::string_view 
     std::lock_guard lk(mu_);
     r = conn_.run({"HGET", key("k:", type), k});
   }
-  auto oid = opt_string(r.get(), "HGET");
-  if (!oid) return std::nullopt;
-  return Oid(parse_u64(*oid, "oid"));
+  auto found = opt_string(r.get(), "HGET");
+  if (!found) return std::nullopt;
+  Oid oid(parse_u64(*found, "oid"));
+  learn(oid, type, k);
+  return oid;
 }
 
 std::optional<std::uint64_t> RedisStore::lock(const LockRequest& request) {
@@ -922,22 +1242,6 @@ bool RedisStore::renew(std::string_view name, std::string_view owner,
   return r->integer == 1;
 }
 
-std::vector<StoredObject> RedisStore::load_batch(std::span<const Oid> oids) {
-  std::vector<std::string> keys;
-  std::vector<Args> commands;
-  keys.reserve(oids.size());
-  for (Oid oid : oids)
-    keys.push_back(key("o:", oid.str()));
-  for (const std::string& k : keys)
-    commands.push_back({"HGETALL", k});
-  std::vector<ReplyPtr> replies = conn_.run_all(commands);
-  std::vector<StoredObject> out;
-  out.reserve(oids.size());
-  for (std::size_t i = 0; i < oids.size(); ++i)
-    out.push_back(object_from_hash(oids[i], replies[i].get()));
-  return out;
-}
-
 PackStats RedisStore::pack() {
   std::lock_guard lk(mu_);
   // Every object key, by SCAN (which may report a key twice).
@@ -963,7 +1267,7 @@ PackStats RedisStore::pack() {
   PackStats stats;
   for (std::size_t i = 0; i < all.size(); i += pack_batch) {
     auto batch = std::span<const Oid>(all).subspan(i, std::min(pack_batch, all.size() - i));
-    for (StoredObject& obj : load_batch(batch)) {
+    for (StoredObject& obj : load_by_script(batch).objects) {
       if (!obj.exists()) continue;
       stats.bytes_before += obj.data.size() + obj.type.size() + obj.key.size();
       objects.emplace(obj.oid, std::move(obj));

@@ -69,7 +69,7 @@ TEST_F(RedisStoreTest, MapObjectsAreHashesOfPlainJsonFields) {
                           {"age", 17},
                           {"tags", Value::List{"wizard", "seeker"}}};
   std::uint64_t csn = put(*store, oid, user, "User", "harry");
-  auto fields = hgetall(prefix + "o:" + oid.str());
+  auto fields = hgetall(prefix + "User:harry");
   EXPECT_EQ(fields["name"], "\"Harry Potter\"");
   EXPECT_EQ(fields["email"], "\"harry@hogwarts.example\"");
   EXPECT_EQ(fields["age"], "17");
@@ -77,8 +77,12 @@ TEST_F(RedisStoreTest, MapObjectsAreHashesOfPlainJsonFields) {
   EXPECT_EQ(fields["_type"], "User");
   EXPECT_EQ(fields["_key"], "harry");
   EXPECT_EQ(fields["_version"], std::to_string(csn));
-  EXPECT_EQ(fields.size(), 7u) << "a map must not also be stored whole";
+  EXPECT_EQ(fields["_oid"], oid.str());
+  EXPECT_EQ(fields.size(), 8u) << "a map must not also be stored whole";
   EXPECT_EQ(get(*store, oid).data, encode(user));
+  // The oid's own key points there.
+  EXPECT_EQ(hgetall(prefix + "o:" + oid.str()),
+            (std::map<std::string, std::string>{{"_at", prefix + "User:harry"}}));
 
   // The indexes are plain Redis structures too.
   EXPECT_EQ(one(server().command({"HGET", prefix + "k:User", "harry"})), oid.str());
@@ -469,6 +473,215 @@ TEST_F(RedisStoreTest, ChangesSinceIsIncompleteOnceTheStreamIsTrimmed) {
   Changes none = store->changes_since(last);
   EXPECT_TRUE(none.complete);
   EXPECT_TRUE(none.oids.empty());
+}
+
+// The calls of one Redis command the server has run so far (INFO commandstats).
+std::uint64_t calls_of(std::string_view command) {
+  std::string info = server().command({"INFO", "commandstats"}).at(0);
+  std::string tag = "cmdstat_" + std::string(command) + ":calls=";
+  auto at = info.find(tag);
+  if (at == std::string::npos) return 0;
+  return std::stoull(info.substr(at + tag.size()));
+}
+
+TEST_F(RedisStoreTest, KeyedObjectsLiveAtReadableKeysThatFollowEveryChange) {
+  Oid a = store->new_oids(1);
+  Value v = Value::Map{{"name", "Harry"}};
+  put(*store, a, v, "User", "harry");
+  EXPECT_EQ(hgetall(prefix + "User:harry")["name"], "\"Harry\"");
+
+  // A new key moves the hash; the old key is gone and the pointer follows.
+  put(*store, a, v, "User", "harold");
+  EXPECT_EQ(one(server().command({"EXISTS", prefix + "User:harry"})), "0");
+  EXPECT_EQ(hgetall(prefix + "User:harold")["_oid"], a.str());
+  EXPECT_EQ(one(server().command({"HGET", prefix + "o:" + a.str(), "_at"})),
+            prefix + "User:harold");
+
+  // A key may hold ':' and look like the store's own keys: it stays under its type.
+  put(*store, a, v, "User", "o:5");
+  EXPECT_EQ(hgetall(prefix + "User:o:5")["_oid"], a.str());
+  EXPECT_EQ(one(server().command({"EXISTS", prefix + "User:harold"})), "0");
+
+  // Types that would be ambiguous or clash with the store's keys keep the hash at o:<oid>.
+  for (const char* type : {"a:b", "o", "t", "k", "ks", "lock", "fence"}) {
+    put(*store, a, v, type, "5");
+    auto fields = hgetall(prefix + "o:" + a.str());
+    EXPECT_EQ(fields["_type"], type);
+    EXPECT_EQ(fields["name"], "\"Harry\"") << type;
+    EXPECT_FALSE(fields.contains("_oid")) << type;
+    EXPECT_EQ(one(server().command({"EXISTS", prefix + "User:o:5"})), "0") << type;
+    EXPECT_EQ(one(server().command({"EXISTS", prefix + "a:b:5"})), "0") << type;
+    EXPECT_EQ(store->find_key(type, "5"), a) << type;
+  }
+  // An empty key or type: no readable key either.
+  put(*store, a, v, "User", "");
+  EXPECT_EQ(hgetall(prefix + "o:" + a.str())["_type"], "User");
+  put(*store, a, v, "", "harry");
+  EXPECT_EQ(hgetall(prefix + "o:" + a.str())["_key"], "harry");
+
+  // Back to a readable key, then deleted: both keys go.
+  put(*store, a, v, "User", "harry");
+  EXPECT_EQ(hgetall(prefix + "User:harry")["_oid"], a.str());
+  CommitRequest del;
+  del.deletes.push_back(a);
+  store->commit(del);
+  EXPECT_EQ(one(server().command({"EXISTS", prefix + "User:harry"})), "0");
+  EXPECT_EQ(one(server().command({"EXISTS", prefix + "o:" + a.str()})), "0");
+  EXPECT_FALSE(get(*store, a).exists());
+  EXPECT_FALSE(store->find_key("User", "harry").has_value());
+}
+
+TEST_F(RedisStoreTest, ReadableKeysMoveBetweenObjectsInOneCommit) {
+  Oid a = store->new_oids(1), b = store->new_oids(1);
+  put(*store, a, Value::Map{{"name", "A"}}, "User", "first");
+  put(*store, b, Value::Map{{"name", "B"}}, "User", "second");
+  CommitRequest swap;
+  swap.writes.push_back(WriteOp{a, "User", "second", encode(Value(Value::Map{{"name", "A"}}))});
+  swap.writes.push_back(WriteOp{b, "User", "first", encode(Value(Value::Map{{"name", "B"}}))});
+  store->commit(swap);
+  EXPECT_EQ(hgetall(prefix + "User:first")["_oid"], b.str());
+  EXPECT_EQ(hgetall(prefix + "User:first")["name"], "\"B\"");
+  EXPECT_EQ(hgetall(prefix + "User:second")["_oid"], a.str());
+  auto fresh = open(server().url(prefix));
+  EXPECT_EQ(fresh->find_key("User", "first"), b);
+  EXPECT_EQ(decode(get(*fresh, a).data), Value(Value::Map{{"name", "A"}}));
+  EXPECT_EQ(get(*fresh, a).key, "second");
+  EXPECT_EQ(get(*fresh, b).key, "first");
+}
+
+TEST_F(RedisStoreTest, LoadsByOidFindObjectsMovedByAnotherStore) {
+  Oid a = store->new_oids(1), b = store->new_oids(1);
+  put(*store, a, Value::Map{{"n", 1}}, "User", "harry");
+  ASSERT_EQ(get(*store, a).key, "harry");  // this store now reads a at User:harry
+
+  // Another store moves a to another key and gives harry to b.
+  auto other = open(server().url(prefix));
+  CommitRequest move;
+  move.writes.push_back(WriteOp{a, "User", "harold", encode(Value(Value::Map{{"n", 2}}))});
+  move.writes.push_back(WriteOp{b, "User", "harry", encode(Value(Value::Map{{"n", 3}}))});
+  other->commit(move);
+  StoredObject seen = get(*store, a);
+  EXPECT_EQ(seen.key, "harold");
+  EXPECT_EQ(decode(seen.data), Value(Value::Map{{"n", 2}}));
+  EXPECT_EQ(decode(get(*store, b).data), Value(Value::Map{{"n", 3}}));
+
+  // ... then makes it unkeyed, then deletes it.
+  put(*other, a, Value::Map{{"n", 4}});
+  EXPECT_EQ(decode(get(*store, a).data), Value(Value::Map{{"n", 4}}));
+  EXPECT_EQ(get(*store, a).key, "");
+  put(*other, a, Value::Map{{"n", 5}}, "User", "harold");
+  EXPECT_EQ(decode(get(*store, a).data), Value(Value::Map{{"n", 5}}));
+  CommitRequest del;
+  del.deletes.push_back(a);
+  other->commit(del);
+  EXPECT_FALSE(get(*store, a).exists());
+}
+
+TEST_F(RedisStoreTest, AKeyedObjectFoundByKeyLoadsInOnePipelinedRoundTrip) {
+  Oid a = store->new_oids(1);
+  put(*store, a, Value::Map{{"name", "Harry"}}, "User", "harry");
+  auto fresh = open(server().url(prefix));
+  std::uint64_t scripts = calls_of("evalsha");
+  std::uint64_t hgetalls = calls_of("hgetall");
+  std::optional<Oid> found = fresh->find_key("User", "harry");
+  ASSERT_EQ(found, a);
+  EXPECT_EQ(decode(get(*fresh, a).data), Value(Value::Map{{"name", "Harry"}}));
+  EXPECT_EQ(calls_of("evalsha"), scripts) << "the load went through the script";
+  EXPECT_EQ(calls_of("hgetall"), hgetalls + 1);
+
+  // Without knowing the key, the pointer is followed by the load script: still right.
+  auto blind = open(server().url(prefix));
+  Oid oids[] = {a, Oid(0)};
+  LoadResult r = blind->load(oids);
+  EXPECT_EQ(r.objects[0].key, "harry");
+  EXPECT_EQ(decode(r.objects[0].data), Value(Value::Map{{"name", "Harry"}}));
+  EXPECT_FALSE(r.objects[1].exists());
+}
+
+TEST_F(RedisStoreTest, BytesOfTextReadAsText) {
+  Oid a = store->new_oids(1);
+  Value user = Value::Map{{"email", Bytes{"harry@hogwarts.example"}},
+                          {"blob", Bytes{std::string("\xff\x00", 2)}},
+                          {"nested", Value::List{Bytes{"x"}}}};
+  put(*store, a, user, "User", "harry");
+  auto fields = hgetall(prefix + "User:harry");
+  EXPECT_EQ(fields["email"], R"({"$utf8":"harry@hogwarts.example"})");
+  EXPECT_EQ(fields["blob"], R"({"$bytes":"/wA="})");
+  EXPECT_EQ(fields["nested"], R"([{"$bytes":"eA=="}])");
+  EXPECT_EQ(get(*store, a).data, encode(user));
+  // A hand edit in the same form, with a space, is bytes too.
+  server().command(
+      {"HSET", prefix + "User:harry", "email", R"({"$utf8": "ron@hogwarts.example"})"});
+  EXPECT_EQ(*decode(get(*store, a).data).find("email"), Value(Bytes{"ron@hogwarts.example"}));
+}
+
+TEST_F(RedisStoreTest, HandEditsAtAReadableKeyAreWhatLoads) {
+  Oid a = store->new_oids(1);
+  put(*store, a, Value::Map{{"name", "Harry"}}, "User", "harry");
+  server().command({"HSET", prefix + "User:harry", "name", "\"Harry Potter\""});
+  auto fresh = open(server().url(prefix));
+  EXPECT_EQ(decode(get(*fresh, a).data), Value(Value::Map{{"name", "Harry Potter"}}));
+  EXPECT_EQ(decode(get(*store, a).data), Value(Value::Map{{"name", "Harry Potter"}}));
+}
+
+TEST_F(RedisStoreTest, SimpleFieldsLoadAsTheCodecsExactBytes) {
+  // Loads encode plain strings and integers straight from the reply: every length and size
+  // boundary must give what encode() gives.
+  Value::Map fields;
+  const std::int64_t ints[] = {0,
+                               1,
+                               127,
+                               128,
+                               255,
+                               256,
+                               65535,
+                               65536,
+                               4294967295,
+                               4294967296,
+                               -1,
+                               -32,
+                               -33,
+                               -128,
+                               -129,
+                               -32768,
+                               -32769,
+                               -2147483648LL,
+                               -2147483649LL,
+                               999999999999999999LL,
+                               -999999999999999999LL};
+  int i = 0;
+  for (std::int64_t n : ints)
+    fields.emplace("i" + std::to_string(i++), n);
+  for (std::size_t len : {0u, 31u, 32u, 255u, 256u, 65535u, 65536u})
+    fields.emplace("s" + std::to_string(len), std::string(len, 'x'));
+  fields.emplace("t", true);
+  fields.emplace("f", false);
+  fields.emplace("z", nullptr);
+  Oid a = store->new_oids(1);
+  put(*store, a, fields, "Thing", "many");
+  ASSERT_GE(fields.size(), 16u) << "a map 16 header";
+  EXPECT_EQ(get(*store, a).data, encode(Value(fields)));
+  auto fresh = open(server().url(prefix));
+  EXPECT_EQ(get(*fresh, a).data, encode(Value(fields)));
+
+  // A field added by hand comes after the others in the hash: the map is still canonical.
+  server().command({"HSET", prefix + "Thing:many", "a", "1"});
+  fields.emplace("a", 1);
+  EXPECT_EQ(get(*fresh, a).data, encode(Value(fields)));
+}
+
+TEST_F(RedisStoreTest, DeletingAnObjectWhoseReadableHashWasDeletedByHandFreesItsKey) {
+  Oid a = store->new_oids(1), b = store->new_oids(1);
+  put(*store, a, Value::Map{{"n", 1}}, "User", "harry");
+  server().command({"DEL", prefix + "User:harry"});
+  CommitRequest del;
+  del.deletes.push_back(a);
+  store->commit(del);
+  EXPECT_EQ(one(server().command({"EXISTS", prefix + "o:" + a.str()})), "0");
+  EXPECT_EQ(one(server().command({"HGET", prefix + "k:User", "harry"})), "(nil)");
+  EXPECT_EQ(one(server().command({"ZSCORE", prefix + "t:User", a.str()})), "(nil)");
+  put(*store, b, Value::Map{{"n", 2}}, "User", "harry");  // no conflict with a ghost
+  EXPECT_EQ(store->find_key("User", "harry"), b);
 }
 
 TEST_F(RedisStoreTest, CommitsSurviveAFlushedScriptCache) {
