@@ -36,6 +36,16 @@ namespace detail {
 struct Node;
 class ConnectionImpl;
 class DatabaseCore;
+
+// A decoded form of an object's state that typed handles (typed.h) keep with the object in the
+// connection's cache, so that every handle to the object shares it. Once changed through a
+// handle it is written back into the state before the state is next read, written or committed.
+class TypedState {
+ public:
+  virtual ~TypedState() = default;
+  // Writes this form's fields into `state` (a map), keeping fields it does not know.
+  virtual void write_to(Value& state) const = 0;
+};
 }  // namespace detail
 
 // A handle to one object in one connection's cache: cheap to copy; two handles to the same oid
@@ -74,6 +84,14 @@ class Object {
   // Deletes the object at commit (a blind write). An object created and removed in the same
   // transaction is never written.
   void remove();
+
+  // For typed handles (typed.h): the cached decoded form tagged `tag`, made by `make(state)` from
+  // the state if there is none (a read of the object, as get()). With `for_write`, also marks the
+  // object changed and the form as the newer one, written back into the state at commit.
+  detail::TypedState& typed_state(
+      const void* tag,
+      const std::function<std::unique_ptr<detail::TypedState>(const Value& state)>& make,
+      bool for_write) const;
 
   // The object a Ref value names, from the same connection (identity-mapped). Throws
   // InvalidArgument if `ref` is not a Ref.
@@ -161,6 +179,11 @@ class Connection {
   // A new object with a freshly allocated oid, written at commit. Throws InvalidArgument for a
   // type or key over the store's limits.
   Object create(Value state, std::string type = {}, std::string key = {});
+  // The object of `type` with key `key` (store.h) as this transaction sees it: its own creations,
+  // key changes and removals included. The object found counts as read, so a later change to
+  // it conflicts; finding nothing is not validated (two transactions creating the same key
+  // conflict at commit anyway: keys are unique).
+  std::optional<Object> find(std::string_view type, std::string_view key);
 
   // Sends one commit with the reads, writes and removals of this transaction and returns its CSN,
   // then syncs. With nothing changed it only syncs (a read-only transaction always succeeds).
@@ -197,6 +220,7 @@ class Txn {
   Object get(Oid oid);
   Object get(const Ref& ref);
   Object create(Value state, std::string type = {}, std::string key = {});
+  std::optional<Object> find(std::string_view type, std::string_view key);  // Connection::find
   // Calls fn with the object's state to change in place (NotFound if it does not exist).
   void modify(Oid oid, const std::function<void(Value&)>& fn);
   void modify(const Ref& ref, const std::function<void(Value&)>& fn);
@@ -219,6 +243,7 @@ class View {
   PersistentMap root();
   Object get(Oid oid);
   Object get(const Ref& ref);
+  std::optional<Object> find(std::string_view type, std::string_view key);  // Connection::find
 
  private:
   detail::ConnectionImpl* conn_;

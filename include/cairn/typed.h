@@ -32,6 +32,7 @@
 #include <functional>
 #include <limits>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -436,6 +437,83 @@ template <Storable T, ObjectSink S>
 void remove(S& sink, const TypedRef<T>& ref) {
   object_of(sink, ref).remove();
 }
+
+// The object of T's type whose key is `key`, as the transaction sees it (Connection::find): its
+// reference, or nullopt. The object found counts as read.
+template <Storable T, ObjectSource S>
+std::optional<TypedRef<T>> find(S& source, std::string_view key) {
+  std::optional<Object> object = source.find(type_name<T>(), key);
+  if (!object) return std::nullopt;
+  return TypedRef<T>(object->oid());
+}
+
+namespace detail {
+
+// The address of typed_tag<T> tells a cached decoded T from other types' forms.
+template <typename T>
+inline constexpr char typed_tag = 0;
+
+template <Storable T>
+class TypedForm final : public TypedState {
+ public:
+  explicit TypedForm(T value) : value_(std::move(value)) {}
+  T& value() { return value_; }
+  void write_to(Value& state) const override {
+    Value updated = to_value(value_);
+    if (!state.is_map()) state = Value::Map{};
+    Value::Map& map = state.as_map();
+    for (auto& [name, field] : updated.as_map())
+      map.insert_or_assign(name, std::move(field));
+  }
+
+ private:
+  T value_;
+};
+
+}  // namespace detail
+
+// A typed object that notes its own changes, Durus style: mutate() hands out the decoded T to
+// change in place and marks the object changed, so the commit writes the fields back (stored
+// fields T does not declare are kept). Handles are cheap to copy; every handle to one object in
+// one connection shares one decoded T, so a change through one is seen through the others.
+//
+//   cairn::Handle<Message> msg(tx, ref);
+//   std::string text = msg->text;   // a read
+//   msg.mutate().text += "!";       // a write, committed with the transaction
+//
+// References returned by get() and mutate() stay valid until the transaction ends or the object
+// is changed through its Object (set, mutate, remove).
+template <Storable T>
+class Handle {
+ public:
+  Handle() = default;
+  // The object `ref` names, checked to exist as a T (object_of).
+  template <ObjectSource S>
+  Handle(S& source, const TypedRef<T>& ref) : object_(object_of(source, ref)) {}
+
+  TypedRef<T> ref() const { return TypedRef<T>(object_.oid()); }
+  const Object& object() const { return object_; }
+
+  // The object as a T: decoded at the first use in a transaction. Counts as a read.
+  const T& get() const { return form(false).value(); }
+  const T& operator*() const { return get(); }
+  const T* operator->() const { return &get(); }
+  // The object as a T to change in place; the object is now changed in this transaction.
+  T& mutate() { return form(true).value(); }
+
+ private:
+  detail::TypedForm<T>& form(bool for_write) const {
+    detail::TypedState& state = object_.typed_state(
+        &detail::typed_tag<T>,
+        [](const Value& stored) -> std::unique_ptr<detail::TypedState> {
+          return std::make_unique<detail::TypedForm<T>>(from_value<T>(stored));
+        },
+        for_write);
+    return static_cast<detail::TypedForm<T>&>(state);
+  }
+
+  Object object_;
+};
 
 // Every committed object of T's type, in oid order, as the store lists them now (not as of a
 // transaction's snapshot: load them in a transaction to read them).

@@ -143,13 +143,15 @@ const Value& ConnectionImpl::read(Node& n) {
   if (!n.present && !n.oid.is_root()) {
     throw NotFound(fmt::format("object {} does not exist", n.oid.value()));
   }
+  flush_typed(n, false);
   return n.value;
 }
 
 Value& ConnectionImpl::write(Node& n) {
   check_writable();
   read(n);
-  n.present = true;  // only the root may be absent here: it becomes an empty map
+  flush_typed(n, true);  // the caller may change the value in place: the typed form would go stale
+  n.present = true;      // only the root may be absent here: it becomes an empty map
   mark_dirty(n);
   return n.value;
 }
@@ -157,6 +159,7 @@ Value& ConnectionImpl::write(Node& n) {
 void ConnectionImpl::set(Node& n, Value state) {
   check_writable();
   ensure_loaded(n);  // for its type and key; not a read
+  flush_typed(n, true);
   n.value = std::move(state);
   n.present = true;
   mark_dirty(n);
@@ -168,6 +171,7 @@ void ConnectionImpl::set(Node& n, Value state, std::string type, std::string key
   // Nothing of the old state is needed, so a ghost stays unread: its version matters only for
   // reads, and a changed node is never read from the store again in this transaction.
   n.loaded = true;
+  flush_typed(n, true);
   n.value = std::move(state);
   n.type = std::move(type);
   n.key = std::move(key);
@@ -178,12 +182,58 @@ void ConnectionImpl::set(Node& n, Value state, std::string type, std::string key
 void ConnectionImpl::remove(Node& n) {
   check_writable();
   ensure_loaded(n);  // keeps type and key, should the object be set again before commit
+  flush_typed(n, true);
   n.value = absent_state(n.oid);
   n.present = false;
   mark_dirty(n);
 }
 
+TypedState& ConnectionImpl::typed(
+    Node& n, const void* tag, const std::function<std::unique_ptr<TypedState>(const Value&)>& make,
+    bool for_write) {
+  if (for_write) check_writable();
+  const Value& state = read(n);  // loads, counts as a read, and writes back another form
+  if (!n.typed || n.typed_tag != tag) {
+    flush_typed(n, true);
+    n.typed = make(state);
+    n.typed_tag = tag;
+  }
+  if (for_write) {
+    n.present = true;  // only the root may be absent here, as in write()
+    mark_dirty(n);
+    n.typed_newer = true;
+  }
+  return *n.typed;
+}
+
+void ConnectionImpl::flush_typed(Node& n, bool drop) {
+  if (n.typed && n.typed_newer) {
+    n.typed->write_to(n.value);
+    n.typed_newer = false;
+  }
+  if (drop) {
+    n.typed.reset();
+    n.typed_tag = nullptr;
+  }
+}
+
+std::optional<Object> ConnectionImpl::find(std::string_view type, std::string_view key) {
+  if (type.empty() || key.empty()) throw InvalidArgument("find needs a type and a key");
+  // This transaction's own changes first: the store knows nothing of them yet.
+  for (Node* n : dirty_) {
+    if (n->present && n->type == type && n->key == key) return handle(cache_.at(n->oid));
+  }
+  std::optional<Oid> oid = store_.find_key(type, key);
+  if (!oid) return std::nullopt;
+  std::shared_ptr<Node> n = node(*oid);  // a copy: a conflict while loading may shrink the cache
+  // The store's answer is its newest state; the transaction's own view of the object decides
+  // (exists() is a read, so a later change to it conflicts).
+  if (!exists(*n) || n->type != type || n->key != key) return std::nullopt;
+  return handle(n);
+}
+
 void ConnectionImpl::ghost(Node& n) {
+  flush_typed(n, true);
   n.loaded = false;
   n.present = false;
   n.version = 0;
@@ -292,6 +342,7 @@ std::uint64_t ConnectionImpl::commit() {
   request.deletes.clear();
   request.reads.clear();
   for (Node* n : dirty_) {
+    flush_typed(*n, false);
     if (n->present) {
       request.writes.push_back(WriteOp{n->oid, n->type, n->key, encode(n->value)});
     } else if (!n->created) {
@@ -431,6 +482,9 @@ Object Connection::get(const Ref& ref) {
 }
 Object Connection::create(Value state, std::string type, std::string key) {
   return impl().create(std::move(state), std::move(type), std::move(key));
+}
+std::optional<Object> Connection::find(std::string_view type, std::string_view key) {
+  return impl().find(type, key);
 }
 std::uint64_t Connection::commit() {
   return impl().commit();

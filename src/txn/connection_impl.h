@@ -10,8 +10,11 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
@@ -41,6 +44,7 @@ class ConnectionImpl {
   Object get(Oid oid);
   Object get(const Ref& ref);
   Object create(Value state, std::string type, std::string key);
+  std::optional<Object> find(std::string_view type, std::string_view key);
   std::uint64_t commit();
   void abort();
   void sync();
@@ -69,6 +73,9 @@ class ConnectionImpl {
   void set(Node& node, Value state);
   void set(Node& node, Value state, std::string type, std::string key);
   void remove(Node& node);
+  TypedState& typed(Node& node, const void* tag,
+                    const std::function<std::unique_ptr<TypedState>(const Value&)>& make,
+                    bool for_write);
 
  private:
   Object handle(const std::shared_ptr<Node>& node) const { return Object(node, lease_); }
@@ -78,6 +85,9 @@ class ConnectionImpl {
   void mark_dirty(Node& node);
   void check_writable() const;
   void ghost(Node& node);
+  // Writes a typed handle's newer form back into the node's value; `drop`: forget the form too
+  // (the value is about to change some other way).
+  static void flush_typed(Node& node, bool drop);
   // After a load at `load_csn` found a state newer than the snapshot: moves the snapshot there,
   // or aborts and throws ConflictError if something read in this transaction has changed.
   void catch_up(std::uint64_t load_csn);

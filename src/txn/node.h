@@ -3,8 +3,10 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 
+#include "cairn/database.h"
 #include "cairn/oid.h"
 #include "cairn/value.h"
 
@@ -35,6 +37,12 @@ struct Node {
   std::string type;
   std::string key;
   Value value;
+
+  // A typed handle's decoded form of `value` (database.h), tagged with its C++ type; when
+  // `typed_newer`, it has changes not yet written back into `value`.
+  std::unique_ptr<TypedState> typed;
+  const void* typed_tag = nullptr;
+  bool typed_newer = false;
 };
 
 }  // namespace cairn::detail

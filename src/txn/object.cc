@@ -61,6 +61,14 @@ void Object::set(Value state, std::string type, std::string key) {
   n.conn->set(n, std::move(state), std::move(type), std::move(key));
 }
 
+detail::TypedState& Object::typed_state(
+    const void* tag,
+    const std::function<std::unique_ptr<detail::TypedState>(const Value& state)>& make,
+    bool for_write) const {
+  detail::Node& n = live();
+  return n.conn->typed(n, tag, make, for_write);
+}
+
 void Object::note_change() {
   mutate();
 }
@@ -186,6 +194,9 @@ Object Txn::get(const Ref& ref) {
 Object Txn::create(Value state, std::string type, std::string key) {
   return conn_->create(std::move(state), std::move(type), std::move(key));
 }
+std::optional<Object> Txn::find(std::string_view type, std::string_view key) {
+  return conn_->find(type, key);
+}
 void Txn::modify(Oid oid, const std::function<void(Value&)>& fn) {
   fn(get(oid).mutate());
 }
@@ -223,6 +234,9 @@ Object View::get(Oid oid) {
 }
 Object View::get(const Ref& ref) {
   return conn_->get(ref);
+}
+std::optional<Object> View::find(std::string_view type, std::string_view key) {
+  return conn_->find(type, key);
 }
 
 }  // namespace cairn

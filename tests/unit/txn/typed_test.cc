@@ -301,6 +301,129 @@ TYPED_TEST(TypedTest, ConnectionsCreateAndGetToo) {
   EXPECT_EQ(get(conn, ref), (Point{1, 2}));
 }
 
+// Handles note their own changes: a mutation through one is committed without modify() or
+// note_change(), is seen through every other handle to the object, and only mutate() writes.
+TYPED_TEST(TypedTest, HandlesMarkTheirObjectChangedOnMutableAccess) {
+  TypedRef<Point> ref = this->db->transaction([&](Txn& tx) { return create(tx, Point{1, 2}); });
+  this->db->transaction([&](Txn& tx) {
+    Handle<Point> a(tx, ref);
+    Handle<Point> b(tx, ref);
+    EXPECT_EQ(a->x, 1);
+    a.mutate().x = 10;
+    EXPECT_EQ(b->x, 10) << "handles to one object share its state";
+    b.mutate().y += 5;
+    EXPECT_EQ(a.get(), (Point{10, 7}));
+    // The Object sees the typed changes too.
+    EXPECT_EQ(tx.get(ref.oid()).get(), Value(Value::Map{{"x", 10}, {"y", 7}}));
+  });
+  this->reopen();
+  EXPECT_EQ(this->db->view([&](View& v) { return get(v, ref); }), (Point{10, 7}));
+
+  // Reading through a handle changes nothing: the transaction writes nothing.
+  std::uint64_t before = this->db->store().load({}).csn;
+  this->db->transaction([&](Txn& tx) { EXPECT_EQ(Handle<Point>(tx, ref)->y, 7); });
+  EXPECT_EQ(this->db->store().load({}).csn, before);
+
+  // Through a connection, abort drops the handle's changes.
+  Connection conn = this->db->connect();
+  Handle<Point> h(conn, ref);
+  h.mutate().x = 99;
+  EXPECT_TRUE(conn.has_changes());
+  conn.abort();
+  EXPECT_EQ(Handle<Point>(conn, ref)->x, 10);
+
+  // A view's handles read, and refuse to write.
+  this->db->view([&](View& v) {
+    Handle<Point> ro(v, ref);
+    EXPECT_EQ(ro->x, 10);
+    EXPECT_THROW(ro.mutate(), InvalidArgument);
+  });
+}
+
+// A write through the Object after a handle's change keeps both; an Object::set replaces the
+// handle's form, which decodes again from the new state.
+TYPED_TEST(TypedTest, HandlesAndObjectWritesCompose) {
+  TypedRef<UserV2> ref = this->db->transaction([&](Txn& tx) {
+    return create(tx, UserV2{"bo", "bo@example.org", 7});
+  });
+  this->db->transaction([&](Txn& tx) {
+    Handle<UserV1> older(tx, TypedRef<UserV1>(ref.oid()));
+    older.mutate().name = "Bo";
+    tx.get(ref.oid()).mutate().as_map().insert_or_assign("logins", 8);
+    EXPECT_EQ(older->name, "Bo");
+    Handle<UserV2> newer(tx, ref);
+    EXPECT_EQ(newer->logins, 8);
+    newer.mutate().logins = 9;
+    tx.get(ref.oid()).set(Value::Map{{"name", "Al"}});
+    EXPECT_EQ(newer->name, "Al");
+    EXPECT_EQ(newer->logins, 0) << "set() replaced the state the handle had decoded";
+  });
+  EXPECT_EQ(this->stored(ref.oid()), Value(Value::Map{{"name", "Al"}}));
+  this->db->transaction([&](Txn& tx) {
+    Handle<UserV1> older(tx, TypedRef<UserV1>(ref.oid()));
+    older.mutate().name = "Cy";
+  });
+  EXPECT_EQ(this->stored(ref.oid()), Value(Value::Map{{"name", "Cy"}}))
+      << "fields the struct does not declare are not added";
+}
+
+// Concurrent increments through handles conflict and retry like modify(): none is lost.
+TYPED_TEST(TypedTest, ConcurrentHandleIncrementsKeepEveryOne) {
+  TypedRef<Point> ref = this->db->transaction([&](Txn& tx) { return create(tx, Point{}); });
+  constexpr int threads = 4;
+  constexpr int each = 50;
+  std::vector<std::thread> pool;
+  for (int t = 0; t < threads; ++t) {
+    pool.emplace_back([&] {
+      for (int i = 0; i < each; ++i)
+        this->db->transaction([&](Txn& tx) { ++Handle<Point>(tx, ref).mutate().x; });
+    });
+  }
+  for (auto& th : pool)
+    th.join();
+  EXPECT_EQ(this->db->view([&](View& v) { return get(v, ref); }).x, threads * each);
+}
+
+// find<T> looks a typed object up by key, seeing the transaction's own creations, key changes
+// and removals.
+TYPED_TEST(TypedTest, FindLooksUpByKeyAsTheTransactionSeesIt) {
+  TypedRef<Point> p1 = this->db->transaction([&](Txn& tx) {
+    return create(tx, Point{1, 1}, "p1");
+  });
+  EXPECT_EQ(this->db->view([&](View& v) { return find<Point>(v, "p1"); }), p1);
+  EXPECT_EQ(this->db->view([&](View& v) { return find<Point>(v, "p2"); }), std::nullopt);
+  EXPECT_EQ(this->db->view([&](View& v) { return find<Message>(v, "p1"); }), std::nullopt)
+      << "keys are per type";
+  this->db->transaction([&](Txn& tx) {
+    TypedRef<Point> p2 = create(tx, Point{2, 2}, "p2");
+    EXPECT_EQ(find<Point>(tx, "p2"), p2) << "this transaction's own creation";
+    Object o1 = tx.get(p1.oid());
+    o1.set(o1.get(), "test.Point", "renamed");
+    EXPECT_EQ(find<Point>(tx, "p1"), std::nullopt) << "its key changed in this transaction";
+    EXPECT_EQ(find<Point>(tx, "renamed"), p1);
+    remove(tx, p2);
+    EXPECT_EQ(find<Point>(tx, "p2"), std::nullopt) << "removed in this transaction";
+  });
+  EXPECT_EQ(this->db->view([&](View& v) { return find<Point>(v, "renamed"); }), p1);
+  EXPECT_THROW(this->db->view([&](View& v) { return v.find("", "x"); }), InvalidArgument);
+  EXPECT_THROW(this->db->view([&](View& v) { return v.find("test.Point", ""); }), InvalidArgument);
+}
+
+// The object find() returns is read: another connection changing it before commit conflicts.
+TYPED_TEST(TypedTest, AnObjectFoundByKeyIsValidatedAtCommit) {
+  TypedRef<Point> p1 = this->db->transaction([&](Txn& tx) {
+    return create(tx, Point{1, 1}, "p1");
+  });
+  Connection a = this->db->connect();
+  Connection b = this->db->connect();
+  std::optional<TypedRef<Point>> found = find<Point>(a, "p1");
+  ASSERT_EQ(found, p1);
+  modify(b, p1, [](Point& p) { p.x = 5; });
+  b.commit();
+  create(a, Point{9, 9});
+  EXPECT_THROW(a.commit(), ConflictError);
+}
+
 TYPED_TEST(TypedTest, ReferencesFormingACycleCommitAndReload) {
   auto [a, b] = this->db->transaction([&](Txn& tx) {
     TypedRef<Person> alice = create(tx, Person{"alice", {}});
