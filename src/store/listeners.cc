@@ -13,6 +13,7 @@ Subscription ListenerRegistry::add(CommitListener listener) {
     auto entries = std::make_shared<EntryList>(*shared_->entries);
     entries->push_back(entry);
     shared_->entries = std::move(entries);
+    shared_->none.store(false, std::memory_order_release);
   }
   std::weak_ptr<Shared> weak = shared_;
   return Subscription([weak, entry] {
@@ -26,6 +27,7 @@ Subscription ListenerRegistry::add(CommitListener listener) {
       std::lock_guard lk(shared->mu);
       auto entries = std::make_shared<EntryList>(*shared->entries);
       std::erase(*entries, entry);
+      shared->none.store(entries->empty(), std::memory_order_release);
       shared->entries = std::move(entries);
     }
   });
@@ -57,6 +59,7 @@ void ListenerRegistry::notify(std::uint64_t csn, std::span<const Oid> oids) {
 }
 
 void ListenerRegistry::deliver(std::uint64_t csn, std::span<const Oid> oids) {
+  if (shared_->none.load(std::memory_order_acquire)) return;
   std::shared_ptr<const EntryList> entries;
   {
     std::lock_guard lk(shared_->mu);

@@ -9,6 +9,7 @@
 // This keeps concurrent committers from waking each other once per commit.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -51,6 +52,10 @@ class ListenerRegistry {
   struct Shared {
     std::mutex mu;
     std::shared_ptr<const EntryList> entries = std::make_shared<const EntryList>();
+    // Whether `entries` is empty, readable without mu: most stores have no listener, and their
+    // commits then skip the lock. (A listener added before a commit's lock is taken is seen:
+    // the store's own lock orders the two.)
+    std::atomic<bool> none{true};
   };
 
   void deliver(std::uint64_t csn, std::span<const Oid> oids);
