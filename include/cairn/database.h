@@ -181,8 +181,9 @@ class Connection {
   Object create(Value state, std::string type = {}, std::string key = {});
   // The object of `type` with key `key` (store.h) as this transaction sees it: its own creations,
   // key changes and removals included. The object found counts as read, so a later change to
-  // it conflicts; finding nothing is not validated (two transactions creating the same key
-  // conflict at commit anyway: keys are unique).
+  // it conflicts. Finding nothing is not validated, and if keys moved between objects after the
+  // snapshot it may be wrong for the snapshot: use a miss to decide to create (creating a key
+  // another live object holds conflicts at commit), not as a serializable read.
   std::optional<Object> find(std::string_view type, std::string_view key);
 
   // Sends one commit with the reads, writes and removals of this transaction and returns its CSN,

@@ -481,8 +481,9 @@ class TypedForm final : public TypedState {
 //   std::string text = msg->text;   // a read
 //   msg.mutate().text += "!";       // a write, committed with the transaction
 //
-// References returned by get() and mutate() stay valid until the transaction ends or the object
-// is changed through its Object (set, mutate, remove).
+// References returned by get() and mutate() stay valid, and changes through them are committed,
+// until the transaction ends, the object is changed through its Object (set, mutate, remove), or
+// a Handle of another type is used on the same object.
 template <Storable T>
 class Handle {
  public:

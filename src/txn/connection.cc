@@ -137,12 +137,16 @@ const std::string& ConnectionImpl::key(Node& n) {
   return n.key;
 }
 
-const Value& ConnectionImpl::read(Node& n) {
+void ConnectionImpl::read_existing(Node& n) {
   ensure_loaded(n);
   note_read(n);
   if (!n.present && !n.oid.is_root()) {
     throw NotFound(fmt::format("object {} does not exist", n.oid.value()));
   }
+}
+
+const Value& ConnectionImpl::read(Node& n) {
+  read_existing(n);
   flush_typed(n, false);
   return n.value;
 }
@@ -192,10 +196,10 @@ TypedState& ConnectionImpl::typed(
     Node& n, const void* tag, const std::function<std::unique_ptr<TypedState>(const Value&)>& make,
     bool for_write) {
   if (for_write) check_writable();
-  const Value& state = read(n);  // loads, counts as a read, and writes back another form
+  read_existing(n);
   if (!n.typed || n.typed_tag != tag) {
-    flush_typed(n, true);
-    n.typed = make(state);
+    flush_typed(n, true);  // another type's form: written back, then its references end
+    n.typed = make(n.value);
     n.typed_tag = tag;
   }
   if (for_write) {
@@ -207,13 +211,13 @@ TypedState& ConnectionImpl::typed(
 }
 
 void ConnectionImpl::flush_typed(Node& n, bool drop) {
-  if (n.typed && n.typed_newer) {
-    n.typed->write_to(n.value);
-    n.typed_newer = false;
-  }
+  // The form stays the newer one until the transaction ends: a reference mutate() returned may
+  // still change it after this write-back.
+  if (n.typed && n.typed_newer) n.typed->write_to(n.value);
   if (drop) {
     n.typed.reset();
     n.typed_tag = nullptr;
+    n.typed_newer = false;
   }
 }
 
@@ -336,11 +340,14 @@ void ConnectionImpl::abort() {
 
 std::uint64_t ConnectionImpl::commit() {
   // One request per connection, reused: most transactions write about as much as the last one,
-  // so this saves the vectors' allocations on every commit.
+  // so this saves growing its three vectors on every commit (each write's strings are still
+  // made anew).
   CommitRequest& request = request_;
-  request.writes.clear();  // in case encode() threw during the last commit
-  request.deletes.clear();
-  request.reads.clear();
+  // Whatever happens below, drop the encoded states when done (release_request).
+  struct Release {
+    ConnectionImpl& conn;
+    ~Release() { conn.release_request(); }
+  } release{*this};
   for (Node* n : dirty_) {
     flush_typed(*n, false);
     if (n->present) {
@@ -350,7 +357,6 @@ std::uint64_t ConnectionImpl::commit() {
     }
   }
   if (request.writes.empty() && request.deletes.empty()) {
-    release_request();
     // A read-only transaction: its reads are one consistent snapshot, so it is serializable as
     // it stands. (Objects created and removed again are dropped like any other change.)
     abort();
@@ -362,16 +368,15 @@ std::uint64_t ConnectionImpl::commit() {
   try {
     csn = store_.commit(request);
   } catch (const ConflictError&) {
-    release_request();
     abort();
     ++conflicts_;
     throw;
   }
-  release_request();
   if (feed_ != nullptr) feed_->note_own_commit(csn);
   for (Node* n : dirty_) {
     n->dirty = false;
     n->created = false;
+    n->typed_newer = false;  // written back above, so the state and the form agree
     n->version = n->present ? csn : 0;
   }
   dirty_.clear();
@@ -388,7 +393,7 @@ std::uint64_t ConnectionImpl::commit() {
   return csn;
 }
 
-void ConnectionImpl::release_request() {
+void ConnectionImpl::release_request() noexcept {
   // Drop the encoded states now, but keep the vectors' room for the next commit, unless one huge
   // transaction made it large.
   request_.writes.clear();

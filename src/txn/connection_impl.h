@@ -82,6 +82,8 @@ class ConnectionImpl {
   std::shared_ptr<Node>& node(Oid oid);
   void ensure_loaded(Node& node);
   void note_read(Node& node);
+  // Loads the node and adds it to the read set; NotFound unless it exists (or is the root).
+  void read_existing(Node& node);
   void mark_dirty(Node& node);
   void check_writable() const;
   void ghost(Node& node);
@@ -102,8 +104,8 @@ class ConnectionImpl {
   void sync_to(std::uint64_t at_least);
   void end_transaction();
   void shrink();
-  // Frees the reused commit request's vectors if they grew large.
-  void release_request();
+  // Empties the reused commit request, freeing its vectors if they grew large.
+  void release_request() noexcept;
 
   Store& store_;
   ConnectionCounters& counters_;

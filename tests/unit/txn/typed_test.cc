@@ -367,6 +367,52 @@ TYPED_TEST(TypedTest, HandlesAndObjectWritesCompose) {
       << "fields the struct does not declare are not added";
 }
 
+// A reference mutate() returned keeps working after reads in between: every change through it
+// is committed, not only those made before the next read.
+TYPED_TEST(TypedTest, ChangesThroughAKeptMutateReferenceAreAllCommitted) {
+  TypedRef<Point> ref = this->db->transaction([&](Txn& tx) { return create(tx, Point{1, 2}); });
+  this->db->transaction([&](Txn& tx) {
+    Handle<Point> h(tx, ref);
+    Point& p = h.mutate();
+    p.x = 10;
+    EXPECT_EQ(h->x, 10);
+    EXPECT_EQ(tx.get(ref.oid()).get(), Value(Value::Map{{"x", 10}, {"y", 2}}));
+    p.y = 20;
+  });
+  EXPECT_EQ(this->db->view([&](View& v) { return get(v, ref); }), (Point{10, 20}));
+
+  // Through a connection: after a commit the form is current again, and a later change through
+  // the same reference is the next commit's.
+  Connection conn = this->db->connect();
+  Handle<Point> h(conn, ref);
+  Point& p = h.mutate();
+  p.x = 11;
+  conn.commit();
+  EXPECT_EQ(this->stored(ref.oid()), Value(Value::Map{{"x", 11}, {"y", 20}}));
+  EXPECT_FALSE(conn.has_changes());
+  h.mutate().y = 21;
+  conn.commit();
+  EXPECT_EQ(this->stored(ref.oid()), Value(Value::Map{{"x", 11}, {"y", 21}}));
+}
+
+// Handles of two types on one object (two versions of a struct): each sees the other's committed
+// changes, the newer form is written back before the other is decoded.
+TYPED_TEST(TypedTest, HandlesOfTwoTypesOnOneObjectSeeEachOthersChanges) {
+  TypedRef<UserV2> ref = this->db->transaction([&](Txn& tx) {
+    return create(tx, UserV2{"bo", "bo@example.org", 7});
+  });
+  this->db->transaction([&](Txn& tx) {
+    Handle<UserV2> newer(tx, ref);
+    newer.mutate().logins = 8;
+    Handle<UserV1> older(tx, TypedRef<UserV1>(ref.oid()));
+    older.mutate().name = "Bo";
+    EXPECT_EQ(newer->name, "Bo");
+    EXPECT_EQ(newer->logins, 8);
+  });
+  EXPECT_EQ(this->stored(ref.oid()),
+            Value(Value::Map{{"name", "Bo"}, {"email", "bo@example.org"}, {"logins", 8}}));
+}
+
 // Concurrent increments through handles conflict and retry like modify(): none is lost.
 TYPED_TEST(TypedTest, ConcurrentHandleIncrementsKeepEveryOne) {
   TypedRef<Point> ref = this->db->transaction([&](Txn& tx) { return create(tx, Point{}); });
