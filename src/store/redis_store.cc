@@ -28,6 +28,7 @@
 #include "cairn/error.h"
 #include "cairn/json.h"
 #include "cairn/value.h"
+#include "core/endian.h"
 #include "store/listeners.h"
 #include "store/redis_connection.h"
 #include "store/redis_ptr.h"
@@ -404,9 +405,10 @@ SimpleJson simple_json(std::string_view json) {
 // For the load path: a map of simple fields is encoded as the hash is read, without building
 // a Value. Each writes the same bytes as encode() does.
 
-void put_be(std::string& out, std::uint64_t v, int bytes) {
-  for (int i = bytes - 1; i >= 0; --i)
-    out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+void put_be(std::string& out, std::uint64_t v, std::size_t bytes) {
+  char buf[8];
+  cairn::put_be(buf, v, bytes);
+  out.append(buf, bytes);
 }
 
 void put_str(std::string& out, std::string_view s) {
@@ -634,7 +636,8 @@ bool has_readable_key(std::string_view type, std::string_view key) {
          std::find(reserved_types.begin(), reserved_types.end(), type) == reserved_types.end();
 }
 
-// How many readable keys a store remembers before it starts over (see RedisStore::located_).
+// How many readable keys a store remembers; past it, each new one evicts an arbitrary other (see
+// RedisStore::located_).
 constexpr std::size_t max_located = 1 << 16;
 
 // Follows the change stream (`P changes`) on a connection of its own with XREAD BLOCK, and
@@ -806,14 +809,15 @@ class RedisStore final : public Store {
       located_.erase(oid);
       return;
     }
-    if (located_.size() >= max_located) located_.clear();
+    if (located_.size() >= max_located && !located_.contains(oid)) located_.erase(located_.begin());
     located_.insert_or_assign(oid, std::move(at));
   }
 
   std::uint64_t next_oid();  // mu_ held: one past the last oid any client was given
   // The objects, read by one load script (mu_ held): one consistent snapshot, every pointer
   // followed. Remembers where each keyed one lives.
-  LoadResult load_by_script(std::span<const Oid> oids);
+  // `remember`: learn where each keyed object lives (not for pack's sweep over everything).
+  LoadResult load_by_script(std::span<const Oid> oids, bool remember = true);
   void start_feed();
   void enqueue(std::uint64_t csn, std::vector<Oid> oids);
   void deliver();
@@ -924,7 +928,7 @@ LoadResult RedisStore::load(std::span<const Oid> oids) {
   return load_by_script(oids);
 }
 
-LoadResult RedisStore::load_by_script(std::span<const Oid> oids) {
+LoadResult RedisStore::load_by_script(std::span<const Oid> oids, bool remember) {
   Args args = {prefix_};
   std::vector<std::string> names;
   names.reserve(oids.size());
@@ -942,7 +946,7 @@ LoadResult RedisStore::load_by_script(std::span<const Oid> oids) {
       throw Corruption(
           fmt::format("redis object {}: its pointer leads to another pointer", oids[i].value()));
     }
-    learn(object->oid, object->type, object->key);
+    if (remember) learn(object->oid, object->type, object->key);
     result.objects.push_back(std::move(*object));
   }
   return result;
@@ -1267,7 +1271,7 @@ PackStats RedisStore::pack() {
   PackStats stats;
   for (std::size_t i = 0; i < all.size(); i += pack_batch) {
     auto batch = std::span<const Oid>(all).subspan(i, std::min(pack_batch, all.size() - i));
-    for (StoredObject& obj : load_by_script(batch).objects) {
+    for (StoredObject& obj : load_by_script(batch, false).objects) {
       if (!obj.exists()) continue;
       stats.bytes_before += obj.data.size() + obj.type.size() + obj.key.size();
       objects.emplace(obj.oid, std::move(obj));

@@ -44,10 +44,24 @@ TEST(ExamplesOnRedis, RepocketModelsRunOnRedisAndReadBackWithRedisCli) {
   EXPECT_EQ(value_of("_key"), "40997aa4-71fc-4ad3-b0d7-04c0fac6d6d8");
   EXPECT_EQ(value_of("_type"), "repocket.User");
 
-  // Harry was deleted: his readable key is gone with him.
-  ProcessResult harry =
-      redis_cli(redis, {"EXISTS", "cairn:repocket.User:970773fa-4de1-11e5-86f4-6c4008a70392"});
-  EXPECT_EQ(harry.out, "0\n");
+  // Ron's oid key points at his readable key.
+  std::string ron_oid = value_of("_oid");
+  ProcessResult pointer = redis_cli(redis, {"HGETALL", "cairn:o:" + ron_oid});
+  EXPECT_EQ(lines_of(pointer.out), (std::vector<std::string>{"_at", ron}));
+
+  // Harry was deleted: nothing in the database names him any more, whether at a readable key,
+  // a pointer, or the key index.
+  const std::string harry = "970773fa-4de1-11e5-86f4-6c4008a70392";
+  ProcessResult keys = redis_cli(redis, {"--scan", "--pattern", "cairn:*"});
+  ASSERT_EQ(keys.exit_code, 0) << keys.err;
+  std::vector<std::string> all = lines_of(keys.out);
+  EXPECT_NE(std::find(all.begin(), all.end(), ron), all.end()) << keys.out;
+  for (const std::string& key : all) {
+    EXPECT_EQ(key.find(harry), std::string::npos) << key;
+    if (redis_cli(redis, {"TYPE", key}).out != "hash\n") continue;
+    ProcessResult fields = redis_cli(redis, {"HGETALL", key});
+    EXPECT_EQ(fields.out.find(harry), std::string::npos) << key << ":\n" << fields.out;
+  }
 }
 
 }  // namespace
