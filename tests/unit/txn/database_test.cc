@@ -11,6 +11,7 @@
 #include <utility>
 
 #include "cairn/error.h"
+#include "support/forwarding_store.h"
 #include "unit/txn/backends.h"
 
 namespace cairn::testing {
@@ -411,6 +412,41 @@ TYPED_TEST(DatabaseTest, WithoutAPoolNothingStaysBehind) {
     ASSERT_EQ(stats.connections, 0u);
     ASSERT_EQ(stats.cached_objects, 0u);
   }
+}
+
+// Counts the questions the object layer asks its store about what changed.
+class CountingStore final : public ForwardingStore {
+ public:
+  Changes changes_since(std::uint64_t csn) override {
+    ++asked;
+    return ForwardingStore::changes_since(csn);
+  }
+  std::unique_ptr<Store> store = make_memory_store();
+  std::atomic<int> asked{0};
+
+ private:
+  Store& inner() const override { return *store; }
+};
+
+// A commit that is the only one since the transaction's snapshot (its CSN is the snapshot's plus
+// one) leaves nothing to learn: the connection does not ask the store what changed. With another
+// commit in between it must ask, and does.
+TEST(Database, ACommitRightAfterTheSnapshotDoesNotAskWhatChanged) {
+  auto owned = std::make_unique<CountingStore>();
+  CountingStore& counting = *owned;
+  Database db(std::move(owned));
+  Oid oid = db.transaction([](Txn& tx) { return tx.create(Value(0)).oid(); });
+  Connection conn = db.connect();
+  conn.get(oid).set(Value(1));
+  int before = counting.asked.load();
+  conn.commit();
+  EXPECT_EQ(counting.asked.load(), before);
+
+  db.transaction([&](Txn& tx) { tx.get(oid).set(Value(2)); });  // another connection's commit
+  conn.get(oid).set(Value(3));
+  before = counting.asked.load();
+  conn.commit();
+  EXPECT_EQ(counting.asked.load(), before + 1);
 }
 
 TEST(Database, OpensAUrlAndRefusesNoStore) {
