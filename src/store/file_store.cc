@@ -968,11 +968,15 @@ void FileStoreImpl::async_loop() {
     }
     lk.unlock();
     {
-      // Most of this round's committers (a server's clients) will commit again at once: the
-      // next sync gathers three quarters as many (waiting at most two sync times), as it does
-      // for threads inside commit().
+      // This round's committers (a server's clients) will commit again as soon as they have
+      // their answers: the next sync gathers as many (waiting at most two sync times), as it
+      // does for threads inside commit(). Gathering all of them, not three quarters as before,
+      // keeps a server's clients in one group per sync instead of groups that shrink as
+      // stragglers miss the gather (50 clients over loopback on 2 cores: about 50 commits
+      // per sync instead of 20 to 45, and a higher rate; the loop thread, not the disk, is
+      // what limits it there, and every extra sync round costs it a wakeup and a hand-off).
       std::lock_guard log_lk(log_mu_);
-      round_peak_ = std::max(round_peak_, static_cast<int>(ready.size() * 3 / 4));
+      round_peak_ = std::max(round_peak_, static_cast<int>(ready.size()));
     }
     for (AsyncCommit& c : ready) {
       if (!error && !c.applied.empty) listeners_.notify(c.applied.csn, c.applied.changed);
