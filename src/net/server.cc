@@ -107,8 +107,6 @@ class Server::Impl {
   };
   void hand_off(Handoff item);
   void run_handoffs();
-  std::mutex handoff_mu_;
-  std::vector<Handoff> handoffs_;  // waiting for the loop; a post is pending while not empty
 
   Store& store_;
   ServerOptions options_;
@@ -116,6 +114,10 @@ class Server::Impl {
   std::unique_ptr<asio::thread_pool> pool_;
   std::unique_ptr<asio::ssl::context> tls_;
   std::unordered_map<std::uint64_t, std::shared_ptr<Session>> sessions_;
+  // Hand-offs waiting for the loop; a post is pending while not empty. Declared after io_, so
+  // that sessions left here (by a loop that stopped first) go before the io_context they use.
+  std::mutex handoff_mu_;
+  std::vector<Handoff> handoffs_;
   std::uint64_t next_session_ = 1;
   std::size_t watchers_ = 0;
   bool stopping_ = false;
