@@ -94,12 +94,30 @@ class Server::Impl {
     ~AsyncDone() { impl.async_done(); }
   };
 
+  // What the store's sync thread hands to the loop: commit_async() answers and commit
+  // notifications, in the order they happened. A whole sync round's worth is gathered under
+  // one lock and costs one post, so one wakeup of the loop, rather than one post (a lock of
+  // the io_context's queue and a wakeup each) per commit.
+  struct Handoff {
+    std::shared_ptr<Session> session;  // null: a commit notification
+    FrameHeader header;
+    std::uint64_t csn = 0;
+    std::exception_ptr error;
+    std::vector<Oid> oids;  // a notification's changed oids
+  };
+  void hand_off(Handoff item);
+  void run_handoffs();
+
   Store& store_;
   ServerOptions options_;
   asio::io_context io_{1};
   std::unique_ptr<asio::thread_pool> pool_;
   std::unique_ptr<asio::ssl::context> tls_;
   std::unordered_map<std::uint64_t, std::shared_ptr<Session>> sessions_;
+  // Hand-offs waiting for the loop; a post is pending while not empty. Declared after io_, so
+  // that sessions left here (by a loop that stopped first) go before the io_context they use.
+  std::mutex handoff_mu_;
+  std::vector<Handoff> handoffs_;
   std::uint64_t next_session_ = 1;
   std::size_t watchers_ = 0;
   bool stopping_ = false;
@@ -143,6 +161,21 @@ class Session : public std::enable_shared_from_this<Session> {
   std::uint64_t id() const { return id_; }
   bool watching() const { return watching_; }
   bool idle() const { return inflight_ == 0 && writing_.empty() && pending_.empty(); }
+
+  // A commit_async() commit is durable (error null) or failed: answer it. Loop thread.
+  void commit_done(const FrameHeader& header, std::uint64_t csn, const std::exception_ptr& error) {
+    try {
+      if (error) std::rethrow_exception(error);
+      Writer w;
+      w.array(1).u64(csn);
+      reply(header, w.bytes());
+    } catch (const Error& e) {
+      reply_error(header, e.code(), e.what());
+    } catch (const std::exception& e) {
+      reply_error(header, ErrorCode::internal, e.what());
+    }
+    answered();
+  }
 
   void start(bool reject) {
     reset_idle();
@@ -462,19 +495,7 @@ void Session::handle(const FrameHeader& header, const Body& body) {
                                               std::uint64_t csn, std::exception_ptr error) {
                 // The server outlives this call (its destructor waits for outstanding ones).
                 Server::Impl::AsyncDone leaving(server_);
-                asio::post(server_.io_, [this, self, header, csn, error] {
-                  try {
-                    if (error) std::rethrow_exception(error);
-                    Writer w;
-                    w.array(1).u64(csn);
-                    reply(header, w.bytes());
-                  } catch (const Error& e) {
-                    reply_error(header, e.code(), e.what());
-                  } catch (const std::exception& e) {
-                    reply_error(header, ErrorCode::internal, e.what());
-                  }
-                  answered();
-                });
+                server_.hand_off({self, header, csn, error, {}});
               });
           if (async) return;
         } catch (const ConflictError& e) {
@@ -748,9 +769,7 @@ Server::Impl::Impl(Store& store, ServerOptions options)
     pool_ = std::make_unique<asio::thread_pool>(std::max<std::size_t>(options_.workers, 4));
   }
   subscription_ = store_.subscribe([this](std::uint64_t csn, std::span<const Oid> oids) {
-    asio::post(io_, [this, csn, oids = std::vector<Oid>(oids.begin(), oids.end())]() mutable {
-      on_commit(csn, std::move(oids));
-    });
+    hand_off({nullptr, {}, csn, nullptr, std::vector<Oid>(oids.begin(), oids.end())});
   });
   last_csn_ = store_.changes_since(UINT64_MAX).csn;
   start();
@@ -838,6 +857,32 @@ void Server::Impl::adopt(std::unique_ptr<Transport> transport) {
   auto session = std::make_shared<Session>(*this, id, std::move(transport));
   sessions_.emplace(id, session);
   session->start(reject);
+}
+
+void Server::Impl::hand_off(Handoff item) {
+  bool post = false;
+  {
+    std::lock_guard lock(handoff_mu_);
+    post = handoffs_.empty();
+    handoffs_.push_back(std::move(item));
+  }
+  // Only the first of a batch posts; the others join it while the loop has not yet run it.
+  if (post) asio::post(io_, [this] { run_handoffs(); });
+}
+
+void Server::Impl::run_handoffs() {
+  std::vector<Handoff> batch;
+  {
+    std::lock_guard lock(handoff_mu_);
+    batch.swap(handoffs_);
+  }
+  for (Handoff& item : batch) {
+    if (item.session) {
+      item.session->commit_done(item.header, item.csn, item.error);
+    } else {
+      on_commit(item.csn, std::move(item.oids));
+    }
+  }
 }
 
 void Server::Impl::remove(std::uint64_t id) {
