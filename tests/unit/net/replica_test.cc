@@ -222,13 +222,14 @@ TEST(Replica, UnsubscribeStopsUpdatesAndFreesTheReplica) {
   c.a.transaction([&](Txn& tx) { tx.modify(items[0], [](Value& v) { v = Value(2); }); });
   ASSERT_TRUE(eventually([&] { return c.counted->loads > loads; }))
       << "the replica did not reload a changed object";
+  // Let that reload finish: one still under way after unsubscribing would count below.
+  ASSERT_TRUE(replica_current(c.b, c.server.backing()));
 
   sub.reset();
   EXPECT_FALSE(sub.active());
   EXPECT_EQ(c.b.stats().replica_objects, 0u);
 
   // Unsubscribed: commits no longer make B load anything, and reads go to the server.
-  std::this_thread::sleep_for(20ms);  // a reload already under way may still finish
   loads = c.counted->loads;
   for (std::int64_t i = 3; i < 8; ++i)
     c.a.transaction([&](Txn& tx) { tx.modify(items[1], [&](Value& v) { v = Value(i); }); });
