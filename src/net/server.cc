@@ -341,6 +341,22 @@ class Session : public std::enable_shared_from_this<Session> {
 
   void flush() {
     if (closed_ || !writing_.empty() || pending_.empty()) return;
+    // Most replies fit in the socket's send buffer: write them at once, without an asynchronous
+    // write and its completion's round through the loop (a large share of the loop's work per
+    // request). Only what the socket does not take now goes the asynchronous way.
+    asio::error_code failed;
+    std::size_t taken = transport_->try_write(asio::buffer(pending_), failed);
+    server_.bytes_out_ += taken;
+    if (failed) return close();
+    if (taken == pending_.size()) {
+      pending_.clear();
+      // What the completion below would do next. Callers of send() close, drain and answer
+      // themselves once nothing is owed (fail, drain, answered); a paused reader must be
+      // resumed, but not from inside whatever is sending.
+      if (paused_) asio::post(server_.io_, [self = shared_from_this()] { self->resume(); });
+      return;
+    }
+    pending_.erase(0, taken);
     writing_.swap(pending_);
     transport_->write(asio::buffer(writing_),
                       [this, self = shared_from_this()](const asio::error_code& ec, std::size_t n) {

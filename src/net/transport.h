@@ -22,6 +22,9 @@ class Transport {
   virtual void read_some(asio::mutable_buffer buffer, IoHandler done) = 0;
   // Writes all of `buffer`.
   virtual void write(asio::const_buffer buffer, IoHandler done) = 0;
+  // Writes what the stream takes now without waiting, and returns how much that was (0 when it
+  // would block, or for a stream that has no such write: TLS). `ec` is set only for an error.
+  virtual std::size_t try_write(asio::const_buffer buffer, asio::error_code& ec) = 0;
   virtual void close() = 0;
   virtual std::string peer() const = 0;
 };
@@ -57,6 +60,21 @@ class StreamTransport final : public Transport {
   }
   void write(asio::const_buffer buffer, IoHandler done) override {
     asio::async_write(stream_, buffer, std::move(done));
+  }
+  std::size_t try_write(asio::const_buffer buffer, asio::error_code& ec) override {
+    ec.clear();
+    if constexpr (is_tls) {
+      (void)buffer;
+      return 0;  // a TLS record is written by the TLS engine's own operations
+    } else {
+      // Non-blocking mode affects only synchronous calls like this one; the asynchronous reads
+      // and writes behave the same either way.
+      if (!stream_.non_blocking()) stream_.non_blocking(true, ec);
+      if (ec) return 0;
+      std::size_t n = stream_.write_some(buffer, ec);
+      if (ec == asio::error::would_block || ec == asio::error::try_again) ec.clear();
+      return n;
+    }
   }
   void close() override {
     asio::error_code ignored;
