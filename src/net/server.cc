@@ -350,10 +350,11 @@ class Session : public std::enable_shared_from_this<Session> {
     if (failed) return close();
     if (taken == pending_.size()) {
       pending_.clear();
-      // What the completion below would do next. Callers of send() close, drain and answer
-      // themselves once nothing is owed (fail, drain, answered); a paused reader must be
-      // resumed, but not from inside whatever is sending.
-      if (paused_) asio::post(server_.io_, [self = shared_from_this()] { self->resume(); });
+      // Whatever follows a finished write (closing, resuming a paused reader, a stop waiting for
+      // this session) runs from the loop, not from inside whatever is sending.
+      if (closing_ || draining_ || paused_) {
+        asio::post(server_.io_, [self = shared_from_this()] { self->wrote(); });
+      }
       return;
     }
     pending_.erase(0, taken);
@@ -364,10 +365,16 @@ class Session : public std::enable_shared_from_this<Session> {
                         writing_.clear();
                         if (ec) return close();
                         if (!pending_.empty()) return flush();
-                        if (closing_ || (draining_ && inflight_ == 0)) return close();
-                        resume();
-                        server_.maybe_finish_stop();
+                        wrote();
                       });
+  }
+
+  // Everything owed has been written.
+  void wrote() {
+    if (closed_ || !writing_.empty() || !pending_.empty()) return;  // a later write's turn
+    if (closing_ || (draining_ && inflight_ == 0)) return close();
+    resume();
+    server_.maybe_finish_stop();
   }
 
   // Lock owners are scoped to the connection: no other client can unlock or renew them.
