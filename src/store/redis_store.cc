@@ -411,19 +411,22 @@ void put_be(std::string& out, std::uint64_t v, std::size_t bytes) {
   out.append(buf, bytes);
 }
 
+// A MessagePack marker byte followed by `bytes` bytes of `v`, big-endian.
+void put_tagged(std::string& out, unsigned char marker, std::uint64_t v, std::size_t bytes) {
+  out.push_back(static_cast<char>(marker));
+  put_be(out, v, bytes);
+}
+
 void put_str(std::string& out, std::string_view s) {
   std::size_t n = s.size();
   if (n < 32) {
     out.push_back(static_cast<char>(0xa0 | n));
   } else if (n <= 0xff) {
-    out.push_back(static_cast<char>(0xd9));
-    put_be(out, n, 1);
+    put_tagged(out, 0xd9, n, 1);
   } else if (n <= 0xffff) {
-    out.push_back(static_cast<char>(0xda));
-    put_be(out, n, 2);
+    put_tagged(out, 0xda, n, 2);
   } else {
-    out.push_back(static_cast<char>(0xdb));
-    put_be(out, n, 4);
+    put_tagged(out, 0xdb, n, 4);
   }
   out.append(s);
 }
@@ -432,11 +435,9 @@ void put_map_header(std::string& out, std::size_t n) {
   if (n < 16) {
     out.push_back(static_cast<char>(0x80 | n));
   } else if (n <= 0xffff) {
-    out.push_back(static_cast<char>(0xde));
-    put_be(out, n, 2);
+    put_tagged(out, 0xde, n, 2);
   } else {
-    out.push_back(static_cast<char>(0xdf));
-    put_be(out, n, 4);
+    put_tagged(out, 0xdf, n, 4);
   }
 }
 
@@ -447,17 +448,13 @@ void put_int(std::string& out, std::int64_t v) {
     if (u < 128) {
       out.push_back(static_cast<char>(u));
     } else if (u <= 0xff) {
-      out.push_back(static_cast<char>(0xcc));
-      put_be(out, u, 1);
+      put_tagged(out, 0xcc, u, 1);
     } else if (u <= 0xffff) {
-      out.push_back(static_cast<char>(0xcd));
-      put_be(out, u, 2);
+      put_tagged(out, 0xcd, u, 2);
     } else if (u <= 0xffffffff) {
-      out.push_back(static_cast<char>(0xce));
-      put_be(out, u, 4);
+      put_tagged(out, 0xce, u, 4);
     } else {
-      out.push_back(static_cast<char>(0xcf));
-      put_be(out, u, 8);
+      put_tagged(out, 0xcf, u, 8);
     }
     return;
   }
@@ -465,17 +462,13 @@ void put_int(std::string& out, std::int64_t v) {
   if (v >= -32) {
     out.push_back(static_cast<char>(bits & 0xff));
   } else if (v >= -128) {
-    out.push_back(static_cast<char>(0xd0));
-    put_be(out, bits, 1);
+    put_tagged(out, 0xd0, bits, 1);
   } else if (v >= -32768) {
-    out.push_back(static_cast<char>(0xd1));
-    put_be(out, bits, 2);
+    put_tagged(out, 0xd1, bits, 2);
   } else if (v >= std::numeric_limits<std::int32_t>::min()) {
-    out.push_back(static_cast<char>(0xd2));
-    put_be(out, bits, 4);
+    put_tagged(out, 0xd2, bits, 4);
   } else {
-    out.push_back(static_cast<char>(0xd3));
-    put_be(out, bits, 8);
+    put_tagged(out, 0xd3, bits, 8);
   }
 }
 
