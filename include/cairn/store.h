@@ -33,6 +33,16 @@ inline constexpr std::size_t max_key_length = 1024;
 inline constexpr std::size_t max_lock_name_length = 1024;
 inline constexpr std::size_t max_object_bytes = 64 * 1024 * 1024;
 
+// The first byte of a blob: object data that holds plain bytes rather than an encoded Value, and
+// to which a commit may append (AppendOp) without sending or rewriting what it already holds.
+// No encoded Value starts with 0xc1, the one byte MessagePack never uses (docs/file-format.md),
+// so data is a blob exactly when its first byte is this. The blob's bytes are all that follow.
+inline constexpr char blob_marker = '\xc1';
+
+inline bool is_blob(std::string_view data) {
+  return !data.empty() && data.front() == blob_marker;
+}
+
 struct StoredObject {
   Oid oid;
   std::uint64_t version = 0;  // CSN of the commit that wrote this state; 0 = absent
@@ -59,10 +69,20 @@ struct WriteOp {
   std::string data;
 };
 
+// Bytes added to the end of an existing blob. An append reads nothing: commits appending to one
+// blob never conflict over it, and their bytes follow each other in CSN order.
+struct AppendOp {
+  Oid oid;
+  std::string data;  // may be empty: the object still changes (new version, in the commit's oids)
+};
+
 struct CommitRequest {
-  std::vector<ReadCheck> reads;  // validated: each must still be at the version given
-  std::vector<WriteOp> writes;   // blind unless also listed in reads
-  std::vector<Oid> deletes;      // deleting an absent object is allowed and changes nothing
+  std::vector<ReadCheck> reads;   // validated: each must still be at the version given
+  std::vector<WriteOp> writes;    // blind unless also listed in reads
+  std::vector<Oid> deletes;       // deleting an absent object is allowed and changes nothing
+  std::vector<AppendOp> appends;  // to blobs that exist when the commit applies
+
+  bool changes_nothing() const { return writes.empty() && deletes.empty() && appends.empty(); }
 };
 
 struct Changes {
@@ -126,10 +146,13 @@ class Store {
   virtual LoadResult load(std::span<const Oid> oids) = 0;
 
   // Atomically: if every read is still at its version and no write takes a key held by another
-  // live object of the same type, applies writes and deletes and returns the new CSN; else
-  // throws ConflictError naming the offending oids and changes nothing. A commit with nothing to
-  // write or delete validates its reads and returns the current CSN. Writes must name the root
-  // or an oid from new_oids(); an oid may appear once among writes and deletes. CSNs count
+  // live object of the same type, applies writes, deletes and appends and returns the new CSN;
+  // else throws ConflictError naming the offending oids and changes nothing. A commit with
+  // nothing to write, delete or append validates its reads and returns the current CSN. Writes
+  // must name the root or an oid from new_oids(); an oid may appear once among writes, deletes
+  // and appends. An append's object must exist and be a blob when the commit applies (else
+  // NotFound or InvalidArgument, and nothing changes); it keeps its type and key, and its data
+  // grows by the appended bytes, up to max_object_bytes (InvalidArgument past it). CSNs count
   // commits one by one: the commits that write or delete get CSNs N+1, N+2, ... after the last
   // one, N, so a commit that returns N+1 to a reader of N is the only commit since.
   virtual std::uint64_t commit(const CommitRequest& request) = 0;

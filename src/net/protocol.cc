@@ -213,7 +213,9 @@ std::vector<Oid> read_oids(Reader r) {
 }
 
 void write_commit_request(Writer& w, const CommitRequest& request) {
-  w.array(3);
+  // The appends are a fourth element only when there are any, so that a commit without them
+  // is the same bytes as before appends existed.
+  w.array(request.appends.empty() ? 3 : 4);
   w.array(static_cast<std::uint32_t>(request.reads.size()));
   for (const ReadCheck& read : request.reads)
     w.array(2).u64(read.oid.value()).u64(read.version);
@@ -221,6 +223,10 @@ void write_commit_request(Writer& w, const CommitRequest& request) {
   for (const WriteOp& write : request.writes)
     w.array(4).u64(write.oid.value()).str(write.type).str(write.key).bin(write.data);
   write_oids(w, request.deletes);
+  if (request.appends.empty()) return;
+  w.array(static_cast<std::uint32_t>(request.appends.size()));
+  for (const AppendOp& append : request.appends)
+    w.array(2).u64(append.oid.value()).bin(append.data);
 }
 
 CommitRequest read_commit_request(Reader r) {
@@ -244,6 +250,16 @@ CommitRequest read_commit_request(Reader r) {
     out.writes.push_back(std::move(write));
   }
   out.deletes = read_oids(r.array());
+  if (r.at_end()) return out;
+  Reader appends = r.array();
+  out.appends.reserve(appends.size());
+  while (!appends.at_end()) {
+    Reader one = appends.array();
+    AppendOp append;
+    append.oid = Oid{one.u64()};
+    append.data = one.str();
+    out.appends.push_back(std::move(append));
+  }
   return out;
 }
 

@@ -506,6 +506,8 @@ void Session::handle(const FrameHeader& header, const Body& body) {
       std::uint64_t bytes = 0;
       for (const WriteOp& write : request.writes)
         bytes += write.data.size();
+      for (const AppendOp& append : request.appends)
+        bytes += append.data.size();
       server_.committed_bytes_since_pack_ += bytes;
       if (!server_.options_.blocking_store) {
         // A store that makes commits durable on a thread of its own: apply here, on the loop,

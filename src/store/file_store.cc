@@ -1019,7 +1019,23 @@ FileStoreImpl::Applied FileStoreImpl::apply(const CommitRequest& request) {
   check_key_conflicts(
       request, [this](auto type, auto key) { return index_.key_holder(type, key); }, conflicts);
   throw_if_conflicts(std::move(conflicts));
-  if (request.writes.empty() && request.deletes.empty()) {
+  // An append is written as the whole new state of its blob: the log format has no append
+  // record, so replay and loads stay one record per object. (Blobs are chunks of a ByteStream,
+  // so this rewrites at most one chunk.) Read under mu_, which no other commit holds meanwhile.
+  std::vector<WriteOp> appended;
+  appended.reserve(request.appends.size());
+  for (const AppendOp& a : request.appends) {
+    const IndexEntry* e = index_.find(a.oid);
+    std::string storage;
+    std::optional<RecordView> current;
+    if (e != nullptr) current = read_record(a.oid, *e, storage);
+    std::string data = current ? std::string(current->data) : std::string();
+    check_append(a.oid, current ? &data : nullptr, a.data.size());
+    data += a.data;
+    appended.push_back(
+        WriteOp{a.oid, std::string(current->type), std::string(current->key), std::move(data)});
+  }
+  if (request.changes_nothing()) {
     Applied empty;
     empty.empty = true;
     empty.csn = csn_;
@@ -1032,21 +1048,28 @@ FileStoreImpl::Applied FileStoreImpl::apply(const CommitRequest& request) {
   std::uint64_t csn = csn_ + 1;
   std::size_t size = txn_header_size + txn_trailer_size;
   size += request.deletes.size() * record_size(0, 0, 0);
-  for (const WriteOp& w : request.writes)
-    size += record_size(w.type.size(), w.key.size(), w.data.size());
+  // The request's writes, then the appends' (both are write records).
+  auto for_each_write = [&](auto&& fn) {
+    for (const WriteOp& w : request.writes)
+      fn(w);
+    for (const WriteOp& w : appended)
+      fn(w);
+  };
+  for_each_write(
+      [&](const WriteOp& w) { size += record_size(w.type.size(), w.key.size(), w.data.size()); });
   std::string frame;
   frame.reserve(size);
   frame.resize(txn_header_size);
   std::vector<std::uint64_t> offsets;  // of each write's record, from the frame's start
-  offsets.reserve(request.writes.size());
+  offsets.reserve(request.writes.size() + appended.size());
   for (Oid oid : request.deletes)
     append_record(frame, oid, csn, RecordOp::remove, {}, {}, {});
-  for (const WriteOp& w : request.writes) {
+  for_each_write([&](const WriteOp& w) {
     offsets.push_back(frame.size());
     append_record(frame, w.oid, csn, RecordOp::write, w.type, w.key, w.data);
-  }
+  });
   std::uint64_t body_length = frame.size() - txn_header_size;
-  auto count = static_cast<std::uint32_t>(request.deletes.size() + request.writes.size());
+  auto count = static_cast<std::uint32_t>(request.deletes.size() + offsets.size());
   std::string header = encode_txn_header({TxnKind::commit, body_length, csn, count});
   std::memcpy(frame.data(), header.data(), header.size());
   put_u64(frame, checksum64(std::string_view(frame).substr(txn_header_size)));
@@ -1075,13 +1098,13 @@ FileStoreImpl::Applied FileStoreImpl::apply(const CommitRequest& request) {
   for (Oid oid : request.deletes) {
     if (index_.remove(oid)) changed.push_back(oid);
   }
-  for (std::size_t i = 0; i < request.writes.size(); ++i) {
-    const WriteOp& w = request.writes[i];
-    index_.put(w.oid, start + offsets[i],
+  std::size_t i = 0;
+  for_each_write([&](const WriteOp& w) {
+    index_.put(w.oid, start + offsets[i++],
                static_cast<std::uint32_t>(record_size(w.type.size(), w.key.size(), w.data.size())),
                csn, w.type, w.key);
     changed.push_back(w.oid);
-  }
+  });
   csn_ = csn;
   ++transactions_;
   history_.remember(csn, changed);

@@ -123,12 +123,15 @@ std::uint64_t MemoryStore::commit(const CommitRequest& request) {
   check_key_conflicts(
       request, [this](auto type, auto key) { return key_holder(type, key); }, conflicts);
   throw_if_conflicts(std::move(conflicts));
-  if (request.writes.empty() && request.deletes.empty())
-    return csn_.load(std::memory_order_relaxed);
+  for (const AppendOp& a : request.appends) {
+    auto it = objects_.find(a.oid);
+    check_append(a.oid, it == objects_.end() ? nullptr : &it->second.data, a.data.size());
+  }
+  if (request.changes_nothing()) return csn_.load(std::memory_order_relaxed);
 
   std::uint64_t csn = csn_.load(std::memory_order_relaxed) + 1;
   std::vector<Oid> changed;
-  changed.reserve(request.writes.size() + request.deletes.size());
+  changed.reserve(request.writes.size() + request.deletes.size() + request.appends.size());
   for (Oid oid : request.deletes) {
     auto it = objects_.find(oid);
     if (it == objects_.end()) continue;
@@ -145,6 +148,12 @@ std::uint64_t MemoryStore::commit(const CommitRequest& request) {
     obj = Object{csn, w.type, w.key, w.data};
     index(w.oid, obj);
     changed.push_back(w.oid);
+  }
+  for (const AppendOp& a : request.appends) {
+    Object& obj = objects_.at(a.oid);  // checked above; no write or delete names it
+    obj.data += a.data;
+    obj.version = csn;
+    changed.push_back(a.oid);
   }
   history_.remember(csn, changed);
   csn_.store(csn, std::memory_order_release);

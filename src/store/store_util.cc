@@ -26,7 +26,7 @@ void check_length(std::string_view what, std::string_view text, std::size_t limi
 void validate_commit_shape(const CommitRequest& request, std::uint64_t next_oid) {
   // Runs on every commit: no allocation beyond one vector, no formatting unless it throws.
   std::vector<Oid> oids;
-  oids.reserve(request.writes.size() + request.deletes.size());
+  oids.reserve(request.writes.size() + request.deletes.size() + request.appends.size());
   auto check_oid = [&](Oid oid) {
     if (!oid.is_root() && oid.value() >= next_oid) {
       throw InvalidArgument(fmt::format(
@@ -46,10 +46,16 @@ void validate_commit_shape(const CommitRequest& request, std::uint64_t next_oid)
   }
   for (Oid oid : request.deletes)
     check_oid(oid);
+  for (const AppendOp& a : request.appends) {
+    check_oid(a.oid);
+    if (a.data.size() > max_object_bytes) {
+      check_length(fmt::format("append to object {}", a.oid.value()), a.data, max_object_bytes);
+    }
+  }
   std::sort(oids.begin(), oids.end());
   if (auto twice = std::adjacent_find(oids.begin(), oids.end()); twice != oids.end()) {
-    throw InvalidArgument(
-        fmt::format("commit names oid {} more than once among writes and deletes", twice->value()));
+    throw InvalidArgument(fmt::format(
+        "commit names oid {} more than once among writes, deletes and appends", twice->value()));
   }
   if (!keyed) return;
   std::set<std::pair<std::string_view, std::string_view>> keys;
@@ -58,6 +64,22 @@ void validate_commit_shape(const CommitRequest& request, std::uint64_t next_oid)
       throw InvalidArgument(
           fmt::format("commit gives key \"{}\" of type \"{}\" to two objects", w.key, w.type));
     }
+  }
+}
+
+void check_append(Oid oid, const std::string* current, std::size_t appended) {
+  if (current == nullptr) {
+    throw NotFound(fmt::format("cannot append to object {}: it does not exist", oid.value()));
+  }
+  if (!is_blob(*current)) {
+    throw InvalidArgument(
+        fmt::format("cannot append to object {}: its data is not a blob", oid.value()));
+  }
+  if (current->size() + appended > max_object_bytes) {
+    throw InvalidArgument(
+        fmt::format("appending {} bytes to object {} would make it {} bytes, "
+                    "past the limit of {}",
+                    appended, oid.value(), current->size() + appended, max_object_bytes));
   }
 }
 
@@ -141,6 +163,7 @@ void walk_refs(const Value& v, const std::function<void(Oid)>& fn) {
 }  // namespace
 
 void for_each_ref(std::string_view data, Oid owner, const std::function<void(Oid)>& fn) {
+  if (is_blob(data)) return;  // plain bytes: no refs
   Value v;
   try {
     v = decode(data);

@@ -13,10 +13,16 @@
 
 namespace cairn {
 
-// Throws InvalidArgument for a request no backend may accept: a write to an oid that was never
-// allocated (>= next_oid, other than the root), an oid twice among writes and deletes, two
-// writes taking the same (type, key), or a type, key or object over its limit.
+// Throws InvalidArgument for a request no backend may accept: a write, delete or append naming an
+// oid that was never allocated (>= next_oid, other than the root), an oid twice among writes,
+// deletes and appends, two writes taking the same (type, key), or a type, key, object or
+// appended data over its limit.
 void validate_commit_shape(const CommitRequest& request, std::uint64_t next_oid);
+
+// For an append of `appended` bytes to object `oid`, whose data is `current` (null: absent):
+// throws NotFound if it is absent, InvalidArgument if it is not a blob or would grow past
+// max_object_bytes.
+void check_append(Oid oid, const std::string* current, std::size_t appended);
 
 // Throws InvalidArgument for an empty or over-long name or owner, a ttl <= 0, or a wait < 0.
 void validate_lock_request(const LockRequest& request);
@@ -41,8 +47,8 @@ void throw_if_conflicts(std::vector<Oid> conflicts);
 template <class Objects>
 std::unordered_set<Oid> reachable_from_roots(const Objects& objects);
 
-// Calls `fn` with the oid of every Ref inside `data` (a codec-encoded Value) of object `owner`.
-// Throws Corruption naming `owner` if the data does not decode.
+// Calls `fn` with the oid of every Ref inside `data` (a codec-encoded Value, or a blob, which
+// holds none) of object `owner`. Throws Corruption naming `owner` if the data does not decode.
 void for_each_ref(std::string_view data, Oid owner, const std::function<void(Oid)>& fn);
 
 template <class Objects>

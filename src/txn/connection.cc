@@ -356,7 +356,7 @@ std::uint64_t ConnectionImpl::commit() {
       request.deletes.push_back(n->oid);
     }
   }
-  if (request.writes.empty() && request.deletes.empty()) {
+  if (request.changes_nothing()) {
     // A read-only transaction: its reads are one consistent snapshot, so it is serializable as
     // it stands. (Objects created and removed again are dropped like any other change.)
     abort();

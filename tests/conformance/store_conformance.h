@@ -570,6 +570,90 @@ TYPED_TEST_P(StoreConformance, ConcurrentTransfersKeepTheSum) {
   EXPECT_EQ(sum, counters * initial);
 }
 
+// Appends: bytes added to a blob with no read of it, by commits that do not conflict over it.
+TYPED_TEST_P(StoreConformance, AppendsGrowABlobAndNeverConflictOverIt) {
+  Oid blob = this->fresh(), other = this->fresh();
+  CommitRequest create;
+  create.writes.push_back(WriteOp{blob, "Log", "today", std::string(1, blob_marker) + "ab"});
+  std::uint64_t v1 = this->store->commit(create);
+
+  // Two appends made without knowing of each other (no reads): both apply, in CSN order.
+  CommitRequest first;
+  first.appends.push_back(AppendOp{blob, "cd"});
+  first.writes.push_back(WriteOp{other, "", "", this->data(1)});
+  CommitRequest second;
+  second.appends.push_back(AppendOp{blob, "efg"});
+  std::uint64_t c1 = this->store->commit(first);
+  std::uint64_t c2 = this->store->commit(second);
+  EXPECT_EQ(c1, v1 + 1);
+  EXPECT_EQ(c2, c1 + 1);  // an append alone is a change: it takes a CSN
+  StoredObject got = this->get(blob);
+  EXPECT_EQ(got.data, std::string(1, blob_marker) + "abcdefg");
+  EXPECT_EQ(got.version, c2);
+  EXPECT_EQ(got.type, "Log");  // type and key stay
+  EXPECT_EQ(got.key, "today");
+  EXPECT_EQ(this->store->find_key("Log", "today"), blob);
+  Changes changes = this->store->changes_since(v1);
+  std::sort(changes.oids.begin(), changes.oids.end());
+  EXPECT_EQ(changes.oids, (std::vector<Oid>{blob, other}));
+
+  // An empty append still changes the object; a read of the old version then conflicts.
+  CommitRequest empty;
+  empty.appends.push_back(AppendOp{blob, ""});
+  std::uint64_t c3 = this->store->commit(empty);
+  EXPECT_EQ(this->get(blob).version, c3);
+  CommitRequest stale;
+  stale.reads.push_back(ReadCheck{blob, c2});
+  stale.appends.push_back(AppendOp{blob, "h"});
+  EXPECT_THROW(this->store->commit(stale), ConflictError);
+  EXPECT_EQ(this->get(blob).data, std::string(1, blob_marker) + "abcdefg");
+
+  // A blob holds no refs: pack keeps it while it is reached and reads it as bytes.
+  this->put(Oid::root(), Value::Map{{"log", Value(blob)}});
+  this->store->pack();
+  EXPECT_EQ(this->get(blob).data, std::string(1, blob_marker) + "abcdefg");
+}
+
+TYPED_TEST_P(StoreConformance, AppendsAreRefusedUnlessToAnExistingBlobWithinTheLimit) {
+  Oid blob = this->fresh(), value = this->fresh(), absent = this->fresh(),
+      bystander = this->fresh();
+  CommitRequest create;
+  create.writes.push_back(WriteOp{blob, "", "", std::string(1, blob_marker)});
+  create.writes.push_back(WriteOp{value, "", "", this->data("not a blob")});
+  std::uint64_t csn = this->store->commit(create);
+
+  // Each refused commit also writes `bystander`: nothing of it may apply.
+  auto refused = [&](AppendOp append) {
+    CommitRequest req;
+    req.writes.push_back(WriteOp{bystander, "", "", this->data(1)});
+    req.appends.push_back(std::move(append));
+    return req;
+  };
+  EXPECT_THROW(this->store->commit(refused(AppendOp{absent, "x"})), NotFound);
+  EXPECT_THROW(this->store->commit(refused(AppendOp{value, "x"})), InvalidArgument);
+  EXPECT_THROW(this->store->commit(refused(AppendOp{Oid(absent.value() + 1'000'000), "x"})),
+               InvalidArgument);
+  CommitRequest twice = refused(AppendOp{blob, "x"});
+  twice.writes.push_back(WriteOp{blob, "", "", std::string(1, blob_marker)});
+  EXPECT_THROW(this->store->commit(twice), InvalidArgument);
+  CommitRequest deleted = refused(AppendOp{blob, "x"});
+  deleted.deletes.push_back(blob);
+  EXPECT_THROW(this->store->commit(deleted), InvalidArgument);
+
+  // Up to max_object_bytes in all, and not one byte more.
+  std::string fill(max_object_bytes - 2, 'x');
+  EXPECT_THROW(this->store->commit(refused(AppendOp{blob, fill + "xy"})), InvalidArgument);
+  EXPECT_FALSE(this->get(bystander).exists());
+  EXPECT_EQ(this->get(blob).version, csn);
+  CommitRequest to_the_limit;
+  to_the_limit.appends.push_back(AppendOp{blob, fill + "x"});
+  this->store->commit(to_the_limit);
+  EXPECT_EQ(this->get(blob).data.size(), max_object_bytes);
+  EXPECT_THROW(this->store->commit(refused(AppendOp{blob, "y"})), InvalidArgument);
+  EXPECT_EQ(this->get(blob).data.size(), max_object_bytes);
+  EXPECT_FALSE(this->get(bystander).exists());
+}
+
 REGISTER_TYPED_TEST_SUITE_P(
     StoreConformance, LoadOfAbsentObjectHasVersionZero, CommitThenLoadReturnsStateAtCommitCsn,
     StaleReadConflictsAndAppliesNothing, ReadAsAbsentConflictsOnceCreated,
@@ -581,6 +665,7 @@ REGISTER_TYPED_TEST_SUITE_P(
     SubscribersSeeCommitsInOrderUntilUnsubscribed, CsnsCountCommitsOneByOneAndSubscribersSeeEach,
     LockIsExclusiveWithIncreasingFencingTokens, LockExpiresAfterTtlAndRenewExtendsIt,
     BlockingLockWaitsButNeverSteals, LockRequestsAreValidated, PackDropsOnlyUnreachableObjects,
-    ConcurrentTransfersKeepTheSum);
+    ConcurrentTransfersKeepTheSum, AppendsGrowABlobAndNeverConflictOverIt,
+    AppendsAreRefusedUnlessToAnExistingBlobWithinTheLimit);
 
 }  // namespace cairn::testing
