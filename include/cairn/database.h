@@ -84,6 +84,12 @@ class Object {
   // Deletes the object at commit (a blind write). An object created and removed in the same
   // transaction is never written.
   void remove();
+  // Adds bytes to the end of a blob (an object made by create_blob, whose state reads as Bytes)
+  // without reading it: the commit sends only these bytes (store.h, AppendOp), and appends of
+  // concurrent transactions to one blob do not conflict: each lands whole, in commit order.
+  // Throws InvalidArgument if the object is loaded here and is not a blob, NotFound if it is
+  // loaded and does not exist; otherwise the store checks at commit (and refuses the commit).
+  void append(std::string_view bytes);
 
   // For typed handles (typed.h): the cached decoded form tagged `tag`, made by `make(state)` from
   // the state if there is none (a read of the object, as get()). With `for_write`, also marks the
@@ -179,6 +185,9 @@ class Connection {
   // A new object with a freshly allocated oid, written at commit. Throws InvalidArgument for a
   // type or key over the store's limits.
   Object create(Value state, std::string type = {}, std::string key = {});
+  // A new blob: an object whose state is Bytes, stored as plain bytes (store.h, blob_marker) so
+  // that Object::append can add to it. Writing it any other state makes it an ordinary object.
+  Object create_blob(std::string bytes = {});
   // The object of `type` with key `key` (store.h) as this transaction sees it: its own creations,
   // key changes and removals included. The object found counts as read, so a later change to
   // it conflicts. Finding nothing is not validated, and if keys moved between objects after the
@@ -221,6 +230,7 @@ class Txn {
   Object get(Oid oid);
   Object get(const Ref& ref);
   Object create(Value state, std::string type = {}, std::string key = {});
+  Object create_blob(std::string bytes = {});  // Connection::create_blob
   std::optional<Object> find(std::string_view type, std::string_view key);  // Connection::find
   // Calls fn with the object's state to change in place (NotFound if it does not exist).
   void modify(Oid oid, const std::function<void(Value&)>& fn);

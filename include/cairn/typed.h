@@ -541,18 +541,19 @@ std::vector<TypedRef<T>> scan(const Database& db) {
 
 // ---- ByteStream ----
 
-// Bytes that grow by appending without rewriting what is already stored: a head object and a
-// chain of chunk objects, all untyped (so they live while something refers to the head).
-//   head   {"size": int, "chunk_size": int, "first": Ref or null, "last": Ref or null}
-//   chunk  {"data": Bytes of at most chunk_size, "next": Ref or null}
-// append() fills the last chunk up to chunk_size, then adds chunks: it writes the head, the last
-// chunk and the new ones, never earlier chunks. It reads the head, so concurrent appends to one
-// stream conflict (and Database::transaction retries them) rather than lose bytes. A ByteStream
-// is usable while the transaction or connection it came from is.
+// Bytes that grow by appending, without reading or resending what is already stored: a head
+// object and a list of chunks, each a blob (Connection::create_blob), all untyped (so they live
+// while something refers to the head).
+//   head   {"size": int, "chunk_size": int, "chunks": [Ref, ...]}
+// Every chunk but the last holds exactly chunk_size bytes. append() adds to the last chunk with
+// Object::append (the store receives only the new bytes) until it is full, then creates chunks;
+// it rewrites only the head. It reads the head, so concurrent appends to one stream conflict
+// (and Database::transaction retries them) rather than lose bytes. A ByteStream is usable while
+// the transaction or connection it came from is.
 class ByteStream {
  public:
   static constexpr std::size_t default_chunk_size = 64 * 1024;
-  static constexpr std::size_t max_chunk_size = max_object_bytes / 2;
+  static constexpr std::size_t max_chunk_size = max_object_bytes - 1;  // a blob's marker byte
 
   // A new, empty stream. Throws InvalidArgument unless 1 <= chunk_size <= max_chunk_size.
   template <ObjectSink S>
@@ -561,8 +562,8 @@ class ByteStream {
       throw InvalidArgument("ByteStream chunk size " + std::to_string(chunk_size) +
                             " is not between 1 and " + std::to_string(max_chunk_size));
     }
-    Object head = sink.create(
-        Value::Map{{"size", 0}, {"chunk_size", chunk_size}, {"first", nullptr}, {"last", nullptr}});
+    Object head =
+        sink.create(Value::Map{{"size", 0}, {"chunk_size", chunk_size}, {"chunks", Value::List{}}});
     return ByteStream(std::move(head), creator(sink));
   }
 
@@ -589,72 +590,72 @@ class ByteStream {
     if (!create_) throw InvalidArgument("this ByteStream was opened read-only");
     Value::Map head = head_.get().as_map();
     const auto chunk_size = static_cast<std::size_t>(head.at("chunk_size").as_int());
-    const auto old_size = head.at("size").as_int();
+    const auto old_size = static_cast<std::size_t>(head.at("size").as_int());
+    Value::List& chunks = head.at("chunks").as_list();
+    if (old_size > chunks.size() * chunk_size ||
+        (!chunks.empty() && old_size <= (chunks.size() - 1) * chunk_size)) {
+      throw Corruption("ByteStream " + head_.oid().str() + " has " + std::to_string(chunks.size()) +
+                       " chunks of " + std::to_string(chunk_size) + " bytes for " +
+                       std::to_string(old_size) + " bytes");
+    }
     const std::size_t appended = bytes.size();
-    std::optional<Object> last;
-    if (head.at("last").is_ref()) {
-      last = head_.resolve(head.at("last"));
-      Value::Map state = last->get().as_map();
-      Bytes data = field(*last, "data").as_bytes();
-      std::size_t room = chunk_size > data.data.size() ? chunk_size - data.data.size() : 0;
+    std::size_t room = chunks.size() * chunk_size - old_size;
+    if (room > 0) {
       std::size_t take = std::min(room, bytes.size());
-      if (take > 0) {
-        data.data.append(bytes.substr(0, take));
-        bytes.remove_prefix(take);
-        state.insert_or_assign("data", std::move(data));
-        last->mutate() = Value(std::move(state));
-      }
+      head_.resolve(chunks.back()).append(bytes.substr(0, take));  // not read, not resent
+      bytes.remove_prefix(take);
     }
     while (!bytes.empty()) {
       std::size_t take = std::min(chunk_size, bytes.size());
-      Object next = create_(
-          Value::Map{{"data", Bytes{std::string(bytes.substr(0, take))}}, {"next", nullptr}});
+      chunks.emplace_back(create_(std::string(bytes.substr(0, take))).ref());
       bytes.remove_prefix(take);
-      if (last) {
-        last->mutate().as_map().insert_or_assign("next", next.ref());
-      } else {
-        head.insert_or_assign("first", next.ref());
-      }
-      last = std::move(next);
     }
-    head.insert_or_assign("last", last->ref());
-    head.insert_or_assign("size", old_size + static_cast<std::int64_t>(appended));
+    head.insert_or_assign("size", static_cast<std::int64_t>(old_size + appended));
     head_.mutate() = Value(std::move(head));
   }
 
   // All the bytes, in order.
   std::string read() const {
+    const auto stored_size = static_cast<std::size_t>(size());
     std::string out;
-    out.reserve(static_cast<std::size_t>(size()));
-    Value next = field(head_, "first");
-    while (next.is_ref()) {
-      Object chunk = head_.resolve(next);
-      out += field(chunk, "data").as_bytes().data;
-      next = field(chunk, "next");
+    out.reserve(stored_size);
+    for (const Value& ref : field(head_, "chunks").as_list()) {
+      Object chunk = head_.resolve(ref);
+      const Value& bytes = chunk.get();
+      if (!bytes.is_bytes()) {
+        throw Corruption("chunk " + chunk.oid().str() + " of ByteStream " + head_.oid().str() +
+                         " holds no bytes");
+      }
+      out += bytes.as_bytes().data;
+    }
+    if (out.size() != stored_size) {
+      throw Corruption("ByteStream " + head_.oid().str() + " holds " + std::to_string(out.size()) +
+                       " bytes, not the " + std::to_string(stored_size) + " its head says");
     }
     return out;
   }
 
  private:
-  ByteStream(Object head, std::function<Object(Value)> create)
+  ByteStream(Object head, std::function<Object(std::string)> create)
       : head_(std::move(head)), create_(std::move(create)) {}
 
   template <ObjectSink S>
-  static std::function<Object(Value)> creator(S& sink) {
-    return [&sink](Value state) { return sink.create(std::move(state)); };
+  static std::function<Object(std::string)> creator(S& sink) {
+    return [&sink](std::string bytes) { return sink.create_blob(std::move(bytes)); };
   }
 
   static void check_head(const Object& head) {
     const Value& state = head.get();
     const Value* stored_size = state.find("size");
     const Value* chunk = state.find("chunk_size");
-    if (!stored_size || !stored_size->is_int() || !chunk || !chunk->is_int() ||
-        chunk->as_int() < 1 || !state.find("first") || !state.find("last")) {
+    const Value* chunks = state.find("chunks");
+    if (!stored_size || !stored_size->is_int() || stored_size->as_int() < 0 || !chunk ||
+        !chunk->is_int() || chunk->as_int() < 1 || !chunks || !chunks->is_list()) {
       throw InvalidArgument("object " + head.oid().str() + " is not the head of a ByteStream");
     }
   }
 
-  // A field of a stream object's state, or Corruption if the layout is broken.
+  // A field of the head's state, or Corruption if the layout is broken.
   static const Value& field(const Object& object, std::string_view name) {
     if (const Value* v = object.get().find(name)) return *v;
     throw Corruption("object " + object.oid().str() + " of a ByteStream has no \"" +
@@ -662,7 +663,7 @@ class ByteStream {
   }
 
   Object head_;
-  std::function<Object(Value)> create_;  // empty when read-only
+  std::function<Object(std::string)> create_;  // empty when read-only
 };
 
 }  // namespace cairn

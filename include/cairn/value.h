@@ -129,6 +129,7 @@ class Value {
   const Decimal& as_decimal() const { return get<Decimal>(); }
   const std::string& as_string() const { return get<std::string>(); }
   const Bytes& as_bytes() const { return get<Bytes>(); }
+  Bytes& as_bytes() { return get<Bytes>(); }
   const List& as_list() const { return get<List>(); }
   List& as_list() { return get<List>(); }
   const Map& as_map() const { return get<Map>(); }

@@ -28,6 +28,19 @@ Value absent_state(Oid oid) {
   return oid.is_root() ? Value(Value::Map{}) : Value();
 }
 
+// The data a node's state is stored as: a blob while it is one and its state is Bytes.
+std::string stored_form(const Node& n) {
+  if (n.blob && n.value.is_bytes()) {
+    const std::string& bytes = n.value.as_bytes().data;
+    std::string data;
+    data.reserve(bytes.size() + 1);
+    data += blob_marker;
+    data += bytes;
+    return data;
+  }
+  return encode(n.value);
+}
+
 }  // namespace
 
 ConnectionImpl::ConnectionImpl(Store& store, ConnectionCounters& counters, std::size_t cache_size,
@@ -85,6 +98,12 @@ Object ConnectionImpl::create(Value state, std::string type, std::string key) {
   return handle(n);
 }
 
+Object ConnectionImpl::create_blob(std::string bytes) {
+  Object object = create(Value(Bytes{std::move(bytes)}), {}, {});
+  object.node_->blob = true;
+  return object;
+}
+
 void ConnectionImpl::ensure_loaded(Node& n) {
   if (n.loaded) return;
   Oid one[] = {n.oid};
@@ -92,19 +111,28 @@ void ConnectionImpl::ensure_loaded(Node& n) {
   StoredObject& stored = result.objects.at(0);
   // Absent now, but possibly deleted after the snapshot: only the history can tell.
   bool newer = stored.version > snapshot_ || (stored.version == 0 && result.csn > snapshot_);
-  Value state = stored.exists() ? decode(stored.data) : absent_state(n.oid);
+  bool blob = stored.exists() && is_blob(stored.data);
+  Value state = !stored.exists() ? absent_state(n.oid)
+                : blob           ? Value(Bytes{stored.data.substr(1)})
+                                 : decode(stored.data);
   if (newer) catch_up(result.csn);
   n.loaded = true;
   n.present = stored.exists();
+  n.blob = blob;
   n.version = stored.version;
   n.type = std::move(stored.type);
   n.key = std::move(stored.key);
   n.value = std::move(state);
+  // This transaction's appends come after the committed bytes (the store checks at commit
+  // that they go to a blob; a state that is not one is left for it to refuse).
+  if (n.appending && blob) n.value.as_bytes().data += n.appended;
 }
 
 void ConnectionImpl::note_read(Node& n) {
   n.touched = true;
-  if (n.read || n.dirty) return;  // a changed object reads back this transaction's own state
+  // A changed object reads back this transaction's own state, except for a blob it appends to:
+  // the bytes before the appends are the store's.
+  if (n.read || (n.dirty && !n.appending)) return;
   n.read = true;
   read_set_.push_back(&n);
 }
@@ -113,6 +141,11 @@ void ConnectionImpl::mark_dirty(Node& n) {
   if (n.dirty) return;
   n.dirty = true;
   dirty_.push_back(&n);
+}
+
+void ConnectionImpl::end_appending(Node& n) {
+  n.appending = false;
+  n.appended.clear();
 }
 
 void ConnectionImpl::check_writable() const {
@@ -155,6 +188,7 @@ Value& ConnectionImpl::write(Node& n) {
   check_writable();
   read(n);
   flush_typed(n, true);  // the caller may change the value in place: the typed form would go stale
+  end_appending(n);      // the loaded value holds them: it is written whole
   n.present = true;      // only the root may be absent here: it becomes an empty map
   mark_dirty(n);
   return n.value;
@@ -164,6 +198,7 @@ void ConnectionImpl::set(Node& n, Value state) {
   check_writable();
   ensure_loaded(n);  // for its type and key; not a read
   flush_typed(n, true);
+  end_appending(n);
   n.value = std::move(state);
   n.present = true;
   mark_dirty(n);
@@ -176,6 +211,7 @@ void ConnectionImpl::set(Node& n, Value state, std::string type, std::string key
   // reads, and a changed node is never read from the store again in this transaction.
   n.loaded = true;
   flush_typed(n, true);
+  end_appending(n);
   n.value = std::move(state);
   n.type = std::move(type);
   n.key = std::move(key);
@@ -187,8 +223,29 @@ void ConnectionImpl::remove(Node& n) {
   check_writable();
   ensure_loaded(n);  // keeps type and key, should the object be set again before commit
   flush_typed(n, true);
+  end_appending(n);
   n.value = absent_state(n.oid);
   n.present = false;
+  mark_dirty(n);
+}
+
+void ConnectionImpl::append(Node& n, std::string_view bytes) {
+  check_writable();
+  if (n.loaded) {
+    // What is known here is checked here; an unloaded object is left unread, for the store.
+    if (!n.present) throw NotFound(fmt::format("object {} does not exist", n.oid.value()));
+    if (!n.blob || !n.value.is_bytes()) {
+      throw InvalidArgument(
+          fmt::format("object {} is not a blob: cannot append to it", n.oid.value()));
+    }
+    n.value.as_bytes().data += bytes;
+  }
+  if (n.dirty && !n.appending) {
+    // Written whole in this transaction (created, set): the bytes are part of that write.
+    return;
+  }
+  n.appending = true;
+  n.appended += bytes;
   mark_dirty(n);
 }
 
@@ -237,9 +294,15 @@ std::optional<Object> ConnectionImpl::find(std::string_view type, std::string_vi
 }
 
 void ConnectionImpl::ghost(Node& n) {
+  end_appending(n);
+  unload(n);
+}
+
+void ConnectionImpl::unload(Node& n) {
   flush_typed(n, true);
   n.loaded = false;
   n.present = false;
+  n.blob = false;
   n.version = 0;
   n.type.clear();
   n.key.clear();
@@ -254,7 +317,11 @@ std::vector<Oid> ConnectionImpl::apply(const Changes& changes, bool keep_current
       conflicts.push_back(n->oid);
     if (!conflicts.empty()) return conflicts;
     for (auto& [oid, n] : cache_) {
-      if (!n->dirty) ghost(*n);
+      if (n->appending) {
+        unload(*n);  // the appends stay; the bytes before them load again
+      } else if (!n->dirty) {
+        ghost(*n);
+      }
     }
     return conflicts;
   }
@@ -268,8 +335,14 @@ std::vector<Oid> ConnectionImpl::apply(const Changes& changes, bool keep_current
     if (it == cache_.end()) continue;
     Node& n = *it->second;
     // Blind writes of this transaction stay; a state written by the newest commit is current.
-    if (n.dirty || (keep_current && n.loaded && n.version == changes.csn)) continue;
-    ghost(n);
+    if ((n.dirty && !n.appending) || (keep_current && n.loaded && n.version == changes.csn)) {
+      continue;
+    }
+    if (n.appending) {
+      unload(n);  // the appends stay; the bytes before them load again
+    } else {
+      ghost(n);
+    }
   }
   return conflicts;
 }
@@ -350,8 +423,11 @@ std::uint64_t ConnectionImpl::commit() {
   } release{*this};
   for (Node* n : dirty_) {
     flush_typed(*n, false);
-    if (n->present) {
-      request.writes.push_back(WriteOp{n->oid, n->type, n->key, encode(n->value)});
+    if (n->blob && !n->value.is_bytes()) n->blob = false;  // another state: no longer a blob
+    if (n->appending) {
+      request.appends.push_back(AppendOp{n->oid, n->appended});
+    } else if (n->present) {
+      request.writes.push_back(WriteOp{n->oid, n->type, n->key, stored_form(*n)});
     } else if (!n->created) {
       request.deletes.push_back(n->oid);
     }
@@ -373,15 +449,26 @@ std::uint64_t ConnectionImpl::commit() {
     throw;
   }
   if (feed_ != nullptr) feed_->note_own_commit(csn);
+  bool only_commit = csn == snapshot_ + 1;  // CSNs count commits one by one (store.h)
   for (Node* n : dirty_) {
     n->dirty = false;
     n->created = false;
     n->typed_newer = false;  // written back above, so the state and the form agree
+    if (n->appending) {
+      // The blob is what this transaction saw plus its appends only if no other commit came in
+      // between (another may have appended too): else it loads again on next use.
+      bool current = n->loaded && only_commit;
+      end_appending(*n);
+      if (!current) {
+        ghost(*n);
+        continue;
+      }
+    }
     n->version = n->present ? csn : 0;
   }
   dirty_.clear();
   end_transaction();
-  if (csn == snapshot_ + 1) {
+  if (only_commit) {
     // CSNs count commits one by one (store.h), so this commit is the only one since the
     // snapshot: every cached state is still current, and asking the store what changed would
     // only name what this transaction wrote.
@@ -399,10 +486,12 @@ void ConnectionImpl::release_request() noexcept {
   request_.writes.clear();
   request_.deletes.clear();
   request_.reads.clear();
+  request_.appends.clear();
   constexpr std::size_t keep = 1024;
   if (request_.writes.capacity() > keep) request_.writes = {};
   if (request_.deletes.capacity() > keep) request_.deletes = {};
   if (request_.reads.capacity() > keep) request_.reads = {};
+  if (request_.appends.capacity() > keep) request_.appends = {};
 }
 
 void ConnectionImpl::shrink() {
@@ -487,6 +576,9 @@ Object Connection::get(const Ref& ref) {
 }
 Object Connection::create(Value state, std::string type, std::string key) {
   return impl().create(std::move(state), std::move(type), std::move(key));
+}
+Object Connection::create_blob(std::string bytes) {
+  return impl().create_blob(std::move(bytes));
 }
 std::optional<Object> Connection::find(std::string_view type, std::string_view key) {
   return impl().find(type, key);

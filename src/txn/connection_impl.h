@@ -44,6 +44,7 @@ class ConnectionImpl {
   Object get(Oid oid);
   Object get(const Ref& ref);
   Object create(Value state, std::string type, std::string key);
+  Object create_blob(std::string bytes);
   std::optional<Object> find(std::string_view type, std::string_view key);
   std::uint64_t commit();
   void abort();
@@ -73,6 +74,7 @@ class ConnectionImpl {
   void set(Node& node, Value state);
   void set(Node& node, Value state, std::string type, std::string key);
   void remove(Node& node);
+  void append(Node& node, std::string_view bytes);
   TypedState& typed(Node& node, const void* tag,
                     const std::function<std::unique_ptr<TypedState>(const Value&)>& make,
                     bool for_write);
@@ -85,8 +87,13 @@ class ConnectionImpl {
   // Loads the node and adds it to the read set; NotFound unless it exists (or is the root).
   void read_existing(Node& node);
   void mark_dirty(Node& node);
+  // Before a write of the whole state: pending appends are part of the old state now.
+  static void end_appending(Node& node);
   void check_writable() const;
+  // Forgets the node's state (it loads again on next use) and any change to it.
   void ghost(Node& node);
+  // Forgets the node's state but keeps its pending appends.
+  static void unload(Node& node);
   // Writes a typed handle's newer form back into the node's value; `drop`: forget the form too
   // (the value is about to change some other way).
   static void flush_typed(Node& node, bool drop);

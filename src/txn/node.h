@@ -32,6 +32,12 @@ struct Node {
   bool touched = false;
   // Its oid was allocated in the current transaction and has never been committed.
   bool created = false;
+  // Stored as a blob (store.h): while `value` is Bytes it is written back as one.
+  bool blob = false;
+  // Changed in the current transaction by appends only: `appended` holds their bytes, sent as
+  // one AppendOp. (If loaded, `value` has them too.) Any other write ends this.
+  bool appending = false;
+  std::string appended;
 
   std::uint64_t version = 0;  // of the committed state this node was loaded from (0 = absent)
   std::string type;

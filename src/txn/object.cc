@@ -78,6 +78,11 @@ void Object::remove() {
   n.conn->remove(n);
 }
 
+void Object::append(std::string_view bytes) {
+  detail::Node& n = live();
+  n.conn->append(n, bytes);
+}
+
 Object Object::resolve(const Value& ref) const {
   detail::Node& n = live();
   if (!ref.is_ref()) {
@@ -193,6 +198,10 @@ Object Txn::get(const Ref& ref) {
 }
 Object Txn::create(Value state, std::string type, std::string key) {
   return conn_->create(std::move(state), std::move(type), std::move(key));
+}
+
+Object Txn::create_blob(std::string bytes) {
+  return conn_->create_blob(std::move(bytes));
 }
 std::optional<Object> Txn::find(std::string_view type, std::string_view key) {
   return conn_->find(type, key);

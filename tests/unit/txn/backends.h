@@ -65,6 +65,12 @@ class OnEachStore : public ::testing::Test {
     return obj.exists() ? decode(obj.data) : Value();
   }
 
+  // The object's data as the store holds it (empty if absent).
+  std::string stored_data(Oid oid) {
+    Oid one[] = {oid};
+    return db->store().load(one).objects.at(0).data;
+  }
+
   bool stored_exists(Oid oid) {
     Oid one[] = {oid};
     return db->store().load(one).objects.at(0).exists();

@@ -4,6 +4,8 @@
 
 #include "cairn/database.h"
 #include "cairn/error.h"
+#include "cairn/typed.h"
+#include "support/forwarding_store.h"
 #include "unit/txn/backends.h"
 
 namespace cairn::testing {
@@ -408,6 +410,166 @@ TYPED_TEST(ConnectionTest, ConnectionMayOutliveTheDatabaseObject) {
   conn->root().set("still", "works");
   EXPECT_GT(conn->commit(), 0u);
   conn.reset();
+}
+
+// ---- blobs and appends ----
+
+std::string blob(std::string_view bytes) {
+  return std::string(1, blob_marker) + std::string(bytes);
+}
+
+TYPED_TEST(ConnectionTest, BlobIsStoredPlainlyAndReadsAsBytes) {
+  Oid oid;
+  {
+    Connection conn = this->db->connect();
+    oid = conn.create_blob("abc").oid();
+    conn.root().set("b", Ref{oid, {}});
+    conn.commit();
+  }
+  EXPECT_EQ(this->stored_data(oid), blob("abc"));
+  this->reopen();
+  Connection again = this->db->connect();
+  EXPECT_EQ(again.get(oid).get(), Value(Bytes{"abc"}));
+  // Another state makes it an ordinary object; Bytes set on a blob keep it one.
+  again.get(oid).set(Value(Bytes{"xyz"}));
+  again.commit();
+  EXPECT_EQ(this->stored_data(oid), blob("xyz"));
+  again.get(oid).set(Value("text"));
+  again.commit();
+  EXPECT_EQ(this->stored(oid), Value("text"));
+  again.get(oid).set(Value(Bytes{"raw"}));
+  again.commit();
+  EXPECT_EQ(this->stored(oid), Value(Bytes{"raw"}));  // encoded, not a blob
+  EXPECT_THROW(again.get(oid).append("x"), InvalidArgument);
+}
+
+TYPED_TEST(ConnectionTest, AppendsWithoutReadingDoNotConflict) {
+  Connection a = this->db->connect();
+  Connection b = this->db->connect();
+  Oid oid = a.create_blob("x").oid();
+  a.commit();
+  b.sync();
+  EXPECT_EQ(b.get(oid).get(), Value(Bytes{"x"}));  // cached in b
+  b.sync();                                        // a new transaction: nothing read
+  a.get(oid).append("a");
+  a.commit();
+  b.get(oid).append("b");  // blind, onto b's cached "x"
+  EXPECT_NO_THROW(b.commit());
+  EXPECT_EQ(this->stored_data(oid), blob("xab"));
+  // b's commit was not the only one since its snapshot: its cached state is loaded again, not
+  // taken to be "x" + "b".
+  EXPECT_EQ(b.get(oid).get(), Value(Bytes{"xab"}));
+  a.sync();
+  EXPECT_EQ(a.get(oid).get(), Value(Bytes{"xab"}));
+
+  // Read, then appended to: the read is validated like any other.
+  b.sync();
+  EXPECT_EQ(b.get(oid).get(), Value(Bytes{"xab"}));
+  a.get(oid).append("c");
+  a.commit();
+  b.get(oid).append("d");
+  EXPECT_EQ(b.get(oid).get(), Value(Bytes{"xabd"}));  // own appends read back
+  EXPECT_THROW(b.commit(), ConflictError);
+  EXPECT_EQ(this->stored_data(oid), blob("xabc"));
+}
+
+TYPED_TEST(ConnectionTest, AppendsSurviveAnotherCommitSeenMidTransaction) {
+  Connection a = this->db->connect();
+  Connection b = this->db->connect();
+  Oid blob_oid = a.create_blob("x").oid();
+  Oid other = a.create(Value(1)).oid();
+  a.commit();
+  b.sync();
+  b.get(blob_oid).append("b");  // not loaded: blind
+  a.get(blob_oid).append("a");
+  a.get(other).set(Value(2));
+  a.commit();
+  // b loads `other` past its snapshot: it catches up to a's commit, keeping its own append.
+  EXPECT_EQ(b.get(other).get(), Value(2));
+  EXPECT_EQ(b.get(blob_oid).get(), Value(Bytes{"xab"}));
+  b.commit();
+  EXPECT_EQ(this->stored_data(blob_oid), blob("xab"));
+}
+
+TYPED_TEST(ConnectionTest, AppendFoldsIntoAWriteOfTheSameTransaction) {
+  Connection conn = this->db->connect();
+  Object b = conn.create_blob("ab");
+  b.append("c");
+  EXPECT_EQ(b.get(), Value(Bytes{"abc"}));
+  conn.commit();
+  EXPECT_EQ(this->stored_data(b.oid()), blob("abc"));
+  b.append("d");
+  b.set(Value(Bytes{"new"}));  // a whole write replaces the appends
+  conn.commit();
+  EXPECT_EQ(this->stored_data(b.oid()), blob("new"));
+  b.append("e");
+  b.mutate().as_bytes().data += "f";  // in place, after the append: both kept
+  conn.commit();
+  EXPECT_EQ(this->stored_data(b.oid()), blob("newef"));
+}
+
+TYPED_TEST(ConnectionTest, AbortDropsAppendsAndBadAppendsAreRefused) {
+  Connection conn = this->db->connect();
+  Oid oid = conn.create_blob("x").oid();
+  Oid plain = conn.create(Value(1)).oid();
+  Oid never = conn.create_blob("gone").oid();
+  conn.get(never).remove();
+  conn.commit();
+  conn.get(oid).append("y");
+  conn.abort();
+  EXPECT_FALSE(conn.has_changes());
+  EXPECT_EQ(this->stored_data(oid), blob("x"));
+  EXPECT_EQ(conn.get(oid).get(), Value(Bytes{"x"}));
+
+  // Loaded here: refused at once.
+  EXPECT_EQ(conn.get(plain).get(), Value(1));
+  EXPECT_THROW(conn.get(plain).append("z"), InvalidArgument);
+  // Not loaded: the store refuses the commit, which applies nothing.
+  Connection other = this->db->connect();
+  other.get(oid).append("y");
+  other.get(plain).append("z");
+  EXPECT_THROW(other.commit(), InvalidArgument);
+  other.abort();
+  other.get(never).append("z");
+  EXPECT_THROW(other.commit(), NotFound);
+  other.abort();
+  EXPECT_EQ(this->stored_data(oid), blob("x"));
+  EXPECT_THROW(this->db->view([&](View& v) { v.get(oid).append("v"); }), InvalidArgument);
+}
+
+// Records the commit requests a store receives.
+class RecordingStore final : public ForwardingStore {
+ public:
+  explicit RecordingStore(std::unique_ptr<Store> inner) : inner_(std::move(inner)) {}
+  std::uint64_t commit(const CommitRequest& r) override {
+    requests.push_back(r);
+    return ForwardingStore::commit(r);
+  }
+  std::vector<CommitRequest> requests;
+
+ private:
+  Store& inner() const override { return *inner_; }
+  std::unique_ptr<Store> inner_;
+};
+
+TEST(Appends, ACommitSendsOnlyTheAppendedBytes) {
+  auto owned = std::make_unique<RecordingStore>(make_memory_store());
+  RecordingStore& store = *owned;
+  Database db(std::move(owned));
+  Ref ref = db.transaction([](Txn& tx) {
+    ByteStream stream = ByteStream::create(tx, 1024);
+    stream.append(std::string(1000, 'a'));
+    return stream.ref();
+  });
+  db.transaction([&](Txn& tx) { ByteStream::open(tx, ref).append("0123456789"); });
+  const CommitRequest& last = store.requests.back();
+  ASSERT_EQ(last.appends.size(), 1u);
+  EXPECT_EQ(last.appends[0].data, "0123456789");
+  ASSERT_EQ(last.writes.size(), 1u);  // the head, with its new size
+  EXPECT_EQ(last.writes[0].oid, ref.oid);
+  EXPECT_LT(last.writes[0].data.size(), 100u);
+  EXPECT_EQ(db.view([&](View& v) { return ByteStream::open(v, ref).read(); }),
+            std::string(1000, 'a') + "0123456789");
 }
 
 }  // namespace
