@@ -55,14 +55,22 @@ constexpr std::string_view stream_max_len = "100000";
 constexpr std::size_t pack_batch = 512;
 // Field-value pairs per HSET inside the commit script (Lua's unpack() has a stack limit).
 constexpr int hset_chunk = 500;
+// The hash field that marks a blob: its bytes (the data after the marker) are in the string
+// `P b:<oid>`, the field's value. A commit's write of a blob sends it as the only field, with
+// the bytes as its value; the script stores them in the string instead.
+constexpr std::string_view bytes_field = "_bytes";
 
 // ---- Lua scripts (all take numkeys 0 and build their keys from the prefix in ARGV[1]) ----
 
 // ARGV: prefix, stream max length, nreads, (oid, version)*, ndeletes, oid*, nwrites,
-//       (oid, type, key, hash key, nfields, (field, value)*)*
+//       (oid, type, key, hash key, nfields, (field, value)*)*, [nappends, (oid, bytes)*]
 // The hash key of a write is where its hash goes: `P o:<oid>`, or its readable key `P<type>:<key>`
-// (object_hash_key()), in which case `P o:<oid>` becomes a pointer {_at = hash key}.
-// Returns {"conflict", oid...}, {"same", csn} (nothing to apply) or {"ok", csn, changed oid...}.
+// (hash_key()), in which case `P o:<oid>` becomes a pointer {_at = hash key}. A write whose one
+// field is `_bytes` is a blob: the field's value is its bytes, which go to the string `P b:<oid>`.
+// The appends are left out when there are none, so that such commits cost nothing more.
+// Returns {"conflict", oid...}, {"same", csn} (nothing to apply), {"ok", csn, changed oid...}, or
+// for an append that cannot apply (nothing written): {"absent", oid}, {"not_blob", oid} or
+// {"too_big", oid, current data size}.
 constexpr std::string_view commit_script = R"lua(
 local p = ARGV[1]
 local i = 4
@@ -92,6 +100,13 @@ for _ = 1, nw do
   i = i + 5 + 2 * w.n
   writes[#writes + 1] = w; released[w.oid] = true
 end
+local appends = {}
+if ARGV[i] then
+  local na = tonumber(ARGV[i]); i = i + 1
+  for _ = 1, na do
+    appends[#appends + 1] = {oid = ARGV[i], bytes = ARGV[i + 1]}; i = i + 2
+  end
+end
 for _, w in ipairs(writes) do
   if w.key ~= '' then
     local holder = redis.call('HGET', p .. 'k:' .. w.type, w.key)
@@ -110,7 +125,27 @@ for _, w in ipairs(writes) do
   end
 end
 if #conflicts > 1 then return conflicts end
-if #deletes == 0 and #writes == 0 then
+-- Each append's object must be a blob with room for the bytes. Checked before anything is
+-- written, since Redis keeps what a script wrote before it stopped. A blob written before blobs
+-- had their own form sits in `_raw`: the append moves it to `P b:<oid>`.
+for _, a in ipairs(appends) do
+  a.at = where(a.oid)
+  a.bkey = p .. 'b:' .. a.oid
+  local meta = redis.call('HMGET', a.at, '_version', '_bytes', '_raw')
+  if not meta[1] then return {'absent', a.oid} end
+  local size
+  if meta[2] then
+    size = 1 + redis.call('STRLEN', a.bkey)
+  elseif meta[3] and string.byte(meta[3], 1) == 193 then
+    a.raw = meta[3]; size = #a.raw
+  else
+    return {'not_blob', a.oid}
+  end
+  if size + #a.bytes > @MAX_OBJECT_BYTES@ then
+    return {'too_big', a.oid, string.format('%d', size)}
+  end
+end
+if #deletes == 0 and #writes == 0 and #appends == 0 then
   return {'same', redis.call('GET', p .. 'csn') or '0'}
 end
 -- Everything is checked: from here on nothing fails unless a key holds the wrong type.
@@ -119,11 +154,13 @@ for _, oid in ipairs(deletes) do
   if redis.call('EXISTS', p .. 'o:' .. oid) == 1 then changed[#changed + 1] = oid end
 end
 for _, w in ipairs(writes) do changed[#changed + 1] = w.oid end
+for _, a in ipairs(appends) do changed[#changed + 1] = a.oid end
 local csn = string.format('%d', redis.call('INCR', p .. 'csn'))
 redis.call('XADD', p .. 'changes', 'MAXLEN', '~', ARGV[2], csn .. '-0', 'csn', csn,
            'oids', table.concat(changed, ' '))
--- Removes an object: its index entries, its hash and its pointer. The type and key of an object
--- at a readable key are that key's (P<type>:<key>, the type without ':'), even if its hash is gone.
+-- Removes an object: its index entries, its hash, its pointer and a blob's bytes (deleting the
+-- string unasked costs less than asking whether there is one). The type and key of an object at
+-- a readable key are that key's (P<type>:<key>, the type without ':'), even if its hash is gone.
 local function remove(oid)
   local at, okey = where(oid)
   if redis.call('EXISTS', okey) == 0 then return end
@@ -140,7 +177,7 @@ local function remove(oid)
     redis.call('HDEL', p .. 'k:' .. t, k)
     redis.call('ZREM', p .. 'ks:' .. t, k)
   end
-  redis.call('DEL', okey, at)
+  redis.call('DEL', okey, at, p .. 'b:' .. oid)
 end
 for _, oid in ipairs(deletes) do remove(oid) end
 -- Removes every rewritten object first, so that keys can move between objects in one commit.
@@ -155,6 +192,12 @@ for _, w in ipairs(writes) do
     redis.call('HSET', okey, '_at', w.at)
   end
   local j = 0
+  if w.n == 1 and ARGV[w.first] == '_bytes' then
+    local bkey = p .. 'b:' .. w.oid
+    redis.call('SET', bkey, ARGV[w.first + 1])
+    redis.call('HSET', w.at, '_bytes', bkey)
+    j = 1
+  end
   while j < w.n do
     local args = {w.at}
     local stop = math.min(w.n, j + @CHUNK@)
@@ -170,20 +213,42 @@ for _, w in ipairs(writes) do
     redis.call('ZADD', p .. 'ks:' .. w.type, 0, w.key)
   end
 end
+for _, a in ipairs(appends) do
+  if a.raw then
+    redis.call('SET', a.bkey, string.sub(a.raw, 2) .. a.bytes)
+    redis.call('HDEL', a.at, '_raw')
+    redis.call('HSET', a.at, '_version', csn, '_bytes', a.bkey)
+  else
+    redis.call('APPEND', a.bkey, a.bytes)
+    redis.call('HSET', a.at, '_version', csn)
+  end
+end
 local out = {'ok', csn}
 for _, oid in ipairs(changed) do out[#out + 1] = oid end
 return out
 )lua";
 
-// ARGV: prefix, oid*. Returns the current csn, then HGETALL of each object's hash (following
-// its pointer if it has one): the same snapshot for all, read in one go.
+// ARGV: prefix, what ("data" or "size"), oid*. Returns the current csn, then HGETALL of each
+// object's hash (following its pointer if it has one), then, for each of them that is a blob (has
+// `_bytes`), in order, its bytes (GET P b:<oid>; nil if missing), or with "size" only their
+// length (STRLEN): the same snapshot for all, read in one go.
 constexpr std::string_view load_script = R"lua(
 local p = ARGV[1]
+local op = ARGV[2] == 'size' and 'STRLEN' or 'GET'
 local out = {redis.call('GET', p .. 'csn') or '0'}
-for i = 2, #ARGV do
+local blobs = {}
+for i = 3, #ARGV do
   local okey = p .. 'o:' .. ARGV[i]
-  out[i] = redis.call('HGETALL', redis.call('HGET', okey, '_at') or okey)
+  local h = redis.call('HGETALL', redis.call('HGET', okey, '_at') or okey)
+  out[#out + 1] = h
+  for j = 1, #h, 2 do
+    if h[j] == '_bytes' then
+      blobs[#blobs + 1] = redis.call(op, p .. 'b:' .. ARGV[i])
+      break
+    end
+  end
 end
+for _, b in ipairs(blobs) do out[#out + 1] = b end
 return out
 )lua";
 
@@ -252,14 +317,15 @@ if redis.call('GET', ARGV[1]) == ARGV[2] then return redis.call('PEXPIRE', ARGV[
 return 0
 )lua";
 
-// ARGV: prefix, (oid, version)*. Deletes each object still at the version pack saw.
+// ARGV: prefix, (oid, version)*. Deletes each object still at the version pack saw, with a
+// blob's bytes.
 constexpr std::string_view sweep_script = R"lua(
 local p = ARGV[1]
 local n = 0
 for i = 2, #ARGV, 2 do
   local okey = p .. 'o:' .. ARGV[i]
   if redis.call('HGET', okey, '_version') == ARGV[i + 1] then
-    redis.call('DEL', okey); n = n + 1
+    redis.call('DEL', okey, p .. 'b:' .. ARGV[i]); n = n + 1
   end
 end
 return n
@@ -283,6 +349,8 @@ std::string script_source(ScriptId id) {
     case commit_id: {
       std::string s(commit_script);
       s.replace(s.find("@CHUNK@"), 7, std::to_string(hset_chunk));
+      constexpr std::string_view max_bytes = "@MAX_OBJECT_BYTES@";
+      s.replace(s.find(max_bytes), max_bytes.size(), std::to_string(max_object_bytes));
       return s;
     }
     case load_id:
@@ -526,8 +594,12 @@ bool is_oid(std::string_view text, Oid oid) {
 // Rebuilds an object from the reply to HGETALL of its hash. nullopt when the hash read is not
 // the object's after all: a pointer to it (`_at`: the object lives at its readable key), or,
 // with `check_oid` (a readable key this store remembered), a hash that is not the object's own
-// (`_oid` names another object, or nothing is there any more).
-std::optional<StoredObject> object_from_hash(Oid oid, const redisReply* r, bool check_oid) {
+// (`_oid` names another object, or nothing is there any more). The hash of a blob (`_bytes`)
+// holds none of its bytes: its data is then only the marker, `blob` is set, and the caller
+// appends the bytes from `P b:<oid>`, read in the same snapshot.
+std::optional<StoredObject> object_from_hash(Oid oid, const redisReply* r, bool check_oid,
+                                             bool& blob) {
+  blob = false;
   expect_array(r, "HGETALL");
   StoredObject out;
   out.oid = oid;
@@ -556,6 +628,8 @@ std::optional<StoredObject> object_from_hash(Oid oid, const redisReply* r, bool 
       out.key = val;
     } else if (name == "_raw") {
       raw = val;
+    } else if (name == bytes_field) {
+      blob = true;
     } else if (name == "_value") {
       value_json = val;
     } else if (name == "_oid") {
@@ -570,7 +644,9 @@ std::optional<StoredObject> object_from_hash(Oid oid, const redisReply* r, bool 
     throw Corruption(fmt::format("redis object {}: hash has no _version field", oid.value()));
   }
   out.version = parse_u64(*version, "_version");
-  if (raw) {
+  if (blob) {
+    out.data.assign(1, blob_marker);
+  } else if (raw) {
     out.data = *raw;
   } else if (value_json) {
     out.data = encode(field_value(oid, "_value", *value_json));
@@ -596,6 +672,17 @@ std::optional<StoredObject> object_from_hash(Oid oid, const redisReply* r, bool 
   return out;
 }
 
+// Appends a blob's bytes, the reply to GET P b:<oid>, to its data (the marker).
+void add_blob_bytes(StoredObject& object, const redisReply* r) {
+  std::optional<std::string_view> bytes = opt_string(r, "GET blob");
+  if (!bytes) {
+    throw Corruption(fmt::format(
+        "redis object {}: its hash marks a blob, but its bytes are missing", object.oid.value()));
+  }
+  object.data.reserve(1 + bytes->size());
+  object.data.append(*bytes);
+}
+
 // The oids of a change stream entry: decimal, separated by single spaces.
 std::vector<Oid> split_oids(std::string_view list) {
   std::vector<Oid> out;
@@ -618,8 +705,9 @@ std::string glob_escape(std::string_view s) {
 }
 
 // The type names whose readable keys would be the store's own keys (`P o:<oid>`, `P t:<type>`,
-// `P k:<type>`, `P ks:<type>`, `P lock:<name>`, `P fence:<name>`).
-constexpr std::array<std::string_view, 6> reserved_types = {"o", "t", "k", "ks", "lock", "fence"};
+// `P k:<type>`, `P ks:<type>`, `P lock:<name>`, `P fence:<name>`, `P b:<oid>`).
+constexpr std::array<std::string_view, 7> reserved_types = {"o",    "t",     "k", "ks",
+                                                            "lock", "fence", "b"};
 
 // Whether an object of `type` with `key` keeps its hash at the readable key `P<type>:<key>`:
 // both non-empty, and the type without ':' (so the key name tells type and key apart) and not
@@ -763,6 +851,12 @@ class RedisStore final : public Store {
   bool is_remote() const override { return true; }
 
  private:
+  // What located_ remembers of an object.
+  struct Location {
+    std::string at;     // the readable key; empty: the hash is at `P o:<oid>`
+    bool blob = false;  // the object's data was a blob when last seen
+  };
+
   std::string key(std::string_view kind, std::string_view name) const {
     std::string k;
     k.reserve(prefix_.size() + kind.size() + name.size());
@@ -793,24 +887,46 @@ class RedisStore final : public Store {
     out.append(k);
     return out;
   }
-  // Remembers where the object's hash is (or forgets it: not at a readable key, or gone).
-  void learn(Oid oid, std::string_view type, std::string_view k) {
+  // Remembers where the object's hash is, and whether it is a blob (nullopt: as remembered), or
+  // forgets the object when neither needs remembering (it is at `P o:<oid>` and no blob, or gone).
+  void learn(Oid oid, std::string_view type, std::string_view k,
+             std::optional<bool> blob = std::nullopt) {
     bool readable = has_readable_key(type, k);
     std::string at = readable ? hash_key(oid, type, k) : std::string();
     std::lock_guard lk(located_mu_);
-    if (!readable) {
-      located_.erase(oid);
-      return;
+    auto it = located_.find(oid);
+    bool is_blob = blob ? *blob : it != located_.end() && it->second.blob;
+    remember(oid, it, Location{std::move(at), is_blob});
+  }
+  // Remembers whether the object is a blob, wherever its hash is.
+  void learn_blob(Oid oid, bool blob) {
+    std::lock_guard lk(located_mu_);
+    auto it = located_.find(oid);
+    std::string at = it != located_.end() ? std::move(it->second.at) : std::string();
+    remember(oid, it, Location{std::move(at), blob});
+  }
+  // located_mu_ held; `it` is located_.find(oid).
+  void remember(Oid oid, std::unordered_map<Oid, Location>::iterator it, Location where) {
+    if (where.at.empty() && !where.blob) {
+      if (it != located_.end()) located_.erase(it);
+    } else if (it != located_.end()) {
+      it->second = std::move(where);
+    } else {
+      if (located_.size() >= max_located) located_.erase(located_.begin());
+      located_.emplace(oid, std::move(where));
     }
-    if (located_.size() >= max_located && !located_.contains(oid)) located_.erase(located_.begin());
-    located_.insert_or_assign(oid, std::move(at));
   }
 
   std::uint64_t next_oid();  // mu_ held: one past the last oid any client was given
   // The objects, read by one load script (mu_ held): one consistent snapshot, every pointer
-  // followed. Remembers where each keyed one lives.
-  // `remember`: learn where each keyed object lives (not for pack's sweep over everything).
-  LoadResult load_by_script(std::span<const Oid> oids, bool remember = true);
+  // followed, blobs with their bytes. Remembers where each keyed one lives and which are blobs.
+  LoadResult load_by_script(std::span<const Oid> oids);
+  // For pack's sweep over everything (mu_ held): the same, but remembering nothing, and a
+  // blob's data is only the marker (pack needs no bytes to follow refs, a blob has none), its
+  // size in `sizes`, which holds each object's data size.
+  LoadResult load_for_pack(std::span<const Oid> oids, std::vector<std::size_t>& sizes);
+  LoadResult run_load_script(std::span<const Oid> oids, bool learn_locations,
+                             std::vector<std::size_t>* sizes);
   void start_feed();
   void enqueue(std::uint64_t csn, std::vector<Oid> oids);
   void deliver();
@@ -836,51 +952,83 @@ class RedisStore final : public Store {
 
   // The readable key of each keyed object this store has seen lately (by its commits, loads,
   // scans and find_key), so that load() can read the hash there directly instead of through
-  // the object's pointer. Only a hint: a load checks the hash's `_oid`, and reads through the
-  // pointers when it does not match. Cleared when it grows past max_located.
+  // the object's pointer, and which objects were blobs, so that load() reads their bytes in the
+  // same round trip. Only hints: a load checks the hash's `_oid`, and reads through the pointers
+  // when it does not match; it ignores bytes read for an object that is no longer a blob, and
+  // reads them in a second round trip for one not known to be. At most max_located entries.
   std::mutex located_mu_;
-  std::unordered_map<Oid, std::string> located_;
+  std::unordered_map<Oid, Location> located_;
 };
 
 // Reads the objects' hashes between two GETs of the CSN, pipelined: if the CSN did not move, no
 // commit ran in between (every commit script bumps it), so the hashes are one consistent
 // snapshot. Each hash is read where this store last saw it: at the object's readable key if it
-// remembers one, else at `P o:<oid>`. When that was not the object's hash after all (a pointer,
-// or a remembered key that now holds something else), or the CSN moved, the load script reads
-// everything again, through the pointers, in one atomic step. Redis runs a client's pipelined
-// commands back to back, so the CSN nearly always holds still.
+// remembers one, else at `P o:<oid>`; and right after the hash of an object it remembers as a
+// blob, the blob's bytes (`GET P b:<oid>`). When that was not the object's hash after all (a
+// pointer, or a remembered key that now holds something else), or the CSN moved, the load script
+// reads everything again, through the pointers, in one atomic step. Redis runs a client's
+// pipelined commands back to back, so the CSN nearly always holds still.
+//
+// Blobs found in the first round that the store did not know of have their bytes read in a
+// second, followed by one more GET of the CSN: if it is still the one both GETs of the first round
+// read, no commit ran since, so the bytes are the ones of the version the hash gave (an append
+// in between would have made the bytes longer than that version's). Else the load script again.
 LoadResult RedisStore::load(std::span<const Oid> oids) {
   const std::string csn_key = key("csn", "");
   std::string object_key = key("o:", "");
-  const std::size_t base = object_key.size();
-  std::vector<char> remembered(oids.size(), 0);
+  std::string bytes_key = key("b:", "");
+  // `k` made the key of `oid`: its first `base` bytes (`P o:` or `P b:`), then the oid in decimal.
+  auto numbered = [](std::string& k, std::size_t base, Oid oid) -> std::string_view {
+    char digits[24];
+    char* end = std::to_chars(digits, digits + sizeof digits, oid.value()).ptr;
+    k.resize(base);
+    k.append(digits, static_cast<std::size_t>(end - digits));
+    return k;
+  };
+  const std::size_t object_base = object_key.size(), bytes_base = bytes_key.size();
+  // Per oid: whether its hash is read at a remembered readable key (so its `_oid` must match),
+  // and whether its bytes are read right after its hash.
+  enum : char { at_readable = 1, with_bytes = 2 };
+  std::vector<char> how(oids.size(), 0);
   redis::Pipeline reads;
-  reads.reserve((oids.size() + 2) * (base + 48));  // "*2\r\n$7\r\nHGETALL\r\n$..\r\n<key>\r\n"
+  // "*2\r\n$7\r\nHGETALL\r\n$..\r\n<key>\r\n" each
+  reads.reserve((oids.size() + 2) * (object_base + 48));
   reads.add({"GET", csn_key});
   {
     std::lock_guard lk(located_mu_);
     for (std::size_t i = 0; i < oids.size(); ++i) {
       if (!located_.empty()) {
         if (auto it = located_.find(oids[i]); it != located_.end()) {
-          remembered[i] = 1;
-          reads.add({"HGETALL", it->second});
+          const Location& loc = it->second;
+          if (!loc.at.empty()) {
+            how[i] = at_readable;
+            reads.add({"HGETALL", loc.at});
+          } else {
+            reads.add({"HGETALL", numbered(object_key, object_base, oids[i])});
+          }
+          if (loc.blob) {
+            how[i] |= with_bytes;
+            reads.add({"GET", numbered(bytes_key, bytes_base, oids[i])});
+          }
           continue;
         }
       }
-      char digits[24];
-      char* end = std::to_chars(digits, digits + sizeof digits, oids[i].value()).ptr;
-      object_key.resize(base);
-      object_key.append(digits, static_cast<std::size_t>(end - digits));
-      reads.add({"HGETALL", object_key});
+      reads.add({"HGETALL", numbered(object_key, object_base, oids[i])});
     }
   }
   reads.add({"GET", csn_key});
+  const std::size_t last = reads.size() - 1;
   // Each reply is turned into its object as it arrives (and freed): no throwing before every
   // reply is read, so a failure is kept for later.
   std::uint64_t before = 0, after = 0;
   LoadResult result;
   bool complete = true;
   std::exception_ptr failure;
+  std::size_t next = 0;              // the oid whose hash is the next reply
+  bool bytes_next = false;           // the next reply is the bytes read after the last hash
+  bool last_was_blob = false;        // the last hash was a blob's
+  std::vector<std::size_t> unread;   // the blobs whose bytes were not read, by index
+  std::vector<Oid> no_longer_blobs;  // read as blobs, found to be something else
   auto sink = [&](std::size_t i, ReplyPtr reply) {
     try {
       if (i == 0) {  // the first reply, or a resend starting over
@@ -888,60 +1036,114 @@ LoadResult RedisStore::load(std::span<const Oid> oids) {
         result.objects.reserve(oids.size());
         complete = true;
         failure = nullptr;
+        next = 0;
+        bytes_next = false;
+        unread.clear();
+        no_longer_blobs.clear();
       }
-      if (i == 0 || i == oids.size() + 1) {
+      if (i == 0 || i == last) {
         auto csn = opt_string(reply.get(), "GET csn");
         (i == 0 ? before : after) = csn ? parse_u64(*csn, "csn") : 0;
         return;
       }
       if (!complete || failure) return;
-      std::optional<StoredObject> object =
-          object_from_hash(oids[i - 1], reply.get(), remembered[i - 1] != 0);
-      if (object) {
-        result.objects.push_back(std::move(*object));
-      } else {
-        complete = false;
+      if (bytes_next) {
+        bytes_next = false;
+        if (last_was_blob) {
+          add_blob_bytes(result.objects.back(), reply.get());
+        } else {
+          no_longer_blobs.push_back(oids[next - 1]);
+        }
+        return;
       }
+      std::size_t j = next++;
+      std::optional<StoredObject> object =
+          object_from_hash(oids[j], reply.get(), (how[j] & at_readable) != 0, last_was_blob);
+      bytes_next = (how[j] & with_bytes) != 0;
+      if (!object) {
+        complete = false;
+        return;
+      }
+      if (last_was_blob && !bytes_next) unread.push_back(result.objects.size());
+      result.objects.push_back(std::move(*object));
     } catch (...) {
       if (!failure) failure = std::current_exception();
     }
   };
-  {
-    std::lock_guard lk(mu_);
-    conn_.run_each(reads, sink);
-  }
+  std::lock_guard lk(mu_);
+  conn_.run_each(reads, sink);
   if (before == after) {
     if (failure) std::rethrow_exception(failure);
-    if (complete) {
+    for (Oid oid : no_longer_blobs)
+      learn_blob(oid, false);
+    if (complete && unread.empty()) {
       result.csn = before;
       return result;
     }
+    if (complete) {
+      redis::Pipeline more;
+      for (std::size_t index : unread)
+        more.add({"GET", numbered(bytes_key, bytes_base, result.objects[index].oid)});
+      more.add({"GET", csn_key});
+      std::vector<ReplyPtr> replies = conn_.run_all(more);
+      auto csn = opt_string(replies.back().get(), "GET csn");
+      if ((csn ? parse_u64(*csn, "csn") : 0) == before) {
+        for (std::size_t k = 0; k < unread.size(); ++k) {
+          StoredObject& object = result.objects[unread[k]];
+          add_blob_bytes(object, replies[k].get());
+          learn_blob(object.oid, true);
+        }
+        result.csn = before;
+        return result;
+      }
+    }
   }
-  std::lock_guard lk(mu_);
   return load_by_script(oids);
 }
 
-LoadResult RedisStore::load_by_script(std::span<const Oid> oids, bool remember) {
-  Args args = {prefix_};
+LoadResult RedisStore::load_by_script(std::span<const Oid> oids) {
+  return run_load_script(oids, true, nullptr);
+}
+
+LoadResult RedisStore::load_for_pack(std::span<const Oid> oids, std::vector<std::size_t>& sizes) {
+  return run_load_script(oids, false, &sizes);
+}
+
+LoadResult RedisStore::run_load_script(std::span<const Oid> oids, bool learn_locations,
+                                       std::vector<std::size_t>* sizes) {
+  Args args = {prefix_, sizes != nullptr ? "size" : "data"};
   std::vector<std::string> names;
   names.reserve(oids.size());
   for (Oid oid : oids)
     args.push_back(names.emplace_back(oid.str()));
   ReplyPtr reply = eval(load_id, args);
   const redisReply* r = expect_array(reply.get(), "load");
-  if (r->elements != oids.size() + 1) unexpected(r, "load");
+  if (r->elements < oids.size() + 1) unexpected(r, "load");
   LoadResult result;
   result.csn = parse_u64(string_of(r->element[0], "load"), "csn");
   result.objects.reserve(oids.size());
+  std::size_t bytes = oids.size() + 1;  // the reply holding the next blob's bytes
   for (std::size_t i = 0; i < oids.size(); ++i) {
-    std::optional<StoredObject> object = object_from_hash(oids[i], r->element[i + 1], false);
+    bool blob = false;
+    std::optional<StoredObject> object = object_from_hash(oids[i], r->element[i + 1], false, blob);
     if (!object) {
       throw Corruption(
           fmt::format("redis object {}: its pointer leads to another pointer", oids[i].value()));
     }
-    if (remember) learn(object->oid, object->type, object->key);
+    if (blob) {
+      if (bytes >= r->elements) unexpected(r, "load");
+      if (sizes != nullptr) {
+        sizes->push_back(1 + integer_of(r->element[bytes++], "load"));
+      } else {
+        add_blob_bytes(*object, r->element[bytes++]);
+      }
+    } else if (sizes != nullptr) {
+      sizes->push_back(object->data.size());
+    }
+    if (learn_locations) learn(object->oid, object->type, object->key, blob);
     result.objects.push_back(std::move(*object));
   }
+  if (bytes != r->elements) unexpected(r, "load");
   return result;
 }
 
@@ -956,9 +1158,15 @@ std::uint64_t RedisStore::next_oid() {
 }
 
 std::uint64_t RedisStore::commit(const CommitRequest& request) {
+  // Deletes and appends are checked against the allocated oids as writes are: an object another
+  // client created is often deleted or appended to by one that never allocated it.
   std::uint64_t highest = 0;
   for (const WriteOp& w : request.writes)
     highest = std::max(highest, w.oid.value());
+  for (Oid oid : request.deletes)
+    highest = std::max(highest, oid.value());
+  for (const AppendOp& a : request.appends)
+    highest = std::max(highest, a.oid.value());
   std::uint64_t known = known_next_oid_.load();
   if (highest >= known) {
     // Another client may have allocated it: ask the server before refusing.
@@ -983,15 +1191,29 @@ std::uint64_t RedisStore::commit(const CommitRequest& request) {
   std::vector<std::vector<std::pair<std::string, std::string>>> fields;
   fields.reserve(request.writes.size());
   for (const WriteOp& w : request.writes) {
-    const auto& f = fields.emplace_back(data_fields(w.data));
     args.push_back(str(w.oid.str()));
     args.push_back(w.type);
     args.push_back(w.key);
     args.push_back(str(hash_key(w.oid, w.type, w.key)));
+    if (is_blob(w.data)) {
+      // Its bytes go to their string as they are: no copy here, none in the hash.
+      args.push_back("1");
+      args.push_back(bytes_field);
+      args.push_back(std::string_view(w.data).substr(1));
+      continue;
+    }
+    const auto& f = fields.emplace_back(data_fields(w.data));
     args.push_back(str(std::to_string(f.size())));
     for (const auto& [name, value] : f) {
       args.push_back(name);
       args.push_back(value);
+    }
+  }
+  if (!request.appends.empty()) {
+    args.push_back(str(std::to_string(request.appends.size())));
+    for (const AppendOp& a : request.appends) {
+      args.push_back(str(a.oid.str()));
+      args.push_back(a.data);
     }
   }
 
@@ -1014,13 +1236,33 @@ std::uint64_t RedisStore::commit(const CommitRequest& request) {
     if (conflicts.empty()) unexpected(r, "commit");
     throw_if_conflicts(std::move(conflicts));
   }
+  if (status == "absent" || status == "not_blob" || status == "too_big") {
+    // An append that cannot apply: the script stopped before writing anything.
+    lk.unlock();
+    if (r->elements < 2) unexpected(r, "commit");
+    Oid oid(parse_u64(string_of(r->element[1], "commit"), "append oid"));
+    auto append = std::find_if(request.appends.begin(), request.appends.end(),
+                               [oid](const AppendOp& a) { return a.oid == oid; });
+    if (append == request.appends.end()) unexpected(r, "commit");
+    std::optional<std::size_t> size;
+    if (status == "too_big") {
+      if (r->elements < 3) unexpected(r, "commit");
+      size = parse_u64(string_of(r->element[2], "commit"), "blob size");
+    } else if (status == "not_blob") {
+      size = 0;
+    }
+    check_append(oid, size, status == "too_big", append->data.size());
+    unexpected(r, "commit");  // the script refused what the same check accepts
+  }
   if (r->elements < 2 || (status != "ok" && status != "same")) unexpected(r, "commit");
   std::uint64_t csn = parse_u64(string_of(r->element[1], "commit"), "csn");
   if (status == "same") return csn;
   for (const WriteOp& w : request.writes)
-    learn(w.oid, w.type, w.key);
+    learn(w.oid, w.type, w.key, is_blob(w.data));
   for (Oid oid : request.deletes)
-    learn(oid, "", "");
+    learn(oid, "", "", false);
+  for (const AppendOp& a : request.appends)
+    learn_blob(a.oid, true);
   std::vector<Oid> changed;
   changed.reserve(r->elements - 2);
   for (std::size_t i = 2; i < r->elements; ++i)
@@ -1260,13 +1502,21 @@ PackStats RedisStore::pack() {
     }
   } while (cursor != "0");
 
+  // A blob's data is read as only its marker (it holds no refs), its size kept on the side.
   std::unordered_map<Oid, StoredObject> objects;
+  std::unordered_map<Oid, std::size_t> object_bytes;
+  std::vector<std::size_t> sizes;
   PackStats stats;
   for (std::size_t i = 0; i < all.size(); i += pack_batch) {
     auto batch = std::span<const Oid>(all).subspan(i, std::min(pack_batch, all.size() - i));
-    for (StoredObject& obj : load_by_script(batch, false).objects) {
+    sizes.clear();
+    LoadResult loaded = load_for_pack(batch, sizes);
+    for (std::size_t j = 0; j < loaded.objects.size(); ++j) {
+      StoredObject& obj = loaded.objects[j];
       if (!obj.exists()) continue;
-      stats.bytes_before += obj.data.size() + obj.type.size() + obj.key.size();
+      std::size_t bytes = sizes[j] + obj.type.size() + obj.key.size();
+      stats.bytes_before += bytes;
+      object_bytes.emplace(obj.oid, bytes);
       objects.emplace(obj.oid, std::move(obj));
     }
   }
@@ -1278,7 +1528,7 @@ PackStats RedisStore::pack() {
   std::vector<std::pair<std::string, std::string>> dead;
   for (const auto& [oid, obj] : objects) {
     if (live.contains(oid)) {
-      stats.bytes_after += obj.data.size() + obj.type.size() + obj.key.size();
+      stats.bytes_after += object_bytes.at(oid);
     } else {
       dead.emplace_back(oid.str(), std::to_string(obj.version));
     }

@@ -68,18 +68,24 @@ void validate_commit_shape(const CommitRequest& request, std::uint64_t next_oid)
 }
 
 void check_append(Oid oid, const std::string* current, std::size_t appended) {
-  if (current == nullptr) {
+  check_append(oid, current == nullptr ? std::nullopt : std::optional<std::size_t>(current->size()),
+               current != nullptr && is_blob(*current), appended);
+}
+
+void check_append(Oid oid, std::optional<std::size_t> current_size, bool blob,
+                  std::size_t appended) {
+  if (!current_size) {
     throw NotFound(fmt::format("cannot append to object {}: it does not exist", oid.value()));
   }
-  if (!is_blob(*current)) {
+  if (!blob) {
     throw InvalidArgument(
         fmt::format("cannot append to object {}: its data is not a blob", oid.value()));
   }
-  if (current->size() + appended > max_object_bytes) {
+  if (*current_size + appended > max_object_bytes) {
     throw InvalidArgument(
         fmt::format("appending {} bytes to object {} would make it {} bytes, "
                     "past the limit of {}",
-                    appended, oid.value(), current->size() + appended, max_object_bytes));
+                    appended, oid.value(), *current_size + appended, max_object_bytes));
   }
 }
 

@@ -24,6 +24,12 @@ void validate_commit_shape(const CommitRequest& request, std::uint64_t next_oid)
 // max_object_bytes.
 void check_append(Oid oid, const std::string* current, std::size_t appended);
 
+// The same check for a store that knows of the current data only its size (nullopt: absent) and
+// whether it is a blob, because it keeps the data elsewhere (Redis checks them in its commit
+// script and reports what it found).
+void check_append(Oid oid, std::optional<std::size_t> current_size, bool blob,
+                  std::size_t appended);
+
 // Throws InvalidArgument for an empty or over-long name or owner, a ttl <= 0, or a wait < 0.
 void validate_lock_request(const LockRequest& request);
 

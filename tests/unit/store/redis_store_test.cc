@@ -20,6 +20,7 @@
 #include "cairn/store.h"
 #include "conformance/store_conformance.h"
 #include "support/listener_log.h"
+#include "support/process.h"
 #include "support/redis_server.h"
 
 namespace cairn::testing {
@@ -721,6 +722,279 @@ TEST_F(RedisStoreTest, HandEditedJsonIsWhatLoads) {
   put(*store, a, Value::Map{{"name", "Harry"}});
   server().command({"HSET", prefix + "o:" + a.str(), "name", "\"Harry Potter\""});
   EXPECT_EQ(decode(get(*store, a).data), Value(Value::Map{{"name", "Harry Potter"}}));
+}
+
+// A blob: the marker byte followed by `bytes`.
+std::string blob(std::string_view bytes) {
+  std::string data(1, blob_marker);
+  data += bytes;
+  return data;
+}
+
+CommitRequest append_to(Oid oid, std::string bytes) {
+  CommitRequest req;
+  req.appends.push_back(AppendOp{oid, std::move(bytes)});
+  return req;
+}
+
+bool exists(const std::string& key) {
+  return one(server().command({"EXISTS", key})) == "1";
+}
+
+// The real redis-cli, as a person would run it, on the test server.
+ProcessResult redis_cli(const std::vector<std::string>& args) {
+  std::vector<std::string> argv = {"/usr/bin/env", "redis-cli", "-p",
+                                   std::to_string(server().port()), "--raw"};
+  argv.insert(argv.end(), args.begin(), args.end());
+  return run_process(argv);
+}
+
+TEST_F(RedisStoreTest, BlobBytesAreAPlainStringThatAppendsGrow) {
+  Oid oid = store->new_oids(1);
+  const std::string bytes_key = prefix + "b:" + oid.str();
+  CommitRequest create;
+  create.writes.push_back(WriteOp{oid, "", "", blob("first line\n")});
+  store->commit(create);
+  store->commit(append_to(oid, "second "));
+  // Bytes that are no text, not even UTF-8, come out of redis-cli as they went in.
+  const std::string binary("line\x01\xff", 6);
+  std::uint64_t csn = store->commit(append_to(oid, binary));
+  const std::string all = "first line\nsecond " + binary;
+
+  ProcessResult cli = redis_cli({"GET", bytes_key});
+  ASSERT_EQ(cli.exit_code, 0) << cli.err;
+  EXPECT_EQ(cli.out, all + "\n") << "redis-cli --raw prints the bytes, then a newline";
+  EXPECT_EQ(one(server().command({"STRLEN", bytes_key})), std::to_string(all.size()));
+  EXPECT_EQ(
+      hgetall(prefix + "o:" + oid.str()),
+      (std::map<std::string, std::string>{
+          {"_version", std::to_string(csn)}, {"_type", ""}, {"_key", ""}, {"_bytes", bytes_key}}))
+      << "the hash holds the metadata and where the bytes are, none of the bytes";
+  StoredObject got = get(*store, oid);
+  EXPECT_EQ(got.data, blob(all));
+  EXPECT_EQ(got.version, csn);
+
+  // Overwriting the blob with a value leaves no string behind; a blob again brings one back.
+  put(*store, oid, Value::Map{{"n", 1}});
+  EXPECT_FALSE(exists(bytes_key));
+  EXPECT_FALSE(hgetall(prefix + "o:" + oid.str()).contains("_bytes"));
+  EXPECT_EQ(decode(get(*store, oid).data), Value(Value::Map{{"n", 1}}));
+  CommitRequest again;
+  again.writes.push_back(WriteOp{oid, "", "", blob("")});
+  store->commit(again);
+  EXPECT_EQ(one(server().command({"GET", bytes_key})), "") << "an empty blob is an empty string";
+  EXPECT_EQ(get(*store, oid).data, blob(""));
+
+  // Deleting it deletes its string too.
+  CommitRequest del;
+  del.deletes.push_back(oid);
+  store->commit(del);
+  EXPECT_FALSE(exists(bytes_key));
+  EXPECT_FALSE(exists(prefix + "o:" + oid.str()));
+}
+
+TEST_F(RedisStoreTest, AKeyedBlobKeepsItsBytesAtItsOidWhereverItsHashMoves) {
+  Oid oid = store->new_oids(1);
+  const std::string bytes_key = prefix + "b:" + oid.str();
+  CommitRequest create;
+  create.writes.push_back(WriteOp{oid, "Log", "today", blob("ab")});
+  store->commit(create);
+  store->commit(append_to(oid, "cd"));
+  auto fields = hgetall(prefix + "Log:today");
+  EXPECT_EQ(fields["_bytes"], bytes_key);
+  EXPECT_EQ(fields["_oid"], oid.str());
+  EXPECT_EQ(fields.size(), 5u);
+  EXPECT_EQ(one(server().command({"GET", bytes_key})), "abcd");
+
+  // Another key moves the hash, not the bytes, which the write replaces.
+  CommitRequest move;
+  move.writes.push_back(WriteOp{oid, "Log", "yesterday", blob("xyz")});
+  store->commit(move);
+  EXPECT_FALSE(exists(prefix + "Log:today"));
+  EXPECT_EQ(hgetall(prefix + "Log:yesterday")["_bytes"], bytes_key);
+  EXPECT_EQ(one(server().command({"GET", bytes_key})), "xyz");
+  store->commit(append_to(oid, "!"));
+  EXPECT_EQ(get(*store, oid).data, blob("xyz!"));
+
+  // As a value at `P o:<oid>`, then deleted: no string is left at any point.
+  put(*store, oid, Value(7));
+  EXPECT_FALSE(exists(bytes_key));
+  EXPECT_FALSE(exists(prefix + "Log:yesterday"));
+  CommitRequest del;
+  del.deletes.push_back(oid);
+  store->commit(del);
+  EXPECT_FALSE(exists(bytes_key));
+}
+
+TEST_F(RedisStoreTest, AStoreAppendsToAndDeletesBlobsAnotherCreated) {
+  Oid oid = store->new_oids(1);
+  CommitRequest create;
+  create.writes.push_back(WriteOp{oid, "", "", blob("a")});
+  store->commit(create);
+  // This store has allocated nothing: it asks Redis whether the oid was, rather than refusing.
+  auto other = open(server().url(prefix));
+  other->commit(append_to(oid, "b"));
+  EXPECT_EQ(get(*store, oid).data, blob("ab"));
+  auto third = open(server().url(prefix));
+  CommitRequest del;
+  del.deletes.push_back(oid);
+  third->commit(del);
+  EXPECT_FALSE(get(*store, oid).exists());
+}
+
+TEST_F(RedisStoreTest, RefusedAppendsSayWhatEveryStoreSays) {
+  auto memory = make_memory_store();
+  for (Store* s : {store.get(), memory.get()}) {
+    (void)s->new_oids(2);
+  }
+  Oid value(1), small(2);
+  for (Store* s : {store.get(), memory.get()}) {
+    CommitRequest create;
+    create.writes.push_back(WriteOp{value, "", "", encode(Value(1))});
+    create.writes.push_back(WriteOp{small, "", "", blob("abc")});
+    s->commit(create);
+  }
+  auto message = [](Store& s, const CommitRequest& req) {
+    try {
+      s.commit(req);
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("accepted");
+  };
+  CommitRequest absent = append_to(Oid(0), "x");
+  CommitRequest not_blob = append_to(value, "x");
+  CommitRequest too_big = append_to(small, std::string(max_object_bytes - 3, 'x'));
+  for (const CommitRequest* req : {&absent, &not_blob, &too_big}) {
+    EXPECT_EQ(message(*store, *req), message(*memory, *req));
+  }
+  EXPECT_THROW(store->commit(absent), NotFound);
+  EXPECT_NE(message(*store, too_big).find("67108865 bytes, past the limit of 67108864"),
+            std::string::npos)
+      << message(*store, too_big);
+  // At the limit exactly, it applies.
+  too_big.appends[0].data.pop_back();
+  store->commit(too_big);
+  EXPECT_EQ(one(server().command({"STRLEN", prefix + "b:" + small.str()})),
+            std::to_string(max_object_bytes - 1));
+}
+
+// A blob written in `_raw` (before blobs had their string) loads as it is, and its first append
+// moves its bytes to the string.
+TEST_F(RedisStoreTest, AnAppendMovesABlobFromRawToItsString) {
+  Oid oid = store->new_oids(1);
+  const std::string okey = prefix + "o:" + oid.str();
+  server().command({"HSET", okey, "_version", "1", "_type", "", "_key", "", "_raw", blob("ab")});
+  EXPECT_EQ(get(*store, oid).data, blob("ab"));
+  std::uint64_t csn = store->commit(append_to(oid, "cd"));
+  EXPECT_EQ(one(server().command({"GET", prefix + "b:" + oid.str()})), "abcd");
+  auto fields = hgetall(okey);
+  EXPECT_FALSE(fields.contains("_raw"));
+  EXPECT_EQ(fields["_bytes"], prefix + "b:" + oid.str());
+  EXPECT_EQ(fields["_version"], std::to_string(csn));
+  EXPECT_EQ(get(*store, oid).data, blob("abcd"));
+}
+
+TEST_F(RedisStoreTest, BlobsLoadInOneRoundTripOnceTheStoreKnowsThem) {
+  Oid oid = store->new_oids(1), plain = store->new_oids(1);
+  CommitRequest create;
+  create.writes.push_back(WriteOp{oid, "", "", blob("bytes")});
+  create.writes.push_back(WriteOp{plain, "", "", encode(Value(Value::Map{{"n", 1}}))});
+  store->commit(create);
+  Oid both[] = {oid, plain};
+
+  // The writer knows it wrote a blob: its bytes come with its hash, in the one pipeline.
+  std::uint64_t scripts = calls_of("evalsha"), gets = calls_of("get");
+  LoadResult r = store->load(both);
+  EXPECT_EQ(r.objects[0].data, blob("bytes"));
+  EXPECT_EQ(calls_of("evalsha"), scripts);
+  EXPECT_EQ(calls_of("get"), gets + 3) << "GET csn, GET P b:<oid>, GET csn";
+
+  // A store that never saw it finds out from the hash and reads the bytes in a second round,
+  // checked by the CSN; from then on it knows.
+  auto fresh = open(server().url(prefix));
+  scripts = calls_of("evalsha");
+  gets = calls_of("get");
+  r = fresh->load(both);
+  EXPECT_EQ(r.objects[0].data, blob("bytes"));
+  EXPECT_EQ(decode(r.objects[1].data), Value(Value::Map{{"n", 1}}));
+  EXPECT_EQ(calls_of("evalsha"), scripts);
+  EXPECT_EQ(calls_of("get"), gets + 4);
+  gets = calls_of("get");
+  EXPECT_EQ(fresh->load(both).objects[0].data, blob("bytes"));
+  EXPECT_EQ(calls_of("get"), gets + 3);
+
+  // Once it is no longer a blob, the store stops asking for its bytes.
+  put(*store, oid, Value(5));
+  gets = calls_of("get");
+  EXPECT_EQ(decode(fresh->load(both).objects[0].data), Value(5));
+  EXPECT_EQ(calls_of("get"), gets + 3) << "one GET of bytes that are no longer there";
+  gets = calls_of("get");
+  fresh->load(both);
+  EXPECT_EQ(calls_of("get"), gets + 2);
+}
+
+// However a load reads a blob (with its hash, in a second round, or by the load script), its
+// bytes are those of the version it reports, while appends run alongside. One writer appends a
+// byte per commit, so the blob's size grows exactly as its version does.
+TEST_F(RedisStoreTest, LoadsOfAGrowingBlobPairItsBytesWithItsVersion) {
+  auto writer_store = open(server().url(prefix));
+  constexpr int padding_objects = 1000;
+  Oid oid = store->new_oids(1);
+  Oid first = store->new_oids(padding_objects);
+  CommitRequest fill;
+  fill.writes.push_back(WriteOp{oid, "", "", blob("")});
+  std::vector<Oid> ids = {oid};
+  for (int i = 0; i < padding_objects; ++i) {
+    ids.emplace_back(first.value() + static_cast<std::uint64_t>(i));
+    fill.writes.push_back(WriteOp{ids.back(), "", "", encode(Value(Value::Map{{"n", i}}))});
+  }
+  ids.push_back(oid);  // the blob also after the others, so that appends can land in between
+  std::uint64_t created = store->commit(fill);
+
+  std::atomic<bool> stop{false};
+  std::atomic<int> appends{0};
+  std::thread writer([&] {
+    while (!stop) {
+      writer_store->commit(append_to(oid, "x"));
+      ++appends;
+    }
+  });
+  int loads = 0, mismatched = 0;
+  while (loads < 60 || appends.load() < 200) {
+    // Every third load by a store that has never seen the blob.
+    std::unique_ptr<Store> fresh = loads % 3 == 0 ? open(server().url(prefix)) : nullptr;
+    LoadResult r = (fresh ? *fresh : *store).load(ids);
+    for (const StoredObject* obj : {&r.objects.front(), &r.objects.back()}) {
+      if (obj->data.size() - 1 != obj->version - created) ++mismatched;
+      EXPECT_LE(obj->version, r.csn);
+    }
+    EXPECT_EQ(r.objects.front().version, r.objects.back().version);
+    ++loads;
+  }
+  stop = true;
+  writer.join();
+  EXPECT_EQ(mismatched, 0) << "of " << loads << " loads";
+}
+
+TEST_F(RedisStoreTest, PackKeepsAReachableBlobAndDropsAnUnreachableOneWithItsBytes) {
+  Oid kept = store->new_oids(1), dropped = store->new_oids(1);
+  CommitRequest create;
+  create.writes.push_back(WriteOp{kept, "", "", blob("kept")});
+  create.writes.push_back(WriteOp{dropped, "", "", blob("dropped")});
+  store->commit(create);
+  store->commit(append_to(kept, "!"));
+  put(*store, Oid::root(), Value::Map{{"log", Value(kept)}});
+
+  PackStats stats = store->pack();
+  EXPECT_EQ(stats.objects_before, 3u);
+  EXPECT_EQ(stats.objects_after, 2u);
+  EXPECT_EQ(stats.bytes_before - stats.bytes_after, blob("dropped").size());
+  EXPECT_TRUE(exists(prefix + "b:" + kept.str()));
+  EXPECT_FALSE(exists(prefix + "b:" + dropped.str()));
+  EXPECT_FALSE(exists(prefix + "o:" + dropped.str()));
+  EXPECT_EQ(get(*store, kept).data, blob("kept!"));
+  EXPECT_FALSE(get(*store, dropped).exists());
 }
 
 TEST(RedisStore, UnixSocketUrlOpensTheSameData) {
