@@ -112,6 +112,7 @@ class Connection {
   bool looks_closed() const;  // the server has closed a connection we have not used since
   void append(const Args& args);
   void flush();  // writes what append() buffered
+  void send_all(std::string_view bytes);
   RedisReplyPtr read();
   [[noreturn]] void fail(std::string_view what);
   void drop();
@@ -120,12 +121,12 @@ class Connection {
   std::string password_;
   ConnectionOptions options_;
   RedisContextPtr ctx_;  // written only by the owning thread, with fd_mu_ held
+  std::string out_;      // commands appended and not yet sent
   std::chrono::milliseconds backoff_{0};
   std::chrono::steady_clock::time_point next_attempt_;
   std::string last_error_;
-  bool timed_out_ = false;        // the last failure was a timeout: resending would wait again
-  bool ignores_sigpipe_ = false;  // the process ignores SIGPIPE (checked at each connect)
-  std::mutex fd_mu_;              // lets interrupt() reach the socket of a connection in use
+  bool timed_out_ = false;  // the last failure was a timeout: resending would wait again
+  std::mutex fd_mu_;        // lets interrupt() reach the socket of a connection in use
   bool interrupted_ = false;
 };
 

@@ -81,9 +81,12 @@ local function where(oid)
 end
 local conflicts = {'conflict'}
 local nreads = tonumber(ARGV[3])
+-- Each redis.call costs more than most commands themselves: read what is at P o:<oid> in one.
 for _ = 1, nreads do
-  local cur = redis.call('HGET', (where(ARGV[i])), '_version') or '0'
-  if cur ~= ARGV[i + 1] then conflicts[#conflicts + 1] = ARGV[i] end
+  local meta = redis.call('HMGET', p .. 'o:' .. ARGV[i], '_at', '_version')
+  local cur = meta[2]
+  if meta[1] then cur = redis.call('HGET', meta[1], '_version') end
+  if (cur or '0') ~= ARGV[i + 1] then conflicts[#conflicts + 1] = ARGV[i] end
   i = i + 2
 end
 local released = {}
@@ -162,15 +165,19 @@ redis.call('XADD', p .. 'changes', 'MAXLEN', '~', ARGV[2], csn .. '-0', 'csn', c
 -- string unasked costs less than asking whether there is one). The type and key of an object at
 -- a readable key are that key's (P<type>:<key>, the type without ':'), even if its hash is gone.
 local function remove(oid)
-  local at, okey = where(oid)
-  if redis.call('EXISTS', okey) == 0 then return end
-  local t, k
+  local okey = p .. 'o:' .. oid
+  -- One call for the pointer or the type and key (every hash the script writes has one or the
+  -- other); a hash with neither (edited by hand) is deleted all the same.
+  local meta = redis.call('HMGET', okey, '_at', '_type', '_key')
+  if not (meta[1] or meta[2] or meta[3]) then
+    redis.call('DEL', okey, p .. 'b:' .. oid)
+    return
+  end
+  local at = meta[1] or okey
+  local t, k = meta[2] or '', meta[3] or ''
   local colon = at ~= okey and string.find(at, ':', #p + 1, true)
   if colon then
     t, k = string.sub(at, #p + 1, colon - 1), string.sub(at, colon + 1)
-  else
-    local meta = redis.call('HMGET', at, '_type', '_key')
-    t, k = meta[1] or '', meta[2] or ''
   end
   if t ~= '' then redis.call('ZREM', p .. 't:' .. t, oid) end
   if k ~= '' and redis.call('HGET', p .. 'k:' .. t, k) == oid then
@@ -184,29 +191,29 @@ for _, oid in ipairs(deletes) do remove(oid) end
 for _, w in ipairs(writes) do remove(w.oid) end
 for _, w in ipairs(writes) do
   local okey = p .. 'o:' .. w.oid
-  if w.at == okey then
-    redis.call('HSET', okey, '_version', csn, '_type', w.type, '_key', w.key)
-  else
+  -- The metadata goes in the same HSET as the first fields.
+  local args = {w.at, '_version', csn, '_type', w.type, '_key', w.key}
+  if w.at ~= okey then
     redis.call('DEL', w.at)
-    redis.call('HSET', w.at, '_oid', w.oid, '_version', csn, '_type', w.type, '_key', w.key)
+    args[#args + 1] = '_oid'; args[#args + 1] = w.oid
     redis.call('HSET', okey, '_at', w.at)
   end
   local j = 0
   if w.n == 1 and ARGV[w.first] == '_bytes' then
     local bkey = p .. 'b:' .. w.oid
     redis.call('SET', bkey, ARGV[w.first + 1])
-    redis.call('HSET', w.at, '_bytes', bkey)
+    args[#args + 1] = '_bytes'; args[#args + 1] = bkey
     j = 1
   end
-  while j < w.n do
-    local args = {w.at}
+  repeat
     local stop = math.min(w.n, j + @CHUNK@)
     while j < stop do
       args[#args + 1] = ARGV[w.first + 2 * j]; args[#args + 1] = ARGV[w.first + 2 * j + 1]
       j = j + 1
     end
     redis.call('HSET', unpack(args))
-  end
+    args = {w.at}
+  until j >= w.n
   if w.type ~= '' then redis.call('ZADD', p .. 't:' .. w.type, w.oid, w.oid) end
   if w.key ~= '' then
     redis.call('HSET', p .. 'k:' .. w.type, w.key, w.oid)
