@@ -523,7 +523,13 @@ void ConnectionImpl::shrink() {
 
 void ConnectionImpl::begin_lease(bool read_only) {
   read_only_ = read_only;
-  abort();  // a clean transaction on the newest snapshot
+  // A clean transaction on the newest snapshot. A pooled connection has no changes (end_lease
+  // dropped them), so it only syncs.
+  if (dirty_.empty()) {
+    sync();
+  } else {
+    abort();
+  }
 }
 
 void ConnectionImpl::end_lease() {

@@ -26,6 +26,10 @@ DatabaseCore::DatabaseCore(std::unique_ptr<Store> store, DatabaseOptions options
   }
 }
 
+DatabaseCore::~DatabaseCore() {
+  std::unique_ptr<ConnectionImpl> idle(idle_.exchange(nullptr));  // while the store lives
+}
+
 DatabaseStats DatabaseCore::stats() const {
   DatabaseStats out;
   out.connections = counters_.connections.load();
@@ -38,7 +42,7 @@ DatabaseStats DatabaseCore::stats() const {
     out.replica_reads = replica.local_loads + replica.local_scans;
   }
   std::lock_guard lk(mu_);
-  out.pooled_connections = pool_.size();
+  out.pooled_connections = pool_.size() + (idle_.load() != nullptr ? 1 : 0);
   return out;
 }
 
@@ -47,8 +51,8 @@ std::unique_ptr<ConnectionImpl> DatabaseCore::make_connection() {
 }
 
 std::unique_ptr<ConnectionImpl> DatabaseCore::take(bool read_only) {
-  std::unique_ptr<ConnectionImpl> conn;
-  {
+  std::unique_ptr<ConnectionImpl> conn(idle_.exchange(nullptr, std::memory_order_acquire));
+  if (!conn) {
     std::lock_guard lk(mu_);
     if (!pool_.empty()) {
       conn = std::move(pool_.back());
@@ -66,8 +70,15 @@ void DatabaseCore::give_back(std::unique_ptr<ConnectionImpl> conn) noexcept {
   } catch (...) {
     return;  // the store failed while dropping changes: do not reuse this connection
   }
+  ConnectionImpl* none = nullptr;
+  if (options_.pool_size > 0 &&
+      idle_.compare_exchange_strong(none, conn.get(), std::memory_order_acq_rel)) {
+    conn.release();  // owned by idle_ now
+    return;
+  }
   std::lock_guard lk(mu_);
-  if (pool_.size() < options_.pool_size) pool_.push_back(std::move(conn));
+  // idle_ holds one: the pool keeps pool_size in all.
+  if (pool_.size() + 1 < options_.pool_size) pool_.push_back(std::move(conn));
   // else: conn is destroyed here, its cache with it
 }
 

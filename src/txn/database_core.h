@@ -18,6 +18,9 @@ namespace cairn::detail {
 class DatabaseCore {
  public:
   DatabaseCore(std::unique_ptr<Store> store, DatabaseOptions options);
+  DatabaseCore(const DatabaseCore&) = delete;
+  DatabaseCore& operator=(const DatabaseCore&) = delete;
+  ~DatabaseCore();
 
   Store& store() { return *store_; }
   // For a remote store: the replica in front of it (store() is that replica); else null.
@@ -39,6 +42,10 @@ class DatabaseCore {
   // For a remote store: commits pushed to us, so connections rarely ask the store what changed.
   std::unique_ptr<ChangeFeed> feed_;
   ConnectionCounters counters_;
+  // One idle connection, taken and given back with one atomic exchange each: a thread running
+  // transaction after transaction reuses it without the pool's lock. Owned (freed by the
+  // destructor, before the store).
+  std::atomic<ConnectionImpl*> idle_{nullptr};
   mutable std::mutex mu_;
   std::vector<std::unique_ptr<ConnectionImpl>> pool_;  // last: its connections use the above
 };
