@@ -154,9 +154,16 @@ class ReplicaStore::State {
     return true;
   }
 
+  // Pending oids for the refresher, but not those a subscribe call is loading itself (it loads
+  // them again if they change meanwhile): a second load of the same objects would be wasted.
   std::vector<Oid> take_batch() const {
     std::vector<Oid> batch;
     for (const auto& [oid, from] : pending) {
+      if (std::any_of(scopes.begin(), scopes.end(), [&](const auto& entry) {
+            return !entry.second.ready && entry.second.waiting.contains(oid);
+          })) {
+        continue;
+      }
       batch.push_back(oid);
       if (batch.size() == batch_limit) break;
     }
@@ -167,6 +174,7 @@ class ReplicaStore::State {
     std::lock_guard lock(mu);
     auto it = scopes.find(id);
     if (it == scopes.end()) return;
+    cv.notify_all();  // what it was loading itself is the refresher's now
     const ScopeSpec& spec = it->second.spec;
     if (spec.kind == Kind::objects) {
       for (Oid oid : spec.oids) {
@@ -217,6 +225,12 @@ class ReplicaStore::State {
         continue;
       }
       std::vector<Oid> batch = take_batch();
+      if (batch.empty()) {
+        // All of it is a subscribe call's. Woken when a load lands, a commit arrives or a scope
+        // goes (one that failed to load leaves its oids to us).
+        cv.wait(lock);
+        continue;
+      }
       lock.unlock();
       std::optional<LoadResult> result;
       try {

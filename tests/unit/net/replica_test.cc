@@ -251,6 +251,26 @@ TEST(Replica, OtherClientsCommitsReachTheReplicaWithoutSync) {
   EXPECT_EQ(c.counted->round_trips(), before);
 }
 
+// A subscribe call loads the scope's objects itself; the refresher leaves them to it rather
+// than load them a second time.
+TEST(Replica, SubscribingLoadsTheInitialObjectsOnce) {
+  Clients c;
+  create_all(c.a, "Item", 20, 1);
+  // The push of that commit first: arriving during the subscribe call, it would rightly make the
+  // refresher load what it names.
+  ASSERT_TRUE(replica_current(c.b, c.server.backing()));
+  int loads = c.counted->loads;
+  c.counted->hold_background_loads();  // a refresher load would be counted and then held
+  Subscription sub = c.b.subscribe_type("Item");
+  ASSERT_EQ(c.b.stats().replica_objects, 20u);
+  std::this_thread::sleep_for(100ms);  // time enough for the refresher to have tried
+  int held = c.counted->held();
+  int after = c.counted->loads;
+  c.counted->release();
+  EXPECT_EQ(held, 0) << "the refresher loaded what the subscribe call was loading";
+  EXPECT_EQ(after, loads + 1);
+}
+
 TEST(Replica, UnsubscribeStopsUpdatesAndFreesTheReplica) {
   Clients c;
   std::vector<Oid> items = create_all(c.a, "Item", 20, 1);
