@@ -2,6 +2,7 @@
 // promises: a layout people can read, atomic commits seen from outside, and several stores (or
 // processes) sharing one server.
 #include <gtest/gtest.h>
+#include <signal.h>
 
 #include <algorithm>
 #include <array>
@@ -747,6 +748,33 @@ ProcessResult redis_cli(const std::vector<std::string>& args) {
                                    std::to_string(server().port()), "--raw"};
   argv.insert(argv.end(), args.begin(), args.end());
   return run_process(argv);
+}
+
+// A write to a connection Redis has closed must be an IoError (and a load is then sent again on
+// a new connection), not a SIGPIPE, which kills a program that has not set SIGPIPE to SIG_IGN:
+// this test leaves it at the default action. Redis closes the store's idle connection; a load
+// too big for the socket's buffer then takes several writes, and the ones after Redis's reset
+// meet a closed socket.
+TEST_F(RedisStoreTest, WritingToAConnectionRedisClosedIsAnErrorNotASignal) {
+  struct sigaction default_action {};
+  default_action.sa_handler = SIG_DFL;
+  struct sigaction old {};
+  ASSERT_EQ(sigaction(SIGPIPE, &default_action, &old), 0);
+  struct Restore {
+    struct sigaction action;
+    ~Restore() { sigaction(SIGPIPE, &action, nullptr); }
+  } restore{old};
+
+  Oid first = store->new_oids(1);  // connected
+  put(*store, first, Value(1));
+  std::vector<Oid> oids;
+  for (std::uint64_t i = 0; i < 200'000; ++i)
+    oids.push_back(Oid(first.value() + i % 4));
+  server().command({"CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"});
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));  // its FIN arrives
+  LoadResult result = store->load(oids);
+  ASSERT_EQ(result.objects.size(), oids.size());
+  EXPECT_EQ(decode(result.objects[0].data), Value(1));
 }
 
 TEST_F(RedisStoreTest, BlobBytesAreAPlainStringThatAppendsGrow) {
