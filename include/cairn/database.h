@@ -76,7 +76,8 @@ class Object {
   Value& mutate();
   // Replaces the state, keeping type and key (loaded if need be) or setting them. A blind write:
   // the previous state is neither read nor validated, so concurrent blind writes do not
-  // conflict.
+  // conflict. A blob (create_blob) set to Bytes without a type and key stays a blob; any other
+  // state, and any set() naming a type and key, makes it an ordinary object.
   void set(Value state);
   void set(Value state, std::string type, std::string key);
   // Marks the object changed, for changes made through a reference kept from an earlier mutate().
@@ -88,7 +89,10 @@ class Object {
   // without reading it: the commit sends only these bytes (store.h, AppendOp), and appends of
   // concurrent transactions to one blob do not conflict: each lands whole, in commit order.
   // Throws InvalidArgument if the object is loaded here and is not a blob, NotFound if it is
-  // loaded and does not exist; otherwise the store checks at commit (and refuses the commit).
+  // loaded and does not exist; otherwise the store checks at commit (and refuses the commit),
+  // and so does loading it later in the transaction. A commit with appends that fails without
+  // knowing whether the store applied it (IoError) aborts, since sending the appends again
+  // could add the bytes twice; Database::transaction does not retry it either.
   void append(std::string_view bytes);
 
   // For typed handles (typed.h): the cached decoded form tagged `tag`, made by `make(state)` from

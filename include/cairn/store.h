@@ -153,8 +153,8 @@ class Store {
   // and appends. An append's object must exist and be a blob when the commit applies (else
   // NotFound or InvalidArgument, and nothing changes); it keeps its type and key, and its data
   // grows by the appended bytes, up to max_object_bytes (InvalidArgument past it). CSNs count
-  // commits one by one: the commits that write or delete get CSNs N+1, N+2, ... after the last
-  // one, N, so a commit that returns N+1 to a reader of N is the only commit since.
+  // commits one by one: the commits that write, delete or append get CSNs N+1, N+2, ... after the
+  // last one, N, so a commit that returns N+1 to a reader of N is the only commit since.
   virtual std::uint64_t commit(const CommitRequest& request) = 0;
 
   // Called once a commit_async() commit is durable (error null), or could not be made durable.

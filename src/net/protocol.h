@@ -17,6 +17,9 @@
 namespace cairn::net {
 
 inline constexpr std::uint8_t protocol_version = 1;
+// What a server can do beyond protocol version 1 as it first shipped: bits of the optional fifth
+// element of its hello reply (docs/protocol.md §4.1). A server without it has none of them.
+inline constexpr std::uint64_t feature_appends = 1;  // commits may carry appends (§4.2)
 inline constexpr std::size_t header_size = 20;
 // Large enough for one object at max_object_bytes plus its framing.
 inline constexpr std::uint32_t default_max_frame_bytes = max_object_bytes + 1024 * 1024;

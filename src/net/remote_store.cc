@@ -115,6 +115,7 @@ class RemoteStore::Impl : public std::enable_shared_from_this<Impl> {
     server_name_ = r.str();
     r.u64();  // its CSN
     heartbeat_ = std::chrono::milliseconds(std::max<std::uint64_t>(r.u64(), 50));
+    features_ = r.at_end() ? 0 : r.u64();  // a server from before features has none
     asio::post(io_, [this] { heartbeat(); });
     bool rewatch = false;
     {
@@ -124,6 +125,20 @@ class RemoteStore::Impl : public std::enable_shared_from_this<Impl> {
     if (rewatch) {
       watch(true);
       catch_up();
+    }
+  }
+
+  // Throws Unsupported unless the server (connected to first, if need be) has `feature`.
+  void require(std::uint64_t feature, std::string_view what) {
+    bool up = false;
+    {
+      std::lock_guard lock(mu_);
+      up = connected_;
+    }
+    if (!up) connect();
+    if ((features_.load() & feature) == 0) {
+      throw Unsupported(fmt::format("the server at {} ({}) does not support {}: upgrade it",
+                                    where(), server_name_, what));
     }
   }
 
@@ -490,6 +505,7 @@ class RemoteStore::Impl : public std::enable_shared_from_this<Impl> {
   std::unique_ptr<Transport> transport_;
   std::mutex connect_mu_;
   std::string server_name_;
+  std::atomic<std::uint64_t> features_{0};  // the server's, from its hello reply
   std::chrono::milliseconds heartbeat_{10'000};
   asio::steady_timer heartbeat_timer_{io_};
 
@@ -534,6 +550,8 @@ LoadResult RemoteStore::load(std::span<const Oid> oids) {
 }
 
 std::uint64_t RemoteStore::commit(const CommitRequest& request) {
+  // An older server would read the commit without its appends and apply the rest.
+  if (!request.appends.empty()) impl_->require(feature_appends, "appends");
   Writer w;
   w.array(1);
   write_commit_request(w, request);

@@ -479,11 +479,12 @@ void Session::hello(const FrameHeader& header, Reader r) {
   }
   authed_ = true;
   Writer w;
-  w.array(4)
+  w.array(5)
       .u64(protocol_version)
       .str(fmt::format("{} {}", server_.options_.name, version))
       .u64(server_.last_csn_)
-      .u64(static_cast<std::uint64_t>(server_.options_.idle_timeout.count() / 3));
+      .u64(static_cast<std::uint64_t>(server_.options_.idle_timeout.count() / 3))
+      .u64(feature_appends);
   reply(header, w.bytes());
 }
 

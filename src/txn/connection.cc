@@ -123,9 +123,17 @@ void ConnectionImpl::ensure_loaded(Node& n) {
   n.type = std::move(stored.type);
   n.key = std::move(stored.key);
   n.value = std::move(state);
-  // This transaction's appends come after the committed bytes (the store checks at commit
-  // that they go to a blob; a state that is not one is left for it to refuse).
-  if (n.appending && blob) n.value.as_bytes().data += n.appended;
+  // This transaction's appends come after the committed bytes.
+  if (n.appending) {
+    if (!blob) {
+      // Refused now, so that no write of the whole state (mutate) can drop the appends; the
+      // store would refuse them at commit anyway.
+      if (!n.present) throw NotFound(fmt::format("object {} does not exist", n.oid.value()));
+      throw InvalidArgument(
+          fmt::format("object {} is not a blob: cannot append to it", n.oid.value()));
+    }
+    n.value.as_bytes().data += n.appended;
+  }
 }
 
 void ConnectionImpl::note_read(Node& n) {
@@ -212,6 +220,7 @@ void ConnectionImpl::set(Node& n, Value state, std::string type, std::string key
   n.loaded = true;
   flush_typed(n, true);
   end_appending(n);
+  n.blob = false;  // not loaded, so not known to be one: always an ordinary object
   n.value = std::move(state);
   n.type = std::move(type);
   n.key = std::move(key);
@@ -260,6 +269,7 @@ TypedState& ConnectionImpl::typed(
     n.typed_tag = tag;
   }
   if (for_write) {
+    end_appending(n);  // the loaded state holds them: it is written whole, as in write()
     n.present = true;  // only the root may be absent here, as in write()
     mark_dirty(n);
     n.typed_newer = true;
@@ -282,6 +292,8 @@ std::optional<Object> ConnectionImpl::find(std::string_view type, std::string_vi
   if (type.empty() || key.empty()) throw InvalidArgument("find needs a type and a key");
   // This transaction's own changes first: the store knows nothing of them yet.
   for (Node* n : dirty_) {
+    // A blob being appended to has the store's type and key: the store lookup below checks it.
+    if (n->appending) continue;
     if (n->present && n->type == type && n->key == key) return handle(cache_.at(n->oid));
   }
   std::optional<Oid> oid = store_.find_key(type, key);
@@ -446,6 +458,15 @@ std::uint64_t ConnectionImpl::commit() {
   } catch (const ConflictError&) {
     abort();
     ++conflicts_;
+    throw;
+  } catch (const InvalidArgument&) {
+    throw;  // refused before anything applied: the changes stay, to be fixed or aborted
+  } catch (const NotFound&) {
+    throw;
+  } catch (...) {
+    // Whether the store applied the commit is unknown (a connection lost before the reply).
+    // Writes may be sent again safely, appends not: the bytes would be there twice.
+    if (!request.appends.empty()) abort();
     throw;
   }
   if (feed_ != nullptr) feed_->note_own_commit(csn);

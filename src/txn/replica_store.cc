@@ -158,9 +158,10 @@ class ReplicaStore::State {
   // them again if they change meanwhile): a second load of the same objects would be wasted.
   std::vector<Oid> take_batch() const {
     std::vector<Oid> batch;
-    for (const auto& [oid, from] : pending) {
-      if (std::any_of(scopes.begin(), scopes.end(), [&](const auto& entry) {
-            return !entry.second.ready && entry.second.waiting.contains(oid);
+    for (const auto& entry : pending) {
+      Oid oid = entry.first;
+      if (std::any_of(scopes.begin(), scopes.end(), [&](const auto& scope) {
+            return !scope.second.ready && scope.second.waiting.contains(oid);
           })) {
         continue;
       }

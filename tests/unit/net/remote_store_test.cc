@@ -8,7 +8,9 @@
 #include <atomic>
 #include <condition_variable>
 #include <mutex>
+#include <optional>
 #include <random>
+#include <thread>
 
 #include "cairn/codec.h"
 #include "cairn/database.h"
@@ -48,6 +50,74 @@ struct ServedFile {
 
 INSTANTIATE_TYPED_TEST_SUITE_P(ServedMemory, StoreConformance, ServedMemory);
 INSTANTIATE_TYPED_TEST_SUITE_P(ServedFile, StoreConformance, ServedFile);
+
+// A server from before appends, as far as its hello and commits go: it answers hello with four
+// elements (no features) and every commit with CSN 1, reading no appends, as such a server did.
+class OldServer {
+ public:
+  OldServer() : acceptor_(io_, asio::ip::tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0)) {
+    thread_ = std::thread([this] { serve(); });
+  }
+  ~OldServer() {
+    asio::error_code ec;
+    acceptor_.close(ec);
+    if (socket_) socket_->shutdown(asio::ip::tcp::socket::shutdown_both, ec);
+    thread_.join();
+  }
+  std::uint16_t port() const { return acceptor_.local_endpoint().port(); }
+  std::atomic<int> commits{0};
+
+ private:
+  void serve() {
+    asio::error_code ec;
+    socket_.emplace(io_);
+    acceptor_.accept(*socket_, ec);
+    if (ec) return;
+    for (;;) {
+      std::string header(net::header_size, '\0');
+      asio::read(*socket_, asio::buffer(header), ec);
+      if (ec) return;
+      net::FrameHeader h = net::parse_header(header, net::default_max_frame_bytes);
+      std::string body(h.body_size, '\0');
+      asio::read(*socket_, asio::buffer(body), ec);
+      if (ec) return;
+      net::Writer w;
+      if (h.op == static_cast<std::uint16_t>(net::Op::hello)) {
+        w.array(4).u64(1).str("cairn-old").u64(0).u64(10'000);
+      } else if (h.op == static_cast<std::uint16_t>(net::Op::commit)) {
+        ++commits;
+        w.array(1).u64(1);
+      } else {
+        w.array(0);
+      }
+      std::string frame;
+      net::append_frame(frame, net::Kind::response, h.op, h.id, w.bytes());
+      asio::write(*socket_, asio::buffer(frame), ec);
+      if (ec) return;
+    }
+  }
+
+  asio::io_context io_;
+  asio::ip::tcp::acceptor acceptor_;
+  std::optional<asio::ip::tcp::socket> socket_;
+  std::thread thread_;
+};
+
+TEST(RemoteStore, AppendsAreNotSentToAServerThatWouldDropThem) {
+  OldServer old;
+  net::ClientOptions options;
+  options.port = old.port();
+  net::RemoteStore store(options);
+  CommitRequest plain;
+  plain.writes.push_back(WriteOp{Oid(1), "", "", encode(Value(1))});
+  EXPECT_EQ(store.commit(plain), 1u);
+  EXPECT_EQ(old.commits.load(), 1);
+  CommitRequest appending;
+  appending.writes.push_back(WriteOp{Oid(1), "", "", encode(Value(2))});
+  appending.appends.push_back(AppendOp{Oid(2), "bytes"});
+  EXPECT_THROW(store.commit(appending), Unsupported);
+  EXPECT_EQ(old.commits.load(), 1) << "the commit reached a server that would drop its appends";
+}
 
 // A client that speaks raw frames, to send what RemoteStore never would.
 class RawClient {

@@ -572,5 +572,69 @@ TEST(Appends, ACommitSendsOnlyTheAppendedBytes) {
             std::string(1000, 'a') + "0123456789");
 }
 
+// Applies a commit, then reports a lost connection, when told to: the outcome a client of a
+// remote store cannot tell from a commit that never arrived.
+class LosingStore final : public ForwardingStore {
+ public:
+  explicit LosingStore(std::unique_ptr<Store> inner) : inner_(std::move(inner)) {}
+  std::uint64_t commit(const CommitRequest& r) override {
+    std::uint64_t csn = ForwardingStore::commit(r);
+    if (lose_next) {
+      lose_next = false;
+      throw IoError("connection lost before the reply");
+    }
+    return csn;
+  }
+  bool lose_next = false;
+
+ private:
+  Store& inner() const override { return *inner_; }
+  std::unique_ptr<Store> inner_;
+};
+
+TEST(Appends, ACommitWhoseOutcomeIsUnknownIsAbortedNotSentTwice) {
+  auto owned = std::make_unique<LosingStore>(make_memory_store());
+  LosingStore& store = *owned;
+  Database db(std::move(owned));
+  Connection conn = db.connect();
+  Oid oid = conn.create_blob("abc").oid();
+  conn.commit();
+  conn.get(oid).append("XY");
+  store.lose_next = true;
+  EXPECT_THROW(conn.commit(), IoError);
+  EXPECT_FALSE(conn.has_changes());
+  conn.commit();  // nothing left to send again
+  EXPECT_EQ(conn.get(oid).get(), Value(Bytes{"abcXY"}));
+
+  // A blind write alone is kept: sending it again is harmless.
+  conn.abort();  // a new transaction: nothing read
+  conn.get(oid).set(Value(Bytes{"new"}));
+  store.lose_next = true;
+  EXPECT_THROW(conn.commit(), IoError);
+  EXPECT_TRUE(conn.has_changes());
+  conn.commit();
+  Connection other = db.connect();
+  EXPECT_EQ(other.get(oid).get(), Value(Bytes{"new"}));
+}
+
+TYPED_TEST(ConnectionTest, AnAppendToWhatTurnsOutNotToBeABlobIsNotDroppedByAWrite) {
+  Connection conn = this->db->connect();
+  Oid plain = conn.create(Value::Map{{"a", 1}}).oid();
+  Oid blob_oid = conn.create_blob("b").oid();
+  conn.commit();
+  Connection other = this->db->connect();
+  other.get(plain).append("zz");  // not loaded: not known to be no blob yet
+  EXPECT_THROW(other.get(plain).mutate(), InvalidArgument);
+  EXPECT_THROW(other.commit(), InvalidArgument);  // the store refuses it too
+  other.abort();
+  EXPECT_EQ(this->stored(plain), Value(Value::Map{{"a", 1}}));
+
+  // set() with a type and key makes an ordinary object, loaded or not.
+  EXPECT_EQ(other.get(blob_oid).get(), Value(Bytes{"b"}));
+  other.get(blob_oid).set(Value(Bytes{"c"}), "T", "k");
+  other.commit();
+  EXPECT_EQ(this->stored(blob_oid), Value(Bytes{"c"}));
+}
+
 }  // namespace
 }  // namespace cairn::testing
