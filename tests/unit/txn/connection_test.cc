@@ -537,15 +537,23 @@ TYPED_TEST(ConnectionTest, AbortDropsAppendsAndBadAppendsAreRefused) {
   EXPECT_THROW(this->db->view([&](View& v) { v.get(oid).append("v"); }), InvalidArgument);
 }
 
-// Records the commit requests a store receives.
+// A MemoryStore that records the commit requests it receives and, when told to, applies a commit
+// and then reports a lost connection: the outcome a client of a remote store cannot tell from a
+// commit that never arrived.
 class RecordingStore final : public ForwardingStore {
  public:
-  explicit RecordingStore(std::unique_ptr<Store> inner) : inner_(std::move(inner)) {}
+  RecordingStore() : inner_(make_memory_store()) {}
   std::uint64_t commit(const CommitRequest& r) override {
     requests.push_back(r);
-    return ForwardingStore::commit(r);
+    std::uint64_t csn = ForwardingStore::commit(r);
+    if (lose_next) {
+      lose_next = false;
+      throw IoError("connection lost before the reply");
+    }
+    return csn;
   }
   std::vector<CommitRequest> requests;
+  bool lose_next = false;
 
  private:
   Store& inner() const override { return *inner_; }
@@ -553,7 +561,7 @@ class RecordingStore final : public ForwardingStore {
 };
 
 TEST(Appends, ACommitSendsOnlyTheAppendedBytes) {
-  auto owned = std::make_unique<RecordingStore>(make_memory_store());
+  auto owned = std::make_unique<RecordingStore>();
   RecordingStore& store = *owned;
   Database db(std::move(owned));
   Ref ref = db.transaction([](Txn& tx) {
@@ -572,29 +580,9 @@ TEST(Appends, ACommitSendsOnlyTheAppendedBytes) {
             std::string(1000, 'a') + "0123456789");
 }
 
-// Applies a commit, then reports a lost connection, when told to: the outcome a client of a
-// remote store cannot tell from a commit that never arrived.
-class LosingStore final : public ForwardingStore {
- public:
-  explicit LosingStore(std::unique_ptr<Store> inner) : inner_(std::move(inner)) {}
-  std::uint64_t commit(const CommitRequest& r) override {
-    std::uint64_t csn = ForwardingStore::commit(r);
-    if (lose_next) {
-      lose_next = false;
-      throw IoError("connection lost before the reply");
-    }
-    return csn;
-  }
-  bool lose_next = false;
-
- private:
-  Store& inner() const override { return *inner_; }
-  std::unique_ptr<Store> inner_;
-};
-
 TEST(Appends, ACommitWhoseOutcomeIsUnknownIsAbortedNotSentTwice) {
-  auto owned = std::make_unique<LosingStore>(make_memory_store());
-  LosingStore& store = *owned;
+  auto owned = std::make_unique<RecordingStore>();
+  RecordingStore& store = *owned;
   Database db(std::move(owned));
   Connection conn = db.connect();
   Oid oid = conn.create_blob("abc").oid();
