@@ -28,6 +28,16 @@ Value absent_state(Oid oid) {
   return oid.is_root() ? Value(Value::Map{}) : Value();
 }
 
+// Throws unless bytes may be appended to the loaded node: NotFound if its object does not exist,
+// InvalidArgument if it is not a blob holding Bytes.
+void check_appendable(const Node& n) {
+  if (!n.present) throw NotFound(fmt::format("object {} does not exist", n.oid.value()));
+  if (!n.blob || !n.value.is_bytes()) {
+    throw InvalidArgument(
+        fmt::format("object {} is not a blob: cannot append to it", n.oid.value()));
+  }
+}
+
 // The data a node's state is stored as: a blob while it is one and its state is Bytes.
 std::string stored_form(const Node& n) {
   if (n.blob && n.value.is_bytes()) {
@@ -125,13 +135,9 @@ void ConnectionImpl::ensure_loaded(Node& n) {
   n.value = std::move(state);
   // This transaction's appends come after the committed bytes.
   if (n.appending) {
-    if (!blob) {
-      // Refused now, so that no write of the whole state (mutate) can drop the appends; the
-      // store would refuse them at commit anyway.
-      if (!n.present) throw NotFound(fmt::format("object {} does not exist", n.oid.value()));
-      throw InvalidArgument(
-          fmt::format("object {} is not a blob: cannot append to it", n.oid.value()));
-    }
+    // Refused now if it is no blob, so that no write of the whole state (mutate) can drop the
+    // appends; the store would refuse them at commit anyway.
+    check_appendable(n);
     n.value.as_bytes().data += n.appended;
   }
 }
@@ -242,11 +248,7 @@ void ConnectionImpl::append(Node& n, std::string_view bytes) {
   check_writable();
   if (n.loaded) {
     // What is known here is checked here; an unloaded object is left unread, for the store.
-    if (!n.present) throw NotFound(fmt::format("object {} does not exist", n.oid.value()));
-    if (!n.blob || !n.value.is_bytes()) {
-      throw InvalidArgument(
-          fmt::format("object {} is not a blob: cannot append to it", n.oid.value()));
-    }
+    check_appendable(n);
     n.value.as_bytes().data += bytes;
   }
   if (n.dirty && !n.appending) {
