@@ -46,6 +46,21 @@ class TypedState {
   // Writes this form's fields into `state` (a map), keeping fields it does not know.
   virtual void write_to(Value& state) const = 0;
 };
+
+// A reference to a callable taking Arg&: what transaction() and view() hand their retry loops.
+// It neither copies nor owns the callable, which must outlive it.
+template <typename Arg>
+class CallbackRef {
+ public:
+  template <typename F>
+  explicit CallbackRef(F& f)
+      : target_(&f), call_([](void* target, Arg& arg) { (*static_cast<F*>(target))(arg); }) {}
+  void operator()(Arg& arg) const { call_(target_, arg); }
+
+ private:
+  void* target_;
+  void (*call_)(void*, Arg&);
+};
 }  // namespace detail
 
 // A handle to one object in one connection's cache: cheap to copy; two handles to the same oid
@@ -314,10 +329,12 @@ class Database {
     using Result = std::invoke_result_t<Fn&, Txn&>;
     static_assert(!std::is_reference_v<Result>, "a transaction returns values, not references");
     if constexpr (std::is_void_v<Result>) {
-      run_transaction([&fn](Txn& tx) { fn(tx); });
+      auto body = [&fn](Txn& tx) { fn(tx); };
+      run_transaction(detail::CallbackRef<Txn>(body));
     } else {
       std::optional<Result> result;
-      run_transaction([&fn, &result](Txn& tx) { result.emplace(fn(tx)); });
+      auto body = [&fn, &result](Txn& tx) { result.emplace(fn(tx)); };
+      run_transaction(detail::CallbackRef<Txn>(body));
       return std::move(*result);
     }
   }
@@ -331,10 +348,12 @@ class Database {
     using Result = std::invoke_result_t<Fn&, View&>;
     static_assert(!std::is_reference_v<Result>, "a view returns values, not references");
     if constexpr (std::is_void_v<Result>) {
-      run_view([&fn](View& v) { fn(v); });
+      auto body = [&fn](View& v) { fn(v); };
+      run_view(detail::CallbackRef<View>(body));
     } else {
       std::optional<Result> result;
-      run_view([&fn, &result](View& v) { result.emplace(fn(v)); });
+      auto body = [&fn, &result](View& v) { result.emplace(fn(v)); };
+      run_view(detail::CallbackRef<View>(body));
       return std::move(*result);
     }
   }
@@ -359,8 +378,8 @@ class Database {
   DatabaseStats stats() const;
 
  private:
-  void run_transaction(const std::function<void(Txn&)>& fn);
-  void run_view(const std::function<void(View&)>& fn);
+  void run_transaction(detail::CallbackRef<Txn> fn);
+  void run_view(detail::CallbackRef<View> fn);
   detail::DatabaseCore& core() const;
 
   std::shared_ptr<detail::DatabaseCore> core_;

@@ -38,17 +38,17 @@ void check_appendable(const Node& n) {
   }
 }
 
-// The data a node's state is stored as: a blob while it is one and its state is Bytes.
-std::string stored_form(const Node& n) {
+// Appends the data a node's state is stored as to `data`: a blob while it is one and its state
+// is Bytes.
+void append_stored_form(const Node& n, std::string& data) {
   if (n.blob && n.value.is_bytes()) {
     const std::string& bytes = n.value.as_bytes().data;
-    std::string data;
-    data.reserve(bytes.size() + 1);
+    data.reserve(data.size() + bytes.size() + 1);
     data += blob_marker;
     data += bytes;
-    return data;
+    return;
   }
-  return encode(n.value);
+  encode(n.value, data);
 }
 
 }  // namespace
@@ -114,8 +114,7 @@ Object ConnectionImpl::create_blob(std::string bytes) {
   return object;
 }
 
-void ConnectionImpl::ensure_loaded(Node& n) {
-  if (n.loaded) return;
+void ConnectionImpl::load(Node& n) {
   Oid one[] = {n.oid};
   LoadResult result = store_.load(one);
   StoredObject& stored = result.objects.at(0);
@@ -149,17 +148,6 @@ void ConnectionImpl::note_read(Node& n) {
   if (n.read || (n.dirty && !n.appending)) return;
   n.read = true;
   read_set_.push_back(&n);
-}
-
-void ConnectionImpl::mark_dirty(Node& n) {
-  if (n.dirty) return;
-  n.dirty = true;
-  dirty_.push_back(&n);
-}
-
-void ConnectionImpl::end_appending(Node& n) {
-  n.appending = false;
-  n.appended.clear();
 }
 
 void ConnectionImpl::check_writable() const {
@@ -208,7 +196,7 @@ Value& ConnectionImpl::write(Node& n) {
   return n.value;
 }
 
-void ConnectionImpl::set(Node& n, Value state) {
+void ConnectionImpl::set(Node& n, Value&& state) {
   check_writable();
   ensure_loaded(n);  // for its type and key; not a read
   flush_typed(n, true);
@@ -279,10 +267,10 @@ TypedState& ConnectionImpl::typed(
   return *n.typed;
 }
 
-void ConnectionImpl::flush_typed(Node& n, bool drop) {
+void ConnectionImpl::flush_typed_form(Node& n, bool drop) {
   // The form stays the newer one until the transaction ends: a reference mutate() returned may
   // still change it after this write-back.
-  if (n.typed && n.typed_newer) n.typed->write_to(n.value);
+  if (n.typed_newer) n.typed->write_to(n.value);
   if (drop) {
     n.typed.reset();
     n.typed_tag = nullptr;
@@ -402,6 +390,10 @@ void ConnectionImpl::sync_to(std::uint64_t at_least) {
   // Without changes there is nothing a stale read could have spoiled: start a new transaction.
   if (dirty_.empty()) end_transaction();
   Changes changes = this->changes(at_least);
+  if (changes.complete && changes.oids.empty()) {
+    snapshot_ = changes.csn;  // nothing changed: the usual answer, with nothing to apply
+    return;
+  }
   std::vector<Oid> conflicts = apply(changes, true);
   if (!conflicts.empty()) fail(std::move(conflicts), "changed after this transaction read them");
   snapshot_ = changes.csn;
@@ -441,7 +433,11 @@ std::uint64_t ConnectionImpl::commit() {
     if (n->appending) {
       request.appends.push_back(AppendOp{n->oid, n->appended});
     } else if (n->present) {
-      request.writes.push_back(WriteOp{n->oid, n->type, n->key, stored_form(*n)});
+      WriteOp& w = request.writes.emplace_back();
+      w.oid = n->oid;
+      w.type = n->type;
+      w.key = n->key;
+      append_stored_form(*n, w.data);
     } else if (!n->created) {
       request.deletes.push_back(n->oid);
     }
@@ -506,19 +502,22 @@ std::uint64_t ConnectionImpl::commit() {
 void ConnectionImpl::release_request() noexcept {
   // Drop the encoded states now, but keep the vectors' room for the next commit, unless one huge
   // transaction made it large.
-  request_.writes.clear();
-  request_.deletes.clear();
-  request_.reads.clear();
-  request_.appends.clear();
-  constexpr std::size_t keep = 1024;
-  if (request_.writes.capacity() > keep) request_.writes = {};
-  if (request_.deletes.capacity() > keep) request_.deletes = {};
-  if (request_.reads.capacity() > keep) request_.reads = {};
-  if (request_.appends.capacity() > keep) request_.appends = {};
+  auto release = [](auto& ops) {
+    // A vector grows past `keep` only while it holds more than that: its size tells.
+    constexpr std::size_t keep = 1024;
+    if (ops.size() > keep) {
+      ops = {};
+    } else {
+      ops.clear();
+    }
+  };
+  release(request_.writes);
+  release(request_.deletes);
+  release(request_.reads);
+  release(request_.appends);
 }
 
-void ConnectionImpl::shrink() {
-  if (cache_.size() <= shrink_at_) return;
+void ConnectionImpl::shrink_cache() {
   // Only nodes no handle refers to may go: identity must hold for every handle. Ghosts go first,
   // then nodes not used since the last shrink, then any, down to three quarters of the target
   // so that the scan is paid for by many transactions.

@@ -71,7 +71,7 @@ class ConnectionImpl {
   const std::string& key(Node& node);
   const Value& read(Node& node);
   Value& write(Node& node);
-  void set(Node& node, Value state);
+  void set(Node& node, Value&& state);
   void set(Node& node, Value state, std::string type, std::string key);
   void remove(Node& node);
   void append(Node& node, std::string_view bytes);
@@ -82,13 +82,25 @@ class ConnectionImpl {
  private:
   Object handle(const std::shared_ptr<Node>& node) const { return Object(node, lease_); }
   std::shared_ptr<Node>& node(Oid oid);
-  void ensure_loaded(Node& node);
+  void ensure_loaded(Node& node) {
+    if (!node.loaded) load(node);
+  }
+  // Loads a ghost's state from the store.
+  void load(Node& node);
   void note_read(Node& node);
   // Loads the node and adds it to the read set; NotFound unless it exists (or is the root).
   void read_existing(Node& node);
-  void mark_dirty(Node& node);
+  void mark_dirty(Node& node) {
+    if (node.dirty) return;
+    node.dirty = true;
+    dirty_.push_back(&node);
+  }
   // Before a write of the whole state: pending appends are part of the old state now.
-  static void end_appending(Node& node);
+  static void end_appending(Node& node) {
+    if (!node.appending) return;
+    node.appending = false;
+    node.appended.clear();
+  }
   void check_writable() const;
   // Forgets the node's state (it loads again on next use) and any change to it.
   void ghost(Node& node);
@@ -96,7 +108,10 @@ class ConnectionImpl {
   static void unload(Node& node);
   // Writes a typed handle's newer form back into the node's value; `drop`: forget the form too
   // (the value is about to change some other way).
-  static void flush_typed(Node& node, bool drop);
+  static void flush_typed(Node& node, bool drop) {
+    if (node.typed) flush_typed_form(node, drop);
+  }
+  static void flush_typed_form(Node& node, bool drop);
   // After a load at `load_csn` found a state newer than the snapshot: moves the snapshot there,
   // or aborts and throws ConflictError if something read in this transaction has changed.
   void catch_up(std::uint64_t load_csn);
@@ -110,7 +125,11 @@ class ConnectionImpl {
   // sync(), to a snapshot of at least `at_least`.
   void sync_to(std::uint64_t at_least);
   void end_transaction();
-  void shrink();
+  // Drops unused nodes once the cache has grown past its limit.
+  void shrink() {
+    if (cache_.size() > shrink_at_) shrink_cache();
+  }
+  void shrink_cache();
   // Empties the reused commit request, freeing its vectors if they grew large.
   void release_request() noexcept;
 

@@ -192,7 +192,7 @@ Connection Database::connect() {
   return Connection(core_, core().make_connection());
 }
 
-void Database::run_transaction(const std::function<void(Txn&)>& fn) {
+void Database::run_transaction(detail::CallbackRef<Txn> fn) {
   detail::DatabaseCore& c = core();
   detail::Lease conn(c, false);
   detail::Backoff backoff(c.options());
@@ -210,7 +210,7 @@ void Database::run_transaction(const std::function<void(Txn&)>& fn) {
   }
 }
 
-void Database::run_view(const std::function<void(View&)>& fn) {
+void Database::run_view(detail::CallbackRef<View> fn) {
   detail::DatabaseCore& c = core();
   detail::Lease conn(c, true);
   detail::Backoff backoff(c.options());
