@@ -65,19 +65,16 @@ ConnectionImpl::ConnectionImpl(Store& store, ConnectionCounters& counters, std::
 }
 
 ConnectionImpl::~ConnectionImpl() {
-  for (auto& [oid, node] : cache_)
-    node->conn = nullptr;
+  cache_.for_each([](Oid, std::shared_ptr<Node>& node) { node->conn = nullptr; });
   counters_.cached_objects -= cache_.size();
   --counters_.connections;
 }
 
 std::shared_ptr<Node>& ConnectionImpl::node(Oid oid) {
-  auto [it, inserted] = cache_.try_emplace(oid);
-  if (inserted) {
-    it->second = std::make_shared<Node>(oid, this);
-    ++counters_.cached_objects;
-  }
-  return it->second;
+  if (std::shared_ptr<Node>* cached = cache_.find(oid)) return *cached;
+  std::shared_ptr<Node>& n = cache_.insert(oid, std::make_shared<Node>(oid, this));
+  ++counters_.cached_objects;
+  return n;
 }
 
 Object ConnectionImpl::get(Oid oid) {
@@ -284,7 +281,7 @@ std::optional<Object> ConnectionImpl::find(std::string_view type, std::string_vi
   for (Node* n : dirty_) {
     // A blob being appended to has the store's type and key: the store lookup below checks it.
     if (n->appending) continue;
-    if (n->present && n->type == type && n->key == key) return handle(cache_.at(n->oid));
+    if (n->present && n->type == type && n->key == key) return handle(*cache_.find(n->oid));
   }
   std::optional<Oid> oid = store_.find_key(type, key);
   if (!oid) return std::nullopt;
@@ -318,24 +315,24 @@ std::vector<Oid> ConnectionImpl::apply(const Changes& changes, bool keep_current
     for (Node* n : read_set_)
       conflicts.push_back(n->oid);
     if (!conflicts.empty()) return conflicts;
-    for (auto& [oid, n] : cache_) {
+    cache_.for_each([this](Oid, std::shared_ptr<Node>& n) {
       if (n->appending) {
         unload(*n);  // the appends stay; the bytes before them load again
       } else if (!n->dirty) {
         ghost(*n);
       }
-    }
+    });
     return conflicts;
   }
   for (Oid oid : changes.oids) {
-    auto it = cache_.find(oid);
-    if (it != cache_.end() && it->second->read) conflicts.push_back(oid);
+    std::shared_ptr<Node>* n = cache_.find(oid);
+    if (n != nullptr && (*n)->read) conflicts.push_back(oid);
   }
   if (!conflicts.empty()) return conflicts;
   for (Oid oid : changes.oids) {
-    auto it = cache_.find(oid);
-    if (it == cache_.end()) continue;
-    Node& n = *it->second;
+    std::shared_ptr<Node>* cached = cache_.find(oid);
+    if (cached == nullptr) continue;
+    Node& n = **cached;
     // Blind writes of this transaction stay; a state written by the newest commit is current.
     if ((n.dirty && !n.appending) || (keep_current && n.loaded && n.version == changes.csn)) {
       continue;
@@ -526,18 +523,19 @@ void ConnectionImpl::shrink_cache() {
     return !n.dirty && !n.read && !(untouched_only && n.touched);
   };
   std::size_t before = cache_.size();
-  std::erase_if(cache_, [&](const auto& entry) {
-    return entry.second.use_count() == 1 && !entry.second->loaded &&
-           droppable(*entry.second, false);
+  cache_.erase_if([&](Oid, const std::shared_ptr<Node>& n) {
+    return n.use_count() == 1 && !n->loaded && droppable(*n, false);
   });
   for (bool untouched_only : {true, false}) {
-    for (auto it = cache_.begin(); it != cache_.end() && cache_.size() > target;) {
-      bool drop = it->second.use_count() == 1 && droppable(*it->second, untouched_only);
-      it = drop ? cache_.erase(it) : std::next(it);
-    }
+    if (cache_.size() <= target) break;
+    std::size_t excess = cache_.size() - target;
+    cache_.erase_if([&](Oid, const std::shared_ptr<Node>& n) {
+      bool drop = excess > 0 && n.use_count() == 1 && droppable(*n, untouched_only);
+      if (drop) --excess;
+      return drop;
+    });
   }
-  for (auto& [oid, n] : cache_)
-    n->touched = false;
+  cache_.for_each([](Oid, std::shared_ptr<Node>& n) { n->touched = false; });
   counters_.cached_objects -= before - cache_.size();
   // Mostly held by handles: wait until the cache doubles before scanning it again.
   shrink_at_ = cache_.size() > target ? std::max(cache_size_, 2 * cache_.size()) : cache_size_;

@@ -15,13 +15,13 @@
 #include <optional>
 #include <string>
 #include <string_view>
-#include <unordered_map>
 #include <vector>
 
 #include "cairn/database.h"
 #include "cairn/store.h"
 #include "txn/change_feed.h"
 #include "txn/node.h"
+#include "txn/oid_map.h"
 
 namespace cairn::detail {
 
@@ -136,7 +136,7 @@ class ConnectionImpl {
   Store& store_;
   ConnectionCounters& counters_;
   const ChangeFeed* feed_;
-  std::unordered_map<Oid, std::shared_ptr<Node>> cache_;
+  OidMap<std::shared_ptr<Node>> cache_;
   std::vector<Node*> read_set_;  // nodes with read set, kept alive by cache_
   std::vector<Node*> dirty_;     // nodes with dirty set, in the order they changed
   std::uint64_t snapshot_ = 0;
