@@ -28,6 +28,14 @@ Value absent_state(Oid oid) {
   return oid.is_root() ? Value(Value::Map{}) : Value();
 }
 
+// What find()'s index of changed nodes files a type and key under.
+std::string index_key(std::string_view type, std::string_view key) {
+  std::string out;
+  out.reserve(type.size() + 1 + key.size());
+  out.append(type).append(1, '\0').append(key);
+  return out;
+}
+
 // Throws unless bytes may be appended to the loaded node: NotFound if its object does not exist,
 // InvalidArgument if it is not a blob holding Bytes.
 void check_appendable(const Node& n) {
@@ -216,6 +224,10 @@ void ConnectionImpl::set(Node& n, Value state, std::string type, std::string key
   n.type = std::move(type);
   n.key = std::move(key);
   n.present = true;
+  // Already indexed for find() under its old key, or never: index it under the new one too.
+  if (n.dirty && dirty_indexed_ > 0 && !n.key.empty()) {
+    dirty_keys_.emplace(index_key(n.type, n.key), &n);
+  }
   mark_dirty(n);
 }
 
@@ -278,11 +290,7 @@ void ConnectionImpl::flush_typed_form(Node& n, bool drop) {
 std::optional<Object> ConnectionImpl::find(std::string_view type, std::string_view key) {
   if (type.empty() || key.empty()) throw InvalidArgument("find needs a type and a key");
   // This transaction's own changes first: the store knows nothing of them yet.
-  for (Node* n : dirty_) {
-    // A blob being appended to has the store's type and key: the store lookup below checks it.
-    if (n->appending) continue;
-    if (n->present && n->type == type && n->key == key) return handle(*cache_.find(n->oid));
-  }
+  if (Node* changed = find_changed(type, key)) return handle(*cache_.find(changed->oid));
   std::optional<Oid> oid = store_.find_key(type, key);
   if (!oid) return std::nullopt;
   std::shared_ptr<Node> n = node(*oid);  // a copy: a conflict while loading may shrink the cache
@@ -290,6 +298,36 @@ std::optional<Object> ConnectionImpl::find(std::string_view type, std::string_vi
   // (exists() is a read, so a later change to it conflicts).
   if (!exists(*n) || n->type != type || n->key != key) return std::nullopt;
   return handle(n);
+}
+
+Node* ConnectionImpl::find_changed(std::string_view type, std::string_view key) {
+  auto holds = [&](const Node& n) {
+    // A blob being appended to has the store's type and key: find's store lookup checks it.
+    return !n.appending && n.present && n.type == type && n.key == key;
+  };
+  // Up to this many changed nodes a scan is cheaper than keeping the index.
+  constexpr std::size_t scan_limit = 16;
+  if (dirty_.size() <= scan_limit) {
+    for (Node* n : dirty_) {
+      if (holds(*n)) return n;
+    }
+    return nullptr;
+  }
+  for (; dirty_indexed_ < dirty_.size(); ++dirty_indexed_) {
+    Node* n = dirty_[dirty_indexed_];
+    if (!n->key.empty()) dirty_keys_.emplace(index_key(n->type, n->key), n);
+  }
+  auto [first, last] = dirty_keys_.equal_range(index_key(type, key));
+  for (auto it = first; it != last; ++it) {
+    if (holds(*it->second)) return it->second;
+  }
+  return nullptr;
+}
+
+void ConnectionImpl::clear_dirty() {
+  dirty_.clear();
+  dirty_keys_.clear();
+  dirty_indexed_ = 0;
 }
 
 void ConnectionImpl::ghost(Node& n) {
@@ -408,7 +446,7 @@ void ConnectionImpl::abort() {
       ghost(*n);
     }
   }
-  dirty_.clear();
+  clear_dirty();
   end_transaction();
   sync();  // nothing is read any more, so this cannot conflict
   shrink();
@@ -482,7 +520,7 @@ std::uint64_t ConnectionImpl::commit() {
     }
     n->version = n->present ? csn : 0;
   }
-  dirty_.clear();
+  clear_dirty();
   end_transaction();
   if (only_commit) {
     // CSNs count commits one by one (store.h), so this commit is the only one since the

@@ -15,6 +15,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 #include "cairn/database.h"
@@ -125,6 +126,10 @@ class ConnectionImpl {
   // sync(), to a snapshot of at least `at_least`.
   void sync_to(std::uint64_t at_least);
   void end_transaction();
+  // Forgets the changed nodes (after they were committed or dropped).
+  void clear_dirty();
+  // This transaction's own object of that type and key, if it has one.
+  Node* find_changed(std::string_view type, std::string_view key);
   // Drops unused nodes once the cache has grown past its limit.
   void shrink() {
     if (cache_.size() > shrink_at_) shrink_cache();
@@ -139,6 +144,11 @@ class ConnectionImpl {
   OidMap<std::shared_ptr<Node>> cache_;
   std::vector<Node*> read_set_;  // nodes with read set, kept alive by cache_
   std::vector<Node*> dirty_;     // nodes with dirty set, in the order they changed
+  // find()'s index of the changed nodes by "type\0key", once a transaction has changed more
+  // than a few: dirty_[0, dirty_indexed_) are in it, under the type and key they had then or
+  // took later (a node may be under several, and every hit is checked).
+  std::unordered_multimap<std::string, Node*> dirty_keys_;
+  std::size_t dirty_indexed_ = 0;
   std::uint64_t snapshot_ = 0;
   std::uint64_t lease_ = 1;
   bool read_only_ = false;

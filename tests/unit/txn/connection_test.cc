@@ -364,6 +364,53 @@ TYPED_TEST(ConnectionTest, TakingAKeyAnotherObjectHoldsConflicts) {
   EXPECT_EQ(this->db->store().find_key("User", "harry"), first.oid());
 }
 
+// find() sees the transaction's own creations, key changes and removals, both in a small
+// transaction and in one that changes more objects than find() scans one by one.
+TYPED_TEST(ConnectionTest, FindSeesTheTransactionsOwnKeysInSmallAndLargeTransactions) {
+  for (int others : {3, 100}) {
+    SCOPED_TRACE(std::to_string(others) + " other changed objects");
+    std::string type = "T" + std::to_string(others);
+    Connection conn = this->db->connect();
+    Object stored = conn.create(1, type, "stored");
+    conn.commit();
+    std::vector<Object> made;
+    for (int i = 0; i < others; ++i)
+      made.push_back(conn.create(i, type, "k" + std::to_string(i)));
+    for (int i = 0; i < others; ++i)
+      EXPECT_EQ(conn.find(type, "k" + std::to_string(i)), made[i]) << i;
+    EXPECT_EQ(conn.find(type, "stored"), stored);
+    EXPECT_EQ(conn.find("Other", "k1"), std::nullopt) << "keys are per type";
+
+    // New keys, after find() has looked: for a created object and a stored one.
+    made[1].set(10, type, "renamed");
+    stored.set(20, type, "stored-renamed");
+    EXPECT_EQ(conn.find(type, "renamed"), made[1]);
+    EXPECT_EQ(conn.find(type, "k1"), std::nullopt);
+    EXPECT_EQ(conn.find(type, "stored-renamed"), stored);
+    EXPECT_EQ(conn.find(type, "stored"), std::nullopt) << "the store's key is no longer its";
+    // Back to the first key.
+    made[1].set(11, type, "k1");
+    EXPECT_EQ(conn.find(type, "k1"), made[1]);
+    EXPECT_EQ(conn.find(type, "renamed"), std::nullopt);
+
+    // Removed, then its key taken by a new object.
+    made[2].remove();
+    EXPECT_EQ(conn.find(type, "k2"), std::nullopt);
+    Object again = conn.create(22, type, "k2");
+    EXPECT_EQ(conn.find(type, "k2"), again);
+
+    conn.commit();
+    EXPECT_EQ(this->db->store().find_key(type, "k2"), again.oid());
+    EXPECT_EQ(this->db->store().find_key(type, "stored-renamed"), stored.oid());
+    // A new transaction starts with no index of the last one's changes.
+    EXPECT_EQ(conn.find(type, "k1"), made[1]);
+    Object fresh = conn.create(0, type, "fresh");
+    EXPECT_EQ(conn.find(type, "fresh"), fresh);
+    conn.abort();
+    EXPECT_EQ(conn.find(type, "fresh"), std::nullopt);
+  }
+}
+
 TYPED_TEST(ConnectionTest, TypedRefChecksTheStoredType) {
   Connection conn = this->db->connect();
   Object post = conn.create(Value::Map{}, "Post");
