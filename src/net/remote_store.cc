@@ -206,9 +206,13 @@ class RemoteStore::Impl : public std::enable_shared_from_this<Impl> {
     Body body(call(Op::changes, w.bytes()));
     Reader r = body.reader();
     std::uint64_t csn = r.u64();
-    r.boolean();
+    bool complete = r.boolean();
     std::vector<Oid> oids = read_oids(r.array());
-    if (!oids.empty()) deliver(csn, oids);
+    if (!complete) {
+      deliver(csn, {});  // the server's history is gone: what changed is unknown (store.h)
+    } else if (!oids.empty()) {
+      deliver(csn, oids);
+    }
   }
 
   Subscription subscribe(CommitListener listener) {

@@ -808,6 +808,11 @@ class ChangeFeed {
         }
       }
       if (csn <= after_) continue;
+      if (csn > after_ + 1) {
+        // The stream holds one entry per CSN: those in between were trimmed while this feed
+        // was away, and what they changed is unknown (store.h, CommitListener).
+        sink_(csn - 1, {});
+      }
       after_ = csn;
       sink_(csn, std::move(oids));
     }

@@ -27,6 +27,13 @@ void ChangeFeed::on_commit(std::uint64_t csn, std::span<const Oid> oids) {
     known_after_ = csn - 1;
   }
   latest_ = csn;
+  if (oids.empty()) {
+    // Commits up to csn changed what the store can no longer say (store.h): questions about
+    // them go to the store, whose answer is incomplete.
+    log_.clear();
+    known_after_ = csn;
+    return;
+  }
   log_.emplace_back(csn, std::vector<Oid>(oids.begin(), oids.end()));
   while (log_.size() > capacity_) {
     known_after_ = log_.front().first;

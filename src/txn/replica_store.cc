@@ -61,6 +61,10 @@ class ReplicaStore::State {
   std::uint64_t next_scope = 1;
   std::unordered_map<Oid, std::size_t> explicit_refs;  // oids object scopes name, counted
   std::size_t content_scopes = 0;                      // type and key scopes
+  // Bumped when the type and key scopes must be scanned again (forget_all); the refresher
+  // catches rescans_done up once a scan that started after the bump has enlisted what it found.
+  std::uint64_t rescans_wanted = 0;
+  std::uint64_t rescans_done = 0;
   std::uint64_t local_loads = 0;
   std::uint64_t local_scans = 0;
 
@@ -113,6 +117,10 @@ class ReplicaStore::State {
   bool begin_commit(std::uint64_t n, std::span<const Oid> oids) {
     std::lock_guard lock(mu);
     if (n <= csn) return false;
+    if (oids.empty()) {
+      forget_all(n);
+      return true;
+    }
     if (!scopes.empty()) {
       for (Oid oid : oids) {
         if (objects.contains(oid)) {
@@ -126,6 +134,20 @@ class ReplicaStore::State {
     }
     return true;
   }
+  // Commits up to `n` changed what the store cannot list (store.h, CommitListener): every held
+  // state may be stale. Each is dropped, to be loaded again, and the type and key scopes are
+  // scanned again (by the refresher) for objects that entered them.
+  void forget_all(std::uint64_t n) {
+    for (const auto& entry : objects)
+      want(entry.first, n);
+    for (auto& entry : pending)
+      entry.second = std::max(entry.second, n);
+    objects.clear();
+    by_key.clear();
+    if (content_scopes > 0) ++rescans_wanted;
+    cv.notify_all();
+  }
+
   // Then, once the listeners (the connections' ChangeFeed) know of it, the replica's CSN moves
   // there, so that no reader is handed a CSN its connection has not heard of yet.
   void end_commit(std::uint64_t n) {
@@ -207,7 +229,7 @@ class ReplicaStore::State {
   // Whether a ready scope holds every object of `type` whose key starts with `prefix`, and
   // every such state is known at csn.
   bool covers(std::string_view type, std::string_view prefix) const {
-    if (!pending.empty()) return false;
+    if (!pending.empty() || rescans_done != rescans_wanted) return false;
     for (const auto& [id, scope] : scopes) {
       const ScopeSpec& s = scope.spec;
       if (s.kind == Kind::objects || s.type != type || !scope.ready) continue;
@@ -216,13 +238,80 @@ class ReplicaStore::State {
     return false;
   }
 
+  // Hands the objects in a type or key scope to `page_fn`, a page at a time.
+  template <typename PageFn>
+  static void scan_scope(Store& store, const ScopeSpec& spec, PageFn&& page_fn) {
+    if (spec.kind == Kind::type) {
+      for (Oid after{};;) {
+        std::vector<ScanEntry> page = store.scan_type(spec.type, after, scan_page);
+        page_fn(page);
+        if (page.size() < scan_page) break;
+        after = page.back().oid;
+      }
+    } else if (spec.kind == Kind::keys) {
+      for (std::string after;;) {
+        std::vector<ScanEntry> page = store.scan_keys(spec.type, spec.prefix, after, scan_page);
+        page_fn(page);
+        if (page.size() < scan_page) break;
+        after = page.back().key;
+      }
+    }
+  }
+
+  // After `failures` failed calls to the store in a row (the connection is down): waits a
+  // little longer each time, up to a second, or until stopped.
+  void pause(std::unique_lock<std::mutex>& lock, int failures) {
+    auto wait = std::min<std::chrono::milliseconds>(1s, 10ms * (1 << std::min(failures, 7)));
+    cv.wait_for(lock, wait, [&] { return stop; });
+  }
+
+  // Scans the type and key scopes again and makes the objects found pending, unless held.
+  // Returns false if the store failed.
+  bool rescan(std::unique_lock<std::mutex>& lock, Store& inner) {
+    std::uint64_t wanted = rescans_wanted;
+    std::vector<ScopeSpec> specs;
+    for (const auto& entry : scopes) {
+      if (entry.second.spec.kind != Kind::objects) specs.push_back(entry.second.spec);
+    }
+    lock.unlock();
+    std::vector<Oid> found;
+    try {
+      for (const ScopeSpec& spec : specs)
+        scan_scope(inner, spec, [&](const std::vector<ScanEntry>& page) {
+          for (const ScanEntry& e : page)
+            found.push_back(e.oid);
+        });
+    } catch (const std::exception&) {
+      lock.lock();
+      return false;
+    }
+    lock.lock();
+    // Valid from the replica's CSN on: the scan came after the commits that made it necessary,
+    // and any later change to these objects makes them pending again from its own CSN.
+    for (Oid oid : found) {
+      if (!objects.contains(oid)) want(oid, csn);
+    }
+    rescans_done = wanted;
+    cv.notify_all();
+    return true;
+  }
+
   // The refresher thread: reloads pending oids until stopped.
   void refresh(Store& inner) {
     std::unique_lock lock(mu);
     int failures = 0;
     while (!stop) {
+      if (rescans_done != rescans_wanted) {
+        if (rescan(lock, inner)) {
+          failures = 0;
+        } else {
+          ++failures;
+          pause(lock, failures);
+        }
+        continue;
+      }
       if (pending.empty()) {
-        cv.wait(lock, [&] { return stop || !pending.empty(); });
+        cv.wait(lock, [&] { return stop || !pending.empty() || rescans_done != rescans_wanted; });
         continue;
       }
       std::vector<Oid> batch = take_batch();
@@ -242,8 +331,7 @@ class ReplicaStore::State {
       }
       lock.lock();
       if (!result) {
-        auto pause = std::min<std::chrono::milliseconds>(1s, 10ms * (1 << std::min(failures, 7)));
-        cv.wait_for(lock, pause, [&] { return stop; });
+        pause(lock, failures);
         continue;
       }
       apply(lock, batch, *result);
@@ -364,21 +452,7 @@ Subscription ReplicaStore::add_scope(ScopeSpec spec) {
       scope.waiting.insert(e.oid);
     }
   };
-  if (spec.kind == Kind::type) {
-    for (Oid after{};;) {
-      std::vector<ScanEntry> page = inner_->scan_type(spec.type, after, scan_page);
-      enlist(page);
-      if (page.size() < scan_page) break;
-      after = page.back().oid;
-    }
-  } else if (spec.kind == Kind::keys) {
-    for (std::string after;;) {
-      std::vector<ScanEntry> page = inner_->scan_keys(spec.type, spec.prefix, after, scan_page);
-      enlist(page);
-      if (page.size() < scan_page) break;
-      after = page.back().key;
-    }
-  }
+  State::scan_scope(*inner_, spec, enlist);
   s.cv.notify_all();
 
   // Load them here rather than wait for the refresher, so that errors reach the caller.

@@ -15,10 +15,9 @@ namespace cairn::testing {
 class TestServer {
  public:
   explicit TestServer(std::unique_ptr<Store> backing, net::ServerOptions options = {})
-      : backing_(std::move(backing)) {
-    options.port = 0;
-    server_ = std::make_unique<net::Server>(*backing_, std::move(options));
-    thread_ = std::thread([this] { server_->run(); });
+      : backing_(std::move(backing)), options_(std::move(options)) {
+    options_.port = 0;
+    start();
   }
   TestServer(const TestServer&) = delete;
   TestServer& operator=(const TestServer&) = delete;
@@ -28,6 +27,13 @@ class TestServer {
     if (!thread_.joinable()) return;
     server_->stop();
     thread_.join();
+  }
+
+  // Stops the server, if it runs, and starts a new one on the same port and backing store.
+  void restart() {
+    stop();
+    options_.port = server_->port();
+    start();
   }
 
   std::uint16_t port() const { return server_->port(); }
@@ -44,7 +50,14 @@ class TestServer {
   }
 
  private:
+  void start() {
+    server_.reset();
+    server_ = std::make_unique<net::Server>(*backing_, options_);
+    thread_ = std::thread([this] { server_->run(); });
+  }
+
   std::unique_ptr<Store> backing_;
+  net::ServerOptions options_;
   std::unique_ptr<net::Server> server_;
   std::thread thread_;
 };

@@ -628,6 +628,70 @@ TEST(Replica, ALoadNewerThanTheReplicaWaitsForItsPushes) {
   EXPECT_GT(b.stats().replica_reads, local);
 }
 
+// A store whose history can be made to forget every commit, as a server's does when it starts
+// over a file changed while it was down, or after a pack.
+class ForgetfulStore final : public ForwardingStore {
+ public:
+  std::atomic<bool> forget{false};
+  Changes changes_since(std::uint64_t csn) override {
+    Changes changes = inner().changes_since(csn);
+    if (forget && csn < changes.csn) {
+      changes.oids.clear();
+      changes.complete = false;
+    }
+    return changes;
+  }
+
+ private:
+  Store& inner() const override { return *inner_; }
+  std::unique_ptr<Store> inner_ = make_memory_store();
+};
+
+std::uint64_t write_int(Store& store, Oid oid, std::int64_t value, std::string type = "T") {
+  CommitRequest request;
+  request.writes.push_back(WriteOp{oid, std::move(type), "", encode(Value(value))});
+  return store.commit(request);
+}
+
+// B is cut off from the server; meanwhile a subscribed object changes, another one enters the
+// subscribed type, and the server's history of those commits is lost. When B reconnects it
+// cannot learn what changed: its replica must not serve the states it held, and must find the
+// new object.
+TEST(Replica, AfterAReconnectThatCannotSayWhatChangedTheReplicaStartsAfresh) {
+  auto owned = std::make_unique<ForgetfulStore>();
+  ForgetfulStore& backing = *owned;
+  TestServer server(std::move(owned), on_the_loop());
+  auto counting = std::make_unique<CountingStore>(server.connect());
+  CountingStore& counted = *counting;
+  Database b(std::move(counting));
+  Oid x = backing.new_oids(1);
+  write_int(backing, x, 1);
+  Subscription sub = b.subscribe_type("T");
+  auto read_x = [&] { return b.view([&](View& v) { return v.get(x).get().as_int(); }); };
+  EXPECT_EQ(read_x(), 1);
+
+  server.stop();
+  write_int(backing, x, 2);
+  Oid y = backing.new_oids(1);
+  write_int(backing, y, 5);
+  backing.forget = true;
+  server.restart();
+  // B learns that it was cut off at its next call to the server.
+  b.store().new_oids(1);
+
+  EXPECT_EQ(read_x(), 2) << "the replica served a state from before the outage";
+  ASSERT_TRUE(replica_current(b, backing));
+  ASSERT_TRUE(eventually([&] { return b.stats().replica_objects == 2; }))
+      << b.stats().replica_objects << " objects in the replica";
+  int trips = counted.round_trips();
+  std::vector<Oid> both = {x, y};
+  std::sort(both.begin(), both.end());
+  EXPECT_EQ(scan_all(b.store(), "T"), both);
+  EXPECT_EQ(b.view([&](View& v) { return v.get(y).get().as_int(); }), 5);
+  EXPECT_EQ(read_x(), 2);
+  EXPECT_EQ(counted.round_trips(), trips) << "the replica does not answer for the scope again";
+}
+
 TEST(Replica, SubscriptionsOverALocalStoreDoNothing) {
   Database db(make_memory_store());
   Oid oid = db.transaction([](Txn& tx) { return tx.create(Value(1), "T").oid(); });

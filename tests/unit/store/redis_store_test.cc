@@ -8,6 +8,7 @@
 #include <array>
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <map>
 #include <mutex>
 #include <random>
@@ -475,6 +476,49 @@ TEST_F(RedisStoreTest, ChangesSinceIsIncompleteOnceTheStreamIsTrimmed) {
   Changes none = store->changes_since(last);
   EXPECT_TRUE(none.complete);
   EXPECT_TRUE(none.oids.empty());
+}
+
+// Entries trimmed from the change stream before the feed read them: the listeners hear that
+// commits up to the first one left are unknown (a call with no oids, store.h), then that one.
+TEST_F(RedisStoreTest, ListenersHearWhenTheStreamWasTrimmedPastWhatTheFeedRead) {
+  std::unique_ptr<Store> other = open(server().url(prefix));
+  Oid a = store->new_oids(1);
+  std::mutex mu;
+  std::condition_variable cv;
+  bool first_heard = false;
+  bool released = false;
+  std::vector<std::pair<std::uint64_t, std::vector<Oid>>> heard;
+  Subscription sub = store->subscribe([&](std::uint64_t csn, std::span<const Oid> oids) {
+    std::unique_lock lk(mu);
+    heard.emplace_back(csn, std::vector<Oid>(oids.begin(), oids.end()));
+    first_heard = true;
+    cv.notify_all();
+    // The feed waits here, on its first commit, while the test commits and trims behind it.
+    cv.wait(lk, [&] { return released; });
+  });
+  std::uint64_t c1 = put(*other, a, 1);
+  {
+    std::unique_lock lk(mu);
+    ASSERT_TRUE(cv.wait_for(lk, std::chrono::seconds(5), [&] { return first_heard; }));
+  }
+  put(*other, a, 2);
+  std::uint64_t c3 = put(*other, a, 3);
+  std::uint64_t c4 = put(*other, a, 4);
+  server().command({"XTRIM", prefix + "changes", "MAXLEN", "1"});
+  {
+    std::lock_guard lk(mu);
+    released = true;
+  }
+  cv.notify_all();
+  std::unique_lock lk(mu);
+  ASSERT_TRUE(cv.wait_for(lk, std::chrono::seconds(5), [&] { return heard.size() >= 3; }));
+  ASSERT_EQ(heard.size(), 3u);
+  EXPECT_EQ(heard[0].first, c1);
+  EXPECT_EQ(heard[0].second, std::vector<Oid>{a});
+  EXPECT_EQ(heard[1].first, c3) << "the commits before the first one left are unknown";
+  EXPECT_TRUE(heard[1].second.empty());
+  EXPECT_EQ(heard[2].first, c4);
+  EXPECT_EQ(heard[2].second, std::vector<Oid>{a});
 }
 
 // The calls of one Redis command the server has run so far (INFO commandstats).
