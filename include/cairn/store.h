@@ -211,6 +211,12 @@ class Store {
   // keeps its own record of the commits subscribe() reports, and asks changes_since() less.
   virtual bool is_remote() const { return false; }
 
+  // Whether subscribe()'s listeners are hearing of commits as they happen. A remote store says
+  // false while it is cut off from the commits of others (its connection, or its change feed's,
+  // is down); what it missed is reported once it is back. The object layer relies on its own
+  // record of commits only while this is true, and asks changes_since() otherwise.
+  virtual bool hears_commits() const { return true; }
+
   // Drops objects that no root reaches (see top of file). Data must be codec-encoded Values for
   // references to be followed.
   virtual PackStats pack() = 0;

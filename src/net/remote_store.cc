@@ -126,7 +126,10 @@ class RemoteStore::Impl : public std::enable_shared_from_this<Impl> {
       watch(true);
       catch_up();
     }
+    hearing_ = true;
   }
+
+  bool hearing() const { return hearing_.load(); }
 
   // Throws Unsupported unless the server (connected to first, if need be) has `feature`.
   void require(std::uint64_t feature, std::string_view what) {
@@ -465,6 +468,7 @@ class RemoteStore::Impl : public std::enable_shared_from_this<Impl> {
       std::lock_guard lock(mu_);
       if (!connected_) return;
       connected_ = false;
+      hearing_ = false;
       lost_ = why;
       if (!error_without_id_.empty()) {
         try {
@@ -515,6 +519,8 @@ class RemoteStore::Impl : public std::enable_shared_from_this<Impl> {
 
   std::mutex mu_;  // guards what follows
   bool connected_ = false;
+  // Connected, and (if anyone listens) watching and caught up: pushes bring every commit.
+  std::atomic<bool> hearing_{false};
   std::string lost_ = "not connected";
   std::uint32_t next_id_ = 1;
   std::map<std::uint32_t, std::shared_ptr<Pending>> pending_;
@@ -622,6 +628,10 @@ std::optional<std::uint64_t> RemoteStore::lock(const LockRequest& request) {
   Reader r = body.reader();
   if (r.next_is_nil()) return std::nullopt;
   return r.u64();
+}
+
+bool RemoteStore::hears_commits() const {
+  return impl_->hearing();
 }
 
 bool RemoteStore::unlock(std::string_view name, std::string_view owner) {

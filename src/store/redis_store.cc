@@ -745,6 +745,10 @@ class ChangeFeed {
         thread_([this] { run(); }) {}
   ChangeFeed(const ChangeFeed&) = delete;
   ChangeFeed& operator=(const ChangeFeed&) = delete;
+
+  // False from a failed read until a read succeeds again.
+  bool up() const { return up_.load(); }
+
   ~ChangeFeed() {
     {
       std::lock_guard lk(mu_);
@@ -774,9 +778,11 @@ class ChangeFeed {
     while (!stopping()) {
       try {
         read_batch();
+        up_ = true;
         backoff = conn_.options().min_backoff;
       } catch (const Error&) {
         // Redis went away or answered nonsense: try again later, from the same entry.
+        up_ = false;
         std::unique_lock lk(mu_);
         cv_.wait_for(lk, backoff, [this] { return stop_; });
         backoff = std::min(backoff * 2, conn_.options().max_backoff);
@@ -822,6 +828,7 @@ class ChangeFeed {
   const std::string stream_key_;
   std::uint64_t after_;  // the CSN of the last entry handed to sink_
   Sink sink_;
+  std::atomic<bool> up_{true};
   std::mutex mu_;  // guards stop_
   std::condition_variable cv_;
   bool stop_ = false;
@@ -861,6 +868,10 @@ class RedisStore final : public Store {
   bool renew(std::string_view name, std::string_view owner, std::chrono::milliseconds ttl) override;
   PackStats pack() override;
   bool is_remote() const override { return true; }
+  bool hears_commits() const override {
+    std::lock_guard feed_lk(feed_mu_);
+    return !feed_ || feed_->up();
+  }
 
  private:
   // What located_ remembers of an object.
@@ -959,7 +970,7 @@ class RedisStore final : public Store {
   std::deque<std::pair<std::uint64_t, std::vector<Oid>>> outbox_;  // commits to notify, CSN order
   bool delivering_ = false;
 
-  std::mutex feed_mu_;  // guards feed_; taken before mu_
+  mutable std::mutex feed_mu_;  // guards feed_; taken before mu_
   std::unique_ptr<ChangeFeed> feed_;
 
   // The readable key of each keyed object this store has seen lately (by its commits, loads,

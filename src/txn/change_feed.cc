@@ -5,7 +5,7 @@
 
 namespace cairn::detail {
 
-ChangeFeed::ChangeFeed(Store& store, std::size_t capacity) : capacity_(capacity) {
+ChangeFeed::ChangeFeed(Store& store, std::size_t capacity) : store_(store), capacity_(capacity) {
   // Subscribe first, then read the CSN: every commit after that CSN is delivered to the
   // listener (a remote store's pushes start no later than its subscribe() returns).
   subscription_ = store.subscribe(
@@ -47,6 +47,9 @@ void ChangeFeed::note_own_commit(std::uint64_t csn) const {
 }
 
 std::optional<Changes> ChangeFeed::changes_since(std::uint64_t csn, std::uint64_t at_least) const {
+  // Cut off from the commits of others: what the feed holds may be all there is only because
+  // the rest has not reached it.
+  if (!store_.hears_commits()) return std::nullopt;
   std::lock_guard lock(mu_);
   if (csn < known_after_ || latest_ < std::max(at_least, own_)) return std::nullopt;
   Changes out;

@@ -23,8 +23,8 @@ class ChangeFeed {
   explicit ChangeFeed(Store& store, std::size_t capacity = 65536);
 
   // The oids changed after `csn`, up to the newest commit the feed has seen, if the feed knows
-  // every commit after `csn` and has seen at least commit `at_least`; otherwise nullopt (ask the
-  // store).
+  // every commit after `csn`, has seen at least commit `at_least` and the store is hearing of
+  // commits as they happen (Store::hears_commits); otherwise nullopt (ask the store).
   std::optional<Changes> changes_since(std::uint64_t csn, std::uint64_t at_least) const;
 
   std::uint64_t latest() const;
@@ -37,6 +37,7 @@ class ChangeFeed {
  private:
   void on_commit(std::uint64_t csn, std::span<const Oid> oids);
 
+  const Store& store_;
   mutable std::mutex mu_;
   std::size_t capacity_;
   std::uint64_t known_after_ = 0;  // every commit with a CSN above this is in log_ (or newer)

@@ -81,6 +81,7 @@ class ReplicaStore final : public Store {
     return inner_->renew(name, owner, ttl);
   }
   bool is_remote() const override { return inner_->is_remote(); }
+  bool hears_commits() const override { return inner_->hears_commits(); }
   PackStats pack() override { return inner_->pack(); }
 
   class State;  // the replica itself (replica_store.cc)

@@ -692,6 +692,30 @@ TEST(Replica, AfterAReconnectThatCannotSayWhatChangedTheReplicaStartsAfresh) {
   EXPECT_EQ(counted.round_trips(), trips) << "the replica does not answer for the scope again";
 }
 
+// While B is cut off from the server, a view cannot know whether what B holds is current: it
+// fails with IoError rather than serve it. Once the server is back, B reads what changed.
+TEST(Replica, ViewsFailRatherThanServeWhatMayBeStaleWhileCutOff) {
+  TestServer server(make_memory_store(), on_the_loop());
+  Database b(server.connect());
+  Store& backing = server.backing();
+  Oid x = backing.new_oids(1);
+  write_int(backing, x, 1);
+  Subscription sub = b.subscribe_type("T");
+  auto read_x = [&] { return b.view([&](View& v) { return v.get(x).get().as_int(); }); };
+  EXPECT_EQ(read_x(), 1);
+  EXPECT_TRUE(b.store().hears_commits());
+
+  server.stop();
+  ASSERT_TRUE(eventually([&] { return !b.store().hears_commits(); }));
+  write_int(backing, x, 2);  // a commit B cannot hear of
+  EXPECT_THROW(read_x(), IoError);
+  EXPECT_THROW(b.transaction([&](Txn& tx) { return tx.get(x).get().as_int(); }), IoError);
+
+  server.restart();
+  EXPECT_EQ(read_x(), 2);
+  EXPECT_TRUE(b.store().hears_commits());
+}
+
 TEST(Replica, SubscriptionsOverALocalStoreDoNothing) {
   Database db(make_memory_store());
   Oid oid = db.transaction([](Txn& tx) { return tx.create(Value(1), "T").oid(); });

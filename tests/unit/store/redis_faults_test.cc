@@ -45,6 +45,25 @@ bool wait_until(Fn done, std::chrono::milliseconds limit) {
   return true;
 }
 
+// While its change feed cannot reach Redis a store says it does not hear of commits, so that
+// the object layer asks Redis what changed instead of trusting what reached it before.
+TEST(RedisStoreFaults, AStoreWhoseFeedIsCutOffSaysItDoesNotHearCommits) {
+  RedisServer server;
+  std::unique_ptr<Store> store = open(url_with_timeouts(server, "hearing:"));
+  EXPECT_TRUE(store->hears_commits()) << "nobody listens: nothing to miss";
+  ListenerLog heard;
+  Subscription sub = store->subscribe(heard.listener());
+  Oid oid = store->new_oids(1);
+  CommitRequest request;
+  request.writes.push_back(WriteOp{oid, "", "", encode(Value(1))});
+  ASSERT_TRUE(heard.wait_for(store->commit(request), 5s));
+  EXPECT_TRUE(store->hears_commits());
+  server.kill();
+  EXPECT_TRUE(wait_until([&] { return !store->hears_commits(); }, 10s));
+  server.restart();
+  EXPECT_TRUE(wait_until([&] { return store->hears_commits(); }, 20s));
+}
+
 TEST(RedisStoreFaults, AcknowledgedCommitsSurviveRedisKilledAndRestartedMidLoop) {
   RedisServer server(RedisServerOptions{.durable = true});
   const std::string prefix = "faults:";
