@@ -23,6 +23,9 @@ inline constexpr std::uint64_t feature_appends = 1;  // commits may carry append
 inline constexpr std::size_t header_size = 20;
 // Large enough for one object at max_object_bytes plus its framing.
 inline constexpr std::uint32_t default_max_frame_bytes = max_object_bytes + 1024 * 1024;
+// The largest response body a client accepts, and by default the largest a server sends: a load
+// of many objects answers in one frame, which may well be larger than any request.
+inline constexpr std::uint32_t default_max_reply_bytes = 1u << 30;
 
 enum class Kind : std::uint8_t { request = 1, response = 2, error = 3, push = 4 };
 

@@ -405,7 +405,7 @@ class RemoteStore::Impl : public std::enable_shared_from_this<Impl> {
     }
     while (in_len_ - at >= header_size) {
       FrameHeader header =
-          parse_header(std::string_view(in_.data() + at, header_size), default_max_frame_bytes);
+          parse_header(std::string_view(in_.data() + at, header_size), default_max_reply_bytes);
       if (in_len_ - at < header_size + header.body_size) {
         if (in_.size() < header_size + header.body_size + (in_len_ - at) + at) {
           in_.resize(at + header_size + header.body_size);

@@ -311,6 +311,11 @@ class Session : public std::enable_shared_from_this<Session> {
     }
   }
 
+  std::uint32_t max_reply() const {
+    // No larger than clients accept.
+    std::uint32_t limit = server_.options_.max_reply_bytes;
+    return limit == 0 ? default_max_reply_bytes : std::min(limit, default_max_reply_bytes);
+  }
   std::uint32_t max_frame() const {
     return server_.options_.max_frame_bytes ? server_.options_.max_frame_bytes
                                             : default_max_frame_bytes;
@@ -495,11 +500,19 @@ void Session::handle(const FrameHeader& header, const Body& body) {
     case Op::hello:
       return hello(header, r);
     case Op::load:
-      return run(header, false, [&store, oids = read_oids(r.array())] {
+      return run(header, false, [&store, oids = read_oids(r.array()), limit = max_reply()] {
         LoadResult result = store.load(oids);
         Writer w;
         w.array(2).u64(result.csn);
         write_objects(w, result.objects);
+        if (w.bytes().size() > limit) {
+          // Sent, it would make the client drop the connection; refused, the client can ask for
+          // fewer objects at a time.
+          throw InvalidArgument(fmt::format(
+              "a load of {} objects would answer with {} bytes, over the limit of {}: load fewer "
+              "objects at a time",
+              oids.size(), w.bytes().size(), limit));
+        }
         return std::move(w.bytes());
       });
     case Op::commit: {

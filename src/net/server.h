@@ -30,6 +30,9 @@ struct ServerOptions {
   std::string tls_cert, tls_key;
   std::size_t max_clients = 1024;
   std::uint32_t max_frame_bytes = 0;  // 0 = default_max_frame_bytes
+  // A load whose reply would be larger is refused (InvalidArgument): clients accept no larger
+  // frame than default_max_reply_bytes, which is also the default (0) and the most allowed.
+  std::uint32_t max_reply_bytes = 0;
   // A client silent for this long is dropped; clients ping at a third of it.
   std::chrono::milliseconds idle_timeout{30'000};
   // Worker threads for blocking calls. 0 = run commits on the loop (right for a store whose

@@ -35,6 +35,7 @@ class ForwardingStore : public Store {
   }
   PackStats pack() override { return inner().pack(); }
   bool is_remote() const override { return inner().is_remote(); }
+  bool hears_commits() const override { return inner().hears_commits(); }
 
  protected:
   virtual Store& inner() const = 0;

@@ -192,6 +192,53 @@ std::uint64_t put_value(Store& store, Oid oid, std::int64_t v) {
   return store.commit(request);
 }
 
+// Writes `count` objects of `bytes` bytes each; returns their oids.
+std::vector<Oid> put_large(Store& store, int count, std::size_t bytes) {
+  Oid first = store.new_oids(static_cast<std::uint32_t>(count));
+  std::vector<Oid> oids;
+  for (int i = 0; i < count; ++i) {
+    Oid oid(first.value() + static_cast<std::uint64_t>(i));
+    CommitRequest request;
+    request.writes.push_back(
+        WriteOp{oid, "", "", encode(Value(std::string(bytes, static_cast<char>('a' + i))))});
+    store.commit(request);
+    oids.push_back(oid);
+  }
+  return oids;
+}
+
+// A load's reply may be larger than any request: three objects of 30 MiB come back in one call.
+TEST(Server, ALoadMayAnswerWithMoreThanTheRequestFrameLimit) {
+  TestServer server(make_memory_store(), options_with([](net::ServerOptions&) {}));
+  auto client = server.connect();
+  std::vector<Oid> oids = put_large(*client, 3, 30u << 20);
+  LoadResult result = client->load(oids);
+  ASSERT_EQ(result.objects.size(), 3u);
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(decode(result.objects[i].data),
+              Value(std::string(30u << 20, static_cast<char>('a' + i))))
+        << "object " << i;
+  }
+}
+
+// A load whose reply would pass the server's limit is refused with a clear error, and the
+// connection stays usable.
+TEST(Server, ALoadTooLargeForOneReplyIsRefusedAndTheConnectionStays) {
+  TestServer server(make_memory_store(),
+                    options_with([](net::ServerOptions& o) { o.max_reply_bytes = 1u << 20; }));
+  auto client = server.connect();
+  std::vector<Oid> oids = put_large(*client, 3, 500u << 10);
+  try {
+    client->load(oids);
+    ADD_FAILURE() << "a 1.5 MiB reply passed a 1 MiB limit";
+  } catch (const InvalidArgument& e) {
+    EXPECT_NE(std::string(e.what()).find("load fewer objects"), std::string::npos) << e.what();
+  }
+  std::span<const Oid> one(oids.data(), 1);
+  EXPECT_EQ(client->load(one).objects.at(0).data.size(),
+            encode(Value(std::string(500u << 10, 'a'))).size());
+}
+
 TEST(Server, CommitsArePushedToOtherClientsWithoutPolling) {
   TestServer server(make_memory_store(), options_with([](net::ServerOptions&) {}));
   auto a = server.connect();

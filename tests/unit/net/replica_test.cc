@@ -79,6 +79,7 @@ class CountingStore final : public Store {
   }
   PackStats pack() override { return inner_->pack(); }
   bool is_remote() const override { return inner_->is_remote(); }
+  bool hears_commits() const override { return inner_->hears_commits(); }
 
   // The round trips of the thread that made this store, the test's: what its reads cost. The
   // replica's refresher loads on a thread of its own at moments a test cannot see (a batch it
@@ -671,6 +672,8 @@ TEST(Replica, AfterAReconnectThatCannotSayWhatChangedTheReplicaStartsAfresh) {
   EXPECT_EQ(read_x(), 1);
 
   server.stop();
+  // Once B has noticed (a call racing with the close would fail with IoError).
+  ASSERT_TRUE(eventually([&] { return !b.store().hears_commits(); }));
   write_int(backing, x, 2);
   Oid y = backing.new_oids(1);
   write_int(backing, y, 5);
