@@ -20,6 +20,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <type_traits>
@@ -213,6 +214,12 @@ class Connection {
   // snapshot it may be wrong for the snapshot: use a miss to decide to create (creating a key
   // another live object holds conflicts at commit), not as a serializable read.
   std::optional<Object> find(std::string_view type, std::string_view key);
+  // Loads the states of those of these objects that are not in the cache, with one store call
+  // (one round trip to a server or Redis), as reading each in turn would have loaded them: a
+  // list of references is then read without a round trip per object. Not a read: nothing
+  // enters the read set until it is read. The store's limit on one reply applies (a server's
+  // is 1 GiB): prefetch the largest objects a few at a time.
+  void prefetch(std::span<const Oid> oids);
 
   // Sends one commit with the reads, writes and removals of this transaction and returns its CSN,
   // then syncs. With nothing changed it only syncs (a read-only transaction always succeeds).
@@ -251,6 +258,7 @@ class Txn {
   Object create(Value state, std::string type = {}, std::string key = {});
   Object create_blob(std::string bytes = {});  // Connection::create_blob
   std::optional<Object> find(std::string_view type, std::string_view key);  // Connection::find
+  void prefetch(std::span<const Oid> oids);                                 // Connection::prefetch
   // Calls fn with the object's state to change in place (NotFound if it does not exist).
   void modify(Oid oid, const std::function<void(Value&)>& fn);
   void modify(const Ref& ref, const std::function<void(Value&)>& fn);
@@ -274,6 +282,7 @@ class View {
   Object get(Oid oid);
   Object get(const Ref& ref);
   std::optional<Object> find(std::string_view type, std::string_view key);  // Connection::find
+  void prefetch(std::span<const Oid> oids);                                 // Connection::prefetch
 
  private:
   detail::ConnectionImpl* conn_;

@@ -34,6 +34,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <type_traits>
@@ -554,6 +555,8 @@ class ByteStream {
  public:
   static constexpr std::size_t default_chunk_size = 64 * 1024;
   static constexpr std::size_t max_chunk_size = max_object_bytes - 1;  // a blob's marker byte
+  // How many bytes of chunks read() asks the store for at a time.
+  static constexpr std::size_t prefetch_bytes = 64u << 20;
 
   // A new, empty stream. Throws InvalidArgument unless 1 <= chunk_size <= max_chunk_size.
   template <ObjectSink S>
@@ -564,7 +567,7 @@ class ByteStream {
     }
     Object head =
         sink.create(Value::Map{{"size", 0}, {"chunk_size", chunk_size}, {"chunks", Value::List{}}});
-    return ByteStream(std::move(head), creator(sink));
+    return ByteStream(std::move(head), creator(sink), prefetcher(sink));
   }
 
   // The stream whose head `ref` names. Throws NotFound if it does not exist and InvalidArgument
@@ -574,9 +577,9 @@ class ByteStream {
     Object head = source.get(Ref{ref.oid, {}});
     check_head(head);
     if constexpr (ObjectSink<S>) {
-      return ByteStream(std::move(head), creator(source));
+      return ByteStream(std::move(head), creator(source), prefetcher(source));
     } else {
-      return ByteStream(std::move(head), {});
+      return ByteStream(std::move(head), {}, prefetcher(source));
     }
   }
 
@@ -614,13 +617,25 @@ class ByteStream {
     head_.mutate() = Value(std::move(head));
   }
 
-  // All the bytes, in order.
+  // All the bytes, in order. The chunks load a group at a time, each group with one store call
+  // (one round trip to a server) of about prefetch_bytes.
   std::string read() const {
     const auto stored_size = static_cast<std::size_t>(size());
+    const auto chunk_size = static_cast<std::size_t>(field(head_, "chunk_size").as_int());
+    const std::size_t group =
+        std::max<std::size_t>(1, prefetch_bytes / std::max<std::size_t>(1, chunk_size));
+    const Value::List refs = field(head_, "chunks").as_list();
     std::string out;
     out.reserve(stored_size);
-    for (const Value& ref : field(head_, "chunks").as_list()) {
-      Object chunk = head_.resolve(ref);
+    for (std::size_t i = 0; i < refs.size(); ++i) {
+      if (prefetch_ && i % group == 0) {
+        std::vector<Oid> oids;
+        for (std::size_t j = i; j < refs.size() && j < i + group; ++j) {
+          if (refs[j].is_ref()) oids.push_back(refs[j].as_ref().oid);
+        }
+        prefetch_(oids);
+      }
+      Object chunk = head_.resolve(refs[i]);
       const Value& bytes = chunk.get();
       if (!bytes.is_bytes()) {
         throw Corruption("chunk " + chunk.oid().str() + " of ByteStream " + head_.oid().str() +
@@ -636,12 +651,22 @@ class ByteStream {
   }
 
  private:
-  ByteStream(Object head, std::function<Object(std::string)> create)
-      : head_(std::move(head)), create_(std::move(create)) {}
+  using Prefetch = std::function<void(std::span<const Oid>)>;
+
+  ByteStream(Object head, std::function<Object(std::string)> create, Prefetch prefetch)
+      : head_(std::move(head)), create_(std::move(create)), prefetch_(std::move(prefetch)) {}
 
   template <ObjectSink S>
   static std::function<Object(std::string)> creator(S& sink) {
     return [&sink](std::string bytes) { return sink.create_blob(std::move(bytes)); };
+  }
+  template <ObjectSource S>
+  static Prefetch prefetcher(S& source) {
+    if constexpr (requires(std::span<const Oid> oids) { source.prefetch(oids); }) {
+      return [&source](std::span<const Oid> oids) { source.prefetch(oids); };
+    } else {
+      return {};
+    }
   }
 
   static void check_head(const Object& head) {
@@ -664,6 +689,7 @@ class ByteStream {
 
   Object head_;
   std::function<Object(std::string)> create_;  // empty when read-only
+  Prefetch prefetch_;                          // empty if the source cannot prefetch
 };
 
 }  // namespace cairn

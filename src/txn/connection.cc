@@ -36,13 +36,12 @@ std::string index_key(std::string_view type, std::string_view key) {
   return out;
 }
 
-// Throws unless bytes may be appended to the loaded node: NotFound if its object does not exist,
-// InvalidArgument if it is not a blob holding Bytes.
-void check_appendable(const Node& n) {
-  if (!n.present) throw NotFound(fmt::format("object {} does not exist", n.oid.value()));
-  if (!n.blob || !n.value.is_bytes()) {
-    throw InvalidArgument(
-        fmt::format("object {} is not a blob: cannot append to it", n.oid.value()));
+// Throws unless bytes may be appended to an object: NotFound if it does not exist,
+// InvalidArgument if it is not a blob.
+void check_appendable(Oid oid, bool present, bool blob) {
+  if (!present) throw NotFound(fmt::format("object {} does not exist", oid.value()));
+  if (!blob) {
+    throw InvalidArgument(fmt::format("object {} is not a blob: cannot append to it", oid.value()));
   }
 }
 
@@ -120,30 +119,67 @@ Object ConnectionImpl::create_blob(std::string bytes) {
 }
 
 void ConnectionImpl::load(Node& n) {
-  Oid one[] = {n.oid};
-  LoadResult result = store_.load(one);
-  StoredObject& stored = result.objects.at(0);
-  // Absent now, but possibly deleted after the snapshot: only the history can tell.
-  bool newer = stored.version > snapshot_ || (stored.version == 0 && result.csn > snapshot_);
-  bool blob = stored.exists() && is_blob(stored.data);
-  Value state = !stored.exists() ? absent_state(n.oid)
-                : blob           ? Value(Bytes{stored.data.substr(1)})
-                                 : decode(stored.data);
-  if (newer) catch_up(result.csn);
-  n.loaded = true;
-  n.present = stored.exists();
-  n.blob = blob;
-  n.version = stored.version;
-  n.type = std::move(stored.type);
-  n.key = std::move(stored.key);
-  n.value = std::move(state);
-  // This transaction's appends come after the committed bytes.
-  if (n.appending) {
-    // Refused now if it is no blob, so that no write of the whole state (mutate) can drop the
-    // appends; the store would refuse them at commit anyway.
-    check_appendable(n);
-    n.value.as_bytes().data += n.appended;
+  Node* one[] = {&n};
+  load(one);
+}
+
+void ConnectionImpl::load(std::span<Node* const> nodes) {
+  std::vector<Oid> oids;
+  oids.reserve(nodes.size());
+  for (const Node* n : nodes)
+    oids.push_back(n->oid);
+  LoadResult result = store_.load(oids);
+  if (result.objects.size() != nodes.size()) {
+    throw Corruption(fmt::format("the store answered a load of {} objects with {}", nodes.size(),
+                                 result.objects.size()));
   }
+  // Everything is decoded and checked before any node changes: all of them load, or none.
+  bool newer = false;
+  std::vector<Value> states;
+  states.reserve(nodes.size());
+  for (std::size_t i = 0; i < nodes.size(); ++i) {
+    const Node& n = *nodes[i];
+    const StoredObject& stored = result.objects[i];
+    // Absent now, but possibly deleted after the snapshot: only the history can tell.
+    newer = newer || stored.version > snapshot_ || (stored.version == 0 && result.csn > snapshot_);
+    bool blob = stored.exists() && is_blob(stored.data);
+    // This transaction's appends need a blob: refused now if it is none, so that no write of the
+    // whole state (mutate) can drop them; the store would refuse them at commit anyway.
+    if (n.appending) check_appendable(n.oid, stored.exists(), blob);
+    states.push_back(!stored.exists() ? absent_state(n.oid)
+                     : blob           ? Value(Bytes{stored.data.substr(1)})
+                                      : decode(stored.data));
+  }
+  if (newer) catch_up(result.csn);
+  for (std::size_t i = 0; i < nodes.size(); ++i) {
+    Node& n = *nodes[i];
+    StoredObject& stored = result.objects[i];
+    n.loaded = true;
+    n.present = stored.exists();
+    n.blob = stored.exists() && is_blob(stored.data);
+    n.version = stored.version;
+    n.type = std::move(stored.type);
+    n.key = std::move(stored.key);
+    n.value = std::move(states[i]);
+    // This transaction's appends come after the committed bytes.
+    if (n.appending) n.value.as_bytes().data += n.appended;
+  }
+}
+
+void ConnectionImpl::prefetch(std::span<const Oid> oids) {
+  std::vector<Oid> wanted(oids.begin(), oids.end());
+  std::sort(wanted.begin(), wanted.end());
+  wanted.erase(std::unique(wanted.begin(), wanted.end()), wanted.end());
+  // Held here too: a conflict while loading may shrink the cache.
+  std::vector<std::shared_ptr<Node>> held;
+  std::vector<Node*> ghosts;
+  for (Oid oid : wanted) {
+    std::shared_ptr<Node> n = node(oid);
+    if (n->loaded) continue;
+    ghosts.push_back(n.get());
+    held.push_back(std::move(n));
+  }
+  if (!ghosts.empty()) load(ghosts);
 }
 
 void ConnectionImpl::note_read(Node& n) {
@@ -245,7 +281,7 @@ void ConnectionImpl::append(Node& n, std::string_view bytes) {
   check_writable();
   if (n.loaded) {
     // What is known here is checked here; an unloaded object is left unread, for the store.
-    check_appendable(n);
+    check_appendable(n.oid, n.present, n.blob && n.value.is_bytes());
     n.value.as_bytes().data += bytes;
   }
   if (n.dirty && !n.appending) {
@@ -646,6 +682,9 @@ Object Connection::create_blob(std::string bytes) {
 }
 std::optional<Object> Connection::find(std::string_view type, std::string_view key) {
   return impl().find(type, key);
+}
+void Connection::prefetch(std::span<const Oid> oids) {
+  impl().prefetch(oids);
 }
 std::uint64_t Connection::commit() {
   return impl().commit();

@@ -13,6 +13,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -47,6 +48,7 @@ class ConnectionImpl {
   Object create(Value state, std::string type, std::string key);
   Object create_blob(std::string bytes);
   std::optional<Object> find(std::string_view type, std::string_view key);
+  void prefetch(std::span<const Oid> oids);
   std::uint64_t commit();
   void abort();
   void sync();
@@ -86,8 +88,9 @@ class ConnectionImpl {
   void ensure_loaded(Node& node) {
     if (!node.loaded) load(node);
   }
-  // Loads a ghost's state from the store.
+  // Loads ghosts' states from the store, in one call.
   void load(Node& node);
+  void load(std::span<Node* const> nodes);
   void note_read(Node& node);
   // Loads the node and adds it to the read set; NotFound unless it exists (or is the root).
   void read_existing(Node& node);

@@ -206,6 +206,9 @@ Object Txn::create_blob(std::string bytes) {
 std::optional<Object> Txn::find(std::string_view type, std::string_view key) {
   return conn_->find(type, key);
 }
+void Txn::prefetch(std::span<const Oid> oids) {
+  conn_->prefetch(oids);
+}
 void Txn::modify(Oid oid, const std::function<void(Value&)>& fn) {
   fn(get(oid).mutate());
 }
@@ -246,6 +249,9 @@ Object View::get(const Ref& ref) {
 }
 std::optional<Object> View::find(std::string_view type, std::string_view key) {
   return conn_->find(type, key);
+}
+void View::prefetch(std::span<const Oid> oids) {
+  conn_->prefetch(oids);
 }
 
 }  // namespace cairn

@@ -2,6 +2,8 @@
 // sync, the identity map, snapshots and optimistic conflicts between connections.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include "cairn/database.h"
 #include "cairn/error.h"
 #include "cairn/typed.h"
@@ -599,7 +601,12 @@ class RecordingStore final : public ForwardingStore {
     }
     return csn;
   }
+  LoadResult load(std::span<const Oid> oids) override {
+    loads.emplace_back(oids.begin(), oids.end());
+    return ForwardingStore::load(oids);
+  }
   std::vector<CommitRequest> requests;
+  std::vector<std::vector<Oid>> loads;  // every load call, with its oids
   bool lose_next = false;
 
  private:
@@ -669,6 +676,66 @@ TYPED_TEST(ConnectionTest, AnAppendToWhatTurnsOutNotToBeABlobIsNotDroppedByAWrit
   other.get(blob_oid).set(Value(Bytes{"c"}), "T", "k");
   other.commit();
   EXPECT_EQ(this->stored(blob_oid), Value(Bytes{"c"}));
+}
+
+
+// prefetch() loads every object not cached yet with one store call; reading them then costs
+// none, and what was prefetched but not read is not validated at commit.
+TEST(Prefetch, LoadsWhatIsNotCachedInOneCallAndReadsNothing) {
+  auto owned = std::make_unique<RecordingStore>();
+  RecordingStore& store = *owned;
+  Database db(std::move(owned));
+  std::vector<Oid> oids = db.transaction([](Txn& tx) {
+    std::vector<Oid> made;
+    for (int i = 0; i < 5; ++i)
+      made.push_back(tx.create(Value(i)).oid());
+    return made;
+  });
+  Connection conn = db.connect();
+  EXPECT_EQ(conn.get(oids[0]).get(), Value(0));  // cached already
+  store.loads.clear();
+  std::vector<Oid> asked = {oids[4], oids[0], oids[1], oids[1], oids[2], oids[3]};
+  conn.prefetch(asked);
+  ASSERT_EQ(store.loads.size(), 1u);
+  std::vector<Oid> expected = {oids[1], oids[2], oids[3], oids[4]};
+  std::vector<Oid> loaded = store.loads[0];
+  std::sort(loaded.begin(), loaded.end());
+  EXPECT_EQ(loaded, expected) << "each uncached object once";
+  for (int i = 0; i < 5; ++i)
+    EXPECT_EQ(conn.get(oids[i]).get(), Value(i));
+  EXPECT_EQ(store.loads.size(), 1u) << "the prefetched states were read from the cache";
+  conn.prefetch(asked);
+  EXPECT_EQ(store.loads.size(), 1u) << "all cached: no call";
+  conn.prefetch({});
+  EXPECT_EQ(store.loads.size(), 1u);
+
+  // Prefetched, not read: another connection's change to it is no conflict.
+  conn.abort();
+  conn.prefetch(std::vector<Oid>{oids[1]});
+  db.transaction([&](Txn& tx) { tx.get(oids[1]).set(Value(10)); });
+  conn.get(oids[2]).set(Value(20));
+  EXPECT_NO_THROW(conn.commit());
+  EXPECT_EQ(conn.get(oids[1]).get(), Value(10));
+}
+
+// Reading a ByteStream loads its chunks a group at a time, not one by one.
+TEST(Prefetch, AByteStreamReadsItsChunksInOneCall) {
+  auto owned = std::make_unique<RecordingStore>();
+  RecordingStore& store = *owned;
+  Database db(std::move(owned));
+  std::string bytes;
+  for (int i = 0; i < 1000; ++i)
+    bytes += static_cast<char>('a' + i % 26);
+  Ref ref = db.transaction([&](Txn& tx) {
+    ByteStream stream = ByteStream::create(tx, 100);
+    stream.append(bytes);
+    return stream.ref();
+  });
+  Connection conn = db.connect();
+  store.loads.clear();
+  EXPECT_EQ(ByteStream::open(conn, ref).read(), bytes);
+  ASSERT_EQ(store.loads.size(), 2u) << "the head, then its 10 chunks together";
+  EXPECT_EQ(store.loads[1].size(), 10u);
 }
 
 }  // namespace
