@@ -110,8 +110,9 @@ struct PackStats {
   std::uint64_t bytes_after = 0;
 };
 
-// Called once per commit, in CSN order, with the commit's CSN and changed oids (never none:
-// a commit that changes nothing has no CSN). A remote store that was cut off from its server
+// Called once per commit, in CSN order, with the commit's CSN and the oids it wrote, appended to
+// or deleted (deletes of absent objects included, so never none: a commit that changes nothing
+// has no CSN). A remote store that was cut off from its server
 // reports what it missed once it is back: one call may then sum up several commits (the last
 // CSN, every oid they changed), and a call with no oids says that the commits up to `csn` are
 // unknown (the store's history no longer reaches back to them): anything may have changed.

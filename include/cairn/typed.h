@@ -662,10 +662,13 @@ class ByteStream {
   }
   template <ObjectSource S>
   static Prefetch prefetcher(S& source) {
-    if constexpr (requires(std::span<const Oid> oids) { source.prefetch(oids); }) {
-      return [&source](std::span<const Oid> oids) { source.prefetch(oids); };
-    } else {
+    if constexpr (!requires(std::span<const Oid> oids) { source.prefetch(oids); }) {
       return {};
+    } else if constexpr (std::is_copy_constructible_v<S>) {
+      // Txn and View are handles: a copy keeps working after the one passed in is gone.
+      return [copy = source](std::span<const Oid> oids) mutable { copy.prefetch(oids); };
+    } else {
+      return [&source](std::span<const Oid> oids) { source.prefetch(oids); };
     }
   }
 

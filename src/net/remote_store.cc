@@ -94,6 +94,19 @@ class RemoteStore::Impl : public std::enable_shared_from_this<Impl> {
     read();
     thread_ = std::thread([this] { io_.run(); });
 
+    try {
+      greet();
+    } catch (...) {
+      // Connected, but not greeted, watching or caught up: drop the connection (on the I/O
+      // thread, which owns it), so that the next call starts over.
+      asio::post(io_, [this] { lost("the connection failed while it was being set up"); });
+      throw;
+    }
+  }
+
+  // connect()'s conversation once the transport is open: hello, then (if anyone listens)
+  // watch and catch up.
+  void greet() {
     Writer w;
     w.array(4)
         .u64(protocol_version)
@@ -118,15 +131,22 @@ class RemoteStore::Impl : public std::enable_shared_from_this<Impl> {
     features_ = r.at_end() ? 0 : r.u64();  // a server from before features has none
     asio::post(io_, [this] { heartbeat(); });
     bool rewatch = false;
+    std::uint64_t since = 0;
     {
       std::lock_guard lock(listeners_mu_);
       rewatch = !listeners_.empty();
+      // From here until the catch-up is delivered, pushes wait: one delivered first would move
+      // last_push_csn_ past commits the catch-up has yet to report.
+      since = last_push_csn_;
+      catching_up_ = rewatch;
+      held_pushes_.clear();
     }
     if (rewatch) {
       watch(true);
-      catch_up();
+      catch_up(since);
     }
-    hearing_ = true;
+    std::lock_guard lock(mu_);
+    if (connected_) hearing_ = true;  // not if the connection was lost meanwhile
   }
 
   bool hearing() const { return hearing_.load(); }
@@ -197,13 +217,9 @@ class RemoteStore::Impl : public std::enable_shared_from_this<Impl> {
     if (on && last_push_csn_ == 0) last_push_csn_ = csn;
   }
 
-  // After a reconnect: tell listeners about commits made while the connection was down.
-  void catch_up() {
-    std::uint64_t since = 0;
-    {
-      std::lock_guard lock(listeners_mu_);
-      since = last_push_csn_;
-    }
+  // After a reconnect: tell listeners about commits after `since` (the last push before the
+  // connection was lost), then about the pushes held back meanwhile.
+  void catch_up(std::uint64_t since) {
     Writer w;
     w.array(1).u64(since);
     Body body(call(Op::changes, w.bytes()));
@@ -211,11 +227,16 @@ class RemoteStore::Impl : public std::enable_shared_from_this<Impl> {
     std::uint64_t csn = r.u64();
     bool complete = r.boolean();
     std::vector<Oid> oids = read_oids(r.array());
+    std::lock_guard lock(listeners_mu_);
+    catching_up_ = false;
     if (!complete) {
-      deliver(csn, {});  // the server's history is gone: what changed is unknown (store.h)
+      deliver_locked(csn, {});  // the server's history is gone: what changed is unknown (store.h)
     } else if (!oids.empty()) {
-      deliver(csn, oids);
+      deliver_locked(csn, oids);
     }
+    for (const auto& [held_csn, held_oids] : held_pushes_)
+      deliver_locked(held_csn, held_oids);  // those the catch-up covered are dropped
+    held_pushes_.clear();
   }
 
   Subscription subscribe(CommitListener listener) {
@@ -450,12 +471,19 @@ class RemoteStore::Impl : public std::enable_shared_from_this<Impl> {
     Body body(bytes);
     Reader r = body.reader();
     std::uint64_t csn = r.u64();
-    std::vector<Oid> oids = read_oids(r.array());
-    deliver(csn, oids);
+    deliver(csn, read_oids(r.array()));
   }
 
-  void deliver(std::uint64_t csn, const std::vector<Oid>& oids) {
+  void deliver(std::uint64_t csn, std::vector<Oid> oids) {
     std::lock_guard lock(listeners_mu_);
+    if (catching_up_) {
+      held_pushes_.emplace_back(csn, std::move(oids));
+      return;
+    }
+    deliver_locked(csn, oids);
+  }
+
+  void deliver_locked(std::uint64_t csn, const std::vector<Oid>& oids) {
     if (csn <= last_push_csn_) return;
     last_push_csn_ = csn;
     for (auto& [id, listener] : listeners_)
@@ -530,6 +558,9 @@ class RemoteStore::Impl : public std::enable_shared_from_this<Impl> {
   std::map<std::uint64_t, CommitListener> listeners_;
   std::uint64_t next_listener_ = 1;
   std::uint64_t last_push_csn_ = 0;
+  // While a reconnect catches up, pushes wait here (in order) to be delivered after it.
+  bool catching_up_ = false;
+  std::vector<std::pair<std::uint64_t, std::vector<Oid>>> held_pushes_;
 
   // I/O thread only.
   std::string in_;

@@ -201,13 +201,16 @@ class Session : public std::enable_shared_from_this<Session> {
   void send(Kind kind, std::uint16_t op, std::uint32_t id, std::string_view body) {
     if (closed_) return;
     append_frame(pending_, kind, op, id, body);
+    if (kind == Kind::response) reply_bytes_ += body.size();
     flush();
   }
 
   void send_raw(const std::string& frame) {
     if (closed_ || closing_) return;
     pending_ += frame;
-    if (pending_.size() + writing_.size() > server_.options_.max_output_bytes) {
+    // Replies being written do not count: a client reading a large load is not slow. (The
+    // server reads no more requests from it while 4 MiB are unsent, so replies cannot pile up.)
+    if (pending_.size() + writing_.size() > server_.options_.max_output_bytes + reply_bytes_) {
       pending_.clear();
       fail(0, 0, ErrorCode::busy, "connection dropped: it reads more slowly than the server sends");
       return;
@@ -355,6 +358,7 @@ class Session : public std::enable_shared_from_this<Session> {
     if (failed) return close();
     if (taken == pending_.size()) {
       pending_.clear();
+      if (writing_.empty()) reply_bytes_ = 0;  // all written
       // Whatever follows a finished write (closing, resuming a paused reader, a stop waiting for
       // this session) runs from the loop, not from inside whatever is sending.
       if (closing_ || draining_ || paused_) {
@@ -370,6 +374,7 @@ class Session : public std::enable_shared_from_this<Session> {
                         writing_.clear();
                         if (ec) return close();
                         if (!pending_.empty()) return flush();
+                        reply_bytes_ = 0;  // all written
                         wrote();
                       });
   }
@@ -394,6 +399,8 @@ class Session : public std::enable_shared_from_this<Session> {
   std::size_t in_len_ = 0;
   std::string pending_;
   std::string writing_;
+  // Bytes of replies in pending_ and writing_ (at most: reset once both are empty).
+  std::size_t reply_bytes_ = 0;
   bool authed_ = false;
   bool watching_ = false;
   bool reading_ = false;
@@ -502,16 +509,22 @@ void Session::handle(const FrameHeader& header, const Body& body) {
     case Op::load:
       return run(header, false, [&store, oids = read_oids(r.array()), limit = max_reply()] {
         LoadResult result = store.load(oids);
+        std::uint64_t data_bytes = 0;
+        for (const StoredObject& object : result.objects)
+          data_bytes += object.data.size();
         Writer w;
-        w.array(2).u64(result.csn);
-        write_objects(w, result.objects);
-        if (w.bytes().size() > limit) {
+        // Too large for certain before encoding it, or once encoded.
+        if (data_bytes <= limit) {
+          w.array(2).u64(result.csn);
+          write_objects(w, result.objects);
+        }
+        if (data_bytes > limit || w.bytes().size() > limit) {
           // Sent, it would make the client drop the connection; refused, the client can ask for
           // fewer objects at a time.
           throw InvalidArgument(fmt::format(
-              "a load of {} objects would answer with {} bytes, over the limit of {}: load fewer "
-              "objects at a time",
-              oids.size(), w.bytes().size(), limit));
+              "a load of {} objects would answer with over {} bytes, over the limit of {}: load "
+              "fewer objects at a time",
+              oids.size(), std::max<std::uint64_t>(data_bytes, w.bytes().size()), limit));
         }
         return std::move(w.bytes());
       });

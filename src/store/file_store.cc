@@ -1096,7 +1096,9 @@ FileStoreImpl::Applied FileStoreImpl::apply(const CommitRequest& request) {
   std::vector<Oid> changed;
   changed.reserve(count);
   for (Oid oid : request.deletes) {
-    if (index_.remove(oid)) changed.push_back(oid);
+    // Reported even if it was absent: every commit with a CSN names what it touched (store.h).
+    index_.remove(oid);
+    changed.push_back(oid);
   }
   std::size_t i = 0;
   for_each_write([&](const WriteOp& w) {

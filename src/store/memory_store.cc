@@ -133,11 +133,12 @@ std::uint64_t MemoryStore::commit(const CommitRequest& request) {
   std::vector<Oid> changed;
   changed.reserve(request.writes.size() + request.deletes.size() + request.appends.size());
   for (Oid oid : request.deletes) {
+    // Reported even if it was absent: every commit with a CSN names what it touched (store.h).
+    changed.push_back(oid);
     auto it = objects_.find(oid);
     if (it == objects_.end()) continue;
     unindex(oid, it->second);
     objects_.erase(it);
-    changed.push_back(oid);
   }
   // Unindex every rewritten object first, so that keys can move between objects in one commit.
   for (const WriteOp& w : request.writes) {

@@ -152,10 +152,9 @@ if #deletes == 0 and #writes == 0 and #appends == 0 then
   return {'same', redis.call('GET', p .. 'csn') or '0'}
 end
 -- Everything is checked: from here on nothing fails unless a key holds the wrong type.
+-- Deletes are reported even of objects already absent: every commit names what it touched.
 local changed = {}
-for _, oid in ipairs(deletes) do
-  if redis.call('EXISTS', p .. 'o:' .. oid) == 1 then changed[#changed + 1] = oid end
-end
+for _, oid in ipairs(deletes) do changed[#changed + 1] = oid end
 for _, w in ipairs(writes) do changed[#changed + 1] = w.oid end
 for _, a in ipairs(appends) do changed[#changed + 1] = a.oid end
 local csn = string.format('%d', redis.call('INCR', p .. 'csn'))

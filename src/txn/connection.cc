@@ -163,6 +163,10 @@ void ConnectionImpl::load(std::span<Node* const> nodes) {
     n.value = std::move(states[i]);
     // This transaction's appends come after the committed bytes.
     if (n.appending) n.value.as_bytes().data += n.appended;
+    // A changed node (appended to unloaded) may have been indexed for find() without its key.
+    if (n.dirty && dirty_indexed_ > 0 && !n.key.empty()) {
+      dirty_keys_.emplace(index_key(n.type, n.key), &n);
+    }
   }
 }
 

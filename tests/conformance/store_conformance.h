@@ -368,6 +368,12 @@ TYPED_TEST_P(StoreConformance, SubscribersSeeCommitsInOrderUntilUnsubscribed) {
   Oid a = this->fresh();
   std::uint64_t c1 = this->put(a, 1);
   std::uint64_t c2 = this->put(a, 2);
+  // A commit whose only op deletes an absent object still names it: a listener call with no
+  // oids would mean "unknown changes" (store.h).
+  Oid never = this->fresh();
+  CommitRequest del;
+  del.deletes.push_back(never);
+  std::uint64_t c3 = this->store->commit(del);
   auto wait_for = [&](std::size_t n) {
     for (int i = 0; i < 500; ++i) {
       {
@@ -377,20 +383,22 @@ TYPED_TEST_P(StoreConformance, SubscribersSeeCommitsInOrderUntilUnsubscribed) {
       std::this_thread::sleep_for(10ms);
     }
   };
-  wait_for(2);
+  wait_for(3);
   {
     std::lock_guard lk(mu);
-    ASSERT_EQ(events.size(), 2u);
+    ASSERT_EQ(events.size(), 3u);
     EXPECT_EQ(events[0].first, c1);
     EXPECT_EQ(events[1].first, c2);
     EXPECT_EQ(events[0].second, std::vector<Oid>{a});
+    EXPECT_EQ(events[2].first, c3);
+    EXPECT_EQ(events[2].second, std::vector<Oid>{never});
   }
   sub.reset();
   EXPECT_FALSE(sub.active());
   this->put(a, 3);
   std::this_thread::sleep_for(50ms);
   std::lock_guard lk(mu);
-  EXPECT_EQ(events.size(), 2u) << "an unsubscribed listener was called";
+  EXPECT_EQ(events.size(), 3u) << "an unsubscribed listener was called";
 }
 
 // CSNs count commits one by one: with concurrent committers, the CSNs commits return are exactly

@@ -469,6 +469,41 @@ TEST(Server, AClientThatPipelinesMoreThanItReadsIsServedInFull) {
   EXPECT_NO_THROW(writer->ping()) << "other clients were held up";
 }
 
+// A client reading a large reply slowly is not a slow reader: pushes that arrive while the
+// reply is still being written do not get it dropped, however small max_output_bytes is.
+TEST(Server, PushesDuringALargeReplyDoNotDropTheClient) {
+  TestServer server(make_memory_store(),
+                    options_with([](net::ServerOptions& o) { o.max_output_bytes = 1u << 20; }));
+  auto writer = server.connect();
+  std::vector<Oid> oids = put_large(*writer, 4, 4u << 20);
+  RawClient reader(server.port());
+  reader.hello();
+  {
+    net::Writer w;
+    w.array(1).boolean(true);
+    reader.request(net::Op::watch, 2, w.bytes());
+    auto reply = reader.read_frame();
+    ASSERT_TRUE(reply.has_value());
+    ASSERT_EQ(reply->first.kind, net::Kind::response);
+  }
+  net::Writer w;
+  w.array(1);
+  net::write_oids(w, oids);
+  reader.request(net::Op::load, 3, w.bytes());
+  std::this_thread::sleep_for(200ms);  // the 16 MiB reply waits, mostly unsent
+  std::uint64_t csn = put_value(*writer, oids[0], 7);
+  auto reply = reader.read_frame();
+  ASSERT_TRUE(reply.has_value()) << "the connection was dropped";
+  EXPECT_EQ(reply->first.kind, net::Kind::response);
+  EXPECT_EQ(reply->first.id, 3u);
+  EXPECT_GT(reply->second.size(), 16u << 20);
+  auto push = reader.read_frame();
+  ASSERT_TRUE(push.has_value()) << "the connection was dropped";
+  ASSERT_EQ(push->first.kind, net::Kind::push);
+  net::Body body(push->second);
+  EXPECT_EQ(body.reader().u64(), csn);
+}
+
 TEST(Server, LocksDieWithTheirConnection) {
   TestServer server(make_memory_store(), options_with([](net::ServerOptions&) {}));
   auto holder = server.connect();
