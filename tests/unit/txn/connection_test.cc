@@ -678,7 +678,6 @@ TYPED_TEST(ConnectionTest, AnAppendToWhatTurnsOutNotToBeABlobIsNotDroppedByAWrit
   EXPECT_EQ(this->stored(blob_oid), Value(Bytes{"c"}));
 }
 
-
 // prefetch() loads every object not cached yet with one store call; reading them then costs
 // none, and what was prefetched but not read is not validated at commit.
 TEST(Prefetch, LoadsWhatIsNotCachedInOneCallAndReadsNothing) {
