@@ -366,8 +366,11 @@ Node* ConnectionImpl::find_changed(std::string_view type, std::string_view key) 
 
 void ConnectionImpl::clear_dirty() {
   dirty_.clear();
-  dirty_keys_.clear();
-  dirty_indexed_ = 0;
+  // The index holds something only once built (and clearing even an empty one costs a memset).
+  if (dirty_indexed_ > 0) {
+    dirty_keys_ = {};  // its buckets too: a large transaction built it
+    dirty_indexed_ = 0;
+  }
 }
 
 void ConnectionImpl::ghost(Node& n) {
