@@ -595,7 +595,17 @@ void ConnectionImpl::release_request() noexcept {
   release(request_.appends);
 }
 
-void ConnectionImpl::shrink_cache() {
+void ConnectionImpl::shrink_cache() noexcept {
+  std::size_t before = cache_.size();
+  try {
+    shrink_cache_now();
+  } catch (const std::bad_alloc&) {
+    // A cache larger than it should be is still a correct cache.
+  }
+  counters_.cached_objects -= before - cache_.size();
+}
+
+void ConnectionImpl::shrink_cache_now() {
   // Only nodes no handle refers to may go: identity must hold for every handle. Ghosts go first,
   // then nodes not used since the last shrink, then any, down to three quarters of the target
   // so that the scan is paid for by many transactions.
@@ -603,7 +613,6 @@ void ConnectionImpl::shrink_cache() {
   auto droppable = [](const Node& n, bool untouched_only) {
     return !n.dirty && !n.read && !(untouched_only && n.touched);
   };
-  std::size_t before = cache_.size();
   cache_.erase_if([&](Oid, const std::shared_ptr<Node>& n) {
     return n.use_count() == 1 && !n->loaded && droppable(*n, false);
   });
@@ -617,7 +626,6 @@ void ConnectionImpl::shrink_cache() {
     });
   }
   cache_.for_each([](Oid, std::shared_ptr<Node>& n) { n->touched = false; });
-  counters_.cached_objects -= before - cache_.size();
   // Mostly held by handles: wait until the cache doubles before scanning it again.
   shrink_at_ = cache_.size() > target ? std::max(cache_size_, 2 * cache_.size()) : cache_size_;
 }

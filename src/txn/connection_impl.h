@@ -134,10 +134,13 @@ class ConnectionImpl {
   // This transaction's own object of that type and key, if it has one.
   Node* find_changed(std::string_view type, std::string_view key);
   // Drops unused nodes once the cache has grown past its limit.
-  void shrink() {
+  void shrink() noexcept {
     if (cache_.size() > shrink_at_) shrink_cache();
   }
-  void shrink_cache();
+  // Never throws: it runs after commits that have succeeded. Out of memory, it leaves the cache
+  // as it is (OidMap::erase_if changes nothing if it cannot allocate).
+  void shrink_cache() noexcept;
+  void shrink_cache_now();
   // Empties the reused commit request, freeing its vectors if they grew large.
   void release_request() noexcept;
 
