@@ -4,6 +4,7 @@
 #include <sys/socket.h>
 #include <sys/time.h>
 
+#include <algorithm>
 #include <asio.hpp>
 #include <atomic>
 #include <condition_variable>
@@ -18,6 +19,7 @@
 #include "cairn/file_store.h"
 #include "conformance/store_conformance.h"
 #include "net/protocol.h"
+#include "support/listener_log.h"
 #include "support/process.h"
 #include "support/served_store.h"
 #include "support/temp_dir.h"
@@ -502,6 +504,86 @@ TEST(Server, PushesDuringALargeReplyDoNotDropTheClient) {
   ASSERT_EQ(push->first.kind, net::Kind::push);
   net::Body body(push->second);
   EXPECT_EQ(body.reader().u64(), csn);
+}
+
+// A backing store whose changes_since can be held, once armed, until the test lets it go.
+class GatedChanges final : public ForwardingStore {
+ public:
+  Changes changes_since(std::uint64_t csn) override {
+    {
+      std::unique_lock lock(mu_);
+      if (armed_) {
+        armed_ = false;
+        entered_ = true;
+        cv_.notify_all();
+        cv_.wait(lock, [&] { return released_; });
+      }
+    }
+    return inner().changes_since(csn);
+  }
+  void arm() {
+    std::lock_guard lock(mu_);
+    armed_ = true;
+  }
+  bool wait_entered() {
+    std::unique_lock lock(mu_);
+    return cv_.wait_for(lock, 5s, [&] { return entered_; });
+  }
+  void release() {
+    std::lock_guard lock(mu_);
+    released_ = true;
+    cv_.notify_all();
+  }
+
+ private:
+  Store& inner() const override { return *inner_; }
+  std::unique_ptr<Store> inner_ = make_memory_store();
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool armed_ = false;
+  bool entered_ = false;
+  bool released_ = false;
+};
+
+// A reconnecting client asks what changed while it was away; a push that arrives while that
+// answer is on its way must not make the client skip it. Here the push is for the very CSN the
+// answer reaches, so the answer, not the push, must be what the listener hears.
+TEST(Server, APushDuringTheCatchUpDoesNotHideWhatChangedWhileAway) {
+  auto owned = std::make_unique<GatedChanges>();
+  GatedChanges& backing = *owned;
+  TestServer server(std::move(owned), options_with([](net::ServerOptions& o) {
+                      o.workers = 4;
+                      o.blocking_store = true;  // the held call leaves the loop free for pushes
+                    }));
+  auto client = server.connect();
+  ListenerLog heard;
+  Subscription sub = client->subscribe(heard.listener());
+  Oid a = backing.new_oids(1);
+  Oid b = backing.new_oids(1);
+  auto other = server.connect();
+  ASSERT_TRUE(heard.wait_for(put_value(*other, a, 1), 5s));
+
+  server.stop();
+  auto noticed = [&] {
+    for (int i = 0; i < 500 && client->hears_commits(); ++i)
+      std::this_thread::sleep_for(10ms);
+    return !client->hears_commits();
+  };
+  ASSERT_TRUE(noticed());
+  put_value(backing, b, 1);  // while the client is away
+  server.restart();
+  backing.arm();
+  std::thread reconnect([&] { client->ping(); });  // its catch-up is held in changes_since
+  ASSERT_TRUE(backing.wait_entered());
+  std::uint64_t csn = put_value(*other, a, 2);  // pushed to the client during the catch-up
+  std::this_thread::sleep_for(200ms);           // the push arrives
+  backing.release();
+  reconnect.join();
+  ASSERT_TRUE(heard.wait_for(csn, 5s));
+  std::vector<Oid> oids = heard.oids_of(csn);
+  EXPECT_NE(std::find(oids.begin(), oids.end(), b), oids.end())
+      << "the commit made while the client was away was never reported";
+  EXPECT_TRUE(client->hears_commits());
 }
 
 TEST(Server, LocksDieWithTheirConnection) {
