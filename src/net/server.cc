@@ -509,23 +509,23 @@ void Session::handle(const FrameHeader& header, const Body& body) {
     case Op::load:
       return run(header, false, [&store, oids = read_oids(r.array()), limit = max_reply()] {
         LoadResult result = store.load(oids);
-        std::uint64_t data_bytes = 0;
-        for (const StoredObject& object : result.objects)
-          data_bytes += object.data.size();
-        Writer w;
-        // Too large for certain before encoding it, or once encoded.
-        if (data_bytes <= limit) {
-          w.array(2).u64(result.csn);
-          write_objects(w, result.objects);
-        }
-        if (data_bytes > limit || w.bytes().size() > limit) {
-          // Sent, it would make the client drop the connection; refused, the client can ask for
-          // fewer objects at a time.
+        // Sent, a reply over the limit would make the client drop the connection; refused, the
+        // client can ask for fewer objects at a time. The data alone may tell before encoding.
+        auto refuse_over = [&](std::uint64_t bytes) {
+          if (bytes <= limit) return;
           throw InvalidArgument(fmt::format(
               "a load of {} objects would answer with over {} bytes, over the limit of {}: load "
               "fewer objects at a time",
-              oids.size(), std::max<std::uint64_t>(data_bytes, w.bytes().size()), limit));
-        }
+              oids.size(), bytes, limit));
+        };
+        std::uint64_t data_bytes = 0;
+        for (const StoredObject& object : result.objects)
+          data_bytes += object.data.size();
+        refuse_over(data_bytes);
+        Writer w;
+        w.array(2).u64(result.csn);
+        write_objects(w, result.objects);
+        refuse_over(w.bytes().size());
         return std::move(w.bytes());
       });
     case Op::commit: {

@@ -135,8 +135,12 @@ void ConnectionImpl::load(std::span<Node* const> nodes) {
   }
   // Everything is decoded and checked before any node changes: all of them load, or none.
   bool newer = false;
-  std::vector<Value> states;
-  states.reserve(nodes.size());
+  struct Loaded {
+    Value state;
+    bool blob;
+  };
+  std::vector<Loaded> loaded;
+  loaded.reserve(nodes.size());
   for (std::size_t i = 0; i < nodes.size(); ++i) {
     const Node& n = *nodes[i];
     const StoredObject& stored = result.objects[i];
@@ -146,9 +150,10 @@ void ConnectionImpl::load(std::span<Node* const> nodes) {
     // This transaction's appends need a blob: refused now if it is none, so that no write of the
     // whole state (mutate) can drop them; the store would refuse them at commit anyway.
     if (n.appending) check_appendable(n.oid, stored.exists(), blob);
-    states.push_back(!stored.exists() ? absent_state(n.oid)
-                     : blob           ? Value(Bytes{stored.data.substr(1)})
-                                      : decode(stored.data));
+    loaded.push_back(Loaded{!stored.exists() ? absent_state(n.oid)
+                            : blob           ? Value(Bytes{stored.data.substr(1)})
+                                             : decode(stored.data),
+                            blob});
   }
   if (newer) catch_up(result.csn);
   for (std::size_t i = 0; i < nodes.size(); ++i) {
@@ -156,17 +161,15 @@ void ConnectionImpl::load(std::span<Node* const> nodes) {
     StoredObject& stored = result.objects[i];
     n.loaded = true;
     n.present = stored.exists();
-    n.blob = stored.exists() && is_blob(stored.data);
+    n.blob = loaded[i].blob;
     n.version = stored.version;
     n.type = std::move(stored.type);
     n.key = std::move(stored.key);
-    n.value = std::move(states[i]);
+    n.value = std::move(loaded[i].state);
     // This transaction's appends come after the committed bytes.
     if (n.appending) n.value.as_bytes().data += n.appended;
     // A changed node (appended to unloaded) may have been indexed for find() without its key.
-    if (n.dirty && dirty_indexed_ > 0 && !n.key.empty()) {
-      dirty_keys_.emplace(index_key(n.type, n.key), &n);
-    }
+    refile_key(n);
   }
 }
 
@@ -265,9 +268,7 @@ void ConnectionImpl::set(Node& n, Value state, std::string type, std::string key
   n.key = std::move(key);
   n.present = true;
   // Already indexed for find() under its old key, or never: index it under the new one too.
-  if (n.dirty && dirty_indexed_ > 0 && !n.key.empty()) {
-    dirty_keys_.emplace(index_key(n.type, n.key), &n);
-  }
+  refile_key(n);
   mark_dirty(n);
 }
 
@@ -353,15 +354,21 @@ Node* ConnectionImpl::find_changed(std::string_view type, std::string_view key) 
     }
     return nullptr;
   }
-  for (; dirty_indexed_ < dirty_.size(); ++dirty_indexed_) {
-    Node* n = dirty_[dirty_indexed_];
-    if (!n->key.empty()) dirty_keys_.emplace(index_key(n->type, n->key), n);
-  }
+  for (; dirty_indexed_ < dirty_.size(); ++dirty_indexed_)
+    file_key(*dirty_[dirty_indexed_]);
   auto [first, last] = dirty_keys_.equal_range(index_key(type, key));
   for (auto it = first; it != last; ++it) {
     if (holds(*it->second)) return it->second;
   }
   return nullptr;
+}
+
+void ConnectionImpl::file_key(Node& n) {
+  if (!n.key.empty()) dirty_keys_.emplace(index_key(n.type, n.key), &n);
+}
+
+void ConnectionImpl::refile_key(Node& n) {
+  if (n.dirty && dirty_indexed_ > 0) file_key(n);
 }
 
 void ConnectionImpl::clear_dirty() {

@@ -129,6 +129,10 @@ class ConnectionImpl {
   // sync(), to a snapshot of at least `at_least`.
   void sync_to(std::uint64_t at_least);
   void end_transaction();
+  // Files a changed node in find()'s index under its type and key (none if it has no key).
+  void file_key(Node& node);
+  // The same for a node whose type or key may have changed, if it is changed and the index built.
+  void refile_key(Node& node);
   // Forgets the changed nodes (after they were committed or dropped).
   void clear_dirty();
   // This transaction's own object of that type and key, if it has one.
