@@ -12,6 +12,7 @@
 #include <cstring>
 #include <map>
 #include <mutex>
+#include <random>
 #include <thread>
 
 #include "cairn/error.h"
@@ -65,7 +66,15 @@ class RemoteStore::Impl : public std::enable_shared_from_this<Impl> {
  public:
   explicit Impl(ClientOptions options) : options_(std::move(options)) {}
 
-  ~Impl() { shutdown(); }
+  ~Impl() {
+    {
+      std::lock_guard lock(reconnect_mu_);
+      stopping_ = true;
+    }
+    reconnect_cv_.notify_all();
+    if (reconnector_.joinable()) reconnector_.join();
+    shutdown();
+  }
 
   void shutdown() {
     io_.stop();
@@ -248,7 +257,10 @@ class RemoteStore::Impl : public std::enable_shared_from_this<Impl> {
       first = listeners_.empty();
       listeners_.emplace(id, std::move(listener));
     }
-    if (first) watch(true);
+    if (first) {
+      start_reconnector();
+      watch(true);
+    }
     std::weak_ptr<Impl> weak = shared_from_this();
     return Subscription([weak, id] {
       auto self = weak.lock();
@@ -516,6 +528,64 @@ class RemoteStore::Impl : public std::enable_shared_from_this<Impl> {
     }
     if (transport_) transport_->close();
     heartbeat_timer_.cancel();
+    want_reconnect();
+  }
+
+  // While anyone listens, a lost connection is made again in the background, so that pushes
+  // resume (and the catch-up reports what changed meanwhile) without waiting for the next call.
+  // Attempts back off from 50 ms to 2 s, jittered so that the clients of a restarted server do
+  // not all come back at once.
+  void start_reconnector() {
+    std::lock_guard lock(reconnect_mu_);
+    if (reconnector_.joinable() || stopping_) return;
+    reconnector_ = std::thread([this] { reconnect_loop(); });
+  }
+
+  void want_reconnect() {
+    {
+      std::lock_guard lock(reconnect_mu_);
+      reconnect_wanted_ = true;
+    }
+    reconnect_cv_.notify_all();
+  }
+
+  void reconnect_loop() {
+    constexpr std::chrono::milliseconds first_delay{50};
+    constexpr std::chrono::milliseconds max_delay{2'000};
+    std::minstd_rand jitter(static_cast<std::uint32_t>(
+        reinterpret_cast<std::uintptr_t>(this) ^
+        static_cast<std::uintptr_t>(Clock::now().time_since_epoch().count())));
+    std::chrono::milliseconds delay = first_delay;
+    std::unique_lock lock(reconnect_mu_);
+    for (;;) {
+      reconnect_cv_.wait(lock, [&] { return stopping_ || reconnect_wanted_; });
+      if (stopping_) return;
+      reconnect_wanted_ = false;
+      lock.unlock();
+      bool listening = false;
+      {
+        std::lock_guard listeners_lock(listeners_mu_);
+        listening = !listeners_.empty();
+      }
+      bool up = false;
+      if (listening) {
+        try {
+          connect();  // returns at once if a call has reconnected meanwhile
+          up = true;
+        } catch (const std::exception&) {
+          // Still down (or refusing us): try again after the delay.
+        }
+      }
+      lock.lock();
+      if (!listening || up) {
+        delay = first_delay;
+        continue;
+      }
+      reconnect_wanted_ = true;
+      auto wait = delay / 2 + std::chrono::milliseconds(jitter() % (delay.count() / 2 + 1));
+      reconnect_cv_.wait_for(lock, wait, [&] { return stopping_; });
+      delay = std::min(delay * 2, max_delay);
+    }
   }
 
   // Keeps an idle connection alive: the server drops clients silent for 3 heartbeats.
@@ -553,6 +623,12 @@ class RemoteStore::Impl : public std::enable_shared_from_this<Impl> {
   std::uint32_t next_id_ = 1;
   std::map<std::uint32_t, std::shared_ptr<Pending>> pending_;
   std::string error_without_id_;
+
+  std::mutex reconnect_mu_;  // guards what follows
+  std::condition_variable reconnect_cv_;
+  bool reconnect_wanted_ = false;  // the connection was lost (or a reconnect failed)
+  bool stopping_ = false;
+  std::thread reconnector_;  // started with the first listener
 
   std::mutex listeners_mu_;  // guards what follows; held while listeners run
   std::map<std::uint64_t, CommitListener> listeners_;

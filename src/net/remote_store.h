@@ -55,7 +55,8 @@ class RemoteStore final : public Store {
   bool renew(std::string_view name, std::string_view owner, std::chrono::milliseconds ttl) override;
   PackStats pack() override;
   bool is_remote() const override { return true; }
-  // False from a lost connection until a reconnect has watched again and caught up.
+  // False from a lost connection until a reconnect has watched again and caught up. While
+  // subscribe()'s listeners exist, a lost connection is made again in the background.
   bool hears_commits() const override;
 
   // The server's statistics, as (name, value) pairs in the server's order.

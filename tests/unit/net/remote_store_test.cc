@@ -19,6 +19,7 @@
 #include "cairn/file_store.h"
 #include "conformance/store_conformance.h"
 #include "net/protocol.h"
+#include "support/eventually.h"
 #include "support/listener_log.h"
 #include "support/process.h"
 #include "support/served_store.h"
@@ -506,13 +507,15 @@ TEST(Server, PushesDuringALargeReplyDoNotDropTheClient) {
   EXPECT_EQ(body.reader().u64(), csn);
 }
 
-// A backing store whose changes_since can be held, once armed, until the test lets it go.
+// A backing store whose changes_since can be held, once armed, until the test lets it go. Only
+// a client's question is held, not the server's probe for its newest CSN as it starts (asked
+// with csn = UINT64_MAX).
 class GatedChanges final : public ForwardingStore {
  public:
   Changes changes_since(std::uint64_t csn) override {
     {
       std::unique_lock lock(mu_);
-      if (armed_) {
+      if (armed_ && csn != UINT64_MAX) {
         armed_ = false;
         entered_ = true;
         cv_.notify_all();
@@ -564,16 +567,13 @@ TEST(Server, APushDuringTheCatchUpDoesNotHideWhatChangedWhileAway) {
   ASSERT_TRUE(heard.wait_for(put_value(*other, a, 1), 5s));
 
   server.stop();
-  auto noticed = [&] {
-    for (int i = 0; i < 500 && client->hears_commits(); ++i)
-      std::this_thread::sleep_for(10ms);
-    return !client->hears_commits();
-  };
-  ASSERT_TRUE(noticed());
+  ASSERT_TRUE(eventually([&] { return !client->hears_commits(); }));
   put_value(backing, b, 1);  // while the client is away
-  server.restart();
   backing.arm();
-  std::thread reconnect([&] { client->ping(); });  // its catch-up is held in changes_since
+  server.restart();
+  // Its catch-up (made by the client's reconnecting thread or by this call, whichever comes
+  // first) is held in changes_since.
+  std::thread reconnect([&] { client->ping(); });
   ASSERT_TRUE(backing.wait_entered());
   std::uint64_t csn = put_value(*other, a, 2);  // pushed to the client during the catch-up
   std::this_thread::sleep_for(200ms);           // the push arrives
@@ -584,6 +584,31 @@ TEST(Server, APushDuringTheCatchUpDoesNotHideWhatChangedWhileAway) {
   EXPECT_NE(std::find(oids.begin(), oids.end(), b), oids.end())
       << "the commit made while the client was away was never reported";
   EXPECT_TRUE(client->hears_commits());
+}
+
+// A client that only listens makes no calls that would reconnect it: after the server comes
+// back, it reconnects by itself, hears what changed while it was away, and hears pushes again.
+TEST(Server, AListenerHearsAgainAfterTheServerRestartsWithoutAnyCall) {
+  TestServer server(make_memory_store(), options_with([](net::ServerOptions&) {}));
+  Store& backing = server.backing();
+  auto client = server.connect();
+  ListenerLog heard;
+  Subscription sub = client->subscribe(heard.listener());
+  Oid a = backing.new_oids(1);
+  Oid b = backing.new_oids(1);
+  ASSERT_TRUE(heard.wait_for(put_value(*server.connect(), a, 1), 5s));
+
+  server.stop();
+  ASSERT_TRUE(eventually([&] { return !client->hears_commits(); }));
+  std::uint64_t away = put_value(backing, b, 1);
+  std::this_thread::sleep_for(300ms);  // a few failed attempts while the server is down
+  server.restart();
+  ASSERT_TRUE(heard.wait_for(away, 10s)) << "the listener never heard of the commit made while "
+                                            "the server was down";
+  std::vector<Oid> oids = heard.oids_of(away);
+  EXPECT_NE(std::find(oids.begin(), oids.end(), b), oids.end());
+  ASSERT_TRUE(eventually([&] { return client->hears_commits(); }));
+  EXPECT_TRUE(heard.wait_for(put_value(*server.connect(), a, 2), 5s)) << "no pushes after";
 }
 
 TEST(Server, LocksDieWithTheirConnection) {
