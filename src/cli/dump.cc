@@ -17,6 +17,7 @@
 #include "cairn/error.h"
 #include "cairn/json.h"
 #include "cairn/value.h"
+#include "store/file_index.h"
 
 namespace cairn::cli {
 
@@ -185,6 +186,12 @@ void parse_header(const std::string& line, Dump& dump) {
                                       version, dump_format_version));
   }
   dump.next_oid = unsigned_member(j, "next_oid");
+  if (dump.next_oid > file_store_max_oid) {
+    throw InvalidArgument(
+        fmt::format("\"next_oid\" {} is past the largest oid a database file "
+                    "holds ({})",
+                    dump.next_oid, file_store_max_oid));
+  }
   dump.csn = unsigned_member(j, "csn");
 }
 

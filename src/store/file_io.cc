@@ -39,6 +39,19 @@ Mapping::~Mapping() {
   if (addr_ != nullptr) ::munmap(addr_, size_);
 }
 
+bool database_exists(const std::string& path) {
+  if (path.empty()) throw InvalidArgument("the database path is empty");
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) {
+    if (errno == ENOENT) return false;
+    throw_errno("cannot open", path);
+  }
+  if (S_ISREG(st.st_mode)) return true;
+  throw IoError(fmt::format(
+      "cannot open {}: {}", path,
+      S_ISDIR(st.st_mode) ? "it is a directory" : "it is not a regular file, so not a database"));
+}
+
 Fd open_file(const std::string& path, int flags, const std::string& what) {
   int fd = ::open(path.c_str(), flags | O_CLOEXEC, 0644);
   if (fd < 0) throw_errno(what, path);

@@ -51,6 +51,10 @@ class Mapping {
 };
 
 [[noreturn]] void throw_errno(std::string_view what, const std::string& path);
+// Whether a database file is at `path`. Refuses, before anything (a lock file, a temporary) is
+// made beside it, what cannot be one: an empty path (InvalidArgument), and anything but a regular
+// file (IoError): a directory, a device, or a FIFO, whose open would block until a writer came.
+bool database_exists(const std::string& path);
 Fd open_file(const std::string& path, int flags, const std::string& what);
 std::uint64_t file_size(int fd, const std::string& path);
 void pread_all(int fd, char* out, std::size_t n, std::uint64_t offset, const std::string& path);

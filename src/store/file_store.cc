@@ -491,7 +491,7 @@ class FileStoreImpl final : public FileStore {
 
 FileStoreImpl::FileStoreImpl(std::string path, FileStoreOptions options)
     : path_(std::move(path)), options_(std::move(options)) {
-  bool exists = std::filesystem::exists(path_);
+  bool exists = fileio::database_exists(path_);
   if (!exists && (options_.read_only || !options_.create)) {
     throw IoError(fmt::format("cannot open {}: no such database", path_));
   }
@@ -1479,7 +1479,7 @@ std::unique_ptr<FileStore> FileStore::open(const std::string& path, FileStoreOpt
 
 CheckReport check_file(const std::string& path) {
   CheckReport report;
-  if (!std::filesystem::exists(path)) {
+  if (!fileio::database_exists(path)) {
     throw IoError(fmt::format("cannot open {}: no such database", path));
   }
   LockFile lock(path, false);

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cairn/codec.h>
@@ -24,6 +25,7 @@ namespace cairn::testing {
 namespace {
 
 namespace fs = std::filesystem;
+using namespace std::chrono_literals;
 using Json = nlohmann::json;
 
 // The oids the sample database gives its objects.
@@ -317,6 +319,65 @@ TEST(FileCli, RestoreRefusesInputThatIsNotADump) {
   EXPECT_EQ(version.exit_code, 1);
   EXPECT_NE(version.err.find("line 1: dump version 2"), std::string::npos) << version.err;
   EXPECT_FALSE(fs::exists(b));
+}
+
+// An oid past what a database file holds is refused with the header's line, before anything is
+// written: allocating toward it used to write oid marks until the oid space ran out, and leave
+// the database unable to create another object.
+TEST(FileCli, RestoreRefusesANextOidPastTheFileLimitAndWritesNothing) {
+  TempDir dir;
+  std::string b = dir.file("b.cairn");
+  FileStore::open(b).reset();  // an empty database
+  std::string before = read_file(b);
+  ProcessResult r =
+      cairn({"restore", b},
+            "{\"format\":\"cairn-dump\",\"version\":1,\"next_oid\":2000000000000,\"csn\":0}\n"
+            "{\"oid\":0,\"fields\":{\"a\":1}}\n");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("line 1: \"next_oid\" 2000000000000 is past the largest"), std::string::npos)
+      << r.err;
+  EXPECT_EQ(read_file(b), before);
+  EXPECT_NE(FileStore::open(b)->new_oids(1).value(), 0u);
+}
+
+// Only a regular file can be a database: a FIFO used to make info, check and dump wait forever
+// for a writer, a directory gave "No such device", and an empty path left a stray ".lock" and
+// ".new" in the working directory.
+TEST(FileCli, WhatCannotBeADatabaseIsRefusedAtOnceAndNothingIsMadeBesideIt) {
+  TempDir dir;
+  std::string fifo = dir.file("fifo");
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0644), 0);
+  std::string sub = dir.file("sub");
+  fs::create_directory(sub);
+  for (const char* command : {"info", "check", "dump", "pack"}) {
+    ProcessResult r = run_process({CAIRN_BINARY, command, fifo}, "", 20s);
+    EXPECT_EQ(r.exit_code, 1) << command << ": " << r.err;
+    EXPECT_NE(r.err.find("it is not a regular file"), std::string::npos)
+        << command << ": " << r.err;
+    ProcessResult d = cairn({command, sub});
+    EXPECT_EQ(d.exit_code, 1) << command << ": " << d.err;
+    EXPECT_NE(d.err.find("it is a directory"), std::string::npos) << command << ": " << d.err;
+  }
+  ProcessResult restore =
+      cairn({"restore", fifo}, R"({"format":"cairn-dump","version":1,"next_oid":1,"csn":0})");
+  EXPECT_EQ(restore.exit_code, 1) << restore.err;
+  EXPECT_NE(restore.err.find("it is not a regular file"), std::string::npos) << restore.err;
+  EXPECT_FALSE(fs::exists(fifo + ".lock"));
+  EXPECT_FALSE(fs::exists(sub + ".lock"));
+  for (const char* command : {"restore ''", "pack ''", "shell -c 'get /' --file ''"}) {
+    // From the directory, where a stray file of an empty path would appear.
+    ProcessResult empty =
+        run_process({"/bin/sh", "-c",
+                     fmt::format("cd '{}' && exec '{}' {}", dir.path(), CAIRN_BINARY, command)},
+                    R"({"format":"cairn-dump","version":1,"next_oid":1,"csn":0})");
+    EXPECT_NE(empty.exit_code, 0) << command;
+    EXPECT_NE(empty.err.find("the database path is empty"), std::string::npos) << empty.err;
+  }
+  std::vector<std::string> left;
+  for (const auto& entry : fs::directory_iterator(dir.path()))
+    left.push_back(entry.path().filename().string());
+  std::sort(left.begin(), left.end());
+  EXPECT_EQ(left, (std::vector<std::string>{"fifo", "sub"}));
 }
 
 TEST(FileCli, RestoreIntoANonEmptyDatabaseFails) {
