@@ -37,6 +37,27 @@ TEST(Protocol, TheDocumentedExampleFramesAreWhatTheCodeWrites) {
             "00 00 00 05 01 02 00 02 00 00 00 07 29 81 55 fb 0e a9 13 28 92 00 91 91 00");
 }
 
+// docs/protocol.md §4.2: the request is wrapped in a one-element body, as the client sends it
+// and the server reads it.
+TEST(Protocol, TheDocumentedCommitBodyIsWhatTheClientWritesAndTheServerReads) {
+  CommitRequest request;
+  request.writes.push_back(WriteOp{Oid(1), "", "", std::string("\x01", 1)});
+  Writer w;
+  w.array(1);
+  write_commit_request(w, request);
+  EXPECT_EQ(hex(w.bytes()), "91 93 90 91 94 01 a0 a0 c4 01 01 90");
+
+  std::string documented("\x91\x93\x90\x91\x94\x01\xa0\xa0\xc4\x01\x01\x90", 12);
+  Body body(documented);
+  CommitRequest read = read_commit_request(body.reader().array());
+  EXPECT_TRUE(read.reads.empty());
+  ASSERT_EQ(read.writes.size(), 1u);
+  EXPECT_EQ(read.writes[0].oid, Oid(1));
+  EXPECT_EQ(read.writes[0].data, std::string("\x01", 1));
+  EXPECT_TRUE(read.deletes.empty());
+  EXPECT_TRUE(read.appends.empty());
+}
+
 TEST(Protocol, TheDocumentedExampleIsWhatALiveServerAnswers) {
   testing::TestServer server(make_memory_store());
   auto client = server.connect();
