@@ -68,9 +68,13 @@ struct Ref {
 struct Timestamp {
   std::int64_t micros = 0;  // since 1970-01-01T00:00:00Z
   friend auto operator<=>(const Timestamp&, const Timestamp&) = default;
-  // RFC 3339 in UTC with microseconds, e.g. "2026-11-25T10:00:00.000001Z".
+  // RFC 3339 in UTC with microseconds, e.g. "2026-11-25T10:00:00.000001Z". A year outside
+  // 0000-9999 is written as ISO 8601 expands it, a sign and then the year ("+10000-01-01T...",
+  // "-0001-12-31T..."), so that every Timestamp has a text form that parse() reads back.
   std::string str() const;
-  // Accepts RFC 3339 ("Z" or ±hh:mm offset; up to 6 fraction digits). Throws InvalidArgument.
+  // Accepts RFC 3339 ("Z" or ±hh:mm offset; up to 6 fraction digits; 9 are read), and the
+  // expanded years str() writes (a sign and 4 to 6 digits). Throws InvalidArgument, also for a
+  // time past what `micros` holds (about 292,000 years either side of 1970).
   static Timestamp parse(std::string_view text);
   static Timestamp now();
 };

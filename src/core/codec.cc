@@ -16,6 +16,7 @@
 #include <msgpack.hpp>
 
 #include "cairn/error.h"
+#include "core/checked_math.h"
 #include "core/codec_ext.h"
 #include "core/endian.h"
 
@@ -297,9 +298,11 @@ bool ValueBuilder::visit_ext(const char* p, std::uint32_t n) {
         return fail("timestamp extension is not 4, 8 or 12 bytes");
       }
       if (nanos >= 1'000'000'000) return fail("timestamp nanoseconds out of range");
-      constexpr std::int64_t limit = std::numeric_limits<std::int64_t>::max() / 1'000'000 - 1;
-      if (seconds > limit || seconds < -limit) return fail("timestamp out of range");
-      return emit(Value(Timestamp{seconds * 1'000'000 + static_cast<std::int64_t>(nanos / 1000)}));
+      // Every int64 count of microseconds, and nothing past it.
+      std::optional<std::int64_t> micros =
+          detail::combine_units(seconds, 1'000'000, static_cast<std::int64_t>(nanos / 1000));
+      if (!micros) return fail("timestamp out of range");
+      return emit(Value(Timestamp{*micros}));
     }
     default:
       return fail(fmt::format("unknown extension type {}", static_cast<int>(type)));

@@ -8,6 +8,7 @@
 #include <random>
 
 #include "cairn/error.h"
+#include "core/checked_math.h"
 
 namespace cairn {
 
@@ -113,16 +114,63 @@ std::strong_ordering operator<=>(const Decimal& a, const Decimal& b) {
 
 // ---- Timestamp ----
 
+namespace {
+
+constexpr std::int64_t micros_per_day = 86'400'000'000;
+
+// Days since 1970-01-01 <-> proleptic Gregorian (year, month, day), for any year a Timestamp
+// reaches (chrono's year stops at ±32767). The algorithms of H. Hinnant's "chrono-Compatible
+// Low-Level Date Algorithms": eras of 400 years, March-based years.
+struct Civil {
+  std::int64_t year;
+  unsigned month;  // 1..12
+  unsigned day;    // 1..31
+};
+
+Civil civil_from_days(std::int64_t z) {
+  z += 719'468;
+  std::int64_t era = (z >= 0 ? z : z - 146'096) / 146'097;
+  auto doe = static_cast<unsigned>(z - era * 146'097);                     // [0, 146096]
+  unsigned yoe = (doe - doe / 1460 + doe / 36'524 - doe / 146'096) / 365;  // [0, 399]
+  unsigned doy = doe - (365 * yoe + yoe / 4 - yoe / 100);                  // [0, 365]
+  unsigned mp = (5 * doy + 2) / 153;                                       // [0, 11]
+  unsigned day = doy - (153 * mp + 2) / 5 + 1;
+  unsigned month = mp < 10 ? mp + 3 : mp - 9;
+  return {static_cast<std::int64_t>(yoe) + era * 400 + (month <= 2 ? 1 : 0), month, day};
+}
+
+std::int64_t days_from_civil(std::int64_t year, unsigned month, unsigned day) {
+  year -= month <= 2 ? 1 : 0;
+  std::int64_t era = (year >= 0 ? year : year - 399) / 400;
+  auto yoe = static_cast<unsigned>(year - era * 400);                            // [0, 399]
+  unsigned doy = (153 * (month > 2 ? month - 3 : month + 9) + 2) / 5 + day - 1;  // [0, 365]
+  unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;                          // [0, 146096]
+  return era * 146'097 + static_cast<std::int64_t>(doe) - 719'468;
+}
+
+bool is_leap(std::int64_t year) {
+  return year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+}
+
+unsigned days_in_month(std::int64_t year, unsigned month) {
+  static constexpr unsigned days[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+  return month == 2 && is_leap(year) ? 29 : days[month - 1];
+}
+
+}  // namespace
+
 std::string Timestamp::str() const {
-  using namespace std::chrono;
-  sys_time<microseconds> tp{microseconds{micros}};
-  auto day = floor<days>(tp);
-  year_month_day ymd{day};
-  hh_mm_ss<microseconds> hms{tp - day};
-  return fmt::format("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z", static_cast<int>(ymd.year()),
-                     static_cast<unsigned>(ymd.month()), static_cast<unsigned>(ymd.day()),
-                     hms.hours().count(), hms.minutes().count(), hms.seconds().count(),
-                     hms.subseconds().count());
+  std::int64_t day = micros / micros_per_day;
+  std::int64_t rest = micros % micros_per_day;
+  if (rest < 0) rest += micros_per_day, --day;
+  Civil c = civil_from_days(day);
+  // RFC 3339 has four-digit years; past them, ISO 8601's expanded form: a sign, then the year.
+  std::string year = c.year >= 0 && c.year <= 9999 ? fmt::format("{:04}", c.year)
+                     : c.year > 9999               ? fmt::format("+{}", c.year)
+                                                   : fmt::format("-{:04}", -c.year);
+  std::int64_t seconds = rest / 1'000'000;
+  return fmt::format("{}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z", year, c.month, c.day,
+                     seconds / 3600, seconds / 60 % 60, seconds % 60, rest % 1'000'000);
 }
 
 Timestamp Timestamp::parse(std::string_view text) {
@@ -147,7 +195,19 @@ Timestamp Timestamp::parse(std::string_view text) {
     if (pos >= text.size() || chars.find(text[pos]) == std::string_view::npos) fail();
     ++pos;
   };
-  int year = number(4);
+  // Four digits, or (as str() writes years outside 0000-9999) a sign and four to six.
+  std::int64_t year = 0;
+  if (!text.empty() && (text[0] == '+' || text[0] == '-')) {
+    std::int64_t sign = text[0] == '-' ? -1 : 1;
+    ++pos;
+    std::size_t digits = 0;
+    while (pos + digits < text.size() && is_digit(text[pos + digits]))
+      ++digits;
+    if (digits < 4 || digits > 6) fail();
+    year = sign * number(digits);
+  } else {
+    year = number(4);
+  }
   expect("-");
   int month = number(2);
   expect("-");
@@ -185,14 +245,24 @@ Timestamp Timestamp::parse(std::string_view text) {
     fail();
   }
   if (pos != text.size()) fail();
-  using namespace std::chrono;
-  year_month_day ymd{std::chrono::year(year), std::chrono::month(static_cast<unsigned>(month)),
-                     std::chrono::day(static_cast<unsigned>(mday))};
-  if (!ymd.ok() || hour > 23 || minute > 59 || second > 60) fail();
-  sys_days day{ymd};
-  auto total = duration_cast<microseconds>(day.time_since_epoch()) + hours(hour) +
-               minutes(minute - offset_minutes) + seconds(second) + microseconds(micros);
-  return Timestamp{total.count()};
+  if (month < 1 || month > 12 || mday < 1 ||
+      static_cast<unsigned>(mday) > days_in_month(year, static_cast<unsigned>(month)) ||
+      hour > 23 || minute > 59 || second > 60) {
+    fail();
+  }
+  // Six-digit years stay far inside int64 days; the microseconds may not.
+  std::int64_t day =
+      days_from_civil(year, static_cast<unsigned>(month), static_cast<unsigned>(mday));
+  std::int64_t in_day =
+      ((hour * 60 + minute - offset_minutes) * std::int64_t{60} + second) * 1'000'000 + micros;
+  std::optional<std::int64_t> total = detail::combine_units(day, micros_per_day, in_day);
+  if (!total) {
+    throw InvalidArgument(fmt::format(
+        "invalid timestamp \"{}\": outside the range a timestamp holds (about 292,000 years "
+        "either side of 1970)",
+        text.substr(0, 64)));
+  }
+  return Timestamp{*total};
 }
 
 Timestamp Timestamp::now() {

@@ -142,6 +142,21 @@ TEST(Codec, DecodesWhatOtherWritersProduce) {
             Value(Timestamp{1'000'001}));
 }
 
+// What encode writes, decode reads: the extreme timestamps used to be refused as out of range.
+TEST(Codec, EveryTimestampReadsBackAndOnePastTheRangeIsRefused) {
+  for (std::int64_t micros : {std::numeric_limits<std::int64_t>::min(),
+                              std::numeric_limits<std::int64_t>::max(), std::int64_t{0}}) {
+    EXPECT_EQ(decode(encode(Timestamp{micros})), Value(Timestamp{micros})) << micros;
+  }
+  // Seconds 9223372036854 with 775808 µs, and -9223372036855 with 224191 µs: one µs past each end.
+  EXPECT_THROW(
+      decode(std::string("\xc7\x0c\xff\x2e\x3d\xe4\x00\x00\x00\x08\x63\x7b\xd0\x5a\xf6", 15)),
+      Corruption);
+  EXPECT_THROW(
+      decode(std::string("\xc7\x0c\xff\x0d\x5c\xe2\x18\xff\xff\xf7\x9c\x84\x2f\xa5\x09", 15)),
+      Corruption);
+}
+
 TEST(Codec, MalformedInputIsCorruptionNamingAnOffset) {
   std::vector<std::string> bad = {
       "",                                                      // nothing

@@ -5,6 +5,8 @@
 
 #include <cmath>
 #include <limits>
+#include <random>
+#include <vector>
 
 #include "cairn/error.h"
 
@@ -124,6 +126,48 @@ TEST(Timestamp, FormatsAndParsesRfc3339) {
         "2026-11-25T10:20:30", "2026-11-25T10:20:30.Z", "2026-11-25T10:20:30Zjunk"}) {
     EXPECT_THROW(Timestamp::parse(bad), InvalidArgument) << bad;
   }
+}
+
+// Every Timestamp has a text form that reads back: years past 9999 and before 0 used to print
+// as "10000-..." and "-001-...", which parse refused, so a value could be shown but not typed
+// back (and dump wrote such objects as raw bytes).
+TEST(Timestamp, EveryTimestampPrintsAsTextThatParsesBack) {
+  EXPECT_EQ(Timestamp::parse("9999-12-31T23:59:59-23:59").str(), "+10000-01-01T23:58:59.000000Z");
+  EXPECT_EQ(Timestamp::parse("0000-01-01T00:00:00+00:01").str(), "-0001-12-31T23:59:00.000000Z");
+  EXPECT_EQ(Timestamp::parse("0000-01-01T00:00:00Z").str(), "0000-01-01T00:00:00.000000Z");
+  EXPECT_EQ(Timestamp::parse("+2026-11-25T10:20:30Z"), Timestamp::parse("2026-11-25T10:20:30Z"));
+  EXPECT_EQ(Timestamp::parse("-0001-03-01T00:00:00Z").str(), "-0001-03-01T00:00:00.000000Z");
+  EXPECT_EQ(Timestamp::parse("+10000-02-29T00:00:00Z").str(), "+10000-02-29T00:00:00.000000Z");
+  constexpr std::int64_t min = std::numeric_limits<std::int64_t>::min();
+  constexpr std::int64_t max = std::numeric_limits<std::int64_t>::max();
+  EXPECT_EQ(Timestamp{max}.str(), "+294247-01-10T04:00:54.775807Z");
+  EXPECT_EQ(Timestamp{min}.str(), "-290308-12-21T19:59:05.224192Z");
+  std::mt19937_64 rng(7);
+  std::vector<std::int64_t> samples = {min,
+                                       min + 1,
+                                       max,
+                                       max - 1,
+                                       0,
+                                       -1,
+                                       1,
+                                       -86'400'000'000,
+                                       253'402'300'800'000'000 /* +10000-01-01 */,
+                                       -62'167'219'200'000'001 /* just before 0000-01-01 */};
+  for (int i = 0; i < 2000; ++i)
+    samples.push_back(static_cast<std::int64_t>(rng()));
+  for (std::int64_t micros : samples) {
+    Timestamp t{micros};
+    ASSERT_EQ(Timestamp::parse(t.str()), t) << micros << " " << t.str();
+  }
+  for (const char* bad :
+       {"+294247-01-10T04:00:54.775808Z", "-290308-12-21T19:59:05.224191Z",
+        "+999999-01-01T00:00:00Z", "10000-01-01T00:00:00Z", "+123-01-01T00:00:00Z",
+        "+1234567-01-01T00:00:00Z", "2025-02-29T00:00:00Z", "+-2026-01-01T00:00:00Z"}) {
+    EXPECT_THROW(Timestamp::parse(bad), InvalidArgument) << bad;
+  }
+  EXPECT_NO_THROW(Timestamp::parse("2024-02-29T00:00:00Z"));
+  EXPECT_THROW(Timestamp::parse("1900-02-29T00:00:00Z"), InvalidArgument);
+  EXPECT_NO_THROW(Timestamp::parse("2000-02-29T00:00:00Z"));
 }
 
 TEST(Uuid, ParsesFormatsAndGeneratesVersion4) {
