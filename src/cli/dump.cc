@@ -17,6 +17,7 @@
 #include "cairn/error.h"
 #include "cairn/json.h"
 #include "cairn/value.h"
+#include "core/json_scan.h"
 #include "store/file_index.h"
 
 namespace cairn::cli {
@@ -130,6 +131,7 @@ void check_nesting(std::string_view line) {
 
 Json parse_line(const std::string& line) {
   check_nesting(line);
+  check_integer_literals(line);
   Json j;
   try {
     j = Json::parse(line);

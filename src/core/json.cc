@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <charconv>
 #include <cmath>
 #include <nlohmann/json.hpp>
 
@@ -228,6 +229,37 @@ std::string to_json(const Value& value) {
   return to_json_value(value).dump(-1, ' ', false, Json::error_handler_t::replace);
 }
 
+void check_integer_literals(std::string_view text) {
+  constexpr std::size_t none = std::string_view::npos;
+  std::size_t start = none;
+  bool integral = true;
+  auto end = [&](std::size_t at) {
+    if (start == none) return;
+    std::string_view literal = text.substr(start, at - start);
+    start = none;
+    if (!integral) return;
+    std::int64_t value = 0;
+    auto [ptr, ec] = std::from_chars(literal.data(), literal.data() + literal.size(), value);
+    if (ec == std::errc::result_out_of_range) {
+      throw InvalidArgument(fmt::format(
+          "integer {} does not fit in int64 (cairn integers are 64-bit; write {}.0 for a double, "
+          "or a {{\"$decimal\": ...}})",
+          literal.substr(0, 64), literal.substr(0, 64)));
+    }
+  };
+  scan_json_structure(text, [&](std::size_t i, char c, std::size_t) {
+    bool digit = c >= '0' && c <= '9';
+    if (start == none) {
+      if (digit || c == '-') start = i, integral = true;
+    } else if (c == '.' || c == 'e' || c == 'E' || c == '+' || (c == '-' && !integral)) {
+      integral = false;
+    } else if (!digit) {
+      end(i);
+    }
+  });
+  end(text.size());
+}
+
 Value from_json(std::string_view text) {
   // Refuse over-deep input before parsing (nlohmann's recursion, then ours). A scan rather than
   // a parser callback: with a callback, nlohmann re-walks a container per element it closes,
@@ -235,6 +267,7 @@ Value from_json(std::string_view text) {
   if (scan_json_structure(text, [](std::size_t, char, std::size_t) {}) > max_value_depth * 2) {
     throw InvalidArgument(fmt::format("JSON nests deeper than the limit of {}", max_value_depth));
   }
+  check_integer_literals(text);
   Json j;
   try {
     j = Json::parse(text.begin(), text.end());

@@ -42,4 +42,8 @@ std::size_t scan_json_structure(std::string_view text, Fn&& fn) {
   return deepest;
 }
 
+// Throws InvalidArgument for an integer literal (no fraction, no exponent) outside int64:
+// a JSON parser would read it as a double and silently round it.
+void check_integer_literals(std::string_view text);
+
 }  // namespace cairn

@@ -90,6 +90,29 @@ TEST(Json, BadInputIsInvalidArgument) {
   }
 }
 
+// An integer literal outside int64 used to become a rounded double past 2^64 (or below -2^63)
+// while 2^63..2^64-1 was refused: now every one is refused, naming it. Floats stay floats.
+TEST(Json, IntegersOutsideInt64AreRefusedNotRounded) {
+  for (const char* bad : {"9223372036854775808", "-9223372036854775809", "18446744073709551616",
+                          "[1, 99999999999999999999999]", R"({"a": [-18446744073709551617]})"}) {
+    try {
+      from_json(bad);
+      ADD_FAILURE() << bad << " was accepted";
+    } catch (const InvalidArgument& e) {
+      EXPECT_NE(std::string(e.what()).find("does not fit in int64"), std::string::npos) << e.what();
+    }
+  }
+  EXPECT_EQ(from_json("9223372036854775807"), Value(std::numeric_limits<std::int64_t>::max()));
+  EXPECT_EQ(from_json("-9223372036854775808"), Value(std::numeric_limits<std::int64_t>::min()));
+  EXPECT_EQ(from_json("18446744073709551616.0"), Value(18446744073709551616.0));
+  EXPECT_EQ(from_json("-1e19"), Value(-1e19));
+  EXPECT_EQ(from_json("1E+19"), Value(1e19));
+  EXPECT_EQ(from_json(R"(["99999999999999999999", 1])"),
+            Value(Value::List{"99999999999999999999", 1}));
+  EXPECT_EQ(from_json(R"({"n": true, "m": null, "x": -0})"),
+            Value(Value::Map{{"n", true}, {"m", Value()}, {"x", 0}}));
+}
+
 TEST(Json, NestingIsLimitedLikeTheCodec) {
   auto nested = [](std::size_t depth) {
     return std::string(depth, '[') + "1" + std::string(depth, ']');
