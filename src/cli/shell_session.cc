@@ -311,8 +311,13 @@ void check_refs(Connection& conn, const Value& value) {
   if (value.is_ref()) {
     const Ref& ref = value.as_ref();
     Object object = conn.get(ref);  // checks the type the reference names, if it names one
-    if (!ref.oid.is_root() && !object.exists()) {
-      throw NotFound(fmt::format("{} names no object", to_json(value)));
+    if (!object.exists()) {
+      // The root is there before its first commit, as the untyped map the shell makes it.
+      if (!ref.oid.is_root()) throw NotFound(fmt::format("{} names no object", to_json(value)));
+      if (!ref.type.empty()) {
+        throw InvalidArgument(
+            fmt::format("object 0 has type \"\"; the reference expects \"{}\"", ref.type));
+      }
     }
   } else if (value.is_list()) {
     for (const Value& v : value.as_list())

@@ -587,6 +587,8 @@ TEST_P(ShellOn, EveryFailingCommandPrintsOneErrorLineAndStopsTheScriptWithStatus
       {"set /b {\"$ref\": \"x\"}", "$ref"},
       {"set /b {\"$time\": \"yesterday\"}", "invalid JSON value"},
       {"set /b {\"$ref\": 999999}", "names no object"},
+      // The root before its first commit is an untyped map, as after it.
+      {"set /b {\"$ref\": 0, \"$type\": \"Foo\"}", "the reference expects \"Foo\""},
       {"set /b", "usage: set PATH JSON"},
       {"set /a/b 1", "/a is an int, not a map or list"},
       {"set /s/x 1", "/s is a string, not a map or list"},
