@@ -29,7 +29,16 @@ int run_main(int argc, char** argv) {
   } catch (const CLI::CallForVersion& e) {
     return app.exit(e);
   } catch (const CLI::ExtrasError&) {
-    // CLI11 lists unexpected arguments in reverse; name the first one as the user typed it.
+    // Name the first unexpected argument as the user typed it, and the command it came after
+    // (a subcommand keeps its own extras).
+    for (const CLI::App* sub : app.get_subcommands()) {
+      std::vector<std::string> extras = sub->remaining();
+      if (extras.empty()) continue;
+      std::cerr << fmt::format(
+          "cairn {0}: unexpected argument \"{1}\"; run cairn {0} --help for its usage\n",
+          sub->get_name(), extras.front());
+      return exit_usage;
+    }
     std::vector<std::string> extras = app.remaining();
     std::cerr << "cairn: unknown command or argument \"" << (extras.empty() ? "" : extras.front())
               << "\"; run cairn --help for the list of commands\n";

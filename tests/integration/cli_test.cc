@@ -37,6 +37,23 @@ TEST(Cli, UnknownCommandIsAUsageErrorWithExitTwo) {
   EXPECT_NE(r.err.find("frobnicate"), std::string::npos) << r.err;
 }
 
+// An extra argument after a command used to be reported as "unknown command or argument \"\"".
+TEST(Cli, AnExtraArgumentIsNamedWithItsCommand) {
+  struct Case {
+    std::vector<std::string> args;
+    const char* message;
+  };
+  for (const Case& c :
+       {Case{{"check", "x.cairn", "extra"}, "cairn check: unexpected argument \"extra\""},
+        Case{{"info", "a", "b", "c"}, "cairn info: unexpected argument \"b\""},
+        Case{{"shell", "--memory", "extra"}, "cairn shell: unexpected argument \"extra\""}}) {
+    ProcessResult r = cairn(c.args);
+    EXPECT_EQ(r.exit_code, 2) << c.message;
+    EXPECT_NE(r.err.find(c.message), std::string::npos) << r.err;
+    EXPECT_TRUE(r.out.empty()) << r.out;
+  }
+}
+
 TEST(Cli, NoCommandPrintsUsageAndExitsTwo) {
   ProcessResult r = cairn({});
   EXPECT_EQ(r.exit_code, 2);
