@@ -106,26 +106,8 @@ std::string object_line(const StoredObject& object) {
 // deepest nesting allowed), before anything parses or walks it recursively.
 void check_nesting(std::string_view line) {
   constexpr std::size_t limit = max_value_depth * 2 + 2;  // a tagged value adds a level
-  std::size_t depth = 0;
-  bool in_string = false;
-  for (std::size_t i = 0; i < line.size(); ++i) {
-    char c = line[i];
-    if (in_string) {
-      if (c == '\\') {
-        ++i;
-      } else if (c == '"') {
-        in_string = false;
-      }
-    } else if (c == '"') {
-      in_string = true;
-    } else if (c == '[' || c == '{') {
-      if (++depth > limit) {
-        throw InvalidArgument(
-            fmt::format("JSON nests deeper than the limit of {}", max_value_depth));
-      }
-    } else if ((c == ']' || c == '}') && depth > 0) {
-      --depth;
-    }
+  if (scan_json_structure(line, [](std::size_t, char, std::size_t) {}) > limit) {
+    throw InvalidArgument(fmt::format("JSON nests deeper than the limit of {}", max_value_depth));
   }
 }
 

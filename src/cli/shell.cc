@@ -63,7 +63,8 @@ OpenedStore open_store(const ShellArgs& args) {
 class LineEditor {
  public:
   explicit LineEditor(const ShellSession& session)
-      : el_(el_init("cairn", stdin, stdout, stderr), &el_end),
+      : session_(session),
+        el_(el_init("cairn", stdin, stdout, stderr), &el_end),
         history_(history_init(), &history_end) {
     if (!el_ || !history_) throw IoError("cannot set up line editing on this terminal");
     if (const char* home = std::getenv("HOME"); home != nullptr && *home != '\0') {
@@ -72,7 +73,7 @@ class LineEditor {
     history(history_.get(), &event_, H_SETSIZE, 1000);
     history(history_.get(), &event_, H_SETUNIQUE, 1);
     if (!history_file_.empty()) history(history_.get(), &event_, H_LOAD, history_file_.c_str());
-    el_set(el_.get(), EL_CLIENTDATA, const_cast<ShellSession*>(&session));
+    el_set(el_.get(), EL_CLIENTDATA, this);
     el_set(el_.get(), EL_PROMPT, &prompt);
     el_set(el_.get(), EL_EDITOR, "emacs");
     el_set(el_.get(), EL_SIGNAL, 1);
@@ -90,6 +91,9 @@ class LineEditor {
     return text;
   }
 
+  // The prompt for the next line: a continuation's while a JSON value is open.
+  void set_continuing(bool continuing) { continuing_ = continuing; }
+
   // Adds a line to the history and saves it, so that a shell that is killed loses nothing.
   void remember(const std::string& line) {
     history(history_.get(), &event_, H_ENTER, line.c_str());
@@ -100,11 +104,15 @@ class LineEditor {
   static char* prompt(EditLine* el) {
     void* data = nullptr;
     el_get(el, EL_CLIENTDATA, &data);
-    bool dirty = data != nullptr && static_cast<const ShellSession*>(data)->has_changes();
+    const auto* editor = static_cast<const LineEditor*>(data);
     // libedit only reads the prompt.
+    if (editor != nullptr && editor->continuing_) return const_cast<char*>("   ...> ");
+    bool dirty = editor != nullptr && editor->session_.has_changes();
     return const_cast<char*>(dirty ? "cairn*> " : "cairn> ");
   }
 
+  const ShellSession& session_;
+  bool continuing_ = false;  // the lines so far leave a JSON value open
   std::unique_ptr<EditLine, decltype(&el_end)> el_;
   std::unique_ptr<History, decltype(&history_end)> history_;
   HistEvent event_{};
@@ -120,14 +128,22 @@ int run_interactive(ShellSession& session, const std::string& store_name) {
   std::cout << fmt::format("cairn shell on {} at csn {}; help lists the commands, quit leaves\n",
                            store_name, session.snapshot_csn());
   bool quit = false;
+  std::string pending;  // lines of a JSON value still open
   while (!quit) {
+    editor.set_continuing(!pending.empty());
     std::optional<std::string> line = editor.read_line();
     if (!line) {
       std::cout << "\n";
       break;
     }
     if (!blank(*line)) editor.remember(*line);
-    for (const std::string& command : split_commands(*line)) {
+    pending += *line;
+    pending += '\n';
+    bool open = false;
+    std::vector<std::string> commands = split_commands(pending, &open);
+    if (open) continue;
+    pending.clear();
+    for (const std::string& command : commands) {
       if (session.run(command, std::cout, std::cerr) == ShellSession::Outcome::quit) {
         quit = true;
         break;
@@ -157,10 +173,18 @@ std::optional<int> run_commands(ShellSession& session, const std::vector<std::st
 
 // Reads and runs stdin a line at a time, so that a program can hold a conversation with the shell.
 int run_script(ShellSession& session, std::istream& in) {
+  std::string pending;  // lines of a JSON value still open
   for (std::string line; std::getline(in, line);) {
-    if (std::optional<int> status = run_commands(session, split_commands(line))) return *status;
+    pending += line;
+    pending += '\n';
+    bool open = false;
+    std::vector<std::string> commands = split_commands(pending, &open);
+    if (open) continue;
+    pending.clear();
+    if (std::optional<int> status = run_commands(session, commands)) return *status;
   }
-  return exit_ok;
+  // Brackets still open at the end: run what there is, to say what is wrong with it.
+  return run_commands(session, split_commands(pending)).value_or(exit_ok);
 }
 
 int run_shell(const ShellArgs& args) {

@@ -34,20 +34,6 @@ std::string_view trim(std::string_view s) {
   return s;
 }
 
-// Splits one line at `;` outside JSON strings, brackets and braces, passing each piece on.
-template <typename Emit>
-void split_line(std::string_view line, Emit&& emit) {
-  if (trim(line).starts_with('#')) return;
-  std::size_t begin = 0;
-  scan_json_structure(line, [&](std::size_t i, char c, std::size_t depth) {
-    if (c == ';' && depth == 0) {
-      emit(line.substr(begin, i - begin));
-      begin = i + 1;
-    }
-  });
-  emit(line.substr(begin));
-}
-
 // "a string", "an int", "null": a value's kind for messages.
 std::string kind_phrase(const Value& v) {
   if (v.is_null()) return "null";
@@ -395,18 +381,41 @@ constexpr std::string_view help_text =
 
 }  // namespace
 
-std::vector<std::string> split_commands(std::string_view text) {
+std::vector<std::string> split_commands(std::string_view text, bool* open) {
   std::vector<std::string> commands;
-  auto emit = [&commands](std::string_view piece) {
-    piece = trim(piece);
+  std::size_t begin = 0;  // of the command being read
+  auto emit = [&](std::size_t end) {
+    if (begin >= end) return;
+    std::string_view piece = trim(text.substr(begin, end - begin));
     if (!piece.empty() && !piece.starts_with('#')) commands.emplace_back(piece);
   };
-  while (true) {
-    std::size_t newline = text.find('\n');
-    split_line(text.substr(0, newline), emit);
-    if (newline == std::string_view::npos) break;
-    text.remove_prefix(newline + 1);
+  std::size_t depth = 0;  // brackets and braces open
+  for (std::size_t pos = 0;;) {
+    std::size_t eol = std::min(text.find('\n', pos), text.size());
+    std::string_view line = text.substr(pos, eol - pos);
+    if (depth == 0 && trim(line).starts_with('#')) {
+      begin = eol + 1;  // a comment line, whatever it holds
+    } else {
+      // Line by line: JSON strings hold no newline, so an unclosed one ends with its line.
+      scan_json_structure(
+          line,
+          [&](std::size_t i, char c, std::size_t d) {
+            if (c == ';' && d == 0) {
+              emit(pos + i);
+              begin = pos + i + 1;
+            }
+          },
+          &depth);
+      if (depth == 0) {
+        emit(eol);
+        begin = eol + 1;
+      }
+    }
+    if (eol == text.size()) break;
+    pos = eol + 1;
   }
+  if (open != nullptr) *open = depth > 0;
+  emit(text.size());  // brackets left open: the rest is one command, which will say what is wrong
   return commands;
 }
 

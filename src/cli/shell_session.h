@@ -20,9 +20,13 @@
 
 namespace cairn::cli {
 
-// Splits shell input into commands: at newlines, and at `;` outside JSON strings, brackets and
-// braces. Commands are trimmed; blank ones and comments (first character `#`) are dropped.
-std::vector<std::string> split_commands(std::string_view text);
+// Splits shell input into commands at `;` and newlines outside JSON strings, brackets and
+// braces, so that a JSON value may span lines. A string ends with its line at the latest (JSON
+// strings hold no newline), so an unclosed quote spoils one command, not the rest. Commands are
+// trimmed; blank ones, and comments (a line, or a piece, starting with `#` outside brackets) are
+// dropped. With `open`, says whether the text ends inside brackets: a reader of lines then reads
+// on before running anything.
+std::vector<std::string> split_commands(std::string_view text, bool* open = nullptr);
 
 // The one-line descriptions `help` prints, one command a line.
 std::string shell_help();

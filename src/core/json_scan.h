@@ -11,11 +11,13 @@ namespace cairn {
 
 // Calls fn(i, c, depth) for every character outside string literals, where depth is the number
 // of `[` and `{` open around it (a bracket itself counts as inside what it opens); returns the
-// deepest nesting met. Malformed text gives numbers a parser would refuse anyway.
+// deepest nesting met. Malformed text gives numbers a parser would refuse anyway. With
+// `open_depth`, the scan starts that deep and leaves there how deep it ends (for text read in
+// pieces, such as lines).
 template <typename Fn>
-std::size_t scan_json_structure(std::string_view text, Fn&& fn) {
-  std::size_t depth = 0;
-  std::size_t deepest = 0;
+std::size_t scan_json_structure(std::string_view text, Fn&& fn, std::size_t* open_depth = nullptr) {
+  std::size_t depth = open_depth != nullptr ? *open_depth : 0;
+  std::size_t deepest = depth;
   bool in_string = false;
   bool escaped = false;
   for (std::size_t i = 0; i < text.size(); ++i) {
@@ -39,6 +41,7 @@ std::size_t scan_json_structure(std::string_view text, Fn&& fn) {
     }
     fn(i, c, depth);
   }
+  if (open_depth != nullptr) *open_depth = depth;
   return deepest;
 }
 

@@ -391,6 +391,21 @@ TEST_P(ShellOn, AReferenceToTheRootNamingATypeIsRefusedBeforeItsFirstCommit) {
   EXPECT_EQ(ok.out, "{\"$ref\":0}\n");
 }
 
+TEST_P(ShellOn, AJsonValueMaySpanLinesInACommandStringAndOnStdin) {
+  ProcessResult c = shell("set /a [1,\n 2]; set /m {\"k\":\n{\"j\": 3}}\nget /a; get /m/k/j");
+  EXPECT_EQ(c.exit_code, 0) << c.err;
+  EXPECT_EQ(c.out, "[1,2]\n3\n");
+  ProcessResult in = shell_stdin("set /a [1,\n  2,\n  3]\nget /a\nset /b {\n\"x\": 1}; get /b/x\n");
+  EXPECT_EQ(in.exit_code, 0) << in.err;
+  EXPECT_EQ(in.out, "[1,2,3]\n1\n");
+  ProcessResult unclosed = shell_stdin("get /missing_not_run\nset /a [1,\n");
+  EXPECT_EQ(unclosed.exit_code, 1);
+  EXPECT_NE(unclosed.err.find("no key"), std::string::npos) << unclosed.err;
+  ProcessResult left_open = shell_stdin("set /a 1\nset /b [1,\n");
+  EXPECT_EQ(left_open.exit_code, 1);
+  EXPECT_NE(left_open.err.find("invalid JSON"), std::string::npos) << left_open.err;
+}
+
 TEST_P(ShellOn, NewStoresAReferenceAndPathsWalkThroughReferences) {
   ProcessResult r = shell(
       "new /users; "
@@ -962,6 +977,25 @@ TEST(ShellSplit, SplitsAtSemicolonsAndNewlinesOutsideJson) {
             (std::vector<std::string>{"a", "b", "c", "f # g"}));
   EXPECT_EQ(split_commands("set /a \"unterminated; b"),
             (std::vector<std::string>{"set /a \"unterminated; b"}));
+}
+
+// A JSON value may span lines; a string still ends with its line, so one unclosed quote spoils
+// one command only.
+TEST(ShellSplit, NewlinesInsideBracketsDoNotEndACommand) {
+  using cli::split_commands;
+  EXPECT_EQ(split_commands("set /a [1,\n2]; get /a"),
+            (std::vector<std::string>{"set /a [1,\n2]", "get /a"}));
+  EXPECT_EQ(split_commands("set /m {\"k\":\n  [1,\n   2]}\nget /m"),
+            (std::vector<std::string>{"set /m {\"k\":\n  [1,\n   2]}", "get /m"}));
+  EXPECT_EQ(split_commands("set /a [\n# inside a value\n1]"),
+            (std::vector<std::string>{"set /a [\n# inside a value\n1]"}));
+  EXPECT_EQ(split_commands("get \"/a\nget /b"), (std::vector<std::string>{"get \"/a", "get /b"}));
+  bool open = false;
+  EXPECT_EQ(split_commands("get /a; set /b [1,\n", &open),
+            (std::vector<std::string>{"get /a", "set /b [1,"}));
+  EXPECT_TRUE(open);
+  split_commands("get /a; set /b [1,\n2]\n", &open);
+  EXPECT_FALSE(open);
 }
 
 }  // namespace
