@@ -5,6 +5,8 @@
 #include <histedit.h>
 #include <unistd.h>
 
+#include <csignal>
+
 #include <cstdlib>
 #include <iostream>
 #include <memory>
@@ -58,6 +60,44 @@ OpenedStore open_store(const ShellArgs& args) {
 
 // ---- input ----
 
+// Set by SIGINT while the terminal shell runs. A signal handler can reach nothing else, so this
+// is the one piece of mutable state outside any object; ShellInterrupts owns its handler.
+volatile std::sig_atomic_t interrupted = 0;
+
+extern "C" void note_interrupt(int) {
+  interrupted = 1;
+}
+
+// While it lives, Ctrl-C cancels the line being typed (el_gets returns, interrupted) instead of
+// ending the shell and dropping uncommitted changes, as in psql or Python's prompt. Installed
+// without SA_RESTART so that the editor's read returns. (libedit's own handler, installed
+// around each el_gets, puts the terminal back, then passes the signal on to this one.)
+class ShellInterrupts {
+ public:
+  ShellInterrupts() {
+    struct sigaction action {};
+    action.sa_handler = note_interrupt;
+    sigemptyset(&action.sa_mask);
+    action.sa_flags = 0;
+    installed_ = sigaction(SIGINT, &action, &previous_) == 0;
+  }
+  ShellInterrupts(const ShellInterrupts&) = delete;
+  ShellInterrupts& operator=(const ShellInterrupts&) = delete;
+  ~ShellInterrupts() {
+    if (installed_) sigaction(SIGINT, &previous_, nullptr);
+  }
+  // Whether Ctrl-C came since the last call.
+  bool take() {
+    bool was = interrupted != 0;
+    interrupted = 0;
+    return was;
+  }
+
+ private:
+  struct sigaction previous_ {};
+  bool installed_ = false;
+};
+
 // A terminal line editor over libedit, with the history kept in ~/.cairn_history (when HOME is
 // set). The prompt shows `*` while there are uncommitted changes.
 class LineEditor {
@@ -81,7 +121,8 @@ class LineEditor {
     el_source(el_.get(), nullptr);  // the user's ~/.editrc, if any
   }
 
-  // The next line without its newline; nullopt at end of input.
+  // The next line without its newline; nullopt at end of input, or when interrupted (Ctrl-C:
+  // see ShellInterrupts).
   std::optional<std::string> read_line() {
     int count = 0;
     const char* line = el_gets(el_.get(), &count);
@@ -124,14 +165,23 @@ bool blank(std::string_view line) {
 }
 
 int run_interactive(ShellSession& session, const std::string& store_name) {
+  ShellInterrupts interrupts;
   LineEditor editor(session);
-  std::cout << fmt::format("cairn shell on {} at csn {}; help lists the commands, quit leaves\n",
-                           store_name, session.snapshot_csn());
+  std::cout << fmt::format(
+      "cairn shell on {} at csn {}; help lists the commands, quit leaves (Ctrl-C cancels a "
+      "line)\n",
+      store_name, session.snapshot_csn());
   bool quit = false;
   std::string pending;  // lines of a JSON value still open
   while (!quit) {
     editor.set_continuing(!pending.empty());
+    interrupts.take();  // a Ctrl-C while a command ran has nothing left to cancel
     std::optional<std::string> line = editor.read_line();
+    if (!line && interrupts.take()) {
+      std::cout << "\n";
+      pending.clear();  // drops the line being typed, and the open value's earlier lines
+      continue;
+    }
     if (!line) {
       std::cout << "\n";
       break;

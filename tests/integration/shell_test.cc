@@ -828,6 +828,30 @@ TEST(ShellTerminalTest, EditsLinesKeepsGoingAfterErrorsAndKeepsHistory) {
   EXPECT_EQ(r.out, "a\n") << "the uncommitted /b was dropped";
 }
 
+// Ctrl-C cancels the line being typed, as in psql or Python's prompt; it used to end the shell
+// and drop the uncommitted changes.
+TEST(ShellTerminalTest, CtrlCCancelsTheLineAndKeepsTheSession) {
+  TempDir dir;
+  ShellTerminal term({"--memory"}, dir.path());
+  ASSERT_TRUE(term.prompt("cairn> ")) << term.screen();
+  term.type("set /a 1\n");
+  ASSERT_TRUE(term.prompt("cairn*> ")) << term.screen();
+  term.type("set /b 2");
+  term.type("\x03");  // Ctrl-C
+  ASSERT_TRUE(term.prompt("cairn*> ")) << term.screen();
+  term.type("set /c [1,\n");
+  ASSERT_TRUE(term.prompt("...> ")) << term.screen();  // the list is still open
+  term.type("\x03");
+  ASSERT_TRUE(term.prompt("cairn*> ")) << term.screen();
+  term.type("ls\n");
+  ASSERT_TRUE(term.expect("ls\r\na\r\n")) << term.screen();
+  ASSERT_TRUE(term.prompt("cairn*> ")) << term.screen();
+  term.type("quit\n");
+  EXPECT_EQ(term.finish(), 0) << term.screen();
+  EXPECT_EQ(term.screen().find("\r\nb\r\n"), std::string::npos) << term.screen();
+  EXPECT_EQ(term.screen().find("\r\nc\r\n"), std::string::npos) << term.screen();
+}
+
 // ---- the command layer in this process, with a second connection for conflicts ----
 
 class ShellSessionTest : public ::testing::Test {
