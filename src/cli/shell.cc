@@ -68,10 +68,12 @@ extern "C" void note_interrupt(int) {
   interrupted = 1;
 }
 
-// While it lives, Ctrl-C cancels the line being typed (el_gets returns, interrupted) instead of
-// ending the shell and dropping uncommitted changes, as in psql or Python's prompt. Installed
-// without SA_RESTART so that the editor's read returns. (libedit's own handler, installed
-// around each el_gets, puts the terminal back, then passes the signal on to this one.)
+// While it lives, SIGINT does not end the terminal shell (and drop uncommitted changes): it is
+// noted, and the line being read, if any, is dropped. While the editor reads a line, Ctrl-C is a
+// key (the editor's terminal mode has no ISIG; see LineEditor), so this catches the Ctrl-C typed
+// while a command runs or between two reads. Installed without SA_RESTART, so that a read it
+// interrupts returns. (libedit's own handler, installed around each el_gets, puts the terminal
+// back, then passes the signal on to this one.)
 class ShellInterrupts {
  public:
   ShellInterrupts() {
@@ -118,19 +120,27 @@ class LineEditor {
     el_set(el_.get(), EL_EDITOR, "emacs");
     el_set(el_.get(), EL_SIGNAL, 1);
     el_set(el_.get(), EL_HIST, history, history_.get());
+    // Ctrl-C reaches the editor as a key rather than as SIGINT, which could come between two
+    // reads and be missed: it ends the line, which read_line() then drops.
+    el_set(el_.get(), EL_SETTY, "-d", "-isig", nullptr);
+    el_set(el_.get(), EL_ADDFN, "cairn-cancel", "cancel the line", &cancel);
+    el_set(el_.get(), EL_BIND, "^C", "cairn-cancel", nullptr);
     el_source(el_.get(), nullptr);  // the user's ~/.editrc, if any
   }
 
-  // The next line without its newline; nullopt at end of input, or when interrupted (Ctrl-C:
-  // see ShellInterrupts).
+  // The next line without its newline; nullopt at end of input, or when cancelled (Ctrl-C:
+  // then cancelled() says so).
   std::optional<std::string> read_line() {
+    cancelled_ = false;
     int count = 0;
     const char* line = el_gets(el_.get(), &count);
-    if (line == nullptr || count <= 0) return std::nullopt;
+    if (line == nullptr || count <= 0 || cancelled_) return std::nullopt;
     std::string text(line, static_cast<std::size_t>(count));
     if (text.ends_with('\n')) text.pop_back();
     return text;
   }
+
+  bool cancelled() const { return cancelled_; }
 
   // The prompt for the next line: a continuation's while a JSON value is open.
   void set_continuing(bool continuing) { continuing_ = continuing; }
@@ -152,8 +162,17 @@ class LineEditor {
     return const_cast<char*>(dirty ? "cairn*> " : "cairn> ");
   }
 
+  // Bound to Ctrl-C: ends the line, marked to be dropped.
+  static unsigned char cancel(EditLine* el, int) {
+    void* data = nullptr;
+    el_get(el, EL_CLIENTDATA, &data);
+    if (data != nullptr) static_cast<LineEditor*>(data)->cancelled_ = true;
+    return CC_NEWLINE;
+  }
+
   const ShellSession& session_;
   bool continuing_ = false;  // the lines so far leave a JSON value open
+  bool cancelled_ = false;   // Ctrl-C ended the last line
   std::unique_ptr<EditLine, decltype(&el_end)> el_;
   std::unique_ptr<History, decltype(&history_end)> history_;
   HistEvent event_{};
@@ -177,7 +196,7 @@ int run_interactive(ShellSession& session, const std::string& store_name) {
     editor.set_continuing(!pending.empty());
     interrupts.take();  // a Ctrl-C while a command ran has nothing left to cancel
     std::optional<std::string> line = editor.read_line();
-    if (!line && interrupts.take()) {
+    if (!line && (editor.cancelled() || interrupts.take())) {
       std::cout << "\n";
       pending.clear();  // drops the line being typed, and the open value's earlier lines
       continue;
