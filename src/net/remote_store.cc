@@ -72,7 +72,16 @@ class RemoteStore::Impl : public std::enable_shared_from_this<Impl> {
       stopping_ = true;
     }
     reconnect_cv_.notify_all();
-    if (reconnector_.joinable()) reconnector_.join();
+    if (reconnector_.joinable()) {
+      // A reconnect in progress ends now, not when its connect or calls time out: whichever
+      // thread runs the I/O context (the reconnecting one while it opens the transport, the I/O
+      // thread after) closes the transport and fails the call waiting.
+      asio::post(io_, [this] {
+        if (transport_) transport_->close();
+        lost("the store is being closed");
+      });
+      reconnector_.join();
+    }
     shutdown();
   }
 
@@ -271,13 +280,21 @@ class RemoteStore::Impl : public std::enable_shared_from_this<Impl> {
         self->listeners_.erase(id);
         last = self->listeners_.empty();
       }
-      if (!last) return;
-      try {
-        self->watch(false);
-      } catch (const Error&) {
-        // Unwatching is a courtesy; a closed connection unwatches too.
-      }
+      if (last) self->unwatch();
     });
+  }
+
+  // Unwatching is a courtesy (a closed connection unwatches too): sent without waiting for the
+  // answer, and not at all while the connection is down or being made again, so that dropping
+  // a subscription never waits on the server. (Id 0: the answer is dropped, as a ping's is.)
+  void unwatch() {
+    std::lock_guard lock(mu_);
+    if (!connected_ || !hearing_) return;
+    Writer w;
+    w.array(1).boolean(false);
+    std::string frame;
+    append_frame(frame, Kind::request, static_cast<std::uint16_t>(Op::watch), 0, w.bytes());
+    asio::post(io_, [this, frame = std::move(frame)] { send(frame); });
   }
 
   const std::string& server_name() const { return server_name_; }

@@ -56,7 +56,9 @@ class RemoteStore final : public Store {
   PackStats pack() override;
   bool is_remote() const override { return true; }
   // False from a lost connection until a reconnect has watched again and caught up. While
-  // subscribe()'s listeners exist, a lost connection is made again in the background.
+  // subscribe()'s listeners exist, a lost connection is made again in the background. Listeners
+  // run on the I/O thread, except that a reconnect's catch-up is told on the thread that
+  // reconnects (the caller whose call found the connection down, or the background one).
   bool hears_commits() const override;
 
   // The server's statistics, as (name, value) pairs in the server's order.

@@ -583,7 +583,9 @@ TEST(Server, APushDuringTheCatchUpDoesNotHideWhatChangedWhileAway) {
   std::vector<Oid> oids = heard.oids_of(csn);
   EXPECT_NE(std::find(oids.begin(), oids.end(), b), oids.end())
       << "the commit made while the client was away was never reported";
-  EXPECT_TRUE(client->hears_commits());
+  // The reconnecting thread (this test's call, or the store's own) says so once its greeting
+  // ends, a moment after the catch-up it delivered.
+  EXPECT_TRUE(eventually([&] { return client->hears_commits(); }));
 }
 
 // A client that only listens makes no calls that would reconnect it: after the server comes
@@ -609,6 +611,34 @@ TEST(Server, AListenerHearsAgainAfterTheServerRestartsWithoutAnyCall) {
   EXPECT_NE(std::find(oids.begin(), oids.end(), b), oids.end());
   ASSERT_TRUE(eventually([&] { return client->hears_commits(); }));
   EXPECT_TRUE(heard.wait_for(put_value(*server.connect(), a, 2), 5s)) << "no pushes after";
+}
+
+// A store destroyed while its background reconnect waits on a server that accepted the
+// connection but never answers must not wait out the reconnect's timeouts.
+TEST(Server, DestroyingAStoreEndsAReconnectInProgress) {
+  TestServer server(make_memory_store(), options_with([](net::ServerOptions&) {}));
+  std::uint16_t port = server.port();
+  net::ClientOptions options = server.client();
+  options.connect_timeout = 20s;
+  options.call_timeout = 20s;
+  auto client = std::make_unique<net::RemoteStore>(options);
+  ListenerLog heard;
+  Subscription sub = client->subscribe(heard.listener());
+  server.stop();
+  ASSERT_TRUE(eventually([&] { return !client->hears_commits(); }));
+  // In the server's place, a listening socket nobody reads: connects succeed, hellos hang.
+  asio::io_context io;
+  asio::ip::tcp::acceptor silent(io);
+  silent.open(asio::ip::tcp::v4());
+  silent.set_option(asio::socket_base::reuse_address(true));
+  silent.bind(asio::ip::tcp::endpoint(asio::ip::make_address("127.0.0.1"), port));
+  silent.listen();
+  std::this_thread::sleep_for(3s);  // past the back-off: an attempt is waiting for its hello
+  auto start = std::chrono::steady_clock::now();
+  sub.reset();
+  client.reset();
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 10s)
+      << "unsubscribing or destroying waited for the reconnect's 20 s timeouts";
 }
 
 TEST(Server, LocksDieWithTheirConnection) {
