@@ -14,6 +14,7 @@
 // thread-safe.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -99,7 +100,7 @@ class Object {
   // Marks the object changed, for changes made through a reference kept from an earlier mutate().
   void note_change();
   // Deletes the object at commit (a blind write). An object created and removed in the same
-  // transaction is never written.
+  // transaction is never written. The root cannot be removed (InvalidArgument).
   void remove();
   // Adds bytes to the end of a blob (an object made by create_blob, whose state reads as Bytes)
   // without reading it: the commit sends only these bytes (store.h, AppendOp), and appends of
@@ -127,6 +128,11 @@ class Object {
 
  private:
   friend class detail::ConnectionImpl;
+  friend class ByteStream;
+  // A new blob, and loads, in this object's transaction or connection (ByteStream's chunks:
+  // reached through the head, they work exactly as long as it does).
+  Object create_blob(std::string bytes) const;
+  void prefetch(std::span<const Oid> oids) const;
   Object(std::shared_ptr<detail::Node> node, std::uint64_t lease)
       : node_(std::move(node)), lease_(lease) {}
   detail::Node& live() const;
@@ -248,9 +254,38 @@ class Connection {
 };
 
 // The read-write transaction Database::transaction passes to its function.
+namespace detail {
+
+// A lease's number as copies of a Txn or View see it, shared with the connection so that a copy
+// kept past its transaction() or view() call can tell, even after the connection is gone.
+struct LeaseCell {
+  std::atomic<std::uint64_t> lease{0};
+  std::atomic<bool> closed{false};
+};
+
+// What a Txn or View holds: its connection, for the lease it was made in. Every use checks the
+// lease; a copy (which may outlive the call, and the connection) checks through the LeaseCell.
+class LeaseRef {
+ public:
+  LeaseRef(ConnectionImpl& conn, std::uint64_t lease) : conn_(&conn), lease_(lease) {}
+  LeaseRef(const LeaseRef& other);
+  LeaseRef& operator=(const LeaseRef& other);
+  // The connection; InvalidArgument once the lease has ended. `what` names the holder.
+  ConnectionImpl& conn(const char* what) const;
+
+ private:
+  ConnectionImpl* conn_;
+  std::uint64_t lease_;
+  std::shared_ptr<const LeaseCell> cell_;  // copies only
+};
+
+}  // namespace detail
+
+// The read-write transaction Database::transaction passes to its function. It, and any copy of
+// it, works until that call returns; then every use throws InvalidArgument.
 class Txn {
  public:
-  explicit Txn(detail::ConnectionImpl& conn) : conn_(&conn) {}
+  Txn(detail::ConnectionImpl& conn, std::uint64_t lease) : lease_(conn, lease) {}
 
   PersistentMap root();
   Object get(Oid oid);
@@ -269,14 +304,15 @@ class Txn {
   void remove(const Object& object);
 
  private:
-  detail::ConnectionImpl* conn_;
+  detail::ConnectionImpl& conn() const { return lease_.conn("Txn"); }
+  detail::LeaseRef lease_;
 };
 
 // The read-only snapshot Database::view passes to its function. Writing to an object obtained
-// through it throws InvalidArgument.
+// through it throws InvalidArgument. It, and any copy of it, works until that call returns.
 class View {
  public:
-  explicit View(detail::ConnectionImpl& conn) : conn_(&conn) {}
+  View(detail::ConnectionImpl& conn, std::uint64_t lease) : lease_(conn, lease) {}
 
   PersistentMap root();
   Object get(Oid oid);
@@ -285,7 +321,8 @@ class View {
   void prefetch(std::span<const Oid> oids);                                 // Connection::prefetch
 
  private:
-  detail::ConnectionImpl* conn_;
+  detail::ConnectionImpl& conn() const { return lease_.conn("View"); }
+  detail::LeaseRef lease_;
 };
 
 struct DatabaseOptions {

@@ -549,8 +549,9 @@ std::vector<TypedRef<T>> scan(const Database& db) {
 // Every chunk but the last holds exactly chunk_size bytes. append() adds to the last chunk with
 // Object::append (the store receives only the new bytes) until it is full, then creates chunks;
 // it rewrites only the head. It reads the head, so concurrent appends to one stream conflict
-// (and Database::transaction retries them) rather than lose bytes. A ByteStream is usable while
-// the transaction or connection it came from is.
+// (and Database::transaction retries them) rather than lose bytes. An append lands whole or not
+// at all. A ByteStream is usable while the transaction or connection it came from is (it works
+// through its head object, so moving the Connection does not matter).
 class ByteStream {
  public:
   static constexpr std::size_t default_chunk_size = 64 * 1024;
@@ -567,7 +568,7 @@ class ByteStream {
     }
     Object head =
         sink.create(Value::Map{{"size", 0}, {"chunk_size", chunk_size}, {"chunks", Value::List{}}});
-    return ByteStream(std::move(head), creator(sink), prefetcher(sink));
+    return ByteStream(std::move(head), true);
   }
 
   // The stream whose head `ref` names. Throws NotFound if it does not exist and InvalidArgument
@@ -576,11 +577,7 @@ class ByteStream {
   static ByteStream open(S& source, const Ref& ref) {
     Object head = source.get(Ref{ref.oid, {}});
     check_head(head);
-    if constexpr (ObjectSink<S>) {
-      return ByteStream(std::move(head), creator(source), prefetcher(source));
-    } else {
-      return ByteStream(std::move(head), {}, prefetcher(source));
-    }
+    return ByteStream(std::move(head), ObjectSink<S>);
   }
 
   const Object& object() const { return head_; }
@@ -590,7 +587,7 @@ class ByteStream {
 
   void append(std::string_view bytes) {
     if (bytes.empty()) return;
-    if (!create_) throw InvalidArgument("this ByteStream was opened read-only");
+    if (!writable_) throw InvalidArgument("this ByteStream was opened read-only");
     Value::Map head = head_.get().as_map();
     const auto chunk_size = static_cast<std::size_t>(head.at("chunk_size").as_int());
     const auto old_size = static_cast<std::size_t>(head.at("size").as_int());
@@ -601,20 +598,33 @@ class ByteStream {
                        " chunks of " + std::to_string(chunk_size) + " bytes for " +
                        std::to_string(old_size) + " bytes");
     }
-    const std::size_t appended = bytes.size();
-    std::size_t room = chunks.size() * chunk_size - old_size;
-    if (room > 0) {
-      std::size_t take = std::min(room, bytes.size());
-      head_.resolve(chunks.back()).append(bytes.substr(0, take));  // not read, not resent
-      bytes.remove_prefix(take);
+    const std::size_t room = chunks.size() * chunk_size - old_size;
+    const std::string_view into_last = bytes.substr(0, std::min(room, bytes.size()));
+    // What can fail comes first, and chunks made before a failure are removed again: an append
+    // lands whole or not at all.
+    std::vector<Object> made;
+    try {
+      for (std::string_view rest = bytes.substr(into_last.size()); !rest.empty();) {
+        std::size_t take = std::min(chunk_size, rest.size());
+        made.push_back(head_.create_blob(std::string(rest.substr(0, take))));
+        rest.remove_prefix(take);
+      }
+      Value& stored_head = head_.mutate();
+      if (!into_last.empty()) head_.resolve(chunks.back()).append(into_last);  // not resent
+      for (const Object& chunk : made)
+        chunks.emplace_back(chunk.ref());
+      head.insert_or_assign("size", static_cast<std::int64_t>(old_size + bytes.size()));
+      stored_head = Value(std::move(head));
+    } catch (...) {
+      for (Object& chunk : made) {
+        try {
+          chunk.remove();  // created and removed in one transaction: never written
+        } catch (const Error&) {
+          // Unreferenced, so pack() reclaims it.
+        }
+      }
+      throw;
     }
-    while (!bytes.empty()) {
-      std::size_t take = std::min(chunk_size, bytes.size());
-      chunks.emplace_back(create_(std::string(bytes.substr(0, take))).ref());
-      bytes.remove_prefix(take);
-    }
-    head.insert_or_assign("size", static_cast<std::int64_t>(old_size + appended));
-    head_.mutate() = Value(std::move(head));
   }
 
   // All the bytes, in order. The chunks load a group at a time, each group with one store call
@@ -628,12 +638,12 @@ class ByteStream {
     std::string out;
     out.reserve(stored_size);
     for (std::size_t i = 0; i < refs.size(); ++i) {
-      if (prefetch_ && i % group == 0) {
+      if (i % group == 0) {
         std::vector<Oid> oids;
         for (std::size_t j = i; j < refs.size() && j < i + group; ++j) {
           if (refs[j].is_ref()) oids.push_back(refs[j].as_ref().oid);
         }
-        prefetch_(oids);
+        head_.prefetch(oids);
       }
       Object chunk = head_.resolve(refs[i]);
       const Value& bytes = chunk.get();
@@ -651,26 +661,7 @@ class ByteStream {
   }
 
  private:
-  using Prefetch = std::function<void(std::span<const Oid>)>;
-
-  ByteStream(Object head, std::function<Object(std::string)> create, Prefetch prefetch)
-      : head_(std::move(head)), create_(std::move(create)), prefetch_(std::move(prefetch)) {}
-
-  template <ObjectSink S>
-  static std::function<Object(std::string)> creator(S& sink) {
-    return [&sink](std::string bytes) { return sink.create_blob(std::move(bytes)); };
-  }
-  template <ObjectSource S>
-  static Prefetch prefetcher(S& source) {
-    if constexpr (!requires(std::span<const Oid> oids) { source.prefetch(oids); }) {
-      return {};
-    } else if constexpr (std::is_copy_constructible_v<S>) {
-      // Txn and View are handles: a copy keeps working after the one passed in is gone.
-      return [copy = source](std::span<const Oid> oids) mutable { copy.prefetch(oids); };
-    } else {
-      return [&source](std::span<const Oid> oids) { source.prefetch(oids); };
-    }
-  }
+  ByteStream(Object head, bool writable) : head_(std::move(head)), writable_(writable) {}
 
   static void check_head(const Object& head) {
     const Value& state = head.get();
@@ -690,9 +681,8 @@ class ByteStream {
                      std::string(name) + "\"");
   }
 
-  Object head_;
-  std::function<Object(std::string)> create_;  // empty when read-only
-  Prefetch prefetch_;                          // empty if the source cannot prefetch
+  Object head_;  // chunks are made, resolved and prefetched through it
+  bool writable_;
 };
 
 }  // namespace cairn

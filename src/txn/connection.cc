@@ -72,6 +72,7 @@ ConnectionImpl::ConnectionImpl(Store& store, ConnectionCounters& counters, std::
 }
 
 ConnectionImpl::~ConnectionImpl() {
+  lease_cell_->closed.store(true, std::memory_order_release);
   cache_.for_each([](Oid, std::shared_ptr<Node>& node) { node->conn = nullptr; });
   counters_.cached_objects -= cache_.size();
   --counters_.connections;
@@ -274,6 +275,8 @@ void ConnectionImpl::set(Node& n, Value state, std::string type, std::string key
 
 void ConnectionImpl::remove(Node& n) {
   check_writable();
+  // Everything is reached from the root: without it, pack() would reclaim the whole database.
+  if (n.oid.is_root()) throw InvalidArgument("the root (object 0) cannot be removed");
   ensure_loaded(n);  // keeps type and key, should the object be set again before commit
   flush_typed(n, true);
   end_appending(n);
@@ -656,7 +659,8 @@ void ConnectionImpl::end_lease() {
     shrink();
   }
   read_only_ = false;
-  ++lease_;  // handles from this lease stop working
+  ++lease_;  // handles from this lease stop working, and copies of its Txn or View
+  lease_cell_->lease.store(lease_, std::memory_order_release);
 }
 
 }  // namespace cairn::detail

@@ -33,6 +33,12 @@ struct ConnectionCounters {
   std::atomic<std::size_t> cached_objects{0};
 };
 
+inline std::shared_ptr<LeaseCell> make_lease_cell(std::uint64_t lease) {
+  auto cell = std::make_shared<LeaseCell>();
+  cell->lease.store(lease, std::memory_order_relaxed);
+  return cell;
+}
+
 class ConnectionImpl {
  public:
   // `feed`, if not null, answers most "what changed since" questions without the store.
@@ -64,6 +70,8 @@ class ConnectionImpl {
   void begin_lease(bool read_only);
   void end_lease();
   std::uint64_t lease() const { return lease_; }
+  // The lease number as copies of a Txn or View check it (database.h, LeaseRef).
+  std::shared_ptr<const LeaseCell> lease_cell() const { return lease_cell_; }
 
   // Whether `object` is a handle from this connection.
   bool owns(const Object& object) const { return object.node_ && object.node_->conn == this; }
@@ -161,6 +169,7 @@ class ConnectionImpl {
   std::size_t dirty_indexed_ = 0;
   std::uint64_t snapshot_ = 0;
   std::uint64_t lease_ = 1;
+  std::shared_ptr<LeaseCell> lease_cell_ = make_lease_cell(lease_);
   bool read_only_ = false;
   std::uint64_t conflicts_ = 0;
   std::size_t cache_size_;

@@ -198,7 +198,7 @@ void Database::run_transaction(detail::CallbackRef<Txn> fn) {
   detail::Backoff backoff(c.options());
   for (int retry = 0;; ++retry) {
     try {
-      Txn tx(*conn);
+      Txn tx(*conn, conn->lease());
       fn(tx);
       conn->commit();
       return;
@@ -217,7 +217,7 @@ void Database::run_view(detail::CallbackRef<View> fn) {
   for (int retry = 0;; ++retry) {
     std::uint64_t conflicts = conn->conflicts();
     try {
-      View v(*conn);
+      View v(*conn, conn->lease());
       fn(v);
       // Everything fn read was one snapshot: nothing to validate.
       return;

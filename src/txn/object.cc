@@ -83,6 +83,16 @@ void Object::append(std::string_view bytes) {
   n.conn->append(n, bytes);
 }
 
+Object Object::create_blob(std::string bytes) const {
+  detail::Node& n = live();
+  return n.conn->create_blob(std::move(bytes));
+}
+
+void Object::prefetch(std::span<const Oid> oids) const {
+  detail::Node& n = live();
+  n.conn->prefetch(oids);
+}
+
 Object Object::resolve(const Value& ref) const {
   detail::Node& n = live();
   if (!ref.is_ref()) {
@@ -187,27 +197,54 @@ void PersistentList::erase(std::size_t index) {
 
 // ---- Txn and View ----
 
+namespace detail {
+
+LeaseRef::LeaseRef(const LeaseRef& other)
+    : conn_(other.conn_),
+      lease_(other.lease_),
+      // The one passed to the function lives no longer than the call, nor its connection: only
+      // a copy needs the cell. Copying a Txn whose call has returned copies its cell.
+      cell_(other.cell_ ? other.cell_ : other.conn_->lease_cell()) {}
+
+LeaseRef& LeaseRef::operator=(const LeaseRef& other) {
+  if (this != &other) *this = LeaseRef(other);
+  return *this;
+}
+
+ConnectionImpl& LeaseRef::conn(const char* what) const {
+  bool ended = cell_ ? cell_->closed.load(std::memory_order_acquire) ||
+                           cell_->lease.load(std::memory_order_acquire) != lease_
+                     : conn_->lease() != lease_;
+  if (ended) {
+    throw InvalidArgument(
+        fmt::format("this {} has ended: its transaction() or view() call returned", what));
+  }
+  return *conn_;
+}
+
+}  // namespace detail
+
 PersistentMap Txn::root() {
-  return PersistentMap(conn_->get(Oid::root()));
+  return PersistentMap(conn().get(Oid::root()));
 }
 Object Txn::get(Oid oid) {
-  return conn_->get(oid);
+  return conn().get(oid);
 }
 Object Txn::get(const Ref& ref) {
-  return conn_->get(ref);
+  return conn().get(ref);
 }
 Object Txn::create(Value state, std::string type, std::string key) {
-  return conn_->create(std::move(state), std::move(type), std::move(key));
+  return conn().create(std::move(state), std::move(type), std::move(key));
 }
 
 Object Txn::create_blob(std::string bytes) {
-  return conn_->create_blob(std::move(bytes));
+  return conn().create_blob(std::move(bytes));
 }
 std::optional<Object> Txn::find(std::string_view type, std::string_view key) {
-  return conn_->find(type, key);
+  return conn().find(type, key);
 }
 void Txn::prefetch(std::span<const Oid> oids) {
-  conn_->prefetch(oids);
+  conn().prefetch(oids);
 }
 void Txn::modify(Oid oid, const std::function<void(Value&)>& fn) {
   fn(get(oid).mutate());
@@ -226,7 +263,7 @@ Object own(detail::ConnectionImpl& conn, const Object& object) {
 }  // namespace
 
 void Txn::modify(const Object& object, const std::function<void(Value&)>& fn) {
-  fn(own(*conn_, object).mutate());
+  fn(own(conn(), object).mutate());
 }
 void Txn::remove(Oid oid) {
   get(oid).remove();
@@ -235,23 +272,23 @@ void Txn::remove(const Ref& ref) {
   get(ref).remove();
 }
 void Txn::remove(const Object& object) {
-  own(*conn_, object).remove();
+  own(conn(), object).remove();
 }
 
 PersistentMap View::root() {
-  return PersistentMap(conn_->get(Oid::root()));
+  return PersistentMap(conn().get(Oid::root()));
 }
 Object View::get(Oid oid) {
-  return conn_->get(oid);
+  return conn().get(oid);
 }
 Object View::get(const Ref& ref) {
-  return conn_->get(ref);
+  return conn().get(ref);
 }
 std::optional<Object> View::find(std::string_view type, std::string_view key) {
-  return conn_->find(type, key);
+  return conn().find(type, key);
 }
 void View::prefetch(std::span<const Oid> oids) {
-  conn_->prefetch(oids);
+  conn().prefetch(oids);
 }
 
 }  // namespace cairn

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <optional>
 
 #include "cairn/database.h"
 #include "cairn/error.h"
@@ -735,6 +736,115 @@ TEST(Prefetch, AByteStreamReadsItsChunksInOneCall) {
   EXPECT_EQ(ByteStream::open(conn, ref).read(), bytes);
   ASSERT_EQ(store.loads.size(), 2u) << "the head, then its 10 chunks together";
   EXPECT_EQ(store.loads[1].size(), 10u);
+}
+
+// A copy of a Txn or View kept past its call used to keep working: writes through it went into
+// whichever transaction next leased the pooled connection, and with no pool it read a freed
+// connection. Every use now throws, as an Object handle of an ended transaction does.
+TEST(Leases, ACopyOfATxnOrViewKeptPastItsCallThrows) {
+  for (std::size_t pool : {std::size_t{8}, std::size_t{0}}) {
+    DatabaseOptions options;
+    options.pool_size = pool;
+    Database db(make_memory_store(), options);
+    std::optional<Txn> saved_txn;
+    std::optional<View> saved_view;
+    db.transaction([&](Txn& tx) {
+      tx.root().set("a", 1);
+      Txn copy = tx;  // a copy works within the call
+      copy.root().set("b", 2);
+      saved_txn.emplace(tx);
+    });
+    db.view([&](View& v) { saved_view.emplace(v); });
+    try {
+      saved_txn->root();
+      ADD_FAILURE() << "pool " << pool << ": a Txn worked after its transaction() returned";
+    } catch (const InvalidArgument& e) {
+      EXPECT_NE(std::string(e.what()).find("this Txn has ended"), std::string::npos) << e.what();
+    }
+    EXPECT_THROW(saved_view->get(Oid::root()), InvalidArgument) << "pool " << pool;
+    db.transaction([&](Txn& tx) {
+      EXPECT_THROW(saved_txn->root().set("leak", 1), InvalidArgument);
+      tx.root().set("c", 3);
+    });
+    Txn again = *saved_txn;  // a copy of an ended one has ended too
+    EXPECT_THROW(again.get(Oid::root()), InvalidArgument);
+    Value root = db.view([](View& v) { return v.root().object().get(); });
+    EXPECT_EQ(root, Value(Value::Map{{"a", 1}, {"b", 2}, {"c", 3}})) << "pool " << pool;
+  }
+}
+
+// Removing the root used to be accepted: the root then read as empty, and pack() would have
+// reclaimed everything it reached.
+TEST(RootObject, CannotBeRemoved) {
+  Database db(make_memory_store());
+  db.transaction([](Txn& tx) { tx.root().set("a", 1); });
+  EXPECT_THROW(db.transaction([](Txn& tx) { tx.remove(Oid::root()); }), InvalidArgument);
+  Connection c = db.connect();
+  EXPECT_THROW(c.get(Oid::root()).remove(), InvalidArgument);
+  EXPECT_FALSE(c.has_changes());
+  EXPECT_EQ(db.view([](View& v) { return v.root().object().get(); }), Value(Value::Map{{"a", 1}}));
+}
+
+// A ByteStream made through a Connection kept a reference to that Connection object: moving the
+// Connection (into a vector that grows, say) left it dangling. It now works through its head.
+TEST(Appends, AByteStreamKeepsWorkingAfterItsConnectionMoves) {
+  Database db(make_memory_store());
+  auto holder = std::make_unique<Connection>(db.connect());
+  ByteStream stream = ByteStream::create(*holder, 4);
+  holder->root().set("s", stream.ref());
+  stream.append("ab");
+  Connection moved = std::move(*holder);
+  holder.reset();
+  stream.append("cdefghij");
+  EXPECT_EQ(stream.read(), "abcdefghij");
+  moved.commit();
+  EXPECT_EQ(db.view([&](View& v) { return ByteStream::open(v, stream.ref()).read(); }),
+            "abcdefghij");
+}
+
+// A store whose new_oids fails once armed: a ByteStream append that needs new chunks fails.
+class FailingOids final : public ForwardingStore {
+ public:
+  Oid new_oids(std::uint32_t count) override {
+    if (fail_after >= 0 && fail_after-- == 0) throw IoError("no oids today");
+    return ForwardingStore::new_oids(count);
+  }
+  std::uint64_t commit(const CommitRequest& r) override {
+    ++commits;
+    return ForwardingStore::commit(r);
+  }
+  int fail_after = -1;  // calls to let through before failing one
+  int commits = 0;
+
+ private:
+  Store& inner() const override { return *inner_; }
+  std::unique_ptr<Store> inner_ = make_memory_store();
+};
+
+// An append that fails part way used to leave the bytes for the last chunk queued and the head
+// unchanged: after the next commit every read and append of the stream failed for good.
+TEST(Appends, AByteStreamAppendThatFailsChangesNothing) {
+  auto owned = std::make_unique<FailingOids>();
+  FailingOids& store = *owned;
+  Database db(std::move(owned));
+  Connection c = db.connect();
+  ByteStream stream = ByteStream::create(c, 4);
+  c.root().set("s", stream.ref());
+  stream.append("ab");
+  c.commit();
+  for (int fail_after : {0, 1}) {  // the first new chunk fails; the second does
+    store.fail_after = fail_after;
+    EXPECT_THROW(stream.append("cdefghijkl"), IoError) << fail_after;  // 2 + 4 + 4 bytes
+    store.fail_after = -1;
+    int commits = store.commits;
+    c.commit();
+    EXPECT_EQ(store.commits, commits) << fail_after << ": the failed append left changes";
+    EXPECT_EQ(stream.read(), "ab") << fail_after;
+  }
+  stream.append("cdefghijkl");
+  c.commit();
+  EXPECT_EQ(db.view([&](View& v) { return ByteStream::open(v, stream.ref()).read(); }),
+            "abcdefghijkl");
 }
 
 }  // namespace
