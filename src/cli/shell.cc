@@ -191,14 +191,14 @@ int run_interactive(ShellSession& session, const std::string& store_name) {
       "line)\n",
       store_name, session.snapshot_csn());
   bool quit = false;
-  std::string pending;  // lines of a JSON value still open
+  CommandSplitter splitter;
   while (!quit) {
-    editor.set_continuing(!pending.empty());
+    editor.set_continuing(splitter.open());
     interrupts.take();  // a Ctrl-C while a command ran has nothing left to cancel
     std::optional<std::string> line = editor.read_line();
     if (!line && (editor.cancelled() || interrupts.take())) {
       std::cout << "\n";
-      pending.clear();  // drops the line being typed, and the open value's earlier lines
+      splitter.reset();  // drops the line being typed, and the open value's earlier lines
       continue;
     }
     if (!line) {
@@ -206,12 +206,7 @@ int run_interactive(ShellSession& session, const std::string& store_name) {
       break;
     }
     if (!blank(*line)) editor.remember(*line);
-    pending += *line;
-    pending += '\n';
-    bool open = false;
-    std::vector<std::string> commands = split_commands(pending, &open);
-    if (open) continue;
-    pending.clear();
+    std::vector<std::string> commands = splitter.feed(*line);
     for (const std::string& command : commands) {
       if (session.run(command, std::cout, std::cerr) == ShellSession::Outcome::quit) {
         quit = true;
@@ -242,18 +237,12 @@ std::optional<int> run_commands(ShellSession& session, const std::vector<std::st
 
 // Reads and runs stdin a line at a time, so that a program can hold a conversation with the shell.
 int run_script(ShellSession& session, std::istream& in) {
-  std::string pending;  // lines of a JSON value still open
+  CommandSplitter splitter;
   for (std::string line; std::getline(in, line);) {
-    pending += line;
-    pending += '\n';
-    bool open = false;
-    std::vector<std::string> commands = split_commands(pending, &open);
-    if (open) continue;
-    pending.clear();
-    if (std::optional<int> status = run_commands(session, commands)) return *status;
+    if (std::optional<int> status = run_commands(session, splitter.feed(line))) return *status;
   }
-  // Brackets still open at the end: run what there is, to say what is wrong with it.
-  return run_commands(session, split_commands(pending)).value_or(exit_ok);
+  // A value still open at the end: run what there is, to say what is wrong with it.
+  return run_commands(session, splitter.finish()).value_or(exit_ok);
 }
 
 int run_shell(const ShellArgs& args) {

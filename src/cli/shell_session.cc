@@ -381,41 +381,80 @@ constexpr std::string_view help_text =
 
 }  // namespace
 
-std::vector<std::string> split_commands(std::string_view text, bool* open) {
-  std::vector<std::string> commands;
-  std::size_t begin = 0;  // of the command being read
-  auto emit = [&](std::size_t end) {
-    if (begin >= end) return;
-    std::string_view piece = trim(text.substr(begin, end - begin));
-    if (!piece.empty() && !piece.starts_with('#')) commands.emplace_back(piece);
+std::vector<std::string> CommandSplitter::feed(std::string_view line) {
+  std::vector<std::string> out;
+  auto emit = [&out](std::string_view piece) {
+    piece = trim(piece);
+    if (!piece.empty() && !piece.starts_with('#')) out.emplace_back(piece);
   };
-  std::size_t depth = 0;  // brackets and braces open
+  if (pending_.empty() && trim(line).starts_with('#')) return out;  // a comment line
+  // Only this line is scanned (the depth carries over), so long values cost linear time. A
+  // piece that starts with # at depth 0 is a comment to the end of the line: its brackets do
+  // not count.
+  bool fresh = pending_.empty();  // no command text yet in the piece being read
+  std::size_t begin = 0;
+  std::size_t end = line.size();
+  scan_json_structure(
+      line,
+      [&](std::size_t i, char c, std::size_t depth) {
+        if (end != line.size()) return;  // in a comment
+        if (c == ';' && depth == 0) {
+          pending_ += line.substr(begin, i - begin);
+          emit(pending_);
+          pending_.clear();
+          begin = i + 1;
+          fresh = true;
+        } else if (fresh && depth == 0 && c == '#') {
+          end = i;
+        } else if (!is_space(c)) {
+          fresh = false;
+        }
+      },
+      &depth_);
+  if (end != line.size()) depth_ = 0;  // a comment began at depth 0
+  pending_ += line.substr(begin, end - begin);
+  // A value continues on the next line only if this one leaves brackets open and ends where
+  // JSON cannot: after [ { , or :. Anything else (a stray bracket in a path, a line cut short)
+  // ends the command here, so one mistake cannot swallow the lines after it.
+  std::string_view content = trim(line.substr(0, end));
+  if (depth_ > 0 && !content.empty() &&
+      std::string_view("[{,:").find(content.back()) != std::string_view::npos) {
+    pending_ += '\n';
+    return out;
+  }
+  depth_ = 0;
+  emit(pending_);
+  pending_.clear();
+  return out;
+}
+
+std::vector<std::string> CommandSplitter::finish() {
+  std::vector<std::string> out;
+  std::string_view rest = trim(pending_);
+  if (!rest.empty()) out.emplace_back(rest);
+  reset();
+  return out;
+}
+
+void CommandSplitter::reset() {
+  pending_.clear();
+  depth_ = 0;
+}
+
+std::vector<std::string> split_commands(std::string_view text) {
+  CommandSplitter splitter;
+  std::vector<std::string> commands;
+  auto take = [&commands](std::vector<std::string> more) {
+    for (std::string& command : more)
+      commands.push_back(std::move(command));
+  };
   for (std::size_t pos = 0;;) {
     std::size_t eol = std::min(text.find('\n', pos), text.size());
-    std::string_view line = text.substr(pos, eol - pos);
-    if (depth == 0 && trim(line).starts_with('#')) {
-      begin = eol + 1;  // a comment line, whatever it holds
-    } else {
-      // Line by line: JSON strings hold no newline, so an unclosed one ends with its line.
-      scan_json_structure(
-          line,
-          [&](std::size_t i, char c, std::size_t d) {
-            if (c == ';' && d == 0) {
-              emit(pos + i);
-              begin = pos + i + 1;
-            }
-          },
-          &depth);
-      if (depth == 0) {
-        emit(eol);
-        begin = eol + 1;
-      }
-    }
+    take(splitter.feed(text.substr(pos, eol - pos)));
     if (eol == text.size()) break;
     pos = eol + 1;
   }
-  if (open != nullptr) *open = depth > 0;
-  emit(text.size());  // brackets left open: the rest is one command, which will say what is wrong
+  take(splitter.finish());
   return commands;
 }
 

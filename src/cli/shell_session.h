@@ -20,13 +20,29 @@
 
 namespace cairn::cli {
 
-// Splits shell input into commands at `;` and newlines outside JSON strings, brackets and
-// braces, so that a JSON value may span lines. A string ends with its line at the latest (JSON
-// strings hold no newline), so an unclosed quote spoils one command, not the rest. Commands are
-// trimmed; blank ones, and comments (a line, or a piece, starting with `#` outside brackets) are
-// dropped. With `open`, says whether the text ends inside brackets: a reader of lines then reads
-// on before running anything.
-std::vector<std::string> split_commands(std::string_view text, bool* open = nullptr);
+// Splits shell input, fed a line at a time, into commands: at `;` outside JSON strings,
+// brackets and braces, and at the end of a line, unless the line leaves a bracket or brace open
+// and ends with `[`, `{`, `,` or `:` (a JSON value going on). A string ends with its line at the
+// latest (JSON strings hold no newline). Commands are trimmed; blank ones, comment lines, and
+// pieces starting with `#` (to the end of their line) are dropped.
+class CommandSplitter {
+ public:
+  // The commands `line` (without its newline) completes.
+  std::vector<std::string> feed(std::string_view line);
+  // Whether a command goes on to the next line.
+  bool open() const { return !pending_.empty(); }
+  // The end of the input: the unfinished command, if any (running it says what is wrong).
+  std::vector<std::string> finish();
+  // Drops the unfinished command.
+  void reset();
+
+ private:
+  std::string pending_;    // the command being read, over lines
+  std::size_t depth_ = 0;  // brackets and braces open in it
+};
+
+// All of `text`, through a CommandSplitter.
+std::vector<std::string> split_commands(std::string_view text);
 
 // The one-line descriptions `help` prints, one command a line.
 std::string shell_help();

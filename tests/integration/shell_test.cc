@@ -1003,24 +1003,34 @@ TEST(ShellSplit, SplitsAtSemicolonsAndNewlinesOutsideJson) {
             (std::vector<std::string>{"set /a \"unterminated; b"}));
 }
 
-// A JSON value may span lines; a string still ends with its line, so one unclosed quote spoils
-// one command only.
-TEST(ShellSplit, NewlinesInsideBracketsDoNotEndACommand) {
+// A JSON value may span lines when a line ends where JSON cannot ([ { , or :); anything else
+// ends the command with its line, so one stray bracket or quote spoils one command, not the
+// lines after it, and a comment's brackets do not count.
+TEST(ShellSplit, AValueGoesOnToTheNextLineOnlyAfterAnOpeningBracketCommaOrColon) {
   using cli::split_commands;
   EXPECT_EQ(split_commands("set /a [1,\n2]; get /a"),
             (std::vector<std::string>{"set /a [1,\n2]", "get /a"}));
-  EXPECT_EQ(split_commands("set /m {\"k\":\n  [1,\n   2]}\nget /m"),
-            (std::vector<std::string>{"set /m {\"k\":\n  [1,\n   2]}", "get /m"}));
-  EXPECT_EQ(split_commands("set /a [\n# inside a value\n1]"),
-            (std::vector<std::string>{"set /a [\n# inside a value\n1]"}));
+  EXPECT_EQ(split_commands("set /m {\n  \"k\":\n  [1,\n   2]}\nget /m"),
+            (std::vector<std::string>{"set /m {\n  \"k\":\n  [1,\n   2]}", "get /m"}));
+  EXPECT_EQ(split_commands("set /a [\n\"#x\",\n1]"),
+            (std::vector<std::string>{"set /a [\n\"#x\",\n1]"}));
   EXPECT_EQ(split_commands("get \"/a\nget /b"), (std::vector<std::string>{"get \"/a", "get /b"}));
-  bool open = false;
-  EXPECT_EQ(split_commands("get /a; set /b [1,\n", &open),
-            (std::vector<std::string>{"get /a", "set /b [1,"}));
-  EXPECT_TRUE(open);
-  split_commands("get /a; set /b [1,\n2]\n", &open);
-  EXPECT_FALSE(open);
-}
+  EXPECT_EQ(split_commands("get /a{b\nget /c"), (std::vector<std::string>{"get /a{b", "get /c"}));
+  EXPECT_EQ(split_commands("set /a [1, 2\n]\nget /c"),
+            (std::vector<std::string>{"set /a [1, 2", "]", "get /c"}));
+  EXPECT_EQ(split_commands("set /a 1; # todo [\ncommit"),
+            (std::vector<std::string>{"set /a 1", "commit"}));
+  EXPECT_EQ(split_commands("# [\nget /a"), (std::vector<std::string>{"get /a"}));
+  EXPECT_EQ(split_commands("set /a [1,"), (std::vector<std::string>{"set /a [1,"}));
 
+  cli::CommandSplitter splitter;
+  EXPECT_EQ(splitter.feed("get /a; set /b [1,"), (std::vector<std::string>{"get /a"}));
+  EXPECT_TRUE(splitter.open());
+  EXPECT_EQ(splitter.feed("2]; get /b"), (std::vector<std::string>{"set /b [1,\n2]", "get /b"}));
+  EXPECT_FALSE(splitter.open());
+  splitter.feed("set /c {");
+  splitter.reset();
+  EXPECT_EQ(splitter.feed("get /c"), (std::vector<std::string>{"get /c"}));
+}
 }  // namespace
 }  // namespace cairn::testing
