@@ -5,7 +5,7 @@
 #include <histedit.h>
 #include <unistd.h>
 
-#include <csignal>
+#include <signal.h>
 
 #include <cstdlib>
 #include <iostream>
@@ -60,46 +60,6 @@ OpenedStore open_store(const ShellArgs& args) {
 
 // ---- input ----
 
-// Set by SIGINT while the terminal shell runs. A signal handler can reach nothing else, so this
-// is the one piece of mutable state outside any object; ShellInterrupts owns its handler.
-volatile std::sig_atomic_t interrupted = 0;
-
-extern "C" void note_interrupt(int) {
-  interrupted = 1;
-}
-
-// While it lives, SIGINT does not end the terminal shell (and drop uncommitted changes): it is
-// noted, and the line being read, if any, is dropped. While the editor reads a line, Ctrl-C is a
-// key (the editor's terminal mode has no ISIG; see LineEditor), so this catches the Ctrl-C typed
-// while a command runs or between two reads. Installed without SA_RESTART, so that a read it
-// interrupts returns. (libedit's own handler, installed around each el_gets, puts the terminal
-// back, then passes the signal on to this one.)
-class ShellInterrupts {
- public:
-  ShellInterrupts() {
-    struct sigaction action {};
-    action.sa_handler = note_interrupt;
-    sigemptyset(&action.sa_mask);
-    action.sa_flags = 0;
-    installed_ = sigaction(SIGINT, &action, &previous_) == 0;
-  }
-  ShellInterrupts(const ShellInterrupts&) = delete;
-  ShellInterrupts& operator=(const ShellInterrupts&) = delete;
-  ~ShellInterrupts() {
-    if (installed_) sigaction(SIGINT, &previous_, nullptr);
-  }
-  // Whether Ctrl-C came since the last call.
-  bool take() {
-    bool was = interrupted != 0;
-    interrupted = 0;
-    return was;
-  }
-
- private:
-  struct sigaction previous_ {};
-  bool installed_ = false;
-};
-
 // A terminal line editor over libedit, with the history kept in ~/.cairn_history (when HOME is
 // set). The prompt shows `*` while there are uncommitted changes.
 class LineEditor {
@@ -120,11 +80,18 @@ class LineEditor {
     el_set(el_.get(), EL_EDITOR, "emacs");
     el_set(el_.get(), EL_SIGNAL, 1);
     el_set(el_.get(), EL_HIST, history, history_.get());
-    // Ctrl-C reaches the editor as a key rather than as SIGINT, which could come between two
-    // reads and be missed: it ends the line, which read_line() then drops.
+    // While a line is edited, the keys that send signals reach the editor as keys (SIGINT could
+    // come between two reads and be missed): Ctrl-C ends the line, which read_line() then
+    // drops, instead of ending the shell and its uncommitted changes; Ctrl-Z and Ctrl-\ do what
+    // the terminal would. While a command runs, they are signals as usual (Ctrl-C ends a
+    // command that hangs, and the shell).
     el_set(el_.get(), EL_SETTY, "-d", "-isig", nullptr);
     el_set(el_.get(), EL_ADDFN, "cairn-cancel", "cancel the line", &cancel);
     el_set(el_.get(), EL_BIND, "^C", "cairn-cancel", nullptr);
+    el_set(el_.get(), EL_ADDFN, "cairn-suspend", "suspend the shell", &suspend);
+    el_set(el_.get(), EL_BIND, "^Z", "cairn-suspend", nullptr);
+    el_set(el_.get(), EL_ADDFN, "cairn-quit", "quit with SIGQUIT", &quit);
+    el_set(el_.get(), EL_BIND, "^\\", "cairn-quit", nullptr);
     el_source(el_.get(), nullptr);  // the user's ~/.editrc, if any
   }
 
@@ -170,6 +137,17 @@ class LineEditor {
     return CC_NEWLINE;
   }
 
+  // Bound to Ctrl-Z and Ctrl-\: the signal the terminal would send its foreground group, with
+  // the terminal as the shell found it meanwhile.
+  static unsigned char suspend(EditLine* el, int) { return send_signal(el, SIGTSTP); }
+  static unsigned char quit(EditLine* el, int) { return send_signal(el, SIGQUIT); }
+  static unsigned char send_signal(EditLine* el, int signal) {
+    el_set(el, EL_PREP_TERM, 0);
+    ::kill(0, signal);
+    el_set(el, EL_PREP_TERM, 1);  // resumed
+    return CC_REDISPLAY;
+  }
+
   const ShellSession& session_;
   bool continuing_ = false;  // the lines so far leave a JSON value open
   bool cancelled_ = false;   // Ctrl-C ended the last line
@@ -184,7 +162,6 @@ bool blank(std::string_view line) {
 }
 
 int run_interactive(ShellSession& session, const std::string& store_name) {
-  ShellInterrupts interrupts;
   LineEditor editor(session);
   std::cout << fmt::format(
       "cairn shell on {} at csn {}; help lists the commands, quit leaves (Ctrl-C cancels a "
@@ -194,9 +171,8 @@ int run_interactive(ShellSession& session, const std::string& store_name) {
   CommandSplitter splitter;
   while (!quit) {
     editor.set_continuing(splitter.open());
-    interrupts.take();  // a Ctrl-C while a command ran has nothing left to cancel
     std::optional<std::string> line = editor.read_line();
-    if (!line && (editor.cancelled() || interrupts.take())) {
+    if (!line && editor.cancelled()) {
       std::cout << "\n";
       splitter.reset();  // drops the line being typed, and the open value's earlier lines
       continue;

@@ -10,6 +10,7 @@
 #include <pty.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <termios.h>
 #include <unistd.h>
@@ -850,6 +851,25 @@ TEST(ShellTerminalTest, CtrlCCancelsTheLineAndKeepsTheSession) {
   EXPECT_EQ(term.finish(), 0) << term.screen();
   EXPECT_EQ(term.screen().find("\r\nb\r\n"), std::string::npos) << term.screen();
   EXPECT_EQ(term.screen().find("\r\nc\r\n"), std::string::npos) << term.screen();
+}
+
+// Ctrl-C is a key while a line is edited, so Ctrl-Z and Ctrl-\ must be sent as the terminal
+// would send them. (The test's shell leads a session of its own, an orphaned process group, so
+// the kernel discards its SIGTSTP: Ctrl-Z must leave it working. Ctrl-\ quits it.)
+TEST(ShellTerminalTest, CtrlZAndCtrlBackslashStillSignal) {
+  rlimit no_core{0, 0};
+  ASSERT_EQ(setrlimit(RLIMIT_CORE, &no_core), 0);  // SIGQUIT dumps none
+  TempDir dir;
+  ShellTerminal term({"--memory"}, dir.path());
+  ASSERT_TRUE(term.prompt("cairn> ")) << term.screen();
+  term.type("set /a 7\n");
+  ASSERT_TRUE(term.prompt("cairn*> ")) << term.screen();
+  term.type("\x1a");  // Ctrl-Z
+  term.type("get /a\n");
+  ASSERT_TRUE(term.expect("7\r\n")) << term.screen();
+  ASSERT_TRUE(term.prompt("cairn*> ")) << term.screen();
+  term.type("\x1c");  // Ctrl-backslash
+  EXPECT_EQ(term.finish(), 128 + SIGQUIT) << term.screen();
 }
 
 // ---- the command layer in this process, with a second connection for conflicts ----
