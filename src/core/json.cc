@@ -238,9 +238,15 @@ void check_integer_literals(std::string_view text) {
     std::string_view literal = text.substr(start, at - start);
     start = none;
     if (!integral) return;
+    // Unsigned literals up to 2^64 - 1 parse exactly: a $ref takes them (from_json refuses them
+    // as plain integers with its own message).
     std::int64_t value = 0;
-    auto [ptr, ec] = std::from_chars(literal.data(), literal.data() + literal.size(), value);
-    if (ec == std::errc::result_out_of_range) {
+    std::uint64_t unsigned_value = 0;
+    const char* first = literal.data();
+    const char* last = literal.data() + literal.size();
+    if (std::from_chars(first, last, value).ec == std::errc::result_out_of_range &&
+        (literal.starts_with('-') ||
+         std::from_chars(first, last, unsigned_value).ec == std::errc::result_out_of_range)) {
       throw InvalidArgument(fmt::format(
           "integer {} does not fit in int64 (cairn integers are 64-bit; write {}.0 for a double, "
           "or a {{\"$decimal\": ...}})",
