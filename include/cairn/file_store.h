@@ -22,9 +22,11 @@ namespace cairn {
 //   always  each commit writes and fdatasyncs its own transaction before returning;
 //   batch   group commit: concurrent committers share one fdatasync, and each returns only
 //           after an fdatasync that covers its transaction (the default);
-//   never   commits are buffered and written without fdatasync; a crash of the machine (not of
-//           the process, once the buffer is written) may lose the newest commits, never
-//           corrupt older ones.
+//   never   commits are buffered in the process (up to 1 MiB) and written without
+//           fdatasync: a crash of the process may lose the commits still buffered, a crash of
+//           the machine those the OS had not yet written; neither corrupts older ones. A write
+//           that fails (a full disk) is reported by a later commit, or at close by the log
+//           option, and the commits it held are lost. Use batch for commits that must last.
 enum class FsyncPolicy { always, batch, never };
 
 std::string_view to_string(FsyncPolicy policy);
