@@ -609,8 +609,9 @@ class ByteStream {
         made.push_back(head_.create_blob(std::string(rest.substr(0, take))));
         rest.remove_prefix(take);
       }
+      Object last = into_last.empty() ? Object() : head_.resolve(chunks.back());
       Value& stored_head = head_.mutate();
-      if (!into_last.empty()) head_.resolve(chunks.back()).append(into_last);  // not resent
+      if (!into_last.empty()) last.append(into_last);  // not read, not resent
       for (const Object& chunk : made)
         chunks.emplace_back(chunk.ref());
       head.insert_or_assign("size", static_cast<std::int64_t>(old_size + bytes.size()));

@@ -87,12 +87,14 @@ class LineEditor {
     // command that hangs, and the shell).
     el_set(el_.get(), EL_SETTY, "-d", "-isig", nullptr);
     el_set(el_.get(), EL_ADDFN, "cairn-cancel", "cancel the line", &cancel);
-    el_set(el_.get(), EL_BIND, "^C", "cairn-cancel", nullptr);
     el_set(el_.get(), EL_ADDFN, "cairn-suspend", "suspend the shell", &suspend);
-    el_set(el_.get(), EL_BIND, "^Z", "cairn-suspend", nullptr);
     el_set(el_.get(), EL_ADDFN, "cairn-quit", "quit with SIGQUIT", &quit);
-    el_set(el_.get(), EL_BIND, "^\\", "cairn-quit", nullptr);
     el_source(el_.get(), nullptr);  // the user's ~/.editrc, if any
+    // Bound after it: its `bind -e` or `bind -v` resets the key map, which would leave these
+    // keys dead (the terminal sends no signals while a line is edited).
+    el_set(el_.get(), EL_BIND, "^C", "cairn-cancel", nullptr);
+    el_set(el_.get(), EL_BIND, "^Z", "cairn-suspend", nullptr);
+    el_set(el_.get(), EL_BIND, "^\\", "cairn-quit", nullptr);
   }
 
   // The next line without its newline; nullopt at end of input, or when cancelled (Ctrl-C:

@@ -16,7 +16,6 @@
 #include "cairn/file_store.h"
 #include "cairn/json.h"
 #include "cairn/value.h"
-#include "core/json_scan.h"
 
 namespace cairn::cli {
 
@@ -381,6 +380,36 @@ constexpr std::string_view help_text =
 
 }  // namespace
 
+namespace {
+
+// Where the JSON argument of the command starting at `from` begins: after `set PATH` or
+// `new PATH`. npos for every other command, which takes no JSON.
+std::size_t json_start(std::string_view line, std::size_t from) {
+  std::size_t i = from;
+  auto skip_spaces = [&] {
+    while (i < line.size() && is_space(line[i]))
+      ++i;
+  };
+  skip_spaces();
+  std::size_t word = i;
+  while (i < line.size() && !is_space(line[i]) && line[i] != ';')
+    ++i;
+  std::string_view command = line.substr(word, i - word);
+  if (command != "set" && command != "new") return std::string_view::npos;
+  skip_spaces();
+  if (i < line.size() && line[i] == '"') {  // a quoted path: a JSON string
+    for (++i; i < line.size() && line[i] != '"'; ++i) {
+      if (line[i] == '\\') ++i;
+    }
+    return std::min(i + 1, line.size());
+  }
+  while (i < line.size() && !is_space(line[i]) && line[i] != ';')
+    ++i;
+  return i;
+}
+
+}  // namespace
+
 std::vector<std::string> CommandSplitter::feed(std::string_view line) {
   std::vector<std::string> out;
   auto emit = [&out](std::string_view piece) {
@@ -388,41 +417,54 @@ std::vector<std::string> CommandSplitter::feed(std::string_view line) {
     if (!piece.empty() && !piece.starts_with('#')) out.emplace_back(piece);
   };
   if (pending_.empty() && trim(line).starts_with('#')) return out;  // a comment line
-  // Only this line is scanned (the depth carries over), so long values cost linear time. A
-  // piece that starts with # at depth 0 is a comment to the end of the line: its brackets do
-  // not count.
-  bool fresh = pending_.empty();  // no command text yet in the piece being read
-  std::size_t begin = 0;
+  // Only this line is scanned (the depth carries over), so a long value costs linear time. Only
+  // brackets of a set's or new's JSON value count, so a stray one in a path or another command
+  // cannot swallow the lines after it.
+  std::size_t begin = 0;  // of this line's part of the command being read
+  std::size_t json_from = pending_.empty() ? json_start(line, 0) : 0;
+  bool fresh = pending_.empty();  // nothing of the current command read yet
+  bool in_string = false;         // JSON strings hold no newline: one ends with its line
+  bool escaped = false;
   std::size_t end = line.size();
-  scan_json_structure(
-      line,
-      [&](std::size_t i, char c, std::size_t depth) {
-        if (end != line.size()) return;  // in a comment
-        if (c == ';' && depth == 0) {
-          pending_ += line.substr(begin, i - begin);
-          emit(pending_);
-          pending_.clear();
-          begin = i + 1;
-          fresh = true;
-        } else if (fresh && depth == 0 && c == '#') {
-          end = i;
-        } else if (!is_space(c)) {
-          fresh = false;
-        }
-      },
-      &depth_);
-  if (end != line.size()) depth_ = 0;  // a comment began at depth 0
+  for (std::size_t i = 0; i < line.size(); ++i) {
+    char c = line[i];
+    if (in_string) {
+      if (escaped) {
+        escaped = false;
+      } else if (c == '\\') {
+        escaped = true;
+      } else if (c == '"') {
+        in_string = false;
+      }
+      continue;
+    }
+    if (depth_ == 0 && c == ';') {
+      pending_ += line.substr(begin, i - begin);
+      emit(pending_);
+      pending_.clear();
+      begin = i + 1;
+      fresh = true;
+      json_from = json_start(line, begin);
+      continue;
+    }
+    if (fresh && depth_ == 0 && c == '#') {  // a comment to the end of the line
+      end = i;
+      break;
+    }
+    if (!is_space(c)) fresh = false;
+    if (c == '"') {
+      in_string = true;
+    } else if (i >= json_from && (c == '[' || c == '{')) {
+      ++depth_;
+    } else if (i >= json_from && (c == ']' || c == '}') && depth_ > 0) {
+      --depth_;
+    }
+  }
   pending_ += line.substr(begin, end - begin);
-  // A value continues on the next line only if this one leaves brackets open and ends where
-  // JSON cannot: after [ { , or :. Anything else (a stray bracket in a path, a line cut short)
-  // ends the command here, so one mistake cannot swallow the lines after it.
-  std::string_view content = trim(line.substr(0, end));
-  if (depth_ > 0 && !content.empty() &&
-      std::string_view("[{,:").find(content.back()) != std::string_view::npos) {
+  if (depth_ > 0) {  // the value goes on
     pending_ += '\n';
     return out;
   }
-  depth_ = 0;
   emit(pending_);
   pending_.clear();
   return out;

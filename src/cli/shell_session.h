@@ -20,11 +20,12 @@
 
 namespace cairn::cli {
 
-// Splits shell input, fed a line at a time, into commands: at `;` outside JSON strings,
-// brackets and braces, and at the end of a line, unless the line leaves a bracket or brace open
-// and ends with `[`, `{`, `,` or `:` (a JSON value going on). A string ends with its line at the
-// latest (JSON strings hold no newline). Commands are trimmed; blank ones, comment lines, and
-// pieces starting with `#` (to the end of their line) are dropped.
+// Splits shell input, fed a line at a time, into commands: at `;` and at the end of a line,
+// except inside JSON strings and inside the brackets and braces of a `set` or `new` value, which
+// may so span lines (only their brackets count: a stray one in a path cannot swallow the lines
+// after it). A string ends with its line at the latest (JSON strings hold no newline). Commands
+// are trimmed; blank ones, comment lines, and pieces starting with `#` (to the end of their
+// line) are dropped.
 class CommandSplitter {
  public:
   // The commands `line` (without its newline) completes.

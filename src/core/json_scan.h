@@ -11,13 +11,11 @@ namespace cairn {
 
 // Calls fn(i, c, depth) for every character outside string literals, where depth is the number
 // of `[` and `{` open around it (a bracket itself counts as inside what it opens); returns the
-// deepest nesting met. Malformed text gives numbers a parser would refuse anyway. With
-// `open_depth`, the scan starts that deep and leaves there how deep it ends (for text read in
-// pieces, such as lines).
+// deepest nesting met. Malformed text gives numbers a parser would refuse anyway.
 template <typename Fn>
-std::size_t scan_json_structure(std::string_view text, Fn&& fn, std::size_t* open_depth = nullptr) {
-  std::size_t depth = open_depth != nullptr ? *open_depth : 0;
-  std::size_t deepest = depth;
+std::size_t scan_json_structure(std::string_view text, Fn&& fn) {
+  std::size_t depth = 0;
+  std::size_t deepest = 0;
   bool in_string = false;
   bool escaped = false;
   for (std::size_t i = 0; i < text.size(); ++i) {
@@ -41,7 +39,6 @@ std::size_t scan_json_structure(std::string_view text, Fn&& fn, std::size_t* ope
     }
     fn(i, c, depth);
   }
-  if (open_depth != nullptr) *open_depth = depth;
   return deepest;
 }
 

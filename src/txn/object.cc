@@ -207,7 +207,12 @@ LeaseRef::LeaseRef(const LeaseRef& other)
       cell_(other.cell_ ? other.cell_ : other.conn_->lease_cell()) {}
 
 LeaseRef& LeaseRef::operator=(const LeaseRef& other) {
-  if (this != &other) *this = LeaseRef(other);
+  if (this != &other) {
+    std::shared_ptr<const LeaseCell> cell = other.cell_ ? other.cell_ : other.conn_->lease_cell();
+    conn_ = other.conn_;
+    lease_ = other.lease_;
+    cell_ = std::move(cell);
+  }
   return *this;
 }
 

@@ -1023,25 +1023,25 @@ TEST(ShellSplit, SplitsAtSemicolonsAndNewlinesOutsideJson) {
             (std::vector<std::string>{"set /a \"unterminated; b"}));
 }
 
-// A JSON value may span lines when a line ends where JSON cannot ([ { , or :); anything else
-// ends the command with its line, so one stray bracket or quote spoils one command, not the
-// lines after it, and a comment's brackets do not count.
-TEST(ShellSplit, AValueGoesOnToTheNextLineOnlyAfterAnOpeningBracketCommaOrColon) {
+// A set's or new's JSON value may span lines while its brackets are open. Only its brackets
+// count, so a stray one in a path or another command spoils that line only; a string ends with
+// its line; a comment's brackets do not count.
+TEST(ShellSplit, ASetOrNewValueGoesOnWhileItsBracketsAreOpen) {
   using cli::split_commands;
-  EXPECT_EQ(split_commands("set /a [1,\n2]; get /a"),
-            (std::vector<std::string>{"set /a [1,\n2]", "get /a"}));
-  EXPECT_EQ(split_commands("set /m {\n  \"k\":\n  [1,\n   2]}\nget /m"),
-            (std::vector<std::string>{"set /m {\n  \"k\":\n  [1,\n   2]}", "get /m"}));
-  EXPECT_EQ(split_commands("set /a [\n\"#x\",\n1]"),
-            (std::vector<std::string>{"set /a [\n\"#x\",\n1]"}));
-  EXPECT_EQ(split_commands("get \"/a\nget /b"), (std::vector<std::string>{"get \"/a", "get /b"}));
-  EXPECT_EQ(split_commands("get /a{b\nget /c"), (std::vector<std::string>{"get /a{b", "get /c"}));
-  EXPECT_EQ(split_commands("set /a [1, 2\n]\nget /c"),
-            (std::vector<std::string>{"set /a [1, 2", "]", "get /c"}));
-  EXPECT_EQ(split_commands("set /a 1; # todo [\ncommit"),
-            (std::vector<std::string>{"set /a 1", "commit"}));
-  EXPECT_EQ(split_commands("# [\nget /a"), (std::vector<std::string>{"get /a"}));
-  EXPECT_EQ(split_commands("set /a [1,"), (std::vector<std::string>{"set /a [1,"}));
+  using Commands = std::vector<std::string>;
+  EXPECT_EQ(split_commands("set /a [1,\n2]; get /a"), (Commands{"set /a [1,\n2]", "get /a"}));
+  EXPECT_EQ(split_commands("set /m {\n  \"k\": [\n    1,\n    2\n  ]\n}\nget /m"),
+            (Commands{"set /m {\n  \"k\": [\n    1,\n    2\n  ]\n}", "get /m"}));
+  EXPECT_EQ(split_commands("new /n {\n\n  \"x\": \"a;b\"\n}"),
+            (Commands{"new /n {\n\n  \"x\": \"a;b\"\n}"}));
+  EXPECT_EQ(split_commands("set /a [1, 2\n]\nget /c"), (Commands{"set /a [1, 2\n]", "get /c"}));
+  EXPECT_EQ(split_commands("get \"/a\nget /b"), (Commands{"get \"/a", "get /b"}));
+  EXPECT_EQ(split_commands("get /a{b\nls /[\nget /c"), (Commands{"get /a{b", "ls /[", "get /c"}));
+  EXPECT_EQ(split_commands("new /a{b {\"k\": 1}\nset \"/[\" [1]\nget /c"),
+            (Commands{"new /a{b {\"k\": 1}", "set \"/[\" [1]", "get /c"}));
+  EXPECT_EQ(split_commands("set /a 1; # todo [\ncommit"), (Commands{"set /a 1", "commit"}));
+  EXPECT_EQ(split_commands("# [\nget /a"), (Commands{"get /a"}));
+  EXPECT_EQ(split_commands("set /a [1,"), (Commands{"set /a [1,"}));
 
   cli::CommandSplitter splitter;
   EXPECT_EQ(splitter.feed("get /a; set /b [1,"), (std::vector<std::string>{"get /a"}));

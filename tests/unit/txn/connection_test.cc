@@ -768,8 +768,16 @@ TEST(Leases, ACopyOfATxnOrViewKeptPastItsCallThrows) {
     });
     Txn again = *saved_txn;  // a copy of an ended one has ended too
     EXPECT_THROW(again.get(Oid::root()), InvalidArgument);
+    db.transaction([&](Txn& tx) {
+      again = tx;  // assigned, as copied: works in the call, not after
+      again = again;
+      again.root().set("d", 4);
+      saved_txn = tx;
+    });
+    EXPECT_THROW(again.root(), InvalidArgument);
+    EXPECT_THROW(saved_txn->root(), InvalidArgument);
     Value root = db.view([](View& v) { return v.root().object().get(); });
-    EXPECT_EQ(root, Value(Value::Map{{"a", 1}, {"b", 2}, {"c", 3}})) << "pool " << pool;
+    EXPECT_EQ(root, Value(Value::Map{{"a", 1}, {"b", 2}, {"c", 3}, {"d", 4}})) << "pool " << pool;
   }
 }
 
