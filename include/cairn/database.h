@@ -253,7 +253,6 @@ class Connection {
   std::unique_ptr<detail::ConnectionImpl> impl_;
 };
 
-// The read-write transaction Database::transaction passes to its function.
 namespace detail {
 
 // A lease's number as copies of a Txn or View see it, shared with the connection so that a copy

@@ -16,6 +16,7 @@
 #include "cairn/file_store.h"
 #include "cairn/json.h"
 #include "cairn/value.h"
+#include "core/json_scan.h"
 
 namespace cairn::cli {
 
@@ -423,21 +424,11 @@ std::vector<std::string> CommandSplitter::feed(std::string_view line) {
   std::size_t begin = 0;  // of this line's part of the command being read
   std::size_t json_from = pending_.empty() ? json_start(line, 0) : 0;
   bool fresh = pending_.empty();  // nothing of the current command read yet
-  bool in_string = false;         // JSON strings hold no newline: one ends with its line
-  bool escaped = false;
   std::size_t end = line.size();
-  for (std::size_t i = 0; i < line.size(); ++i) {
-    char c = line[i];
-    if (in_string) {
-      if (escaped) {
-        escaped = false;
-      } else if (c == '\\') {
-        escaped = true;
-      } else if (c == '"') {
-        in_string = false;
-      }
-      continue;
-    }
+  // The scan skips strings (one ends with its line: JSON strings hold no newline); its own
+  // depth counts every bracket, so the value's depth is kept here.
+  scan_json_structure(line, [&](std::size_t i, char c, std::size_t) {
+    if (end != line.size()) return;  // in a comment
     if (depth_ == 0 && c == ';') {
       pending_ += line.substr(begin, i - begin);
       emit(pending_);
@@ -445,21 +436,19 @@ std::vector<std::string> CommandSplitter::feed(std::string_view line) {
       begin = i + 1;
       fresh = true;
       json_from = json_start(line, begin);
-      continue;
+      return;
     }
     if (fresh && depth_ == 0 && c == '#') {  // a comment to the end of the line
       end = i;
-      break;
+      return;
     }
     if (!is_space(c)) fresh = false;
-    if (c == '"') {
-      in_string = true;
-    } else if (i >= json_from && (c == '[' || c == '{')) {
+    if (i >= json_from && (c == '[' || c == '{')) {
       ++depth_;
     } else if (i >= json_from && (c == ']' || c == '}') && depth_ > 0) {
       --depth_;
     }
-  }
+  });
   pending_ += line.substr(begin, end - begin);
   if (depth_ > 0) {  // the value goes on
     pending_ += '\n';
