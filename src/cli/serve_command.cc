@@ -76,7 +76,9 @@ int run_stop(const ServeArgs& args) {
   if (!args.unix_path.empty() && (args.tls || !args.ca_file.empty() || args.insecure)) {
     throw InvalidArgument("TLS is for TCP connections; a unix socket is served without it");
   }
-  net::RemoteStore client(client_for(args));
+  net::ClientOptions options = client_for(args);
+  options.control = true;  // served even when the server is at --max-clients
+  net::RemoteStore client(options);
   client.stop_server();
   std::cout << "stop requested; the server finishes in-flight requests and exits\n";
   return exit_ok;
@@ -194,7 +196,9 @@ void add_serve_command(CLI::App& app, Action& action) {
 
 int run_remote_info(const ConnectArgs& server, bool json) {
   check_connect(server);
-  net::RemoteStore client(net::client_options(parse_store_url(server_url(server))));
+  net::ClientOptions options = net::client_options(parse_store_url(server_url(server)));
+  options.control = true;  // served even when the server is at --max-clients
+  net::RemoteStore client(options);
   auto info = client.info();
   if (json) {
     nlohmann::ordered_json out = nlohmann::ordered_json::object();

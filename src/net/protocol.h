@@ -20,6 +20,8 @@ inline constexpr std::uint8_t protocol_version = 1;
 // What a server can do beyond protocol version 1 as it first shipped: bits of the optional fifth
 // element of its hello reply (docs/protocol.md §4.1). A server without it has none of them.
 inline constexpr std::uint64_t feature_appends = 1;  // commits may carry appends (§4.2)
+// Bits of the optional fifth element of a hello request (§4.1).
+inline constexpr std::uint64_t hello_control = 1;  // this connection sends only ping, info, stop
 inline constexpr std::size_t header_size = 20;
 // Large enough for one object at max_object_bytes plus its framing.
 inline constexpr std::uint32_t default_max_frame_bytes = max_object_bytes + 1024 * 1024;
@@ -48,6 +50,11 @@ enum class Op : std::uint16_t {
   stop = 16,
 };
 inline constexpr std::uint16_t max_op = 16;
+// What a control connection (hello_control) may send.
+inline constexpr bool control_op(std::uint16_t op) {
+  return op == static_cast<std::uint16_t>(Op::ping) || op == static_cast<std::uint16_t>(Op::info) ||
+         op == static_cast<std::uint16_t>(Op::stop);
+}
 
 // The only push: a commit's CSN and changed oids.
 inline constexpr std::uint16_t push_commit = 1;

@@ -126,11 +126,12 @@ class RemoteStore::Impl : public std::enable_shared_from_this<Impl> {
   // watch and catch up.
   void greet() {
     Writer w;
-    w.array(4)
+    w.array(options_.control ? 5 : 4)
         .u64(protocol_version)
         .u64(protocol_version)
         .str(options_.token)
         .str(fmt::format("cairn {}", version));
+    if (options_.control) w.u64(hello_control);
     std::string reply;
     try {
       reply = call_connected(Op::hello, w.bytes(), options_.connect_timeout);

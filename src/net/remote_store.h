@@ -26,6 +26,9 @@ struct ClientOptions {
   bool tls = false;
   std::string ca_file;    // TLS: the CA that signed the server certificate; "" = system store
   bool insecure = false;  // TLS without verifying the server: an explicit opt-out
+  // Say in the hello that this connection sends only ping, info and stop: a server at its
+  // --max-clients still serves a few such connections (docs/protocol.md §4.1).
+  bool control = false;
   std::chrono::milliseconds connect_timeout{5'000};
   std::chrono::milliseconds call_timeout{60'000};
 };

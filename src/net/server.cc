@@ -119,6 +119,9 @@ class Server::Impl {
   std::mutex handoff_mu_;
   std::vector<Handoff> handoffs_;
   std::uint64_t next_session_ = 1;
+  // Sessions accepted past --max-clients, and how many of them there may be at once.
+  std::size_t over_limit_sessions_ = 0;
+  static constexpr std::size_t control_room = 4;
   std::size_t watchers_ = 0;
   bool stopping_ = false;
   // Counters for info.
@@ -177,18 +180,23 @@ class Session : public std::enable_shared_from_this<Session> {
     answered();
   }
 
-  void start(bool reject) {
+  // `over_limit`: past --max-clients, served only as a control connection (its hello says so);
+  // `reject`: past even the room kept for those, refused at once.
+  void start(bool over_limit, bool reject) {
+    over_limit_ = over_limit;
     reset_idle();
     auto self = shared_from_this();
     transport_->handshake([this, self, reject](const asio::error_code& ec) {
       if (ec) return close();
-      if (reject) {
-        fail(0, 0, ErrorCode::busy,
-             fmt::format("the server is at its limit of {} clients", server_.options_.max_clients));
-        return;
-      }
+      if (reject) return refuse_busy();
       read();
     });
+  }
+  bool over_limit() const { return over_limit_; }
+
+  void refuse_busy() {
+    fail(0, 0, ErrorCode::busy,
+         fmt::format("the server is at its limit of {} clients", server_.options_.max_clients));
   }
 
   // Sends an error frame, then closes once it is written.
@@ -402,6 +410,8 @@ class Session : public std::enable_shared_from_this<Session> {
   // Bytes of replies in pending_ and writing_ (at most: reset once both are empty).
   std::size_t reply_bytes_ = 0;
   bool authed_ = false;
+  bool over_limit_ = false;  // accepted past --max-clients: a control connection or nothing
+  bool control_ = false;     // its hello said it sends only ping, info and stop
   bool watching_ = false;
   bool reading_ = false;
   bool consuming_ = false;
@@ -464,8 +474,13 @@ void Session::dispatch(const FrameHeader& header, std::string_view bytes) {
     check_body(header, bytes);
     Body body(bytes);
     if (!authed_ && header.op != static_cast<std::uint16_t>(Op::hello)) {
+      if (over_limit_) return refuse_busy();
       return fail(header.op, header.id, ErrorCode::auth,
                   "the first request must be hello (with the token, if the server has one)");
+    }
+    if (control_ && !control_op(header.op)) {
+      return fail(header.op, header.id, ErrorCode::protocol,
+                  "a control connection sends only ping, info and stop");
     }
     handle(header, body);
   } catch (const Error& e) {
@@ -481,6 +496,8 @@ void Session::hello(const FrameHeader& header, Reader r) {
   std::uint64_t min_version = r.u64();
   std::uint64_t max_version = r.u64();
   std::string token = r.str();
+  if (!r.at_end()) r.str();  // the client's name, for people reading traffic
+  std::uint64_t flags = r.at_end() ? 0 : r.u64();
   if (min_version > protocol_version || max_version < protocol_version) {
     return fail(header.op, header.id, ErrorCode::protocol,
                 fmt::format("client speaks protocol versions {}..{}, this server speaks {}",
@@ -489,6 +506,8 @@ void Session::hello(const FrameHeader& header, Reader r) {
   if (!server_.options_.token.empty() && !same_token(token, server_.options_.token)) {
     return fail(header.op, header.id, ErrorCode::auth, "wrong or missing token");
   }
+  control_ = (flags & hello_control) != 0;
+  if (over_limit_ && !control_) return refuse_busy();
   authed_ = true;
   Writer w;
   w.array(5)
@@ -904,11 +923,16 @@ void Server::Impl::accept(Acceptor& acceptor) {
 }
 
 void Server::Impl::adopt(std::unique_ptr<Transport> transport) {
-  bool reject = sessions_.size() >= options_.max_clients;
+  // Past the limit a few connections more are read, so that `cairn serve --stop` and
+  // `cairn info --connect` still reach a full server; any but a control connection among them
+  // is refused at its hello.
+  bool over_limit = sessions_.size() - over_limit_sessions_ >= options_.max_clients;
+  bool reject = over_limit && over_limit_sessions_ >= control_room;
   std::uint64_t id = next_session_++;
   auto session = std::make_shared<Session>(*this, id, std::move(transport));
   sessions_.emplace(id, session);
-  session->start(reject);
+  if (over_limit) ++over_limit_sessions_;
+  session->start(over_limit, reject);
 }
 
 void Server::Impl::hand_off(Handoff item) {
@@ -941,6 +965,7 @@ void Server::Impl::remove(std::uint64_t id) {
   // Sessions call this from their own handlers; keep the object alive until they return.
   auto it = sessions_.find(id);
   if (it == sessions_.end()) return;
+  if (it->second->over_limit()) --over_limit_sessions_;
   asio::post(io_, [session = std::move(it->second)] {});
   sessions_.erase(it);
   maybe_finish_stop();

@@ -431,6 +431,20 @@ TEST_F(Serve, ClientsMustPresentTheToken) {
   EXPECT_EQ(stop(*server), 0);
 }
 
+// A server at --max-clients refuses more clients, but `info --connect` and `serve --stop` still
+// reach it.
+TEST_F(Serve, AFullServerCanStillBeInspectedAndStopped) {
+  auto server = serve({"--memory", "--max-clients", "1"});
+  std::unique_ptr<Store> holder = cairn::open(server->url());
+  ProcessResult refused = shell(*server, "get /");
+  EXPECT_EQ(refused.exit_code, 1);
+  EXPECT_NE(refused.err.find("limit of 1 clients"), std::string::npos) << refused.err;
+  ProcessResult info = cairn({"info", "--connect", server->address(), "--json"});
+  ASSERT_EQ(info.exit_code, 0) << info.err;
+  EXPECT_EQ(Json::parse(info.out).at("clients"), 2) << info.out;  // the holder and info itself
+  EXPECT_EQ(stop(*server), 0) << server->log();
+}
+
 TEST_F(Serve, InfoConnectShowsClientsCsnCommitsAndUptime) {
   auto server = serve({"--memory"});
   ASSERT_EQ(shell(*server, "set /a 1; commit; set /b 2; commit").exit_code, 0);

@@ -685,6 +685,47 @@ TEST(Server, ClientsPastTheLimitAreRefusedWithBusy) {
   EXPECT_NO_THROW(server.connect()->ping());
 }
 
+// A server at --max-clients still serves a few control connections (ping, info, stop), so that
+// it can be inspected and stopped; they may do nothing else, and their room is bounded.
+TEST(Server, AFullServerStillServesControlConnections) {
+  TestServer server(make_memory_store(),
+                    options_with([](net::ServerOptions& o) { o.max_clients = 1; }));
+  auto one = server.connect();
+  net::ClientOptions control = server.client();
+  control.control = true;
+  net::RemoteStore inspector(control);
+  EXPECT_NO_THROW(inspector.ping());
+  EXPECT_FALSE(inspector.info().empty());
+  // Past the limit, a connection whose hello does not say control is still refused.
+  EXPECT_THROW(server.connect(), IoError);
+  // A control connection may not use the store.
+  net::RemoteStore nosy(control);
+  try {
+    nosy.new_oids(1);
+    FAIL() << "a control connection allocated oids";
+  } catch (const ProtocolError& e) {
+    EXPECT_NE(std::string(e.what()).find("only ping, info and stop"), std::string::npos)
+        << e.what();
+  }
+  // The room past the limit is bounded: connections that say nothing hold it until they time
+  // out, and one more is refused at once, even a control one.
+  std::vector<std::unique_ptr<RawClient>> silent;
+  for (int i = 0; i < 3; ++i)
+    silent.push_back(std::make_unique<RawClient>(server.port()));
+  std::this_thread::sleep_for(100ms);
+  try {
+    net::RemoteStore refused(control);
+    FAIL() << "a control connection past the room kept for them was served";
+  } catch (const IoError& e) {
+    EXPECT_NE(std::string(e.what()).find("limit of 1 clients"), std::string::npos) << e.what();
+  }
+  silent.clear();
+  std::this_thread::sleep_for(100ms);
+  // The room is free again: the stop gets through.
+  net::RemoteStore stopper(control);
+  EXPECT_NO_THROW(stopper.stop_server());
+}
+
 TEST(Server, SilentClientsAreDroppedAndHeartbeatsKeepOthersAlive) {
   TestServer server(make_memory_store(),
                     options_with([](net::ServerOptions& o) { o.idle_timeout = 300ms; }));
