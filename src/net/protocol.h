@@ -25,6 +25,8 @@ inline constexpr std::uint64_t hello_control = 1;  // this connection sends only
 inline constexpr std::size_t header_size = 20;
 // Large enough for one object at max_object_bytes plus its framing.
 inline constexpr std::uint32_t default_max_frame_bytes = max_object_bytes + 1024 * 1024;
+// The largest frame body a server reads before the connection's hello is answered.
+inline constexpr std::uint32_t max_hello_bytes = 64 * 1024;
 // The largest response body a client accepts, and by default the largest a server sends: a load
 // of many objects answers in one frame, which may well be larger than any request.
 inline constexpr std::uint32_t default_max_reply_bytes = 1u << 30;

@@ -279,8 +279,11 @@ class Session : public std::enable_shared_from_this<Session> {
           if (ec || closed_) return close();
           server_.bytes_in_ += n;
           in_len_ += n;
-          reset_idle();
           consume();
+          // Until its hello is answered a connection has the one deadline start() set, however
+          // slowly it trickles bytes: else a few clients without the token could hold every
+          // place up to --max-clients.
+          if (authed_ && !closed_) reset_idle();
           read();
         });
   }
@@ -328,8 +331,11 @@ class Session : public std::enable_shared_from_this<Session> {
     return limit == 0 ? default_max_reply_bytes : std::min(limit, default_max_reply_bytes);
   }
   std::uint32_t max_frame() const {
-    return server_.options_.max_frame_bytes ? server_.options_.max_frame_bytes
-                                            : default_max_frame_bytes;
+    std::uint32_t limit = server_.options_.max_frame_bytes ? server_.options_.max_frame_bytes
+                                                           : default_max_frame_bytes;
+    // Before its hello, a connection may send only a hello: a client without the token cannot
+    // make the server buffer a large frame.
+    return authed_ ? limit : std::min(limit, max_hello_bytes);
   }
 
   void dispatch(const FrameHeader& header, std::string_view body);

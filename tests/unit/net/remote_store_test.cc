@@ -726,6 +726,50 @@ TEST(Server, AFullServerStillServesControlConnections) {
   EXPECT_NO_THROW(stopper.stop_server());
 }
 
+// Before its hello, a connection can make the server buffer only a small frame: a client without
+// the token cannot hold 65 MiB per connection.
+TEST(Server, ALargeFrameBeforeHelloIsRefusedAtItsHeader) {
+  TestServer server(make_memory_store(), options_with([](net::ServerOptions&) {}));
+  RawClient raw(server.port());
+  std::string header;
+  net::append_frame(header, net::Kind::request, static_cast<std::uint16_t>(net::Op::hello), 1,
+                    std::string(net::max_hello_bytes + 1, '\0'));
+  header.resize(net::header_size);  // the header alone: the server must refuse without the body
+  raw.send(header);
+  auto reply = raw.read_frame();
+  ASSERT_TRUE(reply.has_value());
+  EXPECT_EQ(reply->first.kind, net::Kind::error);
+  EXPECT_EQ(error_code_of(reply->second), ErrorCode::protocol);
+  EXPECT_TRUE(raw.closed_by_server());
+  // After its hello a client may send frames up to the server's limit.
+  auto good = server.connect();
+  Oid oid = good->new_oids(1);
+  CommitRequest big;
+  big.writes.push_back(WriteOp{oid, "", "", encode(Value(std::string(200'000, 'x')))});
+  EXPECT_NO_THROW(good->commit(big));
+}
+
+// The idle timeout bounds the whole hello, not the gaps between its bytes.
+TEST(Server, AHelloTrickledByteByByteIsCutOffAtTheIdleTimeout) {
+  TestServer server(make_memory_store(),
+                    options_with([](net::ServerOptions& o) { o.idle_timeout = 500ms; }));
+  RawClient raw(server.port());
+  net::Writer w;
+  w.array(4).u64(1).u64(1).str("").str("slow");
+  std::string frame;
+  net::append_frame(frame, net::Kind::request, static_cast<std::uint16_t>(net::Op::hello), 1,
+                    w.bytes());
+  ASSERT_GT(frame.size(), 20u);  // sent a byte every 100 ms: over 2 s, four timeouts' worth
+  for (char c : frame) {
+    raw.send(std::string_view(&c, 1));  // each gap well inside the timeout
+    std::this_thread::sleep_for(100ms);
+  }
+  auto reply = raw.read_frame();
+  EXPECT_FALSE(reply.has_value() && reply->first.kind == net::Kind::response)
+      << "a hello that took four times the idle timeout was answered";
+  EXPECT_TRUE(raw.closed_by_server());
+}
+
 TEST(Server, SilentClientsAreDroppedAndHeartbeatsKeepOthersAlive) {
   TestServer server(make_memory_store(),
                     options_with([](net::ServerOptions& o) { o.idle_timeout = 300ms; }));
