@@ -197,11 +197,8 @@ std::vector<ScanEntry> MemoryStore::scan_keys(std::string_view type, std::string
   auto t = by_key_.find(type);
   if (t == by_key_.end()) return out;
   const KeyIndex& keys = t->second;
-  auto it = keys.upper_bound(after);
-  if (auto p = keys.lower_bound(prefix);
-      p != keys.end() && (it == keys.end() || p->first > it->first)) {
-    it = p;
-  }
+  // Keys at or past the prefix and past `after`: below the prefix, `after` bounds nothing.
+  auto it = after < prefix ? keys.lower_bound(prefix) : keys.upper_bound(after);
   for (; it != keys.end() && out.size() < limit && it->first.starts_with(prefix); ++it) {
     out.push_back(ScanEntry{it->second, it->first});
   }

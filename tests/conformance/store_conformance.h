@@ -276,6 +276,13 @@ TYPED_TEST_P(StoreConformance, ScanKeysIsOrderedByKeyWithPrefix) {
   EXPECT_EQ(got, (std::vector<std::string>{"b:1", "b:10", "b:2"}));
   EXPECT_TRUE(this->store->scan_keys("K", "zzz", "", 10).empty());
   EXPECT_EQ(this->store->scan_keys("K", "a", "a1:x", 10).size(), 1u);  // only "a:x" is left
+  // A page that ends exactly at the last key is followed by an empty one, not by the first page
+  // again (a scan that paged by the number of keys never ended).
+  EXPECT_TRUE(this->store->scan_keys("K", "", "c", 10).empty());
+  EXPECT_TRUE(this->store->scan_keys("K", "", "d", 10).empty());
+  EXPECT_TRUE(this->store->scan_keys("K", "b", "c", 10).empty());
+  EXPECT_TRUE(this->store->scan_keys("K", "b:", "b:2", 10).empty());
+  EXPECT_EQ(this->store->scan_keys("K", "b:", "a", 10).size(), 3u);  // `after` below the prefix
 }
 
 TYPED_TEST_P(StoreConformance, ScanIsStableUnderConcurrentDeletes) {
