@@ -32,6 +32,8 @@ inline constexpr std::size_t max_type_length = 255;
 inline constexpr std::size_t max_key_length = 1024;
 inline constexpr std::size_t max_lock_name_length = 1024;
 inline constexpr std::size_t max_object_bytes = 64 * 1024 * 1024;
+// The longest lock ttl and lock wait: longer ones are refused (InvalidArgument).
+inline constexpr std::chrono::milliseconds max_lock_duration{366LL * 24 * 3600 * 1000};
 
 // The first byte of a blob: object data that holds plain bytes rather than an encoded Value, and
 // to which a commit may append (AppendOp) without sending or rewriting what it already holds.
@@ -201,10 +203,12 @@ class Store {
   // TTL lock. Returns a fencing token, strictly greater than every token issued before for
   // this name, or nullopt if someone else still holds the lock after waiting `wait`. Locks are
   // not re-entrant: the holder locking again waits like anyone else. Never takes a held lock.
+  // A ttl or wait over max_lock_duration is refused.
   virtual std::optional<std::uint64_t> lock(const LockRequest& request) = 0;
   // Releases the lock if `owner` holds it; returns whether it did.
   virtual bool unlock(std::string_view name, std::string_view owner) = 0;
   // Extends a lock `owner` holds to expire `ttl` from now; false if it is not held by `owner`.
+  // A ttl that is not positive or is over max_lock_duration is refused.
   virtual bool renew(std::string_view name, std::string_view owner,
                      std::chrono::milliseconds ttl) = 0;
 

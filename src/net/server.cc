@@ -651,11 +651,11 @@ void Session::handle(const FrameHeader& header, const Body& body) {
       if (request.owner == owner_prefix_) {
         return reply_error(header, ErrorCode::invalid_argument, "a lock needs an owner");
       }
-      if (wait.count() < 0) {
+      if (wait.count() < 0 || wait > max_lock_duration) {
         return reply_error(header, ErrorCode::invalid_argument,
-                           fmt::format("lock wait must not be negative (got {} ms)", wait.count()));
+                           fmt::format("lock wait must be between 0 and {} ms (got {} ms)",
+                                       max_lock_duration.count(), wait.count()));
       }
-      wait = std::min<std::chrono::milliseconds>(wait, std::chrono::hours(24 * 365));
       ++inflight_;
       return lock(header, std::move(request), Clock::now() + wait);
     }

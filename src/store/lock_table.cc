@@ -39,7 +39,7 @@ bool LockTable::unlock(std::string_view name, std::string_view owner) {
 
 bool LockTable::renew(std::string_view name, std::string_view owner,
                       std::chrono::milliseconds ttl) {
-  if (ttl.count() <= 0) throw InvalidArgument("renew: ttl must be positive");
+  check_lock_ttl(ttl);
   std::lock_guard lk(mu_);
   auto it = locks_.find(std::string(name));
   auto now = Clock::now();

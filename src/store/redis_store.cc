@@ -1492,7 +1492,7 @@ bool RedisStore::unlock(std::string_view name, std::string_view owner) {
 
 bool RedisStore::renew(std::string_view name, std::string_view owner,
                        std::chrono::milliseconds ttl) {
-  if (ttl.count() <= 0) throw InvalidArgument("lock ttl must be positive");
+  check_lock_ttl(ttl);
   std::string ms = std::to_string(ttl.count());
   ReplyPtr r;
   {

@@ -94,8 +94,21 @@ void validate_lock_request(const LockRequest& request) {
   if (request.owner.empty()) throw InvalidArgument("lock owner must not be empty");
   check_length("lock name", request.name, max_lock_name_length);
   check_length("lock owner", request.owner, max_lock_name_length);
-  if (request.ttl.count() <= 0) throw InvalidArgument("lock ttl must be positive");
+  check_lock_ttl(request.ttl);
   if (request.wait.count() < 0) throw InvalidArgument("lock wait must not be negative");
+  if (request.wait > max_lock_duration) {
+    throw InvalidArgument(fmt::format("lock wait of {} ms is over the limit of {} ms",
+                                      request.wait.count(), max_lock_duration.count()));
+  }
+}
+
+void check_lock_ttl(std::chrono::milliseconds ttl) {
+  // Past the limit, now + ttl could overflow the clock and make a held lock look expired.
+  if (ttl.count() <= 0) throw InvalidArgument("lock ttl must be positive");
+  if (ttl > max_lock_duration) {
+    throw InvalidArgument(fmt::format("lock ttl of {} ms is over the limit of {} ms", ttl.count(),
+                                      max_lock_duration.count()));
+  }
 }
 
 std::string conflict_message(const std::vector<Oid>& oids) {

@@ -2,6 +2,7 @@
 // the same message.
 #pragma once
 
+#include <chrono>
 #include <functional>
 #include <optional>
 #include <string>
@@ -32,6 +33,8 @@ void check_append(Oid oid, std::optional<std::size_t> current_size, bool blob,
 
 // Throws InvalidArgument for an empty or over-long name or owner, a ttl <= 0, or a wait < 0.
 void validate_lock_request(const LockRequest& request);
+// Refuses a lock or renew ttl that is not positive or is over max_lock_duration.
+void check_lock_ttl(std::chrono::milliseconds ttl);
 
 // "commit conflicts on oids 3, 7": the message of a ConflictError.
 std::string conflict_message(const std::vector<Oid>& oids);

@@ -516,6 +516,23 @@ TYPED_TEST_P(StoreConformance, LockRequestsAreValidated) {
   EXPECT_THROW(
       this->store->lock(LockRequest{std::string(max_lock_name_length + 1, 'n'), "a", 1s, 0ms}),
       InvalidArgument);
+  // A ttl or wait past the limit is refused: a huge ttl used to overflow the clock, and the
+  // lock it granted was free for anyone to take at once.
+  using std::chrono::milliseconds;
+  EXPECT_THROW(this->store->lock(LockRequest{"big", "a", milliseconds::max(), 0ms}),
+               InvalidArgument);
+  EXPECT_THROW(this->store->lock(LockRequest{"big", "a", max_lock_duration + 1ms, 0ms}),
+               InvalidArgument);
+  EXPECT_THROW(this->store->lock(LockRequest{"big", "a", 1s, max_lock_duration + 1ms}),
+               InvalidArgument);
+  ASSERT_TRUE(this->store->lock(LockRequest{"big", "a", max_lock_duration, 0ms}).has_value());
+  EXPECT_FALSE(this->store->lock(LockRequest{"big", "b", 1s, 0ms}).has_value())
+      << "a lock taken for the longest ttl was free to take";
+  EXPECT_THROW(this->store->renew("big", "a", milliseconds::max()), InvalidArgument);
+  EXPECT_THROW(this->store->renew("big", "a", 0ms), InvalidArgument);
+  EXPECT_TRUE(this->store->renew("big", "a", max_lock_duration));
+  EXPECT_FALSE(this->store->lock(LockRequest{"big", "b", 1s, 0ms}).has_value());
+  EXPECT_TRUE(this->store->unlock("big", "a"));
 }
 
 TYPED_TEST_P(StoreConformance, PackDropsOnlyUnreachableObjects) {
