@@ -212,13 +212,13 @@ std::vector<Oid> read_oids(Reader r) {
   return out;
 }
 
-void write_commit_request(Writer& w, const CommitRequest& request) {
+void write_commit_request(Writer& w, const CommitRequest& request, std::uint64_t version_offset) {
   // The appends are a fourth element only when there are any, so that a commit without them
   // is the same bytes as before appends existed.
   w.array(request.appends.empty() ? 3 : 4);
   w.array(static_cast<std::uint32_t>(request.reads.size()));
   for (const ReadCheck& read : request.reads)
-    w.array(2).u64(read.oid.value()).u64(read.version);
+    w.array(2).u64(read.oid.value()).u64(read.version == 0 ? 0 : read.version - version_offset);
   w.array(static_cast<std::uint32_t>(request.writes.size()));
   for (const WriteOp& write : request.writes)
     w.array(4).u64(write.oid.value()).str(write.type).str(write.key).bin(write.data);

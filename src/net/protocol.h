@@ -170,7 +170,9 @@ class Body {
 // Shared encodings of the store contract's types.
 void write_oids(Writer& w, std::span<const Oid> oids);
 std::vector<Oid> read_oids(Reader r);
-void write_commit_request(Writer& w, const CommitRequest& request);
+// `version_offset` is subtracted from every read version but 0 (RemoteStore's CSN offset).
+void write_commit_request(Writer& w, const CommitRequest& request,
+                          std::uint64_t version_offset = 0);
 CommitRequest read_commit_request(Reader r);
 void write_objects(Writer& w, std::span<const StoredObject> objects);
 std::vector<StoredObject> read_objects(Reader r, std::span<const Oid> oids);

@@ -94,10 +94,7 @@ class RemoteStore::Impl : public std::enable_shared_from_this<Impl> {
 
   void connect() {
     std::lock_guard connect_lock(connect_mu_);
-    {
-      std::lock_guard lock(mu_);
-      if (connected_) return;
-    }
+    if (ready()) return;
     shutdown();
     io_.restart();
     open_transport();
@@ -148,6 +145,18 @@ class RemoteStore::Impl : public std::enable_shared_from_this<Impl> {
     r.u64();  // its CSN
     heartbeat_ = std::chrono::milliseconds(std::max<std::uint64_t>(r.u64(), 50));
     features_ = r.at_end() ? 0 : r.u64();  // a server from before features has none
+    std::uint64_t instance = r.at_end() ? 0 : r.u64();  // 0: a server from before instances
+    {
+      std::lock_guard lock(mu_);
+      if (instance_ != 0 && instance != instance_) {
+        // Another run of the server, perhaps over a database restored from a backup: its CSNs
+        // and versions may be ours with other meanings. From now on callers see them shifted
+        // past every value handed out so far, so that nothing learned before can pass for
+        // something current (docs/protocol.md §6).
+        offset_ = highest_.load() + 1;
+      }
+      instance_ = instance;
+    }
     asio::post(io_, [this] { heartbeat(); });
     bool rewatch = false;
     std::uint64_t since = 0;
@@ -161,23 +170,43 @@ class RemoteStore::Impl : public std::enable_shared_from_this<Impl> {
       held_pushes_.clear();
     }
     if (rewatch) {
-      watch(true);
+      watch(true, true);
       catch_up(since);
     }
     std::lock_guard lock(mu_);
-    if (connected_) hearing_ = true;  // not if the connection was lost meanwhile
+    if (!connected_) return;  // lost meanwhile
+    ready_ = true;
+    hearing_ = true;
+  }
+
+  // Connected and greeted: calls may go out.
+  bool ready() {
+    std::lock_guard lock(mu_);
+    return connected_ && ready_;
+  }
+
+  // A CSN or version as callers see it: the server's plus the offset of the connection it came
+  // on. Versions keep 0 for "absent".
+  std::uint64_t client_csn(std::uint64_t server_csn, std::uint64_t offset) {
+    std::uint64_t csn = server_csn + offset;
+    std::uint64_t seen = highest_.load();
+    while (csn > seen && !highest_.compare_exchange_weak(seen, csn)) {
+    }
+    return csn;
+  }
+  std::uint64_t client_version(std::uint64_t version, std::uint64_t offset) {
+    return version == 0 ? 0 : client_csn(version, offset);
+  }
+  std::uint64_t offset() {
+    std::lock_guard lock(mu_);
+    return offset_;
   }
 
   bool hearing() const { return hearing_.load(); }
 
   // Throws Unsupported unless the server (connected to first, if need be) has `feature`.
   void require(std::uint64_t feature, std::string_view what) {
-    bool up = false;
-    {
-      std::lock_guard lock(mu_);
-      up = connected_;
-    }
-    if (!up) connect();
+    if (!ready()) connect();
     if ((features_.load() & feature) == 0) {
       throw Unsupported(fmt::format("the server at {} ({}) does not support {}: upgrade it",
                                     where(), server_name_, what));
@@ -185,23 +214,32 @@ class RemoteStore::Impl : public std::enable_shared_from_this<Impl> {
   }
 
   // Sends a request and waits for its reply; connects first if the connection is down.
-  std::string call(Op op, std::string_view body) { return call(op, body, options_.call_timeout); }
-  std::string call(Op op, std::string_view body, std::chrono::milliseconds timeout) {
-    bool up = false;
-    {
-      std::lock_guard lock(mu_);
-      up = connected_;
-    }
-    if (!up) connect();
-    return call_connected(op, body, timeout);
+  // `offset`, if given, is set to the offset of the connection the request went on (for the
+  // reply's CSNs); `expect`, if given, is the offset the body was written for: should the
+  // connection now have another, the request is not sent and HistoryChanged is thrown.
+  std::string call(Op op, std::string_view body, std::uint64_t* offset = nullptr,
+                   std::optional<std::uint64_t> expect = std::nullopt) {
+    return call(op, body, options_.call_timeout, offset, expect);
+  }
+  std::string call(Op op, std::string_view body, std::chrono::milliseconds timeout,
+                   std::uint64_t* offset = nullptr,
+                   std::optional<std::uint64_t> expect = std::nullopt) {
+    if (!ready()) connect();
+    return call_connected(op, body, timeout, offset, expect);
   }
 
-  std::string call_connected(Op op, std::string_view body, std::chrono::milliseconds timeout) {
+  struct HistoryChanged {};
+
+  std::string call_connected(Op op, std::string_view body, std::chrono::milliseconds timeout,
+                             std::uint64_t* offset = nullptr,
+                             std::optional<std::uint64_t> expect = std::nullopt) {
     auto pending = std::make_shared<Pending>();
     std::uint32_t id = 0;
     {
       std::lock_guard lock(mu_);
       if (!connected_) throw IoError(fmt::format("connection to {} lost: {}", where(), lost_));
+      if (expect && *expect != offset_) throw HistoryChanged{};
+      if (offset != nullptr) *offset = offset_;
       do {
         id = next_id_++;
       } while (id == 0 || pending_.contains(id));
@@ -226,12 +264,15 @@ class RemoteStore::Impl : public std::enable_shared_from_this<Impl> {
     return std::move(pending->body);
   }
 
-  void watch(bool on) {
+  // `greeting`: from greet(), on a connection not yet ready for other calls.
+  void watch(bool on, bool greeting = false) {
     Writer w;
     w.array(1).boolean(on);
-    Body body(call(Op::watch, w.bytes()));
+    std::uint64_t offset = 0;
+    Body body(greeting ? call_connected(Op::watch, w.bytes(), options_.call_timeout, &offset)
+                       : call(Op::watch, w.bytes(), &offset));
     Reader r = body.reader();
-    std::uint64_t csn = r.u64();
+    std::uint64_t csn = client_csn(r.u64(), offset);
     std::lock_guard lock(listeners_mu_);
     if (on && last_push_csn_ == 0) last_push_csn_ = csn;
   }
@@ -239,13 +280,26 @@ class RemoteStore::Impl : public std::enable_shared_from_this<Impl> {
   // After a reconnect: tell listeners about commits after `since` (the last push before the
   // connection was lost), then about the pushes held back meanwhile.
   void catch_up(std::uint64_t since) {
-    Writer w;
-    w.array(1).u64(since);
-    Body body(call(Op::changes, w.bytes()));
-    Reader r = body.reader();
-    std::uint64_t csn = r.u64();
-    bool complete = r.boolean();
-    std::vector<Oid> oids = read_oids(r.array());
+    std::uint64_t offset = this->offset();
+    std::uint64_t csn = 0;
+    bool complete = false;
+    std::vector<Oid> oids;
+    if (since < offset) {
+      // From before the server's history changed (greet): `since` means nothing to it. Learn
+      // its CSN (a load of no objects) and report everything unknown.
+      Writer w;
+      w.array(1).array(0);
+      Body body(call_connected(Op::load, w.bytes(), options_.call_timeout, &offset));
+      csn = client_csn(body.reader().u64(), offset);
+    } else {
+      Writer w;
+      w.array(1).u64(since - offset);
+      Body body(call_connected(Op::changes, w.bytes(), options_.call_timeout, &offset));
+      Reader r = body.reader();
+      csn = client_csn(r.u64(), offset);
+      complete = r.boolean();
+      oids = read_oids(r.array());
+    }
     std::lock_guard lock(listeners_mu_);
     catching_up_ = false;
     if (!complete) {
@@ -300,12 +354,12 @@ class RemoteStore::Impl : public std::enable_shared_from_this<Impl> {
 
   const std::string& server_name() const { return server_name_; }
   const ClientOptions& options() const { return options_; }
-
- private:
   std::string where() const {
     return options_.unix_path.empty() ? fmt::format("{}:{}", options_.host, options_.port)
                                       : options_.unix_path;
   }
+
+ private:
 
   // Runs the I/O context on this thread until `done` or the connect timeout.
   void run_until(const bool& done, std::string_view what) {
@@ -500,7 +554,7 @@ class RemoteStore::Impl : public std::enable_shared_from_this<Impl> {
     if (header.op != push_commit) return;  // unknown pushes are for newer clients
     Body body(bytes);
     Reader r = body.reader();
-    std::uint64_t csn = r.u64();
+    std::uint64_t csn = client_csn(r.u64(), offset());
     deliver(csn, read_oids(r.array()));
   }
 
@@ -526,6 +580,7 @@ class RemoteStore::Impl : public std::enable_shared_from_this<Impl> {
       std::lock_guard lock(mu_);
       if (!connected_) return;
       connected_ = false;
+      ready_ = false;
       hearing_ = false;
       lost_ = why;
       if (!error_without_id_.empty()) {
@@ -635,12 +690,19 @@ class RemoteStore::Impl : public std::enable_shared_from_this<Impl> {
 
   std::mutex mu_;  // guards what follows
   bool connected_ = false;
+  bool ready_ = false;  // connected, greeted, watching and caught up (if anyone listens)
+  // The server run of the last hello (0: none yet, or a server from before instances), and what
+  // is added to the CSNs and versions of the connection to it (greet).
+  std::uint64_t instance_ = 0;
+  std::uint64_t offset_ = 0;
   // Connected, and (if anyone listens) watching and caught up: pushes bring every commit.
   std::atomic<bool> hearing_{false};
   std::string lost_ = "not connected";
   std::uint32_t next_id_ = 1;
   std::map<std::uint32_t, std::shared_ptr<Pending>> pending_;
   std::string error_without_id_;
+
+  std::atomic<std::uint64_t> highest_{0};  // the highest CSN or version handed out (client_csn)
 
   std::mutex reconnect_mu_;  // guards what follows
   std::condition_variable reconnect_cv_;
@@ -676,34 +738,84 @@ LoadResult RemoteStore::load(std::span<const Oid> oids) {
   Writer w;
   w.array(1);
   write_oids(w, oids);
-  Body body(impl_->call(Op::load, w.bytes()));
+  std::uint64_t offset = 0;
+  Body body(impl_->call(Op::load, w.bytes(), &offset));
   Reader r = body.reader();
   LoadResult result;
-  result.csn = r.u64();
+  result.csn = impl_->client_csn(r.u64(), offset);
   result.objects = read_objects(r.array(), oids);
+  for (StoredObject& o : result.objects)
+    o.version = impl_->client_version(o.version, offset);
   return result;
 }
+
+namespace {
+std::string oid_list(const std::vector<Oid>& oids) {
+  std::string list;
+  for (Oid oid : oids)
+    list += (list.empty() ? "" : ", ") + oid.str();
+  return list;
+}
+}  // namespace
 
 std::uint64_t RemoteStore::commit(const CommitRequest& request) {
   // An older server would read the commit without its appends and apply the rest.
   if (!request.appends.empty()) impl_->require(feature_appends, "appends");
+  std::uint64_t offset = impl_->offset();
+  // A version read from before the server's history changed (Impl::greet) cannot be checked
+  // against the new one: the state read may be gone, though the number be in use again.
+  std::vector<Oid> stale;
+  for (const ReadCheck& read : request.reads) {
+    if (read.version != 0 && read.version <= offset) stale.push_back(read.oid);
+  }
+  auto changed = [&](std::vector<Oid> oids) {
+    return ConflictError(
+        fmt::format("commit conflicts on oids {}: read from the server at {} before it was "
+                    "started again with another history; nothing was committed",
+                    oid_list(oids), impl_->where()),
+        std::move(oids));
+  };
+  if (!stale.empty()) throw changed(std::move(stale));
   Writer w;
   w.array(1);
-  write_commit_request(w, request);
-  Body body(impl_->call(Op::commit, w.bytes()));
-  return body.reader().u64();
+  write_commit_request(w, request, offset);
+  try {
+    // Only read versions depend on the offset: a commit without reads goes to any history.
+    std::optional<std::uint64_t> expect;
+    if (!request.reads.empty()) expect = offset;
+    Body body(impl_->call(Op::commit, w.bytes(), &offset, expect));
+    return impl_->client_csn(body.reader().u64(), offset);
+  } catch (const Impl::HistoryChanged&) {
+    std::vector<Oid> read;
+    for (const ReadCheck& r : request.reads)
+      read.push_back(r.oid);
+    throw changed(std::move(read));
+  }
 }
 
 Changes RemoteStore::changes_since(std::uint64_t csn) {
-  Writer w;
-  w.array(1).u64(csn);
-  Body body(impl_->call(Op::changes, w.bytes()));
-  Reader r = body.reader();
-  Changes changes;
-  changes.csn = r.u64();
-  changes.complete = r.boolean();
-  changes.oids = read_oids(r.array());
-  return changes;
+  for (;;) {
+    std::uint64_t offset = impl_->offset();
+    Changes changes;
+    if (csn < offset) {
+      // A CSN from before the server's history changed (Impl::greet): anything may differ.
+      changes.csn = load({}).csn;
+      changes.complete = false;
+      return changes;
+    }
+    Writer w;
+    w.array(1).u64(csn - offset);
+    try {
+      Body body(impl_->call(Op::changes, w.bytes(), &offset, offset));
+      Reader r = body.reader();
+      changes.csn = impl_->client_csn(r.u64(), offset);
+      changes.complete = r.boolean();
+      changes.oids = read_oids(r.array());
+      return changes;
+    } catch (const Impl::HistoryChanged&) {
+      // Changed while the request was written: ask again.
+    }
+  }
 }
 
 Subscription RemoteStore::subscribe(CommitListener listener) {

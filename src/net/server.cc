@@ -16,6 +16,7 @@
 #include <deque>
 #include <map>
 #include <mutex>
+#include <random>
 #include <unordered_map>
 
 #include "cairn/error.h"
@@ -119,6 +120,7 @@ class Server::Impl {
   std::mutex handoff_mu_;
   std::vector<Handoff> handoffs_;
   std::uint64_t next_session_ = 1;
+  std::uint64_t instance_ = 0;  // this run's id, in every hello reply; never 0
   // Sessions accepted past --max-clients, and how many of them there may be at once.
   std::size_t over_limit_sessions_ = 0;
   static constexpr std::size_t control_room = 4;
@@ -516,12 +518,13 @@ void Session::hello(const FrameHeader& header, Reader r) {
   if (over_limit_ && !control_) return refuse_busy();
   authed_ = true;
   Writer w;
-  w.array(5)
+  w.array(6)
       .u64(protocol_version)
       .str(fmt::format("{} {}", server_.options_.name, version))
       .u64(server_.last_csn_)
       .u64(static_cast<std::uint64_t>(server_.options_.idle_timeout.count() / 3))
-      .u64(feature_appends);
+      .u64(feature_appends)
+      .u64(server_.instance_);
   reply(header, w.bytes());
 }
 
@@ -814,6 +817,13 @@ void Session::release_locks() {
 
 Server::Impl::Impl(Store& store, ServerOptions options)
     : store_(store), options_(std::move(options)) {
+  // Random, so that a client can tell this run from any other (docs/protocol.md §4.1): a server
+  // started again, perhaps over a file restored from a backup, may reuse CSNs with other
+  // meanings.
+  instance_ = options_.instance;
+  std::random_device random;
+  while (instance_ == 0)
+    instance_ = (std::uint64_t{random()} << 32) | random();
   if (options_.max_frame_bytes) max_frame_ = options_.max_frame_bytes;
   if (options_.tcp && options_.token.empty() && !is_loopback(options_.host)) {
     throw InvalidArgument(fmt::format(

@@ -45,6 +45,11 @@ struct ServerOptions {
   // Run pack() when this many bytes were committed since the last one (0 = never).
   std::uint64_t gc_bytes = 0;
   std::string name = "cairn";  // reported in hello and info
+  // Names the history the store's CSNs count, in every hello reply (docs/protocol.md §4.1): a
+  // client that reconnects to another instance takes nothing it knew as current. 0 = a random
+  // one, new for each Server. Give a Server started again over the same Store object (whose
+  // history goes on) the same nonzero value; never give it to one over other data.
+  std::uint64_t instance = 0;
   // Where the server reports what it does (stopping, automatic packs). Default: nowhere.
   std::function<void(std::string_view)> log;
 };

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <memory>
+#include <random>
 #include <thread>
 
 #include "cairn/store.h"
@@ -17,6 +18,8 @@ class TestServer {
   explicit TestServer(std::unique_ptr<Store> backing, net::ServerOptions options = {})
       : backing_(std::move(backing)), options_(std::move(options)) {
     options_.port = 0;
+    // Kept by restart(), which goes on over the same store and history.
+    if (options_.instance == 0) options_.instance = new_instance();
     start();
   }
   TestServer(const TestServer&) = delete;
@@ -36,6 +39,17 @@ class TestServer {
     start();
   }
 
+  // Stops the server and starts one on the same port over `backing` instead, as after a
+  // database was replaced by a backup: another history, so another instance.
+  void restart_over(std::unique_ptr<Store> backing) {
+    stop();
+    options_.port = server_->port();
+    server_.reset();  // uses the old store until here
+    backing_ = std::move(backing);
+    options_.instance = new_instance();
+    start();
+  }
+
   std::uint16_t port() const { return server_->port(); }
   Store& backing() { return *backing_; }
 
@@ -50,6 +64,10 @@ class TestServer {
   }
 
  private:
+  static std::uint64_t new_instance() {
+    std::random_device random;
+    return (std::uint64_t{random()} << 32) | random() | 1;
+  }
   void start() {
     server_.reset();
     server_ = std::make_unique<net::Server>(*backing_, options_);

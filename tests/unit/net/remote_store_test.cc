@@ -17,6 +17,7 @@
 #include "cairn/database.h"
 #include "cairn/error.h"
 #include "cairn/file_store.h"
+#include "cairn/json.h"
 #include "conformance/store_conformance.h"
 #include "net/protocol.h"
 #include "support/eventually.h"
@@ -586,6 +587,79 @@ TEST(Server, APushDuringTheCatchUpDoesNotHideWhatChangedWhileAway) {
   // The reconnecting thread (this test's call, or the store's own) says so once its greeting
   // ends, a moment after the catch-up it delivered.
   EXPECT_TRUE(eventually([&] { return client->hears_commits(); }));
+}
+
+// A server started again over other data (a database replaced by a backup) may reach the same
+// CSN as the one a client knew, with other states behind it. The client must not take what it
+// cached, or versions it read, as current: that once let a stale cache overwrite the restored
+// data without a conflict.
+TEST(Server, AClientTakesNothingAsCurrentFromAServerStartedOverOtherData) {
+  auto first = make_memory_store();
+  TestServer server(std::move(first), options_with([](net::ServerOptions&) {}));
+  auto remote = server.connect();
+  net::RemoteStore& client = *remote;
+  Database db(std::move(remote));
+  // Until the client has reconnected, a call may still go out on the connection the server
+  // closed, and fail with IoError.
+  auto reconnected = [&] {
+    return eventually([&] {
+      try {
+        client.ping();
+        return true;
+      } catch (const IoError&) {
+        return false;
+      }
+    });
+  };
+  db.transaction([](Txn& tx) { tx.root().set("n", Value(std::int64_t{1})); });
+  db.transaction([](Txn& tx) { tx.root().set("n", Value(std::int64_t{2})); });
+  Connection conn = db.connect();
+  ASSERT_EQ(conn.root().get("n"), Value(std::int64_t{2}));
+  conn.root().set("k", Value(std::int64_t{1}));  // read the root at version 2, then write
+
+  // The backup: a store whose two commits gave the root other contents.
+  auto restored = make_memory_store();
+  {
+    Oid root = Oid::root();
+    for (const char* state : {R"({"n": 999})", R"({"n": 999, "m": "restored"})"}) {
+      CommitRequest req;
+      req.writes.push_back(WriteOp{root, "", "", encode(from_json(state))});
+      restored->commit(req);
+    }
+  }
+  server.restart_over(std::move(restored));
+  ASSERT_TRUE(reconnected());
+
+  // The transaction read the root before: it cannot commit over the restored one.
+  EXPECT_THROW(conn.commit(), ConflictError);
+  // After that abort, and on a sync, the connection sees the restored root, not its cache.
+  conn.sync();
+  EXPECT_EQ(conn.root().get("n"), Value(std::int64_t{999}));
+  conn.root().set("k", Value(std::int64_t{1}));
+  conn.commit();
+  db.view([](View& v) {
+    EXPECT_EQ(v.root().get("n"), Value(std::int64_t{999}));
+    EXPECT_EQ(v.root().get("m"), Value("restored"));
+    EXPECT_EQ(v.root().get("k"), Value(std::int64_t{1}));
+  });
+
+  // A backup with a shorter history: CSN 1, below what the client has seen.
+  auto older = make_memory_store();
+  {
+    CommitRequest req;
+    req.writes.push_back(WriteOp{Oid::root(), "", "", encode(from_json(R"({"n": 7})"))});
+    older->commit(req);
+  }
+  server.restart_over(std::move(older));
+  ASSERT_TRUE(reconnected());
+  conn.sync();
+  EXPECT_EQ(conn.root().get("n"), Value(std::int64_t{7}))
+      << "the connection kept states of a history the server no longer has";
+  EXPECT_EQ(db.transaction([](Txn& tx) {
+    tx.root().set("n", Value(std::int64_t{8}));
+    return tx.root().get("n").as_int();
+  }),
+            8);
 }
 
 // A client that only listens makes no calls that would reconnect it: after the server comes
