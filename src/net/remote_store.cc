@@ -144,7 +144,7 @@ class RemoteStore::Impl : public std::enable_shared_from_this<Impl> {
     server_name_ = r.str();
     r.u64();  // its CSN
     heartbeat_ = std::chrono::milliseconds(std::max<std::uint64_t>(r.u64(), 50));
-    features_ = r.at_end() ? 0 : r.u64();  // a server from before features has none
+    features_ = r.at_end() ? 0 : r.u64();               // a server from before features has none
     std::uint64_t instance = r.at_end() ? 0 : r.u64();  // 0: a server from before instances
     {
       std::lock_guard lock(mu_);
@@ -360,7 +360,6 @@ class RemoteStore::Impl : public std::enable_shared_from_this<Impl> {
   }
 
  private:
-
   // Runs the I/O context on this thread until `done` or the connect timeout.
   void run_until(const bool& done, std::string_view what) {
     auto deadline = Clock::now() + options_.connect_timeout;
