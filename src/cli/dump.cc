@@ -4,6 +4,8 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <bit>
+#include <cmath>
 #include <istream>
 #include <limits>
 #include <map>
@@ -46,8 +48,8 @@ bool is_utf8(std::string_view text) {
 }
 
 // Whether cairn's JSON form carries `value` exactly, so that restoring it gives the same Value:
-// JSON strings hold only UTF-8 (to_json replaces other bytes), and RFC 3339 holds only the years
-// 0000-9999.
+// JSON strings hold only UTF-8 (to_json replaces other bytes), RFC 3339 holds only the years
+// 0000-9999, and {"$double":"nan"} only the one NaN.
 bool json_exact(const Value& value) {
   switch (value.kind()) {
     case Kind::string:
@@ -60,6 +62,12 @@ bool json_exact(const Value& value) {
       });
     case Kind::ref:
       return is_utf8(value.as_ref().type);
+    case Kind::floating:
+      // JSON writes every NaN as {"$double":"nan"}, which reads back as the quiet NaN: one with
+      // another sign or payload is kept only as raw bytes.
+      return !std::isnan(value.as_double()) ||
+             std::bit_cast<std::uint64_t>(value.as_double()) ==
+                 std::bit_cast<std::uint64_t>(std::numeric_limits<double>::quiet_NaN());
     case Kind::timestamp:
       try {
         return Timestamp::parse(value.as_timestamp().str()) == value.as_timestamp();
