@@ -4,10 +4,13 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <bit>
+#include <cmath>
 #include <istream>
 #include <limits>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <ostream>
 #include <unordered_map>
 #include <utility>
@@ -45,8 +48,8 @@ bool is_utf8(std::string_view text) {
 }
 
 // Whether cairn's JSON form carries `value` exactly, so that restoring it gives the same Value:
-// JSON strings hold only UTF-8 (to_json replaces other bytes), and RFC 3339 holds only the years
-// 0000-9999.
+// JSON strings hold only UTF-8 (to_json replaces other bytes), RFC 3339 holds only the years
+// 0000-9999, and {"$double":"nan"} only the one NaN.
 bool json_exact(const Value& value) {
   switch (value.kind()) {
     case Kind::string:
@@ -59,6 +62,12 @@ bool json_exact(const Value& value) {
       });
     case Kind::ref:
       return is_utf8(value.as_ref().type);
+    case Kind::floating:
+      // JSON writes every NaN as {"$double":"nan"}, which reads back as the quiet NaN: one with
+      // another sign or payload is kept only as raw bytes.
+      return !std::isnan(value.as_double()) ||
+             std::bit_cast<std::uint64_t>(value.as_double()) ==
+                 std::bit_cast<std::uint64_t>(std::numeric_limits<double>::quiet_NaN());
     case Kind::timestamp:
       try {
         return Timestamp::parse(value.as_timestamp().str()) == value.as_timestamp();
@@ -70,14 +79,11 @@ bool json_exact(const Value& value) {
   }
 }
 
-// A JSON string literal for `text`; Unsupported if it is not valid UTF-8, which JSON cannot hold.
-std::string json_string(std::string_view text, Oid oid, std::string_view what) {
-  if (!is_utf8(text)) {
-    throw Unsupported(
-        fmt::format("object {} has a {} that is not valid UTF-8, which a dump (JSON) cannot hold",
-                    oid.value(), what));
-  }
-  return Json(std::string(text)).dump();
+// A type or key as a JSON member value: a JSON string when it is valid UTF-8, which JSON strings
+// hold exactly, else {"$bytes":"BASE64"}, which holds any bytes.
+std::string text_json(std::string_view text) {
+  if (is_utf8(text)) return Json(std::string(text)).dump();
+  return to_json(Value(Bytes{std::string(text)}));
 }
 
 // The data as "fields" when it decodes to a Value that JSON carries exactly, else as "raw"
@@ -90,16 +96,6 @@ std::string data_member(std::string_view data) {
     // Not a codec Value: written as raw bytes.
   }
   return ",\"raw\":" + to_json(Value(Bytes{std::string(data)}));
-}
-
-std::string object_line(const StoredObject& object) {
-  std::string line = fmt::format("{{\"oid\":{}", object.oid.value());
-  if (!object.type.empty()) line += ",\"type\":" + json_string(object.type, object.oid, "type");
-  if (!object.key.empty()) line += ",\"key\":" + json_string(object.key, object.oid, "key");
-  line += fmt::format(",\"generation\":{}", object.version);
-  line += data_member(object.data);
-  line += '}';
-  return line;
 }
 
 // Refuses a line that nests deeper than any dump line can (an object holding a Value of the
@@ -147,11 +143,19 @@ std::uint64_t unsigned_member(const Json& j, const char* name) {
   return it->get<std::uint64_t>();
 }
 
-std::string string_member(const Json& j, const char* name) {
+// A "type" or "key" member: a JSON string, or {"$bytes":"BASE64"} for bytes that are not UTF-8.
+std::string text_member(const Json& j, const char* name) {
   auto it = j.find(name);
   if (it == j.end()) return {};
-  if (!it->is_string()) throw InvalidArgument(fmt::format("\"{}\" must be a string", name));
-  return it->get<std::string>();
+  if (it->is_string()) return it->get<std::string>();
+  if (it->is_object() && it->size() == 1 && it->contains("$bytes")) {
+    try {
+      return std::move(from_json(it->dump()).as_bytes().data);
+    } catch (const InvalidArgument& e) {
+      throw InvalidArgument(fmt::format("\"{}\": {}", name, e.what()));
+    }
+  }
+  throw InvalidArgument(fmt::format("\"{}\" must be a string or {{\"$bytes\": \"BASE64\"}}", name));
 }
 
 void parse_header(const std::string& line, Dump& dump) {
@@ -164,10 +168,11 @@ void parse_header(const std::string& line, Dump& dump) {
                     dump_format_name, dump_format_version));
   }
   allow_only(j, {"format", "version", "next_oid", "csn"});
-  std::uint64_t version = unsigned_member(j, "version");
-  if (version != dump_format_version) {
-    throw InvalidArgument(fmt::format("dump version {} is not supported (this cairn reads {})",
-                                      version, dump_format_version));
+  dump.version = unsigned_member(j, "version");
+  if (dump.version < dump_format_oldest_version || dump.version > dump_format_version) {
+    throw InvalidArgument(
+        fmt::format("dump version {} is not supported (this cairn reads {} to {})", dump.version,
+                    dump_format_oldest_version, dump_format_version));
   }
   dump.next_oid = unsigned_member(j, "next_oid");
   if (dump.next_oid > file_store_max_oid) {
@@ -179,8 +184,17 @@ void parse_header(const std::string& line, Dump& dump) {
   dump.csn = unsigned_member(j, "csn");
 }
 
-DumpObject parse_object(const std::string& line, std::uint64_t next_oid) {
-  Json j = parse_line(line);
+// The trailer's object count, after checking the rest of the trailer.
+std::uint64_t parse_trailer(const Json& j) {
+  allow_only(j, {"end", "objects"});
+  auto end = j.find("end");
+  if (!end->is_string() || *end != dump_format_name) {
+    throw InvalidArgument(fmt::format("the trailer's \"end\" must be \"{}\"", dump_format_name));
+  }
+  return unsigned_member(j, "objects");
+}
+
+DumpObject parse_object(const Json& j, std::uint64_t next_oid) {
   allow_only(j, {"oid", "type", "key", "generation", "fields", "raw"});
   DumpObject object;
   object.oid = Oid(unsigned_member(j, "oid"));
@@ -188,8 +202,8 @@ DumpObject parse_object(const std::string& line, std::uint64_t next_oid) {
     throw InvalidArgument(
         fmt::format("oid {} is not below the header's next_oid {}", object.oid.value(), next_oid));
   }
-  object.type = string_member(j, "type");
-  object.key = string_member(j, "key");
+  object.type = text_member(j, "type");
+  object.key = text_member(j, "key");
   if (j.contains("generation")) unsigned_member(j, "generation");
   if (object.type.size() > max_type_length) {
     throw InvalidArgument(fmt::format("\"type\" is longer than {} bytes", max_type_length));
@@ -228,6 +242,16 @@ bool is_blank(std::string_view line) {
 
 }  // namespace
 
+std::string dump_object_line(const StoredObject& object) {
+  std::string line = fmt::format("{{\"oid\":{}", object.oid.value());
+  if (!object.type.empty()) line += ",\"type\":" + text_json(object.type);
+  if (!object.key.empty()) line += ",\"key\":" + text_json(object.key);
+  line += fmt::format(",\"generation\":{}", object.version);
+  line += data_member(object.data);
+  line += '}';
+  return line;
+}
+
 std::uint64_t write_dump(FileStore& store, std::ostream& out) {
   FileStoreInfo info = store.info();
   // nlohmann::json orders members by name; write the header in the documented order instead.
@@ -246,10 +270,15 @@ std::uint64_t write_dump(FileStore& store, std::ostream& out) {
     LoadResult loaded = store.load(batch);
     for (const StoredObject& object : loaded.objects) {
       if (!object.exists()) continue;
-      out << object_line(object) << '\n';
+      out << dump_object_line(object) << '\n';
       ++written;
     }
     if (!out) break;
+  }
+  // Written only once every object is: a dump without it was cut short, and restore says so.
+  if (out) {
+    out << fmt::format("{{\"end\":{},\"objects\":{}}}\n",
+                       Json(std::string(dump_format_name)).dump(), written);
   }
   out.flush();
   if (!out) throw IoError("writing the dump failed");
@@ -259,6 +288,7 @@ std::uint64_t write_dump(FileStore& store, std::ostream& out) {
 Dump read_dump(std::istream& in) {
   Dump dump;
   bool have_header = false;
+  std::optional<std::uint64_t> trailer_line;
   std::unordered_map<std::uint64_t, std::uint64_t> line_of_oid;
   std::map<std::pair<std::string, std::string>, std::uint64_t, std::less<>> line_of_key;
   std::string line;
@@ -272,7 +302,22 @@ Dump read_dump(std::istream& in) {
         have_header = true;
         continue;
       }
-      DumpObject object = parse_object(line, dump.next_oid);
+      if (trailer_line) {
+        throw InvalidArgument(
+            fmt::format("a line after the trailer line (line {})", *trailer_line));
+      }
+      Json j = parse_line(line);
+      if (dump.version >= 2 && j.contains("end")) {
+        std::uint64_t objects = parse_trailer(j);
+        if (objects != dump.objects.size()) {
+          throw InvalidArgument(fmt::format(
+              "the trailer counts {} object{} but the dump holds {}: it is not the whole dump",
+              objects, objects == 1 ? "" : "s", dump.objects.size()));
+        }
+        trailer_line = number;
+        continue;
+      }
+      DumpObject object = parse_object(j, dump.next_oid);
       if (auto [it, fresh] = line_of_oid.emplace(object.oid.value(), number); !fresh) {
         throw InvalidArgument(
             fmt::format("oid {} is also on line {}", object.oid.value(), it->second));
@@ -280,8 +325,9 @@ Dump read_dump(std::istream& in) {
       if (!object.key.empty()) {
         auto [it, fresh] = line_of_key.emplace(std::pair(object.type, object.key), number);
         if (!fresh) {
-          throw InvalidArgument(fmt::format("type \"{}\" key \"{}\" is also on line {}",
-                                            object.type, object.key, it->second));
+          throw InvalidArgument(fmt::format("type {} key {} is also on line {}",
+                                            text_json(object.type), text_json(object.key),
+                                            it->second));
         }
       }
       dump.objects.push_back(std::move(object));
@@ -291,6 +337,11 @@ Dump read_dump(std::istream& in) {
   }
   if (in.bad()) throw IoError("reading the dump failed");
   if (!have_header) throw InvalidArgument("the input is empty; expected the output of cairn dump");
+  if (dump.version >= 2 && !trailer_line) {
+    throw InvalidArgument(
+        fmt::format("the dump ends without its trailer line: it was cut short after {} object{}",
+                    dump.objects.size(), dump.objects.size() == 1 ? "" : "s"));
+  }
   return dump;
 }
 

@@ -1,14 +1,20 @@
-// The dump format of `cairn dump` and `cairn restore`: JSON lines, one header line and then one
-// line per live object in ascending oid order.
+// The dump format of `cairn dump` and `cairn restore`: JSON lines, one header line, then one
+// line per live object in ascending oid order, then one trailer line.
 //
-//   {"format":"cairn-dump","version":1,"next_oid":N,"csn":C}
+//   {"format":"cairn-dump","version":2,"next_oid":N,"csn":C}
 //   {"oid":N,"type":"T","key":"K","generation":V,"fields":VALUE}
-//   {"oid":N,"generation":V,"raw":{"$bytes":"BASE64"}}
+//   {"oid":N,"type":"T","key":{"$bytes":"BASE64"},"generation":V,"raw":{"$bytes":"BASE64"}}
+//   {"end":"cairn-dump","objects":COUNT}
 //
 // VALUE is the object's data decoded as a cairn::Value, in cairn's JSON form (cairn/json.h);
-// data that does not decode is written as "raw" bytes instead. "type" and "key" are left out
-// when empty. "generation" is the CSN of the commit that last wrote the object; restore ignores
-// it (the restored objects all get the CSN of the one restoring commit).
+// data that does not decode is written as "raw" bytes instead. "type" and "key" are JSON strings
+// when they are valid UTF-8 and {"$bytes":"BASE64"} when they are not (a JSON string holds only
+// UTF-8); they are left out when empty. "generation" is the CSN of the commit that last wrote
+// the object; restore ignores it (the restored objects all get the CSN of the one restoring
+// commit). The trailer is written after the last object and counts the object lines: restore
+// refuses a version 2 dump without it, or whose count disagrees, as one that was cut short.
+// Version 1 dumps (from before the trailer and the $bytes form of "type" and "key") have no
+// trailer and are still restored, without that check.
 #pragma once
 
 #include <cstdint>
@@ -22,7 +28,9 @@
 namespace cairn::cli {
 
 inline constexpr std::string_view dump_format_name = "cairn-dump";
-inline constexpr std::uint64_t dump_format_version = 1;
+inline constexpr std::uint64_t dump_format_version = 2;
+// The oldest version restore reads: version 1 has no trailer line.
+inline constexpr std::uint64_t dump_format_oldest_version = 1;
 
 // One object of a parsed dump, ready to write.
 struct DumpObject {
@@ -33,18 +41,24 @@ struct DumpObject {
 };
 
 struct Dump {
+  std::uint64_t version = 0;  // the header's
   std::uint64_t next_oid = 0;
   std::uint64_t csn = 0;
   std::vector<DumpObject> objects;
 };
 
-// Writes every live object of `store` to `out`; returns how many objects it wrote. Throws
-// IoError if `out` fails.
+// The dump line of one object (without its newline).
+std::string dump_object_line(const StoredObject& object);
+
+// Writes the header, every live object of `store` and the trailer to `out`; returns how many
+// objects it wrote. Throws IoError if `out` fails.
 std::uint64_t write_dump(FileStore& store, std::ostream& out);
 
 // Reads and validates a whole dump. Throws InvalidArgument "line N: <what is wrong>" for the
-// first malformed line, a second object with the same oid or the same (type, key), or an oid
-// the header's next_oid does not cover; nothing is written anywhere.
+// first malformed line, a second object with the same oid or the same (type, key), an oid the
+// header's next_oid does not cover, a trailer whose count disagrees or a line after the
+// trailer; and, for a version 2 dump, InvalidArgument if the trailer is missing. Nothing is
+// written anywhere.
 Dump read_dump(std::istream& in);
 
 // Writes `dump` into `store`, which must hold no objects (else InvalidArgument), in one commit,

@@ -253,7 +253,9 @@ void add_dump(CLI::App& app, Action& action) {
       "dump",
       "Write every live object as JSON lines to stdout: a header line, then one line per object "
       "in oid order ({\"oid\",\"type\",\"key\",\"generation\",\"fields\"}, or \"raw\" bytes "
-      "for data that is not a cairn value)");
+      "for data that is not a cairn value; a type or key that is not valid UTF-8 is written as "
+      "{\"$bytes\":\"BASE64\"}), then the trailer line {\"end\":\"cairn-dump\",\"objects\":N}, "
+      "which a dump cut short lacks");
   add_path(command, args->path);
   command->callback([args, &action] { action = [args] { return run_dump(*args); }; });
 }
@@ -279,7 +281,9 @@ void add_restore(CLI::App& app, Action& action) {
   CLI::App* command = app.add_subcommand(
       "restore",
       "Read the output of cairn dump from stdin into an empty (or new) database, keeping every "
-      "oid; the whole input is checked first and nothing is written if any line is malformed");
+      "oid; the whole input is checked first and nothing is written if any line is malformed or "
+      "the dump lacks its trailer line (it was cut short; dumps of version 1, from before the "
+      "trailer, are read without it)");
   add_path(command, args->path);
   add_fsync_option(
       command, args->fsync,
