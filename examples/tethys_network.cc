@@ -64,7 +64,7 @@ void repositories() {
   expect(net->repository() == shared, "the default repository is the one set for all types");
 
   auto for_networks = cairn::Repository::memory();
-  Network::set_repository(for_networks);  // ZeroNetwork.REPOSITORY = repo
+  Network::set_type_repository(for_networks);  // ZeroNetwork.REPOSITORY = repo
   expect(Network::create()->repository() == for_networks, "a type's own repository wins");
 
   auto local = cairn::Repository::memory();  // ZeroNetwork(_repo=LocalRepository())
@@ -72,7 +72,7 @@ void repositories() {
   expect(Network::try_load(own->id()) == nullptr &&
              Network::load(own->id(), {.repository = local}) == own,
          "an instance's repository wins over its type's");
-  Network::set_repository(nullptr);
+  Network::set_type_repository(nullptr);
   cairn::RepositoryRegistry::process().set_default(nullptr);
 }
 

@@ -661,13 +661,14 @@ class Record : public RecordBase {
   const TypeSpec& type_spec() const override { return spec(); }
 
   // ---- the type's repository ----
-  static void set_repository(std::shared_ptr<Repository> repository) {
+  // Named apart from the per-record set_repository(), which a static of the same name hid:
+  // a record's own repository was set for its whole type.
+  static void set_type_repository(std::shared_ptr<Repository> repository) {
     RepositoryRegistry::process().set_for_type(spec().name, std::move(repository));
   }
   static std::shared_ptr<Repository> type_repository() {
     return RepositoryRegistry::process().for_type(spec().name);
   }
-  using RecordBase::set_repository;
 
   // ---- making and loading ----
 

@@ -37,14 +37,14 @@ class QueryTest : public ::testing::Test {
  protected:
   void SetUp() override {
     repo = Repository::memory();
-    Wizard::set_repository(repo);
+    Wizard::set_type_repository(repo);
     add("Harry Potter", "Gryffindor", 17, "seeker");
     add("Ron Weasley", "Gryffindor", 18, "keeper");
     add("Draco Malfoy", "Slytherin", 18, "seeker");
     add("Hermione Granger", "Gryffindor", 19, "prefect");
     add("Cedric Diggory", "Hufflepuff", 18, "seeker");
   }
-  void TearDown() override { Wizard::set_repository(nullptr); }
+  void TearDown() override { Wizard::set_type_repository(nullptr); }
   void add(std::string name, std::string house, std::int64_t age, std::string tag) {
     Wizard::create({{"name", name}, {"house_name", house}, {"age", age}, {"tag", tag}});
   }
@@ -233,7 +233,7 @@ bool brute_match(const Value& v, QueryOp op, const Value& q) {
 
 TEST(QueryProperty, RandomQueriesEqualABruteForceScan) {
   auto repo = Repository::memory();
-  Item::set_repository(repo);
+  Item::set_type_repository(repo);
   std::mt19937_64 rng(20261125);
   auto pick = [&](auto n) {
     return static_cast<decltype(n)>(rng() % static_cast<std::uint64_t>(n));
@@ -370,7 +370,7 @@ TEST(QueryProperty, RandomQueriesEqualABruteForceScan) {
   // The generator exercised both paths and found things.
   EXPECT_GT(indexed_queries, static_cast<std::size_t>(queries / 3));
   EXPECT_GT(nonempty, static_cast<std::size_t>(queries / 4));
-  Item::set_repository(nullptr);
+  Item::set_type_repository(nullptr);
 }
 
 }  // namespace

@@ -67,14 +67,14 @@ class RecordTest : public ::testing::Test {
  protected:
   void SetUp() override {
     repo = Repository::memory();
-    Project::set_repository(repo);
-    Build::set_repository(repo);
-    Person::set_repository(repo);
+    Project::set_type_repository(repo);
+    Build::set_type_repository(repo);
+    Person::set_type_repository(repo);
   }
   void TearDown() override {
-    Project::set_repository(nullptr);
-    Build::set_repository(nullptr);
-    Person::set_repository(nullptr);
+    Project::set_type_repository(nullptr);
+    Build::set_type_repository(nullptr);
+    Person::set_type_repository(nullptr);
   }
   std::shared_ptr<Repository> repo;
 };
@@ -164,8 +164,22 @@ TEST_F(RecordTest, PerInstanceRepositoryOverridesTheType) {
   EXPECT_EQ(Project::try_load("x"), nullptr);
 }
 
+// set_repository on a record moves that record only; the type's repository has its own name.
+// (A static set_repository once hid the record's: the call set the whole type's repository.)
+TEST_F(RecordTest, SetRepositoryOnARecordMovesOnlyThatRecord) {
+  auto other = Repository::memory();
+  auto p = Project::make({{"name", "moved"}}, {.id = "m"});
+  p->set_repository(other);
+  EXPECT_EQ(p->repository(), other);
+  EXPECT_EQ(Project::type_repository(), repo);
+  EXPECT_EQ(Project::make({{"name", "stays"}})->repository(), repo);
+  p->save();
+  EXPECT_EQ(Project::try_load("m"), nullptr);
+  EXPECT_NE(Project::try_load("m", {.repository = other}), nullptr);
+}
+
 TEST_F(RecordTest, DefaultRepositoryIsInMemoryAndSharedByTypes) {
-  Project::set_repository(nullptr);
+  Project::set_type_repository(nullptr);
   auto p = Project::create({{"name", "default"}});
   EXPECT_EQ(p->repository(), RepositoryRegistry::process().default_repository());
   EXPECT_EQ(Project::load(p->id()), p);
@@ -293,7 +307,7 @@ struct Node : Record<Node> {
 CAIRN_TYPE(Node, "records_test.Node", label, next);
 
 TEST_F(RecordTest, PointerCyclesSaveAndLoadLazily) {
-  Node::set_repository(repo);
+  Node::set_type_repository(repo);
   auto a = Node::make({{"label", "a"}});
   auto b = Node::make({{"label", "b"}});
   a->next = b;
@@ -310,11 +324,11 @@ TEST_F(RecordTest, PointerCyclesSaveAndLoadLazily) {
   EXPECT_EQ(la->next->label, "b");
   EXPECT_EQ(la->next->next.get(), la);  // back to the same object
   la->next->next.reset();
-  Node::set_repository(nullptr);
+  Node::set_type_repository(nullptr);
 }
 
 TEST_F(RecordTest, DependencyDepthLimitsWhatIsSaved) {
-  Node::set_repository(repo);
+  Node::set_type_repository(repo);
   auto a = Node::make({{"label", "a"}});
   auto b = Node::make({{"label", "b"}});
   auto c = Node::make({{"label", "c"}});
@@ -324,7 +338,7 @@ TEST_F(RecordTest, DependencyDepthLimitsWhatIsSaved) {
   EXPECT_FALSE(a->saved());
   a->save({.dependencies = true, .depth = 2});
   EXPECT_TRUE(c->saved());
-  Node::set_repository(nullptr);
+  Node::set_type_repository(nullptr);
 }
 
 struct Gen0 : Record<Gen0> {
