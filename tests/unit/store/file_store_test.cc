@@ -564,6 +564,26 @@ TEST_F(FileStoreTest, FencingTokensGrowAfterPack) {
   EXPECT_TRUE(check_file(path).ok);
 }
 
+TEST_F(FileStoreTest, ALockDuringPackMakesThePackedFileVersion2) {
+  std::uint64_t token = 0;
+  {
+    auto db = open_db();
+    put(*db, Oid::root(), Value(1));
+    ASSERT_EQ(db->info().format_version, 1u);
+    // The first token of a version-1 file, taken while pack copies (from its own thread).
+    db->pack([&](std::uint64_t, std::uint64_t) {
+      if (token == 0) token = take(*db, "n", "A");
+    });
+    ASSERT_NE(token, 0u);
+    EXPECT_EQ(db->info().format_version, 2u);
+  }
+  auto db = open_db();
+  EXPECT_EQ(db->info().format_version, 2u) << "the packed file holds a fence mark";
+  EXPECT_GT(take(*db, "n", "B"), token);
+  db.reset();
+  EXPECT_TRUE(check_file(path).ok);
+}
+
 TEST_F(FileStoreTest, ReadOnlyOpenRefusesLocksAndWritesNothing) {
   { take(*open_db(), "n", "A"); }
   std::string before = read_file(path);
