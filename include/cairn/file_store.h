@@ -27,6 +27,8 @@ namespace cairn {
 //           the machine those the OS had not yet written; neither corrupts older ones. A write
 //           that fails (a full disk) is reported by a later commit, or at close by the log
 //           option, and the commits it held are lost. Use batch for commits that must last.
+//           (Under every policy, lock() syncs a fence mark once per 1024 tokens, and with it
+//           the commits buffered so far: a fencing token must never be handed out twice.)
 enum class FsyncPolicy { always, batch, never };
 
 std::string_view to_string(FsyncPolicy policy);
