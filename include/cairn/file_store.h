@@ -27,6 +27,8 @@ namespace cairn {
 //           the machine those the OS had not yet written; neither corrupts older ones. A write
 //           that fails (a full disk) is reported by a later commit, or at close by the log
 //           option, and the commits it held are lost. Use batch for commits that must last.
+//           (Under every policy, lock() syncs a fence mark once per 1024 tokens, and with it
+//           the commits buffered so far: a fencing token must never be handed out twice.)
 enum class FsyncPolicy { always, batch, never };
 
 std::string_view to_string(FsyncPolicy policy);
@@ -35,8 +37,10 @@ FsyncPolicy parse_fsync_policy(std::string_view text);  // InvalidArgument if un
 struct FileStoreOptions {
   // Unset: the policy recorded in the file when it was created (batch for a new file).
   std::optional<FsyncPolicy> fsync;
-  bool read_only = false;  // open without writing anything (shared lock; a torn tail is kept)
-  bool create = true;      // create the file if it does not exist (never when read_only)
+  // Open without writing anything (shared lock; a torn tail is kept). Commits, pack and
+  // lock() are refused: a lock's fencing token could not be recorded.
+  bool read_only = false;
+  bool create = true;  // create the file if it does not exist (never when read_only)
   // Write an index checkpoint once the log has grown this much since the last one, so that
   // opening replays only what follows it (0 = never; a clean close writes one after 1 MiB).
   std::uint64_t checkpoint_bytes = std::uint64_t{64} << 20;
@@ -55,6 +59,7 @@ struct FileStoreInfo {
   std::uint64_t garbage_bytes = 0;  // an estimate of what pack() would reclaim
   std::uint64_t last_csn = 0;
   std::uint64_t next_oid = 0;
+  std::uint64_t fence_mark = 0;         // every fencing token handed out so far is below it
   std::uint64_t transactions = 0;       // transactions in the log
   std::uint64_t torn_bytes = 0;         // bytes of a torn tail found at open (cut unless read-only)
   std::uint64_t torn_offset = 0;        // where that torn transaction began

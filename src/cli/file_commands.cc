@@ -78,6 +78,7 @@ int run_info(const InfoArgs& args) {
     j["garbage_bytes"] = info.garbage_bytes;
     j["last_csn"] = info.last_csn;
     j["next_oid"] = info.next_oid;
+    j["fence_mark"] = info.fence_mark;
     j["transactions"] = info.transactions;
     j["torn_tail"] = info.torn_bytes == 0
                          ? Json(nullptr)
@@ -103,6 +104,7 @@ int run_info(const InfoArgs& args) {
       "garbage bytes (estimate): {}\n"
       "last csn: {}\n"
       "next oid: {}\n"
+      "fence mark: {}\n"
       "transactions: {}\n"
       "torn tail: {}\n"
       "index bytes: {}\n"
@@ -110,8 +112,8 @@ int run_info(const InfoArgs& args) {
       "replayed at open: {} bytes\n"
       "created: {}\n",
       info.path, info.format_version, to_string(info.fsync), info.objects, info.file_bytes,
-      info.live_bytes, info.garbage_bytes, info.last_csn, info.next_oid, info.transactions, torn,
-      info.index_bytes,
+      info.live_bytes, info.garbage_bytes, info.last_csn, info.next_oid, info.fence_mark,
+      info.transactions, torn, info.index_bytes,
       info.checkpoint_offset == 0 ? std::string("none")
                                   : fmt::format("at offset {}", info.checkpoint_offset),
       info.replayed_bytes, created_text(info.created_micros));

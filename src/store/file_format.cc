@@ -75,9 +75,10 @@ FileHeader decode_file_header(std::string_view bytes) {
   }
   FileHeader header;
   header.version = get_u32(bytes.data() + 8);
-  if (header.version != format_version) {
-    throw Corruption(fmt::format("unsupported format version {} (this cairn reads version {})",
-                                 header.version, format_version));
+  if (header.version < format_version_first || header.version > format_version) {
+    throw Corruption(
+        fmt::format("unsupported format version {} (this cairn reads versions {} to {})",
+                    header.version, format_version_first, format_version));
   }
   if (get_u32(bytes.data() + 12) != file_header_size) {
     throw Corruption("file header: unexpected header size");
@@ -107,7 +108,7 @@ std::optional<TxnHeader> decode_txn_header(std::string_view bytes) {
     return std::nullopt;
   }
   auto kind = static_cast<std::uint8_t>(bytes[4]);
-  if (kind < 1 || kind > 4) return std::nullopt;
+  if (kind < 1 || kind > 5) return std::nullopt;
   TxnHeader header;
   header.kind = static_cast<TxnKind>(kind);
   header.body_length = get_u64(bytes.data() + 8);
@@ -116,13 +117,25 @@ std::optional<TxnHeader> decode_txn_header(std::string_view bytes) {
   return header;
 }
 
-std::string encode_oid_mark(std::uint64_t next) {
-  std::string frame = encode_txn_header({TxnKind::oids, 8, 0, 0});
+namespace {
+
+std::string encode_mark(TxnKind kind, std::uint64_t mark) {
+  std::string frame = encode_txn_header({kind, 8, 0, 0});
   std::string body;
-  put_u64(body, next);
+  put_u64(body, mark);
   frame += body;
   put_u64(frame, checksum64(body));
   return frame;
+}
+
+}  // namespace
+
+std::string encode_oid_mark(std::uint64_t next) {
+  return encode_mark(TxnKind::oids, next);
+}
+
+std::string encode_fence_mark(std::uint64_t mark) {
+  return encode_mark(TxnKind::fences, mark);
 }
 
 std::string encode_checkpoint_slot(const CheckpointSlot& slot) {

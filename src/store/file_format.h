@@ -14,7 +14,14 @@
 namespace cairn::logfmt {
 
 inline constexpr std::string_view file_magic{"cairndb\0", 8};
-inline constexpr std::uint32_t format_version = 1;
+// Version 2 adds fence-mark frames (a reader of version 1 would take one for a torn tail or
+// corruption). A file is written as version 1 until its first fence mark, so that files that
+// never held a lock stay readable by readers of version 1; this code reads both.
+inline constexpr std::uint32_t format_version_first = 1;
+inline constexpr std::uint32_t format_version_fences = 2;
+inline constexpr std::uint32_t format_version = format_version_fences;  // the newest
+// Fencing tokens (and so fence marks) stay below this, as CSNs do: beyond any real history.
+inline constexpr std::uint64_t max_fence_mark = std::uint64_t{1} << 62;
 inline constexpr std::size_t file_header_size = 64;
 // Two checkpoint slots follow the header, then two sync slots, then 64 reserved bytes; the log
 // starts after them.
@@ -31,21 +38,22 @@ inline constexpr std::size_t record_header_size = 24;
 inline constexpr std::size_t record_trailer_size = 8;
 
 struct FileHeader {
-  std::uint32_t version = format_version;
+  std::uint32_t version = format_version_first;
   std::uint64_t created_micros = 0;
   std::uint8_t fsync = 1;  // 0 always, 1 batch, 2 never
   std::array<std::uint8_t, 16> database_id{};
 };
 
 std::string encode_file_header(const FileHeader& header);
-// Throws Corruption for a wrong magic, version, size or checksum.
+// Throws Corruption for a wrong magic, version (neither 1 nor 2), size or checksum.
 FileHeader decode_file_header(std::string_view bytes);
 
 enum class TxnKind : std::uint8_t {
-  commit = 1,     // records of one commit; every record's version is the frame's CSN
-  oids = 2,       // no records; the body is 8 bytes: the next oid new_oids() may hand out
-  snapshot = 3,   // written by pack: records keep the versions they had
-  checkpoint = 4  // the index as of this frame's position; replay skips it
+  commit = 1,      // records of one commit; every record's version is the frame's CSN
+  oids = 2,        // no records; the body is 8 bytes: the next oid new_oids() may hand out
+  snapshot = 3,    // written by pack: records keep the versions they had
+  checkpoint = 4,  // the index as of this frame's position; replay skips it
+  fences = 5       // no records; the body is 8 bytes: fencing tokens below it may be in use
 };
 
 struct TxnHeader {
@@ -61,6 +69,8 @@ std::optional<TxnHeader> decode_txn_header(std::string_view bytes);
 
 // A whole oid-mark frame: the oids below `next` are never handed out again.
 std::string encode_oid_mark(std::uint64_t next);
+// A whole fence-mark frame: every fencing token handed out is below `mark`.
+std::string encode_fence_mark(std::uint64_t mark);
 
 // A checkpoint slot: where the newest checkpoint frame is. `sequence` 0 = an empty slot.
 struct CheckpointSlot {

@@ -120,6 +120,11 @@ std::optional<FileIndex::CheckpointHead> FileIndex::decode_checkpoint(std::strin
     put(oid, offset, length, version, names[type], body.substr(at, key_len));
     at += key_len;
   }
+  if (body.size() - at == 8) {
+    head.fence_mark = logfmt::get_u64(body.data() + at);
+    if (head.fence_mark == 0 || head.fence_mark > logfmt::max_fence_mark) return std::nullopt;
+    at += 8;
+  }
   if (at != body.size()) return std::nullopt;
   return head;
 }

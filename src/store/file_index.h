@@ -185,14 +185,17 @@ class FileIndex {
   }
 
   // The body of a checkpoint frame (docs/file-format.md §2.8): every live object with where
-  // its record is, its type and its key, after the oid mark and transaction count given.
+  // its record is, its type and its key, after the oid mark and transaction count given. The
+  // fence mark that ends the body in a file of version 2 is for the caller to append.
   void encode_checkpoint(std::string& out, std::uint64_t next_oid,
                          std::uint64_t transactions) const;
   struct CheckpointHead {
     std::uint64_t next_oid = 0;
     std::uint64_t transactions = 0;
+    std::uint64_t fence_mark = 1;  // 1 if the body has none (written by version 1)
   };
-  // Fills an empty index from a checkpoint body of `count` entries; nullopt if it is malformed.
+  // Fills an empty index from a checkpoint body of `count` entries, with or without a fence
+  // mark after them; nullopt if it is malformed.
   std::optional<CheckpointHead> decode_checkpoint(std::string_view body, std::uint32_t count);
 
   std::uint64_t objects() const { return objects_; }

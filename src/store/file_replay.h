@@ -16,7 +16,8 @@ namespace cairn {
 struct ReplayResult {
   std::uint64_t end = 0;  // where the next frame goes
   std::uint64_t csn = 0;
-  std::uint64_t next_oid = 1;  // the smallest oid never handed out
+  std::uint64_t next_oid = 1;    // the smallest oid never handed out
+  std::uint64_t fence_mark = 1;  // fencing tokens below it may have been handed out
   std::uint64_t transactions = 0;
   std::uint64_t records = 0;
   std::uint64_t torn_offset = 0;      // a torn frame began here ...
@@ -30,7 +31,7 @@ struct ReplayResult {
 // `check`, problems are collected (and replay goes on past a bad frame whose header is sound);
 // without, the first one throws Corruption naming its offset. `path` is for messages.
 // `from`: where to start (a frame boundary, log_start or the end of a checkpoint) with the
-// state in `index` and `start` (its csn, next_oid and transactions) as of that point.
+// state in `index` and `start` (its csn, next_oid, fence_mark and transactions) as of that point.
 // `durable_end`: the log is known to have been on disk up to there (the sync slots); damage
 // found past it is what a crash left of unsynced writes, a torn tail, not corruption.
 ReplayResult replay_log(std::string_view file, const std::string& path, FileIndex& index,

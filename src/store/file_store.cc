@@ -70,6 +70,7 @@ FsyncPolicy parse_fsync_policy(std::string_view text) {
 namespace {
 
 constexpr std::uint64_t oid_reserve_step = 4096;
+constexpr std::uint64_t fence_reserve_step = 1024;       // fencing tokens reserved per fence mark
 constexpr std::size_t never_flush_bytes = 1 << 20;       // policy never: write() every 1 MiB
 constexpr std::uint64_t snapshot_frame_bytes = 8 << 20;  // pack writes frames of this size
 constexpr std::uint64_t max_frame_body = std::uint64_t{1} << 40;
@@ -114,6 +115,7 @@ class Replayer {
         durable_end_(durable_end) {
     result_.csn = start.csn;
     result_.next_oid = start.next_oid;
+    result_.fence_mark = start.fence_mark;
     result_.transactions = start.transactions;
   }
 
@@ -226,6 +228,19 @@ class Replayer {
         return;
       }
       result_.next_oid = std::max(result_.next_oid, mark);
+      return;
+    }
+    if (header.kind == TxnKind::fences) {
+      if (header.count != 0 || body.size() != 8) {
+        corrupt(pos, fmt::format("malformed fence frame at offset {}", pos));
+        return;
+      }
+      std::uint64_t mark = get_u64(body.data());
+      if (mark == 0 || mark > max_fence_mark) {
+        corrupt(pos, fmt::format("fence mark {} at offset {} is out of range", mark, pos));
+        return;
+      }
+      result_.fence_mark = std::max(result_.fence_mark, mark);
       return;
     }
     if (header.csn >= max_csn) {
@@ -348,6 +363,11 @@ class FileStoreImpl final : public FileStore {
     return index_.key_holder(type, key);
   }
   std::optional<std::uint64_t> lock(const LockRequest& request) override {
+    check_usable();
+    if (options_.read_only) {
+      // Its tokens could not be recorded, so a later writer could hand them out again.
+      throw InvalidArgument(path_ + " is open read-only: it cannot hand out fencing tokens");
+    }
     return locks_.lock(request);
   }
   bool unlock(std::string_view name, std::string_view owner) override {
@@ -387,6 +407,11 @@ class FileStoreImpl final : public FileStore {
   }
   // Appends an oid mark; returns the sync that will cover it.
   std::uint64_t append_oid_mark(std::uint64_t next);
+  // The next fencing token, for locks_ (which calls it with its own mutex held, so that tokens
+  // are handed out in the order locks are taken).
+  std::uint64_t next_fence_token();
+  // Rewrites the file header as version 2, synced, before the first fence mark. log_mu_ held.
+  void upgrade_header_for_fences();
   // Loads the newest checkpoint, if a slot names one, and replays the log after it.
   ReplayResult open_log(std::string_view file);
   // Appends a checkpoint of the index and points a slot at it, both synced.
@@ -431,6 +456,12 @@ class FileStoreImpl final : public FileStore {
   std::uint64_t sync_sequence_ = 0;     // of the newest sync slot; log_mu_
   std::uint64_t opened_durable_end_ = log_start;  // what the sync slots said at open
   std::uint64_t recorded_end_ = log_start;        // the newest sync slot's end; log_mu_
+
+  // Fencing tokens: one counter for every lock name, so that each name's tokens increase.
+  std::mutex fence_mu_;               // taken inside locks_'s mutex, before log_mu_
+  std::uint64_t next_fence_ = 1;      // the next token; fence_mu_
+  std::uint64_t reserved_fence_ = 1;  // tokens below it are in a durable fence mark; fence_mu_
+  std::uint64_t marked_fence_ = 1;    // the highest fence mark appended to the log; log_mu_
 
   std::mutex log_mu_;
   std::condition_variable log_cv_;  // a sync finished (pack waits for this)
@@ -486,7 +517,7 @@ class FileStoreImpl final : public FileStore {
   std::deque<AsyncCommit> async_;
   bool async_stop_ = false;
   std::thread async_thread_;
-  LockTable locks_;
+  LockTable locks_{[this] { return next_fence_token(); }};
 };
 
 FileStoreImpl::FileStoreImpl(std::string path, FileStoreOptions options)
@@ -542,6 +573,10 @@ FileStoreImpl::FileStoreImpl(std::string path, FileStoreOptions options)
     next_oid_ = r.next_oid;
     reserved_oid_ = r.next_oid;
     marked_oid_ = r.next_oid;
+    // Every token handed out before is below the newest fence mark, which was durable first.
+    next_fence_ = r.fence_mark;
+    reserved_fence_ = r.fence_mark;
+    marked_fence_ = r.fence_mark;
     torn_offset_ = r.torn_offset;
     torn_bytes_ = r.torn_bytes;
     buffer_start_ = r.end;
@@ -629,6 +664,7 @@ ReplayResult FileStoreImpl::open_log(std::string_view file) {
   ReplayResult start;
   start.csn = header->csn;
   start.next_oid = head->next_oid;
+  start.fence_mark = head->fence_mark;
   start.transactions = head->transactions;
   return replay_log(file, path_, index_, false, newest->end, start, synced->end);
 }
@@ -669,15 +705,19 @@ void FileStoreImpl::write_checkpoint() {
     mark = std::max(marked_oid_, next_oid_.load());
   }
   index_.encode_checkpoint(frame, mark, transactions_.load());
+
+  std::unique_lock log_lk(log_mu_);
+  log_cv_.wait(log_lk, [&] { return !syncing_; });
+  check_usable();
+  // The fence mark is read in the same hold of log_mu_ as the frame is appended: a fence mark
+  // appended earlier would not be replayed after the checkpoint, so it must be in it. (A file
+  // of version 1 holds no fence mark, and its checkpoints none either.)
+  if (header_.version >= format_version_fences) put_u64(frame, marked_fence_);
   std::uint64_t body_length = frame.size() - txn_header_size;
   std::string header = encode_txn_header(
       {TxnKind::checkpoint, body_length, csn_, static_cast<std::uint32_t>(index_.objects())});
   std::memcpy(frame.data(), header.data(), header.size());
   put_u64(frame, checksum64(std::string_view(frame).substr(txn_header_size)));
-
-  std::unique_lock log_lk(log_mu_);
-  log_cv_.wait(log_lk, [&] { return !syncing_; });
-  check_usable();
   try {
     std::uint64_t offset = append_frame(std::move(frame));
     std::uint64_t end = log_end();
@@ -1142,6 +1182,48 @@ Oid FileStoreImpl::new_oids(std::uint32_t count) {
   return Oid(first);
 }
 
+std::uint64_t FileStoreImpl::next_fence_token() {
+  std::lock_guard lk(fence_mu_);
+  if (next_fence_ >= reserved_fence_) {
+    if (next_fence_ >= max_fence_mark) throw IoError(path_ + ": fencing tokens are exhausted");
+    std::uint64_t reserved = std::min(next_fence_ + fence_reserve_step, max_fence_mark);
+    std::uint64_t sync = 0;
+    {
+      std::lock_guard log_lk(log_mu_);
+      check_usable();
+      if (header_.version < format_version_fences) upgrade_header_for_fences();
+      append_frame(encode_fence_mark(reserved));
+      ++transactions_;
+      marked_fence_ = std::max(marked_fence_, reserved);
+      sync = covering_sync();
+    }
+    // The fence mark must be on disk before a token under it is handed out, under every fsync
+    // policy (never included): a token in use elsewhere that a crash forgot would be handed
+    // out again after the reopen, and two holders would carry the same token. One fdatasync
+    // per fence_reserve_step locks; it also makes the commits buffered before it durable.
+    wait_durable(sync);
+    reserved_fence_ = reserved;
+  }
+  return next_fence_++;
+}
+
+void FileStoreImpl::upgrade_header_for_fences() {
+  FileHeader upgraded = header_;
+  upgraded.version = format_version_fences;
+  // The header (64 bytes, one sector, so written whole or not at all) says version 2 on disk
+  // before a fence mark is appended: a reader of version 1 then refuses the file instead of
+  // taking the fence mark for a torn tail and cutting it and the commits after it away.
+  try {
+    fileio::pwrite_all(fd_.get(), encode_file_header(upgraded), 0, path_);
+    fileio::sync_data(fd_.get(), path_);
+  } catch (...) {
+    failed_ = true;
+    wake_all();
+    throw;
+  }
+  header_ = upgraded;
+}
+
 std::vector<ScanEntry> FileStoreImpl::scan_type(std::string_view type, Oid after,
                                                 std::size_t limit) {
   std::vector<ScanEntry> out;
@@ -1183,6 +1265,7 @@ FileStoreInfo FileStoreImpl::info() {
       out.file_bytes > out.live_bytes + overhead ? out.file_bytes - out.live_bytes - overhead : 0;
   out.last_csn = csn_;
   out.next_oid = next_oid_.load();
+  out.fence_mark = marked_fence_;
   out.transactions = transactions_;
   out.torn_bytes = torn_bytes_;
   out.torn_offset = torn_offset_;
@@ -1251,7 +1334,9 @@ PackStats FileStoreImpl::pack(const PackProgress& progress) {
   std::vector<Live> live;
   std::uint64_t snapshot_end = 0;
   std::uint64_t snapshot_csn = 0;
-  std::uint64_t snapshot_mark = 0;  // covers every oid the snapshot can hold
+  std::uint64_t snapshot_mark = 0;   // covers every oid the snapshot can hold
+  std::uint64_t snapshot_fence = 0;  // covers every fencing token handed out so far
+  FileHeader snapshot_header;
   {
     std::shared_lock lk(mu_);
     snapshot_csn = csn_;
@@ -1264,6 +1349,8 @@ PackStats FileStoreImpl::pack(const PackProgress& progress) {
     write_buffer();
     snapshot_end = log_end();
     snapshot_mark = std::max(marked_oid_, next_oid_.load());
+    snapshot_fence = marked_fence_;
+    snapshot_header = header_;
   }
   stats.objects_before = live.size();
   stats.bytes_before = snapshot_end;
@@ -1315,10 +1402,13 @@ PackStats FileStoreImpl::pack(const PackProgress& progress) {
   std::unordered_set<Oid> copied;
   bool renamed = false;
   try {
-    std::string start = encode_file_header(header_);
+    std::string start = encode_file_header(snapshot_header);
     start.resize(log_start, '\0');  // no checkpoint yet
     // The oids in use when pack began; marks written since are in the frames copied at the end.
     start += encode_oid_mark(snapshot_mark);
+    // The same for fencing tokens (a file of version 1 has handed none out).
+    if (snapshot_header.version >= format_version_fences)
+      start += encode_fence_mark(snapshot_fence);
     fileio::pwrite_all(tmp.get(), start, 0, tmp_path);
     PackWriter writer(tmp.get(), tmp_path, start.size(), snapshot_csn);
     std::uint64_t done = 0;
@@ -1401,7 +1491,10 @@ PackStats FileStoreImpl::pack(const PackProgress& progress) {
     writer.flush();
     // Marks appended before the snapshot point are not in the tail: restate the newest.
     writer.add_raw(encode_oid_mark(std::max(marked_oid_, next_oid_.load())));
+    if (header_.version >= format_version_fences) writer.add_raw(encode_fence_mark(marked_fence_));
     writer.add_raw(tail);
+    // A fence mark appended to the old file since the snapshot made it version 2: so is this.
+    fileio::pwrite_all(tmp.get(), encode_file_header(header_), 0, tmp_path);
     std::uint64_t new_end = writer.offset();
     std::uint64_t new_sequence = sync_sequence_ + 1;
     fileio::pwrite_all(tmp.get(), encode_sync_slot({new_sequence, new_end}),

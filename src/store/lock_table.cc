@@ -16,9 +16,12 @@ std::optional<std::uint64_t> LockTable::lock(const LockRequest& request) {
   for (;;) {
     auto now = Clock::now();
     if (!state.held(now)) {
+      std::uint64_t token = next_token_ ? next_token_() : state.last_token + 1;
+      state.last_token = token;
       state.owner = request.owner;
-      state.expires = now + request.ttl;
-      return ++state.last_token;
+      // From now: getting the token may have waited for the disk.
+      state.expires = Clock::now() + request.ttl;
+      return token;
     }
     if (now >= deadline) return std::nullopt;
     // Wake at the deadline, at expiry, or when an unlock notifies.

@@ -1,11 +1,13 @@
 // LockTable: the TTL locks with fencing tokens of one store (Store::lock/unlock/renew), shared
-// by every backend that keeps its locks in process memory. Thread-safe; waiting for a lock
-// blocks only the waiter.
+// by every backend that keeps its locks in process memory. The locks die with the process; the
+// tokens need not: a FileStore draws them from a counter its file keeps. Thread-safe; waiting
+// for a lock blocks only the waiter.
 #pragma once
 
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -18,6 +20,14 @@ namespace cairn {
 
 class LockTable {
  public:
+  // Tokens count up per name, from 1, in memory.
+  LockTable() = default;
+  // Tokens come from `next_token`, one counter for every name, called with the table's mutex
+  // held (so that a name's tokens increase in the order its locks are taken). It may throw:
+  // lock() then throws it, and takes nothing.
+  explicit LockTable(std::function<std::uint64_t()> next_token)
+      : next_token_(std::move(next_token)) {}
+
   std::optional<std::uint64_t> lock(const LockRequest& request);
   bool unlock(std::string_view name, std::string_view owner);
   bool renew(std::string_view name, std::string_view owner, std::chrono::milliseconds ttl);
@@ -31,6 +41,7 @@ class LockTable {
     bool held(Clock::time_point now) const { return !owner.empty() && now < expires; }
   };
 
+  std::function<std::uint64_t()> next_token_;
   std::mutex mu_;
   std::condition_variable cv_;
   std::unordered_map<std::string, LockState> locks_;

@@ -18,6 +18,12 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   }
   (void)cairn::logfmt::decode_txn_header(bytes);
   (void)cairn::logfmt::decode_record(bytes);
+  // The input as a checkpoint body (entries, then a fence mark or not), its entry count taken
+  // from its first byte.
+  if (!bytes.empty()) {
+    cairn::FileIndex index;
+    (void)index.decode_checkpoint(bytes.substr(1), static_cast<std::uint8_t>(bytes[0]));
+  }
   // The input as the log after a valid header, in both modes.
   std::string file(cairn::logfmt::log_start, '\0');
   file.append(bytes);

@@ -439,6 +439,177 @@ TEST_F(FileStoreTest, OpenReplaysOnlyTheLogAfterTheNewestCheckpoint) {
   EXPECT_TRUE(check_file(path).ok);
 }
 
+// Fencing tokens promise to grow per name forever (store.h), so a FileStore's must survive
+// closing the file, a crash, checkpoints and pack.
+std::uint64_t take(Store& db, const std::string& name, const std::string& owner) {
+  std::optional<std::uint64_t> token = db.lock(LockRequest{name, owner, 10s, 0ms});
+  EXPECT_TRUE(token.has_value()) << name << " is held";
+  return token.value_or(0);
+}
+
+TEST_F(FileStoreTest, FencingTokensGrowAcrossReopen) {
+  for (FsyncPolicy policy : {FsyncPolicy::batch, FsyncPolicy::always, FsyncPolicy::never}) {
+    std::filesystem::remove(path);
+    std::uint64_t first = 0;
+    {
+      auto db = open_db(policy);
+      first = take(*db, "n", "A");
+    }
+    auto db = open_db(policy);
+    EXPECT_GT(take(*db, "n", "B"), first) << to_string(policy);
+  }
+}
+
+TEST_F(FileStoreTest, FencingTokensStrictlyIncreaseOverManyLocksAndReopens) {
+  std::map<std::string, std::uint64_t> last;
+  int taken = 0;
+  for (int round = 0; round < 4; ++round) {
+    auto db = open_db(round == 2 ? FsyncPolicy::never : FsyncPolicy::batch);
+    // 1500 locks a round: more than one reservation, and the last one left partly unused.
+    for (int i = 0; i < 1500; ++i) {
+      std::string name = "n" + std::to_string(i % 7);
+      std::string owner = "o" + std::to_string(round) + "-" + std::to_string(i);
+      std::uint64_t token = take(*db, name, owner);
+      ASSERT_GT(token, last[name]) << "lock " << taken << " of " << name;
+      last[name] = token;
+      ASSERT_TRUE(db->unlock(name, owner));
+      ++taken;
+    }
+  }
+  EXPECT_TRUE(check_file(path).ok);
+}
+
+TEST_F(FileStoreTest, FencingTokensGrowAfterACrash) {
+  // A crash: the file's bytes as they are while the store is open, once lock() has returned.
+  std::string copy = dir.file("crashed.cairn");
+  for (FsyncPolicy policy : {FsyncPolicy::batch, FsyncPolicy::never}) {
+    std::filesystem::remove(path);
+    std::filesystem::remove(copy);
+    auto db = open_db(policy);
+    std::uint64_t token = take(*db, "n", "A");
+    write_file(copy, read_file(path));
+    {
+      auto crashed = FileStore::open(copy);
+      std::uint64_t again = take(*crashed, "n", "B");
+      EXPECT_GT(again, token) << to_string(policy);
+      token = std::max(token, again);
+    }
+    // The same after many locks, past the first reservation.
+    for (int i = 0; i < 3000; ++i)
+      token = std::max(token, take(*db, "m" + std::to_string(i), "A"));
+    EXPECT_TRUE(db->unlock("n", "A"));
+    token = std::max(token, take(*db, "n", "A"));
+    write_file(copy, read_file(path));
+    auto crashed = FileStore::open(copy);
+    EXPECT_GT(take(*crashed, "n", "B"), token) << to_string(policy);
+  }
+}
+
+TEST_F(FileStoreTest, FencingTokensGrowAfterACheckpoint) {
+  FileStoreOptions options;
+  options.checkpoint_bytes = 16 * 1024;
+  options.log = [this](std::string_view line) { log.emplace_back(line); };
+  std::string copy = dir.file("crashed.cairn");
+  std::uint64_t token = 0;
+  {
+    auto db = FileStore::open(path, options);
+    token = take(*db, "n", "A");
+    for (int i = 0; i < 100; ++i)
+      put(*db, Oid::root(), Value(std::string(500, 'x')));
+    ASSERT_NE(db->info().checkpoint_offset, 0u) << "the log passed checkpoint_bytes";
+    write_file(copy, read_file(path));
+    EXPECT_TRUE(db->unlock("n", "A"));
+  }
+  for (const std::string& p : {path, copy}) {
+    auto db = FileStore::open(p, options);
+    EXPECT_NE(db->info().checkpoint_offset, 0u);
+    EXPECT_LT(db->info().replayed_bytes, 16u * 1024) << "open should start at the checkpoint";
+    EXPECT_GT(take(*db, "n", "B"), token) << p;
+  }
+  EXPECT_TRUE(check_file(path).ok);
+  EXPECT_TRUE(check_file(copy).ok);
+}
+
+TEST_F(FileStoreTest, FencingTokensGrowAfterPack) {
+  std::string copy = dir.file("crashed.cairn");
+  std::uint64_t token = 0;
+  {
+    auto db = open_db();
+    Oid a = db->new_oids(1);
+    for (int i = 0; i < 50; ++i)
+      put(*db, a, Value(i));  // garbage, unreachable: pack drops all of it
+    token = take(*db, "n", "A");
+    EXPECT_TRUE(db->unlock("n", "A"));
+    db->pack();
+    std::uint64_t after = take(*db, "n", "B");
+    EXPECT_GT(after, token);
+    token = after;
+    write_file(copy, read_file(path));
+  }
+  {
+    auto crashed = FileStore::open(copy);
+    EXPECT_GT(take(*crashed, "n", "C"), token) << "a crash after pack";
+  }
+  {
+    auto db = open_db();
+    std::uint64_t again = take(*db, "n", "C");
+    EXPECT_GT(again, token) << "a reopen after pack";
+    token = again;
+    EXPECT_TRUE(db->unlock("n", "C"));
+    db->pack();  // a pack whose snapshot holds the mark, with no lock since
+  }
+  auto db = open_db();
+  EXPECT_GT(take(*db, "n", "D"), token) << "a reopen after a second pack";
+  db.reset();
+  EXPECT_TRUE(check_file(path).ok);
+}
+
+TEST_F(FileStoreTest, ALockDuringPackMakesThePackedFileVersion2) {
+  std::uint64_t token = 0;
+  {
+    auto db = open_db();
+    put(*db, Oid::root(), Value(1));
+    ASSERT_EQ(db->info().format_version, 1u);
+    // The first token of a version-1 file, taken while pack copies (from its own thread).
+    db->pack([&](std::uint64_t, std::uint64_t) {
+      if (token == 0) token = take(*db, "n", "A");
+    });
+    ASSERT_NE(token, 0u);
+    EXPECT_EQ(db->info().format_version, 2u);
+  }
+  auto db = open_db();
+  EXPECT_EQ(db->info().format_version, 2u) << "the packed file holds a fence mark";
+  EXPECT_GT(take(*db, "n", "B"), token);
+  db.reset();
+  EXPECT_TRUE(check_file(path).ok);
+}
+
+TEST_F(FileStoreTest, ReadOnlyOpenRefusesLocksAndWritesNothing) {
+  { take(*open_db(), "n", "A"); }
+  std::string before = read_file(path);
+  FileStoreOptions ro;
+  ro.read_only = true;
+  {
+    auto db = FileStore::open(path, ro);
+    EXPECT_THROW(db->lock(LockRequest{"n", "B", 10s, 0ms}), InvalidArgument);
+  }
+  EXPECT_EQ(read_file(path), before);
+}
+
+TEST_F(FileStoreTest, AFileIsFormatVersion1UntilItHoldsAFenceMark) {
+  {
+    auto db = open_db();
+    put(*db, Oid::root(), Value(1));
+    EXPECT_EQ(db->info().format_version, 1u) << "readable by readers of version 1";
+    take(*db, "n", "A");
+    EXPECT_EQ(db->info().format_version, 2u);
+  }
+  auto db = open_db();
+  EXPECT_EQ(db->info().format_version, 2u);
+  EXPECT_EQ(decode(get(*db, Oid::root()).data), Value(1));
+  EXPECT_GE(db->info().fence_mark, 2u);
+}
+
 TEST(FsyncPolicy, ParsesAndPrints) {
   for (auto p : {FsyncPolicy::always, FsyncPolicy::batch, FsyncPolicy::never}) {
     EXPECT_EQ(parse_fsync_policy(to_string(p)), p);
