@@ -35,6 +35,8 @@ constexpr std::size_t read_chunk = 64 * 1024;
 constexpr std::size_t pause_reading_bytes = 4 * 1024 * 1024;
 // ... or while this many of its requests are being worked on.
 constexpr std::size_t max_inflight = 1024;
+// The most an asynchronous write sends at once (write_more).
+constexpr std::size_t write_chunk = 1024 * 1024;
 
 // Compares in time independent of where the strings differ or how long they are.
 bool same_token(std::string_view a, std::string_view b) {
@@ -384,11 +386,26 @@ class Session : public std::enable_shared_from_this<Session> {
     }
     pending_.erase(0, taken);
     writing_.swap(pending_);
-    transport_->write(asio::buffer(writing_),
+    written_ = 0;
+    write_more();
+  }
+
+  // Writes writing_ from written_ on, a chunk at a time: each chunk the client takes counts as
+  // activity, so a client reading a large reply over a slow link is not dropped as idle (it
+  // cannot send meanwhile: the server reads nothing while so much is unsent).
+  void write_more() {
+    std::size_t chunk = std::min(write_chunk, writing_.size() - written_);
+    transport_->write(asio::buffer(writing_.data() + written_, chunk),
                       [this, self = shared_from_this()](const asio::error_code& ec, std::size_t n) {
                         server_.bytes_out_ += n;
+                        written_ += n;
+                        if (ec) {
+                          writing_.clear();
+                          return close();
+                        }
+                        if (authed_ && !closed_) reset_idle();
+                        if (written_ < writing_.size()) return write_more();
                         writing_.clear();
-                        if (ec) return close();
                         if (!pending_.empty()) return flush();
                         reply_bytes_ = 0;  // all written
                         wrote();
@@ -415,6 +432,7 @@ class Session : public std::enable_shared_from_this<Session> {
   std::size_t in_len_ = 0;
   std::string pending_;
   std::string writing_;
+  std::size_t written_ = 0;  // of writing_, by write_more()
   // Bytes of replies in pending_ and writing_ (at most: reset once both are empty).
   std::size_t reply_bytes_ = 0;
   bool authed_ = false;

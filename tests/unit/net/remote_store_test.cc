@@ -160,6 +160,28 @@ class RawClient {
     if (ec) return std::nullopt;
     return std::make_pair(h, body);
   }
+  // The next frame, read `chunk` bytes at a time with `pause` between reads (a slow link), or
+  // nullopt at end of stream.
+  std::optional<std::pair<net::FrameHeader, std::string>> read_frame_slowly(
+      std::size_t chunk, std::chrono::milliseconds pause) {
+    std::string bytes;
+    std::size_t want = net::header_size;
+    while (bytes.size() < want) {
+      std::string part(std::min(chunk, want - bytes.size()), '\0');
+      asio::error_code ec;
+      std::size_t n = socket_.read_some(asio::buffer(part), ec);
+      if (ec) return std::nullopt;
+      bytes.append(part, 0, n);
+      if (want == net::header_size && bytes.size() >= net::header_size) {
+        want += net::parse_header(bytes.substr(0, net::header_size), net::default_max_frame_bytes)
+                    .body_size;
+      }
+      std::this_thread::sleep_for(pause);
+    }
+    net::FrameHeader h =
+        net::parse_header(bytes.substr(0, net::header_size), net::default_max_frame_bytes);
+    return std::make_pair(h, bytes.substr(net::header_size));
+  }
   // Reads until the server closes; true if it did (rather than the read timing out).
   bool closed_by_server() {
     char buf[4096];
@@ -842,6 +864,31 @@ TEST(Server, AHelloTrickledByteByByteIsCutOffAtTheIdleTimeout) {
   EXPECT_FALSE(reply.has_value() && reply->first.kind == net::Kind::response)
       << "a hello that took four times the idle timeout was answered";
   EXPECT_TRUE(raw.closed_by_server());
+}
+
+// A client reading a large reply over a slow link sends nothing meanwhile (the server reads no
+// requests while so much is unsent), but it is not idle: the reply must arrive whole.
+TEST(Server, AClientReadingALargeReplySlowlyIsNotDroppedAsIdle) {
+  TestServer server(make_memory_store(),
+                    options_with([](net::ServerOptions& o) { o.idle_timeout = 1s; }));
+  Oid oid;
+  {
+    auto writer = server.connect();
+    oid = writer->new_oids(1);
+    CommitRequest req;
+    req.writes.push_back(WriteOp{oid, "", "", std::string(12 * 1024 * 1024, 'x')});
+    writer->commit(req);
+  }
+  RawClient slow(server.port());
+  slow.hello();
+  net::Writer w;
+  w.array(1).array(1).u64(oid.value());
+  slow.request(net::Op::load, 2, w.bytes());
+  // 256 KiB every 100 ms: about 5 s for the reply, five idle timeouts.
+  auto reply = slow.read_frame_slowly(256 * 1024, 100ms);
+  ASSERT_TRUE(reply.has_value()) << "the server dropped a client that was reading its reply";
+  EXPECT_EQ(reply->first.kind, net::Kind::response);
+  EXPECT_GT(reply->second.size(), 12u * 1024 * 1024);
 }
 
 TEST(Server, SilentClientsAreDroppedAndHeartbeatsKeepOthersAlive) {
