@@ -70,7 +70,8 @@ constexpr std::string_view bytes_field = "_bytes";
 // The appends are left out when there are none, so that such commits cost nothing more.
 // Returns {"conflict", oid...}, {"same", csn} (nothing to apply), {"ok", csn, changed oid...}, or
 // for an append that cannot apply (nothing written): {"absent", oid}, {"not_blob", oid} or
-// {"too_big", oid, current data size}.
+// {"too_big", oid, current data size}; or {"csn_behind", csn} (nothing written) when the CSN
+// counter is behind the change stream.
 constexpr std::string_view commit_script = R"lua(
 local p = ARGV[1]
 local i = 4
@@ -157,9 +158,17 @@ local changed = {}
 for _, oid in ipairs(deletes) do changed[#changed + 1] = oid end
 for _, w in ipairs(writes) do changed[#changed + 1] = w.oid end
 for _, a in ipairs(appends) do changed[#changed + 1] = a.oid end
-local csn = string.format('%d', redis.call('INCR', p .. 'csn'))
-redis.call('XADD', p .. 'changes', 'MAXLEN', '~', ARGV[2], csn .. '-0', 'csn', csn,
-           'oids', table.concat(changed, ' '))
+-- The stream entry first: XADD refuses an id at or below the stream's last (a CSN counter
+-- deleted or set back by hand), and then nothing is written yet. The counter follows.
+local last = redis.call('GET', p .. 'csn') or '0'
+if not string.match(last, '^%d+$') or #last > 15 then
+  return redis.error_reply('ERR ' .. p .. 'csn is not an integer or out of range')
+end
+local csn = string.format('%d', tonumber(last) + 1)
+local added = redis.pcall('XADD', p .. 'changes', 'MAXLEN', '~', ARGV[2], csn .. '-0', 'csn', csn,
+                          'oids', table.concat(changed, ' '))
+if type(added) == 'table' and added.err then return {'csn_behind', csn} end
+redis.call('SET', p .. 'csn', csn)
 -- Removes an object: its index entries, its hash, its pointer and a blob's bytes (deleting the
 -- string unasked costs less than asking whether there is one). The type and key of an object at
 -- a readable key are that key's (P<type>:<key>, the type without ':'), even if its hash is gone.
@@ -1275,6 +1284,15 @@ std::uint64_t RedisStore::commit(const CommitRequest& request) {
     }
     check_append(oid, size, status == "too_big", append->data.size());
     unexpected(r, "commit");  // the script refused what the same check accepts
+  }
+  if (status == "csn_behind") {
+    lk.unlock();
+    throw Corruption(fmt::format(
+        "{}csn is behind the change stream {}changes (the next CSN, {}, is not above the "
+        "stream's last entry): the key was deleted or changed by hand. Nothing was written; set "
+        "it to the CSN of the stream's last entry (XREVRANGE {}changes + - COUNT 1)",
+        prefix_, prefix_, r->elements > 1 ? std::string(string_of(r->element[1], "commit")) : "?",
+        prefix_));
   }
   if (r->elements < 2 || (status != "ok" && status != "same")) unexpected(r, "commit");
   std::uint64_t csn = parse_u64(string_of(r->element[1], "commit"), "csn");

@@ -746,6 +746,27 @@ TEST_F(RedisStoreTest, DeletingAnObjectWhoseReadableHashWasDeletedByHandFreesIts
   EXPECT_EQ(store->find_key("User", "harry"), b);
 }
 
+// A CSN counter deleted by hand would make the next CSN one the change stream already has: the
+// commit is refused as Corruption with nothing written (the counter used to be bumped first).
+TEST_F(RedisStoreTest, ACsnCounterDeletedByHandRefusesCommitsAndWritesNothing) {
+  Oid a = store->new_oids(1);
+  put(*store, a, 1);
+  std::uint64_t last = put(*store, a, 2);
+  server().command({"DEL", prefix + "csn"});
+  try {
+    put(*store, a, 3);
+    FAIL() << "a commit went through with the CSN counter gone";
+  } catch (const Corruption& e) {
+    EXPECT_NE(std::string(e.what()).find("changed by hand"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(one(server().command({"EXISTS", prefix + "csn"})), "0") << "the counter was written";
+  auto fresh = open(server().url(prefix));
+  EXPECT_EQ(decode(get(*fresh, a).data), Value(2));
+  // Set back to the stream's last CSN, as the message says, commits go on.
+  server().command({"SET", prefix + "csn", std::to_string(last)});
+  EXPECT_EQ(put(*store, a, 3), last + 1);
+}
+
 TEST_F(RedisStoreTest, CommitsSurviveAFlushedScriptCache) {
   Oid a = store->new_oids(1);
   put(*store, a, 1);
