@@ -1597,6 +1597,10 @@ std::unique_ptr<Store> open_redis_store(const StoreUrl& url) {
   }
   std::string prefix = "cairn:";
   if (auto p = url.params.find("prefix"); p != url.params.end()) prefix = p->second;
+  if (prefix.empty()) {
+    // Every other prefix would start with it: this store's keys would mix with any other's.
+    throw InvalidArgument("a Redis store's prefix must not be empty (the default is cairn:)");
+  }
   return std::make_unique<RedisStore>(url, std::move(password), std::move(prefix));
 }
 

@@ -767,6 +767,12 @@ TEST_F(RedisStoreTest, ACsnCounterDeletedByHandRefusesCommitsAndWritesNothing) {
   EXPECT_EQ(put(*store, a, 3), last + 1);
 }
 
+TEST_F(RedisStoreTest, AnEmptyPrefixIsRefused) {
+  // Its keys (csn, changes, o:1...) would start every other store's prefix.
+  EXPECT_THROW(open(server().url("")), InvalidArgument);
+  EXPECT_THROW(open(server().unix_url("")), InvalidArgument);
+}
+
 TEST_F(RedisStoreTest, CommitsSurviveAFlushedScriptCache) {
   Oid a = store->new_oids(1);
   put(*store, a, 1);
