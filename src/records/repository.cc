@@ -1,5 +1,8 @@
 // Repositories (include/cairn/record.h): a Database with the identity map of its records, the
 // process's registry of which repository each record type uses, and record locks.
+#include <fmt/format.h>
+#include <openssl/sha.h>
+
 #include <algorithm>
 #include <thread>
 
@@ -95,7 +98,15 @@ std::shared_ptr<Repository> RecordBase::repository() const {
 namespace detail {
 
 std::string lock_name(const TypeSpec& spec, const std::string& id) {
-  return "cairn.record:" + spec.name + ":" + id;
+  std::string name = "cairn.record:" + spec.name + ":" + id;
+  if (name.size() <= max_lock_name_length) return name;
+  // An id too long for a lock name (they are shorter than keys): its SHA-256 stands for it.
+  unsigned char digest[SHA256_DIGEST_LENGTH];
+  SHA256(reinterpret_cast<const unsigned char*>(id.data()), id.size(), digest);
+  name = "cairn.record:" + spec.name + ":sha256:";
+  for (unsigned char byte : digest)
+    name += fmt::format("{:02x}", byte);
+  return name;
 }
 
 std::string new_lock_owner(const Repository& repository) {

@@ -436,6 +436,20 @@ TEST_F(RecordTest, LockNeverStealsAndUnlockReleasesOnlyItsOwn) {
   EXPECT_FALSE(p->unlock());
 }
 
+// A record id may be as long as a key (1024 bytes); its lock name adds the type, so a long id is
+// named by its hash: the lock still works, and two long ids that share a prefix are two locks.
+TEST_F(RecordTest, RecordsWithTheLongestIdsCanBeLocked) {
+  std::string a_id = std::string(max_key_length - 1, 'i') + "a";
+  std::string b_id = std::string(max_key_length - 1, 'i') + "b";
+  auto a = Project::create({{"name", "long"}}, {.id = a_id});
+  auto b = Project::create({{"name", "long"}}, {.id = b_id});
+  EXPECT_TRUE(a->lock());
+  EXPECT_TRUE(b->lock()) << "two ids with one long prefix share a lock";
+  EXPECT_FALSE(a->lock());
+  EXPECT_TRUE(a->unlock());
+  EXPECT_TRUE(b->unlock());
+}
+
 struct Job : Record<Job> {
   std::string name;
   StreamField log;
