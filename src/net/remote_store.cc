@@ -153,7 +153,7 @@ class RemoteStore::Impl : public std::enable_shared_from_this<Impl> {
         // and versions may be ours with other meanings. From now on callers see them shifted
         // past every value handed out so far, so that nothing learned before can pass for
         // something current (docs/protocol.md §6).
-        offset_ = highest_.load() + 1;
+        offset_ = highest_ + 1;
       }
       instance_ = instance;
     }
@@ -189,13 +189,22 @@ class RemoteStore::Impl : public std::enable_shared_from_this<Impl> {
   // on. Versions keep 0 for "absent".
   std::uint64_t client_csn(std::uint64_t server_csn, std::uint64_t offset) {
     std::uint64_t csn = server_csn + offset;
-    std::uint64_t seen = highest_.load();
-    while (csn > seen && !highest_.compare_exchange_weak(seen, csn)) {
-    }
+    hand_out(offset, csn);
     return csn;
   }
-  std::uint64_t client_version(std::uint64_t version, std::uint64_t offset) {
-    return version == 0 ? 0 : client_csn(version, offset);
+  // Before values computed with `offset` go to a caller: notes the highest of them, unless a
+  // reconnect to another instance changed the offset meanwhile (they could then pass for the
+  // new history's): IoError, as for a connection lost during the call. Ordered against greet()
+  // by mu_.
+  void hand_out(std::uint64_t offset, std::uint64_t highest) {
+    std::lock_guard lock(mu_);
+    if (offset != offset_) {
+      throw IoError(
+          fmt::format("connection to {} lost during the call: the server was started "
+                      "again, with another history",
+                      where()));
+    }
+    highest_ = std::max(highest_, highest);
   }
   std::uint64_t offset() {
     std::lock_guard lock(mu_);
@@ -694,14 +703,13 @@ class RemoteStore::Impl : public std::enable_shared_from_this<Impl> {
   // is added to the CSNs and versions of the connection to it (greet).
   std::uint64_t instance_ = 0;
   std::uint64_t offset_ = 0;
+  std::uint64_t highest_ = 0;  // the highest CSN or version handed out (hand_out)
   // Connected, and (if anyone listens) watching and caught up: pushes bring every commit.
   std::atomic<bool> hearing_{false};
   std::string lost_ = "not connected";
   std::uint32_t next_id_ = 1;
   std::map<std::uint32_t, std::shared_ptr<Pending>> pending_;
   std::string error_without_id_;
-
-  std::atomic<std::uint64_t> highest_{0};  // the highest CSN or version handed out (client_csn)
 
   std::mutex reconnect_mu_;  // guards what follows
   std::condition_variable reconnect_cv_;
@@ -741,10 +749,12 @@ LoadResult RemoteStore::load(std::span<const Oid> oids) {
   Body body(impl_->call(Op::load, w.bytes(), &offset));
   Reader r = body.reader();
   LoadResult result;
-  result.csn = impl_->client_csn(r.u64(), offset);
+  result.csn = r.u64() + offset;
   result.objects = read_objects(r.array(), oids);
-  for (StoredObject& o : result.objects)
-    o.version = impl_->client_version(o.version, offset);
+  for (StoredObject& o : result.objects) {
+    if (o.version != 0) o.version += offset;  // 0 stays "absent"
+  }
+  impl_->hand_out(offset, result.csn);  // no version is above the load's CSN
   return result;
 }
 
@@ -899,7 +909,7 @@ PackStats RemoteStore::pack() {
 std::vector<std::pair<std::string, std::string>> RemoteStore::info() {
   Body body(impl_->call(Op::info, Writer().array(0).bytes()));
   const msgpack::object& root = body.root();
-  if (root.via.array.size != 1 || root.via.array.ptr[0].type != msgpack::type::MAP) {
+  if (root.via.array.size < 1 || root.via.array.ptr[0].type != msgpack::type::MAP) {
     throw ProtocolError("info: expected [map]");
   }
   const msgpack::object_map& map = root.via.array.ptr[0].via.map;

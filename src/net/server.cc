@@ -125,6 +125,7 @@ class Server::Impl {
   std::uint64_t instance_ = 0;  // this run's id, in every hello reply; never 0
   // Sessions accepted past --max-clients, and how many of them there may be at once.
   std::size_t over_limit_sessions_ = 0;
+  std::size_t rejected_sessions_ = 0;  // past the limit and its room: refused after handshake
   static constexpr std::size_t control_room = 4;
   std::size_t watchers_ = 0;
   bool stopping_ = false;
@@ -188,6 +189,7 @@ class Session : public std::enable_shared_from_this<Session> {
   // `reject`: past even the room kept for those, refused at once.
   void start(bool over_limit, bool reject) {
     over_limit_ = over_limit;
+    rejected_ = reject;
     reset_idle();
     auto self = shared_from_this();
     transport_->handshake([this, self, reject](const asio::error_code& ec) {
@@ -197,6 +199,7 @@ class Session : public std::enable_shared_from_this<Session> {
     });
   }
   bool over_limit() const { return over_limit_; }
+  bool rejected() const { return rejected_; }
 
   void refuse_busy() {
     fail(0, 0, ErrorCode::busy,
@@ -403,7 +406,8 @@ class Session : public std::enable_shared_from_this<Session> {
                           writing_.clear();
                           return close();
                         }
-                        if (authed_ && !closed_) reset_idle();
+                        if (closed_) return;
+                        if (authed_) reset_idle();
                         if (written_ < writing_.size()) return write_more();
                         writing_.clear();
                         if (!pending_.empty()) return flush();
@@ -437,6 +441,7 @@ class Session : public std::enable_shared_from_this<Session> {
   std::size_t reply_bytes_ = 0;
   bool authed_ = false;
   bool over_limit_ = false;  // accepted past --max-clients: a control connection or nothing
+  bool rejected_ = false;    // past even the room for those: refused after the handshake
   bool control_ = false;     // its hello said it sends only ping, info and stop
   bool watching_ = false;
   bool reading_ = false;
@@ -960,12 +965,18 @@ void Server::Impl::adopt(std::unique_ptr<Transport> transport) {
   // Past the limit a few connections more are read, so that `cairn serve --stop` and
   // `cairn info --connect` still reach a full server; any but a control connection among them
   // is refused at its hello.
-  bool over_limit = sessions_.size() - over_limit_sessions_ >= options_.max_clients;
+  // Sessions being refused (busy after their handshake) count neither way.
+  bool over_limit =
+      sessions_.size() - over_limit_sessions_ - rejected_sessions_ >= options_.max_clients;
   bool reject = over_limit && over_limit_sessions_ >= control_room;
   std::uint64_t id = next_session_++;
   auto session = std::make_shared<Session>(*this, id, std::move(transport));
   sessions_.emplace(id, session);
-  if (over_limit) ++over_limit_sessions_;
+  if (reject) {
+    ++rejected_sessions_;
+  } else if (over_limit) {
+    ++over_limit_sessions_;
+  }
   session->start(over_limit, reject);
 }
 
@@ -999,7 +1010,11 @@ void Server::Impl::remove(std::uint64_t id) {
   // Sessions call this from their own handlers; keep the object alive until they return.
   auto it = sessions_.find(id);
   if (it == sessions_.end()) return;
-  if (it->second->over_limit()) --over_limit_sessions_;
+  if (it->second->rejected()) {
+    --rejected_sessions_;
+  } else if (it->second->over_limit()) {
+    --over_limit_sessions_;
+  }
   asio::post(io_, [session = std::move(it->second)] {});
   sessions_.erase(it);
   maybe_finish_stop();

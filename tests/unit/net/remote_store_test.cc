@@ -949,6 +949,35 @@ TEST(Server, StopAnswersInFlightRequestsThenReturns) {
   EXPECT_GT(acknowledged.load(), 0);
 }
 
+// Connections refused past the room for control connections do not hold that room while they
+// linger (a TLS handshake that never comes is closed only at the idle timeout).
+TEST(Server, RefusedConnectionsDoNotTakeTheControlRoom) {
+  TlsFiles files;
+  TestServer server(make_memory_store(), options_with([&](net::ServerOptions& o) {
+                      o.tls_cert = files.cert();
+                      o.tls_key = files.key();
+                      o.max_clients = 1;
+                    }));
+  net::ClientOptions options = server.client();
+  options.tls = true;
+  options.ca_file = files.ca();
+  net::RemoteStore one(options);
+  // Four take the room (their handshakes never come), four more are to be refused.
+  std::vector<std::unique_ptr<RawClient>> room, refused;
+  for (int i = 0; i < 4; ++i)
+    room.push_back(std::make_unique<RawClient>(server.port()));
+  std::this_thread::sleep_for(100ms);
+  for (int i = 0; i < 4; ++i)
+    refused.push_back(std::make_unique<RawClient>(server.port()));
+  std::this_thread::sleep_for(100ms);
+  room.clear();  // the room is free again; the refused ones still wait for their handshakes
+  std::this_thread::sleep_for(200ms);
+  net::ClientOptions control = options;
+  control.control = true;
+  EXPECT_NO_THROW(net::RemoteStore(control).ping())
+      << "connections being refused kept the room for control connections";
+}
+
 TEST(Server, TlsVerifiesTheServerAndRefusesPlaintext) {
   TlsFiles files;
   TestServer server(make_memory_store(), options_with([&](net::ServerOptions& o) {
