@@ -115,18 +115,26 @@ Oid save_record(Store& store, const TypeSpec& spec, Oid oid, bool allocated, con
     // The commit checks the version read here: the object must still be this record (or still
     // absent) when the write applies, so a record is never written over another one.
     StoredObject object = load_one(store, target);
-    if (!holds_record(object, spec, id) && (object.exists() || !ours)) {
-      RecordTarget resolved = resolve_record(store, spec, std::nullopt, id);
-      target = resolved.oid;
-      ours = resolved.allocated;
-      object = ours ? StoredObject{target, 0, {}, {}, {}} : load_one(store, target);
-      if (!ours && !holds_record(object, spec, id)) {
-        // The id moved or went away between find_key and load: look again.
-        if (attempt >= max_retries) {
-          throw ConflictError(spec.name + " \"" + id + "\" kept changing during the save",
-                              {target});
+    // `target` is not this record: it holds another object, or is absent though it is not a new
+    // oid of this save, or it is a new oid of this save that lost a race (the commit conflicted:
+    // another save created the record meanwhile, and its oid is now the one to overwrite).
+    if (!holds_record(object, spec, id) && (object.exists() || !ours || attempt > 0)) {
+      if (std::optional<Oid> found = find_record(store, spec, id)) {
+        target = *found;
+        ours = false;
+        object = load_one(store, target);
+        if (!holds_record(object, spec, id)) {
+          // The id moved or went away between find_key and load: look again.
+          if (attempt >= max_retries) {
+            throw ConflictError(spec.name + " \"" + id + "\" kept changing during the save",
+                                {target});
+          }
+          continue;
         }
-        continue;
+      } else if (object.exists() || !ours) {
+        target = store.new_oids(1);
+        ours = true;
+        object = StoredObject{target, 0, {}, {}, {}};
       }
     }
     CommitRequest request;

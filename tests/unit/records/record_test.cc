@@ -5,8 +5,11 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <barrier>
 #include <chrono>
 #include <cstdint>
+#include <exception>
 #include <map>
 #include <optional>
 #include <string>
@@ -150,6 +153,50 @@ TEST_F(RecordTest, SavingAnExistingIdOverwritesIt) {
   EXPECT_EQ(a->oid(), b->oid());
   EXPECT_EQ(Project::list().size(), 1u);
   EXPECT_EQ(Project::load("same", {.cache = false})->name, "second");
+}
+
+// Records of one id saved for the first time by several threads at once: every save is an
+// upsert of the one record, whoever wins the race to create it.
+template <typename R>
+void concurrent_first_saves(const std::shared_ptr<Repository>& repository) {
+  constexpr int threads = 4;
+  constexpr int rounds = 20;
+  for (int round = 0; round < rounds; ++round) {
+    std::string id = "same-" + std::to_string(round);
+    std::barrier start(threads);
+    std::atomic<int> failures{0};
+    std::vector<std::string> errors(threads);
+    std::vector<std::thread> pool;
+    for (int t = 0; t < threads; ++t) {
+      pool.emplace_back([&, t] {
+        auto record = R::make({{"name", "thread " + std::to_string(t)}},
+                              {.id = id, .repository = repository});
+        start.arrive_and_wait();
+        try {
+          record->save();
+        } catch (const std::exception& e) {
+          ++failures;
+          errors[t] = e.what();
+        }
+      });
+    }
+    for (std::thread& thread : pool)
+      thread.join();
+    for (const std::string& error : errors)
+      EXPECT_EQ(error, "") << "round " << round;
+    ASSERT_EQ(failures.load(), 0);
+  }
+  EXPECT_EQ(R::list({.repository = repository}).size(), static_cast<std::size_t>(rounds));
+}
+
+TEST_F(RecordTest, ConcurrentFirstSavesOfOneIdAreUpserts) {
+  concurrent_first_saves<Project>(Repository::memory());
+  concurrent_first_saves<Person>(Repository::memory());
+  TempDir dir;
+  concurrent_first_saves<Person>(Repository::open("file:" + dir.file("race.cairn")));
+  RedisServer server;
+  concurrent_first_saves<Project>(Repository::open(server.url("race:")));
+  concurrent_first_saves<Person>(Repository::open(server.url("race:")));
 }
 
 TEST_F(RecordTest, PerInstanceRepositoryOverridesTheType) {
