@@ -800,16 +800,21 @@ class Record : public RecordBase {
     if (!visited.insert(this).second) return;
     auto repo = repository();
     Store& store = repo->store();
+    // What this save changes in the object before its commit, undone if it fails, so that a
+    // failed save leaves the record as it was.
+    std::vector<std::function<void()>> undo;
+    const std::string id_before = id_;
     if (id_.empty()) id_ = Uuid::random().str();
-    prepare_fields();
     const std::optional<Oid> before = oid_;
     // The oid to write: the record's own if it still holds this record in this repository, else
     // the one its id is stored at (saving overwrites it, an upsert), else a new one. Never an
     // oid that holds another record, as after a move to another repository. Known before the
     // dependencies are saved, so that their pointers to this record name it.
-    detail::RecordTarget target = detail::resolve_record(store, spec(), oid_, id_);
-    oid_ = target.oid;
+    detail::RecordTarget target;
     try {
+      target = detail::resolve_record(store, spec(), oid_, id_);
+      oid_ = target.oid;
+      prepare_fields(undo);
       if (depth > 0) {
         for_each_pointer([&](auto& pointer) {
           if (pointer.resolved()) pointer.get()->save_visiting(depth - 1, visited);
@@ -817,12 +822,15 @@ class Record : public RecordBase {
       }
       Value::Map state = stored_state();
       detail::validate_state(spec(), state);
-      make_streams(repo);
+      make_streams(repo, undo);
       state = stored_state();
       oid_ = detail::save_record(store, spec(), *oid_, target.allocated, id_, state,
                                  repo->database().options().max_retries);
     } catch (...) {
+      for (auto it = undo.rbegin(); it != undo.rend(); ++it)
+        (*it)();
       oid_ = before;
+      id_ = id_before;
       throw;
     }
     if (before && before != oid_) repo->forget(*before, this);
@@ -1013,11 +1021,13 @@ class Record : public RecordBase {
   }
 
   // Streams get their ByteStream before the record that refers to it is written (an orphan
-  // stream, if that write fails, goes with the next pack).
-  void make_streams(const std::shared_ptr<Repository>& repo) {
+  // stream, if that write fails, goes with the next pack). `undo` gets what puts them back.
+  void make_streams(const std::shared_ptr<Repository>& repo,
+                    std::vector<std::function<void()>>& undo) {
     cairn_visit_fields(TypeTag<T>{}, self(), [&](std::string_view, auto& member) {
       if constexpr (std::is_same_v<std::remove_cvref_t<decltype(member)>, StreamField>) {
         if (!member.head_) {
+          undo.push_back([&member] { member.head_.reset(); });
           member.head_ = repo->database().transaction(
               [](Txn& tx) { return ByteStream::create(tx).ref().oid; });
         }
@@ -1045,20 +1055,29 @@ class Record : public RecordBase {
     });
   }
 
-  // auto_now and auto_uuid fields, before a save.
-  void prepare_fields() {
+  // auto_now and auto_uuid fields, before a save. `undo` gets what puts back their values.
+  void prepare_fields(std::vector<std::function<void()>>& undo) {
     const TypeSpec& s = spec();
     cairn_visit_fields(TypeTag<T>{}, self(), [&](std::string_view name, auto& member) {
       using Field = std::remove_cvref_t<decltype(member)>;
       const FieldSpec* f = s.find(name);
-      if constexpr (std::is_same_v<Field, Timestamp>) {
-        if (f->auto_now) member = Timestamp::now();
-      } else if constexpr (std::is_same_v<Field, std::optional<Timestamp>>) {
-        if (f->auto_now) member = Timestamp::now();
+      auto keep = [&] { undo.push_back([&member, old = member] { member = old; }); };
+      if constexpr (std::is_same_v<Field, Timestamp> ||
+                    std::is_same_v<Field, std::optional<Timestamp>>) {
+        if (f->auto_now) {
+          keep();
+          member = Timestamp::now();
+        }
       } else if constexpr (std::is_same_v<Field, Uuid>) {
-        if (f->auto_uuid && member == Uuid{}) member = Uuid::random();
+        if (f->auto_uuid && member == Uuid{}) {
+          keep();
+          member = Uuid::random();
+        }
       } else if constexpr (std::is_same_v<Field, std::optional<Uuid>>) {
-        if (f->auto_uuid && !member) member = Uuid::random();
+        if (f->auto_uuid && !member) {
+          keep();
+          member = Uuid::random();
+        }
       }
     });
   }

@@ -401,6 +401,29 @@ TEST_F(RecordTest, SaveChecksRulesAndWritesNothingOnError) {
   }
 }
 
+// auto_now and auto_uuid fields take their values for the save: a save that fails (here a
+// broken check) leaves them, like every other field, as they were.
+TEST_F(RecordTest, AFailedSaveLeavesTheRecordUnchanged) {
+  auto b = Build::make();
+  b->attempts = 0;
+  EXPECT_THROW(b->save(), InvalidArgument);
+  EXPECT_EQ(b->started_at, Timestamp{});
+  EXPECT_EQ(b->token, Uuid{});
+  EXPECT_FALSE(b->saved());
+  b->attempts = 1;
+  b->save();
+  const Timestamp started = b->started_at;
+  const Uuid token = b->token;
+  const std::optional<Oid> oid = b->oid();
+  std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  b->attempts = 0;
+  EXPECT_THROW(b->save(), InvalidArgument);
+  EXPECT_EQ(b->started_at, started);
+  EXPECT_EQ(b->token, token);
+  EXPECT_EQ(b->oid(), oid);
+  EXPECT_EQ(Build::load(b->id(), {.cache = false})->started_at, started);
+}
+
 TEST_F(RecordTest, StringsMustBeUtf8BytesNeedNot) {
   auto p = Project::make();
   EXPECT_THROW(p->set("name", std::string("\xff\xfe")), InvalidArgument);
