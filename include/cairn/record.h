@@ -111,8 +111,9 @@ struct TypeSpec {
   // Throws InvalidArgument ("school.User.age: ...") unless `value` is acceptable for `field`.
   void validate(const FieldSpec& field, const Value& value) const;
   // `value` converted to the field's kind where the conversion is exact (an integer for a float
-  // or decimal field, text for a uuid, timestamp or decimal, an oid for a pointer); throws
-  // InvalidArgument naming the type and field if it cannot be.
+  // field if a double holds it exactly, an integer for a decimal field, text for a uuid,
+  // timestamp or decimal, an oid for a pointer); throws InvalidArgument naming the type and
+  // field if it cannot be (text that does not parse included).
   Value coerce(const FieldSpec& field, Value value) const;
 };
 
