@@ -111,8 +111,9 @@ struct TypeSpec {
   // Throws InvalidArgument ("school.User.age: ...") unless `value` is acceptable for `field`.
   void validate(const FieldSpec& field, const Value& value) const;
   // `value` converted to the field's kind where the conversion is exact (an integer for a float
-  // or decimal field, text for a uuid, timestamp or decimal, an oid for a pointer); throws
-  // InvalidArgument naming the type and field if it cannot be.
+  // field if a double holds it exactly, an integer for a decimal field, text for a uuid,
+  // timestamp or decimal, an oid for a pointer); throws InvalidArgument naming the type and
+  // field if it cannot be (text that does not parse included).
   Value coerce(const FieldSpec& field, Value value) const;
 };
 
@@ -198,12 +199,30 @@ struct RecordRow {
 std::optional<RecordRow> load_record(Store& store, const TypeSpec& spec, Oid oid);
 // The oid of the record whose id is `id`.
 std::optional<Oid> find_record(Store& store, const TypeSpec& spec, std::string_view id);
-// Writes the record and its index entries in one commit (retried if the record changed
-// between the read of its index values and the commit). `state` holds the fields.
-void save_record(Store& store, const TypeSpec& spec, Oid oid, const std::string& id,
-                 const Value::Map& state, int max_retries);
+// Where a save writes the record `id`.
+struct RecordTarget {
+  Oid oid;
+  bool allocated = false;  // a new oid from new_oids(): nothing is stored there yet
+};
+// `oid` if it holds the record `id`, else the oid the id is stored at, if any.
+std::optional<Oid> locate_record(Store& store, const TypeSpec& spec, std::optional<Oid> oid,
+                                 std::string_view id);
+// locate_record(), else a new oid. An oid that holds another object (another record, as when
+// the record was saved in another store, or when a store that lost its data gave the oid out
+// again) is never the answer.
+RecordTarget resolve_record(Store& store, const TypeSpec& spec, std::optional<Oid> oid,
+                            std::string_view id);
+// Writes the record and its index entries in one commit and returns the oid it wrote. The
+// commit checks the version of the object it replaces, so it is retried if the record changed
+// between that read and the commit; if `oid` turns out to hold another object (or nothing,
+// unless `allocated` says it is a new oid for this save), the record goes where
+// resolve_record() says instead. `state` holds the fields.
+Oid save_record(Store& store, const TypeSpec& spec, Oid oid, bool allocated, const std::string& id,
+                const Value::Map& state, int max_retries);
 // Deletes the record and its index entries; returns how many records were deleted (0 or 1).
-std::size_t remove_record(Store& store, const TypeSpec& spec, Oid oid, int max_retries);
+// `oid` is where the record was; if it holds another object now, the record is looked up by id.
+std::size_t remove_record(Store& store, const TypeSpec& spec, Oid oid, const std::string& id,
+                          int max_retries);
 // Every record of the type and generation, in oid order.
 std::vector<RecordRow> list_records(Store& store, const TypeSpec& spec);
 // Writes index entries for every record of the type (after an index was added).
@@ -782,15 +801,21 @@ class Record : public RecordBase {
     if (!visited.insert(this).second) return;
     auto repo = repository();
     Store& store = repo->store();
+    // What this save changes in the object before its commit, undone if it fails, so that a
+    // failed save leaves the record as it was.
+    std::vector<std::function<void()>> undo;
+    const std::string id_before = id_;
     if (id_.empty()) id_ = Uuid::random().str();
-    prepare_fields();
-    const bool fresh = !oid_;
-    if (fresh) {
-      // An id already stored names that record: saving overwrites it (an upsert).
-      std::optional<Oid> existing = detail::find_record(store, spec(), id_);
-      oid_ = existing ? *existing : store.new_oids(1);
-    }
+    const std::optional<Oid> before = oid_;
+    // The oid to write: the record's own if it still holds this record in this repository, else
+    // the one its id is stored at (saving overwrites it, an upsert), else a new one. Never an
+    // oid that holds another record, as after a move to another repository. Known before the
+    // dependencies are saved, so that their pointers to this record name it.
+    detail::RecordTarget target;
     try {
+      target = detail::resolve_record(store, spec(), oid_, id_);
+      oid_ = target.oid;
+      prepare_fields(undo);
       if (depth > 0) {
         for_each_pointer([&](auto& pointer) {
           if (pointer.resolved()) pointer.get()->save_visiting(depth - 1, visited);
@@ -798,13 +823,18 @@ class Record : public RecordBase {
       }
       Value::Map state = stored_state();
       detail::validate_state(spec(), state);
-      make_streams(repo);
+      make_streams(repo, undo);
       state = stored_state();
-      detail::save_record(store, spec(), *oid_, id_, state, repo->database().options().max_retries);
+      oid_ = detail::save_record(store, spec(), *oid_, target.allocated, id_, state,
+                                 repo->database().options().max_retries);
     } catch (...) {
-      if (fresh) oid_.reset();
+      for (auto it = undo.rbegin(); it != undo.rend(); ++it)
+        (*it)();
+      oid_ = before;
+      id_ = id_before;
       throw;
     }
+    if (before && before != oid_) repo->forget(*before, this);
     repo->remember(*oid_, shared_self());
     flush_streams(repo);
   }
@@ -813,10 +843,11 @@ class Record : public RecordBase {
   // longer stored.
   Ptr refresh() {
     auto repo = repository();
-    std::optional<Oid> oid = oid_ ? oid_ : detail::find_record(repo->store(), spec(), id_);
+    std::optional<Oid> oid = detail::locate_record(repo->store(), spec(), oid_, id_);
     if (!oid) return nullptr;
     std::optional<detail::RecordRow> row = detail::load_record(repo->store(), spec(), *oid);
     if (!row) return nullptr;
+    if (oid_ && oid_ != oid) repo->forget(*oid_, this);
     assign(*row, repo, true);
     repo->remember(*oid, shared_self());
     return shared_self();
@@ -827,8 +858,8 @@ class Record : public RecordBase {
   std::size_t remove() {
     if (!oid_) return 0;
     auto repo = repository();
-    std::size_t n =
-        detail::remove_record(repo->store(), spec(), *oid_, repo->database().options().max_retries);
+    std::size_t n = detail::remove_record(repo->store(), spec(), *oid_, id_,
+                                          repo->database().options().max_retries);
     repo->forget(*oid_, this);
     oid_.reset();
     return n;
@@ -991,11 +1022,13 @@ class Record : public RecordBase {
   }
 
   // Streams get their ByteStream before the record that refers to it is written (an orphan
-  // stream, if that write fails, goes with the next pack).
-  void make_streams(const std::shared_ptr<Repository>& repo) {
+  // stream, if that write fails, goes with the next pack). `undo` gets what puts them back.
+  void make_streams(const std::shared_ptr<Repository>& repo,
+                    std::vector<std::function<void()>>& undo) {
     cairn_visit_fields(TypeTag<T>{}, self(), [&](std::string_view, auto& member) {
       if constexpr (std::is_same_v<std::remove_cvref_t<decltype(member)>, StreamField>) {
         if (!member.head_) {
+          undo.push_back([&member] { member.head_.reset(); });
           member.head_ = repo->database().transaction(
               [](Txn& tx) { return ByteStream::create(tx).ref().oid; });
         }
@@ -1023,20 +1056,29 @@ class Record : public RecordBase {
     });
   }
 
-  // auto_now and auto_uuid fields, before a save.
-  void prepare_fields() {
+  // auto_now and auto_uuid fields, before a save. `undo` gets what puts back their values.
+  void prepare_fields(std::vector<std::function<void()>>& undo) {
     const TypeSpec& s = spec();
     cairn_visit_fields(TypeTag<T>{}, self(), [&](std::string_view name, auto& member) {
       using Field = std::remove_cvref_t<decltype(member)>;
       const FieldSpec* f = s.find(name);
-      if constexpr (std::is_same_v<Field, Timestamp>) {
-        if (f->auto_now) member = Timestamp::now();
-      } else if constexpr (std::is_same_v<Field, std::optional<Timestamp>>) {
-        if (f->auto_now) member = Timestamp::now();
+      auto keep = [&] { undo.push_back([&member, old = member] { member = old; }); };
+      if constexpr (std::is_same_v<Field, Timestamp> ||
+                    std::is_same_v<Field, std::optional<Timestamp>>) {
+        if (f->auto_now) {
+          keep();
+          member = Timestamp::now();
+        }
       } else if constexpr (std::is_same_v<Field, Uuid>) {
-        if (f->auto_uuid && member == Uuid{}) member = Uuid::random();
+        if (f->auto_uuid && member == Uuid{}) {
+          keep();
+          member = Uuid::random();
+        }
       } else if constexpr (std::is_same_v<Field, std::optional<Uuid>>) {
-        if (f->auto_uuid && !member) member = Uuid::random();
+        if (f->auto_uuid && !member) {
+          keep();
+          member = Uuid::random();
+        }
       }
     });
   }

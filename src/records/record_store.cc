@@ -65,7 +65,32 @@ void add_entries(Store& store, const TypeSpec& spec, Oid record,
   }
 }
 
+StoredObject load_one(Store& store, Oid oid) {
+  Oid oids[] = {oid};
+  LoadResult loaded = store.load(oids);
+  return std::move(loaded.objects.at(0));
+}
+
+// Whether `object` is the stored record `id` of the type (of any generation).
+bool holds_record(const StoredObject& object, const TypeSpec& spec, std::string_view id) {
+  return object.exists() && object.type == spec.name && object.key == id;
+}
+
 }  // namespace
+
+std::optional<Oid> locate_record(Store& store, const TypeSpec& spec, std::optional<Oid> oid,
+                                 std::string_view id) {
+  if (oid && holds_record(load_one(store, *oid), spec, id)) return oid;
+  return find_record(store, spec, id);
+}
+
+RecordTarget resolve_record(Store& store, const TypeSpec& spec, std::optional<Oid> oid,
+                            std::string_view id) {
+  if (std::optional<Oid> found = locate_record(store, spec, oid, id)) {
+    return RecordTarget{*found, false};
+  }
+  return RecordTarget{store.new_oids(1), true};
+}
 
 std::optional<RecordRow> load_record(Store& store, const TypeSpec& spec, Oid oid) {
   Oid oids[] = {oid};
@@ -80,28 +105,48 @@ std::optional<Oid> find_record(Store& store, const TypeSpec& spec, std::string_v
   return store.find_key(spec.name, id);
 }
 
-void save_record(Store& store, const TypeSpec& spec, Oid oid, const std::string& id,
-                 const Value::Map& state, int max_retries) {
+Oid save_record(Store& store, const TypeSpec& spec, Oid oid, bool allocated, const std::string& id,
+                const Value::Map& state, int max_retries) {
   const std::vector<const FieldSpec*> indexed = indexed_fields(spec);
   std::string data = encode(Value(state));
+  Oid target = oid;
+  bool ours = allocated;  // `target` came from new_oids() for this save: absent is expected
   for (int attempt = 0;; ++attempt) {
+    // The commit checks the version read here: the object must still be this record (or still
+    // absent) when the write applies, so a record is never written over another one.
+    StoredObject object = load_one(store, target);
+    // `target` is not this record: it holds another object, or is absent though it is not a new
+    // oid of this save, or it is a new oid of this save that lost a race (the commit conflicted:
+    // another save created the record meanwhile, and its oid is now the one to overwrite).
+    if (!holds_record(object, spec, id) && (object.exists() || !ours || attempt > 0)) {
+      if (std::optional<Oid> found = find_record(store, spec, id)) {
+        target = *found;
+        ours = false;
+        object = load_one(store, target);
+        if (!holds_record(object, spec, id)) {
+          // The id moved or went away between find_key and load: look again.
+          if (attempt >= max_retries) {
+            throw ConflictError(spec.name + " \"" + id + "\" kept changing during the save",
+                                {target});
+          }
+          continue;
+        }
+      } else if (object.exists() || !ours) {
+        target = store.new_oids(1);
+        ours = true;
+        object = StoredObject{target, 0, {}, {}, {}};
+      }
+    }
     CommitRequest request;
     std::optional<Value::Map> old;
-    if (!indexed.empty()) {
-      // The entries to replace follow from the stored state, read at a version the commit
-      // checks: a concurrent save makes this one conflict and start again.
-      Oid oids[] = {oid};
-      LoadResult loaded = store.load(oids);
-      const StoredObject& object = loaded.objects.at(0);
-      if (object.exists()) old = checked_state(spec, object);
-      request.reads.push_back(ReadCheck{oid, object.version});
-    }
-    request.writes.push_back(WriteOp{oid, spec.name, id, data});
+    if (object.exists()) old = checked_state(spec, object);
+    request.reads.push_back(ReadCheck{target, object.version});
+    request.writes.push_back(WriteOp{target, spec.name, id, data});
     std::vector<std::pair<std::string, std::string>> entries;
     for (const FieldSpec* f : indexed) {
       std::optional<std::string> old_key;
-      if (old) old_key = index_key(value_of(*old, *f), oid);
-      std::optional<std::string> new_key = index_key(value_of(state, *f), oid);
+      if (old) old_key = index_key(value_of(*old, *f), target);
+      std::optional<std::string> new_key = index_key(value_of(state, *f), target);
       if (old_key == new_key) continue;
       std::string type = spec.index_type(*f);
       if (old_key) {
@@ -109,23 +154,35 @@ void save_record(Store& store, const TypeSpec& spec, Oid oid, const std::string&
       }
       if (new_key && !store.find_key(type, *new_key)) entries.emplace_back(type, *new_key);
     }
-    add_entries(store, spec, oid, entries, request);
+    add_entries(store, spec, target, entries, request);
     try {
       store.commit(request);
-      return;
+      return target;
     } catch (const ConflictError&) {
       if (attempt >= max_retries) throw;
     }
   }
 }
 
-std::size_t remove_record(Store& store, const TypeSpec& spec, Oid oid, int max_retries) {
+std::size_t remove_record(Store& store, const TypeSpec& spec, Oid oid, const std::string& id,
+                          int max_retries) {
   const std::vector<const FieldSpec*> indexed = indexed_fields(spec);
   for (int attempt = 0;; ++attempt) {
-    Oid oids[] = {oid};
-    LoadResult loaded = store.load(oids);
-    const StoredObject& object = loaded.objects.at(0);
-    if (!object.exists()) return 0;
+    StoredObject object = load_one(store, oid);
+    if (!holds_record(object, spec, id)) {
+      // `oid` holds another object (or none): the record, if stored, is where its id is.
+      std::optional<Oid> found = find_record(store, spec, id);
+      if (!found) return 0;
+      oid = *found;
+      object = load_one(store, oid);
+      if (!holds_record(object, spec, id)) {
+        if (attempt >= max_retries) {
+          throw ConflictError(spec.name + " \"" + id + "\" kept changing during the removal",
+                              {oid});
+        }
+        continue;
+      }
+    }
     Value::Map state = checked_state(spec, object);
     CommitRequest request;
     request.reads.push_back(ReadCheck{oid, object.version});

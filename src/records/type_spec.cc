@@ -1,6 +1,7 @@
 // Type descriptions of records (include/cairn/record.h): field lookup, the checks a field's
 // value must pass, and the conversion of query values to a field's kind.
 #include <cmath>
+#include <cstdint>
 #include <string>
 
 #include "cairn/error.h"
@@ -172,20 +173,36 @@ Value TypeSpec::coerce(const FieldSpec& field, Value value) const {
   auto fail = [&](const std::string& problem) {
     throw InvalidArgument(name + "." + field.name + ": " + problem);
   };
+  // A parse error ("invalid timestamp ...") says what is wrong, not where: add the field.
+  auto parsed = [&](auto parse) -> Value {
+    try {
+      return Value(parse());
+    } catch (const InvalidArgument& e) {
+      fail(e.what());
+    }
+    return Value();
+  };
   if (value.is_null() || field.kind == FieldKind::json) return value;
   switch (field.kind) {
     case FieldKind::floating:
-      if (value.is_int()) return Value(static_cast<double>(value.as_int()));
+      if (value.is_int()) {
+        // Only where a double holds the integer exactly: 2^53 + 1 would become 2^53 and match
+        // it. 2^63, the double nearest INT64_MAX, is past every int64.
+        const std::int64_t i = value.as_int();
+        const double d = static_cast<double>(i);
+        if (d < 9223372036854775808.0 && static_cast<std::int64_t>(d) == i) return Value(d);
+        fail("the integer " + std::to_string(i) + " has no exact float value");
+      }
       break;
     case FieldKind::decimal:
       if (value.is_int()) return Value(Decimal(std::to_string(value.as_int())));
-      if (value.is_string()) return Value(Decimal(value.as_string()));
+      if (value.is_string()) return parsed([&] { return Decimal(value.as_string()); });
       break;
     case FieldKind::uuid:
-      if (value.is_string()) return Value(Uuid::parse(value.as_string()));
+      if (value.is_string()) return parsed([&] { return Uuid::parse(value.as_string()); });
       break;
     case FieldKind::timestamp:
-      if (value.is_string()) return Value(Timestamp::parse(value.as_string()));
+      if (value.is_string()) return parsed([&] { return Timestamp::parse(value.as_string()); });
       break;
     case FieldKind::bytes:
       if (value.is_string()) return Value(Bytes{value.as_string()});

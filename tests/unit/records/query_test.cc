@@ -6,6 +6,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdint>
+#include <limits>
 #include <optional>
 #include <random>
 #include <string>
@@ -159,6 +161,67 @@ TEST_F(QueryTest, BadQueriesNameTheTypeAndField) {
   EXPECT_THROW(Wizard::find().where("age", "~", 1), InvalidArgument);
   EXPECT_THROW(Wizard::find().where("age", "in", 1), InvalidArgument);
   EXPECT_THROW(Wizard::find().order_by("-wand"), InvalidArgument);
+}
+
+struct Measure : Record<Measure> {
+  double d = 0;
+  double e = 0;
+  Timestamp at;
+  Uuid token;
+  Decimal amount;
+  static void describe(Schema<Measure>& s) { s.index("e"); }
+};
+CAIRN_TYPE(Measure, "query_test.Measure", d, e, at, token, amount);
+
+// Expects the query condition to be refused with an InvalidArgument naming the field and
+// saying `what`.
+template <typename Build>
+void expect_refused(Build&& build, const std::string& field, const std::string& what) {
+  try {
+    build();
+    FAIL() << "no error for " << field;
+  } catch (const InvalidArgument& e) {
+    EXPECT_NE(std::string(e.what()).find("query_test.Measure." + field + ": "), std::string::npos)
+        << e.what();
+    EXPECT_NE(std::string(e.what()).find(what), std::string::npos) << e.what();
+  }
+}
+
+// An integer is a query value for a float field only if a double holds it exactly: 2^53 + 1 is
+// not 2^53, and must not match it (with an index or without).
+TEST_F(QueryTest, IntegersForFloatFieldsMustBeExactlyRepresentable) {
+  Measure::set_type_repository(repo);
+  Measure::create({{"d", 9007199254740992.0}, {"e", 9007199254740992.0}});
+  for (std::string field : {"d", "e"}) {
+    EXPECT_EQ(Measure::find().where(field, std::int64_t{9007199254740992}).count(), 1u);
+    EXPECT_EQ(Measure::find().where(field, ">", std::numeric_limits<std::int64_t>::min()).count(),
+              1u);
+    for (std::int64_t inexact : {std::int64_t{9007199254740993}, -std::int64_t{9007199254740993},
+                                 std::numeric_limits<std::int64_t>::max()}) {
+      expect_refused([&] { Measure::find().where(field, inexact); }, field,
+                     std::to_string(inexact));
+      expect_refused(
+          [&] {
+            Measure::find().where(field, "in", {Value(1), Value(inexact)});
+          },
+          field, std::to_string(inexact));
+    }
+  }
+  Measure::set_type_repository(nullptr);
+}
+
+TEST_F(QueryTest, ConversionErrorsNameTheTypeAndField) {
+  expect_refused([] { Measure::find(Repository::memory()).where("at", ""); }, "at",
+                 "invalid timestamp");
+  expect_refused([] { Measure::find(Repository::memory()).where("token", "not a uuid"); }, "token",
+                 "uuid");
+  expect_refused([] { Measure::find(Repository::memory()).where("amount", "1.2.3"); }, "amount",
+                 "1.2.3");
+  expect_refused(
+      [] {
+        Measure::find(Repository::memory()).where("at", "in", {"", "x"});
+      },
+      "at", "invalid timestamp");
 }
 
 // The same stored type seen by a struct that declares one more index: records saved before it

@@ -5,8 +5,11 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <barrier>
 #include <chrono>
 #include <cstdint>
+#include <exception>
 #include <map>
 #include <optional>
 #include <string>
@@ -17,6 +20,7 @@
 #include "cairn/error.h"
 #include "cairn/file_store.h"
 #include "cairn/json.h"
+#include "support/redis_server.h"
 #include "support/temp_dir.h"
 
 namespace cairn::testing {
@@ -151,6 +155,50 @@ TEST_F(RecordTest, SavingAnExistingIdOverwritesIt) {
   EXPECT_EQ(Project::load("same", {.cache = false})->name, "second");
 }
 
+// Records of one id saved for the first time by several threads at once: every save is an
+// upsert of the one record, whoever wins the race to create it.
+template <typename R>
+void concurrent_first_saves(const std::shared_ptr<Repository>& repository) {
+  constexpr int threads = 4;
+  constexpr int rounds = 20;
+  for (int round = 0; round < rounds; ++round) {
+    std::string id = "same-" + std::to_string(round);
+    std::barrier start(threads);
+    std::atomic<int> failures{0};
+    std::vector<std::string> errors(threads);
+    std::vector<std::thread> pool;
+    for (int t = 0; t < threads; ++t) {
+      pool.emplace_back([&, t] {
+        auto record = R::make({{"name", "thread " + std::to_string(t)}},
+                              {.id = id, .repository = repository});
+        start.arrive_and_wait();
+        try {
+          record->save();
+        } catch (const std::exception& e) {
+          ++failures;
+          errors[t] = e.what();
+        }
+      });
+    }
+    for (std::thread& thread : pool)
+      thread.join();
+    for (const std::string& error : errors)
+      EXPECT_EQ(error, "") << "round " << round;
+    ASSERT_EQ(failures.load(), 0);
+  }
+  EXPECT_EQ(R::list({.repository = repository}).size(), static_cast<std::size_t>(rounds));
+}
+
+TEST_F(RecordTest, ConcurrentFirstSavesOfOneIdAreUpserts) {
+  concurrent_first_saves<Project>(Repository::memory());
+  concurrent_first_saves<Person>(Repository::memory());
+  TempDir dir;
+  concurrent_first_saves<Person>(Repository::open("file:" + dir.file("race.cairn")));
+  RedisServer server;
+  concurrent_first_saves<Project>(Repository::open(server.url("race:")));
+  concurrent_first_saves<Person>(Repository::open(server.url("race:")));
+}
+
 TEST_F(RecordTest, PerInstanceRepositoryOverridesTheType) {
   auto other = Repository::memory();
   auto p = Project::create({{"name", "elsewhere"}}, {.id = "x", .repository = other});
@@ -176,6 +224,95 @@ TEST_F(RecordTest, SetRepositoryOnARecordMovesOnlyThatRecord) {
   p->save();
   EXPECT_EQ(Project::try_load("m"), nullptr);
   EXPECT_NE(Project::try_load("m", {.repository = other}), nullptr);
+}
+
+// A record keeps the oid it was saved at, but in another repository that oid may hold another
+// record: saving (or removing) there must find the record by its id, never write over the other.
+TEST_F(RecordTest, SaveInAnotherRepositoryNeverOverwritesTheRecordAtItsOid) {
+  auto r1 = Repository::memory();
+  auto r2 = Repository::memory();
+  auto bob = Project::create({{"name", "bob"}}, {.id = "bob", .repository = r2});
+  auto alice = Project::create({{"name", "alice"}}, {.id = "alice", .repository = r1});
+  ASSERT_EQ(alice->oid(), bob->oid());
+  alice->set_repository(r2);
+  alice->save();
+  auto stored_bob = Project::try_load("bob", {.cache = false, .repository = r2});
+  ASSERT_NE(stored_bob, nullptr);
+  EXPECT_EQ(stored_bob->name, "bob");
+  EXPECT_EQ(stored_bob->oid(), bob->oid());
+  EXPECT_NE(alice->oid(), bob->oid());
+  EXPECT_EQ(Project::load("alice", {.cache = false, .repository = r2}), alice);
+  EXPECT_EQ(Project::list({.repository = r2}).size(), 2u);
+  // The same with index entries to keep right.
+  auto bob_p = Person::create({{"name", "bob"}, {"age", 30}}, {.id = "bob", .repository = r2});
+  auto alice_p = Person::create({{"name", "alice"}, {"age", 20}}, {.id = "alice"});
+  auto moved_from = *alice_p->oid();
+  alice_p->set_repository(r2);
+  r2->store().new_oids(static_cast<std::uint32_t>(moved_from.value()));  // r2 has such an oid now
+  alice_p->save();
+  EXPECT_EQ(Person::load("bob", {.cache = false, .repository = r2})->name, "bob");
+  EXPECT_EQ(Person::find(r2).where("age", 30).count(), 1u);
+  EXPECT_EQ(Person::find(r2).where("age", 20).count(), 1u);
+  // remove() and refresh() follow the id as well.
+  auto carol = Project::create({{"name", "carol"}}, {.id = "carol", .repository = r1});
+  carol->set_repository(r2);
+  EXPECT_EQ(carol->refresh(), nullptr);
+  EXPECT_EQ(carol->remove(), 0u);
+  EXPECT_EQ(Project::list({.repository = r2}).size(), 2u);
+}
+
+// Moved to a repository where its id is stored already, a record overwrites that one (an
+// upsert, as for a new record); moved where its oid is free, it takes a new oid of that
+// repository, so that the next record created there does not write over it.
+TEST_F(RecordTest, SaveInAnotherRepositoryUsesTheOidOfItsIdThere) {
+  auto r1 = Repository::memory();
+  auto r2 = Repository::memory();
+  Project::create({{"name", "first"}}, {.id = "filler", .repository = r1});
+  auto old = Project::create({{"name", "old"}}, {.id = "x", .repository = r2});
+  auto x = Project::create({{"name", "new"}}, {.id = "x", .repository = r1});
+  ASSERT_NE(x->oid(), old->oid());
+  x->set_repository(r2);
+  x->save();
+  EXPECT_EQ(x->oid(), old->oid());
+  EXPECT_EQ(Project::list({.repository = r2}).size(), 1u);
+  EXPECT_EQ(Project::load("x", {.cache = false, .repository = r2})->name, "new");
+
+  auto r3 = Repository::memory();
+  auto y = Project::create({{"name", "y"}}, {.id = "y", .repository = r1});
+  y->set_repository(r3);
+  y->save();
+  auto z = Project::create({{"name", "z"}}, {.id = "z", .repository = r3});
+  EXPECT_NE(y->oid(), z->oid());
+  EXPECT_EQ(Project::load("y", {.cache = false, .repository = r3})->name, "y");
+  EXPECT_EQ(Project::load("z", {.cache = false, .repository = r3})->name, "z");
+  // An oid that holds an object of another type is no place for the record either.
+  auto r4 = Repository::memory();
+  auto r5 = Repository::memory();
+  auto other = Person::create({{"name", "p"}}, {.id = "p", .repository = r4});
+  auto w = Project::create({{"name", "w"}}, {.id = "w", .repository = r5});
+  ASSERT_EQ(w->oid(), other->oid());
+  w->set_repository(r4);
+  w->save();
+  EXPECT_EQ(Person::load("p", {.cache = false, .repository = r4})->name, "p");
+  EXPECT_EQ(Project::load("w", {.cache = false, .repository = r4})->name, "w");
+}
+
+// A Redis server that lost its data hands out the same oids again: a record saved before the
+// loss must not overwrite the record another client created at its oid since.
+TEST_F(RecordTest, SaveAfterTheStoreLostItsDataNeverOverwritesANewerRecord) {
+  RedisServer server;
+  std::string url = server.url("records:");
+  auto mine = Repository::open(url);
+  auto theirs = Repository::open(url);
+  auto alice = Project::create({{"name", "alice"}}, {.id = "alice", .repository = mine});
+  server.command({"FLUSHALL"});
+  auto bob = Project::create({{"name", "bob"}}, {.id = "bob", .repository = theirs});
+  ASSERT_EQ(bob->oid(), alice->oid());
+  alice->name = "alice again";
+  alice->save();
+  EXPECT_EQ(Project::load("bob", {.cache = false, .repository = theirs})->name, "bob");
+  EXPECT_EQ(Project::load("alice", {.cache = false, .repository = theirs})->name, "alice again");
+  EXPECT_NE(alice->oid(), bob->oid());
 }
 
 TEST_F(RecordTest, DefaultRepositoryIsInMemoryAndSharedByTypes) {
@@ -262,6 +399,29 @@ TEST_F(RecordTest, SaveChecksRulesAndWritesNothingOnError) {
   } catch (const InvalidArgument& e) {
     EXPECT_NE(std::string(e.what()).find("records_test.Person.name"), std::string::npos);
   }
+}
+
+// auto_now and auto_uuid fields take their values for the save: a save that fails (here a
+// broken check) leaves them, like every other field, as they were.
+TEST_F(RecordTest, AFailedSaveLeavesTheRecordUnchanged) {
+  auto b = Build::make();
+  b->attempts = 0;
+  EXPECT_THROW(b->save(), InvalidArgument);
+  EXPECT_EQ(b->started_at, Timestamp{});
+  EXPECT_EQ(b->token, Uuid{});
+  EXPECT_FALSE(b->saved());
+  b->attempts = 1;
+  b->save();
+  const Timestamp started = b->started_at;
+  const Uuid token = b->token;
+  const std::optional<Oid> oid = b->oid();
+  std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  b->attempts = 0;
+  EXPECT_THROW(b->save(), InvalidArgument);
+  EXPECT_EQ(b->started_at, started);
+  EXPECT_EQ(b->token, token);
+  EXPECT_EQ(b->oid(), oid);
+  EXPECT_EQ(Build::load(b->id(), {.cache = false})->started_at, started);
 }
 
 TEST_F(RecordTest, StringsMustBeUtf8BytesNeedNot) {
