@@ -203,6 +203,9 @@ std::optional<Oid> find_record(Store& store, const TypeSpec& spec, std::string_v
 struct RecordTarget {
   Oid oid;
   bool allocated = false;  // a new oid from new_oids(): nothing is stored there yet
+  // The object at `oid` as resolve_record() read it, if it did: the save's first attempt
+  // starts from it rather than loading it again (the commit checks its version).
+  std::optional<StoredObject> object;
 };
 // `oid` if it holds the record `id`, else the oid the id is stored at, if any.
 std::optional<Oid> locate_record(Store& store, const TypeSpec& spec, std::optional<Oid> oid,
@@ -217,7 +220,7 @@ RecordTarget resolve_record(Store& store, const TypeSpec& spec, std::optional<Oi
 // between that read and the commit; if `oid` turns out to hold another object (or nothing,
 // unless `allocated` says it is a new oid for this save), the record goes where
 // resolve_record() says instead. `state` holds the fields.
-Oid save_record(Store& store, const TypeSpec& spec, Oid oid, bool allocated, const std::string& id,
+Oid save_record(Store& store, const TypeSpec& spec, RecordTarget target, const std::string& id,
                 const Value::Map& state, int max_retries);
 // Deletes the record and its index entries; returns how many records were deleted (0 or 1).
 // `oid` is where the record was; if it holds another object now, the record is looked up by id.
@@ -825,7 +828,7 @@ class Record : public RecordBase {
       detail::validate_state(spec(), state);
       make_streams(repo, undo);
       state = stored_state();
-      oid_ = detail::save_record(store, spec(), *oid_, target.allocated, id_, state,
+      oid_ = detail::save_record(store, spec(), std::move(target), id_, state,
                                  repo->database().options().max_retries);
     } catch (...) {
       for (auto it = undo.rbegin(); it != undo.rend(); ++it)

@@ -86,10 +86,14 @@ std::optional<Oid> locate_record(Store& store, const TypeSpec& spec, std::option
 
 RecordTarget resolve_record(Store& store, const TypeSpec& spec, std::optional<Oid> oid,
                             std::string_view id) {
-  if (std::optional<Oid> found = locate_record(store, spec, oid, id)) {
-    return RecordTarget{*found, false};
+  if (oid) {
+    StoredObject object = load_one(store, *oid);
+    if (holds_record(object, spec, id)) return RecordTarget{*oid, false, std::move(object)};
   }
-  return RecordTarget{store.new_oids(1), true};
+  if (std::optional<Oid> found = find_record(store, spec, id)) {
+    return RecordTarget{*found, false, std::nullopt};
+  }
+  return RecordTarget{store.new_oids(1), true, std::nullopt};
 }
 
 std::optional<RecordRow> load_record(Store& store, const TypeSpec& spec, Oid oid) {
@@ -105,16 +109,17 @@ std::optional<Oid> find_record(Store& store, const TypeSpec& spec, std::string_v
   return store.find_key(spec.name, id);
 }
 
-Oid save_record(Store& store, const TypeSpec& spec, Oid oid, bool allocated, const std::string& id,
+Oid save_record(Store& store, const TypeSpec& spec, RecordTarget resolved, const std::string& id,
                 const Value::Map& state, int max_retries) {
   const std::vector<const FieldSpec*> indexed = indexed_fields(spec);
   std::string data = encode(Value(state));
-  Oid target = oid;
-  bool ours = allocated;  // `target` came from new_oids() for this save: absent is expected
+  Oid target = resolved.oid;
+  bool ours = resolved.allocated;  // `target` came from new_oids() for this save: absent expected
   for (int attempt = 0;; ++attempt) {
     // The commit checks the version read here: the object must still be this record (or still
     // absent) when the write applies, so a record is never written over another one.
-    StoredObject object = load_one(store, target);
+    StoredObject object =
+        attempt == 0 && resolved.object ? std::move(*resolved.object) : load_one(store, target);
     // `target` is not this record: it holds another object, or is absent though it is not a new
     // oid of this save, or it is a new oid of this save that lost a race (the commit conflicted:
     // another save created the record meanwhile, and its oid is now the one to overwrite).
@@ -139,7 +144,7 @@ Oid save_record(Store& store, const TypeSpec& spec, Oid oid, bool allocated, con
     }
     CommitRequest request;
     std::optional<Value::Map> old;
-    if (object.exists()) old = checked_state(spec, object);
+    if (object.exists() && !indexed.empty()) old = checked_state(spec, object);
     request.reads.push_back(ReadCheck{target, object.version});
     request.writes.push_back(WriteOp{target, spec.name, id, data});
     std::vector<std::pair<std::string, std::string>> entries;
