@@ -245,6 +245,9 @@ std::optional<std::uint64_t> acquire_lock(Store& store, const std::string& name,
                                           std::optional<std::chrono::milliseconds> wait);
 std::string new_lock_owner(const Repository& repository);
 
+// `i` as a double, if a double holds it exactly (2^53 + 1 does not: it would become 2^53).
+std::optional<double> exact_double(std::int64_t i);
+
 }  // namespace detail
 
 // ---- pointers ----
@@ -895,7 +898,12 @@ class Record : public RecordBase {
     }
     const FieldSpec& f = spec().at(field);
     if (f.kind == FieldKind::floating && value.is_int()) {
-      value = Value(static_cast<double>(value.as_int()));
+      std::optional<double> d = detail::exact_double(value.as_int());
+      if (!d) {
+        throw InvalidArgument(spec().name + "." + f.name + ": the integer " +
+                              std::to_string(value.as_int()) + " has no exact float value");
+      }
+      value = Value(*d);
     }
     spec().validate(f, value);
     cairn_visit_fields(TypeTag<T>{}, self(), [&](std::string_view name, auto& member) {

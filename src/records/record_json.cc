@@ -97,7 +97,11 @@ Value from_plain(const TypeSpec& spec, const FieldSpec& f, const Value& v) {
       need(v.is_string(), "decimal text");
       return Value(Decimal(v.as_string()));
     case FieldKind::floating:
-      if (v.is_int()) return Value(static_cast<double>(v.as_int()));
+      if (v.is_int()) {
+        std::optional<double> d = exact_double(v.as_int());
+        need(d.has_value(), "an integer a float holds exactly");
+        return Value(*d);
+      }
       return v;
     case FieldKind::pointer:
     case FieldKind::bytestream:

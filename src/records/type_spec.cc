@@ -186,12 +186,9 @@ Value TypeSpec::coerce(const FieldSpec& field, Value value) const {
   switch (field.kind) {
     case FieldKind::floating:
       if (value.is_int()) {
-        // Only where a double holds the integer exactly: 2^53 + 1 would become 2^53 and match
-        // it. 2^63, the double nearest INT64_MAX, is past every int64.
-        const std::int64_t i = value.as_int();
-        const double d = static_cast<double>(i);
-        if (d < 9223372036854775808.0 && static_cast<std::int64_t>(d) == i) return Value(d);
-        fail("the integer " + std::to_string(i) + " has no exact float value");
+        // Only where a double holds the integer exactly: 2^53 + 1 would become 2^53 and match it.
+        if (std::optional<double> d = detail::exact_double(value.as_int())) return Value(*d);
+        fail("the integer " + std::to_string(value.as_int()) + " has no exact float value");
       }
       break;
     case FieldKind::decimal:
@@ -233,6 +230,13 @@ void validate_state(const TypeSpec& spec, const Value::Map& state) {
     auto it = state.find(f.name);
     spec.validate(f, it != state.end() ? it->second : null);
   }
+}
+
+std::optional<double> exact_double(std::int64_t i) {
+  const double d = static_cast<double>(i);
+  // 2^63, the double nearest INT64_MAX, is past every int64 (and would not convert back).
+  if (d < 9223372036854775808.0 && static_cast<std::int64_t>(d) == i) return d;
+  return std::nullopt;
 }
 
 }  // namespace detail

@@ -210,6 +210,19 @@ TEST_F(QueryTest, IntegersForFloatFieldsMustBeExactlyRepresentable) {
   Measure::set_type_repository(nullptr);
 }
 
+// The same holds where a program sets a float field, and in a record's JSON.
+TEST_F(QueryTest, SetAndFromJsonTakeOnlyExactIntegersForFloatFields) {
+  auto m = Measure::make();
+  m->set("d", std::int64_t{9007199254740992});
+  EXPECT_EQ(m->d, 9007199254740992.0);
+  expect_refused([&] { m->set("d", std::int64_t{9007199254740993}); }, "d", "9007199254740993");
+  EXPECT_EQ(m->d, 9007199254740992.0) << "a refused set changed the field";
+  EXPECT_EQ(Measure::from_json(R"({"d": {"type": "float", "value": 9007199254740992}})")->d,
+            9007199254740992.0);
+  EXPECT_THROW(Measure::from_json(R"({"d": {"type": "float", "value": 9007199254740993}})"),
+               InvalidArgument);
+}
+
 TEST_F(QueryTest, ConversionErrorsNameTheTypeAndField) {
   expect_refused([] { Measure::find(Repository::memory()).where("at", ""); }, "at",
                  "invalid timestamp");
