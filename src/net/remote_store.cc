@@ -19,6 +19,7 @@
 #include "cairn/version.h"
 #include "net/protocol.h"
 #include "net/transport.h"
+#include "store/store_util.h"
 
 namespace cairn::net {
 
@@ -757,15 +758,6 @@ LoadResult RemoteStore::load(std::span<const Oid> oids) {
   impl_->hand_out(offset, result.csn);  // no version is above the load's CSN
   return result;
 }
-
-namespace {
-std::string oid_list(const std::vector<Oid>& oids) {
-  std::string list;
-  for (Oid oid : oids)
-    list += (list.empty() ? "" : ", ") + oid.str();
-  return list;
-}
-}  // namespace
 
 std::uint64_t RemoteStore::commit(const CommitRequest& request) {
   // An older server would read the commit without its appends and apply the rest.

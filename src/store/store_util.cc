@@ -111,14 +111,18 @@ void check_lock_ttl(std::chrono::milliseconds ttl) {
   }
 }
 
-std::string conflict_message(const std::vector<Oid>& oids) {
+std::string oid_list(std::span<const Oid> oids) {
   std::string list;
   for (Oid oid : oids) {
     if (!list.empty()) list += ", ";
     list += oid.str();
   }
+  return list;
+}
+
+std::string conflict_message(const std::vector<Oid>& oids) {
   return fmt::format("commit conflicts on oid{} {}: changed since read, or key taken",
-                     oids.size() == 1 ? "" : "s", list);
+                     oids.size() == 1 ? "" : "s", oid_list(oids));
 }
 
 void check_key_conflicts(const CommitRequest& request, const KeyHolder& holder_of,

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <functional>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <unordered_set>
@@ -37,6 +38,8 @@ void validate_lock_request(const LockRequest& request);
 void check_lock_ttl(std::chrono::milliseconds ttl);
 
 // "commit conflicts on oids 3, 7": the message of a ConflictError.
+// "1, 2, 3": the oids as messages name them.
+std::string oid_list(std::span<const Oid> oids);
 std::string conflict_message(const std::vector<Oid>& oids);
 
 // Who holds (type, key) among live objects, if anyone.

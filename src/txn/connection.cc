@@ -6,6 +6,7 @@
 
 #include "cairn/codec.h"
 #include "cairn/error.h"
+#include "store/store_util.h"
 #include "txn/connection_impl.h"
 #include "txn/database_core.h"
 
@@ -456,9 +457,7 @@ void ConnectionImpl::catch_up(std::uint64_t load_csn) {
 void ConnectionImpl::fail(std::vector<Oid> oids, const char* why) {
   std::sort(oids.begin(), oids.end());
   oids.erase(std::unique(oids.begin(), oids.end()), oids.end());
-  std::string list;
-  for (Oid oid : oids)
-    list += (list.empty() ? "" : ", ") + oid.str();
+  std::string list = oid_list(oids);
   abort();
   ++conflicts_;
   throw ConflictError(fmt::format("conflict on oids {}: {}", list, why), std::move(oids));
