@@ -82,6 +82,11 @@ class FileStore : public Store {
   virtual FileStoreInfo info() = 0;
   // pack() with a progress callback, called from the packing thread.
   virtual PackStats pack(const PackProgress& progress) = 0;
+  // Makes every fencing token lock() hands out from now on at least `mark` (durably, before it
+  // returns; nothing changes if they already are). Restore uses it so that a restored database
+  // never hands out a token the dumped one had. InvalidArgument if `mark` is past 2^62 or the
+  // store is read-only.
+  virtual void raise_fence_mark(std::uint64_t mark) = 0;
   PackStats pack() override { return pack(PackProgress{}); }
 };
 

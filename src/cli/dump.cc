@@ -21,6 +21,7 @@
 #include "cairn/json.h"
 #include "cairn/value.h"
 #include "core/json_scan.h"
+#include "store/file_format.h"
 #include "store/file_index.h"
 
 namespace cairn::cli {
@@ -167,7 +168,7 @@ void parse_header(const std::string& line, Dump& dump) {
                     "{{\"format\":\"{}\",\"version\":{},...}}",
                     dump_format_name, dump_format_version));
   }
-  allow_only(j, {"format", "version", "next_oid", "csn"});
+  allow_only(j, {"format", "version", "next_oid", "csn", "fence_mark"});
   dump.version = unsigned_member(j, "version");
   if (dump.version < dump_format_oldest_version || dump.version > dump_format_version) {
     throw InvalidArgument(
@@ -182,6 +183,15 @@ void parse_header(const std::string& line, Dump& dump) {
                     dump.next_oid, file_store_max_oid));
   }
   dump.csn = unsigned_member(j, "csn");
+  if (dump.version >= dump_format_fence_version) {
+    dump.fence_mark = unsigned_member(j, "fence_mark");
+    if (dump.fence_mark > logfmt::max_fence_mark) {
+      throw InvalidArgument(fmt::format("\"fence_mark\" {} is past the largest, {}",
+                                        dump.fence_mark, logfmt::max_fence_mark));
+    }
+  } else if (j.contains("fence_mark")) {
+    throw InvalidArgument(fmt::format("a dump of version {} has no \"fence_mark\"", dump.version));
+  }
 }
 
 // The trailer's object count, after checking the rest of the trailer.
@@ -255,9 +265,10 @@ std::string dump_object_line(const StoredObject& object) {
 std::uint64_t write_dump(FileStore& store, std::ostream& out) {
   FileStoreInfo info = store.info();
   // nlohmann::json orders members by name; write the header in the documented order instead.
-  out << fmt::format("{{\"format\":{},\"version\":{},\"next_oid\":{},\"csn\":{}}}\n",
-                     Json(std::string(dump_format_name)).dump(), dump_format_version, info.next_oid,
-                     info.last_csn);
+  out << fmt::format(
+      "{{\"format\":{},\"version\":{},\"next_oid\":{},\"csn\":{},\"fence_mark\":{}}}\n",
+      Json(std::string(dump_format_name)).dump(), dump_format_version, info.next_oid, info.last_csn,
+      info.fence_mark);
   std::uint64_t end = std::max<std::uint64_t>(info.next_oid, 1);  // the root is always listed
   std::uint64_t written = 0;
   std::vector<Oid> batch;
@@ -362,6 +373,9 @@ std::uint64_t restore_dump(FileStore& store, Dump dump) {
     Oid first = store.new_oids(count);
     next = std::max(next, first.value() + count);
   }
+  // Before the objects: a restored database that could hand out a token the dumped one had
+  // handed out would let a stale lock holder pass a fencing check.
+  store.raise_fence_mark(dump.fence_mark);
   if (dump.objects.empty()) return 0;
   CommitRequest request;
   request.writes.reserve(dump.objects.size());

@@ -1,7 +1,7 @@
 // The dump format of `cairn dump` and `cairn restore`: JSON lines, one header line, then one
 // line per live object in ascending oid order, then one trailer line.
 //
-//   {"format":"cairn-dump","version":2,"next_oid":N,"csn":C}
+//   {"format":"cairn-dump","version":3,"next_oid":N,"csn":C,"fence_mark":F}
 //   {"oid":N,"type":"T","key":"K","generation":V,"fields":VALUE}
 //   {"oid":N,"type":"T","key":{"$bytes":"BASE64"},"generation":V,"raw":{"$bytes":"BASE64"}}
 //   {"end":"cairn-dump","objects":COUNT}
@@ -13,8 +13,10 @@
 // the object; restore ignores it (the restored objects all get the CSN of the one restoring
 // commit). The trailer is written after the last object and counts the object lines: restore
 // refuses a version 2 dump without it, or whose count disagrees, as one that was cut short.
-// Version 1 dumps (from before the trailer and the $bytes form of "type" and "key") have no
-// trailer and are still restored, without that check.
+// "fence_mark" is the database's fence mark (every fencing token it handed out is below it):
+// restore raises the new database's to it. Version 1 dumps (from before the trailer and the
+// $bytes form of "type" and "key") have no trailer and are still restored, without that check;
+// version 1 and 2 dumps have no fence mark, and restore leaves the database's as it is.
 #pragma once
 
 #include <cstdint>
@@ -28,7 +30,9 @@
 namespace cairn::cli {
 
 inline constexpr std::string_view dump_format_name = "cairn-dump";
-inline constexpr std::uint64_t dump_format_version = 2;
+inline constexpr std::uint64_t dump_format_version = 3;
+// The first version whose header carries "fence_mark".
+inline constexpr std::uint64_t dump_format_fence_version = 3;
 // The oldest version restore reads: version 1 has no trailer line.
 inline constexpr std::uint64_t dump_format_oldest_version = 1;
 
@@ -44,6 +48,7 @@ struct Dump {
   std::uint64_t version = 0;  // the header's
   std::uint64_t next_oid = 0;
   std::uint64_t csn = 0;
+  std::uint64_t fence_mark = 0;  // 0: none (versions 1 and 2)
   std::vector<DumpObject> objects;
 };
 

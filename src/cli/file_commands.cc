@@ -283,7 +283,8 @@ void add_restore(CLI::App& app, Action& action) {
   CLI::App* command = app.add_subcommand(
       "restore",
       "Read the output of cairn dump from stdin into an empty (or new) database, keeping every "
-      "oid; the whole input is checked first and nothing is written if any line is malformed or "
+      "oid, with fencing tokens continuing above the dumped database's; the whole input is checked "
+      "first and nothing is written if any line is malformed or "
       "the dump lacks its trailer line (it was cut short; dumps of version 1, from before the "
       "trailer, are read without it)");
   add_path(command, args->path);

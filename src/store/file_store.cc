@@ -377,6 +377,7 @@ class FileStoreImpl final : public FileStore {
              std::chrono::milliseconds ttl) override {
     return locks_.renew(name, owner, ttl);
   }
+  void raise_fence_mark(std::uint64_t mark) override;
   using FileStore::pack;
   PackStats pack(const PackProgress& progress) override;
   FileStoreInfo info() override;
@@ -410,6 +411,8 @@ class FileStoreImpl final : public FileStore {
   // The next fencing token, for locks_ (which calls it with its own mutex held, so that tokens
   // are handed out in the order locks are taken).
   std::uint64_t next_fence_token();
+  // Appends the fence mark `mark` and returns once it is durable. fence_mu_ held.
+  void write_fence_mark(std::uint64_t mark);
   // Rewrites the file header as version 2, synced, before the first fence mark. log_mu_ held.
   void upgrade_header_for_fences();
   // Loads the newest checkpoint, if a slot names one, and replays the log after it.
@@ -1187,24 +1190,42 @@ std::uint64_t FileStoreImpl::next_fence_token() {
   if (next_fence_ >= reserved_fence_) {
     if (next_fence_ >= max_fence_mark) throw IoError(path_ + ": fencing tokens are exhausted");
     std::uint64_t reserved = std::min(next_fence_ + fence_reserve_step, max_fence_mark);
-    std::uint64_t sync = 0;
-    {
-      std::lock_guard log_lk(log_mu_);
-      check_usable();
-      if (header_.version < format_version_fences) upgrade_header_for_fences();
-      append_frame(encode_fence_mark(reserved));
-      ++transactions_;
-      marked_fence_ = std::max(marked_fence_, reserved);
-      sync = covering_sync();
-    }
-    // The fence mark must be on disk before a token under it is handed out, under every fsync
-    // policy (never included): a token in use elsewhere that a crash forgot would be handed
-    // out again after the reopen, and two holders would carry the same token. One fdatasync
-    // per fence_reserve_step locks; it also makes the commits buffered before it durable.
-    wait_durable(sync);
+    write_fence_mark(reserved);
     reserved_fence_ = reserved;
   }
   return next_fence_++;
+}
+
+void FileStoreImpl::write_fence_mark(std::uint64_t mark) {
+  std::uint64_t sync = 0;
+  {
+    std::lock_guard log_lk(log_mu_);
+    check_usable();
+    if (header_.version < format_version_fences) upgrade_header_for_fences();
+    append_frame(encode_fence_mark(mark));
+    ++transactions_;
+    marked_fence_ = std::max(marked_fence_, mark);
+    sync = covering_sync();
+  }
+  // The fence mark must be on disk before a token under it is handed out, under every fsync
+  // policy (never included): a token in use elsewhere that a crash forgot would be handed
+  // out again after the reopen, and two holders would carry the same token. One fdatasync
+  // per fence_reserve_step locks; it also makes the commits buffered before it durable.
+  wait_durable(sync);
+}
+
+void FileStoreImpl::raise_fence_mark(std::uint64_t mark) {
+  if (options_.read_only) throw InvalidArgument(path_ + " is open read-only");
+  if (mark > max_fence_mark) {
+    throw InvalidArgument(
+        fmt::format("fence mark {} is past the largest, {}", mark, max_fence_mark));
+  }
+  std::lock_guard lk(fence_mu_);
+  if (next_fence_ >= mark) return;  // every token from now on is at least next_fence_
+  // Reopening starts tokens at the newest fence mark: recording `mark` makes it the next token.
+  write_fence_mark(mark);
+  next_fence_ = mark;
+  reserved_fence_ = mark;
 }
 
 void FileStoreImpl::upgrade_header_for_fences() {

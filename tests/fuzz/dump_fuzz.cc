@@ -44,9 +44,10 @@ void round_trip(std::string_view input) {
   object.key = take(key_size);
   object.data = std::string(input);
 
-  std::istringstream in(std::string(R"({"format":"cairn-dump","version":2,"next_oid":2,"csn":1})") +
-                        "\n" + cairn::cli::dump_object_line(object) + "\n" +
-                        R"({"end":"cairn-dump","objects":1})" + "\n");
+  std::istringstream in(
+      std::string(R"({"format":"cairn-dump","version":3,"next_oid":2,"csn":1,"fence_mark":1})") +
+      "\n" + cairn::cli::dump_object_line(object) + "\n" + R"({"end":"cairn-dump","objects":1})" +
+      "\n");
   cairn::cli::Dump dump = cairn::cli::read_dump(in);  // a dump line is never refused
   if (dump.objects.size() != 1) std::abort();
   const cairn::cli::DumpObject& back = dump.objects[0];

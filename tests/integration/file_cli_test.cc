@@ -227,10 +227,11 @@ TEST(FileCli, DumpWritesAHeaderThenOneLinePerObjectInOidOrder) {
   ASSERT_EQ(lines.size(), 9u) << r.out;
   Json header = Json::parse(lines[0]);
   EXPECT_EQ(header.at("format"), "cairn-dump");
-  EXPECT_EQ(header.at("version"), 2);
+  EXPECT_EQ(header.at("version"), 3);
   EXPECT_EQ(header.at("csn"), 1);
+  EXPECT_EQ(header.at("fence_mark"), 1) << "no lock was ever taken";
   EXPECT_GT(header.at("next_oid").get<std::uint64_t>(), s.blob.value());
-  EXPECT_EQ(lines[0].rfind(R"({"format":"cairn-dump","version":2,"next_oid":)", 0), 0u);
+  EXPECT_EQ(lines[0].rfind(R"({"format":"cairn-dump","version":3,"next_oid":)", 0), 0u);
   EXPECT_EQ(lines[8], R"({"end":"cairn-dump","objects":7})");
 
   std::vector<Json> objects;
@@ -397,6 +398,59 @@ TEST(FileCli, RestoreReadsTypesAndKeysAsBytesAndRefusesBadOnes) {
   EXPECT_EQ(FileStore::open(b)->find_key("T", "hi"), Oid(1));
 }
 
+// A restored database used to start fencing tokens at 1 again, so a holder of a lock on the
+// dumped database could pass a fencing check against one newly granted on the restored one.
+TEST(FileCli, RestoreKeepsFencingTokensAboveEveryOneTheDumpedDatabaseHandedOut) {
+  TempDir dir;
+  std::string a = dir.file("a.cairn");
+  std::string b = dir.file("b.cairn");
+  std::uint64_t last = 0;
+  {
+    auto store = FileStore::open(a);
+    for (int i = 0; i < 1500; ++i) {  // past one reservation of 1024 tokens
+      std::optional<std::uint64_t> token = store->lock(LockRequest{"l", "me"});
+      ASSERT_TRUE(token.has_value());
+      last = *token;
+      ASSERT_TRUE(store->unlock("l", "me"));
+    }
+  }
+  ProcessResult dump = cairn({"dump", a});
+  ASSERT_EQ(dump.exit_code, 0) << dump.err;
+  Json header = Json::parse(lines_of(dump.out).at(0));
+  EXPECT_GT(header.at("fence_mark").get<std::uint64_t>(), last);
+  ProcessResult restored = cairn({"restore", b}, dump.out);
+  ASSERT_EQ(restored.exit_code, 0) << restored.err;
+  // After a reopen too: the raised mark is in the file.
+  auto store = FileStore::open(b);
+  std::optional<std::uint64_t> token = store->lock(LockRequest{"l", "other"});
+  ASSERT_TRUE(token.has_value());
+  EXPECT_GT(*token, last);
+  EXPECT_GE(store->info().fence_mark, header.at("fence_mark").get<std::uint64_t>());
+}
+
+TEST(FileCli, RestoreChecksTheFenceMarkOfTheHeader) {
+  TempDir dir;
+  std::string b = dir.file("b.cairn");
+  std::string trailer = R"({"end":"cairn-dump","objects":0})";
+  for (const char* bad : {R"({"format":"cairn-dump","version":3,"next_oid":1,"csn":0})",
+                          R"({"format":"cairn-dump","version":3,"next_oid":1,"csn":0,)"
+                          R"("fence_mark":4611686018427387905})",
+                          R"({"format":"cairn-dump","version":2,"next_oid":1,"csn":0,)"
+                          R"("fence_mark":5})"}) {
+    ProcessResult r = cairn({"restore", b}, std::string(bad) + "\n" + trailer + "\n");
+    EXPECT_EQ(r.exit_code, 1) << bad;
+    EXPECT_NE(r.err.find("line 1: "), std::string::npos) << bad << ": " << r.err;
+    EXPECT_FALSE(fs::exists(b)) << bad;
+  }
+  // A version 2 dump has no fence mark: the restored database starts its tokens at 1.
+  ProcessResult old =
+      cairn({"restore", b}, R"({"format":"cairn-dump","version":2,"next_oid":1,"csn":0})"
+                            "\n" +
+                                trailer + "\n");
+  ASSERT_EQ(old.exit_code, 0) << old.err;
+  EXPECT_EQ(FileStore::open(b)->lock(LockRequest{"l", "me"}), 1u);
+}
+
 // A dump cut at any line boundary before its trailer (a full disk, a killed dump) used to
 // restore as if whole. Restore now refuses it and writes nothing, neither to a new file nor to
 // an existing empty one.
@@ -552,12 +606,12 @@ TEST(FileCli, RestoreRefusesInputThatIsNotADump) {
   ProcessResult other = cairn({"restore", b}, "{\"oid\":1,\"fields\":1}\n");
   EXPECT_EQ(other.exit_code, 1);
   EXPECT_NE(other.err.find("line 1: not a cairn dump"), std::string::npos) << other.err;
-  for (const char* header : {R"({"format":"cairn-dump","version":3,"next_oid":1,"csn":0})",
+  for (const char* header : {R"({"format":"cairn-dump","version":4,"next_oid":1,"csn":0})",
                              R"({"format":"cairn-dump","version":0,"next_oid":1,"csn":0})"}) {
     ProcessResult version = cairn({"restore", b}, header);
     EXPECT_EQ(version.exit_code, 1);
     EXPECT_NE(version.err.find("line 1: dump version "), std::string::npos) << version.err;
-    EXPECT_NE(version.err.find("is not supported (this cairn reads 1 to 2)"), std::string::npos)
+    EXPECT_NE(version.err.find("is not supported (this cairn reads 1 to 3)"), std::string::npos)
         << version.err;
   }
   EXPECT_FALSE(fs::exists(b));

@@ -610,6 +610,36 @@ TEST_F(FileStoreTest, AFileIsFormatVersion1UntilItHoldsAFenceMark) {
   EXPECT_GE(db->info().fence_mark, 2u);
 }
 
+TEST_F(FileStoreTest, RaiseFenceMarkMovesTokensUpDurablyAndNeverDown) {
+  {
+    auto db = open_db(FsyncPolicy::never);
+    db->raise_fence_mark(5000);
+    EXPECT_EQ(db->info().format_version, 2u);
+    EXPECT_EQ(take(*db, "n", "A"), 5000u);
+    db->raise_fence_mark(10);  // below the tokens already handed out: nothing changes
+    EXPECT_EQ(take(*db, "m", "A"), 5001u);
+    EXPECT_THROW(db->raise_fence_mark((std::uint64_t{1} << 62) + 1), InvalidArgument);
+  }
+  {
+    auto db = open_db();
+    EXPECT_GT(take(*db, "o", "A"), 5001u);
+  }
+  // Synced before it returns, even under never: a copy taken then (a crash) has it.
+  {
+    auto db = open_db(FsyncPolicy::never);
+    db->raise_fence_mark(90'000);
+    std::filesystem::copy_file(path, path + ".crash");
+  }
+  FileStoreOptions options;
+  options.log = [](std::string_view) {};
+  auto crashed = FileStore::open(path + ".crash", options);
+  EXPECT_GE(take(*crashed, "n", "B"), 90'000u);
+  crashed.reset();
+  FileStoreOptions read_only;
+  read_only.read_only = true;
+  EXPECT_THROW(FileStore::open(path, read_only)->raise_fence_mark(100'000), InvalidArgument);
+}
+
 TEST(FsyncPolicy, ParsesAndPrints) {
   for (auto p : {FsyncPolicy::always, FsyncPolicy::batch, FsyncPolicy::never}) {
     EXPECT_EQ(parse_fsync_policy(to_string(p)), p);
