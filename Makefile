@@ -7,7 +7,7 @@
 BUILD        ?= build
 JOBS         ?= 2
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS := codec_fuzz dump_fuzz json_fuzz log_fuzz protocol_fuzz
+FUZZ_TARGETS := codec_fuzz dump_fuzz json_fuzz log_fuzz protocol_fuzz redis_hash_fuzz
 CMAKE_FLAGS  ?=
 export CTEST_OUTPUT_ON_FAILURE = 1
 
