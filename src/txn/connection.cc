@@ -458,9 +458,18 @@ void ConnectionImpl::fail(std::vector<Oid> oids, const char* why) {
   std::sort(oids.begin(), oids.end());
   oids.erase(std::unique(oids.begin(), oids.end()), oids.end());
   std::string list = oid_list(oids);
+  note_conflict(oids);
   abort();
-  ++conflicts_;
   throw ConflictError(fmt::format("conflict on oids {}: {}", list, why), std::move(oids));
+}
+
+void ConnectionImpl::note_conflict(const std::vector<Oid>& oids) {
+  ++conflicts_;
+  conflict_oids_ = oids;
+  conflicted_reads_.clear();
+  conflicted_reads_.reserve(read_set_.size());
+  for (const Node* n : read_set_)
+    conflicted_reads_.push_back(n->oid);
 }
 
 void ConnectionImpl::end_transaction() {
@@ -540,9 +549,9 @@ std::uint64_t ConnectionImpl::commit() {
   std::uint64_t csn = 0;
   try {
     csn = store_.commit(request);
-  } catch (const ConflictError&) {
+  } catch (const ConflictError& e) {
+    note_conflict(e.oids());
     abort();
-    ++conflicts_;
     throw;
   } catch (const InvalidArgument&) {
     throw;  // refused before anything applied: the changes stay, to be fixed or aborted

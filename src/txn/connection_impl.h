@@ -17,6 +17,7 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "cairn/database.h"
@@ -64,6 +65,12 @@ class ConnectionImpl {
   std::size_t cached_objects() const { return cache_.size(); }
   // How many ConflictErrors this connection has thrown: tells its own from others'.
   std::uint64_t conflicts() const { return conflicts_; }
+  // The oids of the newest ConflictError this connection threw.
+  const std::vector<Oid>& conflict_oids() const { return conflict_oids_; }
+  // What the transaction the newest ConflictError aborted had read (then emptied): a retry
+  // prefetches it, so that its reads come from one load instead of one round trip each, between
+  // which others' commits would conflict with it again.
+  std::vector<Oid> take_conflicted_reads() { return std::exchange(conflicted_reads_, {}); }
 
   // A lease is one use of a pooled connection by transaction() or view(): handles from an earlier
   // lease no longer work. `read_only` refuses every write (views).
@@ -132,6 +139,8 @@ class ConnectionImpl {
   // changes.csn, which no later commit can have changed.
   std::vector<Oid> apply(const Changes& changes, bool keep_current);
   [[noreturn]] void fail(std::vector<Oid> oids, const char* why);
+  // Before a conflict aborts the transaction: notes its read set and the conflict's oids.
+  void note_conflict(const std::vector<Oid>& oids);
   // What changed since the snapshot, up to a CSN of at least `at_least`.
   Changes changes(std::uint64_t at_least);
   // sync(), to a snapshot of at least `at_least`.
@@ -172,6 +181,8 @@ class ConnectionImpl {
   std::shared_ptr<LeaseCell> lease_cell_ = make_lease_cell(lease_);
   bool read_only_ = false;
   std::uint64_t conflicts_ = 0;
+  std::vector<Oid> conflict_oids_;
+  std::vector<Oid> conflicted_reads_;
   std::size_t cache_size_;
   std::size_t shrink_at_;
   CommitRequest request_;  // commit()'s, reused

@@ -10,6 +10,7 @@
 
 #include "cairn/database.h"
 #include "cairn/error.h"
+#include "store/store_util.h"
 #include "txn/database_core.h"
 
 namespace cairn::detail {
@@ -119,10 +120,25 @@ class Backoff {
   std::optional<std::minstd_rand> rng_;  // seeded at the first retry only
 };
 
+// Before a retry: loads, in one call, what the run a conflict ended had read, so that the next
+// run reads it all from one snapshot. Read one round trip at a time from a server, a view of a
+// few dozen objects that others keep changing would conflict again almost every time.
+void prefetch_reads(ConnectionImpl& conn) {
+  std::vector<Oid> reads = conn.take_conflicted_reads();
+  if (reads.empty()) return;
+  try {
+    conn.prefetch(reads);
+  } catch (const ConflictError&) {
+    // Cannot happen with nothing read since the abort; and fn would load them anyway.
+  }
+}
+
 }  // namespace
 }  // namespace cairn::detail
 
 namespace cairn {
+
+using detail::prefetch_reads;
 
 Database::Database(std::unique_ptr<Store> store, DatabaseOptions options) {
   if (!store) throw InvalidArgument("a Database needs a store");
@@ -197,9 +213,19 @@ void Database::run_transaction(detail::CallbackRef<Txn> fn) {
   detail::Lease conn(c, false);
   detail::Backoff backoff(c.options());
   for (int retry = 0;; ++retry) {
+    std::uint64_t conflicts = conn->conflicts();
     try {
       Txn tx(*conn, conn->lease());
       fn(tx);
+      if (conn->conflicts() != conflicts) {
+        // fn caught a ConflictError of its own: that aborted what fn had changed before it, so
+        // committing now would apply only what came after. The whole of fn runs again instead.
+        throw ConflictError(
+            fmt::format("conflict on oids {}: the transaction's function caught a ConflictError "
+                        "and went on; nothing was committed",
+                        oid_list(conn->conflict_oids())),
+            conn->conflict_oids());
+      }
       conn->commit();
       return;
     } catch (const ConflictError&) {
@@ -207,6 +233,7 @@ void Database::run_transaction(detail::CallbackRef<Txn> fn) {
     }
     backoff.wait(retry);
     conn->abort();  // start again on the newest snapshot
+    prefetch_reads(*conn);
   }
 }
 
@@ -219,13 +246,15 @@ void Database::run_view(detail::CallbackRef<View> fn) {
     try {
       View v(*conn, conn->lease());
       fn(v);
-      // Everything fn read was one snapshot: nothing to validate.
-      return;
+      // Everything fn read was one snapshot, nothing to validate; unless fn caught the view's
+      // own ConflictError and went on reading from a newer one.
+      if (conn->conflicts() == conflicts) return;
     } catch (const ConflictError&) {
       if (conn->conflicts() == conflicts) throw;  // not the view's own: fn's business
     }
     backoff.wait(retry);
     conn->abort();
+    prefetch_reads(*conn);
   }
 }
 
