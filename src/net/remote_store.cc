@@ -770,11 +770,14 @@ std::uint64_t RemoteStore::commit(const CommitRequest& request) {
     if (read.version != 0 && read.version <= offset) stale.push_back(read.oid);
   }
   auto changed = [&](std::vector<Oid> oids) {
-    return ConflictError(
-        fmt::format("commit conflicts on oids {}: read from the server at {} before it was "
-                    "started again with another history; nothing was committed",
-                    oid_list(oids), impl_->where()),
-        std::move(oids));
+    // The message first: the vector may be moved into the error before another argument is
+    // evaluated.
+    std::string message = fmt::format(
+        "commit conflicts on oids {}: read from the server at {} before it was started again "
+        "(as another instance, whose history this client cannot check them against); nothing "
+        "was committed",
+        oid_list(oids), impl_->where());
+    return ConflictError(message, std::move(oids));
   };
   if (!stale.empty()) throw changed(std::move(stale));
   Writer w;
