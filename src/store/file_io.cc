@@ -3,6 +3,7 @@
 
 #include <fcntl.h>
 #include <fmt/format.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -50,6 +51,28 @@ bool database_exists(const std::string& path) {
   throw IoError(fmt::format(
       "cannot open {}: {}", path,
       S_ISDIR(st.st_mode) ? "it is a directory" : "it is not a regular file, so not a database"));
+}
+
+std::string resolve_links(const std::string& path) {
+  namespace fs = std::filesystem;
+  fs::path p(path);
+  for (int hops = 0; hops < 40; ++hops) {
+    std::error_code ec;
+    if (!fs::is_symlink(p, ec)) return p.string();
+    fs::path target = fs::read_symlink(p, ec);
+    if (ec) return p.string();
+    p = target.is_absolute() ? target : p.parent_path() / target;
+  }
+  return path;  // a loop: opening it reports the kernel's ELOOP
+}
+
+void lock_database_file(int fd, bool exclusive, const std::string& path) {
+  if (::flock(fd, (exclusive ? LOCK_EX : LOCK_SH) | LOCK_NB) == 0) return;
+  if (errno != EWOULDBLOCK) throw_errno("cannot lock", path);
+  throw Busy(fmt::format(
+      "{}: database is in use by another process, which opened it under another name (a hard "
+      "link)",
+      path));
 }
 
 Fd open_file(const std::string& path, int flags, const std::string& what) {

@@ -55,6 +55,16 @@ class Mapping {
 // made beside it, what cannot be one: an empty path (InvalidArgument), and anything but a regular
 // file (IoError): a directory, a device, or a FIFO, whose open would block until a writer came.
 bool database_exists(const std::string& path);
+// The file a database path names: `path` itself, or, while it is a symbolic link, what the link
+// points to (relative to the link's directory). The lock file, the temporary files and the
+// renames of creation and pack go beside that file, so that every name of the database shares
+// them and a rename never replaces the link. A link that points nowhere names where the
+// database would be created. (Up to 40 links, as the kernel allows; then the path as it is.)
+std::string resolve_links(const std::string& path);
+// Locks the open database file itself with flock: exclusively for the writer, shared for
+// readers. A hard link gives a file two names and so two lock files beside it; this lock is on
+// the file. Busy if another process has it.
+void lock_database_file(int fd, bool exclusive, const std::string& path);
 Fd open_file(const std::string& path, int flags, const std::string& what);
 std::uint64_t file_size(int fd, const std::string& path);
 void pread_all(int fd, char* out, std::size_t n, std::uint64_t offset, const std::string& path);

@@ -560,6 +560,7 @@ FileStoreImpl::FileStoreImpl(std::string path, FileStoreOptions options)
     fileio::sync_parent_dir(path_);
   }
   fd_ = fileio::open_file(path_, options_.read_only ? O_RDONLY : O_RDWR, "cannot open");
+  fileio::lock_database_file(fd_.get(), !options_.read_only, path_);
   std::uint64_t size = fileio::file_size(fd_.get(), path_);
   {
     fileio::Mapping map(fd_.get(), size, path_);
@@ -1520,6 +1521,9 @@ PackStats FileStoreImpl::pack(const PackProgress& progress) {
     std::uint64_t new_sequence = sync_sequence_ + 1;
     fileio::pwrite_all(tmp.get(), encode_sync_slot({new_sequence, new_end}),
                        sync_slots_offset + (new_sequence % 2) * sync_slot_size, tmp_path);
+    // Locked before its name is the database's, so that no other name for it ever finds it
+    // unlocked (the old file's lock goes with its descriptor).
+    fileio::lock_database_file(tmp.get(), true, tmp_path);
     // The new file must be wholly on disk before its name replaces the old one...
     fileio::sync_data(tmp.get(), tmp_path);
     if (::rename(tmp_path.c_str(), path_.c_str()) != 0) {
@@ -1588,16 +1592,18 @@ std::optional<SyncSlot> newest_sync_slot(std::string_view file) {
 }
 
 std::unique_ptr<FileStore> FileStore::open(const std::string& path, FileStoreOptions options) {
-  return std::make_unique<FileStoreImpl>(path, std::move(options));
+  return std::make_unique<FileStoreImpl>(fileio::resolve_links(path), std::move(options));
 }
 
-CheckReport check_file(const std::string& path) {
+CheckReport check_file(const std::string& given_path) {
+  const std::string path = fileio::resolve_links(given_path);
   CheckReport report;
   if (!fileio::database_exists(path)) {
     throw IoError(fmt::format("cannot open {}: no such database", path));
   }
   LockFile lock(path, false);
   Fd fd = fileio::open_file(path, O_RDONLY, "cannot open");
+  fileio::lock_database_file(fd.get(), false, path);
   std::uint64_t size = fileio::file_size(fd.get(), path);
   fileio::Mapping map(fd.get(), size, path);
   std::string_view file = map.bytes();

@@ -121,6 +121,47 @@ TEST_F(FileStoreTest, SecondOpenerIsRefusedWithThePid) {
   EXPECT_NO_THROW(open_db()) << "the lock goes with the store";
 }
 
+// The lock file went beside the name given, so a symlink or a hard link to an open database
+// got a lock file of its own, and two writers appended to one log: acknowledged commits were lost.
+TEST_F(FileStoreTest, EveryNameOfADatabaseSharesItsLock) {
+  namespace fs = std::filesystem;
+  std::string symlink = dir.file("link.cairn");
+  std::string hard = dir.file("hard.cairn");
+  open_db().reset();
+  fs::create_symlink("db.cairn", symlink);
+  fs::create_hard_link(path, hard);
+  FileStoreOptions ro;
+  ro.read_only = true;
+  for (const std::string* first : {&path, &symlink, &hard}) {
+    auto db = FileStore::open(*first);
+    for (const std::string* second : {&path, &symlink, &hard}) {
+      EXPECT_THROW(FileStore::open(*second), Busy) << *first << " then " << *second;
+      EXPECT_THROW(FileStore::open(*second, ro), Busy) << *first << " then " << *second;
+      EXPECT_THROW(check_file(*second), Busy) << *first << " then " << *second;
+    }
+  }
+}
+
+// Pack wrote PATH.pack and renamed it over PATH: through a symlink, that replaced the link with
+// a copy, and later commits through it never reached the database.
+TEST_F(FileStoreTest, PackAndCreateThroughASymlinkKeepTheLink) {
+  namespace fs = std::filesystem;
+  std::string link = dir.file("link.cairn");
+  fs::create_symlink("db.cairn", link);  // points nowhere yet: opening creates db.cairn
+  {
+    auto db = FileStore::open(link);
+    put(*db, Oid::root(), Value(1));
+    put(*db, Oid::root(), Value(2));
+    db->pack();
+    put(*db, Oid::root(), Value(3));
+  }
+  EXPECT_TRUE(fs::is_symlink(link));
+  EXPECT_TRUE(fs::is_regular_file(fs::symlink_status(path)));
+  auto db = open_db();
+  EXPECT_EQ(decode(get(*db, Oid::root()).data), Value(3));
+  EXPECT_FALSE(fs::exists(link + ".lock"));
+}
+
 TEST_F(FileStoreTest, ReadOnlyOpenRefusesCommitsAndMissingFiles) {
   FileStoreOptions ro;
   ro.read_only = true;
