@@ -80,6 +80,9 @@ class FileStore : public Store {
   static std::unique_ptr<FileStore> open(const std::string& path, FileStoreOptions options = {});
 
   virtual FileStoreInfo info() = 0;
+  // The oids of live objects at or after `from`, ascending, at most `limit` of them: a walk over
+  // every object whose cost follows the objects, however large the oids handed out.
+  virtual std::vector<Oid> live_oids(Oid from, std::size_t limit) = 0;
   // pack() with a progress callback, called from the packing thread.
   virtual PackStats pack(const PackProgress& progress) = 0;
   // Makes every fencing token lock() hands out from now on at least `mark` (durably, before it

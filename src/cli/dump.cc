@@ -269,15 +269,13 @@ std::uint64_t write_dump(FileStore& store, std::ostream& out) {
       "{{\"format\":{},\"version\":{},\"next_oid\":{},\"csn\":{},\"fence_mark\":{}}}\n",
       Json(std::string(dump_format_name)).dump(), dump_format_version, info.next_oid, info.last_csn,
       info.fence_mark);
-  std::uint64_t end = std::max<std::uint64_t>(info.next_oid, 1);  // the root is always listed
   std::uint64_t written = 0;
-  std::vector<Oid> batch;
-  for (std::uint64_t start = 0; start < end;) {
-    std::uint64_t count = std::min(load_batch, end - start);
-    batch.clear();
-    for (std::uint64_t i = 0; i < count; ++i)
-      batch.push_back(Oid(start + i));
-    start += count;
+  // Live oids from the index, not every oid below next_oid: a database may have handed out
+  // billions of oids and kept a few objects.
+  for (Oid from = Oid::root();;) {
+    std::vector<Oid> batch = store.live_oids(from, load_batch);
+    if (batch.empty()) break;
+    from = Oid(batch.back().value() + 1);
     LoadResult loaded = store.load(batch);
     for (const StoredObject& object : loaded.objects) {
       if (!object.exists()) continue;

@@ -73,6 +73,26 @@ class OidIndex {
       }
     }
   }
+  // Calls fn(oid) for live objects at or after `from` in ascending oid order while it returns
+  // true. Skips absent directories and pages whole: the cost follows the objects, not the oids.
+  template <class Fn>
+  void scan_from(Oid from, Fn&& fn) const {
+    std::uint64_t start = from.value();
+    for (std::size_t d = start >> dir_shift; d < dirs_.size(); ++d) {
+      if (!dirs_[d]) continue;
+      std::uint64_t dir_base = std::uint64_t{d} << dir_shift;
+      std::size_t first_page = start > dir_base ? (start - dir_base) >> page_shift : 0;
+      for (std::size_t p = first_page; p < pages_per_dir; ++p) {
+        const auto& page = (*dirs_[d])[p];
+        if (!page) continue;
+        std::uint64_t base = dir_base | (std::uint64_t{p} << page_shift);
+        std::size_t first = start > base ? static_cast<std::size_t>(start - base) : 0;
+        for (std::size_t i = first; i < page_size; ++i) {
+          if ((*page)[i].version != 0 && !fn(Oid(base | i))) return;
+        }
+      }
+    }
+  }
   std::size_t memory_bytes() const {
     std::size_t n = dirs_.capacity() * sizeof(dirs_[0]) + pages_ * sizeof(Page);
     for (const auto& dir : dirs_)
@@ -178,6 +198,10 @@ class FileIndex {
     for (auto k = keys.lower_bound(from); k != keys.end(); ++k) {
       if (!fn(std::string_view(k->first), k->second)) return;
     }
+  }
+  template <class Fn>
+  void scan_oids(Oid from, Fn&& fn) const {
+    index_.scan_from(from, fn);
   }
   template <class Fn>
   void for_each(Fn&& fn) const {

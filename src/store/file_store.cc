@@ -381,6 +381,16 @@ class FileStoreImpl final : public FileStore {
   using FileStore::pack;
   PackStats pack(const PackProgress& progress) override;
   FileStoreInfo info() override;
+  std::vector<Oid> live_oids(Oid from, std::size_t limit) override {
+    std::vector<Oid> out;
+    if (limit == 0) return out;
+    std::shared_lock lk(mu_);
+    index_.scan_oids(from, [&](Oid oid) {
+      out.push_back(oid);
+      return out.size() < limit;
+    });
+    return out;
+  }
 
  private:
   // Where the log stands; guarded by log_mu_.

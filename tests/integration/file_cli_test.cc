@@ -451,6 +451,29 @@ TEST(FileCli, RestoreChecksTheFenceMarkOfTheHeader) {
   EXPECT_EQ(FileStore::open(b)->lock(LockRequest{"l", "me"}), 1u);
 }
 
+// Dump walked every oid below next_oid: a one-object database with oids near 2^40 handed out
+// ran for hours. It now walks the live objects.
+TEST(FileCli, DumpTimeFollowsTheObjectsNotTheOidsHandedOut) {
+  TempDir dir;
+  std::string b = dir.file("b.cairn");
+  std::uint64_t last = (std::uint64_t{1} << 40) - 1;
+  std::string input = fmt::format(
+      "{{\"format\":\"cairn-dump\",\"version\":3,\"next_oid\":{},\"csn\":1,"
+      "\"fence_mark\":1}}\n"
+      "{{\"oid\":0,\"fields\":{{\"far\":{{\"$ref\":{}}}}}}}\n"
+      "{{\"oid\":{},\"fields\":\"far away\"}}\n"
+      "{{\"end\":\"cairn-dump\",\"objects\":2}}\n",
+      last + 1, last, last);
+  ProcessResult restored = cairn({"restore", b}, input);
+  ASSERT_EQ(restored.exit_code, 0) << restored.err;
+  ProcessResult dump = run_process({CAIRN_BINARY, "dump", b}, "", std::chrono::seconds(20));
+  ASSERT_EQ(dump.exit_code, 0) << dump.err;
+  std::vector<std::string> lines = lines_of(dump.out);
+  ASSERT_EQ(lines.size(), 4u) << dump.out;
+  EXPECT_EQ(Json::parse(lines[2]).at("oid"), last);
+  EXPECT_EQ(lines[3], R"({"end":"cairn-dump","objects":2})");
+}
+
 // A dump cut at any line boundary before its trailer (a full disk, a killed dump) used to
 // restore as if whole. Restore now refuses it and writes nothing, neither to a new file nor to
 // an existing empty one.

@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <limits>
 #include <map>
 #include <mutex>
 #include <thread>
@@ -160,6 +161,35 @@ TEST_F(FileStoreTest, PackAndCreateThroughASymlinkKeepTheLink) {
   auto db = open_db();
   EXPECT_EQ(decode(get(*db, Oid::root()).data), Value(3));
   EXPECT_FALSE(fs::exists(link + ".lock"));
+}
+
+TEST_F(FileStoreTest, LiveOidsWalksTheLiveObjectsInOrderFromAnyOid) {
+  auto db = open_db();
+  // Across pages (1024 oids) and directories (2^20 oids) of the index, with gaps.
+  std::vector<Oid> live;
+  for (std::uint64_t oid : {std::uint64_t{0}, std::uint64_t{1}, std::uint64_t{1023},
+                            std::uint64_t{1024}, std::uint64_t{5000}, std::uint64_t{1} << 20,
+                            (std::uint64_t{1} << 20) + 1, (std::uint64_t{1} << 35) + 7}) {
+    live.emplace_back(oid);
+  }
+  Oid first = db->new_oids(4000);
+  ASSERT_EQ(first, Oid(1));
+  db->new_oids(std::numeric_limits<std::uint32_t>::max());
+  db->new_oids(std::numeric_limits<std::uint32_t>::max());
+  for (std::uint32_t i = 0; i < 8; ++i)  // up to 2^35 + 2^33 or so handed out
+    db->new_oids(std::numeric_limits<std::uint32_t>::max());
+  for (Oid oid : live)
+    put(*db, oid, Value(1));
+  put(*db, Oid(2), Value(1));
+  CommitRequest gone;
+  gone.deletes.push_back(Oid(2));
+  db->commit(gone);
+  EXPECT_EQ(db->live_oids(Oid::root(), 100), live);
+  EXPECT_EQ(db->live_oids(Oid::root(), 3), (std::vector<Oid>{live[0], live[1], live[2]}));
+  EXPECT_EQ(db->live_oids(Oid(1024), 2), (std::vector<Oid>{Oid(1024), Oid(5000)}));
+  EXPECT_EQ(db->live_oids(Oid(5001), 100), (std::vector<Oid>{live[5], live[6], live[7]}));
+  EXPECT_EQ(db->live_oids(Oid((std::uint64_t{1} << 35) + 8), 100), std::vector<Oid>{});
+  EXPECT_EQ(db->live_oids(Oid::root(), 0), std::vector<Oid>{});
 }
 
 TEST_F(FileStoreTest, ReadOnlyOpenRefusesCommitsAndMissingFiles) {
