@@ -1,6 +1,7 @@
 // cairn's command-line entry point: parses flags with CLI11 and dispatches to subcommands.
 #include <fmt/format.h>
 
+#include <cstdio>
 #include <iostream>
 
 #include "cairn/error.h"
@@ -51,12 +52,22 @@ int run_main(int argc, char** argv) {
     std::cerr << app.help() << "\nerror: a command is required\n";
     return exit_usage;
   }
+  int status = exit_failure;
   try {
-    return action();
+    status = action();
   } catch (const Error& e) {
     std::cerr << "cairn: " << e.what() << "\n";
     return exit_failure;
   }
+  // Output that never arrived (a full disk, a closed pipe) must not pass for success: a script
+  // capturing `get` would read an empty file and carry on.
+  std::cout.flush();
+  bool stdio_failed = std::fflush(stdout) != 0 || std::ferror(stdout) != 0;
+  if (!std::cout || stdio_failed) {
+    std::cerr << "cairn: writing to standard output failed\n";
+    return exit_failure;
+  }
+  return status;
 }
 
 }  // namespace cairn::cli

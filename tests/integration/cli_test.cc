@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include "support/process.h"
+#include "support/temp_dir.h"
 
 namespace cairn::testing {
 namespace {
@@ -16,6 +17,22 @@ TEST(Cli, HelpDescribesTheToolAndExitsZero) {
   EXPECT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.out.find("cairn"), std::string::npos);
   EXPECT_NE(r.out.find("--version"), std::string::npos) << r.out;
+}
+
+// Output lost on a full disk used to exit 0, so a script capturing `get` carried on with an
+// empty file.
+TEST(Cli, OutputThatCannotBeWrittenFailsTheCommand) {
+  TempDir dir;
+  std::string db = dir.file("a.cairn");
+  ASSERT_EQ(cairn({"shell", "--file", db, "-c", "set /a 1; commit"}).exit_code, 0);
+  for (const std::string& command : {std::string("shell --file ") + db + " -c 'get /; ls /'",
+                                     "info " + db, "info --json " + db, "check " + db}) {
+    ProcessResult r =
+        run_process({"/bin/sh", "-c", std::string(CAIRN_BINARY) + " " + command + " >/dev/full"});
+    EXPECT_EQ(r.exit_code, 1) << command;
+    EXPECT_NE(r.err.find("writing to standard output failed"), std::string::npos)
+        << command << ": " << r.err;
+  }
 }
 
 TEST(Cli, VersionPrintsTheVersion) {
