@@ -1656,10 +1656,14 @@ CheckReport check_file(const std::string& given_path) {
     }
   }
   if (r.torn_bytes != 0) {
+    // Past the durable end a torn frame is a write a crash cut short, which an open cuts away;
+    // before it the file lost synced bytes, and an open refuses it (the problem reported above).
+    bool before_durable = synced && r.torn_offset < synced->end;
     report.problems.push_back(fmt::format(
-        "torn transaction at offset {} ({} bytes): an incomplete write, cut off at the next "
-        "read-write open",
-        r.torn_offset, r.torn_bytes));
+        "torn transaction at offset {} ({} bytes): {}", r.torn_offset, r.torn_bytes,
+        before_durable ? "incomplete, though written before the durable end: the file lost "
+                         "bytes, and a read-write open refuses it"
+                       : "an incomplete write, cut off at the next read-write open"));
   }
   report.transactions = r.transactions;
   report.records = r.records;
