@@ -551,7 +551,10 @@ std::vector<TypedRef<T>> scan(const Database& db) {
 // it rewrites only the head. It reads the head, so concurrent appends to one stream conflict
 // (and Database::transaction retries them) rather than lose bytes. An append lands whole or not
 // at all. A ByteStream is usable while the transaction or connection it came from is (it works
-// through its head object, so moving the Connection does not matter).
+// through its head object, so moving the Connection does not matter). Over a server, all the
+// bytes one transaction appends travel in its one commit request, which must fit the server's
+// frame limit (`cairn serve --max-frame-bytes`, 65 MiB by default): a larger commit is refused
+// with IoError naming the limit, and nothing is applied. Append more in several transactions.
 class ByteStream {
  public:
   static constexpr std::size_t default_chunk_size = 64 * 1024;
