@@ -59,6 +59,11 @@ void append_stored_form(const Node& n, std::string& data) {
   encode(n.value, data);
 }
 
+// to = from, without the call for the usual empty type and key.
+void copy_string(std::string& to, const std::string& from) {
+  if (!to.empty() || !from.empty()) to = from;
+}
+
 }  // namespace
 
 ConnectionImpl::ConnectionImpl(Store& store, ConnectionCounters& counters, std::size_t cache_size,
@@ -79,8 +84,7 @@ ConnectionImpl::~ConnectionImpl() {
   --counters_.connections;
 }
 
-std::shared_ptr<Node>& ConnectionImpl::node(Oid oid) {
-  if (std::shared_ptr<Node>* cached = cache_.find(oid)) return *cached;
+std::shared_ptr<Node>& ConnectionImpl::add_node(Oid oid) {
   std::shared_ptr<Node>& n = cache_.insert(oid, std::make_shared<Node>(oid, this));
   ++counters_.cached_objects;
   return n;
@@ -200,8 +204,8 @@ void ConnectionImpl::note_read(Node& n) {
   read_set_.push_back(&n);
 }
 
-void ConnectionImpl::check_writable() const {
-  if (read_only_) throw InvalidArgument("objects read through a view are read-only");
+void ConnectionImpl::throw_read_only() {
+  throw InvalidArgument("objects read through a view are read-only");
 }
 
 bool ConnectionImpl::exists(Node& n) {
@@ -515,29 +519,34 @@ void ConnectionImpl::abort() {
 
 std::uint64_t ConnectionImpl::commit() {
   // One request per connection, reused: most transactions write about as much as the last one,
-  // so this saves growing its three vectors on every commit (each write's strings are still
-  // made anew).
+  // so this saves growing its vectors on every commit, and the strings of the writes kept from
+  // the last commit (release_request) are assigned to rather than made anew.
   CommitRequest& request = request_;
-  // Whatever happens below, drop the encoded states when done (release_request).
+  // Whatever happens below, empty the request when done (release_request).
   struct Release {
     ConnectionImpl& conn;
     ~Release() { conn.release_request(); }
   } release{*this};
+  std::size_t writes = 0;  // request.writes[0, writes) are this commit's
   for (Node* n : dirty_) {
     flush_typed(*n, false);
     if (n->blob && !n->value.is_bytes()) n->blob = false;  // another state: no longer a blob
     if (n->appending) {
       request.appends.push_back(AppendOp{n->oid, n->appended});
     } else if (n->present) {
-      WriteOp& w = request.writes.emplace_back();
+      if (writes == request.writes.size()) request.writes.emplace_back();
+      WriteOp& w = request.writes[writes++];
       w.oid = n->oid;
-      w.type = n->type;
-      w.key = n->key;
+      copy_string(w.type, n->type);
+      copy_string(w.key, n->key);
+      w.data.clear();
       append_stored_form(*n, w.data);
     } else if (!n->created) {
       request.deletes.push_back(n->oid);
     }
   }
+  request.writes.erase(request.writes.begin() + static_cast<std::ptrdiff_t>(writes),
+                       request.writes.end());
   if (request.changes_nothing()) {
     // A read-only transaction: its reads are one consistent snapshot, so it is serializable as
     // it stands. (Objects created and removed again are dropped like any other change.)
@@ -596,18 +605,32 @@ std::uint64_t ConnectionImpl::commit() {
 }
 
 void ConnectionImpl::release_request() noexcept {
-  // Drop the encoded states now, but keep the vectors' room for the next commit, unless one huge
-  // transaction made it large.
+  // Drop what was sent now, but keep the vectors' room for the next commit, unless one huge
+  // transaction made it large. A vector grows past `keep` only while it holds more than that: its
+  // size tells.
+  constexpr std::size_t keep = 1024;
   auto release = [](auto& ops) {
-    // A vector grows past `keep` only while it holds more than that: its size tells.
-    constexpr std::size_t keep = 1024;
     if (ops.size() > keep) {
       ops = {};
     } else {
       ops.clear();
     }
   };
-  release(request_.writes);
+  // The first few writes stay, for the next commit to assign to (commit), with their strings'
+  // room unless a state was large: at most a few tens of KiB.
+  constexpr std::size_t keep_writes = 16;
+  constexpr std::size_t keep_bytes = 1024;
+  std::vector<WriteOp>& writes = request_.writes;
+  if (writes.size() > keep) {
+    writes = {};
+  } else {
+    if (writes.size() > keep_writes) {
+      writes.erase(writes.begin() + static_cast<std::ptrdiff_t>(keep_writes), writes.end());
+    }
+    for (WriteOp& w : writes) {
+      if (w.data.capacity() > keep_bytes) w.data = std::string();
+    }
+  }
   release(request_.deletes);
   release(request_.reads);
   release(request_.appends);

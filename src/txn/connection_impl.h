@@ -99,7 +99,11 @@ class ConnectionImpl {
 
  private:
   Object handle(const std::shared_ptr<Node>& node) const { return Object(node, lease_); }
-  std::shared_ptr<Node>& node(Oid oid);
+  std::shared_ptr<Node>& node(Oid oid) {
+    if (std::shared_ptr<Node>* cached = cache_.find(oid)) return *cached;
+    return add_node(oid);
+  }
+  std::shared_ptr<Node>& add_node(Oid oid);  // a ghost, for an oid not in the cache
   void ensure_loaded(Node& node) {
     if (!node.loaded) load(node);
   }
@@ -120,7 +124,11 @@ class ConnectionImpl {
     node.appending = false;
     node.appended.clear();
   }
-  void check_writable() const;
+  void check_writable() const {
+    if (read_only_) [[unlikely]]
+      throw_read_only();
+  }
+  [[noreturn, gnu::cold]] static void throw_read_only();
   // Forgets the node's state (it loads again on next use) and any change to it.
   void ghost(Node& node);
   // Forgets the node's state but keeps its pending appends.
@@ -162,7 +170,8 @@ class ConnectionImpl {
   // as it is (OidMap::erase_if changes nothing if it cannot allocate).
   void shrink_cache() noexcept;
   void shrink_cache_now();
-  // Empties the reused commit request, freeing its vectors if they grew large.
+  // Empties the reused commit request, keeping a few writes for the next commit to assign to
+  // (commit), and freeing its vectors and strings if they grew large.
   void release_request() noexcept;
 
   Store& store_;
@@ -185,7 +194,7 @@ class ConnectionImpl {
   std::vector<Oid> conflicted_reads_;
   std::size_t cache_size_;
   std::size_t shrink_at_;
-  CommitRequest request_;  // commit()'s, reused
+  CommitRequest request_;  // commit()'s, reused (release_request)
 };
 
 }  // namespace cairn::detail

@@ -9,17 +9,27 @@
 
 namespace cairn {
 
-detail::Node& Object::live() const {
-  if (!node_) throw InvalidArgument("this Object handle refers to no object");
-  if (node_->conn == nullptr) {
+namespace {
+
+// Why a handle is not live (Object::live), thrown.
+[[noreturn, gnu::cold]] void throw_not_live(const detail::Node* node) {
+  if (node == nullptr) throw InvalidArgument("this Object handle refers to no object");
+  if (node->conn == nullptr) {
     throw InvalidArgument(
-        fmt::format("object {}: its connection has been closed", node_->oid.value()));
+        fmt::format("object {}: its connection has been closed", node->oid.value()));
   }
-  if (node_->conn->lease() != lease_) {
-    throw InvalidArgument(fmt::format("object {}: the transaction or view it was read in has ended",
-                                      node_->oid.value()));
+  throw InvalidArgument(fmt::format("object {}: the transaction or view it was read in has ended",
+                                    node->oid.value()));
+}
+
+}  // namespace
+
+inline detail::Node& Object::live() const {
+  detail::Node* node = node_.get();
+  if (node == nullptr || node->conn == nullptr || node->conn->lease() != lease_) [[unlikely]] {
+    throw_not_live(node);
   }
-  return *node_;
+  return *node;
 }
 
 Oid Object::oid() const {
@@ -216,14 +226,21 @@ LeaseRef& LeaseRef::operator=(const LeaseRef& other) {
   return *this;
 }
 
+namespace {
+
+[[noreturn, gnu::cold]] void throw_lease_ended(const char* what) {
+  throw InvalidArgument(
+      fmt::format("this {} has ended: its transaction() or view() call returned", what));
+}
+
+}  // namespace
+
 ConnectionImpl& LeaseRef::conn(const char* what) const {
   bool ended = cell_ ? cell_->closed.load(std::memory_order_acquire) ||
                            cell_->lease.load(std::memory_order_acquire) != lease_
                      : conn_->lease() != lease_;
-  if (ended) {
-    throw InvalidArgument(
-        fmt::format("this {} has ended: its transaction() or view() call returned", what));
-  }
+  if (ended) [[unlikely]]
+    throw_lease_ended(what);
   return *conn_;
 }
 
