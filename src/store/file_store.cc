@@ -218,7 +218,7 @@ class Replayer {
     }
     ++result_.transactions;
     if (header.kind == TxnKind::oids) {
-      if (header.count != 0 || body.size() != 8) {
+      if (header.count != 0 || header.csn != 0 || body.size() != 8) {
         corrupt(pos, fmt::format("malformed oid frame at offset {}", pos));
         return;
       }
@@ -231,7 +231,7 @@ class Replayer {
       return;
     }
     if (header.kind == TxnKind::fences) {
-      if (header.count != 0 || body.size() != 8) {
+      if (header.count != 0 || header.csn != 0 || body.size() != 8) {
         corrupt(pos, fmt::format("malformed fence frame at offset {}", pos));
         return;
       }
@@ -254,6 +254,9 @@ class Replayer {
       return;
     }
     std::size_t at = 0;
+    // check: the records of this frame, to look for an oid written twice and a key that two
+    // live objects of one type hold once it is applied.
+    std::vector<std::pair<RecordView, std::optional<Oid>>> records;  // with the key's holder then
     for (std::uint32_t i = 0; i < header.count; ++i) {
       std::optional<RecordView> r = decode_record(body.substr(at));
       if (!r) {
@@ -272,6 +275,12 @@ class Replayer {
                             body_offset + at, r->oid.value(), r->version, header.csn));
         return;
       }
+      if (check_) {
+        std::optional<Oid> holder;
+        if (r->op == RecordOp::write && !r->key.empty())
+          holder = index_.key_holder(r->type, r->key);
+        records.emplace_back(*r, holder);
+      }
       if (r->op == RecordOp::write) {
         index_.put(r->oid, body_offset + at, static_cast<std::uint32_t>(r->size), r->version,
                    r->type, r->key);
@@ -281,12 +290,47 @@ class Replayer {
       ++result_.records;
       at += r->size;
     }
+    if (check_) check_frame(pos, records);
     if (at != body.size()) {
       corrupt(pos, fmt::format("transaction at offset {} holds {} bytes after its records", pos,
                                body.size() - at));
       return;
     }
     result_.csn = std::max(result_.csn, header.csn);
+  }
+
+  // What check finds wrong in a frame's records that replay alone would take as it comes: an
+  // object recorded twice (a commit names each oid once), and a key left held by two objects
+  // (the one a record gives it, and the one that held it before or holds it now).
+  void check_frame(std::uint64_t pos,
+                   const std::vector<std::pair<RecordView, std::optional<Oid>>>& records) {
+    std::vector<Oid> oids;
+    oids.reserve(records.size());
+    for (const auto& [r, before] : records)
+      oids.push_back(r.oid);
+    std::sort(oids.begin(), oids.end());
+    auto twice = std::adjacent_find(oids.begin(), oids.end());
+    if (twice != oids.end()) {
+      corrupt(pos,
+              fmt::format("transaction at offset {} records object {} twice", pos, twice->value()));
+    }
+    auto holds = [&](Oid oid, const RecordView& r) {
+      const IndexEntry* live = index_.find(oid);
+      return live != nullptr && index_.type_name(live->type) == r.type && index_.has_key(oid) &&
+             index_.key_of(oid) == r.key;
+    };
+    for (const auto& [r, before] : records) {
+      if (r.op != RecordOp::write || r.key.empty() || !holds(r.oid, r)) continue;
+      for (std::optional<Oid> other : {before, index_.key_holder(r.type, r.key)}) {
+        if (other && *other != r.oid && holds(*other, r)) {
+          corrupt(pos, fmt::format("after the transaction at offset {}, objects {} and {} of "
+                                   "type \"{}\" both hold key \"{}\"",
+                                   pos, std::min(r.oid, *other).value(),
+                                   std::max(r.oid, *other).value(), r.type, r.key));
+          return;
+        }
+      }
+    }
   }
 
   std::string_view file_;

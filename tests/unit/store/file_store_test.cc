@@ -19,6 +19,8 @@
 #include "cairn/codec.h"
 #include "cairn/error.h"
 #include "conformance/store_conformance.h"
+#include "core/checksum.h"
+#include "store/file_format.h"
 #include "support/temp_dir.h"
 
 namespace cairn::testing {
@@ -709,6 +711,89 @@ TEST_F(FileStoreTest, RaiseFenceMarkMovesTokensUpDurablyAndNeverDown) {
   FileStoreOptions read_only;
   read_only.read_only = true;
   EXPECT_THROW(FileStore::open(path, read_only)->raise_fence_mark(100'000), InvalidArgument);
+}
+
+TEST_F(FileStoreTest, CheckAcceptsKeysThatMoveBetweenObjectsInOneCommit) {
+  {
+    auto db = open_db();
+    Oid a = db->new_oids(3);
+    Oid b(a.value() + 1);
+    Oid c(a.value() + 2);
+    put(*db, a, Value(1), "T", "k");
+    put(*db, b, Value(1), "T", "j");
+    CommitRequest swap;  // a and b trade keys; c takes a key that a gives up later in order
+    swap.writes.push_back(WriteOp{c, "T", "k", encode(Value(3))});
+    swap.writes.push_back(WriteOp{a, "T", "x", encode(Value(1))});
+    swap.writes.push_back(WriteOp{b, "T", "j2", encode(Value(1))});
+    db->commit(swap);
+    CommitRequest back;
+    back.deletes.push_back(c);
+    back.writes.push_back(WriteOp{a, "T", "j", encode(Value(1))});
+    back.writes.push_back(WriteOp{b, "T", "k", encode(Value(1))});
+    db->commit(back);
+  }
+  CheckReport report = check_file(path);
+  EXPECT_TRUE(report.ok) << ::testing::PrintToString(report.problems);
+}
+
+// A frame with valid checksums, as a hand-made or foreign writer could append it.
+std::string frame(logfmt::TxnKind kind, std::uint64_t csn, std::uint32_t count, std::string body) {
+  std::string out = logfmt::encode_txn_header({kind, body.size(), csn, count});
+  out += body;
+  logfmt::put_u64(out, checksum64(body));
+  return out;
+}
+
+// check passed files that break the format's own rules, whose checksums were all good: a key
+// held by two live objects of one type (whose dump restore then refused), an object recorded
+// twice in one commit, and marks with a CSN.
+TEST_F(FileStoreTest, CheckFindsFramesThatBreakTheFormatsRules) {
+  using logfmt::RecordOp;
+  using logfmt::TxnKind;
+  Oid a;
+  std::uint64_t csn = 0;
+  {
+    auto db = open_db();
+    a = db->new_oids(2);
+    csn = put(*db, a, Value(1), "T", "k");
+  }
+  EXPECT_TRUE(check_file(path).ok);
+  std::string clean = read_file(path);
+  Oid b(a.value() + 1);
+  auto record = [](Oid oid, std::uint64_t version, std::string_view key) {
+    std::string out;
+    logfmt::append_record(out, oid, version, RecordOp::write, "T", key, encode(Value(2)));
+    return out;
+  };
+  struct Case {
+    std::string problem;
+    std::string appended;
+  };
+  std::vector<Case> cases = {
+      {"both hold key \"k\"", frame(TxnKind::commit, csn + 1, 1, record(b, csn + 1, "k"))},
+      {"records object " + std::to_string(a.value()) + " twice",
+       frame(TxnKind::commit, csn + 1, 2, record(a, csn + 1, "k") + record(a, csn + 1, "j"))},
+      {"malformed oid frame",
+       [] {
+         std::string body;
+         logfmt::put_u64(body, 10'000);
+         return frame(TxnKind::oids, 7, 0, body);
+       }()},
+      {"malformed fence frame",
+       [] {
+         std::string body;
+         logfmt::put_u64(body, 10'000);
+         return frame(TxnKind::fences, 7, 0, body);
+       }()},
+  };
+  for (const Case& c : cases) {
+    write_file(path, clean + c.appended);
+    CheckReport report = check_file(path);
+    EXPECT_FALSE(report.ok) << c.problem;
+    bool named = std::any_of(report.problems.begin(), report.problems.end(),
+                             [&](auto& p) { return p.find(c.problem) != std::string::npos; });
+    EXPECT_TRUE(named) << c.problem << ": " << ::testing::PrintToString(report.problems);
+  }
 }
 
 TEST(FsyncPolicy, ParsesAndPrints) {
