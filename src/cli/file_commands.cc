@@ -64,7 +64,12 @@ struct InfoArgs {
 
 int run_info(const InfoArgs& args) {
   if (!args.server.connect.empty()) return run_remote_info(args.server, args.json);
-  if (args.path.empty()) throw InvalidArgument("info needs a database PATH or --connect HOST:PORT");
+  if (args.path.empty()) {
+    // A usage error, as a missing PATH is for the other commands.
+    std::cerr << "cairn info: a database PATH or --connect HOST:PORT is required\n"
+                 "Run with --help for more information.\n";
+    return exit_usage;
+  }
   FileStoreInfo info = open_read_only(args.path)->info();
   if (args.json) {
     using Json = nlohmann::ordered_json;

@@ -357,6 +357,10 @@ class LockFile {
       fd = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
       if (fd < 0 && errno == ENOENT) return;
     }
+    if (fd < 0 && errno == ENOENT) {
+      // The directory is missing: say so of the database, not of a file the user never named.
+      throw IoError(fmt::format("cannot open {}: its directory does not exist", db_path));
+    }
     if (fd < 0) fileio::throw_errno("cannot open lock file", path_);
     fd_ = Fd(fd);
     if (::flock(fd_.get(), (exclusive ? LOCK_EX : LOCK_SH) | LOCK_NB) != 0) {
@@ -619,7 +623,11 @@ FileStoreImpl::FileStoreImpl(std::string path, FileStoreOptions options)
   {
     fileio::Mapping map(fd_.get(), size, path_);
     std::string_view file = map.bytes();
-    header_ = decode_file_header(file.substr(0, std::min<std::size_t>(file.size(), 64)));
+    try {
+      header_ = decode_file_header(file.substr(0, std::min<std::size_t>(file.size(), 64)));
+    } catch (const Corruption& e) {
+      throw Corruption(fmt::format("{}: {}", path_, e.what()));  // which file, for the user
+    }
     if (file.size() < log_start) {
       throw Corruption(fmt::format("{}: {} bytes, shorter than a database's {}-byte header", path_,
                                    file.size(), log_start));

@@ -35,6 +35,28 @@ TEST(Cli, OutputThatCannotBeWrittenFailsTheCommand) {
   }
 }
 
+TEST(Cli, ErrorsAboutAPathNameTheDatabase) {
+  TempDir dir;
+  // info without PATH exited 1 while check and dump exited 2.
+  ProcessResult info = cairn({"info"});
+  EXPECT_EQ(info.exit_code, 2) << info.err;
+  EXPECT_NE(info.err.find("PATH or --connect"), std::string::npos) << info.err;
+  // A file too short to be a database: the message named no file.
+  std::string six = dir.file("six");
+  write_file(six, "abcdef");
+  ProcessResult short_file = cairn({"info", six});
+  EXPECT_EQ(short_file.exit_code, 1);
+  EXPECT_NE(short_file.err.find(six + ": file header: 6 bytes"), std::string::npos)
+      << short_file.err;
+  // A missing directory was reported about the lock file beside the database.
+  std::string missing = dir.file("nodir") + "/x.cairn";
+  ProcessResult no_dir = cairn({"shell", "--file", missing, "-c", "ls"});
+  EXPECT_EQ(no_dir.exit_code, 1);
+  EXPECT_NE(no_dir.err.find("cannot open " + missing + ": its directory does not exist"),
+            std::string::npos)
+      << no_dir.err;
+}
+
 TEST(Cli, VersionPrintsTheVersion) {
   ProcessResult r = cairn({"--version"});
   EXPECT_EQ(r.exit_code, 0);
