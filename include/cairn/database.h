@@ -369,8 +369,10 @@ class Database {
   // read or the commit) waits a jittered, growing delay and runs fn again, up to
   // options().max_retries times, then rethrows. Any other exception aborts and propagates.
   // A ConflictError that fn catches and goes on from still counts: the conflict has aborted
-  // what fn had changed before it, so nothing is committed and fn runs again. A rerun first
-  // loads, in one call, every object the run before it had read. Returns what fn returns;
+  // what fn had changed before it, so nothing is committed and fn runs again (so too if fn then
+  // throws something else: mixing two snapshots may have caused it). A rerun after a conflict
+  // first loads, in one call, what the conflicted run had read that is not cached any more.
+  // Returns what fn returns;
   // objects from the transaction are not usable after it returns. fn must not call
   // transaction() itself: the inner one would commit on its own, once per run of fn.
   template <typename Fn>
@@ -391,9 +393,9 @@ class Database {
   // Runs fn(View&) on a consistent snapshot. If the snapshot cannot be kept (an object it needs
   // changed after something it already read), runs fn again on a newer one: fn never sees a
   // partly applied commit and the caller never sees a conflict. fn may therefore run more than
-  // once (also if it catches the view's ConflictError and goes on: that run's result, from two
-  // snapshots, is dropped). A rerun first loads, in one call, every object the run before it
-  // had read.
+  // once (also if it catches the view's ConflictError and goes on: that run's result, or what
+  // it throws, from two snapshots, is dropped). A rerun first loads, in one call, what the
+  // conflicted run had read that is not cached any more.
   template <typename Fn>
   std::invoke_result_t<Fn&, View&> view(Fn&& fn) {
     using Result = std::invoke_result_t<Fn&, View&>;

@@ -74,9 +74,11 @@ using PackProgress = std::function<void(std::uint64_t done, std::uint64_t total)
 
 class FileStore : public Store {
  public:
-  // Opens (or creates) the database at `path`. Throws IoError if the file cannot be opened,
-  // Busy("database is in use by pid N") if another opener holds it, Corruption (naming the
-  // offset) if a checksum fails before the tail; nothing is written to a corrupt file.
+  // Opens (or creates) the database at `path`, or at the file a symbolic link there leads to
+  // (docs/file-format.md §2.7). Throws IoError if the file cannot be opened, Busy("database is
+  // in use by pid N") if another opener holds it (or Busy naming another name, a hard link, if
+  // another process holds the file under one), Corruption (naming the offset) if a checksum
+  // fails before the tail; nothing is written to a corrupt file.
   static std::unique_ptr<FileStore> open(const std::string& path, FileStoreOptions options = {});
 
   virtual FileStoreInfo info() = 0;

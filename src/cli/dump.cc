@@ -49,8 +49,9 @@ bool is_utf8(std::string_view text) {
 }
 
 // Whether cairn's JSON form carries `value` exactly, so that restoring it gives the same Value:
-// JSON strings hold only UTF-8 (to_json replaces other bytes), RFC 3339 holds only the years
-// 0000-9999, and {"$double":"nan"} only the one NaN.
+// JSON strings hold only UTF-8 (to_json replaces other bytes), a time must read back as the
+// same instant from its text (years past 9999 use an expanded year), and {"$double":"nan"}
+// holds only the one NaN.
 bool json_exact(const Value& value) {
   switch (value.kind()) {
     case Kind::string:

@@ -1285,10 +1285,13 @@ void FileStoreImpl::raise_fence_mark(std::uint64_t mark) {
   }
   std::lock_guard lk(fence_mu_);
   if (next_fence_ >= mark) return;  // every token from now on is at least next_fence_
-  // Reopening starts tokens at the newest fence mark: recording `mark` makes it the next token.
-  write_fence_mark(mark);
-  next_fence_ = mark;
-  reserved_fence_ = mark;
+  if (mark > reserved_fence_) {
+    // Reopening starts tokens at the highest fence mark: recording `mark` makes it at least
+    // the next token after a reopen too.
+    write_fence_mark(mark);
+    reserved_fence_ = mark;
+  }
+  next_fence_ = mark;  // below a durable mark already, if it was not past it
 }
 
 void FileStoreImpl::upgrade_header_for_fences() {

@@ -673,6 +673,7 @@ void ConnectionImpl::shrink_cache_now() {
 
 void ConnectionImpl::begin_lease(bool read_only) {
   read_only_ = read_only;
+  conflicted_reads_.clear();  // an earlier lease's: nothing to prefetch for this one
   // A clean transaction on the newest snapshot. A pooled connection has no changes (end_lease
   // dropped them), so it only syncs.
   if (dirty_.empty()) {

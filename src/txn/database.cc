@@ -122,14 +122,15 @@ class Backoff {
 
 // Before a retry: loads, in one call, what the run a conflict ended had read, so that the next
 // run reads it all from one snapshot. Read one round trip at a time from a server, a view of a
-// few dozen objects that others keep changing would conflict again almost every time.
-void prefetch_reads(ConnectionImpl& conn) {
+// few dozen objects that others keep changing would conflict again almost every time. Only
+// after a conflict of this run's own (`conflicts`: the connection's count when it began), and
+// only as a help: if the load fails, fn loads the objects itself and meets the failure there.
+void prefetch_reads(ConnectionImpl& conn, std::uint64_t conflicts) {
   std::vector<Oid> reads = conn.take_conflicted_reads();
-  if (reads.empty()) return;
+  if (reads.empty() || conn.conflicts() == conflicts) return;
   try {
     conn.prefetch(reads);
-  } catch (const ConflictError&) {
-    // Cannot happen with nothing read since the abort; and fn would load them anyway.
+  } catch (const Error&) {
   }
 }
 
@@ -230,10 +231,14 @@ void Database::run_transaction(detail::CallbackRef<Txn> fn) {
       return;
     } catch (const ConflictError&) {
       if (retry >= c.options().max_retries) throw;
+    } catch (...) {
+      // After a conflict fn caught and went on from, anything it then threw may come of mixing
+      // two snapshots (a reference read in one, followed in the other): the run does not count.
+      if (conn->conflicts() == conflicts || retry >= c.options().max_retries) throw;
     }
     backoff.wait(retry);
     conn->abort();  // start again on the newest snapshot
-    prefetch_reads(*conn);
+    prefetch_reads(*conn, conflicts);
   }
 }
 
@@ -249,12 +254,14 @@ void Database::run_view(detail::CallbackRef<View> fn) {
       // Everything fn read was one snapshot, nothing to validate; unless fn caught the view's
       // own ConflictError and went on reading from a newer one.
       if (conn->conflicts() == conflicts) return;
-    } catch (const ConflictError&) {
-      if (conn->conflicts() == conflicts) throw;  // not the view's own: fn's business
+    } catch (...) {
+      // Not after a conflict of the view's own: fn's business. After one (fn caught it and went
+      // on, then failed, perhaps from mixing two snapshots), the run does not count.
+      if (conn->conflicts() == conflicts) throw;
     }
     backoff.wait(retry);
     conn->abort();
-    prefetch_reads(*conn);
+    prefetch_reads(*conn, conflicts);
   }
 }
 
