@@ -119,7 +119,8 @@ for _, w in ipairs(writes) do
           if o.oid == holder and o.type == w.type and o.key == w.key then gives_up = false end
         end
       end
-      if not gives_up then
+      -- An entry whose object is gone (its P o:<oid> deleted by hand) holds the key for nothing.
+      if not gives_up and redis.call('EXISTS', p .. 'o:' .. holder) == 1 then
         conflicts[#conflicts + 1] = w.oid; conflicts[#conflicts + 1] = holder
       end
     end

@@ -163,6 +163,24 @@ TEST_F(RedisStoreTest, ConflictingCommitLeavesNothingWritten) {
   EXPECT_EQ(one(server().command({"GET", prefix + "csn"})), std::to_string(csn));
 }
 
+// A person deleting an object's `P o:<oid>` with redis-cli left its key index entry behind,
+// and every later write of that type and key conflicted with an object that was not there: a
+// record of that id could never be saved again.
+TEST_F(RedisStoreTest, AKeyEntryWhoseObjectWasDeletedByHandDoesNotHoldTheKey) {
+  Oid a = store->new_oids(1), b = store->new_oids(1);
+  put(*store, a, Value::Map{{"v", 1}}, "User", "harry");
+  ASSERT_EQ(one(server().command({"DEL", prefix + "o:" + a.str()})), "1");
+  put(*store, b, Value::Map{{"v", 2}}, "User", "harry");
+  EXPECT_EQ(store->find_key("User", "harry"), b);
+  EXPECT_EQ(decode(get(*store, b).data), Value(Value::Map{{"v", 2}}));
+  EXPECT_EQ(hgetall(prefix + "User:harry").at("_oid"), b.str());
+  // A live holder still holds it.
+  Oid c = store->new_oids(1);
+  CommitRequest taken;
+  taken.writes.push_back(WriteOp{c, "User", "harry", encode(Value(3))});
+  EXPECT_THROW(store->commit(taken), ConflictError);
+}
+
 TEST_F(RedisStoreTest, TwoStoresOnOneRedisSeeEachOthersCommits) {
   std::unique_ptr<Store> other = open(server().url(prefix));
   Oid a = store->new_oids(1);
