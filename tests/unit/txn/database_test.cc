@@ -531,15 +531,30 @@ TYPED_TEST(DatabaseTest, WithoutAPoolNothingStaysBehind) {
   }
 }
 
-// Counts the questions the object layer asks its store about what changed.
+// Counts what the object layer asks its store: what changed, and the objects it loads, call by
+// call (a load of more than one object may be refused, as a server with a small reply limit would).
 class CountingStore final : public ForwardingStore {
  public:
   Changes changes_since(std::uint64_t csn) override {
     ++asked;
     return ForwardingStore::changes_since(csn);
   }
+  LoadResult load(std::span<const Oid> oids) override {
+    std::lock_guard lk(mu);
+    loads.emplace_back(oids.begin(), oids.end());
+    if (refuse_batches && oids.size() > 1) throw IoError("load fewer objects at a time");
+    return ForwardingStore::load(oids);
+  }
+  // The loads so far, forgotten.
+  std::vector<std::vector<Oid>> taken() {
+    std::lock_guard lk(mu);
+    return std::exchange(loads, {});
+  }
   std::unique_ptr<Store> store = make_memory_store();
   std::atomic<int> asked{0};
+  bool refuse_batches = false;
+  std::mutex mu;
+  std::vector<std::vector<Oid>> loads;
 
  private:
   Store& inner() const override { return *store; }
@@ -566,34 +581,12 @@ TEST(Database, ACommitRightAfterTheSnapshotDoesNotAskWhatChanged) {
   EXPECT_EQ(counting.asked.load(), before + 1);
 }
 
-// Counts the objects the object layer loads, call by call.
-class LoadCountingStore final : public ForwardingStore {
- public:
-  LoadResult load(std::span<const Oid> oids) override {
-    std::lock_guard lk(mu);
-    loads.emplace_back(oids.begin(), oids.end());
-    if (refuse_batches && oids.size() > 1) throw IoError("load fewer objects at a time");
-    return ForwardingStore::load(oids);
-  }
-  bool refuse_batches = false;
-  std::vector<std::vector<Oid>> taken() {
-    std::lock_guard lk(mu);
-    return std::exchange(loads, {});
-  }
-  std::unique_ptr<Store> store = make_memory_store();
-  std::mutex mu;
-  std::vector<std::vector<Oid>> loads;
-
- private:
-  Store& inner() const override { return *store; }
-};
-
 // Over a server each load is a round trip, and a view reading a few dozen objects that others
 // kept changing conflicted again on almost every run (a minute of reruns was seen). A rerun now
 // loads what the run before it had read in one call first.
 TEST(Database, ARerunLoadsWhatTheRunBeforeHadReadInOneCall) {
-  auto owned = std::make_unique<LoadCountingStore>();
-  LoadCountingStore& counting = *owned;
+  auto owned = std::make_unique<CountingStore>();
+  CountingStore& counting = *owned;
   Database db(std::move(owned));
   Connection writer = db.connect();
   for (bool in_view : {true, false}) {
@@ -632,8 +625,8 @@ TEST(Database, ARerunLoadsWhatTheRunBeforeHadReadInOneCall) {
 // The prefetch is a help: a store that refuses the batch (a server whose reply limit it
 // passes) leaves the rerun to load the objects one by one, as before.
 TEST(Database, ARerunWhosePrefetchFailsStillRuns) {
-  auto owned = std::make_unique<LoadCountingStore>();
-  LoadCountingStore& counting = *owned;
+  auto owned = std::make_unique<CountingStore>();
+  CountingStore& counting = *owned;
   counting.refuse_batches = true;
   Database db(std::move(owned));
   Connection writer = db.connect();
@@ -662,8 +655,8 @@ TEST(Database, ARerunPrefetchesOnlyWhatItsOwnConflictedRunRead) {
   DatabaseOptions options;
   options.max_retries = 1;
   options.retry_delay = std::chrono::microseconds(0);
-  auto owned = std::make_unique<LoadCountingStore>();
-  LoadCountingStore& counting = *owned;
+  auto owned = std::make_unique<CountingStore>();
+  CountingStore& counting = *owned;
   Database db(std::move(owned), options);
   Connection writer = db.connect();
   Oid x = writer.create(Value(0)).oid();
