@@ -616,7 +616,9 @@ class RemoteStore::Impl : public std::enable_shared_from_this<Impl> {
   // While anyone listens, a lost connection is made again in the background, so that pushes
   // resume (and the catch-up reports what changed meanwhile) without waiting for the next call.
   // Attempts back off from 50 ms to 2 s, jittered so that the clients of a restarted server do
-  // not all come back at once.
+  // not all come back at once. A server that refuses the token (restarted with another one) is
+  // asked again only about once a minute: the token will not change by itself, and each attempt
+  // is a handshake and a line in the server's log. A call still tries at once, and throws.
   void start_reconnector() {
     std::lock_guard lock(reconnect_mu_);
     if (reconnector_.joinable() || stopping_) return;
@@ -634,6 +636,7 @@ class RemoteStore::Impl : public std::enable_shared_from_this<Impl> {
   void reconnect_loop() {
     constexpr std::chrono::milliseconds first_delay{50};
     constexpr std::chrono::milliseconds max_delay{2'000};
+    constexpr std::chrono::milliseconds refused_delay{60'000};
     std::minstd_rand jitter(static_cast<std::uint32_t>(
         reinterpret_cast<std::uintptr_t>(this) ^
         static_cast<std::uintptr_t>(Clock::now().time_since_epoch().count())));
@@ -650,12 +653,15 @@ class RemoteStore::Impl : public std::enable_shared_from_this<Impl> {
         listening = !listeners_.empty();
       }
       bool up = false;
+      bool refused = false;
       if (listening) {
         try {
           connect();  // returns at once if a call has reconnected meanwhile
           up = true;
+        } catch (const AuthError&) {
+          refused = true;
         } catch (const std::exception&) {
-          // Still down (or refusing us): try again after the delay.
+          // Still down: try again after the delay.
         }
       }
       lock.lock();
@@ -664,7 +670,8 @@ class RemoteStore::Impl : public std::enable_shared_from_this<Impl> {
         continue;
       }
       reconnect_wanted_ = true;
-      auto wait = delay / 2 + std::chrono::milliseconds(jitter() % (delay.count() / 2 + 1));
+      std::chrono::milliseconds base = refused ? refused_delay : delay;
+      auto wait = base / 2 + std::chrono::milliseconds(jitter() % (base.count() / 2 + 1));
       reconnect_cv_.wait_for(lock, wait, [&] { return stopping_; });
       delay = std::min(delay * 2, max_delay);
     }

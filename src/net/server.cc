@@ -535,6 +535,8 @@ void Session::hello(const FrameHeader& header, Reader r) {
                             min_version, max_version, protocol_version));
   }
   if (!server_.options_.token.empty() && !same_token(token, server_.options_.token)) {
+    // For the operator: a client with a stale token retrying, or someone guessing.
+    server_.log(fmt::format("refused a client at {}: wrong or missing token", transport_->peer()));
     return fail(header.op, header.id, ErrorCode::auth, "wrong or missing token");
   }
   control_ = (flags & hello_control) != 0;

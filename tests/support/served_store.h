@@ -39,6 +39,14 @@ class TestServer {
     start();
   }
 
+  // Stops the server and starts it again on the same port and store, asking for another token.
+  void restart_with_token(std::string token) {
+    stop();
+    options_.port = server_->port();
+    options_.token = std::move(token);
+    start();
+  }
+
   // Stops the server and starts one on the same port over `backing` instead, as after a
   // database was replaced by a backup: another history, so another instance.
   void restart_over(std::unique_ptr<Store> backing) {

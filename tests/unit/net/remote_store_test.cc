@@ -716,6 +716,30 @@ TEST(Server, AListenerHearsAgainAfterTheServerRestartsWithoutAnyCall) {
   EXPECT_TRUE(heard.wait_for(put_value(*server.connect(), a, 2), 5s)) << "no pushes after";
 }
 
+// A server restarted with another token refuses the client's: the background reconnect asks
+// again only about once a minute, not every 2 s; a call still tries at once and says why.
+TEST(Server, ARefusedTokenIsNotOfferedAgainEveryFewMoments) {
+  std::atomic<int> refusals{0};
+  TestServer server(make_memory_store(), options_with([&](net::ServerOptions& o) {
+                      o.token = "old token";
+                      o.log = [&](std::string_view message) {
+                        if (message.find("wrong or missing token") != std::string_view::npos) {
+                          ++refusals;
+                        }
+                      };
+                    }));
+  auto client = server.connect("old token");
+  ListenerLog heard;
+  Subscription sub = client->subscribe(heard.listener());
+  server.restart_with_token("new token");
+  ASSERT_TRUE(eventually([&] { return refusals.load() >= 1; }));
+  // Backing off from 50 ms, the old loop offered it about five more times in this while.
+  std::this_thread::sleep_for(1500ms);
+  EXPECT_EQ(refusals.load(), 1) << "the background reconnect kept offering a refused token";
+  EXPECT_THROW(client->ping(), AuthError);
+  EXPECT_EQ(refusals.load(), 2);
+}
+
 // A store destroyed while its background reconnect waits on a server that accepted the
 // connection but never answers must not wait out the reconnect's timeouts.
 TEST(Server, DestroyingAStoreEndsAReconnectInProgress) {
