@@ -350,7 +350,12 @@ class Replayer {
 class LockFile {
  public:
   LockFile(const std::string& db_path, bool exclusive) : path_(db_path + ".lock") {
-    int fd = ::open(path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    int fd = ::open(path_.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (fd >= 0) {
+      created_ = true;
+    } else if (errno == EEXIST) {
+      fd = ::open(path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    }
     if (fd < 0 && !exclusive && (errno == EACCES || errno == EROFS || errno == EPERM)) {
       // A reader in a directory it cannot write: lock the lock file if a writer made one; if
       // there is none, no writer can be at work there either.
@@ -380,9 +385,20 @@ class LockFile {
     }
   }
 
+  // After the file turned out not to be a database: removes the lock file if this opener made
+  // it and nobody else holds it, so that pointing cairn at some other file leaves nothing
+  // beside it. (One who opened it meanwhile and locks it after the unlink holds a lock on a
+  // name-less file; the flock on the database file itself still keeps writers apart.)
+  void remove_if_made_here() noexcept {
+    if (!created_ || !fd_) return;
+    if (::flock(fd_.get(), LOCK_EX | LOCK_NB) != 0) return;
+    ::unlink(path_.c_str());
+  }
+
  private:
   std::string path_;
   Fd fd_;
+  bool created_ = false;  // by this opener
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -626,9 +642,11 @@ FileStoreImpl::FileStoreImpl(std::string path, FileStoreOptions options)
     try {
       header_ = decode_file_header(file.substr(0, std::min<std::size_t>(file.size(), 64)));
     } catch (const Corruption& e) {
+      lock_file_->remove_if_made_here();
       throw Corruption(fmt::format("{}: {}", path_, e.what()));  // which file, for the user
     }
     if (file.size() < log_start) {
+      lock_file_->remove_if_made_here();
       throw Corruption(fmt::format("{}: {} bytes, shorter than a database's {}-byte header", path_,
                                    file.size(), log_start));
     }
@@ -1675,11 +1693,13 @@ CheckReport check_file(const std::string& given_path) {
   try {
     decode_file_header(file.substr(0, std::min<std::size_t>(file.size(), file_header_size)));
   } catch (const Corruption& e) {
+    lock.remove_if_made_here();
     report.ok = false;
     report.problems.push_back(e.what());
     return report;
   }
   if (file.size() < log_start) {
+    lock.remove_if_made_here();
     report.ok = false;
     report.problems.push_back(fmt::format("the file ends at offset {}, inside its {}-byte header",
                                           file.size(), log_start));

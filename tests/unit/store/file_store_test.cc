@@ -213,6 +213,24 @@ TEST_F(FileStoreTest, NotADatabaseIsCorruption) {
   EXPECT_THROW(open_db(), Corruption);
 }
 
+// Pointing cairn at a file that is not a database leaves nothing beside it; a lock file that
+// was there before stays.
+TEST_F(FileStoreTest, OpeningSomethingElseLeavesNoLockFile) {
+  for (const std::string& text : {std::string("short"), std::string(100, 'x')}) {
+    std::ofstream(path) << text;
+    FileStoreOptions ro;
+    ro.read_only = true;
+    EXPECT_THROW(open_db(), Corruption) << text;
+    EXPECT_THROW(FileStore::open(path, ro), Corruption) << text;
+    EXPECT_FALSE(check_file(path).ok) << text;
+    EXPECT_FALSE(std::filesystem::exists(path + ".lock")) << text;
+  }
+  std::ofstream(path + ".lock") << "";
+  EXPECT_THROW(open_db(), Corruption);
+  EXPECT_FALSE(check_file(path).ok);
+  EXPECT_TRUE(std::filesystem::exists(path + ".lock")) << "someone else's lock file was removed";
+}
+
 TEST_F(FileStoreTest, PackDropsGarbageKeepsOidsAndShrinksTheFile) {
   Oid kept;
   Oid dropped;
