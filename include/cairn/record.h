@@ -136,9 +136,11 @@ class Repository : public std::enable_shared_from_this<Repository> {
   // The identity map: the live record object of C++ type `spec` for an oid, if any. (Two C++
   // types may read one stored type, e.g. two generations' structs: each has its own objects.)
   std::shared_ptr<RecordBase> cached(Oid oid, const TypeSpec& spec) const;
+  // Maps `oid` to `record`. A record object is in one identity map, under one oid: one it was
+  // in before (another repository's, after set_repository; another oid) forgets it.
   void remember(Oid oid, const std::shared_ptr<RecordBase>& record);
   // Forgets `oid` if `record` is the object cached for it.
-  void forget(Oid oid, const RecordBase* record);
+  void forget(Oid oid, RecordBase* record);
   std::size_t cached_records() const;
 
  private:
@@ -298,6 +300,9 @@ class Pointer {
     target_.reset();
   }
   void bind(std::shared_ptr<Repository> repository) { repo_ = std::move(repository); }
+  // The repository the target is in, if known: the loaded target's, else the one the pointer
+  // was loaded with.
+  std::shared_ptr<Repository> repository() const { return target_ ? target_->repository() : repo_; }
 
   friend bool operator==(const Pointer& a, const Pointer& b) {
     if (a.target_ && b.target_) return a.target_ == b.target_;
@@ -631,11 +636,20 @@ class RecordBase : public std::enable_shared_from_this<RecordBase> {
   RecordBase(const RecordBase&) = default;
   RecordBase& operator=(const RecordBase&) = default;
 
+  // Takes the record out of the identity map it is in, if any.
+  void leave_identity_map();
+
   std::string id_;
   std::optional<Oid> oid_;
   std::shared_ptr<Repository> repo_;  // nullptr = the type's
   Value::Map extra_;
   std::string lock_owner_;  // the owner name of the last lock() that succeeded
+
+ private:
+  friend class Repository;
+  // The identity map this object is in (Repository::remember), and under which oid.
+  std::weak_ptr<Repository> mapped_in_;
+  Oid mapped_oid_;
 };
 
 namespace detail {
@@ -787,7 +801,8 @@ class Record : public RecordBase {
     }
     auto record = std::make_shared<T>();
     record->assign(row, repo, false);
-    if (!record->repo_ && repo != type_repository()) record->repo_ = repo;
+    // It stays with the repository it was loaded from, even the type's after that changes.
+    record->repo_ = repo;
     repo->remember(row.oid, record);
     return record;
   }
@@ -827,6 +842,7 @@ class Record : public RecordBase {
           if (pointer.resolved()) pointer.get()->save_visiting(depth - 1, visited);
         });
       }
+      check_pointer_repositories(repo);
       Value::Map state = stored_state();
       detail::validate_state(spec(), state);
       make_streams(repo, undo);
@@ -840,7 +856,6 @@ class Record : public RecordBase {
       id_ = id_before;
       throw;
     }
-    if (before && before != oid_) repo->forget(*before, this);
     repo->remember(*oid_, shared_self());
     flush_streams(repo);
   }
@@ -853,7 +868,6 @@ class Record : public RecordBase {
     if (!oid) return nullptr;
     std::optional<detail::RecordRow> row = detail::load_record(repo->store(), spec(), *oid);
     if (!row) return nullptr;
-    if (oid_ && oid_ != oid) repo->forget(*oid_, this);
     assign(*row, repo, true);
     repo->remember(*oid, shared_self());
     return shared_self();
@@ -866,7 +880,7 @@ class Record : public RecordBase {
     auto repo = repository();
     std::size_t n = detail::remove_record(repo->store(), spec(), *oid_, id_,
                                           repo->database().options().max_retries);
-    repo->forget(*oid_, this);
+    leave_identity_map();
     oid_.reset();
     return n;
   }
@@ -1057,6 +1071,22 @@ class Record : public RecordBase {
           member.pending_.clear();
         }
       }
+    });
+  }
+
+  // Refuses a pointer to a record in another repository: a pointer stores only the oid, which
+  // in this repository names another record, or none.
+  void check_pointer_repositories(const std::shared_ptr<Repository>& repo) {
+    cairn_visit_fields(TypeTag<T>{}, self(), [&](std::string_view name, auto& member) {
+      auto check = [&](auto& pointer) {
+        std::shared_ptr<Repository> there = pointer.repository();
+        if (there && there != repo) {
+          throw InvalidArgument(spec().name + "." + std::string(name) +
+                                ": points to a record in another repository (a pointer stores "
+                                "only an oid, which names another record in this one)");
+        }
+      };
+      detail::for_each_pointer_in(member, check);
     });
   }
 

@@ -297,6 +297,89 @@ TEST_F(RecordTest, SaveInAnotherRepositoryUsesTheOidOfItsIdThere) {
   EXPECT_EQ(Project::load("w", {.cache = false, .repository = r4})->name, "w");
 }
 
+// A record moved to another repository leaves the old one's identity map: reading the old
+// repository gives another object, and does not overwrite the moved one's fields.
+TEST_F(RecordTest, AMovedRecordLeavesItsOldRepositorysIdentityMap) {
+  auto a = Repository::memory();
+  auto b = Repository::memory();
+  auto x = Project::create({{"name", "in b"}}, {.id = "x", .repository = b});
+  x->set_repository(a);
+  x->name = "in a";
+  x->save();
+  std::vector<Project::Ptr> in_b = Project::list({.repository = b});
+  ASSERT_EQ(in_b.size(), 1u);
+  EXPECT_NE(in_b[0], x);
+  EXPECT_EQ(in_b[0]->name, "in b");
+  EXPECT_EQ(in_b[0]->repository(), b);
+  EXPECT_EQ(x->name, "in a");
+  EXPECT_EQ(Project::load("x", {.repository = a}), x);
+  EXPECT_NE(Project::load("x", {.repository = b}), x);
+  x->save();
+  EXPECT_EQ(Project::load("x", {.cache = false, .repository = a})->name, "in a");
+  EXPECT_EQ(Project::load("x", {.cache = false, .repository = b})->name, "in b");
+  // After remove() the record is in neither map.
+  EXPECT_EQ(x->remove(), 1u);
+  EXPECT_EQ(Project::try_load("x", {.repository = a}), nullptr);
+  EXPECT_EQ(a->cached_records(), 0u);
+}
+
+// A record loaded from its type's repository stays with it when the type's repository changes
+// (docs/records.md: "or the one it was loaded from").
+TEST_F(RecordTest, ALoadedRecordStaysWithTheRepositoryItWasLoadedFrom) {
+  Project::create({{"name", "Harry"}}, {.id = "harry"});
+  auto h = Project::load("harry");
+  auto listed = Project::list();
+  auto other = Repository::memory();
+  Project::set_type_repository(other);
+  EXPECT_EQ(h->repository(), repo);
+  h->name = "Harry Potter";
+  h->save();
+  EXPECT_EQ(Project::load("harry", {.cache = false, .repository = repo})->name, "Harry Potter");
+  EXPECT_EQ(Project::try_load("harry"), nullptr) << "the save went to the type's new repository";
+  ASSERT_EQ(listed.size(), 1u);
+  EXPECT_EQ(listed[0]->repository(), repo);
+}
+
+// A pointer stores only an oid: to a record in another repository it would name whatever that
+// oid holds in this one. Such a save is refused, naming the field, and writes nothing.
+TEST_F(RecordTest, APointerToARecordInAnotherRepositoryIsRefused) {
+  auto a = Repository::memory();
+  auto b = Repository::memory();
+  Project::create({{"name", "a's own"}}, {.repository = a});
+  auto in_b = Project::create({{"name", "b's"}}, {.repository = b});
+  auto build = Build::make({}, {.id = "b1", .repository = a});
+  build->project = in_b;
+  EXPECT_THROW(
+      {
+        try {
+          build->save();
+        } catch (const InvalidArgument& e) {
+          EXPECT_NE(std::string(e.what()).find("records_test.Build.project"), std::string::npos)
+              << e.what();
+          throw;
+        }
+      },
+      InvalidArgument);
+  EXPECT_FALSE(build->saved());
+  EXPECT_EQ(Build::try_load("b1", {.repository = a}), nullptr);
+  // With dependencies the target is saved in its own repository: still another one.
+  auto unsaved = Project::make({{"name", "new"}}, {.repository = b});
+  build->project = unsaved;
+  EXPECT_THROW(build->save({.dependencies = true}), InvalidArgument);
+  // A record moved to another repository cannot take its unresolved pointers along either.
+  auto in_a = Project::create({{"name", "a's"}}, {.repository = a});
+  build->project = in_a;
+  build->save();
+  auto loaded = Build::load("b1", {.cache = false, .repository = a});
+  loaded->project.reset();
+  loaded->set_repository(b);
+  EXPECT_THROW(loaded->save(), InvalidArgument);
+  // In one repository, pointers save as before.
+  loaded->set_repository(a);
+  EXPECT_NO_THROW(loaded->save());
+  EXPECT_EQ(Build::load("b1", {.cache = false, .repository = a})->project->name, "a's");
+}
+
 // A Redis server that lost its data hands out the same oids again: a record saved before the
 // loss must not overwrite the record another client created at its oid since.
 TEST_F(RecordTest, SaveAfterTheStoreLostItsDataNeverOverwritesANewerRecord) {
