@@ -119,8 +119,9 @@ for _, w in ipairs(writes) do
           if o.oid == holder and o.type == w.type and o.key == w.key then gives_up = false end
         end
       end
-      -- An entry whose object is gone (its P o:<oid> deleted by hand) holds the key for nothing.
-      if not gives_up and redis.call('EXISTS', p .. 'o:' .. holder) == 1 then
+      -- An entry whose object is gone (its P o:<oid> or its hash deleted by hand) holds the
+      -- key for nothing.
+      if not gives_up and live(p, holder) then
         conflicts[#conflicts + 1] = w.oid; conflicts[#conflicts + 1] = holder
       end
     end
@@ -265,31 +266,65 @@ for _, b in ipairs(blobs) do out[#out + 1] = b end
 return out
 )lua";
 
-// ARGV: prefix, type, score lower bound "(after", limit. Returns oid, key, oid, key...
+// Put before the scripts that use it (script_source). Whether object <oid> exists, and its
+// key: a hash at P o:<oid> with a _version, or a pointer _at there to a hash with a _version
+// whose _oid is <oid>. A hash deleted by hand leaves a pointer to nothing, and its index
+// entries: those name no object.
+constexpr std::string_view live_function = R"lua(
+local function live(p, oid)
+  local meta = redis.call('HMGET', p .. 'o:' .. oid, '_at', '_version', '_key')
+  if not meta[1] then return meta[2] ~= false, meta[3] end
+  local h = redis.call('HMGET', meta[1], '_oid', '_version', '_key')
+  return h[1] == oid and h[2] ~= false, h[3]
+end
+)lua";
+
+// ARGV: prefix, type, score lower bound "(after", limit. Returns oid, key, oid, key... of up to
+// `limit` live objects (index entries of objects deleted by hand are passed over).
 constexpr std::string_view scan_type_script = R"lua(
 local p = ARGV[1]
-local oids = redis.call('ZRANGEBYSCORE', p .. 't:' .. ARGV[2], ARGV[3], '+inf', 'LIMIT', 0, ARGV[4])
+local low = ARGV[3]
+local left = tonumber(ARGV[4])
 local out = {}
-for _, oid in ipairs(oids) do
-  out[#out + 1] = oid
-  local okey = p .. 'o:' .. oid
-  out[#out + 1] = redis.call('HGET', redis.call('HGET', okey, '_at') or okey, '_key') or ''
+while left > 0 do
+  local oids = redis.call('ZRANGEBYSCORE', p .. 't:' .. ARGV[2], low, '+inf', 'LIMIT', 0, left)
+  if #oids == 0 then break end
+  for _, oid in ipairs(oids) do
+    local ok, key = live(p, oid)
+    if ok then out[#out + 1] = oid; out[#out + 1] = key or ''; left = left - 1 end
+  end
+  low = '(' .. oids[#oids]
 end
 return out
 )lua";
 
-// ARGV: prefix, type, lex lower bound, limit, key prefix. Returns key, oid, key, oid...
+// ARGV: prefix, type, lex lower bound, limit, key prefix. Returns key, oid, key, oid... of up to
+// `limit` live objects.
 constexpr std::string_view scan_keys_script = R"lua(
 local p = ARGV[1]
-local keys = redis.call('ZRANGEBYLEX', p .. 'ks:' .. ARGV[2], ARGV[3], '+', 'LIMIT', 0, ARGV[4])
+local low = ARGV[3]
+local left = tonumber(ARGV[4])
 local prefix = ARGV[5]
 local out = {}
-for _, k in ipairs(keys) do
-  if string.sub(k, 1, #prefix) ~= prefix then break end
-  local oid = redis.call('HGET', p .. 'k:' .. ARGV[2], k)
-  if oid then out[#out + 1] = k; out[#out + 1] = oid end
+while left > 0 do
+  local keys = redis.call('ZRANGEBYLEX', p .. 'ks:' .. ARGV[2], low, '+', 'LIMIT', 0, left)
+  if #keys == 0 then break end
+  for _, k in ipairs(keys) do
+    if string.sub(k, 1, #prefix) ~= prefix then return out end
+    local oid = redis.call('HGET', p .. 'k:' .. ARGV[2], k)
+    if oid and live(p, oid) then out[#out + 1] = k; out[#out + 1] = oid; left = left - 1 end
+  end
+  low = '(' .. keys[#keys]
 end
 return out
+)lua";
+
+// ARGV: prefix, type, key. Returns the oid of the live object holding the key, or nil.
+constexpr std::string_view find_key_script = R"lua(
+local p = ARGV[1]
+local oid = redis.call('HGET', p .. 'k:' .. ARGV[2], ARGV[3])
+if oid and live(p, oid) then return oid end
+return false
 )lua";
 
 // ARGV: prefix, start id. Returns current csn, the id of the oldest change ('' if none), then
@@ -349,6 +384,7 @@ enum ScriptId {
   load_id,
   scan_type_id,
   scan_keys_id,
+  find_key_id,
   changes_id,
   lock_id,
   unlock_id,
@@ -360,7 +396,7 @@ enum ScriptId {
 std::string script_source(ScriptId id) {
   switch (id) {
     case commit_id: {
-      std::string s(commit_script);
+      std::string s = std::string(live_function).append(commit_script);
       s.replace(s.find("@CHUNK@"), 7, std::to_string(hset_chunk));
       constexpr std::string_view max_bytes = "@MAX_OBJECT_BYTES@";
       s.replace(s.find(max_bytes), max_bytes.size(), std::to_string(max_object_bytes));
@@ -369,9 +405,11 @@ std::string script_source(ScriptId id) {
     case load_id:
       return std::string(load_script);
     case scan_type_id:
-      return std::string(scan_type_script);
+      return std::string(live_function).append(scan_type_script);
     case scan_keys_id:
-      return std::string(scan_keys_script);
+      return std::string(live_function).append(scan_keys_script);
+    case find_key_id:
+      return std::string(live_function).append(find_key_script);
     case changes_id:
       return std::string(changes_script);
     case lock_id:
@@ -1162,9 +1200,9 @@ std::optional<Oid> RedisStore::find_key(std::string_view type, std::string_view 
   ReplyPtr r;
   {
     std::lock_guard lk(mu_);
-    r = conn_.run({"HGET", key("k:", type), k});
+    r = eval(find_key_id, {prefix_, type, k});
   }
-  auto found = opt_string(r.get(), "HGET");
+  auto found = opt_string(r.get(), "find_key");
   if (!found) return std::nullopt;
   Oid oid(parse_u64(*found, "oid"));
   learn(oid, type, k);
