@@ -235,6 +235,21 @@ std::size_t reindex_records(Store& store, const TypeSpec& spec);
 // Throws InvalidArgument naming the field if `state` breaks a rule of `spec`.
 void validate_state(const TypeSpec& spec, const Value::Map& state);
 
+// A key, inside a field's stored value, of a map the C++ field type does not hold all of: a
+// nested struct's stored field that this program's struct does not declare. Kept on save, as
+// the record's own undeclared fields are.
+struct NestedKey {
+  std::vector<std::string> path;  // the field's name, then the keys of the maps down to it
+  Value value;
+};
+// Appends to `out` each key of a map in `stored` that the map in the same place in `kept` lacks
+// (looking into maps only: a list's elements are not matched up). `path` leads to `stored`.
+void collect_dropped_keys(const Value& stored, const Value& kept, std::vector<std::string>& path,
+                          std::vector<NestedKey>& out);
+// Puts each key back in `state` where its path leads, if the maps on the way are still there and
+// the key is not.
+void restore_dropped_keys(Value::Map& state, const std::vector<NestedKey>& keys);
+
 std::string to_record_json(const TypeSpec& spec, const std::string& id, const Value::Map& state);
 // The fields (and "id", if present) of a to_record_json() text, checked against `spec`.
 Value::Map from_record_json(const TypeSpec& spec, std::string_view text, std::string* id);
@@ -643,7 +658,8 @@ class RecordBase : public std::enable_shared_from_this<RecordBase> {
   std::optional<Oid> oid_;
   std::shared_ptr<Repository> repo_;  // nullptr = the type's
   Value::Map extra_;
-  std::string lock_owner_;  // the owner name of the last lock() that succeeded
+  std::vector<detail::NestedKey> nested_extra_;  // undeclared keys inside fields, as extra_
+  std::string lock_owner_;                       // the owner name of the last lock() that succeeded
 
  private:
   friend class Repository;
@@ -922,7 +938,19 @@ class Record : public RecordBase {
     spec().validate(f, value);
     cairn_visit_fields(TypeTag<T>{}, self(), [&](std::string_view name, auto& member) {
       using Field = std::remove_cvref_t<decltype(member)>;
-      if (name == f.name) member = detail::Codec<Field>::from(value, path().field(name));
+      if (name != f.name) return;
+      Field decoded = detail::Codec<Field>::from(value, path().field(name));
+      // A key a nested struct does not declare would be dropped here: refused, as an unknown
+      // field of the record itself is.
+      std::vector<detail::NestedKey> dropped;
+      collect_dropped_keys<Field>(name, value, decoded, dropped);
+      if (!dropped.empty()) {
+        std::string where = spec().name;
+        for (const std::string& key : dropped.front().path)
+          where += "." + key;
+        throw InvalidArgument(where + ": unknown field");
+      }
+      member = std::move(decoded);
     });
   }
 
@@ -1138,6 +1166,7 @@ class Record : public RecordBase {
     Value::Map state = extra_;
     for (auto& [name, value] : field_values())
       state.insert_or_assign(name, std::move(value));
+    detail::restore_dropped_keys(state, nested_extra_);
     state.insert_or_assign("$gen", Value(spec().generation));
     return state;
   }
@@ -1150,12 +1179,35 @@ class Record : public RecordBase {
       scratch.decode_fields(row.state, repo);
     }
     decode_fields(row.state, repo);
+    nested_extra_ = dropped_keys(row.state);
     extra_.clear();
     for (const auto& [name, value] : row.state) {
       if (name != "$gen" && !spec().find(name)) extra_.insert_or_assign(name, value);
     }
     id_ = row.key;
     oid_ = row.oid;
+  }
+  // What decoding `state` into the fields left out: keys of nested structs this program does
+  // not declare. Only fields that may hold a struct are compared.
+  std::vector<detail::NestedKey> dropped_keys(const Value::Map& state) const {
+    std::vector<detail::NestedKey> out;
+    cairn_visit_fields(TypeTag<T>{}, self(), [&](std::string_view name, const auto& member) {
+      using Field = std::remove_cvref_t<decltype(member)>;
+      auto it = state.find(name);
+      if (it != state.end()) collect_dropped_keys<Field>(name, it->second, member, out);
+    });
+    return out;
+  }
+  template <typename Field>
+  void collect_dropped_keys(std::string_view name, const Value& stored, const Field& decoded,
+                            std::vector<detail::NestedKey>& out) const {
+    constexpr FieldKind kind = FieldTraits<Field>::kind;
+    if constexpr (kind == FieldKind::object || kind == FieldKind::map) {
+      if (!stored.is_map()) return;
+      std::vector<std::string> keys{std::string(name)};
+      detail::collect_dropped_keys(stored, detail::Codec<Field>::to(decoded, path().field(name)),
+                                   keys, out);
+    }
   }
   void decode_fields(const Value::Map& state, const std::shared_ptr<Repository>& repo) {
     const TypeSpec& s = spec();

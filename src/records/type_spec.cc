@@ -232,6 +232,33 @@ void validate_state(const TypeSpec& spec, const Value::Map& state) {
   }
 }
 
+void collect_dropped_keys(const Value& stored, const Value& kept, std::vector<std::string>& path,
+                          std::vector<NestedKey>& out) {
+  if (!stored.is_map() || !kept.is_map()) return;
+  const Value::Map& kept_map = kept.as_map();
+  for (const auto& [key, value] : stored.as_map()) {
+    path.push_back(key);
+    auto it = kept_map.find(key);
+    if (it == kept_map.end()) {
+      out.push_back(NestedKey{path, value});
+    } else {
+      collect_dropped_keys(value, it->second, path, out);
+    }
+    path.pop_back();
+  }
+}
+
+void restore_dropped_keys(Value::Map& state, const std::vector<NestedKey>& keys) {
+  for (const NestedKey& k : keys) {
+    Value::Map* map = &state;
+    for (std::size_t i = 0; map != nullptr && i + 1 < k.path.size(); ++i) {
+      auto it = map->find(k.path[i]);
+      map = it != map->end() && it->second.is_map() ? &it->second.as_map() : nullptr;
+    }
+    if (map != nullptr) map->try_emplace(k.path.back(), k.value);
+  }
+}
+
 std::optional<double> exact_double(std::int64_t i) {
   const double d = static_cast<double>(i);
   // 2^63, the double nearest INT64_MAX, is past every int64 (and would not convert back).

@@ -630,6 +630,70 @@ TEST_F(RecordTest, AddedFieldsTakeDefaultsAndUnknownFieldsSurviveASave) {
   EXPECT_EQ(Gen0Wider::load("p", {.repository = repo})->added, 5);
 }
 
+// Nested structs evolve like records: a program whose nested struct lacks a field keeps that
+// field's stored value on save, in a nested field and inside a map of structs.
+struct AddressNarrow {
+  std::string street;
+};
+CAIRN_TYPE(AddressNarrow, "records_test.Address", street);
+struct AddressWide {
+  std::string street;
+  std::string zip;
+};
+CAIRN_TYPE(AddressWide, "records_test.Address", street, zip);
+struct HomeNarrow : Record<HomeNarrow> {
+  AddressNarrow address;
+  std::map<std::string, AddressNarrow> others;
+};
+CAIRN_TYPE(HomeNarrow, "records_test.Home", address, others);
+struct HomeWide : Record<HomeWide> {
+  AddressWide address;
+  std::map<std::string, AddressWide> others;
+};
+CAIRN_TYPE(HomeWide, "records_test.Home", address, others);
+
+TEST_F(RecordTest, UnknownFieldsOfNestedStructsSurviveASave) {
+  HomeWide::create(
+      [](HomeWide& h) {
+        h.address = {"Privet Drive", "GU1"};
+        h.others["burrow"] = {"Ottery", "EX11"};
+      },
+      {.id = "h", .repository = repo});
+  auto narrow = HomeNarrow::load("h", {.repository = repo});
+  EXPECT_EQ(narrow->address.street, "Privet Drive");
+  narrow->address.street = "4 Privet Drive";
+  narrow->others["hogwarts"] = {"Highlands"};
+  narrow->save();
+  auto back = HomeWide::load("h", {.cache = false, .repository = repo});
+  EXPECT_EQ(back->address.street, "4 Privet Drive");
+  EXPECT_EQ(back->address.zip, "GU1");
+  EXPECT_EQ(back->others.at("burrow").zip, "EX11");
+  EXPECT_EQ(back->others.at("hogwarts").zip, "");
+  // An entry the narrow program removed stays removed.
+  narrow->others.erase("burrow");
+  narrow->save();
+  EXPECT_EQ(HomeWide::load("h", {.cache = false, .repository = repo})->others.count("burrow"), 0u);
+}
+
+// set() (and so make(), create() and from_json()) refuses a key a nested struct does not
+// declare, naming it, instead of dropping it.
+TEST_F(RecordTest, SetRefusesAnUnknownFieldOfANestedStruct) {
+  auto h = HomeNarrow::make({}, {.repository = repo});
+  try {
+    h->set("address", Value::Map{{"street", "x"}, {"zip", "y"}});
+    FAIL() << "no error";
+  } catch (const InvalidArgument& e) {
+    EXPECT_NE(std::string(e.what()).find("records_test.Home.address.zip"), std::string::npos)
+        << e.what();
+  }
+  EXPECT_EQ(h->address.street, "") << "the field changed";
+  EXPECT_THROW(h->set("others", Value::Map{{"a", Value::Map{{"zip", "y"}}}}), InvalidArgument);
+  EXPECT_NO_THROW(h->set("address", Value::Map{{"street", "x"}}));
+  EXPECT_EQ(h->address.street, "x");
+  auto wide = HomeWide::make({{"address", Value::Map{{"street", "s"}, {"zip", "z"}}}});
+  EXPECT_THROW(HomeNarrow::from_json(wide->to_json()), InvalidArgument);
+}
+
 TEST_F(RecordTest, ToJsonDescribesEveryField) {
   auto project = Project::create({{"name", "p"}, {"git_uri", Bytes{"hi"}}}, {.id = "pj"});
   auto b = Build::make({{"cost", Decimal("2.50")}, {"tags", Value::List{"t"}}}, {.id = "b1"});
