@@ -319,7 +319,8 @@ std::string error_body(ErrorCode code, std::string_view message, std::span<const
 void throw_error_body(std::string_view bytes) {
   Body body(bytes);
   Reader r = body.reader();
-  auto code = static_cast<ErrorCode>(r.u64());
+  std::uint64_t number = r.u64();
+  auto code = static_cast<ErrorCode>(number);
   std::string message = r.str();
   std::vector<Oid> oids = r.at_end() ? std::vector<Oid>{} : read_oids(r.array());
   switch (code) {
@@ -344,9 +345,11 @@ void throw_error_body(std::string_view bytes) {
     case ErrorCode::busy:
       throw Busy(message);
     case ErrorCode::internal:
-      break;
+      throw Error(code, message);
   }
-  throw Error(code, message);
+  // A code this build does not know (a newer peer's): keep its number in the message, not in a
+  // code() no switch over ErrorCode expects.
+  throw Error(ErrorCode::internal, fmt::format("{} (error code {})", message, number));
 }
 
 }  // namespace cairn::net

@@ -141,7 +141,12 @@ class RemoteStore::Impl : public std::enable_shared_from_this<Impl> {
     }
     Body body(reply);
     Reader r = body.reader();
-    r.u64();  // the version: the server accepted our one
+    if (std::uint64_t spoken = r.u64(); spoken != protocol_version) {
+      throw ProtocolError(
+          fmt::format("{} answered hello in protocol version {}; this client "
+                      "speaks {}",
+                      where(), spoken, protocol_version));
+    }
     server_name_ = r.str();
     r.u64();  // its CSN
     heartbeat_ = std::chrono::milliseconds(std::max<std::uint64_t>(r.u64(), 50));
@@ -520,16 +525,18 @@ class RemoteStore::Impl : public std::enable_shared_from_this<Impl> {
     while (in_len_ - at >= header_size) {
       FrameHeader header =
           parse_header(std::string_view(in_.data() + at, header_size), default_max_reply_bytes);
+      replied_ = true;  // with a frame: whatever follows, it is not a TLS server
+      if (header.kind == Kind::request) throw ProtocolError("the server sent a request");
       if (in_len_ - at < header_size + header.body_size) {
-        if (in_.size() < header_size + header.body_size + (in_len_ - at) + at) {
-          in_.resize(at + header_size + header.body_size);
-        }
+        // Room grows with what has arrived (read() adds a chunk when little is left), not at
+        // once to what the header claims.
+        std::size_t end = at + header_size + header.body_size;
+        if (in_.size() < end) in_.resize(std::min(end, std::max(in_.size(), 2 * in_len_)));
         break;
       }
       std::string_view body(in_.data() + at + header_size, header.body_size);
       at += header_size + header.body_size;
       check_body(header, body);
-      replied_ = true;
       if (header.kind == Kind::push) {
         on_push(header, body);
         continue;
@@ -585,6 +592,9 @@ class RemoteStore::Impl : public std::enable_shared_from_this<Impl> {
 
   void lost(const std::string& why) {
     std::map<std::uint32_t, std::shared_ptr<Pending>> failed;
+    // The server's error frame without an id, if it sent one before closing: why it did (at its
+    // client limit: Busy; a refused hello: AuthError). Pending calls throw that, not IoError.
+    std::string refusal;
     {
       std::lock_guard lock(mu_);
       if (!connected_) return;
@@ -598,13 +608,18 @@ class RemoteStore::Impl : public std::enable_shared_from_this<Impl> {
         } catch (const Error& e) {
           lost_ = e.what();
         }
-        error_without_id_.clear();
+        refusal = std::exchange(error_without_id_, {});
       }
       failed.swap(pending_);
     }
     for (auto& [id, pending] : failed) {
       std::lock_guard lock(pending->mu);
-      pending->failure = lost_;
+      if (refusal.empty()) {
+        pending->failure = lost_;
+      } else {
+        pending->kind = Kind::error;
+        pending->body = refusal;
+      }
       pending->done = true;
       pending->cv.notify_one();
     }

@@ -319,13 +319,15 @@ class Session : public std::enable_shared_from_this<Session> {
       in_len_ -= at;
     }
     if (closing_ || draining_) return;
-    // Make room for the whole of a frame whose header has arrived (it was checked above).
+    // Room for more of a frame whose header has arrived (it was checked above), growing with
+    // what has arrived rather than at once to the size its header claims: else a client could
+    // make the server hold max_frame() bytes per connection for 21 bytes sent.
     std::size_t want =
         in_len_ >= header_size
             ? header_size +
                   parse_header(std::string_view(in_.data(), header_size), max_frame()).body_size
             : 0;
-    if (want > in_.size()) in_.resize(want);
+    if (want > in_.size()) in_.resize(std::min(want, std::max(in_.size(), 2 * in_len_)));
     if (in_.size() > 4 * read_chunk && in_len_ < read_chunk && want < read_chunk) {
       in_.resize(read_chunk);
       in_.shrink_to_fit();
@@ -949,13 +951,16 @@ void Server::Impl::accept(Acceptor& acceptor) {
   acceptor.async_accept([this, &acceptor](const asio::error_code& ec, auto socket) {
     if (stopping_) return;
     if (!ec) {
+      if constexpr (std::is_same_v<TransportType, TcpTransport> ||
+                    std::is_same_v<TransportType, TlsTransport>) {
+        // Replies and pushes are small writes: with Nagle's algorithm each could wait for the
+        // client's delayed ACK (about 40 ms), under TLS as much as without.
+        asio::error_code ignored;
+        socket.set_option(asio::ip::tcp::no_delay(true), ignored);
+      }
       if constexpr (std::is_same_v<TransportType, TlsTransport>) {
         adopt(std::make_unique<TlsTransport>(true, std::move(socket), *tls_));
       } else {
-        if constexpr (std::is_same_v<TransportType, TcpTransport>) {
-          asio::error_code ignored;
-          socket.set_option(asio::ip::tcp::no_delay(true), ignored);
-        }
         adopt(std::make_unique<TransportType>(true, std::move(socket)));
       }
     }
