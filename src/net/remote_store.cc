@@ -163,7 +163,10 @@ class RemoteStore::Impl : public std::enable_shared_from_this<Impl> {
       }
       instance_ = instance;
     }
-    asio::post(io_, [this] { heartbeat(); });
+    asio::post(io_, [this] {
+      silent_ticks_ = 0;
+      heartbeat();
+    });
     bool rewatch = false;
     std::uint64_t since = 0;
     {
@@ -502,6 +505,7 @@ class RemoteStore::Impl : public std::enable_shared_from_this<Impl> {
             return lost(ec == asio::error::eof ? "the server closed it" : ec.message());
           }
           in_len_ += n;
+          silent_ticks_ = 0;
           try {
             consume();
           } catch (const Error& e) {
@@ -692,8 +696,18 @@ class RemoteStore::Impl : public std::enable_shared_from_this<Impl> {
     }
   }
 
-  // Keeps an idle connection alive: the server drops clients silent for 3 heartbeats.
+  // Keeps an idle connection alive: the server drops clients silent for 3 heartbeats. And drops
+  // it in turn when nothing, not even the answer to a ping, came for that long: a connection
+  // frozen along the way (a proxy, a lost route) raises no error, and a client with listeners
+  // would go on serving what it cached as current, hearing of no commit.
+  // Counted in ticks, not time, so that a listener holding this thread up is not taken for a
+  // silent server.
   void heartbeat() {
+    if (++silent_ticks_ > 3) {
+      lost(fmt::format("nothing came from the server for 3 heartbeats ({} ms)",
+                       (3 * heartbeat_).count()));
+      return;
+    }
     if (!sent_since_tick_) {
       std::string frame;
       append_frame(frame, Kind::request, static_cast<std::uint16_t>(Op::ping), 0,
@@ -718,6 +732,7 @@ class RemoteStore::Impl : public std::enable_shared_from_this<Impl> {
   std::atomic<std::uint64_t> features_{0};  // the server's, from its hello reply
   std::chrono::milliseconds heartbeat_{10'000};
   asio::steady_timer heartbeat_timer_{io_};
+  int silent_ticks_ = 0;  // heartbeats since bytes last came from the server; I/O thread only
 
   std::mutex mu_;  // guards what follows
   bool connected_ = false;

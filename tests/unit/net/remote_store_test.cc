@@ -173,9 +173,10 @@ class ScriptedServer {
   std::thread thread_;
 };
 
-std::string hello_answer(net::Kind kind, std::uint64_t version) {
+std::string hello_answer(net::Kind kind, std::uint64_t version,
+                         std::uint64_t heartbeat_ms = 10'000) {
   net::Writer w;
-  w.array(6).u64(version).str("fake").u64(0).u64(10'000).u64(0).u64(1);
+  w.array(6).u64(version).str("fake").u64(0).u64(heartbeat_ms).u64(0).u64(1);
   std::string frame;
   net::append_frame(frame, kind, static_cast<std::uint16_t>(net::Op::hello), 1, w.bytes());
   return frame;
@@ -217,6 +218,23 @@ TEST(RemoteStore, AMalformedHelloAnswerIsRefused) {
       EXPECT_EQ(e.code(), ErrorCode::internal);
       EXPECT_NE(std::string(e.what()).find("error code 999"), std::string::npos) << e.what();
     }
+  }
+}
+
+// A server that goes silent without closing (a frozen proxy, a lost route) is taken as gone
+// after three heartbeats without a byte from it: the call fails then, not at its timeout, and
+// the connection is made again.
+TEST(RemoteStore, AServerSilentForThreeHeartbeatsIsTakenAsGone) {
+  ScriptedServer fake(hello_answer(net::Kind::response, net::protocol_version, 100));
+  net::ClientOptions options = fake.client();
+  options.call_timeout = 20s;
+  net::RemoteStore store(options);
+  try {
+    store.ping();
+    FAIL() << "a ping the server never answered returned";
+  } catch (const IoError& e) {
+    EXPECT_NE(std::string(e.what()).find("nothing came from the server"), std::string::npos)
+        << e.what();
   }
 }
 
