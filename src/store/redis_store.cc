@@ -59,26 +59,32 @@ constexpr int hset_chunk = 500;
 
 // ---- Lua scripts (all take numkeys 0 and build their keys from the prefix in ARGV[1]) ----
 
-// ARGV: prefix, stream max length, nreads, (oid, version)*, ndeletes, oid*, nwrites,
+// ARGV: prefix, stream max length, epoch, nreads, (oid, version)*, ndeletes, oid*, nwrites,
 //       (oid, type, key, hash key, nfields, (field, value)*)*, [nappends, (oid, bytes)*]
 // The hash key of a write is where its hash goes: `P o:<oid>`, or its readable key `P<type>:<key>`
 // (hash_key()), in which case `P o:<oid>` becomes a pointer {_at = hash key}. A write whose one
 // field is `_bytes` is a blob: the field's value is its bytes, which go to the string `P b:<oid>`.
 // The appends are left out when there are none, so that such commits cost nothing more.
-// Returns {"conflict", oid...}, {"same", csn} (nothing to apply), {"ok", csn, changed oid...}, or
+// The epoch is the one the client read when it opened the store (RedisStore::epoch_).
+// Returns {"epoch", current epoch} (nothing written) if `P epoch` holds another,
+// {"conflict", oid...}, {"same", csn} (nothing to apply), {"ok", csn, changed oid...}, or
 // for an append that cannot apply (nothing written): {"absent", oid}, {"not_blob", oid} or
 // {"too_big", oid, current data size}; or {"csn_behind", csn} (nothing written) when the CSN
 // counter is behind the change stream.
 constexpr std::string_view commit_script = R"lua(
 local p = ARGV[1]
-local i = 4
+-- Another history (the database flushed or replaced since this client opened it): the reads
+-- it validates, and the CSNs it knows, may be numbers that mean other commits here.
+local epoch = redis.call('GET', p .. 'epoch') or ''
+if epoch ~= ARGV[3] then return {'epoch', epoch} end
+local i = 5
 -- Where an object's hash is (the key its pointer names, or its own key), and its own key.
 local function where(oid)
   local okey = p .. 'o:' .. oid
   return redis.call('HGET', okey, '_at') or okey, okey
 end
 local conflicts = {'conflict'}
-local nreads = tonumber(ARGV[3])
+local nreads = tonumber(ARGV[4])
 -- Each redis.call costs more than most commands themselves: read what is at P o:<oid> in one.
 for _ = 1, nreads do
   local meta = redis.call('HMGET', p .. 'o:' .. ARGV[i], '_at', '_version')
@@ -327,10 +333,13 @@ if oid and live(p, oid) then return oid end
 return false
 )lua";
 
-// ARGV: prefix, start id. Returns current csn, the id of the oldest change ('' if none), then
+// ARGV: prefix, start id, epoch (as in commit_script). Returns {"epoch", current epoch} if it
+// is another; else the current csn, the id of the oldest change ('' if none), then
 // the oids field of every change from the start id on.
 constexpr std::string_view changes_script = R"lua(
 local p = ARGV[1]
+local epoch = redis.call('GET', p .. 'epoch') or ''
+if epoch ~= ARGV[3] then return {'epoch', epoch} end
 local out = {redis.call('GET', p .. 'csn') or '0', ''}
 local first = redis.call('XRANGE', p .. 'changes', '-', '+', 'COUNT', 1)
 if #first == 0 then return out end
@@ -595,6 +604,11 @@ class RedisStore final : public Store {
       ReplyPtr r = conn_.run({"SCRIPT", "LOAD", source});
       shas_[static_cast<std::size_t>(id)] = string_of(r.get(), "SCRIPT LOAD");
     }
+    // The history this store works in: made by the first store to open the database, gone
+    // with a flush (and another one then made), another in a copy of another database.
+    conn_.run({"SET", key("epoch", ""), Uuid::random().str(), "NX"});
+    ReplyPtr r = conn_.run({"GET", key("epoch", "")});
+    epoch_ = opt_string(r.get(), "GET epoch").value_or("");
   }
   ~RedisStore() override {
     std::lock_guard lk(feed_mu_);
@@ -621,6 +635,16 @@ class RedisStore final : public Store {
   }
 
  private:
+  // The reply {"epoch", current} of a script that found `P epoch` changed, thrown.
+  [[noreturn]] void throw_other_history(const redisReply* r) const {
+    std::string now = r->elements > 1 ? std::string(string_of(r->element[1], "epoch")) : "";
+    throw Corruption(fmt::format(
+        "the Redis data under prefix \"{}\" was flushed or replaced since this store opened it "
+        "({}epoch is {}, was {}): the CSNs and versions this store knows may name other commits "
+        "there. Nothing was written; open the store again (restart cairn serve)",
+        prefix_, prefix_, now.empty() ? "gone" : now, epoch_));
+  }
+
   // What located_ remembers of an object.
   struct Location {
     std::string at;     // the readable key; empty: the hash is at `P o:<oid>`
@@ -717,6 +741,7 @@ class RedisStore final : public Store {
   std::deque<std::pair<std::uint64_t, std::vector<Oid>>> outbox_;  // commits to notify, CSN order
   bool delivering_ = false;
 
+  std::string epoch_;           // `P epoch` when the store opened (the constructor)
   mutable std::mutex feed_mu_;  // guards feed_; taken before mu_
   std::unique_ptr<ChangeFeed> feed_;
 
@@ -949,7 +974,7 @@ std::uint64_t RedisStore::commit(const CommitRequest& request) {
   auto str = [&strings](std::string s) -> std::string_view {
     return strings.emplace_back(std::move(s));
   };
-  Args args = {prefix_, stream_max_len, str(std::to_string(request.reads.size()))};
+  Args args = {prefix_, stream_max_len, epoch_, str(std::to_string(request.reads.size()))};
   for (const ReadCheck& r : request.reads) {
     args.push_back(str(r.oid.str()));
     args.push_back(str(std::to_string(r.version)));
@@ -998,6 +1023,10 @@ std::uint64_t RedisStore::commit(const CommitRequest& request) {
   const redisReply* r = expect_array(reply.get(), "commit");
   if (r->elements < 1) unexpected(r, "commit");
   std::string_view status = string_of(r->element[0], "commit");
+  if (status == "epoch") {
+    lk.unlock();
+    throw_other_history(r);
+  }
   if (status == "conflict") {
     lk.unlock();
     std::vector<Oid> conflicts;
@@ -1109,10 +1138,11 @@ Changes RedisStore::changes_since(std::uint64_t csn) {
   ReplyPtr reply;
   {
     std::lock_guard lk(mu_);
-    reply = eval(changes_id, {prefix_, start});
+    reply = eval(changes_id, {prefix_, start, epoch_});
   }
   const redisReply* r = expect_array(reply.get(), "changes_since");
   if (r->elements < 2) unexpected(r, "changes_since");
+  if (string_of(r->element[0], "changes_since") == "epoch") throw_other_history(r);
   Changes out;
   out.csn = parse_u64(string_of(r->element[0], "changes_since"), "csn");
   if (csn >= out.csn) return out;

@@ -381,16 +381,19 @@ TEST_F(RecordTest, APointerToARecordInAnotherRepositoryIsRefused) {
 }
 
 // A Redis server that lost its data hands out the same oids again: a record saved before the
-// loss must not overwrite the record another client created at its oid since.
+// loss must not overwrite the record another client created at its oid since. (Repositories
+// open across the loss refuse to go on, docs/redis-layout.md: these are opened again.)
 TEST_F(RecordTest, SaveAfterTheStoreLostItsDataNeverOverwritesANewerRecord) {
   RedisServer server;
   std::string url = server.url("records:");
   auto mine = Repository::open(url);
-  auto theirs = Repository::open(url);
   auto alice = Project::create({{"name", "alice"}}, {.id = "alice", .repository = mine});
   server.command({"FLUSHALL"});
+  EXPECT_THROW(mine->store().changes_since(0), Corruption);
+  auto theirs = Repository::open(url);
   auto bob = Project::create({{"name", "bob"}}, {.id = "bob", .repository = theirs});
   ASSERT_EQ(bob->oid(), alice->oid());
+  alice->set_repository(Repository::open(url));
   alice->name = "alice again";
   alice->save();
   EXPECT_EQ(Project::load("bob", {.cache = false, .repository = theirs})->name, "bob");

@@ -210,6 +210,33 @@ TEST_F(RedisStoreTest, AKeyWhoseReadableHashWasDeletedByHandIsFree) {
             (Entries{{b, "harry"}, {c, "hermione"}}));
 }
 
+// A Redis database flushed under an open store starts another history, whose CSNs and versions
+// repeat the old ones: a read validated at "version 1" would pass against another commit's
+// version 1, and that commit would be lost. The store refuses to commit or sync across it.
+TEST_F(RedisStoreTest, AStoreRefusesToGoOnInAFlushedDatabase) {
+  Oid a = store->new_oids(1);
+  std::uint64_t v1 = put(*store, a, Value::Map{{"n", 1}});
+  ASSERT_EQ(one(server().command({"FLUSHALL"})), "OK");
+  auto after = open(server().url(prefix));  // another client, after the flush
+  after->new_oids(1);
+  EXPECT_EQ(put(*after, a, Value::Map{{"n", 2}}), v1) << "the new history repeats the CSN";
+  CommitRequest stale;
+  stale.reads.push_back(ReadCheck{a, v1});
+  stale.writes.push_back(WriteOp{a, "", "", encode(Value(Value::Map{{"n", 3}}))});
+  try {
+    store->commit(stale);
+    FAIL() << "a commit validated against the old history was applied";
+  } catch (const Corruption& e) {
+    EXPECT_NE(std::string(e.what()).find("flushed or replaced"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(decode(get(*after, a).data), Value(Value::Map{{"n", 2}}));
+  EXPECT_THROW(store->changes_since(0), Corruption);
+  // Opened again, a store works in the new history.
+  auto reopened = open(server().url(prefix));
+  EXPECT_NO_THROW(put(*reopened, a, Value::Map{{"n", 4}}));
+  EXPECT_EQ(reopened->changes_since(0).csn, v1 + 1);
+}
+
 TEST_F(RedisStoreTest, TwoStoresOnOneRedisSeeEachOthersCommits) {
   std::unique_ptr<Store> other = open(server().url(prefix));
   Oid a = store->new_oids(1);
