@@ -65,6 +65,14 @@ void check_connect(const ConnectArgs& args) {
     }
     return;
   }
+  // Pasted into a URL as it is: a scheme, a token or parameters in it would make another URL
+  // than the flags say (a "?insecure=1" beside --tls-ca, a token beside --token).
+  if (args.connect.find_first_of("/?@#") != std::string::npos) {
+    throw InvalidArgument(fmt::format(
+        "--connect {}: give HOST:PORT or unix:PATH, with TLS and the token as flags (--tls, "
+        "--tls-ca, --insecure, --token)",
+        args.connect));
+  }
   parse_store_url(server_url(args, /*with_token=*/false));
 }
 

@@ -52,6 +52,10 @@ ClientOptions client_options(const StoreUrl& url) {
     if (name == "ca") {
       options.ca_file = value;
     } else if (name == "insecure") {
+      if (value != "1" && value != "true" && value != "0" && value != "false") {
+        throw InvalidArgument(
+            fmt::format("insecure={} in a cairn URL: give 1 or true (or 0 or false)", value));
+      }
       options.insecure = value == "1" || value == "true";
     } else if (name == "socket") {
       options.unix_path = value;
@@ -59,6 +63,17 @@ ClientOptions client_options(const StoreUrl& url) {
       throw InvalidArgument(fmt::format(
           "unknown parameter \"{}\" in a cairn URL (known: ca, insecure, socket)", name));
     }
+  }
+  // Settings that would be ignored, and with them what the user meant, are refused.
+  if (!options.tls && (!options.ca_file.empty() || options.insecure)) {
+    throw InvalidArgument(
+        "ca and insecure are TLS settings: use them with cairns://, not cairn:// (which connects "
+        "in plaintext)");
+  }
+  if (options.insecure && !options.ca_file.empty()) {
+    throw InvalidArgument(
+        "a cairn URL gives ca (verify the server against this CA) and insecure (verify nothing): "
+        "give one");
   }
   return options;
 }

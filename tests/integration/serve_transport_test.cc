@@ -72,6 +72,16 @@ TEST_F(ServeTransport, TlsWithTheRightCaWorksAndEveryOtherClientFailsCleanly) {
   ProcessResult insecure = shell_on(*server, "get /a", {"--insecure"});
   EXPECT_EQ(insecure.exit_code, 0) << insecure.err;
   EXPECT_EQ(insecure.out, "1\n");
+  // --connect is a place, not a URL: parameters in it would quietly override the flags (here,
+  // turn off the verification --tls-ca asks for).
+  for (const std::string& place : {server->address() + "?insecure=1",
+                                   "cairn://" + server->address(), "tok@" + server->address()}) {
+    ProcessResult odd =
+        cairn({"shell", "--connect", place, "--tls-ca", files.other_ca(), "-c", "get /a"});
+    EXPECT_EQ(odd.exit_code, 2) << place << ": " << odd.err;
+    EXPECT_NE(odd.err.find("HOST:PORT"), std::string::npos) << odd.err;
+    EXPECT_EQ(odd.out, "") << place;
+  }
   // TLS and the token are separate checks: the right CA with a wrong token is still refused.
   ProcessResult no_token = cairn({"shell", "--connect", server->address(), "--tls-ca", files.ca(),
                                   "--token", "wrong", "-c", "get /a"});

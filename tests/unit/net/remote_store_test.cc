@@ -22,6 +22,7 @@
 #include "cairn/error.h"
 #include "cairn/file_store.h"
 #include "cairn/json.h"
+#include "cairn/url.h"
 #include "conformance/store_conformance.h"
 #include "net/protocol.h"
 #include "support/eventually.h"
@@ -119,6 +120,23 @@ class OldServer {
   std::optional<asio::ip::tcp::socket> socket_;
   std::thread thread_;
 };
+
+// TLS settings in a URL that would be ignored, or contradict each other, are refused before
+// anything connects: else `cairn://h?ca=...` quietly connected in plaintext.
+TEST(RemoteStore, UrlsWithTlsSettingsThatWouldBeIgnoredAreRefused) {
+  for (const char* url :
+       {"cairn://127.0.0.1:1?ca=/tmp/ca.pem", "cairn://127.0.0.1:1?insecure=1",
+        "cairns://127.0.0.1:1?ca=/tmp/ca.pem&insecure=1", "cairns://127.0.0.1:1?insecure=yes"}) {
+    try {
+      net::client_options(parse_store_url(url));
+      ADD_FAILURE() << url << " was taken";
+    } catch (const InvalidArgument& e) {
+      EXPECT_TRUE(std::string(e.what()).find("insecure") != std::string::npos) << e.what();
+    }
+  }
+  EXPECT_TRUE(net::client_options(parse_store_url("cairns://127.0.0.1:1?insecure=1")).insecure);
+  EXPECT_EQ(net::client_options(parse_store_url("cairns://127.0.0.1:1?ca=/x")).ca_file, "/x");
+}
 
 // A fake server: answers the first frame it receives (the hello) with `answer`, then holds the
 // connection open, silent, until destroyed.
