@@ -54,6 +54,15 @@ std::string read_token(const ServeArgs& args) {
       token.pop_back();
     if (token.empty())
       throw InvalidArgument(fmt::format("token file {} is empty", args.token_file));
+    // More than one line: which was meant is unclear (a key file given by mistake?).
+    std::string rest;
+    while (std::getline(in, rest)) {
+      if (rest.find_first_not_of(" \r\t") != std::string::npos) {
+        throw InvalidArgument(
+            fmt::format("token file {} has more than one line; it should hold the token alone",
+                        args.token_file));
+      }
+    }
     return token;
   }
   if (const char* env = std::getenv("CAIRN_TOKEN")) return env;
@@ -160,7 +169,8 @@ void add_serve_command(CLI::App& app, Action& action) {
       ->type_name("PATH");
   command->add_option("--token", args->token,
                       "clients must present this token (also --token-file, env CAIRN_TOKEN)");
-  command->add_option("--token-file", args->token_file, "read the token from this file");
+  command->add_option("--token-file", args->token_file, "read the token from this file")
+      ->excludes("--token");
   command->add_option("--tls-cert", args->tls_cert, "serve TLS with this certificate (PEM)");
   command->add_option("--tls-key", args->tls_key, "the private key of --tls-cert (PEM)");
   add_fsync_option(command, args->fsync,

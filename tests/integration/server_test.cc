@@ -169,6 +169,20 @@ TEST_F(Serve, TheTokenMayComeFromAFileOrTheEnvironment) {
   EXPECT_EQ(*status, 0);
 }
 
+// A token file of two lines (a key file given by mistake?) or a token given twice, by flag and
+// by file, is refused rather than one of them taken silently.
+TEST_F(Serve, AnAmbiguousTokenIsRefused) {
+  write_file(dir_.file("two"), "first\nsecond\n");
+  ProcessResult two = cairn({"serve", "--memory", "--port", "0", "--token-file", dir_.file("two")});
+  EXPECT_EQ(two.exit_code, 1) << two.err;
+  EXPECT_NE(two.err.find("more than one line"), std::string::npos) << two.err;
+  write_file(dir_.file("one"), "only\n\n");
+  ProcessResult both =
+      cairn({"serve", "--memory", "--port", "0", "--token", "t", "--token-file", dir_.file("one")});
+  EXPECT_EQ(both.exit_code, 2) << both.err;
+  EXPECT_NE(both.err.find("excludes"), std::string::npos) << both.err;
+}
+
 // ---- signals ----
 
 class ServeSignal : public Serve, public ::testing::WithParamInterface<int> {};
