@@ -508,10 +508,17 @@ ShellSession::Outcome ShellSession::run(std::string_view command, std::ostream& 
     std::string oids;
     for (Oid oid : e.oids())
       oids += (oids.empty() ? "" : ", ") + oid.str();
-    message = fmt::format(
-        "conflict on oids {}: another commit changed them; this transaction was aborted and the "
-        "shell now reads csn {}",
-        oids, conn_.snapshot_csn());
+    // Why, as the error says it (another commit changed them; or the server was started again
+    // and cannot check what was read before): after its "... on oids N: ".
+    std::string_view why = e.what();
+    if (std::size_t on = why.find("on oids "); on != std::string_view::npos) {
+      if (std::size_t colon = why.find(": ", on); colon != std::string_view::npos) {
+        why.remove_prefix(colon + 2);
+      }
+    }
+    message = one_line(fmt::format(
+        "conflict on oids {}: {}; this transaction was aborted and the shell now reads csn {}",
+        oids, why, conn_.snapshot_csn()));
   } catch (const Error& e) {
     message = one_line(e.what());
   }

@@ -114,6 +114,7 @@ class RemoteStore::Impl : public std::enable_shared_from_this<Impl> {
     shutdown();
     io_.restart();
     open_transport();
+    ++connection_;  // the I/O thread is stopped (shutdown): nothing reads it meanwhile
     {
       std::lock_guard lock(mu_);
       connected_ = true;
@@ -129,8 +130,12 @@ class RemoteStore::Impl : public std::enable_shared_from_this<Impl> {
       greet();
     } catch (...) {
       // Connected, but not greeted, watching or caught up: drop the connection (on the I/O
-      // thread, which owns it), so that the next call starts over.
-      asio::post(io_, [this] { lost("the connection failed while it was being set up"); });
+      // thread, which owns it), so that the next call starts over. Only this connection: the
+      // handler may run after the next connect() has made another (io_ keeps what was posted
+      // across its restart), which it must leave alone.
+      asio::post(io_, [this, connection = connection_] {
+        if (connection == connection_) lost("the connection failed while it was being set up");
+      });
       throw;
     }
   }
@@ -748,6 +753,7 @@ class RemoteStore::Impl : public std::enable_shared_from_this<Impl> {
   std::chrono::milliseconds heartbeat_{10'000};
   asio::steady_timer heartbeat_timer_{io_};
   int silent_ticks_ = 0;  // heartbeats since bytes last came from the server; I/O thread only
+  std::uint64_t connection_ = 0;  // counts connect()s: which connection a posted handler is for
 
   std::mutex mu_;  // guards what follows
   bool connected_ = false;

@@ -34,6 +34,7 @@
 
 #include "cli/shell_session.h"
 #include "support/process.h"
+#include "support/served_store.h"
 #include "support/temp_dir.h"
 
 namespace cairn::testing {
@@ -926,6 +927,24 @@ TEST_F(ShellSessionTest, ACommitThatLostARacePrintsTheOidsAndLeavesTheShellAbort
   EXPECT_EQ(committed_csn(committed.substr(0, committed.size() - 1)), theirs + 1);
   Connection check = db_.connect();
   EXPECT_EQ(check.root().get("mine"), Value(6));
+}
+
+// The conflict line says why, as the error does: here that the server was started again (as
+// another instance), not that another commit changed the root (none did).
+TEST(ShellSessionOverAServer, AConflictAfterTheServerRestartedSaysSo) {
+  TestServer server(make_memory_store());
+  Database db(server.connect());
+  cli::ShellSession session(db, "server");
+  std::ostringstream out, err;
+  ASSERT_EQ(session.run("get /", out, err), cli::ShellSession::Outcome::ok) << err.str();
+  server.restart_over(make_memory_store());
+  ASSERT_EQ(session.run("set /a 1", out, err), cli::ShellSession::Outcome::ok) << err.str();
+  std::ostringstream failed;
+  ASSERT_EQ(session.run("commit", out, failed), cli::ShellSession::Outcome::failed);
+  std::string line = failed.str();
+  EXPECT_TRUE(line.starts_with("error: conflict on oids 0: ")) << line;
+  EXPECT_NE(line.find("started again"), std::string::npos) << line;
+  EXPECT_EQ(line.find("another commit changed them"), std::string::npos) << line;
 }
 
 TEST_F(ShellSessionTest, AReadThatCannotKeepTheSnapshotIsAConflict) {
