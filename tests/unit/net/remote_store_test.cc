@@ -1195,20 +1195,28 @@ bool server_sockets_have_nodelay(std::uint16_t port) {
   return found > 0;
 }
 
+// A TLS server over a memory store, and client options that trust it.
+struct TlsServer {
+  TlsFiles files;
+  TestServer server{make_memory_store(), options_with([this](net::ServerOptions& o) {
+                      o.tls_cert = files.cert();
+                      o.tls_key = files.key();
+                    })};
+  net::ClientOptions client() const {
+    net::ClientOptions options = server.client();
+    options.tls = true;
+    options.ca_file = files.ca();
+    return options;
+  }
+};
+
 // Without TCP_NODELAY on the server's side of a TLS connection, each commit of a watching client
 // waited about 40 ms for a delayed ACK (4.4 s for 100 commits, against 0.01 s in plain TCP).
 TEST(Server, TlsConnectionsSendWithoutDelay) {
-  TlsFiles files;
-  TestServer server(make_memory_store(), options_with([&](net::ServerOptions& o) {
-                      o.tls_cert = files.cert();
-                      o.tls_key = files.key();
-                    }));
-  net::ClientOptions options = server.client();
-  options.tls = true;
-  options.ca_file = files.ca();
-  net::RemoteStore client(options);
+  TlsServer tls;
+  net::RemoteStore client(tls.client());
   client.ping();
-  EXPECT_TRUE(server_sockets_have_nodelay(server.port()));
+  EXPECT_TRUE(server_sockets_have_nodelay(tls.server.port()));
 }
 
 // Connections refused past the room for control connections do not hold that room while they
@@ -1241,14 +1249,10 @@ TEST(Server, RefusedConnectionsDoNotTakeTheControlRoom) {
 }
 
 TEST(Server, TlsVerifiesTheServerAndRefusesPlaintext) {
-  TlsFiles files;
-  TestServer server(make_memory_store(), options_with([&](net::ServerOptions& o) {
-                      o.tls_cert = files.cert();
-                      o.tls_key = files.key();
-                    }));
-  net::ClientOptions options = server.client();
-  options.tls = true;
-  options.ca_file = files.ca();
+  TlsServer tls;
+  TlsFiles& files = tls.files;
+  TestServer& server = tls.server;
+  net::ClientOptions options = tls.client();
   net::RemoteStore good(options);
   Oid oid = good.new_oids(1);
   put_value(good, oid, 5);
