@@ -46,6 +46,16 @@ std::size_t resident_bytes() {
   return resident * static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
 }
 
+// A frame header announcing a body of `size` bytes, followed by the body's first byte: built
+// without the body (which the test does not send), by setting the length of a one-byte frame.
+std::string announce_frame(net::Kind kind, net::Op op, std::uint32_t id, std::uint32_t size) {
+  std::string frame;
+  net::append_frame(frame, kind, static_cast<std::uint16_t>(op), id, "x");
+  for (int i = 0; i < 4; ++i)
+    frame[static_cast<std::size_t>(i)] = static_cast<char>(size >> (24 - 8 * i));
+  return frame;
+}
+
 struct ServedMemory {
   static std::unique_ptr<Store> make() {
     net::ServerOptions options;
@@ -258,11 +268,7 @@ TEST(RemoteStore, AServerSilentForThreeHeartbeatsIsTakenAsGone) {
 
 // A reply's header alone does not make the client reserve the body it announces.
 TEST(RemoteStore, AReplyHeaderAloneDoesNotMakeTheClientReserveItsBody) {
-  std::string frame;
-  net::append_frame(frame, net::Kind::response, static_cast<std::uint16_t>(net::Op::hello), 1,
-                    std::string(512u << 20, '\0'));
-  frame.resize(net::header_size + 1);
-  ScriptedServer fake(frame);
+  ScriptedServer fake(announce_frame(net::Kind::response, net::Op::hello, 1, 512u << 20));
   std::size_t before = resident_bytes();
   std::thread client([&] {
     try {
@@ -1056,11 +1062,7 @@ TEST(Server, AFrameHeaderAloneDoesNotMakeTheServerReserveItsBody) {
   for (int i = 0; i < 20; ++i) {
     auto raw = std::make_unique<RawClient>(server.port());
     raw->hello();
-    std::string frame;
-    net::append_frame(frame, net::Kind::request, static_cast<std::uint16_t>(net::Op::commit), 2,
-                      std::string(64u << 20, '\0'));
-    frame.resize(net::header_size + 1);
-    raw->send(frame);
+    raw->send(announce_frame(net::Kind::request, net::Op::commit, 2, 64u << 20));
     clients.push_back(std::move(raw));
   }
   std::this_thread::sleep_for(300ms);  // for the server to read what was sent
