@@ -84,6 +84,7 @@ local function where(oid)
   return redis.call('HGET', okey, '_at') or okey, okey
 end
 local conflicts = {'conflict'}
+local dead_holders = {}
 local nreads = tonumber(ARGV[4])
 -- Each redis.call costs more than most commands themselves: read what is at P o:<oid> in one.
 for _ = 1, nreads do
@@ -126,9 +127,13 @@ for _, w in ipairs(writes) do
         end
       end
       -- An entry whose object is gone (its P o:<oid> or its hash deleted by hand) holds the
-      -- key for nothing.
-      if not gives_up and live(p, holder) then
-        conflicts[#conflicts + 1] = w.oid; conflicts[#conflicts + 1] = holder
+      -- key for nothing: the write takes it over (dead_holders, below).
+      if not gives_up then
+        if live(p, holder) then
+          conflicts[#conflicts + 1] = w.oid; conflicts[#conflicts + 1] = holder
+        else
+          dead_holders[#dead_holders + 1] = {oid = holder, type = w.type}
+        end
       end
     end
   end
@@ -163,6 +168,7 @@ local changed = {}
 for _, oid in ipairs(deletes) do changed[#changed + 1] = oid end
 for _, w in ipairs(writes) do changed[#changed + 1] = w.oid end
 for _, a in ipairs(appends) do changed[#changed + 1] = a.oid end
+for _, h in ipairs(dead_holders) do changed[#changed + 1] = h.oid end
 -- The stream entry first: XADD refuses an id at or below the stream's last (a CSN counter
 -- deleted or set back by hand), and then nothing is written yet. The counter follows.
 local last = redis.call('GET', p .. 'csn') or '0'
@@ -198,6 +204,13 @@ local function remove(oid)
     redis.call('ZREM', p .. 'ks:' .. t, k)
   end
   redis.call('DEL', okey, at, p .. 'b:' .. oid)
+end
+-- A dead holder whose key a write takes over goes entirely: else its pointer would lead to the
+-- new object's hash at that readable key, and loading, rewriting or deleting the old oid would
+-- read or delete the new object. Its readable key is not touched (it may hold another's hash).
+for _, h in ipairs(dead_holders) do
+  redis.call('DEL', p .. 'o:' .. h.oid, p .. 'b:' .. h.oid)
+  if h.type ~= '' then redis.call('ZREM', p .. 't:' .. h.type, h.oid) end
 end
 for _, oid in ipairs(deletes) do remove(oid) end
 -- Removes every rewritten object first, so that keys can move between objects in one commit.
@@ -293,13 +306,17 @@ local low = ARGV[3]
 local left = tonumber(ARGV[4])
 local out = {}
 while left > 0 do
-  local oids = redis.call('ZRANGEBYSCORE', p .. 't:' .. ARGV[2], low, '+inf', 'LIMIT', 0, left)
-  if #oids == 0 then break end
-  for _, oid in ipairs(oids) do
+  local found = redis.call('ZRANGEBYSCORE', p .. 't:' .. ARGV[2], low, '+inf', 'WITHSCORES',
+                          'LIMIT', 0, left)
+  if #found == 0 then break end
+  for j = 1, #found, 2 do
+    local oid = found[j]
     local ok, key = live(p, oid)
     if ok then out[#out + 1] = oid; out[#out + 1] = key or ''; left = left - 1 end
   end
-  low = '(' .. oids[#oids]
+  -- Past the last score read (the store makes each score its member's oid; one edited by hand
+  -- is still passed, not read again).
+  low = '(' .. found[#found]
 end
 return out
 )lua";

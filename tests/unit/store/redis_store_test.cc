@@ -208,6 +208,17 @@ TEST_F(RedisStoreTest, AKeyWhoseReadableHashWasDeletedByHandIsFree) {
   EXPECT_EQ(decode(get(*store, b).data), Value(Value::Map{{"v", 2}}));
   EXPECT_EQ(entries(store->scan_keys("User", "", "", 10)),
             (Entries{{b, "harry"}, {c, "hermione"}}));
+  // The old oid is gone for good: not an alias of the object that took its key (its pointer
+  // led to the same readable key), and deleting it leaves that object alone.
+  auto fresh = open(server().url(prefix));
+  EXPECT_FALSE(get(*fresh, a).exists());
+  CommitRequest del;
+  del.deletes.push_back(a);
+  store->commit(del);
+  EXPECT_EQ(store->find_key("User", "harry"), b);
+  EXPECT_EQ(decode(get(*fresh, b).data), Value(Value::Map{{"v", 2}}));
+  EXPECT_EQ(entries(store->scan_type("User", Oid(0), 10)),
+            (Entries{{b, "harry"}, {c, "hermione"}}));
 }
 
 // A Redis database flushed under an open store starts another history, whose CSNs and versions
