@@ -112,9 +112,14 @@ class RemoteStore::Impl : public std::enable_shared_from_this<Impl> {
     std::lock_guard connect_lock(connect_mu_);
     if (ready()) return;
     shutdown();
+    // The I/O thread is stopped: this thread alone runs io_ until read() below. What the old
+    // connection left queued (its read's abort, a failed greeting's drop) runs while the new
+    // one opens (open_transport runs io_): the old one is taken as lost first, with its pending
+    // calls failed, so that those handlers find nothing to drop.
+    lost("the connection is being made again");
+    ++connection_;
     io_.restart();
     open_transport();
-    ++connection_;  // the I/O thread is stopped (shutdown): nothing reads it meanwhile
     {
       std::lock_guard lock(mu_);
       connected_ = true;
@@ -509,18 +514,21 @@ class RemoteStore::Impl : public std::enable_shared_from_this<Impl> {
   void flush() {
     if (!transport_ || !out_writing_.empty() || out_pending_.empty()) return;
     out_writing_.swap(out_pending_);
-    transport_->write(asio::buffer(out_writing_), [this](const asio::error_code& ec, std::size_t) {
-      out_writing_.clear();
-      if (ec) return lost(ec.message());
-      flush();
-    });
+    transport_->write(asio::buffer(out_writing_),
+                      [this, connection = connection_](const asio::error_code& ec, std::size_t) {
+                        if (connection != connection_) return;  // an earlier connection's (connect)
+                        out_writing_.clear();
+                        if (ec) return lost(ec.message());
+                        flush();
+                      });
   }
 
   void read() {
     if (in_.size() - in_len_ < read_chunk) in_.resize(in_len_ + read_chunk);
     transport_->read_some(
         asio::buffer(in_.data() + in_len_, in_.size() - in_len_),
-        [this](const asio::error_code& ec, std::size_t n) {
+        [this, connection = connection_](const asio::error_code& ec, std::size_t n) {
+          if (connection != connection_) return;  // an earlier connection's (connect)
           if (ec) {
             return lost(ec == asio::error::eof ? "the server closed it" : ec.message());
           }
@@ -617,11 +625,15 @@ class RemoteStore::Impl : public std::enable_shared_from_this<Impl> {
   void lost(const std::string& why) {
     std::map<std::uint32_t, std::shared_ptr<Pending>> failed;
     // The server's error frame without an id, if it sent one before closing: why it did (at its
-    // client limit: Busy; a refused hello: AuthError). Pending calls throw that, not IoError.
+    // client limit: Busy; a refused hello: AuthError). Before the connection was set up, the
+    // calls waiting (the greeting's) throw that, not IoError. After, they keep IoError, which
+    // says their outcome is unknown: a server dropping a slow reader drops replies to commits
+    // it has applied.
     std::string refusal;
     {
       std::lock_guard lock(mu_);
       if (!connected_) return;
+      const bool was_ready = ready_;
       connected_ = false;
       ready_ = false;
       hearing_ = false;
@@ -632,7 +644,8 @@ class RemoteStore::Impl : public std::enable_shared_from_this<Impl> {
         } catch (const Error& e) {
           lost_ = e.what();
         }
-        refusal = std::exchange(error_without_id_, {});
+        if (!was_ready) refusal = error_without_id_;
+        error_without_id_.clear();
       }
       failed.swap(pending_);
     }
@@ -723,7 +736,12 @@ class RemoteStore::Impl : public std::enable_shared_from_this<Impl> {
   // Counted in ticks, not time, so that a listener holding this thread up is not taken for a
   // silent server.
   void heartbeat() {
-    if (++silent_ticks_ > 3) {
+    // While a write is under way (a large commit over a slow link) the server, waiting for the
+    // rest of the frame, has nothing to say, and the pings queue behind it: silence counts only
+    // from its end.
+    if (!out_writing_.empty()) {
+      silent_ticks_ = 0;
+    } else if (++silent_ticks_ > 3) {
       lost(fmt::format("nothing came from the server for 3 heartbeats ({} ms)",
                        (3 * heartbeat_).count()));
       return;
