@@ -648,8 +648,24 @@ class RecordBase : public std::enable_shared_from_this<RecordBase> {
 
  protected:
   RecordBase() = default;
-  RecordBase(const RecordBase&) = default;
-  RecordBase& operator=(const RecordBase&) = default;
+  // A copy is in no identity map (it is another object); an assigned-to record stays in its own.
+  RecordBase(const RecordBase& other)
+      : std::enable_shared_from_this<RecordBase>(other),
+        id_(other.id_),
+        oid_(other.oid_),
+        repo_(other.repo_),
+        extra_(other.extra_),
+        nested_extra_(other.nested_extra_),
+        lock_owner_(other.lock_owner_) {}
+  RecordBase& operator=(const RecordBase& other) {
+    id_ = other.id_;
+    oid_ = other.oid_;
+    repo_ = other.repo_;
+    extra_ = other.extra_;
+    nested_extra_ = other.nested_extra_;
+    lock_owner_ = other.lock_owner_;
+    return *this;
+  }
 
   // Takes the record out of the identity map it is in, if any.
   void leave_identity_map();
@@ -853,12 +869,13 @@ class Record : public RecordBase {
       target = detail::resolve_record(store, spec(), oid_, id_);
       oid_ = target.oid;
       prepare_fields(undo);
+      // Before the dependencies are saved: a refused save writes nothing, theirs included.
+      check_pointer_repositories(repo);
       if (depth > 0) {
         for_each_pointer([&](auto& pointer) {
           if (pointer.resolved()) pointer.get()->save_visiting(depth - 1, visited);
         });
       }
-      check_pointer_repositories(repo);
       Value::Map state = stored_state();
       detail::validate_state(spec(), state);
       make_streams(repo, undo);

@@ -321,6 +321,15 @@ TEST_F(RecordTest, AMovedRecordLeavesItsOldRepositorysIdentityMap) {
   EXPECT_EQ(x->remove(), 1u);
   EXPECT_EQ(Project::try_load("x", {.repository = a}), nullptr);
   EXPECT_EQ(a->cached_records(), 0u);
+  // A record assigned another's fields (id and repository with them) stays, as an object, where
+  // it was mapped until it is saved elsewhere: then its old repository forgets it, instead of
+  // handing it out for the record it no longer is.
+  auto r = Project::create({{"name", "r"}}, {.id = "r", .repository = a});
+  auto other = Project::create({{"name", "s"}}, {.id = "s", .repository = b});
+  *r = *other;
+  r->save();
+  EXPECT_NE(Project::load("r", {.repository = a}), r);
+  EXPECT_EQ(Project::load("r", {.repository = a})->name, "r");
 }
 
 // A record loaded from its type's repository stays with it when the type's repository changes
@@ -362,10 +371,12 @@ TEST_F(RecordTest, APointerToARecordInAnotherRepositoryIsRefused) {
       InvalidArgument);
   EXPECT_FALSE(build->saved());
   EXPECT_EQ(Build::try_load("b1", {.repository = a}), nullptr);
-  // With dependencies the target is saved in its own repository: still another one.
+  // With dependencies the target would be saved in its own repository: still another one.
+  // Refused before anything is written, the target included.
   auto unsaved = Project::make({{"name", "new"}}, {.repository = b});
   build->project = unsaved;
   EXPECT_THROW(build->save({.dependencies = true}), InvalidArgument);
+  EXPECT_FALSE(unsaved->saved());
   // A record moved to another repository cannot take its unresolved pointers along either.
   auto in_a = Project::create({{"name", "a's"}}, {.repository = a});
   build->project = in_a;
