@@ -266,6 +266,25 @@ TEST(RemoteStore, AServerSilentForThreeHeartbeatsIsTakenAsGone) {
   }
 }
 
+// While a large frame is still being written the server, waiting for the rest of it, says
+// nothing: that is not silence. (This fake reads nothing after the hello, so the write never
+// ends and the call times out instead.)
+TEST(RemoteStore, AWriteUnderWayIsNotSilence) {
+  ScriptedServer fake(hello_answer(net::Kind::response, net::protocol_version, 100));
+  net::ClientOptions options = fake.client();
+  options.call_timeout = 1500ms;
+  net::RemoteStore store(options);
+  CommitRequest big;
+  big.writes.push_back(WriteOp{Oid(1), "", "", encode(Value(std::string(32u << 20, 'x')))});
+  try {
+    store.commit(big);
+    FAIL() << "a commit the server never read returned";
+  } catch (const IoError& e) {
+    EXPECT_EQ(std::string(e.what()).find("nothing came from the server"), std::string::npos)
+        << e.what();
+  }
+}
+
 // A reply's header alone does not make the client reserve the body it announces.
 TEST(RemoteStore, AReplyHeaderAloneDoesNotMakeTheClientReserveItsBody) {
   ScriptedServer fake(announce_frame(net::Kind::response, net::Op::hello, 1, 512u << 20));
