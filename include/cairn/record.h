@@ -648,24 +648,8 @@ class RecordBase : public std::enable_shared_from_this<RecordBase> {
 
  protected:
   RecordBase() = default;
-  // A copy is in no identity map (it is another object); an assigned-to record stays in its own.
-  RecordBase(const RecordBase& other)
-      : std::enable_shared_from_this<RecordBase>(other),
-        id_(other.id_),
-        oid_(other.oid_),
-        repo_(other.repo_),
-        extra_(other.extra_),
-        nested_extra_(other.nested_extra_),
-        lock_owner_(other.lock_owner_) {}
-  RecordBase& operator=(const RecordBase& other) {
-    id_ = other.id_;
-    oid_ = other.oid_;
-    repo_ = other.repo_;
-    extra_ = other.extra_;
-    nested_extra_ = other.nested_extra_;
-    lock_owner_ = other.lock_owner_;
-    return *this;
-  }
+  RecordBase(const RecordBase&) = default;
+  RecordBase& operator=(const RecordBase&) = default;
 
   // Takes the record out of the identity map it is in, if any.
   void leave_identity_map();
@@ -679,9 +663,16 @@ class RecordBase : public std::enable_shared_from_this<RecordBase> {
 
  private:
   friend class Repository;
-  // The identity map this object is in (Repository::remember), and under which oid.
-  std::weak_ptr<Repository> mapped_in_;
-  Oid mapped_oid_;
+  // The identity map this object is in (Repository::remember), and under which oid. A copy is
+  // in none (it is another object); an assigned-to record stays in its own.
+  struct Mapping {
+    std::weak_ptr<Repository> in;
+    Oid oid;
+    Mapping() = default;
+    Mapping(const Mapping&) {}
+    Mapping& operator=(const Mapping&) { return *this; }
+  };
+  Mapping mapped_;
 };
 
 namespace detail {

@@ -27,15 +27,15 @@ std::shared_ptr<RecordBase> Repository::cached(Oid oid, const TypeSpec& spec) co
 }
 
 void Repository::remember(Oid oid, const std::shared_ptr<RecordBase>& record) {
-  std::shared_ptr<Repository> before = record->mapped_in_.lock();
-  if (before && (before.get() != this || record->mapped_oid_ != oid)) {
+  std::shared_ptr<Repository> before = record->mapped_.in.lock();
+  if (before && (before.get() != this || record->mapped_.oid != oid)) {
     // Else the old repository would hand this object out for a record it no longer is.
-    before->forget(record->mapped_oid_, record.get());
+    before->forget(record->mapped_.oid, record.get());
   }
   std::lock_guard lk(mu_);
   cache_.insert_or_assign(CacheKey{oid, &record->type_spec()}, record);
-  record->mapped_in_ = weak_from_this();
-  record->mapped_oid_ = oid;
+  record->mapped_.in = weak_from_this();
+  record->mapped_.oid = oid;
   if (cache_.size() >= sweep_at_) {
     // Records nobody holds any more leave expired entries: drop them now and then.
     std::erase_if(cache_, [](const auto& entry) { return entry.second.expired(); });
@@ -45,8 +45,8 @@ void Repository::remember(Oid oid, const std::shared_ptr<RecordBase>& record) {
 
 void Repository::forget(Oid oid, RecordBase* record) {
   std::lock_guard lk(mu_);
-  if (record->mapped_oid_ == oid && record->mapped_in_.lock().get() == this) {
-    record->mapped_in_.reset();
+  if (record->mapped_.oid == oid && record->mapped_.in.lock().get() == this) {
+    record->mapped_.in.reset();
   }
   auto it = cache_.find(CacheKey{oid, &record->type_spec()});
   if (it == cache_.end()) return;
@@ -102,7 +102,7 @@ Ref RecordBase::ref() const {
 }
 
 void RecordBase::leave_identity_map() {
-  if (std::shared_ptr<Repository> mapped = mapped_in_.lock()) mapped->forget(mapped_oid_, this);
+  if (std::shared_ptr<Repository> mapped = mapped_.in.lock()) mapped->forget(mapped_.oid, this);
 }
 
 std::shared_ptr<Repository> RecordBase::repository() const {
