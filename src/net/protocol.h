@@ -3,6 +3,7 @@
 // and that page change together.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -30,6 +31,16 @@ inline constexpr std::uint32_t max_hello_bytes = 64 * 1024;
 // The largest response body a client accepts, and by default the largest a server sends: a load
 // of many objects answers in one frame, which may well be larger than any request.
 inline constexpr std::uint32_t default_max_reply_bytes = 1u << 30;
+
+// The size for a read buffer of `size` bytes holding `received` bytes, of which a frame whose
+// header has arrived takes the first `frame_end`: it grows with what has arrived (doubling, up
+// to the frame), never at once to the length a header announces, so that a peer cannot make
+// the reader hold memory for bytes it never sends (§2 rule 1).
+inline std::size_t frame_buffer_size(std::size_t size, std::size_t received,
+                                     std::size_t frame_end) {
+  if (size >= frame_end) return size;
+  return std::min(frame_end, std::max(size, 2 * received));
+}
 
 enum class Kind : std::uint8_t { request = 1, response = 2, error = 3, push = 4 };
 

@@ -560,10 +560,8 @@ class RemoteStore::Impl : public std::enable_shared_from_this<Impl> {
       replied_ = true;  // with a frame: whatever follows, it is not a TLS server
       if (header.kind == Kind::request) throw ProtocolError("the server sent a request");
       if (in_len_ - at < header_size + header.body_size) {
-        // Room grows with what has arrived (read() adds a chunk when little is left), not at
-        // once to what the header claims.
-        std::size_t end = at + header_size + header.body_size;
-        if (in_.size() < end) in_.resize(std::min(end, std::max(in_.size(), 2 * in_len_)));
+        // read() adds a chunk of room when little is left.
+        in_.resize(frame_buffer_size(in_.size(), in_len_, at + header_size + header.body_size));
         break;
       }
       std::string_view body(in_.data() + at + header_size, header.body_size);

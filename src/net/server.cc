@@ -319,15 +319,14 @@ class Session : public std::enable_shared_from_this<Session> {
       in_len_ -= at;
     }
     if (closing_ || draining_) return;
-    // Room for more of a frame whose header has arrived (it was checked above), growing with
-    // what has arrived rather than at once to the size its header claims: else a client could
-    // make the server hold max_frame() bytes per connection for 21 bytes sent.
+    // Room for more of a frame whose header has arrived (it was checked above): else a client
+    // could make the server hold max_frame() bytes per connection for 21 bytes sent.
     std::size_t want =
         in_len_ >= header_size
             ? header_size +
                   parse_header(std::string_view(in_.data(), header_size), max_frame()).body_size
             : 0;
-    if (want > in_.size()) in_.resize(std::min(want, std::max(in_.size(), 2 * in_len_)));
+    in_.resize(frame_buffer_size(in_.size(), in_len_, want));
     if (in_.size() > 4 * read_chunk && in_len_ < read_chunk && want < read_chunk) {
       in_.resize(read_chunk);
       in_.shrink_to_fit();
