@@ -123,6 +123,7 @@ class RemoteStore::Impl : public std::enable_shared_from_this<Impl> {
     {
       std::lock_guard lock(mu_);
       connected_ = true;
+      refusal_.clear();  // the last connection's
     }
     in_len_ = 0;
     replied_ = false;
@@ -280,7 +281,12 @@ class RemoteStore::Impl : public std::enable_shared_from_this<Impl> {
     std::uint32_t id = 0;
     {
       std::lock_guard lock(mu_);
-      if (!connected_) throw IoError(fmt::format("connection to {} lost: {}", where(), lost_));
+      if (!connected_) {
+        // Refused before this call was even sent (at --max-clients the server may answer the
+        // handshake with its refusal before hello): the refusal, as lost() gives it to calls.
+        if (!refusal_.empty()) throw_error_body(refusal_);
+        throw IoError(fmt::format("connection to {} lost: {}", where(), lost_));
+      }
       if (expect && *expect != offset_) throw HistoryChanged{};
       if (offset != nullptr) *offset = offset_;
       do {
@@ -645,6 +651,7 @@ class RemoteStore::Impl : public std::enable_shared_from_this<Impl> {
         if (!was_ready) refusal = error_without_id_;
         error_without_id_.clear();
       }
+      refusal_ = refusal;
       failed.swap(pending_);
     }
     for (auto& [id, pending] : failed) {
@@ -782,6 +789,7 @@ class RemoteStore::Impl : public std::enable_shared_from_this<Impl> {
   // Connected, and (if anyone listens) watching and caught up: pushes bring every commit.
   std::atomic<bool> hearing_{false};
   std::string lost_ = "not connected";
+  std::string refusal_;  // the error frame that closed a connection before it was set up
   std::uint32_t next_id_ = 1;
   std::map<std::uint32_t, std::shared_ptr<Pending>> pending_;
   std::string error_without_id_;
