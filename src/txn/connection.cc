@@ -90,10 +90,6 @@ std::shared_ptr<Node>& ConnectionImpl::add_node(Oid oid) {
   return n;
 }
 
-Object ConnectionImpl::get(Oid oid) {
-  return handle(node(oid));
-}
-
 Object ConnectionImpl::get(const Ref& ref) {
   std::shared_ptr<Node> n = node(ref.oid);  // a copy: a conflict while loading may shrink the cache
   if (!ref.type.empty() && exists(*n) && n->type != ref.type) {
@@ -248,16 +244,6 @@ Value& ConnectionImpl::write(Node& n) {
   n.present = true;      // only the root may be absent here: it becomes an empty map
   mark_dirty(n);
   return n.value;
-}
-
-void ConnectionImpl::set(Node& n, Value&& state) {
-  check_writable();
-  ensure_loaded(n);  // for its type and key; not a read
-  flush_typed(n, true);
-  end_appending(n);
-  n.value = std::move(state);
-  n.present = true;
-  mark_dirty(n);
 }
 
 void ConnectionImpl::set(Node& n, Value state, std::string type, std::string key) {
@@ -489,11 +475,10 @@ void ConnectionImpl::sync() {
 void ConnectionImpl::sync_to(std::uint64_t at_least) {
   // Without changes there is nothing a stale read could have spoiled: start a new transaction.
   if (dirty_.empty()) end_transaction();
-  Changes changes = this->changes(at_least);
-  if (changes.complete && changes.oids.empty()) {
-    snapshot_ = changes.csn;  // nothing changed: the usual answer, with nothing to apply
-    return;
-  }
+  move_to(this->changes(at_least));
+}
+
+void ConnectionImpl::apply_and_move(const Changes& changes) {
   std::vector<Oid> conflicts = apply(changes, true);
   if (!conflicts.empty()) fail(std::move(conflicts), "changed after this transaction read them");
   snapshot_ = changes.csn;
@@ -541,12 +526,15 @@ std::uint64_t ConnectionImpl::commit() {
       copy_string(w.key, n->key);
       w.data.clear();
       append_stored_form(*n, w.data);
+      if (w.data.capacity() > kept_state_bytes) request_large_ = true;
     } else if (!n->created) {
       request.deletes.push_back(n->oid);
     }
   }
-  request.writes.erase(request.writes.begin() + static_cast<std::ptrdiff_t>(writes),
-                       request.writes.end());
+  if (writes != request.writes.size()) {
+    request.writes.erase(request.writes.begin() + static_cast<std::ptrdiff_t>(writes),
+                         request.writes.end());
+  }
   if (request.changes_nothing()) {
     // A read-only transaction: its reads are one consistent snapshot, so it is serializable as
     // it stands. (Objects created and removed again are dropped like any other change.)
@@ -604,36 +592,29 @@ std::uint64_t ConnectionImpl::commit() {
   return csn;
 }
 
-void ConnectionImpl::release_request() noexcept {
-  // Drop what was sent now, but keep the vectors' room for the next commit, unless one huge
-  // transaction made it large. A vector grows past `keep` only while it holds more than that: its
-  // size tells.
-  constexpr std::size_t keep = 1024;
+void ConnectionImpl::trim_request() noexcept {
   auto release = [](auto& ops) {
-    if (ops.size() > keep) {
+    if (ops.size() > kept_ops) {
       ops = {};
     } else {
       ops.clear();
     }
   };
-  // The first few writes stay, for the next commit to assign to (commit), with their strings'
-  // room unless a state was large: at most a few tens of KiB.
-  constexpr std::size_t keep_writes = 16;
-  constexpr std::size_t keep_bytes = 1024;
   std::vector<WriteOp>& writes = request_.writes;
-  if (writes.size() > keep) {
+  if (writes.size() > kept_ops) {
     writes = {};
   } else {
-    if (writes.size() > keep_writes) {
-      writes.erase(writes.begin() + static_cast<std::ptrdiff_t>(keep_writes), writes.end());
+    if (writes.size() > kept_writes) {
+      writes.erase(writes.begin() + static_cast<std::ptrdiff_t>(kept_writes), writes.end());
     }
     for (WriteOp& w : writes) {
-      if (w.data.capacity() > keep_bytes) w.data = std::string();
+      if (w.data.capacity() > kept_state_bytes) w.data = std::string();
     }
   }
   release(request_.deletes);
   release(request_.reads);
   release(request_.appends);
+  request_large_ = false;
 }
 
 void ConnectionImpl::shrink_cache() noexcept {
@@ -674,12 +655,15 @@ void ConnectionImpl::shrink_cache_now() {
 void ConnectionImpl::begin_lease(bool read_only) {
   read_only_ = read_only;
   conflicted_reads_.clear();  // an earlier lease's: nothing to prefetch for this one
-  // A clean transaction on the newest snapshot. A pooled connection has no changes (end_lease
-  // dropped them), so it only syncs.
-  if (dirty_.empty()) {
-    sync();
-  } else {
+  // A clean transaction on the newest snapshot. A pooled connection has no changes and reads
+  // (end_lease dropped them), so it only syncs; mostly nothing has changed since its last
+  // commit, which the store answers without the sync's general path.
+  if (!dirty_.empty() || !read_set_.empty()) {
     abort();
+  } else if (feed_ == nullptr) {
+    move_to(store_.changes_since(snapshot_));
+  } else {
+    sync();
   }
 }
 

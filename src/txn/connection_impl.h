@@ -50,7 +50,7 @@ class ConnectionImpl {
   // Detaches every node still referenced by a handle, so that the handle throws.
   ~ConnectionImpl();
 
-  Object get(Oid oid);
+  Object get(Oid oid) { return handle(node(oid)); }
   Object get(const Ref& ref);
   Object create(Value state, std::string type, std::string key);
   Object create_blob(std::string bytes);
@@ -89,7 +89,15 @@ class ConnectionImpl {
   const std::string& key(Node& node);
   const Value& read(Node& node);
   Value& write(Node& node);
-  void set(Node& node, Value&& state);
+  void set(Node& n, Value&& state) {
+    check_writable();
+    ensure_loaded(n);  // for its type and key; not a read
+    flush_typed(n, true);
+    end_appending(n);
+    n.value = std::move(state);
+    n.present = true;
+    mark_dirty(n);
+  }
   void set(Node& node, Value state, std::string type, std::string key);
   void remove(Node& node);
   void append(Node& node, std::string_view bytes);
@@ -153,6 +161,16 @@ class ConnectionImpl {
   Changes changes(std::uint64_t at_least);
   // sync(), to a snapshot of at least `at_least`.
   void sync_to(std::uint64_t at_least);
+  // The end of a sync: applies what changed since the snapshot and moves the snapshot there, or
+  // aborts and throws ConflictError if something read in this transaction has changed.
+  void move_to(const Changes& changes) {
+    if (changes.complete && changes.oids.empty()) [[likely]] {
+      snapshot_ = changes.csn;  // nothing changed: the usual answer, with nothing to apply
+      return;
+    }
+    apply_and_move(changes);
+  }
+  void apply_and_move(const Changes& changes);
   void end_transaction();
   // Files a changed node in find()'s index under its type and key (none if it has no key).
   void file_key(Node& node);
@@ -171,8 +189,24 @@ class ConnectionImpl {
   void shrink_cache() noexcept;
   void shrink_cache_now();
   // Empties the reused commit request, keeping a few writes for the next commit to assign to
-  // (commit), and freeing its vectors and strings if they grew large.
-  void release_request() noexcept;
+  // (commit), and freeing its vectors and strings if they grew large: past kept_ops entries (a
+  // vector grows past it only while it holds more than that: its size tells), kept_writes
+  // writes, or a state of kept_state_bytes (request_large_). What stays is a few tens of KiB.
+  static constexpr std::size_t kept_ops = 1024;
+  static constexpr std::size_t kept_writes = 16;
+  static constexpr std::size_t kept_state_bytes = 1024;
+  void release_request() noexcept {
+    if (request_large_ || request_.writes.size() > kept_writes ||
+        request_.reads.size() > kept_ops || request_.deletes.size() > kept_ops ||
+        request_.appends.size() > kept_ops) [[unlikely]] {
+      trim_request();
+      return;
+    }
+    request_.reads.clear();
+    request_.deletes.clear();
+    request_.appends.clear();
+  }
+  void trim_request() noexcept;
 
   Store& store_;
   ConnectionCounters& counters_;
@@ -194,7 +228,8 @@ class ConnectionImpl {
   std::vector<Oid> conflicted_reads_;
   std::size_t cache_size_;
   std::size_t shrink_at_;
-  CommitRequest request_;  // commit()'s, reused (release_request)
+  CommitRequest request_;       // commit()'s, reused (release_request)
+  bool request_large_ = false;  // a write's state in request_ has grown past kept_state_bytes
 };
 
 }  // namespace cairn::detail

@@ -51,32 +51,19 @@ std::unique_ptr<ConnectionImpl> DatabaseCore::make_connection() {
   return std::make_unique<ConnectionImpl>(*store_, counters_, options_.cache_size, feed_.get());
 }
 
-std::unique_ptr<ConnectionImpl> DatabaseCore::take(bool read_only) {
-  std::unique_ptr<ConnectionImpl> conn(idle_.exchange(nullptr, std::memory_order_acquire));
-  if (!conn) {
+std::unique_ptr<ConnectionImpl> DatabaseCore::take_pooled() {
+  {
     std::lock_guard lk(mu_);
     if (!pool_.empty()) {
-      conn = std::move(pool_.back());
+      std::unique_ptr<ConnectionImpl> conn = std::move(pool_.back());
       pool_.pop_back();
+      return conn;
     }
   }
-  if (!conn) conn = make_connection();
-  conn->begin_lease(read_only);
-  return conn;
+  return make_connection();
 }
 
-void DatabaseCore::give_back(std::unique_ptr<ConnectionImpl> conn) noexcept {
-  try {
-    conn->end_lease();
-  } catch (...) {
-    return;  // the store failed while dropping changes: do not reuse this connection
-  }
-  ConnectionImpl* none = nullptr;
-  if (options_.pool_size > 0 &&
-      idle_.compare_exchange_strong(none, conn.get(), std::memory_order_acq_rel)) {
-    conn.release();  // owned by idle_ now
-    return;
-  }
+void DatabaseCore::pool(std::unique_ptr<ConnectionImpl> conn) noexcept {
   std::lock_guard lk(mu_);
   // idle_ holds one: the pool keeps pool_size in all.
   if (pool_.size() + 1 < options_.pool_size) pool_.push_back(std::move(conn));
@@ -91,7 +78,7 @@ class Lease {
   Lease(DatabaseCore& core, bool read_only) : core_(core), conn_(core.take(read_only)) {}
   Lease(const Lease&) = delete;
   Lease& operator=(const Lease&) = delete;
-  ~Lease() { core_.give_back(std::move(conn_)); }
+  ~Lease() { core_.give_back(conn_); }
   ConnectionImpl& operator*() const { return *conn_; }
   ConnectionImpl* operator->() const { return conn_.get(); }
 
@@ -103,11 +90,11 @@ class Lease {
 // Jittered exponential back-off between attempts: uniform in [0, min(base * 2^retry, cap)].
 class Backoff {
  public:
-  explicit Backoff(const DatabaseOptions& options)
-      : base_(options.retry_delay), cap_(options.max_retry_delay) {}
+  explicit Backoff(const DatabaseOptions& options) : options_(options) {}
 
   void wait(int retry) {
-    auto ceiling = std::min(cap_, base_ * (std::int64_t{1} << std::clamp(retry, 0, 30)));
+    auto ceiling = std::min(options_.max_retry_delay,
+                            options_.retry_delay * (std::int64_t{1} << std::clamp(retry, 0, 30)));
     if (ceiling.count() <= 0) return;
     if (!rng_) rng_.emplace(std::random_device{}());
     std::uniform_int_distribution<std::int64_t> pick(0, ceiling.count());
@@ -115,8 +102,7 @@ class Backoff {
   }
 
  private:
-  std::chrono::microseconds base_;
-  std::chrono::microseconds cap_;
+  const DatabaseOptions& options_;
   std::optional<std::minstd_rand> rng_;  // seeded at the first retry only
 };
 

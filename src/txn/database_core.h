@@ -31,9 +31,29 @@ class DatabaseCore {
   // A new connection with an empty cache.
   std::unique_ptr<ConnectionImpl> make_connection();
   // An idle connection from the pool (or a new one), begun on the newest snapshot.
-  std::unique_ptr<ConnectionImpl> take(bool read_only);
+  std::unique_ptr<ConnectionImpl> take(bool read_only) {
+    std::unique_ptr<ConnectionImpl> conn(idle_.exchange(nullptr, std::memory_order_acquire));
+    if (!conn) [[unlikely]]
+      conn = take_pooled();
+    conn->begin_lease(read_only);
+    return conn;
+  }
   // Ends the lease and pools the connection, or drops it if the pool is full. Never throws.
-  void give_back(std::unique_ptr<ConnectionImpl> conn) noexcept;
+  void give_back(std::unique_ptr<ConnectionImpl>& conn) noexcept {
+    try {
+      conn->end_lease();
+    } catch (...) {
+      conn.reset();  // the store failed while dropping changes: do not reuse this connection
+      return;
+    }
+    ConnectionImpl* none = nullptr;
+    if (options_.pool_size > 0 &&
+        idle_.compare_exchange_strong(none, conn.get(), std::memory_order_acq_rel)) [[likely]] {
+      conn.release();  // owned by idle_ now
+      return;
+    }
+    pool(std::move(conn));
+  }
 
  private:
   std::unique_ptr<Store> store_;
@@ -41,6 +61,10 @@ class DatabaseCore {
   DatabaseOptions options_;
   // For a remote store: commits pushed to us, so connections rarely ask the store what changed.
   std::unique_ptr<ChangeFeed> feed_;
+  // take() and give_back() when idle_ has none, or has one already: the pool, under mu_.
+  std::unique_ptr<ConnectionImpl> take_pooled();
+  void pool(std::unique_ptr<ConnectionImpl> conn) noexcept;
+
   ConnectionCounters counters_;
   // One idle connection, taken and given back with one atomic exchange each: a thread running
   // transaction after transaction reuses it without the pool's lock. Owned (freed by the
