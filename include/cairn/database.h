@@ -129,9 +129,11 @@ class Object {
  private:
   friend class detail::ConnectionImpl;
   friend class ByteStream;
-  // A new blob, and loads, in this object's transaction or connection (ByteStream's chunks:
-  // reached through the head, they work exactly as long as it does).
+  // A new blob, a new untyped object, and loads, in this object's transaction or connection
+  // (ByteStream's chunks and pages: reached through the head, they work exactly as long as it
+  // does).
   Object create_blob(std::string bytes) const;
+  Object create_untyped(Value state) const;
   void prefetch(std::span<const Oid> oids) const;
   Object(std::shared_ptr<detail::Node> node, std::uint64_t lease)
       : node_(std::move(node)), lease_(lease) {}

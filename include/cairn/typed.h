@@ -543,22 +543,30 @@ std::vector<TypedRef<T>> scan(const Database& db) {
 // ---- ByteStream ----
 
 // Bytes that grow by appending, without reading or resending what is already stored: a head
-// object and a list of chunks, each a blob (Connection::create_blob), all untyped (so they live
-// while something refers to the head).
-//   head   {"size": int, "chunk_size": int, "chunks": [Ref, ...]}
-// Every chunk but the last holds exactly chunk_size bytes. append() adds to the last chunk with
-// Object::append (the store receives only the new bytes) until it is full, then creates chunks;
-// it rewrites only the head. It reads the head, so concurrent appends to one stream conflict
-// (and Database::transaction retries them) rather than lose bytes. An append lands whole or not
-// at all. A ByteStream is usable while the transaction or connection it came from is (it works
-// through its head object, so moving the Connection does not matter). Over a server, all the
-// bytes one transaction appends travel in its one commit request, which must fit the server's
-// frame limit (`cairn serve --max-frame-bytes`, 65 MiB by default): a larger commit is refused
-// with IoError naming the limit, and nothing is applied. Append more in several transactions.
+// object, chunks, each a blob (Connection::create_blob), and pages listing full runs of chunks,
+// all untyped (so they live while something refers to the head).
+//   head   {"size": int, "chunk_size": int, "chunks": [Ref, ...],
+//           "pages": [Ref, ...], "paged": int}          (pages and paged: absent = none)
+//   page   [Ref, ...]                                   (page_chunks chunk references)
+// The stream is the chunks the pages list, in order ("paged" of them), then those "chunks"
+// lists. Every chunk but the last is full (chunk_size bytes). append() adds to the last chunk
+// with Object::append (the store receives only the new bytes) until it is full, then creates
+// chunks; once "chunks" holds page_chunks references, the next new chunk first moves them into a
+// new page. So an append rewrites the head, whose size is bounded by page_chunks references plus
+// one per page, and never a page or a full chunk. It reads the head, so concurrent appends to one
+// stream conflict (and Database::transaction retries them) rather than lose bytes. An append
+// lands whole or not at all. A ByteStream is usable while the transaction or connection it came
+// from is (it works through its head object, so moving the Connection does not matter). Over a
+// server, all the bytes one transaction appends travel in its one commit request, which must fit
+// the server's frame limit (`cairn serve --max-frame-bytes`, 65 MiB by default): a larger commit
+// is refused with IoError naming the limit, and nothing is applied. Append more in several
+// transactions.
 class ByteStream {
  public:
   static constexpr std::size_t default_chunk_size = 64 * 1024;
   static constexpr std::size_t max_chunk_size = max_object_bytes - 1;  // a blob's marker byte
+  // How many chunk references a page holds, and the head at most.
+  static constexpr std::size_t page_chunks = 512;
   // How many bytes of chunks read() asks the store for at a time.
   static constexpr std::size_t prefetch_bytes = 64u << 20;
 
@@ -595,34 +603,48 @@ class ByteStream {
     const auto chunk_size = static_cast<std::size_t>(head.at("chunk_size").as_int());
     const auto old_size = static_cast<std::size_t>(head.at("size").as_int());
     Value::List& chunks = head.at("chunks").as_list();
-    if (old_size > chunks.size() * chunk_size ||
-        (!chunks.empty() && old_size <= (chunks.size() - 1) * chunk_size)) {
-      throw Corruption("ByteStream " + head_.oid().str() + " has " + std::to_string(chunks.size()) +
+    Value::List pages;
+    std::size_t paged = 0;
+    if (const Value* p = head_.get().find("pages")) pages = p->as_list();
+    if (const Value* p = head_.get().find("paged")) paged = static_cast<std::size_t>(p->as_int());
+    const std::size_t count = paged + chunks.size();
+    if (old_size > count * chunk_size || (count > 0 && old_size <= (count - 1) * chunk_size) ||
+        (paged > 0 && chunks.empty())) {
+      throw Corruption("ByteStream " + head_.oid().str() + " has " + std::to_string(count) +
                        " chunks of " + std::to_string(chunk_size) + " bytes for " +
                        std::to_string(old_size) + " bytes");
     }
-    const std::size_t room = chunks.size() * chunk_size - old_size;
+    const std::size_t room = count * chunk_size - old_size;
     const std::string_view into_last = bytes.substr(0, std::min(room, bytes.size()));
-    // What can fail comes first, and chunks made before a failure are removed again: an append
-    // lands whole or not at all.
+    const Value last_ref = into_last.empty() ? Value() : chunks.back();
+    // What can fail comes first, and chunks and pages made before a failure are removed again:
+    // an append lands whole or not at all.
     std::vector<Object> made;
     try {
       for (std::string_view rest = bytes.substr(into_last.size()); !rest.empty();) {
+        if (chunks.size() >= page_chunks) {
+          paged += chunks.size();
+          made.push_back(head_.create_untyped(Value(std::exchange(chunks, Value::List{}))));
+          pages.emplace_back(made.back().ref());
+        }
         std::size_t take = std::min(chunk_size, rest.size());
         made.push_back(head_.create_blob(std::string(rest.substr(0, take))));
+        chunks.emplace_back(made.back().ref());
         rest.remove_prefix(take);
       }
-      Object last = into_last.empty() ? Object() : head_.resolve(chunks.back());
+      Object last = into_last.empty() ? Object() : head_.resolve(last_ref);
       Value& stored_head = head_.mutate();
       if (!into_last.empty()) last.append(into_last);  // not read, not resent
-      for (const Object& chunk : made)
-        chunks.emplace_back(chunk.ref());
       head.insert_or_assign("size", static_cast<std::int64_t>(old_size + bytes.size()));
+      if (paged > 0) {
+        head.insert_or_assign("pages", std::move(pages));
+        head.insert_or_assign("paged", static_cast<std::int64_t>(paged));
+      }
       stored_head = Value(std::move(head));
     } catch (...) {
-      for (Object& chunk : made) {
+      for (Object& object : made) {
         try {
-          chunk.remove();  // created and removed in one transaction: never written
+          object.remove();  // created and removed in one transaction: never written
         } catch (const Error&) {
           // Unreferenced, so pack() reclaims it.
         }
@@ -631,14 +653,14 @@ class ByteStream {
     }
   }
 
-  // All the bytes, in order. The chunks load a group at a time, each group with one store call
-  // (one round trip to a server) of about prefetch_bytes.
+  // All the bytes, in order. The pages load with one store call (one round trip to a server),
+  // then the chunks a group at a time, each group with one call of about prefetch_bytes.
   std::string read() const {
     const auto stored_size = static_cast<std::size_t>(size());
     const auto chunk_size = static_cast<std::size_t>(field(head_, "chunk_size").as_int());
     const std::size_t group =
         std::max<std::size_t>(1, prefetch_bytes / std::max<std::size_t>(1, chunk_size));
-    const Value::List refs = field(head_, "chunks").as_list();
+    const Value::List refs = chunk_refs();
     std::string out;
     out.reserve(stored_size);
     for (std::size_t i = 0; i < refs.size(); ++i) {
@@ -672,10 +694,42 @@ class ByteStream {
     const Value* stored_size = state.find("size");
     const Value* chunk = state.find("chunk_size");
     const Value* chunks = state.find("chunks");
+    const Value* pages = state.find("pages");
+    const Value* paged = state.find("paged");
     if (!stored_size || !stored_size->is_int() || stored_size->as_int() < 0 || !chunk ||
-        !chunk->is_int() || chunk->as_int() < 1 || !chunks || !chunks->is_list()) {
+        !chunk->is_int() || chunk->as_int() < 1 || !chunks || !chunks->is_list() ||
+        (pages && !pages->is_list()) || (paged && (!paged->is_int() || paged->as_int() < 0))) {
       throw InvalidArgument("object " + head.oid().str() + " is not the head of a ByteStream");
     }
+  }
+
+  // Every chunk's reference, in order: the pages' (loaded with one prefetch), then the head's.
+  Value::List chunk_refs() const {
+    Value::List refs;
+    const Value* pages = head_.get().find("pages");
+    const Value* paged = head_.get().find("paged");
+    if (pages != nullptr && !pages->as_list().empty()) {
+      std::vector<Oid> oids;
+      for (const Value& page : pages->as_list()) {
+        if (page.is_ref()) oids.push_back(page.as_ref().oid);
+      }
+      head_.prefetch(oids);
+      for (const Value& page : pages->as_list()) {
+        const Value& listed = head_.resolve(page).get();
+        if (!listed.is_list()) {
+          throw Corruption("a page of ByteStream " + head_.oid().str() + " lists no chunks");
+        }
+        refs.insert(refs.end(), listed.as_list().begin(), listed.as_list().end());
+      }
+    }
+    if (refs.size() != (paged != nullptr ? static_cast<std::size_t>(paged->as_int()) : 0)) {
+      throw Corruption("the pages of ByteStream " + head_.oid().str() + " list " +
+                       std::to_string(refs.size()) + " chunks, not the " +
+                       std::to_string(paged != nullptr ? paged->as_int() : 0) + " its head says");
+    }
+    const Value::List& chunks = field(head_, "chunks").as_list();
+    refs.insert(refs.end(), chunks.begin(), chunks.end());
+    return refs;
   }
 
   // A field of the head's state, or Corruption if the layout is broken.

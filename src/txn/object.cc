@@ -98,6 +98,11 @@ Object Object::create_blob(std::string bytes) const {
   return n.conn->create_blob(std::move(bytes));
 }
 
+Object Object::create_untyped(Value state) const {
+  detail::Node& n = live();
+  return n.conn->create(std::move(state), {}, {});
+}
+
 void Object::prefetch(std::span<const Oid> oids) const {
   detail::Node& n = live();
   n.conn->prefetch(oids);

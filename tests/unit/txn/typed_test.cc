@@ -257,12 +257,26 @@ class TypedTest : public OnEachStore<Backend> {
   // The bytes of each chunk of the ByteStream `stream`, as the store holds them: blobs.
   std::vector<std::string> chunks(const Ref& stream) {
     std::vector<std::string> out;
-    Value head = this->stored(stream.oid);
-    for (const Value& chunk : head.find("chunks")->as_list()) {
-      std::string data = this->stored_data(chunk.as_ref().oid);
-      EXPECT_TRUE(is_blob(data)) << "chunk " << chunk.as_ref().oid.value();
+    for (Oid chunk : chunk_oids(stream)) {
+      std::string data = this->stored_data(chunk);
+      EXPECT_TRUE(is_blob(data)) << "chunk " << chunk.value();
       out.push_back(data.substr(1));
     }
+    return out;
+  }
+  // The oids of its chunks, in order, as the store holds them: the pages' then the head's.
+  std::vector<Oid> chunk_oids(const Ref& stream) {
+    std::vector<Oid> out;
+    Value head = this->stored(stream.oid);
+    if (const Value* pages = head.find("pages")) {
+      for (const Value& page : pages->as_list()) {
+        Value listed = this->stored(page.as_ref().oid);
+        for (const Value& chunk : listed.as_list())
+          out.push_back(chunk.as_ref().oid);
+      }
+    }
+    for (const Value& chunk : head.find("chunks")->as_list())
+      out.push_back(chunk.as_ref().oid);
     return out;
   }
 };
@@ -633,10 +647,7 @@ TYPED_TEST(TypedTest, ByteStreamAppendLeavesFullChunksAlone) {
     return stream.ref();
   });
   auto versions = [&] {
-    std::vector<Oid> oids;
-    Value head = this->stored(ref.oid);
-    for (const Value& chunk : head.find("chunks")->as_list())
-      oids.push_back(chunk.as_ref().oid);
+    std::vector<Oid> oids = this->chunk_oids(ref);
     std::vector<std::uint64_t> out;
     for (const StoredObject& obj : this->db->store().load(oids).objects)
       out.push_back(obj.version);
@@ -652,6 +663,88 @@ TYPED_TEST(TypedTest, ByteStreamAppendLeavesFullChunksAlone) {
   EXPECT_GT(after[2], before[2]);
   EXPECT_EQ(this->chunks(ref), (std::vector<std::string>{"abc", "def", "ghi", "j"}));
   EXPECT_EQ(this->db->view([&](View& v) { return ByteStream::open(v, ref).read(); }), "abcdefghij");
+}
+
+TYPED_TEST(TypedTest, ByteStreamMovesFullRunsOfChunksIntoPages) {
+  constexpr std::size_t per_page = ByteStream::page_chunks;
+  // One-byte chunks: 2 pages and 3 chunks in the first transaction, then one append that fills
+  // the head's run and starts a third page, and one more that lands in the new run.
+  std::string bytes;
+  for (std::size_t i = 0; i < 3 * per_page + 10; ++i)
+    bytes += static_cast<char>('a' + i % 26);
+  Ref ref = this->db->transaction([&](Txn& tx) {
+    ByteStream stream = ByteStream::create(tx, 1);
+    stream.append(std::string_view(bytes).substr(0, 2 * per_page + 3));
+    EXPECT_EQ(stream.read(), bytes.substr(0, 2 * per_page + 3));  // before commit, too
+    return stream.ref();
+  });
+  Value head = this->stored(ref.oid);
+  ASSERT_NE(head.find("pages"), nullptr);
+  EXPECT_EQ(head.find("pages")->as_list().size(), 2u);
+  EXPECT_EQ(head.find("paged")->as_int(), static_cast<std::int64_t>(2 * per_page));
+  EXPECT_EQ(head.find("chunks")->as_list().size(), 3u);
+  for (const Value& page : head.find("pages")->as_list())
+    EXPECT_EQ(this->stored(page.as_ref().oid).as_list().size(), per_page);
+
+  this->db->transaction([&](Txn& tx) {
+    ByteStream::open(tx, ref).append(std::string_view(bytes).substr(2 * per_page + 3, per_page));
+  });
+  this->db->transaction([&](Txn& tx) {
+    ByteStream::open(tx, ref).append(std::string_view(bytes).substr(3 * per_page + 3));
+  });
+  this->reopen();
+  head = this->stored(ref.oid);
+  ASSERT_NE(head.find("pages"), nullptr);
+  EXPECT_EQ(head.find("pages")->as_list().size(), 3u);
+  EXPECT_EQ(head.find("paged")->as_int(), static_cast<std::int64_t>(3 * per_page));
+  EXPECT_EQ(head.find("chunks")->as_list().size(), 10u);
+  EXPECT_EQ(head.find("size")->as_int(), static_cast<std::int64_t>(bytes.size()));
+  std::vector<std::string> chunks = this->chunks(ref);
+  ASSERT_EQ(chunks.size(), bytes.size());
+  EXPECT_EQ(chunks.front(), "a");
+  EXPECT_EQ(this->db->view([&](View& v) { return ByteStream::open(v, ref).read(); }), bytes);
+}
+
+TYPED_TEST(TypedTest, ByteStreamWithoutPagesGrowsIntoThem) {
+  // A head as streams were written before pages, with more chunks in it than a page holds:
+  // it reads, and its next new chunk moves them all into one page.
+  constexpr std::size_t listed = ByteStream::page_chunks + 5;
+  Ref ref = this->db->transaction([&](Txn& tx) {
+    Value::List chunks;
+    for (std::size_t i = 0; i < listed; ++i)
+      chunks.emplace_back(tx.create_blob("x").ref());
+    return tx
+        .create(Value::Map{{"size", static_cast<std::int64_t>(listed)},
+                           {"chunk_size", 1},
+                           {"chunks", std::move(chunks)}})
+        .ref();
+  });
+  EXPECT_EQ(this->db->view([&](View& v) { return ByteStream::open(v, ref).read(); }),
+            std::string(listed, 'x'));
+  this->db->transaction([&](Txn& tx) { ByteStream::open(tx, ref).append("yz"); });
+  Value head = this->stored(ref.oid);
+  ASSERT_NE(head.find("pages"), nullptr);
+  EXPECT_EQ(head.find("pages")->as_list().size(), 1u);
+  EXPECT_EQ(head.find("paged")->as_int(), static_cast<std::int64_t>(listed));
+  EXPECT_EQ(head.find("chunks")->as_list().size(), 2u);
+  EXPECT_EQ(this->db->view([&](View& v) { return ByteStream::open(v, ref).read(); }),
+            std::string(listed, 'x') + "yz");
+}
+
+TYPED_TEST(TypedTest, ByteStreamRefusesBrokenPages) {
+  Ref ref = this->db->transaction([&](Txn& tx) {
+    ByteStream stream = ByteStream::create(tx, 1);
+    stream.append(std::string(ByteStream::page_chunks + 1, 'x'));
+    return stream.ref();
+  });
+  // A head that says its pages list more chunks than they do.
+  this->db->transaction([&](Txn& tx) {
+    tx.modify(ref, [](Value& head) { head.as_map().insert_or_assign("paged", 1000); });
+  });
+  EXPECT_THROW(this->db->view([&](View& v) { return ByteStream::open(v, ref).read(); }),
+               Corruption);
+  EXPECT_THROW(this->db->transaction([&](Txn& tx) { ByteStream::open(tx, ref).append("y"); }),
+               Corruption);
 }
 
 TYPED_TEST(TypedTest, ByteStreamRefusesWhatIsNotAStream) {
