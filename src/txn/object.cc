@@ -240,7 +240,7 @@ namespace {
 
 }  // namespace
 
-ConnectionImpl& LeaseRef::conn(const char* what) const {
+inline ConnectionImpl& LeaseRef::conn(const char* what) const {
   bool ended = cell_ ? cell_->closed.load(std::memory_order_acquire) ||
                            cell_->lease.load(std::memory_order_acquire) != lease_
                      : conn_->lease() != lease_;
