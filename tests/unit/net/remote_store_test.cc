@@ -1076,15 +1076,36 @@ TEST(Server, ALargeFrameBeforeHelloIsRefusedAtItsHeader) {
 // it reserve 1.3 GB.
 TEST(Server, AFrameHeaderAloneDoesNotMakeTheServerReserveItsBody) {
   TestServer server(make_memory_store(), options_with([](net::ServerOptions&) {}));
-  std::size_t before = resident_bytes();
+  // The server's count of bytes read tells when it has read every header; each info request
+  // adds its own size to it, measured first.
+  net::ClientOptions control = server.client();
+  control.control = true;
+  net::RemoteStore inspector(control);
+  auto bytes_in = [&] {
+    for (const auto& [name, value] : inspector.info()) {
+      if (name == "bytes_in") return std::stoull(value);
+    }
+    ADD_FAILURE() << "no bytes_in in the server's info";
+    return 0ull;
+  };
   std::vector<std::unique_ptr<RawClient>> clients;
   for (int i = 0; i < 20; ++i) {
-    auto raw = std::make_unique<RawClient>(server.port());
-    raw->hello();
-    raw->send(announce_frame(net::Kind::request, net::Op::commit, 2, 64u << 20));
-    clients.push_back(std::move(raw));
+    clients.push_back(std::make_unique<RawClient>(server.port()));
+    clients.back()->hello();  // answered: the server has read it
   }
-  std::this_thread::sleep_for(300ms);  // for the server to read what was sent
+  const unsigned long long start = bytes_in();
+  const unsigned long long per_info = bytes_in() - start;
+  std::size_t before = resident_bytes();
+  const std::string header = announce_frame(net::Kind::request, net::Op::commit, 2, 64u << 20);
+  for (auto& raw : clients)
+    raw->send(header);
+  // The n-th info reports start + (n - 1) * per_info, plus whatever else the server has read.
+  unsigned long long infos = 2;
+  auto deadline = std::chrono::steady_clock::now() + 20s;
+  while (bytes_in() < start + infos++ * per_info + clients.size() * header.size()) {
+    ASSERT_LT(std::chrono::steady_clock::now(), deadline) << "the server did not read the headers";
+    std::this_thread::sleep_for(5ms);
+  }
   std::size_t grown = resident_bytes() - std::min(before, resident_bytes());
   EXPECT_LT(grown, 100u << 20) << "20 frame headers made the server hold " << (grown >> 20)
                                << " MiB";
