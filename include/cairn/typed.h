@@ -547,7 +547,8 @@ std::vector<TypedRef<T>> scan(const Database& db) {
 // all untyped (so they live while something refers to the head).
 //   head   {"size": int, "chunk_size": int, "chunks": [Ref, ...],
 //           "pages": [Ref, ...], "paged": int}          (pages and paged: absent = none)
-//   page   [Ref, ...]                                   (page_chunks chunk references)
+//   page   [Ref, ...]        (page_chunks chunk references; more in the one page a head from
+//                            before pages moves its whole list into)
 // The stream is the chunks the pages list, in order ("paged" of them), then those "chunks"
 // lists. Every chunk but the last is full (chunk_size bytes). append() adds to the last chunk
 // with Object::append (the store receives only the new bytes) until it is full, then creates
@@ -565,7 +566,7 @@ class ByteStream {
  public:
   static constexpr std::size_t default_chunk_size = 64 * 1024;
   static constexpr std::size_t max_chunk_size = max_object_bytes - 1;  // a blob's marker byte
-  // How many chunk references a page holds, and the head at most.
+  // How many chunk references the head lists before they move into a new page.
   static constexpr std::size_t page_chunks = 512;
   // How many bytes of chunks read() asks the store for at a time.
   static constexpr std::size_t prefetch_bytes = 64u << 20;
@@ -605,8 +606,16 @@ class ByteStream {
     Value::List& chunks = head.at("chunks").as_list();
     Value::List pages;
     std::size_t paged = 0;
-    if (const Value* p = head_.get().find("pages")) pages = p->as_list();
-    if (const Value* p = head_.get().find("paged")) paged = static_cast<std::size_t>(p->as_int());
+    if (const Value* p = head_.get().find("pages")) {
+      if (!p->is_list()) throw Corruption("ByteStream " + head_.oid().str() + " has no page list");
+      pages = p->as_list();
+    }
+    if (const Value* p = head_.get().find("paged")) {
+      if (!p->is_int() || p->as_int() < 0) {
+        throw Corruption("ByteStream " + head_.oid().str() + " has no valid count of paged chunks");
+      }
+      paged = static_cast<std::size_t>(p->as_int());
+    }
     const std::size_t count = paged + chunks.size();
     if (old_size > count * chunk_size || (count > 0 && old_size <= (count - 1) * chunk_size) ||
         (paged > 0 && chunks.empty())) {

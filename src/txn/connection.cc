@@ -2,6 +2,8 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <iterator>
+#include <type_traits>
 #include <utility>
 
 #include "cairn/codec.h"
@@ -60,7 +62,7 @@ void append_stored_form(const Node& n, std::string& data) {
 }
 
 // to = from, without the call for the usual empty type and key.
-void copy_string(std::string& to, const std::string& from) {
+[[gnu::always_inline]] inline void copy_string(std::string& to, const std::string& from) {
   if (!to.empty() || !from.empty()) to = from;
 }
 
@@ -525,7 +527,12 @@ std::uint64_t ConnectionImpl::commit() {
       copy_string(w.type, n->type);
       copy_string(w.key, n->key);
       w.data.clear();
-      append_stored_form(*n, w.data);
+      try {
+        append_stored_form(*n, w.data);
+      } catch (...) {
+        request_large_ = true;  // the buffer may have grown before encoding failed
+        throw;
+      }
       if (w.data.capacity() > kept_state_bytes) request_large_ = true;
     } else if (!n->created) {
       request.deletes.push_back(n->oid);
@@ -593,28 +600,41 @@ std::uint64_t ConnectionImpl::commit() {
 }
 
 void ConnectionImpl::trim_request() noexcept {
+  // Freed by swapping with an empty one: assigning an empty string or `{}` keeps the buffer.
   auto release = [](auto& ops) {
-    if (ops.size() > kept_ops) {
-      ops = {};
+    if (ops.capacity() > kept_ops) {
+      std::remove_reference_t<decltype(ops)>().swap(ops);
     } else {
       ops.clear();
     }
   };
   std::vector<WriteOp>& writes = request_.writes;
-  if (writes.size() > kept_ops) {
-    writes = {};
-  } else {
-    if (writes.size() > kept_writes) {
-      writes.erase(writes.begin() + static_cast<std::ptrdiff_t>(kept_writes), writes.end());
-    }
-    for (WriteOp& w : writes) {
-      if (w.data.capacity() > kept_state_bytes) w.data = std::string();
-    }
+  if (writes.size() > kept_writes) {
+    writes.erase(writes.begin() + static_cast<std::ptrdiff_t>(kept_writes), writes.end());
+  }
+  if (writes.capacity() > kept_ops) {
+    std::vector<WriteOp> kept(std::make_move_iterator(writes.begin()),
+                              std::make_move_iterator(writes.end()));
+    writes.swap(kept);
+  }
+  for (WriteOp& w : writes) {
+    if (w.data.capacity() > kept_state_bytes) std::string().swap(w.data);
   }
   release(request_.deletes);
   release(request_.reads);
   release(request_.appends);
   request_large_ = false;
+}
+
+std::size_t ConnectionImpl::retained_request_bytes() const {
+  std::size_t bytes =
+      request_.reads.capacity() * sizeof(ReadCheck) + request_.writes.capacity() * sizeof(WriteOp) +
+      request_.deletes.capacity() * sizeof(Oid) + request_.appends.capacity() * sizeof(AppendOp);
+  for (const WriteOp& w : request_.writes)
+    bytes += w.type.capacity() + w.key.capacity() + w.data.capacity();
+  for (const AppendOp& a : request_.appends)
+    bytes += a.data.capacity();
+  return bytes;
 }
 
 void ConnectionImpl::shrink_cache() noexcept {

@@ -208,6 +208,12 @@ class ConnectionImpl {
   }
   void trim_request() noexcept;
 
+ public:
+  // The bytes the reused commit request keeps allocated between commits (its vectors' and
+  // kept writes' capacity), for tests of release_request.
+  std::size_t retained_request_bytes() const;
+
+ private:
   Store& store_;
   ConnectionCounters& counters_;
   const ChangeFeed* feed_;

@@ -9,6 +9,7 @@
 #include "cairn/error.h"
 #include "cairn/typed.h"
 #include "support/forwarding_store.h"
+#include "txn/connection_impl.h"
 #include "unit/txn/backends.h"
 
 namespace cairn::testing {
@@ -853,6 +854,49 @@ TEST(Appends, AByteStreamAppendThatFailsChangesNothing) {
   c.commit();
   EXPECT_EQ(db.view([&](View& v) { return ByteStream::open(v, stream.ref()).read(); }),
             "abcdefghijkl");
+}
+
+// The commit request a connection reuses keeps a few small writes' room between commits, and
+// frees what a large commit made it hold: before, assigning an empty string or `{}` to release
+// it kept every buffer, so one 4 MiB state stayed allocated for the connection's lifetime.
+TEST(ConnectionRequest, ALargeCommitDoesNotLeaveItsBuffersBehind) {
+  std::unique_ptr<Store> store = make_memory_store();
+  detail::ConnectionCounters counters;
+  detail::ConnectionImpl conn(*store, counters, 100'000);
+  constexpr std::size_t small = 64 * 1024;  // far above what a small commit keeps
+
+  Object big = conn.create(Value(std::string(4 << 20, 'x')), {}, {});
+  conn.commit();
+  EXPECT_LT(conn.retained_request_bytes(), small) << "after a 4 MiB state";
+
+  // Many reads and writes: the request's vectors grow past what it keeps.
+  std::vector<Object> objects;
+  for (int i = 0; i < 5000; ++i)
+    objects.push_back(conn.create(Value(i), {}, {}));
+  conn.commit();
+  EXPECT_LT(conn.retained_request_bytes(), small) << "after 5000 writes";
+  for (Object& o : objects)
+    o.set(Value(o.get().as_int() + 1));
+  conn.commit();
+  EXPECT_LT(conn.retained_request_bytes(), small) << "after 5000 reads and writes";
+
+  // A state that fails to encode after its first 4 MiB (nested too deep) grows the buffer, and
+  // the failed commit frees it too.
+  Value deep = Value::List{};
+  for (std::size_t i = 0; i < max_value_depth + 5; ++i)
+    deep = Value(Value::List{std::move(deep)});
+  big.set(Value(Value::List{Value(std::string(4 << 20, 'y')), std::move(deep)}));
+  EXPECT_THROW(conn.commit(), InvalidArgument);
+  EXPECT_LT(conn.retained_request_bytes(), small) << "after a failed commit";
+  conn.abort();
+
+  // Small commits keep their room: nothing to free.
+  big.set(Value(1));
+  conn.commit();
+  std::size_t kept = conn.retained_request_bytes();
+  big.set(Value(2));
+  conn.commit();
+  EXPECT_EQ(conn.retained_request_bytes(), kept);
 }
 
 }  // namespace
