@@ -21,6 +21,7 @@
 
 #include "cairn/error.h"
 #include "cairn/version.h"
+#include "core/checksum.h"
 #include "net/protocol.h"
 #include "net/transport.h"
 
@@ -123,6 +124,9 @@ class Server::Impl {
   std::vector<Handoff> handoffs_;
   std::uint64_t next_session_ = 1;
   std::uint64_t instance_ = 0;  // this run's id, in every hello reply; never 0
+  // Random, in every lock owner this run's sessions store (Session::owner), apart from instance_
+  // (which a test may give).
+  std::string owner_scope_;
   // Sessions accepted past --max-clients, and how many of them there may be at once.
   std::size_t over_limit_sessions_ = 0;
   std::size_t rejected_sessions_ = 0;  // past the limit and its room: refused after handshake
@@ -162,7 +166,7 @@ class Session : public std::enable_shared_from_this<Session> {
   Session(Server::Impl& server, std::uint64_t id, std::unique_ptr<Transport> transport)
       : server_(server),
         id_(id),
-        owner_prefix_(fmt::format("session{}/", id)),
+        owner_prefix_(fmt::format("session{}.{}/", server.owner_scope_, id)),
         transport_(std::move(transport)),
         idle_(server.io_) {}
 
@@ -425,8 +429,24 @@ class Session : public std::enable_shared_from_this<Session> {
     server_.maybe_finish_stop();
   }
 
-  // Lock owners are scoped to the connection: no other client can unlock or renew them.
-  std::string owner(const std::string& client_owner) const { return owner_prefix_ + client_owner; }
+  // Lock owners are scoped to the connection, and to this server's run: no other client, of this
+  // server or of another one in front of the same store (several may front one Redis), can
+  // unlock or renew them. An owner that the prefix would take past the stores' limit is kept as
+  // its hash, so that a client has the whole limit.
+  std::string owner(const std::string& client_owner) const {
+    if (owner_prefix_.size() + client_owner.size() <= max_lock_name_length) {
+      return owner_prefix_ + client_owner;
+    }
+    return fmt::format("{}#{:016x}", owner_prefix_, checksum64(client_owner));
+  }
+  // Replies with an error and returns true if a client's lock owner is over the limit.
+  bool refuse_long_owner(const FrameHeader& header, const std::string& client_owner) {
+    if (client_owner.size() <= max_lock_name_length) return false;
+    reply_error(header, ErrorCode::invalid_argument,
+                fmt::format("lock owner of {} bytes is longer than the limit of {}",
+                            client_owner.size(), max_lock_name_length));
+    return true;
+  }
 
   Server::Impl& server_;
   std::uint64_t id_;
@@ -674,7 +694,9 @@ void Session::handle(const FrameHeader& header, const Body& body) {
     case Op::lock: {
       LockRequest request;
       request.name = r.str();
-      request.owner = owner(r.str());
+      std::string client_owner = r.str();
+      if (refuse_long_owner(header, client_owner)) return;
+      request.owner = owner(client_owner);
       request.ttl = std::chrono::milliseconds(r.i64());
       auto wait = std::chrono::milliseconds(r.i64());
       if (request.owner == owner_prefix_) {
@@ -690,7 +712,9 @@ void Session::handle(const FrameHeader& header, const Body& body) {
     }
     case Op::unlock: {
       std::string name = r.str();
-      std::string held_by = owner(r.str());
+      std::string client_owner = r.str();
+      if (refuse_long_owner(header, client_owner)) return;
+      std::string held_by = owner(client_owner);
       // Whether or not it was held, this session no longer needs to release it on close.
       locks_.erase(name);
       return run(header, false, [&store, name, held_by] {
@@ -702,7 +726,9 @@ void Session::handle(const FrameHeader& header, const Body& body) {
     }
     case Op::renew: {
       std::string name = r.str();
-      std::string held_by = owner(r.str());
+      std::string client_owner = r.str();
+      if (refuse_long_owner(header, client_owner)) return;
+      std::string held_by = owner(client_owner);
       auto ttl = std::chrono::milliseconds(r.i64());
       return run(header, false, [&store, name, held_by, ttl] {
         Writer w;
@@ -850,6 +876,7 @@ Server::Impl::Impl(Store& store, ServerOptions options)
   std::random_device random;
   while (instance_ == 0)
     instance_ = (std::uint64_t{random()} << 32) | random();
+  owner_scope_ = fmt::format("{:08x}{:08x}", random(), random());
   if (options_.max_frame_bytes) max_frame_ = options_.max_frame_bytes;
   if (options_.tcp && options_.token.empty() && !is_loopback(options_.host)) {
     throw InvalidArgument(fmt::format(

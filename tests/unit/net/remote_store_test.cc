@@ -991,6 +991,58 @@ TEST(Server, OwnersAreScopedToTheirConnection) {
   EXPECT_TRUE(alice->unlock("n", "alice"));
 }
 
+// Several servers may front one store (one Redis): each one's first client was "session1", so
+// a client of one server could renew, unlock and then take a lock a client of the other held.
+TEST(Server, OwnersAreScopedToTheirServerToo) {
+  struct Shared : ForwardingStore {
+    explicit Shared(Store& store) : store_(store) {}
+    Store& inner() const override { return store_; }
+    Store& store_;
+  };
+  std::unique_ptr<Store> store = make_memory_store();
+  TestServer first(std::make_unique<Shared>(*store), options_with([](net::ServerOptions&) {}));
+  TestServer second(std::make_unique<Shared>(*store), options_with([](net::ServerOptions&) {}));
+  auto alice = first.connect();
+  auto mallory = second.connect();
+  auto token = alice->lock(LockRequest{"shared", "worker", 60s, 0ms});
+  ASSERT_TRUE(token.has_value());
+  EXPECT_FALSE(mallory->renew("shared", "worker", 60s));
+  EXPECT_FALSE(mallory->unlock("shared", "worker"));
+  EXPECT_FALSE(mallory->lock(LockRequest{"shared", "worker", 60s, 0ms}).has_value());
+  EXPECT_TRUE(alice->renew("shared", "worker", 60s));
+  // Closing the other server's connection releases nothing of this one's.
+  mallory.reset();
+  auto third = second.connect();
+  EXPECT_FALSE(third->lock(LockRequest{"shared", "other", 60s, 0ms}).has_value());
+  EXPECT_TRUE(alice->unlock("shared", "worker"));
+}
+
+// The server's scope does not shorten a client's owner: the whole limit stays usable, and an
+// owner past it is refused with its own size.
+TEST(Server, ALockOwnerMayBeAsLongAsOnAStore) {
+  TestServer server(make_memory_store(), options_with([](net::ServerOptions&) {}));
+  auto client = server.connect();
+  auto other = server.connect();
+  const std::string longest(max_lock_name_length, 'o');
+  const std::string almost = longest.substr(1) + "p";  // same length, another owner
+  ASSERT_TRUE(client->lock(LockRequest{"long", longest, 60s, 0ms}).has_value());
+  EXPECT_FALSE(client->renew("long", almost, 60s));
+  EXPECT_FALSE(other->renew("long", longest, 60s));
+  EXPECT_TRUE(client->renew("long", longest, 60s));
+  EXPECT_TRUE(client->unlock("long", longest));
+  try {
+    client->lock(LockRequest{"long", longest + "x", 60s, 0ms});
+    FAIL() << "an owner over the limit was taken";
+  } catch (const InvalidArgument& e) {
+    EXPECT_NE(std::string(e.what()).find(std::to_string(max_lock_name_length + 1) + " bytes"),
+              std::string::npos)
+        << e.what();
+  }
+  EXPECT_THROW(client->renew("long", longest + "x", 60s), InvalidArgument);
+  EXPECT_THROW(client->unlock("long", longest + "x"), InvalidArgument);
+  EXPECT_NO_THROW(client->ping());  // refused, not hung up on
+}
+
 TEST(Server, ClientsPastTheLimitAreRefusedWithBusy) {
   TestServer server(make_memory_store(),
                     options_with([](net::ServerOptions& o) { o.max_clients = 2; }));
