@@ -371,12 +371,17 @@ end
 return out
 )lua";
 
-// ARGV: lock key, fence key, owner, ttl ms. Returns the fencing token, or nil if held.
+// ARGV: lock key, fence key, owner, ttl ms, epoch key, epoch (as in commit_script). Returns the
+// fencing token, nil if held, or {"epoch", current epoch} (nothing written) if `P epoch` holds
+// another: after a flush the fence counters start again, and tokens would repeat. The counter
+// is taken before the lock is set, so that a counter broken by hand (INCR fails) leaves no lock.
 constexpr std::string_view lock_script = R"lua(
-if redis.call('SET', ARGV[1], ARGV[3], 'NX', 'PX', ARGV[4]) then
-  return redis.call('INCR', ARGV[2])
-end
-return false
+local epoch = redis.call('GET', ARGV[5]) or ''
+if epoch ~= ARGV[6] then return {'epoch', epoch} end
+if redis.call('EXISTS', ARGV[1]) == 1 then return false end
+local token = redis.call('INCR', ARGV[2])
+redis.call('SET', ARGV[1], ARGV[3], 'PX', ARGV[4])
+return token
 )lua";
 
 // ARGV: lock key, owner. Deletes the lock if `owner` holds it; returns 1 if it did.
@@ -1268,11 +1273,13 @@ std::optional<std::uint64_t> RedisStore::lock(const LockRequest& request) {
     {
       std::lock_guard lk(mu_);
       conn_.connect();
-      r = eval(lock_id, {lock_key, fence_key, request.owner, ttl}, Resend::never);
+      r = eval(lock_id, {lock_key, fence_key, request.owner, ttl, key("epoch", ""), epoch_},
+               Resend::never);
     }
     if (r->type == REDIS_REPLY_INTEGER && r->integer > 0) {
       return static_cast<std::uint64_t>(r->integer);
     }
+    if (r->type == REDIS_REPLY_ARRAY) throw_other_history(r.get());
     if (r->type != REDIS_REPLY_NIL) unexpected(r.get(), "lock");
     auto now = std::chrono::steady_clock::now();
     if (now >= deadline) return std::nullopt;

@@ -248,6 +248,31 @@ TEST_F(RedisStoreTest, AStoreRefusesToGoOnInAFlushedDatabase) {
   EXPECT_EQ(reopened->changes_since(0).csn, v1 + 1);
 }
 
+// After a flush the fence counters start again: a store that went on locking would hand out
+// tokens it had handed out before, and a holder of the old token 3 would pass as current.
+TEST_F(RedisStoreTest, AStoreRefusesToLockInAFlushedDatabase) {
+  for (std::uint64_t expected = 1; expected <= 3; ++expected) {
+    EXPECT_EQ(store->lock(LockRequest{"fenced", "w", std::chrono::seconds(10)}), expected);
+    ASSERT_TRUE(store->unlock("fenced", "w"));
+  }
+  ASSERT_EQ(one(server().command({"FLUSHALL"})), "OK");
+  EXPECT_THROW(store->lock(LockRequest{"fenced", "w", std::chrono::seconds(10)}), Corruption);
+  EXPECT_TRUE(server().command({"KEYS", prefix + "lock:*"}).empty()) << "the refused lock was set";
+  // Opened again, a store works in the new history.
+  auto reopened = open(server().url(prefix));
+  EXPECT_EQ(reopened->lock(LockRequest{"fenced", "w", std::chrono::seconds(10)}), 1u);
+}
+
+// A fence counter edited by hand into something INCR refuses fails the lock, and leaves no lock
+// behind that nobody holds a token for.
+TEST_F(RedisStoreTest, ABrokenFenceCounterLeavesTheLockFree) {
+  ASSERT_EQ(one(server().command({"SET", prefix + "fence:x", "not a number"})), "OK");
+  EXPECT_THROW(store->lock(LockRequest{"x", "w", std::chrono::seconds(60)}), Error);
+  EXPECT_TRUE(server().command({"KEYS", prefix + "lock:*"}).empty()) << "a lock without a token";
+  ASSERT_EQ(one(server().command({"SET", prefix + "fence:x", "41"})), "OK");
+  EXPECT_EQ(store->lock(LockRequest{"x", "other", std::chrono::seconds(60)}), 42u);
+}
+
 TEST_F(RedisStoreTest, TwoStoresOnOneRedisSeeEachOthersCommits) {
   std::unique_ptr<Store> other = open(server().url(prefix));
   Oid a = store->new_oids(1);
