@@ -303,8 +303,18 @@ void add_restore(CLI::App& app, Action& action) {
 }  // namespace
 
 std::string database_path(const std::string& arg) {
-  if (!arg.starts_with("file:")) return arg;
-  return parse_store_url(arg).path;
+  if (arg.starts_with("file:")) return parse_store_url(arg).path;
+  // Another store's URL is refused rather than taken for a file name: `restore memory:` made a
+  // file called "memory:" and said it had restored. (A file so named: ./memory: or file:memory:.)
+  for (std::string_view scheme : {"memory:", "redis:", "redis+unix:", "cairn:", "cairns:"}) {
+    if (arg.starts_with(scheme)) {
+      throw InvalidArgument(fmt::format(
+          "{} names another kind of store; this command works on a database file, given as PATH "
+          "or file:PATH (for a file with that name, write ./{})",
+          arg, arg));
+    }
+  }
+  return arg;
 }
 
 CLI::Option* add_fsync_option(CLI::App* command, std::string& fsync, const std::string& help) {

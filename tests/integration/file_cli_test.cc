@@ -291,6 +291,36 @@ TEST(FileCli, DumpRestoreDumpGivesTheSameObjects) {
   EXPECT_EQ(store->find_key("Blob", "latin1"), s.latin1);
 }
 
+// The file commands work on database files: another store's URL used to be taken for a file
+// name, so `restore memory:` made a file called "memory:" and said it had restored.
+TEST(FileCli, FileCommandsRefuseOtherStoresUrls) {
+  TempDir dir;
+  std::string a = dir.file("a.cairn");
+  make_database(a, true);
+  ProcessResult dump = cairn({"dump", a});
+  ASSERT_EQ(dump.exit_code, 0) << dump.err;
+  for (std::string url : {"memory:", "redis://localhost", "redis+unix:///tmp/x.sock",
+                          "cairn://localhost:2972", "cairns://localhost"}) {
+    ProcessResult restored = cairn({"restore", url}, dump.out);
+    EXPECT_EQ(restored.exit_code, 1) << url << ": " << restored.out;
+    EXPECT_NE(restored.err.find("names another kind of store"), std::string::npos) << restored.err;
+    EXPECT_FALSE(std::filesystem::exists(url)) << "restore made a file called " << url;
+    std::filesystem::remove(url);
+    std::filesystem::remove(url + ".lock");
+    for (const char* command : {"info", "check", "pack", "dump"}) {
+      ProcessResult r = cairn({command, url});
+      EXPECT_NE(r.exit_code, 0) << command << " " << url;
+      EXPECT_NE(r.err.find("names another kind of store"), std::string::npos)
+          << command << " " << url << ": " << r.err;
+    }
+  }
+  // A file that is so named is still reachable, as ./NAME.
+  std::string named = dir.file("memory:");
+  ProcessResult restored = cairn({"restore", named}, dump.out);
+  EXPECT_EQ(restored.exit_code, 0) << restored.err;
+  EXPECT_TRUE(std::filesystem::exists(named));
+}
+
 // A store takes any bytes as a type or key, and a JSON string holds only UTF-8: dump used to
 // stop at the first such object with "has a key that is not valid UTF-8", leaving a partial
 // dump. Such a type or key is written as {"$bytes": ...} and restored byte for byte; UTF-8 ones
