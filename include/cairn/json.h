@@ -19,7 +19,8 @@ namespace cairn {
 std::string to_json(const Value& value);
 
 // Throws InvalidArgument naming the problem (and its position, for syntax errors). Nesting
-// deeper than max_value_depth is refused.
+// deeper than max_value_depth is refused, and so is an object that names a member twice (as
+// the codec refuses a map with a key twice).
 Value from_json(std::string_view text);
 
 }  // namespace cairn

@@ -103,16 +103,20 @@ std::string data_member(std::string_view data) {
 }
 
 // Refuses a line that nests deeper than any dump line can (an object holding a Value of the
-// deepest nesting allowed), before anything parses or walks it recursively.
-void check_nesting(std::string_view line) {
+// deepest nesting allowed), before anything parses or walks it recursively. Returns its member
+// separators, for check_unique_members.
+std::size_t check_nesting(std::string_view line) {
   constexpr std::size_t limit = max_value_depth * 2 + 2;  // a tagged value adds a level
-  if (scan_json_structure(line, [](std::size_t, char, std::size_t) {}) > limit) {
+  std::size_t separators = 0;
+  auto count = [&separators](std::size_t, char c, std::size_t) { separators += c == ':'; };
+  if (scan_json_structure(line, count) > limit) {
     throw InvalidArgument(fmt::format("JSON nests deeper than the limit of {}", max_value_depth));
   }
+  return separators;
 }
 
 Json parse_line(const std::string& line) {
-  check_nesting(line);
+  std::size_t separators = check_nesting(line);
   check_integer_literals(line);
   Json j;
   try {
@@ -126,6 +130,7 @@ Json parse_line(const std::string& line) {
   } catch (const Json::exception& e) {  // out_of_range for numbers like 1e400
     throw InvalidArgument(fmt::format("invalid JSON: {}", e.what()));
   }
+  check_unique_members(separators, j);
   if (!j.is_object()) throw InvalidArgument("expected a JSON object");
   return j;
 }

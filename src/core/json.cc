@@ -270,7 +270,9 @@ Value from_json(std::string_view text) {
   // Refuse over-deep input before parsing (nlohmann's recursion, then ours). A scan rather than
   // a parser callback: with a callback, nlohmann re-walks a container per element it closes,
   // which made long lists quadratic.
-  if (scan_json_structure(text, [](std::size_t, char, std::size_t) {}) > max_value_depth * 2) {
+  std::size_t separators = 0;  // for check_unique_members
+  auto count = [&separators](std::size_t, char c, std::size_t) { separators += c == ':'; };
+  if (scan_json_structure(text, count) > max_value_depth * 2) {
     throw InvalidArgument(fmt::format("JSON nests deeper than the limit of {}", max_value_depth));
   }
   check_integer_literals(text);
@@ -280,6 +282,7 @@ Value from_json(std::string_view text) {
   } catch (const Json::exception& e) {  // parse_error, and out_of_range for 1e400
     throw InvalidArgument(fmt::format("invalid JSON: {}", e.what()));
   }
+  check_unique_members(separators, j);
   return from_json_value(j, 0);
 }
 

@@ -7,6 +7,8 @@
 #include <cstddef>
 #include <string_view>
 
+#include "cairn/error.h"
+
 namespace cairn {
 
 // Calls fn(i, c, depth) for every character outside string literals, where depth is the number
@@ -40,6 +42,30 @@ std::size_t scan_json_structure(std::string_view text, Fn&& fn) {
     fn(i, c, depth);
   }
   return deepest;
+}
+
+// Throws InvalidArgument if `parsed`, what a parser that keeps one member per name (nlohmann)
+// made of some text, holds fewer object members than the text has member separators (':'
+// outside string literals, counted with scan_json_structure): a name was repeated, and all but
+// one of its values were dropped silently. `parsed` is walked recursively: check the text's
+// nesting first.
+template <typename Json>
+void check_unique_members(std::size_t separators, const Json& parsed) {
+  auto members = [](const Json& j, auto& self) -> std::size_t {
+    std::size_t n = 0;
+    if (j.is_object()) {
+      n += j.size();
+      for (const auto& item : j.items())
+        n += self(item.value(), self);
+    } else if (j.is_array()) {
+      for (const Json& element : j)
+        n += self(element, self);
+    }
+    return n;
+  };
+  if (members(parsed, members) != separators) {
+    throw InvalidArgument("a JSON object names the same member twice");
+  }
 }
 
 // Throws InvalidArgument for an integer literal (no fraction, no exponent) outside int64:

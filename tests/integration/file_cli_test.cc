@@ -687,11 +687,14 @@ TEST(FileCli, RestoreRefusesABadLineAfterGoodOnesAndLeavesAnEmptyTargetUnchanged
   std::string b = dir.file("b.cairn");
   FileStore::open(b).reset();  // an empty database
   std::string before = read_file(b);
-  for (const char* bad : {R"({"oid":2,"fields":{"$nope":1}})", R"({"oid":2})",
-                          R"({"oid":2,"fields":1,"raw":{"$bytes":""}})", R"({"oid":-2,"fields":1})",
-                          R"({"oid":2,"fields":1,"colour":"red"})", R"({"oid":99,"fields":1})",
-                          R"({"oid":1,"fields":1})", R"([1,2])",
-                          R"({"oid":2,"fields":{"n":18446744073709551616}})"}) {
+  for (const char* bad :
+       {R"({"oid":2,"fields":{"$nope":1}})", R"({"oid":2})",
+        R"({"oid":2,"fields":1,"raw":{"$bytes":""}})", R"({"oid":-2,"fields":1})",
+        R"({"oid":2,"fields":1,"colour":"red"})", R"({"oid":99,"fields":1})",
+        R"({"oid":1,"fields":1})", R"([1,2])", R"({"oid":2,"fields":{"n":18446744073709551616}})",
+        // A member named twice: the parser kept the last one silently.
+        R"({"oid":2,"oid":1,"fields":1})", R"({"oid":2,"fields":{"a":1,"a":2}})",
+        R"({"oid":2,"fields":[{"$decimal":"1.10","$decimal":"2"}]})"}) {
     std::string input = std::string(R"({"format":"cairn-dump","version":1,"next_oid":3,"csn":1})") +
                         "\n" + R"({"oid":1,"fields":{"a":1}})" + "\n" + bad + "\n";
     ProcessResult r = cairn({"restore", b}, input);

@@ -92,6 +92,20 @@ TEST(Json, BadInputIsInvalidArgument) {
 
 // An integer literal outside int64 used to become a rounded double past 2^64 (or below -2^63)
 // while 2^63..2^64-1 was refused: now every one is refused, naming it. Floats stay floats.
+// nlohmann keeps the last of members with one name; the codec refuses such a map as corrupt,
+// and so does the JSON form, rather than drop a value silently.
+TEST(Json, AMemberNamedTwiceIsRefused) {
+  for (const char* text : {R"({"a":1,"a":2})", R"([1,{"x":{"b":true,"b":true}}])",
+                           R"({"$map":{"k":1,"k":2}})", R"({"a":1,"b":{"a":1},"b":2})"}) {
+    EXPECT_THROW(from_json(text), InvalidArgument) << text;
+  }
+  // Colons inside strings are not member separators.
+  EXPECT_EQ(from_json(R"({"a:b":"c:d","e":[":",{"f:":1}]})"),
+            Value(Value::Map{{"a:b", "c:d"}, {"e", Value::List{":", Value::Map{{"f:", 1}}}}}));
+  EXPECT_EQ(from_json(R"({"a":{"a":{"a":1}}})"),
+            Value(Value::Map{{"a", Value::Map{{"a", Value::Map{{"a", 1}}}}}}));
+}
+
 TEST(Json, IntegersOutsideInt64AreRefusedNotRounded) {
   for (const char* bad : {"-9223372036854775809", "18446744073709551616",
                           "[1, 99999999999999999999999]", R"({"a": [-18446744073709551617]})"}) {
