@@ -144,12 +144,11 @@ Value from_tagged(const Json& j, std::size_t depth) {
     if (!oid.is_number_unsigned() && !(oid.is_number_integer() && oid.get<std::int64_t>() >= 0)) {
       throw InvalidArgument("{\"$ref\": N} needs a non-negative integer oid");
     }
-    std::string type;
-    if (j.size() == 2) {
-      if (!j.contains("$type"))
-        throw InvalidArgument("{\"$ref\": N} takes only \"$type\" beside it");
-      type = tag_string(j.at("$type"), "$type");
+    if (j.size() > 2 || (j.size() == 2 && !j.contains("$type"))) {
+      throw InvalidArgument("{\"$ref\": N} takes only \"$type\" beside it");
     }
+    std::string type;
+    if (j.size() == 2) type = tag_string(j.at("$type"), "$type");
     return Ref{Oid(oid.get<std::uint64_t>()), std::move(type)};
   }
   if (j.size() != 1) {

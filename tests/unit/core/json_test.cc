@@ -66,32 +66,18 @@ TEST(Json, TagsAreTheDocumentedForms) {
 }
 
 TEST(Json, BadInputIsInvalidArgument) {
-  for (const char* bad : {"",
-                          "{",
-                          "[1,]",
-                          "nul",
-                          R"({"$bytes":"a"})",
-                          R"({"$bytes":"a=bc"})",
-                          R"({"$bytes":1})",
-                          R"({"$ref":-1})",
-                          R"({"$ref":"1"})",
-                          R"({"$ref":1,"x":2})",
-                          R"({"$time":"yesterday"})",
-                          R"({"$uuid":"nope"})",
-                          R"({"$decimal":"1e5"})",
-                          R"({"$double":"big"})",
-                          R"({"$wat":1})",
-                          R"({"$bytes":"","$time":"x"})",
-                          R"({"a":1,"$b":2})",
-                          "18446744073709551615",
-                          "1e400",
-                          "[-1e999]"}) {
+  for (const char* bad :
+       {"", "{", "[1,]", "nul", R"({"$bytes":"a"})", R"({"$bytes":"a=bc"})", R"({"$bytes":1})",
+        R"({"$ref":-1})", R"({"$ref":"1"})", R"({"$ref":1,"x":2})",
+        // With $type, other keys were dropped silently, and $type with them.
+        R"({"$ref":1,"$type":"T","x":2})", R"({"$ref":1,"$type":"T","$bytes":""})",
+        R"({"$time":"yesterday"})", R"({"$uuid":"nope"})", R"({"$decimal":"1e5"})",
+        R"({"$double":"big"})", R"({"$wat":1})", R"({"$bytes":"","$time":"x"})",
+        R"({"a":1,"$b":2})", "18446744073709551615", "1e400", "[-1e999]"}) {
     EXPECT_THROW(from_json(bad), InvalidArgument) << bad;
   }
 }
 
-// An integer literal outside int64 used to become a rounded double past 2^64 (or below -2^63)
-// while 2^63..2^64-1 was refused: now every one is refused, naming it. Floats stay floats.
 // nlohmann keeps the last of members with one name; the codec refuses such a map as corrupt,
 // and so does the JSON form, rather than drop a value silently.
 TEST(Json, AMemberNamedTwiceIsRefused) {
@@ -106,6 +92,8 @@ TEST(Json, AMemberNamedTwiceIsRefused) {
             Value(Value::Map{{"a", Value::Map{{"a", Value::Map{{"a", 1}}}}}}));
 }
 
+// An integer literal outside int64 used to become a rounded double past 2^64 (or below -2^63)
+// while 2^63..2^64-1 was refused: now every one is refused, naming it. Floats stay floats.
 TEST(Json, IntegersOutsideInt64AreRefusedNotRounded) {
   for (const char* bad : {"-9223372036854775809", "18446744073709551616",
                           "[1, 99999999999999999999999]", R"({"a": [-18446744073709551617]})"}) {
