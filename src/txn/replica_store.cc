@@ -569,11 +569,10 @@ std::vector<ScanEntry> ReplicaStore::scan_keys(std::string_view type, std::strin
       auto t = s.by_key.find(type);
       if (t != s.by_key.end()) {
         const auto& keys = t->second;
+        // The first key past `after` and at or past `prefix`: past the last key, none (it used
+        // to start again from the prefix's first key, and paging never ended).
         auto it = keys.upper_bound(after);
-        if (auto p = keys.lower_bound(prefix);
-            p != keys.end() && (it == keys.end() || p->first > it->first)) {
-          it = p;
-        }
+        if (it != keys.end() && it->first < prefix) it = keys.lower_bound(prefix);
         for (; it != keys.end() && out.size() < limit && it->first.starts_with(prefix); ++it)
           out.push_back(ScanEntry{it->second, it->first});
       }

@@ -329,6 +329,48 @@ TEST(Replica, ALoadUnderWayWhenACommitLandsBringsItsState) {
   EXPECT_EQ(c.counted->round_trips(), before);
 }
 
+// Scans answered from the replica page exactly as the server's: a scan from past the last key
+// in scope started again from the first, so paging through keys never ended.
+TEST(Replica, ScansFromTheReplicaPageAsTheServersDo) {
+  Clients c;
+  c.a.transaction([](Txn& tx) {
+    for (const char* key : {"a", "b", "c", "d", "p:1", "p:2", "p:3", "q"})
+      tx.create(Value(1), "P", key);
+  });
+  Subscription sub = c.b.subscribe_type("P");
+  ASSERT_TRUE(replica_current(c.b, c.server.backing()));
+  Store& replica = c.b.store();
+  Store& server = c.server.backing();
+  auto keys = [](const std::vector<ScanEntry>& entries) {
+    std::vector<std::string> out;
+    for (const ScanEntry& e : entries)
+      out.push_back(e.key);
+    return out;
+  };
+  int before = c.counted->round_trips();
+  for (std::string prefix : {"", "p:", "b", "z"}) {
+    for (std::string after : {"", "a", "b", "c", "p", "p:1", "p:3", "q", "r", "zz"}) {
+      for (std::size_t limit : {1u, 2u, 100u}) {
+        EXPECT_EQ(keys(replica.scan_keys("P", prefix, after, limit)),
+                  keys(server.scan_keys("P", prefix, after, limit)))
+            << "prefix \"" << prefix << "\" after \"" << after << "\" limit " << limit;
+      }
+    }
+    // Paging ends, having listed every key once.
+    std::vector<std::string> paged;
+    std::string after;
+    for (int pages = 0; pages < 20; ++pages) {
+      std::vector<ScanEntry> page = replica.scan_keys("P", prefix, after, 3);
+      for (const ScanEntry& e : page)
+        paged.push_back(e.key);
+      if (page.size() < 3) break;
+      after = page.back().key;
+    }
+    EXPECT_EQ(paged, keys(server.scan_keys("P", prefix, "", 100))) << "prefix " << prefix;
+  }
+  EXPECT_EQ(c.counted->round_trips(), before) << "the scans were not answered by the replica";
+}
+
 TEST(Replica, KeyAndObjectScopes) {
   Clients c;
   Oid red1 = c.a.transaction([](Txn& tx) { return tx.create(Value(1), "Idx", "red:1").oid(); });
