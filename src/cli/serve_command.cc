@@ -175,7 +175,9 @@ void add_serve_command(CLI::App& app, Action& action) {
   command->add_option("--tls-key", args->tls_key, "the private key of --tls-cert (PEM)");
   add_fsync_option(command, args->fsync,
                    "always, batch or never (default: the policy recorded in the file, batch "
-                   "for a new one)");
+                   "for a new one). A commit is answered after the fdatasync that covers it, "
+                   "except under never, which buffers up to 1 MiB of commits in the process: a "
+                   "killed server may lose commits it has answered");
   command->add_option("--gc-bytes", args->gc_bytes,
                       "pack automatically after this many bytes were committed (0 = never)");
   command->add_option("--max-clients", args->max_clients, "refuse connections past this many")
