@@ -495,11 +495,18 @@ ReplicaStats ReplicaStore::stats() const {
   return out;
 }
 
+bool ReplicaStore::current(const State& s) const {
+  // Not behind anything a caller was told, and hearing of commits now: cut off from them (the
+  // server down or unreachable), the replica may be stale, and the store answers instead, or
+  // fails with IoError (docs/architecture.md).
+  return s.csn >= reported_.load() && inner_->hears_commits();
+}
+
 LoadResult ReplicaStore::load(std::span<const Oid> oids) {
   {
     State& s = *state_;
     std::lock_guard lock(s.mu);
-    if (!s.scopes.empty() && s.csn >= reported_.load()) {
+    if (!s.scopes.empty() && current(s)) {
       LoadResult result;
       result.csn = s.csn;
       result.objects.reserve(oids.size());
@@ -544,7 +551,7 @@ std::vector<ScanEntry> ReplicaStore::scan_type(std::string_view type, Oid after,
   {
     State& s = *state_;
     std::lock_guard lock(s.mu);
-    if (s.csn >= reported_.load() && s.covers(type, {})) {
+    if (current(s) && s.covers(type, {})) {
       std::vector<ScanEntry> out;
       for (auto it = s.objects.upper_bound(after); it != s.objects.end() && out.size() < limit;
            ++it) {
@@ -564,7 +571,7 @@ std::vector<ScanEntry> ReplicaStore::scan_keys(std::string_view type, std::strin
   {
     State& s = *state_;
     std::lock_guard lock(s.mu);
-    if (s.csn >= reported_.load() && s.covers(type, prefix)) {
+    if (current(s) && s.covers(type, prefix)) {
       std::vector<ScanEntry> out;
       auto t = s.by_key.find(type);
       if (t != s.by_key.end()) {
@@ -587,7 +594,7 @@ std::optional<Oid> ReplicaStore::find_key(std::string_view type, std::string_vie
   {
     State& s = *state_;
     std::lock_guard lock(s.mu);
-    if (s.csn >= reported_.load() && s.covers(type, key)) {
+    if (current(s) && s.covers(type, key)) {
       ++s.local_scans;
       auto t = s.by_key.find(type);
       if (t == s.by_key.end()) return std::nullopt;

@@ -89,6 +89,8 @@ class ReplicaStore final : public Store {
  private:
   struct ScopeSpec;
   Subscription add_scope(ScopeSpec spec);
+  // Whether the replica may answer reads in its scopes itself (s.mu held).
+  bool current(const State& s) const;
   void reported(std::uint64_t csn);
 
   std::unique_ptr<Store> inner_;

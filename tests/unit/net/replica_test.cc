@@ -329,6 +329,33 @@ TEST(Replica, ALoadUnderWayWhenACommitLandsBringsItsState) {
   EXPECT_EQ(c.counted->round_trips(), before);
 }
 
+// Cut off from the server, a client serves nothing from its replica as current: the reads a
+// subscription covers fail with IoError as any other read does, and once the server is back
+// they are answered again (docs/architecture.md). They used to answer from the replica for as
+// long as the server was down.
+TEST(Replica, ReadsFailWhileTheServerIsDown) {
+  Clients c;
+  Oid item = c.a.transaction([](Txn& tx) { return tx.create(Value(1), "T", "k").oid(); });
+  Subscription sub = c.b.subscribe_type("T");
+  ASSERT_TRUE(replica_current(c.b, c.server.backing()));
+  Store& store = c.b.store();
+  ASSERT_EQ(store.find_key("T", "k"), item);
+
+  c.server.stop();
+  ASSERT_TRUE(eventually([&] { return !store.hears_commits(); }));
+  std::vector<Oid> one = {item};
+  EXPECT_THROW(store.load(one), IoError);
+  EXPECT_THROW(store.scan_type("T", Oid{}, 10), IoError);
+  EXPECT_THROW(store.scan_keys("T", "", "", 10), IoError);
+  EXPECT_THROW(store.find_key("T", "k"), IoError);
+  EXPECT_THROW(c.b.view([&](View& v) { return v.get(item).get().as_int(); }), IoError);
+
+  c.server.restart();
+  ASSERT_TRUE(eventually([&] { return store.hears_commits(); }, std::chrono::seconds(20)));
+  EXPECT_EQ(store.find_key("T", "k"), item);
+  EXPECT_EQ(c.b.view([&](View& v) { return v.get(item).get().as_int(); }), 1);
+}
+
 // Scans answered from the replica page exactly as the server's: a scan from past the last key
 // in scope started again from the first, so paging through keys never ended.
 TEST(Replica, ScansFromTheReplicaPageAsTheServersDo) {
