@@ -132,7 +132,8 @@ std::size_t parse_index(const std::string& segment, std::string_view where) {
   std::size_t index = 0;
   const char* end = segment.data() + segment.size();
   auto [ptr, ec] = std::from_chars(segment.data(), end, index);
-  if (segment.empty() || ec != std::errc() || ptr != end) {
+  if (segment.empty() || ec != std::errc() || ptr != end ||
+      (segment.size() > 1 && segment[0] == '0')) {
     throw InvalidArgument(
         fmt::format("{} is a list: \"{}\" is not an index (0, 1, 2...)", where, segment));
   }
@@ -164,6 +165,11 @@ void enter(Connection& conn, Location& loc, std::string_view where) {
   } catch (const InvalidArgument& e) {
     throw InvalidArgument(fmt::format("{}: {}", where, e.what()));
   }
+}
+
+[[noreturn]] void throw_not_reference(const Value& v, std::string_view where) {
+  throw InvalidArgument(
+      fmt::format("{} is {}, not a reference: a trailing / follows one", where, kind_phrase(v)));
 }
 
 [[noreturn]] void throw_not_container(const Value& v, std::string_view where) {
@@ -262,18 +268,25 @@ Target locate_for_write(Connection& conn, const Path& path, bool allow_append) {
   } else {
     throw_not_container(container, where);
   }
-  if (path.trailing_slash && !target.append) {
+  if (path.trailing_slash) {
+    // The object a reference names, replaced whole: anything else at the end is refused, rather
+    // than written over as if the / were not there.
+    if (target.append) {
+      throw InvalidArgument(fmt::format("{}: - appends to a list; a trailing / follows a reference",
+                                        path_text(path)));
+    }
     Step step;
     const Value* existing = child(container, segment, where, step);
-    if (existing != nullptr && existing->is_ref()) {
-      Location object = target.container;
-      object.steps.push_back(std::move(step));
-      object.value = existing;
-      enter(conn, object, path_prefix(path, path.segments.size()));
-      target = Target{};
-      target.container = std::move(object);
-      target.whole_object = true;
-    }
+    if (existing == nullptr) throw_missing(container, segment, where);
+    std::string at = path_prefix(path, path.segments.size());
+    if (!existing->is_ref()) throw_not_reference(*existing, at);
+    Location object = target.container;
+    object.steps.push_back(std::move(step));
+    object.value = existing;
+    enter(conn, object, at);
+    target = Target{};
+    target.container = std::move(object);
+    target.whole_object = true;
   }
   return target;
 }
@@ -570,7 +583,12 @@ bool ShellSession::execute(std::string_view command, std::ostream& out) {
 void ShellSession::get(std::string_view args, std::ostream& out) {
   Path path = next_path(args, "get");
   no_more(args, "get PATH");
-  Location loc = resolve(conn_, path, path.segments.size(), path.trailing_slash);
+  Location loc = resolve(conn_, path, path.segments.size(), false);
+  if (path.trailing_slash) {
+    std::string at = path_prefix(path, path.segments.size());
+    if (!loc.value->is_ref()) throw_not_reference(*loc.value, at);
+    enter(conn_, loc, at);
+  }
   out << to_json(*loc.value) << "\n";
 }
 

@@ -637,6 +637,14 @@ TEST_P(ShellOn, EveryFailingCommandPrintsOneErrorLineAndStopsTheScriptWithStatus
       {"del /l/9", "no index 9"},
       {"del /", "cannot remove the root"},
       {"del /m/", "trailing /"},
+      // A trailing / follows a reference; it was ignored at anything else, so set /m/ 1
+      // replaced the map.
+      {"set /m/ 1", "/m is a map, not a reference"},
+      {"new /m/", "/m is a map, not a reference"},
+      {"get /a/", "/a is an int, not a reference"},
+      {"set /nothing/ 1", "no key \"nothing\""},
+      {"set /l/-/ 1", "- appends to a list"},
+      {"set /l/01 5", "\"01\" is not an index"},
       {"ls /a", "/a is an int, not a map or list"},
       {"ls /missing", "no key"},
       {"frobnicate /a", "unknown command \"frobnicate\""},
