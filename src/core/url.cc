@@ -89,6 +89,10 @@ void parse_authority(std::string_view url, std::string_view hostport, std::uint1
       port = hostport.substr(colon + 1);
       if (port.empty()) bad_url(url, "empty port");
     }
+    // "h:1:2" was host "h:1", port 2: a name cannot hold ':', and an IPv6 address needs brackets.
+    if (host.find(':') != std::string_view::npos) {
+      bad_url(url, "a host holds no ':' (write an IPv6 address in brackets: [::1]:PORT)");
+    }
   }
   if (host.empty()) bad_url(url, "missing host");
   out.host = percent_decode(url, host);

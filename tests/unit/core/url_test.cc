@@ -64,6 +64,11 @@ TEST(StoreUrl, CairnServer) {
   EXPECT_EQ(t.params.at("ca"), "/etc/ca.pem");
   EXPECT_THROW(parse_store_url("cairn://host/path"), InvalidArgument);
   EXPECT_THROW(parse_store_url("cairn:host"), InvalidArgument);
+  // "h:1:2" read as host "h:1", port 2, which then failed to resolve; an IPv6 address goes in
+  // brackets.
+  for (const char* bad : {"cairn://127.0.0.1:2972:5", "cairn://::1", "redis://h:1:2"})
+    EXPECT_THROW(parse_store_url(bad), InvalidArgument) << bad;
+  EXPECT_EQ(parse_store_url("cairn://[::1]:2972").host, "::1");
 }
 
 TEST(StoreUrl, UnknownSchemeNamesTheKnownOnes) {
