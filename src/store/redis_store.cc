@@ -514,10 +514,14 @@ class ChangeFeed {
  public:
   using Sink = std::function<void(std::uint64_t csn, std::vector<Oid> oids)>;
 
+  // `epoch_key` and `epoch`: `P epoch` and what it held when the store opened (RedisStore).
   ChangeFeed(const StoreUrl& url, const std::string& password, redis::ConnectionOptions options,
-             std::string stream_key, std::uint64_t after, Sink sink)
+             std::string stream_key, std::string epoch_key, std::string epoch, std::uint64_t after,
+             Sink sink)
       : conn_(url, password, feed_options(options)),
         stream_key_(std::move(stream_key)),
+        epoch_key_(std::move(epoch_key)),
+        epoch_(std::move(epoch)),
         after_(after),
         sink_(std::move(sink)),
         thread_([this] { run(); }) {}
@@ -568,12 +572,32 @@ class ChangeFeed {
     }
   }
 
+  // Throws Corruption if `P epoch` is gone or another than when the store opened: the database
+  // was flushed or replaced, and its stream's entries (older CSNs than this feed's, until they
+  // pass them) belong to another history. The feed then stays down, so that the object layer
+  // asks changes_since(), which refuses the same way, instead of trusting a feed gone quiet.
+  void check_epoch() {
+    ReplyPtr r = conn_.run({"GET", epoch_key_});
+    std::optional<std::string_view> now = opt_string(r.get(), "GET epoch");
+    if (!now || *now != epoch_) {
+      throw Corruption(fmt::format("{} is {}, was {}: the Redis database was flushed or replaced",
+                                   epoch_key_, now ? *now : "gone", epoch_));
+    }
+    last_epoch_check_ = std::chrono::steady_clock::now();
+  }
+
   void read_batch() {
+    // On every idle round (a flush leaves the stream behind this feed's CSN, so it goes quiet),
+    // and at least once a block_time while entries keep coming.
+    if (std::chrono::steady_clock::now() - last_epoch_check_ >= block_time) check_epoch();
     std::string block = std::to_string(block_time.count());
     std::string from = fmt::format("{}-0", after_);
     ReplyPtr reply =
         conn_.run({"XREAD", "COUNT", "1000", "BLOCK", block, "STREAMS", stream_key_, from});
-    if (reply->type == REDIS_REPLY_NIL) return;  // nothing new within block_time
+    if (reply->type == REDIS_REPLY_NIL) {  // nothing new within block_time
+      check_epoch();
+      return;
+    }
     const redisReply* streams = expect_array(reply.get(), "XREAD");
     if (streams->elements != 1) unexpected(streams, "XREAD");
     const redisReply* stream = expect_array(streams->element[0], "XREAD");
@@ -604,6 +628,9 @@ class ChangeFeed {
 
   redis::Connection conn_;
   const std::string stream_key_;
+  const std::string epoch_key_;
+  const std::string epoch_;
+  std::chrono::steady_clock::time_point last_epoch_check_{};
   std::uint64_t after_;  // the CSN of the last entry handed to sink_
   Sink sink_;
   std::atomic<bool> up_{true};
@@ -1122,7 +1149,8 @@ void RedisStore::start_feed() {
   ReplyPtr r = conn_.run({"GET", key("csn", "")});
   auto current = opt_string(r.get(), "GET csn");
   std::uint64_t csn = current ? parse_u64(*current, "csn") : 0;
-  feed_ = std::make_unique<ChangeFeed>(url_, password_, conn_.options(), key("changes", ""), csn,
+  feed_ = std::make_unique<ChangeFeed>(url_, password_, conn_.options(), key("changes", ""),
+                                       key("epoch", ""), epoch_, csn,
                                        [this](std::uint64_t c, std::vector<Oid> oids) {
                                          enqueue(c, std::move(oids));
                                          deliver();

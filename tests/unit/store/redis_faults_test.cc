@@ -48,7 +48,9 @@ bool wait_until(Fn done, std::chrono::milliseconds limit) {
 // While its change feed cannot reach Redis a store says it does not hear of commits, so that
 // the object layer asks Redis what changed instead of trusting what reached it before.
 TEST(RedisStoreFaults, AStoreWhoseFeedIsCutOffSaysItDoesNotHearCommits) {
-  RedisServer server;
+  // Durable: a Redis restarted without its data is another database, whose history the feed
+  // refuses to follow (RedisStoreTest.AFlushTakesTheChangeFeedDown).
+  RedisServer server(RedisServerOptions{.durable = true});
   std::unique_ptr<Store> store = open(url_with_timeouts(server, "hearing:"));
   EXPECT_TRUE(store->hears_commits()) << "nobody listens: nothing to miss";
   ListenerLog heard;

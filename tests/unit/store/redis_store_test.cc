@@ -21,6 +21,7 @@
 #include "cairn/json.h"
 #include "cairn/store.h"
 #include "conformance/store_conformance.h"
+#include "support/eventually.h"
 #include "support/listener_log.h"
 #include "support/process.h"
 #include "support/redis_server.h"
@@ -246,6 +247,27 @@ TEST_F(RedisStoreTest, AStoreRefusesToGoOnInAFlushedDatabase) {
   auto reopened = open(server().url(prefix));
   EXPECT_NO_THROW(put(*reopened, a, Value::Map{{"n", 4}}));
   EXPECT_EQ(reopened->changes_since(0).csn, v1 + 1);
+}
+
+// A store following the change stream stops saying it hears of commits once the database is
+// flushed: the stream goes quiet (its new CSNs are below the feed's), and the object layer,
+// trusting a quiet feed, served cached states as current. Now it asks changes_since(), which
+// refuses.
+TEST_F(RedisStoreTest, AFlushTakesTheChangeFeedDown) {
+  std::atomic<int> heard{0};
+  Subscription sub = store->subscribe([&](std::uint64_t, std::span<const Oid>) { ++heard; });
+  Oid a = store->new_oids(1);
+  put(*store, a, Value::Map{{"n", 1}});
+  ASSERT_TRUE(eventually([&] { return heard.load() == 1 && store->hears_commits(); }));
+  ASSERT_EQ(one(server().command({"FLUSHALL"})), "OK");
+  EXPECT_TRUE(eventually([&] { return !store->hears_commits(); }, std::chrono::seconds(10)))
+      << "the feed did not notice the flush";
+  auto after = open(server().url(prefix));
+  after->new_oids(1);
+  put(*after, a, Value::Map{{"n", 2}});
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  EXPECT_FALSE(store->hears_commits()) << "the feed came back in another history";
+  EXPECT_THROW(store->changes_since(0), Corruption);
 }
 
 // After a flush the fence counters start again: a store that went on locking would hand out
