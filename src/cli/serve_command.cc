@@ -137,7 +137,10 @@ int run_serve(const ServeArgs& args) {
   }
   net::Server server(*store, options);
   server.handle_signals();
-  std::string where = options.tcp ? fmt::format("{}:{}", options.host, server.port()) : "";
+  // An IPv6 address in brackets, so that the address can be given to --connect as printed.
+  std::string host = options.host.find(':') != std::string::npos ? fmt::format("[{}]", options.host)
+                                                                 : options.host;
+  std::string where = options.tcp ? fmt::format("{}:{}", host, server.port()) : "";
   if (!options.unix_path.empty()) where += (where.empty() ? "" : " and ") + options.unix_path;
   std::cout << fmt::format("cairn serve: listening on {}{} for {}\n", where,
                            options.tls_cert.empty() ? "" : " (TLS)", what)

@@ -202,6 +202,14 @@ const Value* child(const Value& container, const std::string& segment, std::stri
   throw NotFound(fmt::format("{} has no key \"{}\"", where, segment));
 }
 
+// At the end of a PATH written with a trailing /: the object the reference there names, which
+// must be a reference.
+void follow_slash(Connection& conn, Location& loc, const Path& path) {
+  std::string at = path_prefix(path, path.segments.size());
+  if (!loc.value->is_ref()) throw_not_reference(*loc.value, at);
+  enter(conn, loc, at);
+}
+
 // The value the first `n` segments of `path` name, following references on the way and, with
 // `follow_end`, a reference at the end.
 Location resolve(Connection& conn, const Path& path, std::size_t n, bool follow_end) {
@@ -584,11 +592,7 @@ void ShellSession::get(std::string_view args, std::ostream& out) {
   Path path = next_path(args, "get");
   no_more(args, "get PATH");
   Location loc = resolve(conn_, path, path.segments.size(), false);
-  if (path.trailing_slash) {
-    std::string at = path_prefix(path, path.segments.size());
-    if (!loc.value->is_ref()) throw_not_reference(*loc.value, at);
-    enter(conn_, loc, at);
-  }
+  if (path.trailing_slash) follow_slash(conn_, loc, path);
   out << to_json(*loc.value) << "\n";
 }
 
@@ -650,7 +654,8 @@ void ShellSession::del(std::string_view args) {
 void ShellSession::ls(std::string_view args, std::ostream& out) {
   Path path = args.empty() ? Path{} : next_path(args, "ls");
   no_more(args, "ls [PATH]");
-  Location loc = resolve(conn_, path, path.segments.size(), true);
+  Location loc = resolve(conn_, path, path.segments.size(), !path.trailing_slash);
+  if (path.trailing_slash) follow_slash(conn_, loc, path);
   if (loc.value->is_map()) {
     for (const auto& [key, value] : loc.value->as_map())
       out << key << "\n";

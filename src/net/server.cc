@@ -715,8 +715,10 @@ void Session::handle(const FrameHeader& header, const Body& body) {
       std::string client_owner = r.str();
       if (refuse_long_owner(header, client_owner)) return;
       std::string held_by = owner(client_owner);
-      // Whether or not it was held, this session no longer needs to release it on close.
-      locks_.erase(name);
+      // Whether or not it was held, this session no longer needs to release it on close; unless
+      // it holds it under another owner, which this unlock does not release.
+      if (auto it = locks_.find(name); it != locks_.end() && it->second == held_by)
+        locks_.erase(it);
       return run(header, false, [&store, name, held_by] {
         bool released = store.unlock(name, held_by);
         Writer w;

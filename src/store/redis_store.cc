@@ -563,8 +563,10 @@ class ChangeFeed {
         up_ = true;
         backoff = conn_.options().min_backoff;
       } catch (const Error&) {
-        // Redis went away or answered nonsense: try again later, from the same entry.
+        // Redis went away or answered nonsense: try again later, from the same entry, after a
+        // look at the epoch (Redis may be back without its data).
         up_ = false;
+        last_epoch_check_ = {};
         std::unique_lock lk(mu_);
         cv_.wait_for(lk, backoff, [this] { return stop_; });
         backoff = std::min(backoff * 2, conn_.options().max_backoff);
@@ -578,10 +580,11 @@ class ChangeFeed {
   // asks changes_since(), which refuses the same way, instead of trusting a feed gone quiet.
   void check_epoch() {
     ReplyPtr r = conn_.run({"GET", epoch_key_});
-    std::optional<std::string_view> now = opt_string(r.get(), "GET epoch");
-    if (!now || *now != epoch_) {
+    // Absent reads as "", as in the scripts (commit_script), so that the two agree.
+    std::string_view now = opt_string(r.get(), "GET epoch").value_or("");
+    if (now != epoch_) {
       throw Corruption(fmt::format("{} is {}, was {}: the Redis database was flushed or replaced",
-                                   epoch_key_, now ? *now : "gone", epoch_));
+                                   epoch_key_, now.empty() ? "gone" : now, epoch_));
     }
     last_epoch_check_ = std::chrono::steady_clock::now();
   }

@@ -642,6 +642,7 @@ TEST_P(ShellOn, EveryFailingCommandPrintsOneErrorLineAndStopsTheScriptWithStatus
       {"set /m/ 1", "/m is a map, not a reference"},
       {"new /m/", "/m is a map, not a reference"},
       {"get /a/", "/a is an int, not a reference"},
+      {"ls /m/", "/m is a map, not a reference"},
       {"set /nothing/ 1", "no key \"nothing\""},
       {"set /l/-/ 1", "- appends to a list"},
       {"set /l/01 5", "\"01\" is not an index"},

@@ -991,6 +991,19 @@ TEST(Server, OwnersAreScopedToTheirConnection) {
   EXPECT_TRUE(alice->unlock("n", "alice"));
 }
 
+// An unlock naming an owner that does not hold the lock releases nothing, and leaves the
+// session's own lock to be released when it closes: it used to forget the lock, which then
+// stayed until its TTL ran out.
+TEST(Server, AnUnlockByAnotherOwnerLeavesTheLockToBeReleasedOnClose) {
+  TestServer server(make_memory_store(), options_with([](net::ServerOptions&) {}));
+  auto holder = server.connect();
+  auto other = server.connect();
+  ASSERT_TRUE(holder->lock(LockRequest{"n", "alice", 60s, 0ms}).has_value());
+  EXPECT_FALSE(holder->unlock("n", "bob"));
+  holder.reset();  // the connection closes
+  EXPECT_TRUE(other->lock(LockRequest{"n", "carol", 60s, 5s}).has_value());
+}
+
 // Several servers may front one store (one Redis): each one's first client was "session1", so
 // a client of one server could renew, unlock and then take a lock a client of the other held.
 TEST(Server, OwnersAreScopedToTheirServerToo) {
