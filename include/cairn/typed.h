@@ -604,18 +604,8 @@ class ByteStream {
     const auto chunk_size = static_cast<std::size_t>(head.at("chunk_size").as_int());
     const auto old_size = static_cast<std::size_t>(head.at("size").as_int());
     Value::List& chunks = head.at("chunks").as_list();
-    Value::List pages;
-    std::size_t paged = 0;
-    if (const Value* p = head_.get().find("pages")) {
-      if (!p->is_list()) throw Corruption("ByteStream " + head_.oid().str() + " has no page list");
-      pages = p->as_list();
-    }
-    if (const Value* p = head_.get().find("paged")) {
-      if (!p->is_int() || p->as_int() < 0) {
-        throw Corruption("ByteStream " + head_.oid().str() + " has no valid count of paged chunks");
-      }
-      paged = static_cast<std::size_t>(p->as_int());
-    }
+    Value::List pages = page_refs();
+    std::size_t paged = paged_chunks();
     const std::size_t count = paged + chunks.size();
     if (old_size > count * chunk_size || (count > 0 && old_size <= (count - 1) * chunk_size) ||
         (paged > 0 && chunks.empty())) {
@@ -712,18 +702,37 @@ class ByteStream {
     }
   }
 
+  // The head's references to its pages (absent: none), or Corruption.
+  Value::List page_refs() const {
+    const Value* pages = head_.get().find("pages");
+    if (pages == nullptr) return {};
+    if (!pages->is_list())
+      throw Corruption("ByteStream " + head_.oid().str() + " has no page list");
+    return pages->as_list();
+  }
+
+  // How many chunks the head says its pages list (absent: 0), or Corruption.
+  std::size_t paged_chunks() const {
+    const Value* paged = head_.get().find("paged");
+    if (paged == nullptr) return 0;
+    if (!paged->is_int() || paged->as_int() < 0) {
+      throw Corruption("ByteStream " + head_.oid().str() + " has no valid count of paged chunks");
+    }
+    return static_cast<std::size_t>(paged->as_int());
+  }
+
   // Every chunk's reference, in order: the pages' (loaded with one prefetch), then the head's.
   Value::List chunk_refs() const {
     Value::List refs;
-    const Value* pages = head_.get().find("pages");
-    const Value* paged = head_.get().find("paged");
-    if (pages != nullptr && !pages->as_list().empty()) {
+    const Value::List pages = page_refs();
+    const std::size_t paged = paged_chunks();
+    if (!pages.empty()) {
       std::vector<Oid> oids;
-      for (const Value& page : pages->as_list()) {
+      for (const Value& page : pages) {
         if (page.is_ref()) oids.push_back(page.as_ref().oid);
       }
       head_.prefetch(oids);
-      for (const Value& page : pages->as_list()) {
+      for (const Value& page : pages) {
         const Value& listed = head_.resolve(page).get();
         if (!listed.is_list()) {
           throw Corruption("a page of ByteStream " + head_.oid().str() + " lists no chunks");
@@ -731,10 +740,10 @@ class ByteStream {
         refs.insert(refs.end(), listed.as_list().begin(), listed.as_list().end());
       }
     }
-    if (refs.size() != (paged != nullptr ? static_cast<std::size_t>(paged->as_int()) : 0)) {
+    if (refs.size() != paged) {
       throw Corruption("the pages of ByteStream " + head_.oid().str() + " list " +
-                       std::to_string(refs.size()) + " chunks, not the " +
-                       std::to_string(paged != nullptr ? paged->as_int() : 0) + " its head says");
+                       std::to_string(refs.size()) + " chunks, not the " + std::to_string(paged) +
+                       " its head says");
     }
     const Value::List& chunks = field(head_, "chunks").as_list();
     refs.insert(refs.end(), chunks.begin(), chunks.end());

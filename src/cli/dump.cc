@@ -108,8 +108,7 @@ std::string data_member(std::string_view data) {
 std::size_t check_nesting(std::string_view line) {
   constexpr std::size_t limit = max_value_depth * 2 + 2;  // a tagged value adds a level
   std::size_t separators = 0;
-  auto count = [&separators](std::size_t, char c, std::size_t) { separators += c == ':'; };
-  if (scan_json_structure(line, count) > limit) {
+  if (scan_json_nesting(line, separators) > limit) {
     throw InvalidArgument(fmt::format("JSON nests deeper than the limit of {}", max_value_depth));
   }
   return separators;

@@ -261,8 +261,8 @@ void add_dump(CLI::App& app, Action& action) {
       "Write every live object as JSON lines to stdout: a header line, then one line per object "
       "in oid order ({\"oid\",\"type\",\"key\",\"generation\",\"fields\"}, or \"raw\" bytes "
       "for data that JSON would not give back byte for byte; a type or key that is not valid "
-      "UTF-8 is written as "
-      "{\"$bytes\":\"BASE64\"}), then the trailer line {\"end\":\"cairn-dump\",\"objects\":N}, "
+      "UTF-8 is written as {\"$bytes\":\"BASE64\"}), then the trailer line "
+      "{\"end\":\"cairn-dump\",\"objects\":N}, "
       "which a dump cut short lacks");
   add_path(command, args->path);
   command->callback([args, &action] { action = [args] { return run_dump(*args); }; });

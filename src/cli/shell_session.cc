@@ -286,12 +286,10 @@ Target locate_for_write(Connection& conn, const Path& path, bool allow_append) {
     Step step;
     const Value* existing = child(container, segment, where, step);
     if (existing == nullptr) throw_missing(container, segment, where);
-    std::string at = path_prefix(path, path.segments.size());
-    if (!existing->is_ref()) throw_not_reference(*existing, at);
     Location object = target.container;
     object.steps.push_back(std::move(step));
     object.value = existing;
-    enter(conn, object, at);
+    follow_slash(conn, object, path);
     target = Target{};
     target.container = std::move(object);
     target.whole_object = true;

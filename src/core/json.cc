@@ -270,8 +270,7 @@ Value from_json(std::string_view text) {
   // a parser callback: with a callback, nlohmann re-walks a container per element it closes,
   // which made long lists quadratic.
   std::size_t separators = 0;  // for check_unique_members
-  auto count = [&separators](std::size_t, char c, std::size_t) { separators += c == ':'; };
-  if (scan_json_structure(text, count) > max_value_depth * 2) {
+  if (scan_json_nesting(text, separators) > max_value_depth * 2) {
     throw InvalidArgument(fmt::format("JSON nests deeper than the limit of {}", max_value_depth));
   }
   check_integer_literals(text);

@@ -44,9 +44,17 @@ std::size_t scan_json_structure(std::string_view text, Fn&& fn) {
   return deepest;
 }
 
+// scan_json_structure's deepest nesting of `text`, counting in `separators` its member
+// separators (':' outside string literals), for check_unique_members.
+inline std::size_t scan_json_nesting(std::string_view text, std::size_t& separators) {
+  separators = 0;
+  return scan_json_structure(
+      text, [&separators](std::size_t, char c, std::size_t) { separators += c == ':'; });
+}
+
 // Throws InvalidArgument if `parsed`, what a parser that keeps one member per name (nlohmann)
 // made of some text, holds fewer object members than the text has member separators (':'
-// outside string literals, counted with scan_json_structure): a name was repeated, and all but
+// outside string literals, counted by scan_json_nesting): a name was repeated, and all but
 // one of its values were dropped silently. `parsed` is walked recursively: check the text's
 // nesting first.
 template <typename Json>
