@@ -11,6 +11,7 @@
 // objects live only while a Ref inside the data of a live object reaches them.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <exception>
@@ -179,6 +180,12 @@ class Store {
 
   // The oids changed by commits with CSN > `csn`.
   virtual Changes changes_since(std::uint64_t csn) = 0;
+
+  // Optional: an atomic this store keeps equal to its newest CSN, or null. The store stores a
+  // commit's CSN into it (release order) once loads return that commit's states, and keeps it
+  // as long as the store lives. A caller that reads (acquire order) its own last CSN there knows
+  // without a call that changes_since() would name nothing.
+  virtual const std::atomic<std::uint64_t>* csn_watch() const { return nullptr; }
 
   // `listener` is called after every commit until the Subscription is destroyed. It runs on the
   // committing thread (or the store's own thread) and must not commit to this store.

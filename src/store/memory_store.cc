@@ -28,6 +28,7 @@ class MemoryStore final : public Store {
   LoadResult load(std::span<const Oid> oids) override;
   std::uint64_t commit(const CommitRequest& request) override;
   Changes changes_since(std::uint64_t csn) override;
+  const std::atomic<std::uint64_t>* csn_watch() const override { return &csn_; }
   Subscription subscribe(CommitListener listener) override {
     return listeners_.add(std::move(listener));
   }

@@ -73,6 +73,7 @@ ConnectionImpl::ConnectionImpl(Store& store, ConnectionCounters& counters, std::
     : store_(store),
       counters_(counters),
       feed_(feed),
+      csn_watch_(store.csn_watch()),
       cache_size_(cache_size),
       shrink_at_(cache_size) {
   snapshot_ = store_.load({}).csn;
@@ -672,8 +673,7 @@ void ConnectionImpl::shrink_cache_now() {
   shrink_at_ = cache_.size() > target ? std::max(cache_size_, 2 * cache_.size()) : cache_size_;
 }
 
-void ConnectionImpl::begin_lease(bool read_only) {
-  read_only_ = read_only;
+void ConnectionImpl::begin_lease_sync() {
   conflicted_reads_.clear();  // an earlier lease's: nothing to prefetch for this one
   // A clean transaction on the newest snapshot. A pooled connection has no changes and reads
   // (end_lease dropped them), so it only syncs; mostly nothing has changed since its last
@@ -687,16 +687,13 @@ void ConnectionImpl::begin_lease(bool read_only) {
   }
 }
 
-void ConnectionImpl::end_lease() {
+void ConnectionImpl::end_lease_changes() {
   if (!dirty_.empty()) {
     abort();
   } else {
     end_transaction();
     shrink();
   }
-  read_only_ = false;
-  ++lease_;  // handles from this lease stop working, and copies of its Txn or View
-  lease_cell_->lease.store(lease_, std::memory_order_release);
 }
 
 }  // namespace cairn::detail

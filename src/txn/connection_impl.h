@@ -74,8 +74,24 @@ class ConnectionImpl {
 
   // A lease is one use of a pooled connection by transaction() or view(): handles from an earlier
   // lease no longer work. `read_only` refuses every write (views).
-  void begin_lease(bool read_only);
-  void end_lease();
+  void begin_lease(bool read_only) {
+    read_only_ = read_only;
+    // Mostly the pooled connection is clean and nothing has been committed since its last
+    // transaction, which the store's CSN watch tells without a call.
+    if (dirty_.empty() && read_set_.empty() && conflicted_reads_.empty() && csn_watch_ != nullptr &&
+        csn_watch_->load(std::memory_order_acquire) == snapshot_) [[likely]] {
+      return;
+    }
+    begin_lease_sync();
+  }
+  void end_lease() {
+    if (!dirty_.empty() || !read_set_.empty() || cache_.size() > shrink_at_) [[unlikely]] {
+      end_lease_changes();
+    }
+    read_only_ = false;
+    ++lease_;  // handles from this lease stop working, and copies of its Txn or View
+    lease_cell_->lease.store(lease_, std::memory_order_release);
+  }
   std::uint64_t lease() const { return lease_; }
   // The lease number as copies of a Txn or View check it (database.h, LeaseRef).
   std::shared_ptr<const LeaseCell> lease_cell() const { return lease_cell_; }
@@ -171,6 +187,9 @@ class ConnectionImpl {
     apply_and_move(changes);
   }
   void apply_and_move(const Changes& changes);
+  // begin_lease's and end_lease's work beyond their common case.
+  void begin_lease_sync();
+  void end_lease_changes();
   void end_transaction();
   // Files a changed node in find()'s index under its type and key (none if it has no key).
   void file_key(Node& node);
@@ -217,6 +236,7 @@ class ConnectionImpl {
   Store& store_;
   ConnectionCounters& counters_;
   const ChangeFeed* feed_;
+  const std::atomic<std::uint64_t>* csn_watch_;  // Store::csn_watch()
   OidMap<std::shared_ptr<Node>> cache_;
   std::vector<Node*> read_set_;  // nodes with read set, kept alive by cache_
   std::vector<Node*> dirty_;     // nodes with dirty set, in the order they changed

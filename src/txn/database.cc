@@ -28,7 +28,9 @@ DatabaseCore::DatabaseCore(std::unique_ptr<Store> store, DatabaseOptions options
 }
 
 DatabaseCore::~DatabaseCore() {
-  std::unique_ptr<ConnectionImpl> idle(idle_.exchange(nullptr));  // while the store lives
+  // While the store lives. No lease is under way, so the slot is not held().
+  ConnectionImpl* idle = idle_.exchange(nullptr);
+  std::unique_ptr<ConnectionImpl> owned(idle != held() ? idle : nullptr);
 }
 
 DatabaseStats DatabaseCore::stats() const {
@@ -43,7 +45,8 @@ DatabaseStats DatabaseCore::stats() const {
     out.replica_reads = replica.local_loads + replica.local_scans;
   }
   std::lock_guard lk(mu_);
-  out.pooled_connections = pool_.size() + (idle_.load() != nullptr ? 1 : 0);
+  ConnectionImpl* idle = idle_.load();
+  out.pooled_connections = pool_.size() + (idle != nullptr && idle != held() ? 1 : 0);
   return out;
 }
 
@@ -75,15 +78,16 @@ namespace {
 // A connection leased from the pool for one transaction() or view() call.
 class Lease {
  public:
-  Lease(DatabaseCore& core, bool read_only) : core_(core), conn_(core.take(read_only)) {}
+  Lease(DatabaseCore& core, bool read_only) : core_(core), conn_(core.take(read_only, slot_)) {}
   Lease(const Lease&) = delete;
   Lease& operator=(const Lease&) = delete;
-  ~Lease() { core_.give_back(conn_); }
+  ~Lease() { core_.give_back(conn_, slot_); }
   ConnectionImpl& operator*() const { return *conn_; }
   ConnectionImpl* operator->() const { return conn_.get(); }
 
  private:
   DatabaseCore& core_;
+  bool slot_ = false;  // set by take(), before conn_
   std::unique_ptr<ConnectionImpl> conn_;
 };
 

@@ -30,29 +30,35 @@ class DatabaseCore {
 
   // A new connection with an empty cache.
   std::unique_ptr<ConnectionImpl> make_connection();
-  // An idle connection from the pool (or a new one), begun on the newest snapshot.
-  std::unique_ptr<ConnectionImpl> take(bool read_only) {
-    std::unique_ptr<ConnectionImpl> conn(idle_.exchange(nullptr, std::memory_order_acquire));
-    if (!conn) [[unlikely]]
-      conn = take_pooled();
-    conn->begin_lease(read_only);
+  // An idle connection, begun on the newest snapshot. `slot` says whether the caller now holds
+  // the slot (see idle_), which it must pass back to give_back.
+  std::unique_ptr<ConnectionImpl> take(bool read_only, bool& slot) {
+    ConnectionImpl* idle = idle_.exchange(held(), std::memory_order_acquire);
+    slot = idle != held();
+    std::unique_ptr<ConnectionImpl> conn(slot ? idle : nullptr);
+    try {
+      if (!conn) [[unlikely]]
+        conn = take_pooled();
+      conn->begin_lease(read_only);
+    } catch (...) {
+      if (slot) idle_.store(nullptr, std::memory_order_release);  // conn, if any, is dropped
+      throw;
+    }
     return conn;
   }
   // Ends the lease and pools the connection, or drops it if the pool is full. Never throws.
-  void give_back(std::unique_ptr<ConnectionImpl>& conn) noexcept {
+  void give_back(std::unique_ptr<ConnectionImpl>& conn, bool slot) noexcept {
     try {
       conn->end_lease();
     } catch (...) {
       conn.reset();  // the store failed while dropping changes: do not reuse this connection
+    }
+    if (slot) [[likely]] {
+      // Only the holder writes the slot, so a plain store will do.
+      idle_.store(options_.pool_size > 0 ? conn.release() : nullptr, std::memory_order_release);
       return;
     }
-    ConnectionImpl* none = nullptr;
-    if (options_.pool_size > 0 &&
-        idle_.compare_exchange_strong(none, conn.get(), std::memory_order_acq_rel)) [[likely]] {
-      conn.release();  // owned by idle_ now
-      return;
-    }
-    pool(std::move(conn));
+    if (conn) pool(std::move(conn));
   }
 
  private:
@@ -66,10 +72,17 @@ class DatabaseCore {
   void pool(std::unique_ptr<ConnectionImpl> conn) noexcept;
 
   ConnectionCounters counters_;
-  // One idle connection, taken and given back with one atomic exchange each: a thread running
-  // transaction after transaction reuses it without the pool's lock. Owned (freed by the
-  // destructor, before the store).
+  // One idle connection, for a thread running transaction after transaction without the pool's
+  // lock. take() exchanges held() into it, whatever it holds: whoever gets back anything but
+  // held() holds the slot until give_back, which stores the connection (or null) there with a
+  // plain store, since no one else writes it meanwhile. Others find held() and use the pool.
+  // One atomic exchange per transaction. Owns what it holds (freed by the destructor, before
+  // the store).
   std::atomic<ConnectionImpl*> idle_{nullptr};
+  char held_tag_ = 0;  // its address is held(): never a connection's
+  ConnectionImpl* held() const {
+    return static_cast<ConnectionImpl*>(const_cast<void*>(static_cast<const void*>(&held_tag_)));
+  }
   mutable std::mutex mu_;
   std::vector<std::unique_ptr<ConnectionImpl>> pool_;  // last: its connections use the above
 };

@@ -365,6 +365,29 @@ TYPED_TEST_P(StoreConformance, ChangesSinceListsChangedOidsOnce) {
   EXPECT_TRUE(this->store->changes_since(last).oids.empty());
 }
 
+// A store's CSN watch, if it has one, is its newest CSN after every commit, empty ones
+// included; the object layer starts transactions on it without asking changes_since.
+TYPED_TEST_P(StoreConformance, CsnWatchFollowsEveryCommit) {
+  const std::atomic<std::uint64_t>* watch = this->store->csn_watch();
+  if (watch == nullptr) {
+    // Only stores in another process have none: their CSNs come from a round trip.
+    EXPECT_TRUE(this->store->is_remote());
+    return;
+  }
+  EXPECT_EQ(watch->load(), this->store->load({}).csn);
+  Oid a = this->fresh();
+  for (int i = 0; i < 3; ++i) {
+    std::uint64_t csn = this->put(a, i);
+    EXPECT_EQ(watch->load(), csn);
+    EXPECT_TRUE(this->store->changes_since(watch->load()).oids.empty());
+  }
+  CommitRequest del;
+  del.deletes.push_back(a);
+  std::uint64_t csn = this->store->commit(del);
+  EXPECT_EQ(watch->load(), csn);
+  EXPECT_EQ(this->store->load({}).csn, csn);
+}
+
 TYPED_TEST_P(StoreConformance, SubscribersSeeCommitsInOrderUntilUnsubscribed) {
   std::mutex mu;
   std::vector<std::pair<std::uint64_t, std::vector<Oid>>> events;
@@ -693,7 +716,7 @@ REGISTER_TYPED_TEST_SUITE_P(
     EmptyCommitValidatesReadsAndReturnsCurrentCsn, DeleteRemovesObjectAndIsIdempotent,
     KeysAreUniquePerType, MalformedCommitsAreRefused, LimitsAcceptAtTheLimitAndRefuseOnePast,
     ScanTypeIsOrderedAndPages, ScanKeysIsOrderedByKeyWithPrefix, ScanIsStableUnderConcurrentDeletes,
-    NewOidsAreUniqueAcrossThreads, ChangesSinceListsChangedOidsOnce,
+    NewOidsAreUniqueAcrossThreads, ChangesSinceListsChangedOidsOnce, CsnWatchFollowsEveryCommit,
     SubscribersSeeCommitsInOrderUntilUnsubscribed, CsnsCountCommitsOneByOneAndSubscribersSeeEach,
     LockIsExclusiveWithIncreasingFencingTokens, LockExpiresAfterTtlAndRenewExtendsIt,
     BlockingLockWaitsButNeverSteals, LockRequestsAreValidated, PackDropsOnlyUnreachableObjects,

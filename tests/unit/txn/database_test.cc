@@ -560,6 +560,20 @@ class CountingStore final : public ForwardingStore {
   Store& inner() const override { return *store; }
 };
 
+// A pooled connection starts each transaction and view on the newest snapshot: a commit made
+// elsewhere between two of them is seen by the next, though the connection cached the object.
+TYPED_TEST(DatabaseTest, APooledConnectionSeesWhatWasCommittedBetweenItsLeases) {
+  Oid x = this->make_counter();
+  Connection other = this->db->connect();
+  for (std::int64_t i = 1; i <= 3; ++i) {
+    EXPECT_EQ(this->db->view([&](View& v) { return n_of(v.get(x)); }), i - 1);
+    other.get(x).set(Value::Map{{"n", i}});
+    other.commit();
+    EXPECT_EQ(this->db->transaction([&](Txn& tx) { return n_of(tx.get(x)); }), i);
+  }
+  EXPECT_EQ(this->db->stats().pooled_connections, 1u);
+}
+
 // A commit that is the only one since the transaction's snapshot (its CSN is the snapshot's plus
 // one) leaves nothing to learn: the connection does not ask the store what changed. With another
 // commit in between it must ask, and does.
@@ -579,6 +593,42 @@ TEST(Database, ACommitRightAfterTheSnapshotDoesNotAskWhatChanged) {
   before = counting.asked.load();
   conn.commit();
   EXPECT_EQ(counting.asked.load(), before + 1);
+}
+
+// A store whose changes_since fails while `failing` is set.
+class FailingSyncStore final : public ForwardingStore {
+ public:
+  Changes changes_since(std::uint64_t csn) override {
+    if (failing) throw IoError("changes_since: the store is away");
+    return ForwardingStore::changes_since(csn);
+  }
+  std::unique_ptr<Store> store = make_memory_store();
+  std::atomic<bool> failing{false};
+
+ private:
+  Store& inner() const override { return *store; }
+};
+
+// A transaction whose connection fails to begin (its sync throws) gives the pool's fast slot
+// back: with a pool of one, the next transaction's connection is kept for the one after.
+TEST(Database, ALeaseThatFailsToBeginLeavesThePoolWorking) {
+  auto owned = std::make_unique<FailingSyncStore>();
+  FailingSyncStore& failing = *owned;
+  DatabaseOptions options;
+  options.pool_size = 1;
+  Database db(std::move(owned), options);
+  Oid oid = db.transaction([](Txn& tx) { return tx.create(Value(0)).oid(); });
+  EXPECT_EQ(db.stats().pooled_connections, 1u);
+  failing.failing = true;
+  EXPECT_THROW(db.transaction([&](Txn& tx) { tx.get(oid).set(Value(1)); }), IoError);
+  EXPECT_THROW(db.view([&](View& v) { return v.get(oid).get(); }), IoError);
+  failing.failing = false;
+  for (int i = 2; i < 5; ++i) {
+    db.transaction([&](Txn& tx) { tx.get(oid).set(Value(i)); });
+    EXPECT_EQ(db.stats().pooled_connections, 1u);
+    EXPECT_EQ(db.stats().connections, 1u);
+  }
+  EXPECT_EQ(db.view([&](View& v) { return v.get(oid).get().as_int(); }), 4);
 }
 
 // Over a server each load is a round trip, and a view reading a few dozen objects that others
