@@ -4,6 +4,9 @@
 #include <CLI/CLI.hpp>
 
 #include <functional>
+#include <string>
+
+#include "cairn/store.h"
 
 namespace cairn::cli {
 
@@ -25,6 +28,10 @@ void add_serve_command(CLI::App& app, Action& action);
 struct ConnectArgs;
 // `cairn info --connect HOST:PORT`: a running server's statistics.
 int run_remote_info(const ConnectArgs& server, bool json);
+// `cairn pack --connect`: asks the server to pack the store it serves and prints what it did.
+int run_remote_pack(const ConnectArgs& server);
+// pack's result line: "objects: A -> B, bytes: C -> D (reclaimed E)".
+std::string pack_summary(const PackStats& stats);
 // Registers `cairn bench`.
 void add_bench_command(CLI::App& app, Action& action);
 

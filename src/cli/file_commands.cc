@@ -213,9 +213,16 @@ class ProgressBar {
 struct PackArgs {
   std::string path;
   std::string fsync;
+  ConnectArgs server;
 };
 
 int run_pack(const PackArgs& args) {
+  if (!args.server.connect.empty()) return run_remote_pack(args.server);
+  if (args.path.empty()) {
+    std::cerr << "cairn pack: a database PATH or --connect HOST:PORT is required\n"
+                 "Run with --help for more information.\n";
+    return exit_usage;
+  }
   auto store = open_read_write(args.path, args.fsync, false);
   PackStats stats;
   {
@@ -223,22 +230,30 @@ int run_pack(const PackArgs& args) {
     stats =
         store->pack([&bar](std::uint64_t done, std::uint64_t total) { bar.update(done, total); });
   }
-  std::uint64_t reclaimed =
-      stats.bytes_before > stats.bytes_after ? stats.bytes_before - stats.bytes_after : 0;
-  std::cout << fmt::format("objects: {} -> {}, bytes: {} -> {} (reclaimed {})\n",
-                           stats.objects_before, stats.objects_after, stats.bytes_before,
-                           stats.bytes_after, reclaimed);
+  std::cout << pack_summary(stats) << "\n";
   return exit_ok;
 }
 
 void add_pack(CLI::App& app, Action& action) {
   auto args = std::make_shared<PackArgs>();
   CLI::App* command = app.add_subcommand(
-      "pack", "Rewrite a database file with only the objects its roots reach, reclaiming the rest");
-  add_path(command, args->path);
-  add_fsync_option(command, args->fsync,
-                   "always, batch or never: when writes reach the disk during this pack "
-                   "(default: the policy recorded in the file)");
+      "pack",
+      "Rewrite a database file with only the objects its roots reach, reclaiming the rest; or "
+      "have a running server pack the store it serves");
+  auto* path = command->add_option("PATH", args->path, path_help);
+  auto* fsync = add_fsync_option(command, args->fsync,
+                                 "always, batch or never: when writes reach the disk during this "
+                                 "pack (default: the policy recorded in the file)");
+  auto* connect = command
+                      ->add_option("--connect", args->server.connect,
+                                   "ask the server at HOST:PORT (or unix:PATH) to pack its store "
+                                   "instead, and wait until it has")
+                      ->type_name("HOST:PORT|unix:PATH");
+  path->excludes(connect);
+  fsync->excludes(connect);
+  command->add_option("--token", args->server.token,
+                      "the token for --connect (or env CAIRN_TOKEN)");
+  add_tls_client_options(command, args->server);
   command->callback([args, &action] { action = [args] { return run_pack(*args); }; });
 }
 
@@ -316,6 +331,13 @@ std::string database_path(const std::string& arg) {
     }
   }
   return arg;
+}
+
+std::string pack_summary(const PackStats& stats) {
+  std::uint64_t reclaimed =
+      stats.bytes_before > stats.bytes_after ? stats.bytes_before - stats.bytes_after : 0;
+  return fmt::format("objects: {} -> {}, bytes: {} -> {} (reclaimed {})", stats.objects_before,
+                     stats.objects_after, stats.bytes_before, stats.bytes_after, reclaimed);
 }
 
 CLI::Option* add_fsync_option(CLI::App* command, std::string& fsync, const std::string& help) {

@@ -232,4 +232,15 @@ int run_remote_info(const ConnectArgs& server, bool json) {
   return exit_ok;
 }
 
+int run_remote_pack(const ConnectArgs& server) {
+  check_connect(server);
+  net::ClientOptions options = net::client_options(parse_store_url(server_url(server)));
+  // A pack of a large file takes a while; a server that stops answering is still noticed, by
+  // its heartbeats.
+  options.call_timeout = std::chrono::hours(6);
+  net::RemoteStore client(options);
+  std::cout << pack_summary(client.pack()) << "\n";
+  return exit_ok;
+}
+
 }  // namespace cairn::cli

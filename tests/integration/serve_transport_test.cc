@@ -249,5 +249,49 @@ TEST_F(ServeTransport, GcBytesPacksByItselfWhileTheServerKeepsServing) {
   EXPECT_EQ(check.exit_code, 0) << check.out << check.err;
 }
 
+// `cairn pack --connect` has the server pack the file it holds (which `cairn pack PATH` cannot
+// open while the server runs), waits for it, and prints what it reclaimed; the server serves on.
+TEST_F(ServeTransport, PackConnectPacksTheServedFile) {
+  std::string db = dir_.file("packed.cairn");
+  auto server = serve({"--file", db, "--fsync", "never"}, "pack-token");
+  const std::string blob(20'000, 'y');
+  std::string script = "new /gone\n";
+  for (int i = 0; i < 10; ++i)
+    script += fmt::format("set /gone/blob \"{}{}\"\ncommit\n", blob, i);
+  script += "set /kept 7\ndel /gone\ncommit\n";
+  ProcessResult write =
+      cairn({"shell", "--connect", server->address(), "--token", server->token()}, script);
+  ASSERT_EQ(write.exit_code, 0) << write.err;
+
+  ProcessResult local = cairn({"pack", db});
+  EXPECT_EQ(local.exit_code, 1) << "packed a file its server holds: " << local.out;
+
+  ProcessResult refused = cairn({"pack", "--connect", server->address(), "--token", "wrong"});
+  EXPECT_EQ(refused.exit_code, 1) << refused.out << refused.err;
+  EXPECT_NE(refused.err.find("token"), std::string::npos) << refused.err;
+
+  ProcessResult packed = cairn({"pack", "--connect", server->address(), "--token", "pack-token"});
+  ASSERT_EQ(packed.exit_code, 0) << packed.err << server->log();
+  // The root and /kept's map entry survive; the map at /gone does not.
+  EXPECT_TRUE(packed.out.starts_with("objects: 2 -> 1, bytes: ")) << packed.out;
+  ProcessResult info_run =
+      cairn({"info", "--connect", server->address(), "--token", "pack-token", "--json"});
+  Json info = Json::parse(info_run.out, nullptr, /*allow_exceptions=*/false);
+  ASSERT_TRUE(info.is_object()) << info_run.err << server->log();
+  EXPECT_EQ(info.value("packs", 0), 1) << info.dump();
+  EXPECT_LT(file_bytes(db), 5 * blob.size()) << "the file did not shrink";
+
+  ProcessResult read = shell_on(*server, "get /kept");
+  EXPECT_EQ(read.out, "7\n") << read.err;
+  for (const std::vector<std::string>& usage :
+       {std::vector<std::string>{"pack", db, "--connect", server->address()},
+        std::vector<std::string>{"pack", "--fsync", "never", "--connect", server->address()},
+        std::vector<std::string>{"pack"}}) {
+    ProcessResult r = cairn(usage);
+    EXPECT_EQ(r.exit_code, 2) << r.out << r.err;
+  }
+  EXPECT_EQ(stop_server(*server), 0) << server->log();
+}
+
 }  // namespace
 }  // namespace cairn::testing
