@@ -68,6 +68,9 @@ std::string base64_decode(std::string_view in) {
       }
       n = n << 6 | static_cast<unsigned>(v);
     }
+    // The bits padding leaves over must be zero, as an encoder writes them: else "YQ==" and
+    // "YR==" would both be "a", and a value would not come back as the text that gave it.
+    if ((pad == 1 && (n & 0xff) != 0) || (pad == 2 && (n & 0xffff) != 0)) fail();
     out += static_cast<char>(n >> 16);
     if (pad < 2) out += static_cast<char>((n >> 8) & 0xff);
     if (pad < 1) out += static_cast<char>(n & 0xff);

@@ -250,6 +250,14 @@ Timestamp Timestamp::parse(std::string_view text) {
       hour > 23 || minute > 59 || second > 60) {
     fail();
   }
+  if (second == 60) {
+    // A timestamp counts POSIX seconds, which have no leap second: 23:59:60 would be read as
+    // the next day's 00:00:00, a date the text does not say.
+    throw InvalidArgument(fmt::format(
+        "invalid timestamp \"{}\": a leap second (:60) cannot be held; timestamps count POSIX "
+        "seconds, which skip it",
+        text.substr(0, 64)));
+  }
   // Six-digit years stay far inside int64 days; the microseconds may not.
   std::int64_t day =
       days_from_civil(year, static_cast<unsigned>(month), static_cast<unsigned>(mday));

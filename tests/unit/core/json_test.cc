@@ -65,6 +65,16 @@ TEST(Json, TagsAreTheDocumentedForms) {
             Value(Timestamp::parse("2026-11-25T09:00:00Z")));
 }
 
+TEST(Json, BytesComeBackAsTheirCanonicalBase64) {
+  for (std::string bytes : {std::string(), std::string("a"), std::string("ab"), std::string("abc"),
+                            std::string("\xff\xfe"), std::string("\0", 1)}) {
+    std::string text = to_json(Bytes{bytes});
+    EXPECT_EQ(from_json(text), Value(Bytes{bytes})) << text;
+  }
+  EXPECT_EQ(from_json(R"({"$bytes":"YQ=="})"), Value(Bytes{"a"}));
+  EXPECT_EQ(from_json(R"({"$bytes":"YWI="})"), Value(Bytes{"ab"}));
+}
+
 TEST(Json, BadInputIsInvalidArgument) {
   for (const char* bad :
        {"", "{", "[1,]", "nul", R"({"$bytes":"a"})", R"({"$bytes":"a=bc"})", R"({"$bytes":1})",
@@ -73,7 +83,9 @@ TEST(Json, BadInputIsInvalidArgument) {
         R"({"$ref":1,"$type":"T","x":2})", R"({"$ref":1,"$type":"T","$bytes":""})",
         R"({"$time":"yesterday"})", R"({"$uuid":"nope"})", R"({"$decimal":"1e5"})",
         R"({"$double":"big"})", R"({"$wat":1})", R"({"$bytes":"","$time":"x"})",
-        R"({"a":1,"$b":2})", "18446744073709551615", "1e400", "[-1e999]"}) {
+        R"({"a":1,"$b":2})", "18446744073709551615", "1e400", "[-1e999]",
+        // Padding whose left-over bits are not zero: an encoder writes "YQ==" and "YWI=".
+        R"({"$bytes":"YR=="})", R"({"$bytes":"YWJ="})", R"({"$bytes":"AAAAYf=="})"}) {
     EXPECT_THROW(from_json(bad), InvalidArgument) << bad;
   }
 }

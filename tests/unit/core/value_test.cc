@@ -128,6 +128,21 @@ TEST(Timestamp, FormatsAndParsesRfc3339) {
   }
 }
 
+// A leap second has no POSIX time: it used to become the next minute's first second, moving
+// "2016-12-31T23:59:60Z" into 2017.
+TEST(Timestamp, ALeapSecondIsRefusedRatherThanMovedToTheNextDay) {
+  for (const char* leap : {"2016-12-31T23:59:60Z", "2016-12-31T23:59:60.5Z",
+                           "2017-01-01T00:59:60+01:00", "2026-11-25T10:20:60Z"}) {
+    try {
+      Timestamp t = Timestamp::parse(leap);
+      ADD_FAILURE() << leap << " was read as " << t.str();
+    } catch (const InvalidArgument& e) {
+      EXPECT_NE(std::string(e.what()).find("leap second"), std::string::npos) << e.what();
+    }
+  }
+  EXPECT_EQ(Timestamp::parse("2016-12-31T23:59:59.999999Z").str(), "2016-12-31T23:59:59.999999Z");
+}
+
 // Every Timestamp has a text form that reads back: years past 9999 and before 0 used to print
 // as "10000-..." and "-001-...", which parse refused, so a value could be shown but not typed
 // back (and dump wrote such objects as raw bytes).
