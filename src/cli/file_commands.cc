@@ -212,13 +212,14 @@ class ProgressBar {
 
 struct PackArgs {
   std::string path;
+  bool path_given = false;  // PATH was on the command line (perhaps as "")
   std::string fsync;
   ConnectArgs server;
 };
 
 int run_pack(const PackArgs& args) {
   if (!args.server.connect.empty()) return run_remote_pack(args.server);
-  if (args.path.empty()) {
+  if (!args.path_given) {
     std::cerr << "cairn pack: a database PATH or --connect HOST:PORT is required\n"
                  "Run with --help for more information.\n";
     return exit_usage;
@@ -254,7 +255,10 @@ void add_pack(CLI::App& app, Action& action) {
   command->add_option("--token", args->server.token,
                       "the token for --connect (or env CAIRN_TOKEN)");
   add_tls_client_options(command, args->server);
-  command->callback([args, &action] { action = [args] { return run_pack(*args); }; });
+  command->callback([args, path, &action] {
+    args->path_given = path->count() > 0;
+    action = [args] { return run_pack(*args); };
+  });
 }
 
 // ---- dump ----

@@ -59,14 +59,16 @@ constexpr int hset_chunk = 500;
 
 // ---- Lua scripts (all take numkeys 0 and build their keys from the prefix in ARGV[1]) ----
 
-// ARGV: prefix, stream max length, epoch, nreads, (oid, version)*, ndeletes, oid*, nwrites,
-//       (oid, type, key, hash key, nfields, (field, value)*)*, [nappends, (oid, bytes)*]
+// ARGV: prefix, stream max length, epoch, seen csn, nreads, (oid, version)*, ndeletes, oid*,
+//       nwrites, (oid, type, key, hash key, nfields, (field, value)*)*, [nappends, (oid, bytes)*]
 // The hash key of a write is where its hash goes: `P o:<oid>`, or its readable key `P<type>:<key>`
 // (hash_key()), in which case `P o:<oid>` becomes a pointer {_at = hash key}. A write whose one
 // field is `_bytes` is a blob: the field's value is its bytes, which go to the string `P b:<oid>`.
 // The appends are left out when there are none, so that such commits cost nothing more.
-// The epoch is the one the client read when it opened the store (RedisStore::epoch_).
-// Returns {"epoch", current epoch} (nothing written) if `P epoch` holds another,
+// The epoch is the one the client read when it opened the store (RedisStore::epoch_), the seen
+// csn the highest CSN it has seen here (RedisStore::seen_csn_).
+// Returns {"epoch", current epoch} (nothing written) if `P epoch` holds another, {"behind",
+// current csn} (nothing written) if `P csn` is below the seen csn,
 // {"conflict", oid...}, {"same", csn} (nothing to apply), {"ok", csn, changed oid...}, or
 // for an append that cannot apply (nothing written): {"absent", oid}, {"not_blob", oid} or
 // {"too_big", oid, current data size}; or {"csn_behind", csn} (nothing written) when the CSN
@@ -77,7 +79,18 @@ local p = ARGV[1]
 -- it validates, and the CSNs it knows, may be numbers that mean other commits here.
 local epoch = redis.call('GET', p .. 'epoch') or ''
 if epoch ~= ARGV[3] then return {'epoch', epoch} end
-local i = 5
+-- The CSN counter, read once: checked here, bumped at the end.
+local last = redis.call('GET', p .. 'csn') or '0'
+if not string.match(last, '^%d+$') or #last > 15 then
+  return redis.error_reply('ERR ' .. p .. 'csn is not an integer or out of range')
+end
+-- Below a CSN this client has seen, and so is the change stream: the database went back (an
+-- older copy restored keeps its epoch), and its versions may now name other commits than the
+-- ones the client read. (A counter alone set back by hand is refused by the XADD below.)
+if tonumber(last) < tonumber(ARGV[4]) and stream_top(p .. 'changes') < tonumber(ARGV[4]) then
+  return {'behind', last}
+end
+local i = 6
 -- Where an object's hash is (the key its pointer names, or its own key), and its own key.
 local function where(oid)
   local okey = p .. 'o:' .. oid
@@ -85,7 +98,7 @@ local function where(oid)
 end
 local conflicts = {'conflict'}
 local dead_holders = {}
-local nreads = tonumber(ARGV[4])
+local nreads = tonumber(ARGV[5])
 -- Each redis.call costs more than most commands themselves: read what is at P o:<oid> in one.
 for _ = 1, nreads do
   local meta = redis.call('HMGET', p .. 'o:' .. ARGV[i], '_at', '_version')
@@ -160,7 +173,7 @@ for _, a in ipairs(appends) do
   end
 end
 if #deletes == 0 and #writes == 0 and #appends == 0 then
-  return {'same', redis.call('GET', p .. 'csn') or '0'}
+  return {'same', last}
 end
 -- Everything is checked: from here on nothing fails unless a key holds the wrong type.
 -- Deletes are reported even of objects already absent: every commit names what it touched.
@@ -171,10 +184,6 @@ for _, a in ipairs(appends) do changed[#changed + 1] = a.oid end
 for _, h in ipairs(dead_holders) do changed[#changed + 1] = h.oid end
 -- The stream entry first: XADD refuses an id at or below the stream's last (a CSN counter
 -- deleted or set back by hand), and then nothing is written yet. The counter follows.
-local last = redis.call('GET', p .. 'csn') or '0'
-if not string.match(last, '^%d+$') or #last > 15 then
-  return redis.error_reply('ERR ' .. p .. 'csn is not an integer or out of range')
-end
 local csn = string.format('%d', tonumber(last) + 1)
 local added = redis.pcall('XADD', p .. 'changes', 'MAXLEN', '~', ARGV[2], csn .. '-0', 'csn', csn,
                           'oids', table.concat(changed, ' '))
@@ -298,6 +307,16 @@ local function live(p, oid)
 end
 )lua";
 
+// Put before the scripts that use it (script_source). The CSN of the change stream's last entry
+// (0 if it has none): what the database's history has reached, whatever `P csn` says.
+constexpr std::string_view stream_top_function = R"lua(
+local function stream_top(stream)
+  local top = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)
+  if #top == 0 then return 0 end
+  return tonumber(string.match(top[1][1], '^(%d+)')) or 0
+end
+)lua";
+
 // ARGV: prefix, type, score lower bound "(after", limit. Returns oid, key, oid, key... of up to
 // `limit` live objects (index entries of objects deleted by hand are passed over).
 constexpr std::string_view scan_type_script = R"lua(
@@ -371,13 +390,19 @@ end
 return out
 )lua";
 
-// ARGV: lock key, fence key, owner, ttl ms, epoch key, epoch (as in commit_script). Returns the
-// fencing token, nil if held, or {"epoch", current epoch} (nothing written) if `P epoch` holds
-// another: after a flush the fence counters start again, and tokens would repeat. The counter
-// is taken before the lock is set, so that a counter broken by hand (INCR fails) leaves no lock.
+// ARGV: lock key, fence key, owner, ttl ms, epoch key, epoch, csn key, seen csn, stream key (as
+// in commit_script). Returns the fencing token, nil if held, or, with nothing written,
+// {"epoch", current epoch} if `P epoch` holds another, {"behind", current csn} if `P csn` is
+// below the seen csn: after a flush the fence counters start again, after a restore of an older
+// copy they are back where they were, and tokens would repeat. The counter is taken before the
+// lock is set, so that a counter broken by hand (INCR fails) leaves no lock.
 constexpr std::string_view lock_script = R"lua(
 local epoch = redis.call('GET', ARGV[5]) or ''
 if epoch ~= ARGV[6] then return {'epoch', epoch} end
+local csn = redis.call('GET', ARGV[7]) or '0'
+if (tonumber(csn) or 0) < tonumber(ARGV[8]) and stream_top(ARGV[9]) < tonumber(ARGV[8]) then
+  return {'behind', csn}
+end
 if redis.call('EXISTS', ARGV[1]) == 1 then return false end
 local token = redis.call('INCR', ARGV[2])
 redis.call('SET', ARGV[1], ARGV[3], 'PX', ARGV[4])
@@ -427,7 +452,7 @@ enum ScriptId {
 std::string script_source(ScriptId id) {
   switch (id) {
     case commit_id: {
-      std::string s = std::string(live_function).append(commit_script);
+      std::string s = std::string(live_function).append(stream_top_function).append(commit_script);
       s.replace(s.find("@CHUNK@"), 7, std::to_string(hset_chunk));
       constexpr std::string_view max_bytes = "@MAX_OBJECT_BYTES@";
       s.replace(s.find(max_bytes), max_bytes.size(), std::to_string(max_object_bytes));
@@ -444,7 +469,7 @@ std::string script_source(ScriptId id) {
     case changes_id:
       return std::string(changes_script);
     case lock_id:
-      return std::string(lock_script);
+      return std::string(stream_top_function).append(lock_script);
     case unlock_id:
       return std::string(unlock_script);
     case renew_id:
@@ -502,6 +527,17 @@ bool has_readable_key(std::string_view type, std::string_view key) {
          std::find(reserved_types.begin(), reserved_types.end(), type) == reserved_types.end();
 }
 
+// The CSN of the change stream's last entry (0 if it has none), as stream_top_function.
+std::uint64_t stream_top_csn(redis::Connection& conn, const std::string& stream_key) {
+  ReplyPtr r = conn.run({"XREVRANGE", stream_key, "+", "-", "COUNT", "1"});
+  const redisReply* entries = expect_array(r.get(), "XREVRANGE");
+  if (entries->elements == 0) return 0;
+  const redisReply* entry = expect_array(entries->element[0], "XREVRANGE");
+  if (entry->elements < 1) unexpected(entry, "XREVRANGE");
+  std::string_view id = string_of(entry->element[0], "XREVRANGE");
+  return parse_u64(id.substr(0, id.find('-')), "stream id");
+}
+
 // How many readable keys a store remembers; past it, each new one evicts an arbitrary other (see
 // RedisStore::located_).
 constexpr std::size_t max_located = 1 << 16;
@@ -514,14 +550,16 @@ class ChangeFeed {
  public:
   using Sink = std::function<void(std::uint64_t csn, std::vector<Oid> oids)>;
 
-  // `epoch_key` and `epoch`: `P epoch` and what it held when the store opened (RedisStore).
+  // `epoch_key` and `epoch`: `P epoch` and what it held when the store opened (RedisStore);
+  // `csn_key`: `P csn`.
   ChangeFeed(const StoreUrl& url, const std::string& password, redis::ConnectionOptions options,
-             std::string stream_key, std::string epoch_key, std::string epoch, std::uint64_t after,
-             Sink sink)
+             std::string stream_key, std::string epoch_key, std::string epoch, std::string csn_key,
+             std::uint64_t after, Sink sink)
       : conn_(url, password, feed_options(options)),
         stream_key_(std::move(stream_key)),
         epoch_key_(std::move(epoch_key)),
         epoch_(std::move(epoch)),
+        csn_key_(std::move(csn_key)),
         after_(after),
         sink_(std::move(sink)),
         thread_([this] { run(); }) {}
@@ -574,17 +612,32 @@ class ChangeFeed {
     }
   }
 
-  // Throws Corruption if `P epoch` is gone or another than when the store opened: the database
-  // was flushed or replaced, and its stream's entries (older CSNs than this feed's, until they
-  // pass them) belong to another history. The feed then stays down, so that the object layer
-  // asks changes_since(), which refuses the same way, instead of trusting a feed gone quiet.
+  // Throws Corruption if `P epoch` is gone or another than when the store opened (the database
+  // was flushed or replaced), or if `P csn` is below the last CSN this feed handed over (an
+  // older copy was restored, which keeps its epoch). Either way the stream's entries (older CSNs
+  // than this feed's, until they pass them) belong to another history. The feed then stays
+  // down, so that the object layer asks changes_since(), which refuses the same way, instead of
+  // trusting a feed gone quiet. It stays down after going back even once the CSNs pass it again.
   void check_epoch() {
-    ReplyPtr r = conn_.run({"GET", epoch_key_});
-    // Absent reads as "", as in the scripts (commit_script), so that the two agree.
-    std::string_view now = opt_string(r.get(), "GET epoch").value_or("");
+    if (!went_back_.empty()) throw Corruption(went_back_);
+    ReplyPtr r = conn_.run({"MGET", epoch_key_, csn_key_});
+    const redisReply* values = expect_array(r.get(), "MGET epoch csn");
+    if (values->elements != 2) unexpected(values, "MGET epoch csn");
+    // Absent reads as "" and 0, as in the scripts (commit_script), so that the two agree.
+    std::string_view now = opt_string(values->element[0], "MGET epoch").value_or("");
     if (now != epoch_) {
       throw Corruption(fmt::format("{} is {}, was {}: the Redis database was flushed or replaced",
                                    epoch_key_, now.empty() ? "gone" : now, epoch_));
+    }
+    auto csn_text = opt_string(values->element[1], "MGET csn");
+    std::uint64_t csn = csn_text ? parse_u64(*csn_text, "csn") : 0;
+    if (csn < after_ &&
+        stream_top_csn(conn_, stream_key_) < after_) {  // not only the counter set back by hand
+      went_back_ = fmt::format(
+          "{} is {}, below {} which this feed had seen: the Redis database went back (an older "
+          "copy restored?)",
+          csn_key_, csn, after_);
+      throw Corruption(went_back_);
     }
     last_epoch_check_ = std::chrono::steady_clock::now();
   }
@@ -633,6 +686,8 @@ class ChangeFeed {
   const std::string stream_key_;
   const std::string epoch_key_;
   const std::string epoch_;
+  const std::string csn_key_;
+  std::string went_back_;  // why, once `P csn` was found below after_; the feed stays down
   std::chrono::steady_clock::time_point last_epoch_check_{};
   std::uint64_t after_;  // the CSN of the last entry handed to sink_
   Sink sink_;
@@ -682,6 +737,7 @@ class RedisStore final : public Store {
   PackStats pack() override;
   bool is_remote() const override { return true; }
   bool hears_commits() const override {
+    if (gone_back_.load()) return false;  // and never will: see see_csn
     std::lock_guard feed_lk(feed_mu_);
     return !feed_ || feed_->up();
   }
@@ -695,6 +751,50 @@ class RedisStore final : public Store {
         "({}epoch is {}, was {}): the CSNs and versions this store knows may name other commits "
         "there. Nothing was written; open the store again (restart cairn serve)",
         prefix_, prefix_, now.empty() ? "gone" : now, epoch_));
+  }
+
+  // Notes a CSN Redis answered with (mu_ held, so that replies are noted in the order Redis
+  // ran them). One below a CSN seen before means the database went back: an older copy was
+  // restored, which keeps its epoch, so throw_other_history's check cannot tell. The store then
+  // refuses every call (check_history), even once the CSNs pass the old ones again.
+  void see_csn(std::uint64_t csn) {
+    std::uint64_t seen = seen_csn_.load(std::memory_order_relaxed);
+    if (csn < seen) [[unlikely]] {
+      // Unless the change stream went back too, only the counter was set back (by hand).
+      if (stream_top() >= seen) throw Corruption(counter_set_back(std::to_string(csn + 1)));
+      went_back(csn);
+    }
+    if (csn > seen) seen_csn_.store(csn, std::memory_order_relaxed);
+  }
+  // mu_ held: the CSN of the change stream's last entry (0 if none), as stream_top_function.
+  std::uint64_t stream_top() { return stream_top_csn(conn_, key("changes", "")); }
+  // The message for `P csn` set back by hand below the stream's last entry.
+  std::string counter_set_back(std::string_view next) const {
+    return fmt::format(
+        "{}csn is behind the change stream {}changes (the next CSN, {}, is not above the "
+        "stream's last entry): the key was deleted or changed by hand. Nothing was written; set "
+        "it to the CSN of the stream's last entry (XREVRANGE {}changes + - COUNT 1)",
+        prefix_, prefix_, next, prefix_);
+  }
+  [[noreturn]] void went_back(std::uint64_t csn) {
+    gone_back_ = true;
+    went_back_ = fmt::format(
+        "the Redis data under prefix \"{}\" went back since this store opened it ({}csn is {}, "
+        "below {}, which this store had seen; was an older copy restored?): the CSNs and "
+        "versions this store knows may name other commits there. Nothing was written; open the "
+        "store again (restart cairn serve)",
+        prefix_, prefix_, csn, seen_csn_.load(std::memory_order_relaxed));
+    throw Corruption(went_back_);
+  }
+  // mu_ held: throws the Corruption see_csn found, if it found one.
+  void check_history() const {
+    if (!went_back_.empty()) [[unlikely]]
+      throw Corruption(went_back_);
+  }
+  // The reply {"behind", current csn} of a script that found `P csn` below seen_csn_, thrown.
+  [[noreturn]] void throw_went_back(const redisReply* r) {
+    if (r->elements < 2) unexpected(r, "script");
+    went_back(parse_u64(string_of(r->element[1], "script"), "csn"));
   }
 
   // What located_ remembers of an object.
@@ -793,7 +893,14 @@ class RedisStore final : public Store {
   std::deque<std::pair<std::uint64_t, std::vector<Oid>>> outbox_;  // commits to notify, CSN order
   bool delivering_ = false;
 
-  std::string epoch_;           // `P epoch` when the store opened (the constructor)
+  std::string epoch_;  // `P epoch` when the store opened (the constructor)
+  // The highest CSN Redis has answered this store with (written under mu_, read without it to
+  // pass to scripts), and why the store refuses every call once a lower one came (see_csn).
+  std::atomic<std::uint64_t> seen_csn_{0};
+  std::string went_back_;  // mu_ held
+  // Set with went_back_: from then on the store says it hears no commits, and its change feed's
+  // announcements are dropped (they would be of the other history, once its CSNs pass ours).
+  std::atomic<bool> gone_back_{false};
   mutable std::mutex feed_mu_;  // guards feed_; taken before mu_
   std::unique_ptr<ChangeFeed> feed_;
 
@@ -918,12 +1025,14 @@ LoadResult RedisStore::load(std::span<const Oid> oids) {
     }
   };
   std::lock_guard lk(mu_);
+  check_history();
   conn_.run_each(reads, sink);
   if (before == after) {
     if (failure) std::rethrow_exception(failure);
     for (Oid oid : no_longer_blobs)
       learn_blob(oid, false);
     if (complete && unread.empty()) {
+      see_csn(before);
       result.csn = before;
       return result;
     }
@@ -940,6 +1049,7 @@ LoadResult RedisStore::load(std::span<const Oid> oids) {
           add_blob_bytes(object, replies[k].get());
           learn_blob(object.oid, true);
         }
+        see_csn(before);
         result.csn = before;
         return result;
       }
@@ -968,6 +1078,7 @@ LoadResult RedisStore::run_load_script(std::span<const Oid> oids, bool learn_loc
   if (r->elements < oids.size() + 1) unexpected(r, "load");
   LoadResult result;
   result.csn = parse_u64(string_of(r->element[0], "load"), "csn");
+  see_csn(result.csn);
   result.objects.reserve(oids.size());
   std::size_t bytes = oids.size() + 1;  // the reply holding the next blob's bytes
   for (std::size_t i = 0; i < oids.size(); ++i) {
@@ -1026,7 +1137,9 @@ std::uint64_t RedisStore::commit(const CommitRequest& request) {
   auto str = [&strings](std::string s) -> std::string_view {
     return strings.emplace_back(std::move(s));
   };
-  Args args = {prefix_, stream_max_len, epoch_, str(std::to_string(request.reads.size()))};
+  Args args = {prefix_, stream_max_len, epoch_,
+               str(std::to_string(seen_csn_.load(std::memory_order_relaxed))),
+               str(std::to_string(request.reads.size()))};
   for (const ReadCheck& r : request.reads) {
     args.push_back(str(r.oid.str()));
     args.push_back(str(std::to_string(r.version)));
@@ -1065,6 +1178,7 @@ std::uint64_t RedisStore::commit(const CommitRequest& request) {
   }
 
   std::unique_lock lk(mu_);
+  check_history();
   conn_.connect();  // failing here, the commit was not sent
   ReplyPtr reply;
   try {
@@ -1079,6 +1193,7 @@ std::uint64_t RedisStore::commit(const CommitRequest& request) {
     lk.unlock();
     throw_other_history(r);
   }
+  if (status == "behind") throw_went_back(r);
   if (status == "conflict") {
     lk.unlock();
     std::vector<Oid> conflicts;
@@ -1107,15 +1222,12 @@ std::uint64_t RedisStore::commit(const CommitRequest& request) {
   }
   if (status == "csn_behind") {
     lk.unlock();
-    throw Corruption(fmt::format(
-        "{}csn is behind the change stream {}changes (the next CSN, {}, is not above the "
-        "stream's last entry): the key was deleted or changed by hand. Nothing was written; set "
-        "it to the CSN of the stream's last entry (XREVRANGE {}changes + - COUNT 1)",
-        prefix_, prefix_, r->elements > 1 ? std::string(string_of(r->element[1], "commit")) : "?",
-        prefix_));
+    throw Corruption(counter_set_back(
+        r->elements > 1 ? std::string(string_of(r->element[1], "commit")) : std::string("?")));
   }
   if (r->elements < 2 || (status != "ok" && status != "same")) unexpected(r, "commit");
   std::uint64_t csn = parse_u64(string_of(r->element[1], "commit"), "csn");
+  see_csn(csn);
   if (status == "same") return csn;
   for (const WriteOp& w : request.writes)
     learn(w.oid, w.type, w.key, is_blob(w.data));
@@ -1149,12 +1261,15 @@ void RedisStore::start_feed() {
   std::lock_guard feed_lk(feed_mu_);
   if (feed_) return;
   std::lock_guard lk(mu_);
+  check_history();
   ReplyPtr r = conn_.run({"GET", key("csn", "")});
   auto current = opt_string(r.get(), "GET csn");
   std::uint64_t csn = current ? parse_u64(*current, "csn") : 0;
+  see_csn(csn);
   feed_ = std::make_unique<ChangeFeed>(url_, password_, conn_.options(), key("changes", ""),
-                                       key("epoch", ""), epoch_, csn,
+                                       key("epoch", ""), epoch_, key("csn", ""), csn,
                                        [this](std::uint64_t c, std::vector<Oid> oids) {
+                                         if (gone_back_.load()) return;
                                          enqueue(c, std::move(oids));
                                          deliver();
                                        });
@@ -1189,15 +1304,18 @@ Changes RedisStore::changes_since(std::uint64_t csn) {
   std::string start =
       csn == std::numeric_limits<std::uint64_t>::max() ? "+" : fmt::format("{}-0", csn + 1);
   ReplyPtr reply;
+  Changes out;
   {
     std::lock_guard lk(mu_);
+    check_history();
     reply = eval(changes_id, {prefix_, start, epoch_});
+    const redisReply* r = expect_array(reply.get(), "changes_since");
+    if (r->elements < 2) unexpected(r, "changes_since");
+    if (string_of(r->element[0], "changes_since") == "epoch") throw_other_history(r);
+    out.csn = parse_u64(string_of(r->element[0], "changes_since"), "csn");
+    see_csn(out.csn);
   }
-  const redisReply* r = expect_array(reply.get(), "changes_since");
-  if (r->elements < 2) unexpected(r, "changes_since");
-  if (string_of(r->element[0], "changes_since") == "epoch") throw_other_history(r);
-  Changes out;
-  out.csn = parse_u64(string_of(r->element[0], "changes_since"), "csn");
+  const redisReply* r = reply.get();
   if (csn >= out.csn) return out;
   std::string_view first = string_of(r->element[1], "changes_since");
   std::uint64_t first_csn =
@@ -1303,9 +1421,16 @@ std::optional<std::uint64_t> RedisStore::lock(const LockRequest& request) {
     ReplyPtr r;
     {
       std::lock_guard lk(mu_);
+      check_history();
       conn_.connect();
-      r = eval(lock_id, {lock_key, fence_key, request.owner, ttl, key("epoch", ""), epoch_},
+      r = eval(lock_id,
+               {lock_key, fence_key, request.owner, ttl, key("epoch", ""), epoch_, key("csn", ""),
+                std::to_string(seen_csn_.load(std::memory_order_relaxed)), key("changes", "")},
                Resend::never);
+      if (r->type == REDIS_REPLY_ARRAY && r->elements > 0 &&
+          string_of(r->element[0], "lock") == "behind") {
+        throw_went_back(r.get());
+      }
     }
     if (r->type == REDIS_REPLY_INTEGER && r->integer > 0) {
       return static_cast<std::uint64_t>(r->integer);

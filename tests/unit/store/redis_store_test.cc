@@ -892,11 +892,20 @@ TEST_F(RedisStoreTest, ACsnCounterDeletedByHandRefusesCommitsAndWritesNothing) {
     EXPECT_NE(std::string(e.what()).find("changed by hand"), std::string::npos) << e.what();
   }
   EXPECT_EQ(one(server().command({"EXISTS", prefix + "csn"})), "0") << "the counter was written";
+  // A load answered with a CSN below the store's is told from a database gone back by the
+  // stream, which did not go back: the same advice, and the store is not given up on.
+  try {
+    store->load(std::vector<Oid>{a});
+    FAIL() << "a load answered at CSN 0 after CSN " << last;
+  } catch (const Corruption& e) {
+    EXPECT_NE(std::string(e.what()).find("changed by hand"), std::string::npos) << e.what();
+  }
   auto fresh = open(server().url(prefix));
   EXPECT_EQ(decode(get(*fresh, a).data), Value(2));
   // Set back to the stream's last CSN, as the message says, commits go on.
   server().command({"SET", prefix + "csn", std::to_string(last)});
   EXPECT_EQ(put(*store, a, 3), last + 1);
+  EXPECT_EQ(store->load(std::vector<Oid>{a}).csn, last + 1);
 }
 
 TEST_F(RedisStoreTest, AnEmptyPrefixIsRefused) {
