@@ -4,6 +4,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <charconv>
 #include <cstddef>
 #include <ostream>
@@ -388,7 +389,8 @@ constexpr std::string_view help_text =
     "a reference to it at PATH\n"
     "del PATH         remove the key or list element at PATH\n"
     "ls [PATH]        list the keys of the map at PATH (default /), or the indexes of a list, one "
-    "a line\n"
+    "a line (a key that is empty, starts with \" or holds a control character as a JSON "
+    "string)\n"
     "commit           commit the changes; prints \"committed N\" with the commit's CSN\n"
     "abort            drop uncommitted changes and see the newest commits\n"
     "sync             see other commits, keeping uncommitted changes (a conflict aborts)\n"
@@ -649,6 +651,22 @@ void ShellSession::del(std::string_view args) {
   }
 }
 
+namespace {
+
+// A key as ls prints it: as it is, unless that would not be one plain line (empty, a control
+// character such as a newline, or a leading double quote, which would read as JSON); then as a
+// JSON string, whose escapes a PATH in double quotes takes.
+std::string listed_key(const std::string& key) {
+  bool plain =
+      !key.empty() && key.front() != '"' && std::none_of(key.begin(), key.end(), [](char c) {
+        auto b = static_cast<unsigned char>(c);
+        return b < 0x20 || b == 0x7f;
+      });
+  return plain ? key : to_json(Value(key));
+}
+
+}  // namespace
+
 void ShellSession::ls(std::string_view args, std::ostream& out) {
   Path path = args.empty() ? Path{} : next_path(args, "ls");
   no_more(args, "ls [PATH]");
@@ -656,7 +674,7 @@ void ShellSession::ls(std::string_view args, std::ostream& out) {
   if (path.trailing_slash) follow_slash(conn_, loc, path);
   if (loc.value->is_map()) {
     for (const auto& [key, value] : loc.value->as_map())
-      out << key << "\n";
+      out << listed_key(key) << "\n";
   } else if (loc.value->is_list()) {
     for (std::size_t i = 0; i < loc.value->as_list().size(); ++i)
       out << i << "\n";

@@ -482,6 +482,26 @@ TEST_P(ShellOn, LsListsSortedMapKeysAndListIndexes) {
                                                        "l", "m", "e", "l", "m"}));
 }
 
+// One key a line: a key holding a newline used to print as two lines, and an empty one as a
+// blank line. Such keys print as JSON strings, whose text a PATH in double quotes takes.
+TEST_P(ShellOn, LsPrintsKeysThatAreNotOnePlainLineAsJsonStrings) {
+  const std::string map = R"(set /m {"two\nlines": 1, "": 2, "\"q": 3, "tab\there": 4, "ok": 5}; )";
+  ProcessResult r = shell(map + "ls /m");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::vector<std::string> keys = lines_of(r.out);
+  EXPECT_EQ(keys, (std::vector<std::string>{R"("")", R"("\"q")", "ok", R"("tab\there")",
+                                            R"("two\nlines")"}));
+  std::string gets;
+  for (const std::string& key : keys) {
+    if (key == R"("")") continue;  // "/m/" would follow a reference at /m
+    gets +=
+        key.front() == '"' ? fmt::format("get \"/m/{}; ", key.substr(1)) : "get /m/" + key + "; ";
+  }
+  ProcessResult back = shell(map + gets);
+  EXPECT_EQ(back.exit_code, 0) << back.err;
+  EXPECT_EQ(lines_of(back.out), (std::vector<std::string>{"3", "5", "4", "1"})) << back.err;
+}
+
 TEST_P(ShellOn, DelRemovesMapKeysAndListElements) {
   ProcessResult r =
       shell(R"(set /m {"a": 1, "b": 2}; set /l ["x", "y", "z"]; new /o {"k": 1, "j": 2}; )"
