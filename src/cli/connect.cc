@@ -53,6 +53,15 @@ void add_tls_client_options(CLI::App* command, ConnectArgs& args) {
   ca->excludes(insecure);
 }
 
+void require_connect_for_client_flags(const ConnectArgs& args, bool connect_given,
+                                      const std::string& command) {
+  if (connect_given) return;
+  if (args.tls || args.insecure || !args.ca_file.empty()) {
+    throw CLI::ValidationError(command, "--tls, --tls-ca and --insecure go with --connect");
+  }
+  if (!args.token.empty()) throw CLI::ValidationError(command, "--token goes with --connect");
+}
+
 void check_connect(const ConnectArgs& args) {
   if (is_unix(args)) {
     if (args.connect.size() == unix_prefix.size()) {

@@ -23,6 +23,11 @@ inline constexpr const char* connect_help =
 // Adds --tls, --tls-ca FILE and --insecure to `command`. --tls-ca and --insecure imply --tls.
 void add_tls_client_options(CLI::App* command, ConnectArgs& args);
 
+// For a command's parse callback: throws CLI::ValidationError (a usage error) if --token, --tls,
+// --tls-ca or --insecure was given without --connect, where nothing would use it.
+void require_connect_for_client_flags(const ConnectArgs& args, bool connect_given,
+                                      const std::string& command);
+
 // Throws InvalidArgument when --connect is malformed or the flags do not go together (TLS over
 // a unix socket).
 void check_connect(const ConnectArgs& args);

@@ -142,7 +142,10 @@ void add_info(CLI::App& app, Action& action) {
                       "the token for --connect (or env CAIRN_TOKEN)");
   add_tls_client_options(command, args->server);
   command->add_flag("--json", args->json, "print one JSON object instead of name: value lines");
-  command->callback([args, &action] { action = [args] { return run_info(*args); }; });
+  command->callback([args, connect, &action] {
+    require_connect_for_client_flags(args->server, connect->count() > 0, "cairn info");
+    action = [args] { return run_info(*args); };
+  });
 }
 
 // ---- check ----
@@ -255,7 +258,8 @@ void add_pack(CLI::App& app, Action& action) {
   command->add_option("--token", args->server.token,
                       "the token for --connect (or env CAIRN_TOKEN)");
   add_tls_client_options(command, args->server);
-  command->callback([args, path, &action] {
+  command->callback([args, path, connect, &action] {
+    require_connect_for_client_flags(args->server, connect->count() > 0, "cairn pack");
     args->path_given = path->count() > 0;
     action = [args] { return run_pack(*args); };
   });

@@ -277,10 +277,7 @@ void add_shell_command(CLI::App& app, Action& action) {
       throw CLI::ValidationError(
           "cairn shell", "give exactly one of --file PATH, --memory or --connect HOST:PORT");
     }
-    if (!connect->count() &&
-        (args->server.tls || args->server.insecure || !args->server.ca_file.empty())) {
-      throw CLI::ValidationError("cairn shell", "--tls, --tls-ca and --insecure go with --connect");
-    }
+    require_connect_for_client_flags(args->server, connect->count() > 0, "cairn shell");
     args->use_connect = connect->count() > 0;
     args->have_commands = commands->count() > 0;
     if (args->use_connect) {

@@ -10,6 +10,7 @@
 
 #include "cairn/codec.h"
 #include "cairn/error.h"
+#include "core/base64.h"
 #include "core/json_scan.h"
 
 namespace cairn {
@@ -18,64 +19,11 @@ namespace {
 
 using Json = nlohmann::json;
 
-constexpr char base64_alphabet[] =
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-std::string base64_encode(std::string_view in) {
-  std::string out;
-  out.reserve((in.size() + 2) / 3 * 4);
-  std::size_t i = 0;
-  for (; i + 2 < in.size(); i += 3) {
-    auto n = static_cast<unsigned char>(in[i]) << 16 | static_cast<unsigned char>(in[i + 1]) << 8 |
-             static_cast<unsigned char>(in[i + 2]);
-    for (int shift : {18, 12, 6, 0})
-      out += base64_alphabet[(n >> shift) & 63];
-  }
-  if (std::size_t rest = in.size() - i; rest > 0) {
-    unsigned n = static_cast<unsigned char>(in[i]) << 16;
-    if (rest == 2) n |= static_cast<unsigned char>(in[i + 1]) << 8;
-    out += base64_alphabet[(n >> 18) & 63];
-    out += base64_alphabet[(n >> 12) & 63];
-    out += rest == 2 ? base64_alphabet[(n >> 6) & 63] : '=';
-    out += '=';
-  }
-  return out;
-}
-
-[[noreturn]] void bad_base64() {
-  throw InvalidArgument("invalid base64 in {\"$bytes\": ...}");
-}
-
-std::string base64_decode(std::string_view in) {
-  auto fail = [] { bad_base64(); };
-  if (in.size() % 4 != 0) fail();
-  std::string out;
-  out.reserve(in.size() / 4 * 3);
-  for (std::size_t i = 0; i < in.size(); i += 4) {
-    unsigned n = 0;
-    int pad = 0;
-    for (std::size_t k = 0; k < 4; ++k) {
-      char c = in[i + k];
-      int v;
-      if (c == '=' && i + 4 == in.size() && k >= 2) {
-        ++pad;
-        v = 0;
-      } else {
-        if (pad) fail();  // data after padding
-        const char* p = std::char_traits<char>::find(base64_alphabet, 64, c);
-        if (!p) fail();
-        v = static_cast<int>(p - base64_alphabet);
-      }
-      n = n << 6 | static_cast<unsigned>(v);
-    }
-    // The bits padding leaves over must be zero, as an encoder writes them: else "YQ==" and
-    // "YR==" would both be "a", and a value would not come back as the text that gave it.
-    if ((pad == 1 && (n & 0xff) != 0) || (pad == 2 && (n & 0xffff) != 0)) fail();
-    out += static_cast<char>(n >> 16);
-    if (pad < 2) out += static_cast<char>((n >> 8) & 0xff);
-    if (pad < 1) out += static_cast<char>(n & 0xff);
-  }
-  return out;
+// "$bytes": base64 as base64_encode writes it, nothing else.
+std::string bytes_from_base64(std::string_view text) {
+  std::optional<std::string> bytes = detail::base64_decode(text);
+  if (!bytes) throw InvalidArgument("invalid base64 in {\"$bytes\": ...}");
+  return std::move(*bytes);
 }
 
 Json to_json_value(const Value& v) {
@@ -97,7 +45,7 @@ Json to_json_value(const Value& v) {
     case Kind::string:
       return v.as_string();
     case Kind::bytes:
-      return Json{{"$bytes", base64_encode(v.as_bytes().data)}};
+      return Json{{"$bytes", detail::base64_encode(v.as_bytes().data)}};
     case Kind::list: {
       Json out = Json::array();
       for (const Value& item : v.as_list())
@@ -158,7 +106,7 @@ Value from_tagged(const Json& j, std::size_t depth) {
     throw InvalidArgument(fmt::format("object with \"{}\" must have no other keys", tag));
   }
   const Json& body = first.value();
-  if (tag == "$bytes") return Bytes{base64_decode(tag_string(body, tag))};
+  if (tag == "$bytes") return Bytes{bytes_from_base64(tag_string(body, tag))};
   if (tag == "$time") return Timestamp::parse(tag_string(body, tag));
   if (tag == "$uuid") return Uuid::parse(tag_string(body, tag));
   if (tag == "$decimal") return Decimal(tag_string(body, tag));

@@ -6,57 +6,11 @@
 #include "cairn/error.h"
 #include "cairn/json.h"
 #include "cairn/record.h"
+#include "core/base64.h"
 
 namespace cairn::detail {
 
 namespace {
-
-constexpr char alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-std::string base64_encode(std::string_view in) {
-  std::string out;
-  std::size_t i = 0;
-  for (; i + 3 <= in.size(); i += 3) {
-    std::uint32_t n = static_cast<std::uint32_t>(static_cast<unsigned char>(in[i])) << 16 |
-                      static_cast<std::uint32_t>(static_cast<unsigned char>(in[i + 1])) << 8 |
-                      static_cast<unsigned char>(in[i + 2]);
-    for (int shift = 18; shift >= 0; shift -= 6)
-      out += alphabet[(n >> shift) & 63];
-  }
-  std::size_t rest = in.size() - i;
-  if (rest > 0) {
-    std::uint32_t n = static_cast<std::uint32_t>(static_cast<unsigned char>(in[i])) << 16;
-    if (rest == 2) n |= static_cast<std::uint32_t>(static_cast<unsigned char>(in[i + 1])) << 8;
-    out += alphabet[(n >> 18) & 63];
-    out += alphabet[(n >> 12) & 63];
-    out += rest == 2 ? alphabet[(n >> 6) & 63] : '=';
-    out += '=';
-  }
-  return out;
-}
-
-std::string base64_decode(std::string_view in, const std::string& where) {
-  if (in.size() % 4 != 0) throw InvalidArgument(where + ": invalid base64");
-  std::string out;
-  std::uint32_t n = 0;
-  int bits = 0;
-  for (std::size_t i = 0; i < in.size(); ++i) {
-    char c = in[i];
-    if (c == '=') {
-      if (i + 2 < in.size()) throw InvalidArgument(where + ": invalid base64");
-      break;
-    }
-    const char* p = std::char_traits<char>::find(alphabet, 64, c);
-    if (p == nullptr) throw InvalidArgument(where + ": invalid base64");
-    n = n << 6 | static_cast<std::uint32_t>(p - alphabet);
-    bits += 6;
-    if (bits >= 8) {
-      bits -= 8;
-      out += static_cast<char>((n >> bits) & 0xff);
-    }
-  }
-  return out;
-}
 
 Value to_plain(const FieldSpec& f, const Value& v) {
   if (v.is_null()) return v;
@@ -84,9 +38,12 @@ Value from_plain(const TypeSpec& spec, const FieldSpec& f, const Value& v) {
     if (!ok) throw InvalidArgument(where + ": the JSON value is not " + std::string(what));
   };
   switch (f.kind) {
-    case FieldKind::bytes:
+    case FieldKind::bytes: {
       need(v.is_string(), "base64 text");
-      return Value(Bytes{base64_decode(v.as_string(), where)});
+      std::optional<std::string> bytes = base64_decode(v.as_string());
+      if (!bytes) throw InvalidArgument(where + ": invalid base64");
+      return Value(Bytes{std::move(*bytes)});
+    }
     case FieldKind::uuid:
       need(v.is_string(), "a uuid");
       return Value(Uuid::parse(v.as_string()));

@@ -391,7 +391,8 @@ return out
 )lua";
 
 // ARGV: lock key, fence key, owner, ttl ms, epoch key, epoch, csn key, seen csn, stream key (as
-// in commit_script). Returns the fencing token, nil if held, or, with nothing written,
+// in commit_script). Returns {"token", fencing token, current csn}, nil if held, or, with
+// nothing written,
 // {"epoch", current epoch} if `P epoch` holds another, {"behind", current csn} if `P csn` is
 // below the seen csn: after a flush the fence counters start again, after a restore of an older
 // copy they are back where they were, and tokens would repeat. The counter is taken before the
@@ -406,7 +407,7 @@ end
 if redis.call('EXISTS', ARGV[1]) == 1 then return false end
 local token = redis.call('INCR', ARGV[2])
 redis.call('SET', ARGV[1], ARGV[3], 'PX', ARGV[4])
-return token
+return {'token', token, csn}
 )lua";
 
 // ARGV: lock key, owner. Deletes the lock if `owner` holds it; returns 1 if it did.
@@ -551,10 +552,12 @@ class ChangeFeed {
   using Sink = std::function<void(std::uint64_t csn, std::vector<Oid> oids)>;
 
   // `epoch_key` and `epoch`: `P epoch` and what it held when the store opened (RedisStore);
-  // `csn_key`: `P csn`.
+  // `csn_key`: `P csn`. `went_back(csn, after)` is called, once, if the feed finds `P csn` at
+  // `csn`, below the `after` it had announced, and the stream behind too.
+  using WentBack = std::function<void(std::uint64_t csn, std::uint64_t after)>;
   ChangeFeed(const StoreUrl& url, const std::string& password, redis::ConnectionOptions options,
              std::string stream_key, std::string epoch_key, std::string epoch, std::string csn_key,
-             std::uint64_t after, Sink sink)
+             std::uint64_t after, Sink sink, WentBack went_back)
       : conn_(url, password, feed_options(options)),
         stream_key_(std::move(stream_key)),
         epoch_key_(std::move(epoch_key)),
@@ -562,6 +565,7 @@ class ChangeFeed {
         csn_key_(std::move(csn_key)),
         after_(after),
         sink_(std::move(sink)),
+        on_went_back_(std::move(went_back)),
         thread_([this] { run(); }) {}
   ChangeFeed(const ChangeFeed&) = delete;
   ChangeFeed& operator=(const ChangeFeed&) = delete;
@@ -637,6 +641,7 @@ class ChangeFeed {
           "{} is {}, below {} which this feed had seen: the Redis database went back (an older "
           "copy restored?)",
           csn_key_, csn, after_);
+      on_went_back_(csn, after_);
       throw Corruption(went_back_);
     }
     last_epoch_check_ = std::chrono::steady_clock::now();
@@ -691,6 +696,7 @@ class ChangeFeed {
   std::chrono::steady_clock::time_point last_epoch_check_{};
   std::uint64_t after_;  // the CSN of the last entry handed to sink_
   Sink sink_;
+  WentBack on_went_back_;
   std::atomic<bool> up_{true};
   std::mutex mu_;  // guards stop_
   std::condition_variable cv_;
@@ -746,11 +752,15 @@ class RedisStore final : public Store {
   // The reply {"epoch", current} of a script that found `P epoch` changed, thrown.
   [[noreturn]] void throw_other_history(const redisReply* r) const {
     std::string now = r->elements > 1 ? std::string(string_of(r->element[1], "epoch")) : "";
-    throw Corruption(fmt::format(
+    throw Corruption(other_history(now));
+  }
+  // The message for `P epoch` found to be `now` ("" = gone) instead of epoch_.
+  std::string other_history(std::string_view now) const {
+    return fmt::format(
         "the Redis data under prefix \"{}\" was flushed or replaced since this store opened it "
         "({}epoch is {}, was {}): the CSNs and versions this store knows may name other commits "
         "there. Nothing was written; open the store again (restart cairn serve)",
-        prefix_, prefix_, now.empty() ? "gone" : now, epoch_));
+        prefix_, prefix_, now.empty() ? "gone" : now, epoch_);
   }
 
   // Notes a CSN Redis answered with (mu_ held, so that replies are noted in the order Redis
@@ -759,12 +769,31 @@ class RedisStore final : public Store {
   // refuses every call (check_history), even once the CSNs pass the old ones again.
   void see_csn(std::uint64_t csn) {
     std::uint64_t seen = seen_csn_.load(std::memory_order_relaxed);
-    if (csn < seen) [[unlikely]] {
-      // Unless the change stream went back too, only the counter was set back (by hand).
-      if (stream_top() >= seen) throw Corruption(counter_set_back(std::to_string(csn + 1)));
-      went_back(csn);
+    if (csn < seen) [[unlikely]]
+      behind(csn, seen);
+    raise_seen(csn);
+  }
+  void raise_seen(std::uint64_t csn) {
+    if (csn > seen_csn_.load(std::memory_order_relaxed)) {
+      seen_csn_.store(csn, std::memory_order_relaxed);
     }
-    if (csn > seen) seen_csn_.store(csn, std::memory_order_relaxed);
+  }
+  // mu_ held: Redis answered `csn`, below `floor`, a CSN this store had seen or been told of.
+  // Throws Corruption: the database was flushed or replaced (another epoch), or only the
+  // counter was set back by hand (the change stream is not behind), or else it went back.
+  [[noreturn]] void behind(std::uint64_t csn, std::uint64_t floor) {
+    ReplyPtr r = conn_.run({"GET", key("epoch", "")});
+    std::string now(opt_string(r.get(), "GET epoch").value_or(""));
+    if (now != epoch_) throw Corruption(other_history(now));
+    if (stream_top() >= floor) throw Corruption(counter_set_back(std::to_string(csn + 1)));
+    went_back(csn, floor);
+  }
+  // The lowest CSN the scripts may find in `P csn`: the highest this store has seen in replies,
+  // or its change feed has announced. (Only scripts may use the feed's: they read `P csn` and
+  // the stream together, while a reply on the store's connection may predate an announcement.)
+  std::uint64_t script_floor() const {
+    return std::max(seen_csn_.load(std::memory_order_relaxed),
+                    announced_csn_.load(std::memory_order_relaxed));
   }
   // mu_ held: the CSN of the change stream's last entry (0 if none), as stream_top_function.
   std::uint64_t stream_top() { return stream_top_csn(conn_, key("changes", "")); }
@@ -776,14 +805,19 @@ class RedisStore final : public Store {
         "it to the CSN of the stream's last entry (XREVRANGE {}changes + - COUNT 1)",
         prefix_, prefix_, next, prefix_);
   }
-  [[noreturn]] void went_back(std::uint64_t csn) {
+  // mu_ held: from now on every call refuses (check_history) and the store hears no commits.
+  void mark_went_back(std::uint64_t csn, std::uint64_t floor) {
+    if (!went_back_.empty()) return;
     gone_back_ = true;
     went_back_ = fmt::format(
         "the Redis data under prefix \"{}\" went back since this store opened it ({}csn is {}, "
         "below {}, which this store had seen; was an older copy restored?): the CSNs and "
         "versions this store knows may name other commits there. Nothing was written; open the "
         "store again (restart cairn serve)",
-        prefix_, prefix_, csn, seen_csn_.load(std::memory_order_relaxed));
+        prefix_, prefix_, csn, floor);
+  }
+  [[noreturn]] void went_back(std::uint64_t csn, std::uint64_t floor) {
+    mark_went_back(csn, floor);
     throw Corruption(went_back_);
   }
   // mu_ held: throws the Corruption see_csn found, if it found one.
@@ -791,10 +825,11 @@ class RedisStore final : public Store {
     if (!went_back_.empty()) [[unlikely]]
       throw Corruption(went_back_);
   }
-  // The reply {"behind", current csn} of a script that found `P csn` below seen_csn_, thrown.
-  [[noreturn]] void throw_went_back(const redisReply* r) {
+  // The reply {"behind", current csn} of a script that found `P csn` below `floor` (the
+  // script_floor() it was given) and the stream behind too, thrown. mu_ held.
+  [[noreturn]] void throw_went_back(const redisReply* r, std::uint64_t floor) {
     if (r->elements < 2) unexpected(r, "script");
-    went_back(parse_u64(string_of(r->element[1], "script"), "csn"));
+    went_back(parse_u64(string_of(r->element[1], "script"), "csn"), floor);
   }
 
   // What located_ remembers of an object.
@@ -897,7 +932,8 @@ class RedisStore final : public Store {
   // The highest CSN Redis has answered this store with (written under mu_, read without it to
   // pass to scripts), and why the store refuses every call once a lower one came (see_csn).
   std::atomic<std::uint64_t> seen_csn_{0};
-  std::string went_back_;  // mu_ held
+  std::atomic<std::uint64_t> announced_csn_{0};  // the last CSN the change feed announced
+  std::string went_back_;                        // mu_ held
   // Set with went_back_: from then on the store says it hears no commits, and its change feed's
   // announcements are dropped (they would be of the other history, once its CSNs pass ours).
   std::atomic<bool> gone_back_{false};
@@ -1137,8 +1173,8 @@ std::uint64_t RedisStore::commit(const CommitRequest& request) {
   auto str = [&strings](std::string s) -> std::string_view {
     return strings.emplace_back(std::move(s));
   };
-  Args args = {prefix_, stream_max_len, epoch_,
-               str(std::to_string(seen_csn_.load(std::memory_order_relaxed))),
+  std::uint64_t floor = script_floor();
+  Args args = {prefix_, stream_max_len, epoch_, str(std::to_string(floor)),
                str(std::to_string(request.reads.size()))};
   for (const ReadCheck& r : request.reads) {
     args.push_back(str(r.oid.str()));
@@ -1193,7 +1229,7 @@ std::uint64_t RedisStore::commit(const CommitRequest& request) {
     lk.unlock();
     throw_other_history(r);
   }
-  if (status == "behind") throw_went_back(r);
+  if (status == "behind") throw_went_back(r, floor);
   if (status == "conflict") {
     lk.unlock();
     std::vector<Oid> conflicts;
@@ -1266,13 +1302,19 @@ void RedisStore::start_feed() {
   auto current = opt_string(r.get(), "GET csn");
   std::uint64_t csn = current ? parse_u64(*current, "csn") : 0;
   see_csn(csn);
-  feed_ = std::make_unique<ChangeFeed>(url_, password_, conn_.options(), key("changes", ""),
-                                       key("epoch", ""), epoch_, key("csn", ""), csn,
-                                       [this](std::uint64_t c, std::vector<Oid> oids) {
-                                         if (gone_back_.load()) return;
-                                         enqueue(c, std::move(oids));
-                                         deliver();
-                                       });
+  feed_ = std::make_unique<ChangeFeed>(
+      url_, password_, conn_.options(), key("changes", ""), key("epoch", ""), epoch_,
+      key("csn", ""), csn,
+      [this](std::uint64_t c, std::vector<Oid> oids) {
+        if (gone_back_.load()) return;
+        announced_csn_.store(c, std::memory_order_relaxed);
+        enqueue(c, std::move(oids));
+        deliver();
+      },
+      [this](std::uint64_t c, std::uint64_t after) {
+        std::lock_guard hold(mu_);
+        mark_went_back(c, after);
+      });
   following_ = true;
 }
 
@@ -1314,6 +1356,9 @@ Changes RedisStore::changes_since(std::uint64_t csn) {
     if (string_of(r->element[0], "changes_since") == "epoch") throw_other_history(r);
     out.csn = parse_u64(string_of(r->element[0], "changes_since"), "csn");
     see_csn(out.csn);
+    // Asked since a CSN past the newest: one this store announced (its change feed's, which
+    // see_csn does not count), so the database went back, or its counter was set back by hand.
+    if (csn > out.csn && csn != std::numeric_limits<std::uint64_t>::max()) behind(out.csn, csn);
   }
   const redisReply* r = reply.get();
   if (csn >= out.csn) return out;
@@ -1339,6 +1384,7 @@ Oid RedisStore::new_oids(std::uint32_t count) {
   ReplyPtr r;
   {
     std::lock_guard lk(mu_);
+    check_history();
     r = conn_.run({"INCRBY", key("next_oid", ""), n});
   }
   if (r->type != REDIS_REPLY_INTEGER || r->integer < static_cast<long long>(count)) {
@@ -1359,6 +1405,7 @@ std::vector<ScanEntry> RedisStore::scan_type(std::string_view type, Oid after, s
   ReplyPtr reply;
   {
     std::lock_guard lk(mu_);
+    check_history();
     reply = eval(scan_type_id, {prefix_, type, min, count});
   }
   const redisReply* r = expect_array(reply.get(), "scan_type");
@@ -1386,6 +1433,7 @@ std::vector<ScanEntry> RedisStore::scan_keys(std::string_view type, std::string_
   ReplyPtr reply;
   {
     std::lock_guard lk(mu_);
+    check_history();
     reply = eval(scan_keys_id, {prefix_, type, min, count, prefix});
   }
   const redisReply* r = expect_array(reply.get(), "scan_keys");
@@ -1401,6 +1449,7 @@ std::optional<Oid> RedisStore::find_key(std::string_view type, std::string_view 
   ReplyPtr r;
   {
     std::lock_guard lk(mu_);
+    check_history();
     r = eval(find_key_id, {prefix_, type, k});
   }
   auto found = opt_string(r.get(), "find_key");
@@ -1423,19 +1472,22 @@ std::optional<std::uint64_t> RedisStore::lock(const LockRequest& request) {
       std::lock_guard lk(mu_);
       check_history();
       conn_.connect();
+      std::uint64_t floor = script_floor();
       r = eval(lock_id,
                {lock_key, fence_key, request.owner, ttl, key("epoch", ""), epoch_, key("csn", ""),
-                std::to_string(seen_csn_.load(std::memory_order_relaxed)), key("changes", "")},
+                std::to_string(floor), key("changes", "")},
                Resend::never);
-      if (r->type == REDIS_REPLY_ARRAY && r->elements > 0 &&
-          string_of(r->element[0], "lock") == "behind") {
-        throw_went_back(r.get());
+      if (r->type == REDIS_REPLY_ARRAY && r->elements > 0) {
+        std::string_view status = string_of(r->element[0], "lock");
+        if (status == "behind") throw_went_back(r.get(), floor);
+        if (status == "epoch") throw_other_history(r.get());
+        if (status != "token" || r->elements != 3) unexpected(r.get(), "lock");
+        // The CSN the token was taken at: a copy restored from before it is caught by the
+        // next lock or commit (the script checked the ones before).
+        raise_seen(parse_u64(string_of(r->element[2], "lock"), "csn"));
+        return static_cast<std::uint64_t>(integer_of(r->element[1], "lock"));
       }
     }
-    if (r->type == REDIS_REPLY_INTEGER && r->integer > 0) {
-      return static_cast<std::uint64_t>(r->integer);
-    }
-    if (r->type == REDIS_REPLY_ARRAY) throw_other_history(r.get());
     if (r->type != REDIS_REPLY_NIL) unexpected(r.get(), "lock");
     auto now = std::chrono::steady_clock::now();
     if (now >= deadline) return std::nullopt;
@@ -1450,6 +1502,7 @@ bool RedisStore::unlock(std::string_view name, std::string_view owner) {
   ReplyPtr r;
   {
     std::lock_guard lk(mu_);
+    check_history();
     conn_.connect();
     r = eval(unlock_id, {key("lock:", name), owner}, Resend::never);
   }
@@ -1464,6 +1517,7 @@ bool RedisStore::renew(std::string_view name, std::string_view owner,
   ReplyPtr r;
   {
     std::lock_guard lk(mu_);
+    check_history();
     r = eval(renew_id, {key("lock:", name), owner, ms});
   }
   if (r->type != REDIS_REPLY_INTEGER) unexpected(r.get(), "renew");
@@ -1472,6 +1526,7 @@ bool RedisStore::renew(std::string_view name, std::string_view owner,
 
 PackStats RedisStore::pack() {
   std::lock_guard lk(mu_);
+  check_history();
   // Every object key, by SCAN (which may report a key twice).
   std::string object_prefix = key("o:", "");
   std::string match = glob_escape(object_prefix) + "*";

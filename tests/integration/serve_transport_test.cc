@@ -286,7 +286,12 @@ TEST_F(ServeTransport, PackConnectPacksTheServedFile) {
   for (const std::vector<std::string>& usage :
        {std::vector<std::string>{"pack", db, "--connect", server->address()},
         std::vector<std::string>{"pack", "--fsync", "never", "--connect", server->address()},
-        std::vector<std::string>{"pack"}}) {
+        std::vector<std::string>{"pack"},
+        // Client flags without --connect would be ignored.
+        std::vector<std::string>{"pack", db, "--token", "pack-token"},
+        std::vector<std::string>{"pack", db, "--tls"},
+        std::vector<std::string>{"info", db, "--token", "pack-token"},
+        std::vector<std::string>{"info", db, "--insecure"}}) {
     ProcessResult r = cairn(usage);
     EXPECT_EQ(r.exit_code, 2) << r.out << r.err;
   }

@@ -731,6 +731,17 @@ TEST_F(RecordTest, ToJsonDescribesEveryField) {
   EXPECT_THROW(Build::from_json(R"({"nope": {"type": "string", "value": "x"}})"), InvalidArgument);
 }
 
+// Bytes in a record's JSON are base64 as to_json writes it, as in {"$bytes": ...} (json.h): the
+// record form's own decoder took "YR==" for "a" and stopped reading at the first "=".
+TEST_F(RecordTest, FromJsonTakesOnlyCanonicalBase64) {
+  EXPECT_EQ(Project::from_json(R"({"git_uri": {"type": "bytes", "value": "YQ=="}})")->git_uri,
+            Bytes{"a"});
+  for (const char* bad : {"YR==", "YQ=x", "YWJ=", "Y===", "YQ", "Y Q="}) {
+    std::string text = std::string(R"({"git_uri": {"type": "bytes", "value": ")") + bad + "\"}}";
+    EXPECT_THROW(Project::from_json(text), InvalidArgument) << bad;
+  }
+}
+
 TEST_F(RecordTest, LockNeverStealsAndUnlockReleasesOnlyItsOwn) {
   auto p = Project::create({{"name", "locked"}});
   auto other = Project::load(p->id(), {.cache = false});  // the same object (identity)

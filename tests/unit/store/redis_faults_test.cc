@@ -140,6 +140,56 @@ TEST(RedisStoreFaults, AStoreRefusesToGoOnInAnOlderCopyOfItsDatabase) {
   EXPECT_EQ(heard.csns().back(), last) << "the feed passed on commits of the restored history";
 }
 
+// The CSNs a store learns of without a call count too: those its change feed announced (the
+// feed finding the database behind them latches the store, so that even a load answered above
+// any CSN the store itself read refuses), and the one a lock was taken at.
+TEST(RedisStoreFaults, CsnsLearnedFromTheFeedAndFromLocksCatchAnOlderCopy) {
+  RedisServer server;
+  std::unique_ptr<Store> writer = open(url_with_timeouts(server, "told:"));
+  std::unique_ptr<Store> listening = open(url_with_timeouts(server, "told:"));
+  std::unique_ptr<Store> locking = open(url_with_timeouts(server, "told:"));
+  Oid oid = writer->new_oids(1);
+  auto put = [&](Store& s, int n) {
+    CommitRequest request;
+    request.writes.push_back(WriteOp{oid, "", "", encode(Value(n))});
+    return s.commit(request);
+  };
+  std::uint64_t first = put(*writer, 1);
+  EXPECT_EQ(listening->load(std::vector<Oid>{oid}).csn, first);  // all it reads itself
+  ListenerLog heard;
+  Subscription sub = listening->subscribe(heard.listener());
+  put(*writer, 2);
+  ASSERT_EQ(server.command({"SAVE"}), std::vector<std::string>{"OK"});  // the copy, at CSN 2
+  put(*writer, 3);
+  std::uint64_t last = put(*writer, 4);
+  ASSERT_TRUE(heard.wait_for(last, 5s));
+  ASSERT_EQ(locking->lock(LockRequest{"job", "me", 60s}), 1u);  // taken at CSN 4
+
+  server.kill();
+  server.restart();
+  ASSERT_EQ(server.command({"GET", "told:csn"}), std::vector<std::string>{"2"});
+  // The feed finds the database behind what it announced and latches the store: its load,
+  // answered at CSN 2, above the 1 it read itself, refuses.
+  bool refused = wait_until(
+      [&] {
+        try {
+          listening->load(std::vector<Oid>{oid});
+        } catch (const Corruption& e) {
+          EXPECT_NE(std::string(e.what()).find("went back"), std::string::npos) << e.what();
+          return true;
+        } catch (const IoError&) {
+        }
+        return false;
+      },
+      10s);
+  EXPECT_TRUE(refused) << "a store whose feed had announced CSN 4 read the copy at CSN 2";
+  EXPECT_FALSE(listening->hears_commits());
+  EXPECT_TRUE(refuses_as_gone_back([&] { listening->changes_since(last); }));
+  EXPECT_TRUE(refuses_as_gone_back([&] { locking->lock(LockRequest{"job", "me", 60s}); }));
+  EXPECT_EQ(server.command({"GET", "told:fence:job"}), std::vector<std::string>{"(nil)"})
+      << "fencing token 1 was handed out again";
+}
+
 TEST(RedisStoreFaults, AcknowledgedCommitsSurviveRedisKilledAndRestartedMidLoop) {
   RedisServer server(RedisServerOptions{.durable = true});
   const std::string prefix = "faults:";

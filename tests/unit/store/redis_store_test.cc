@@ -249,6 +249,24 @@ TEST_F(RedisStoreTest, AStoreRefusesToGoOnInAFlushedDatabase) {
   EXPECT_EQ(reopened->changes_since(0).csn, v1 + 1);
 }
 
+// A load answered below the CSNs a store has seen, in a flushed database, names the flush: the
+// epoch tells, not the CSN (which would say "went back", an older copy).
+TEST_F(RedisStoreTest, ALoadInAFlushedDatabaseSaysItWasFlushed) {
+  Oid a = store->new_oids(1);
+  for (int i = 0; i < 3; ++i)
+    put(*store, a, Value::Map{{"n", i}});
+  ASSERT_EQ(one(server().command({"FLUSHALL"})), "OK");
+  auto after = open(server().url(prefix));
+  after->new_oids(1);
+  put(*after, a, Value::Map{{"n", 9}});
+  try {
+    store->load(std::vector<Oid>{a});
+    FAIL() << "a load in another history was answered";
+  } catch (const Corruption& e) {
+    EXPECT_NE(std::string(e.what()).find("flushed or replaced"), std::string::npos) << e.what();
+  }
+}
+
 // A store following the change stream stops saying it hears of commits once the database is
 // flushed: the stream goes quiet (its new CSNs are below the feed's), and the object layer,
 // trusting a quiet feed, served cached states as current. Now it asks changes_since(), which
