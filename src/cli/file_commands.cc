@@ -50,6 +50,16 @@ void add_path(CLI::App* command, std::string& path) {
   command->add_option("PATH", path, path_help)->required();
 }
 
+// --connect (described by `help`), --token and the TLS client options, for a command that works
+// on a file or, with --connect, asks a running server. Returns --connect.
+CLI::Option* add_server_options(CLI::App* command, ConnectArgs& server, const std::string& help) {
+  CLI::Option* connect =
+      command->add_option("--connect", server.connect, help)->type_name("HOST:PORT|unix:PATH");
+  command->add_option("--token", server.token, "the token for --connect (or env CAIRN_TOKEN)");
+  add_tls_client_options(command, server);
+  return connect;
+}
+
 std::string created_text(std::uint64_t micros) {
   return Timestamp{static_cast<std::int64_t>(micros)}.str();
 }
@@ -132,15 +142,10 @@ void add_info(CLI::App& app, Action& action) {
       "Show what a database file holds (objects, bytes, garbage, CSN, torn tail...), or a "
       "running server's statistics");
   auto* path = command->add_option("PATH", args->path, path_help);
-  auto* connect = command
-                      ->add_option("--connect", args->server.connect,
-                                   "ask the server at HOST:PORT (or unix:PATH) instead (clients, "
-                                   "CSN, commits/s, bytes, uptime)")
-                      ->type_name("HOST:PORT|unix:PATH");
+  auto* connect = add_server_options(command, args->server,
+                                     "ask the server at HOST:PORT (or unix:PATH) instead "
+                                     "(clients, CSN, commits/s, bytes, uptime)");
   path->excludes(connect);
-  command->add_option("--token", args->server.token,
-                      "the token for --connect (or env CAIRN_TOKEN)");
-  add_tls_client_options(command, args->server);
   command->add_flag("--json", args->json, "print one JSON object instead of name: value lines");
   command->callback([args, connect, &action] {
     require_connect_for_client_flags(args->server, connect->count() > 0, "cairn info");
@@ -248,16 +253,11 @@ void add_pack(CLI::App& app, Action& action) {
   auto* fsync = add_fsync_option(command, args->fsync,
                                  "always, batch or never: when writes reach the disk during this "
                                  "pack (default: the policy recorded in the file)");
-  auto* connect = command
-                      ->add_option("--connect", args->server.connect,
-                                   "ask the server at HOST:PORT (or unix:PATH) to pack its store "
-                                   "instead, and wait until it has")
-                      ->type_name("HOST:PORT|unix:PATH");
+  auto* connect = add_server_options(command, args->server,
+                                     "ask the server at HOST:PORT (or unix:PATH) to pack its "
+                                     "store instead, and wait until it has");
   path->excludes(connect);
   fsync->excludes(connect);
-  command->add_option("--token", args->server.token,
-                      "the token for --connect (or env CAIRN_TOKEN)");
-  add_tls_client_options(command, args->server);
   command->callback([args, path, connect, &action] {
     require_connect_for_client_flags(args->server, connect->count() > 0, "cairn pack");
     args->path_given = path->count() > 0;
