@@ -65,7 +65,8 @@ int main() {
       root.set("a", 3);
       conn.commit();
 
-      // The other connection keeps its snapshot until it syncs (or aborts, or commits).
+      // The other connection keeps showing what it has cached as of its snapshot until it syncs
+      // (or aborts, or commits).
       expect(other.root().get("a") == cairn::Value(1), "the other connection still sees a == 1");
       other.sync();
       expect(other.root().get("a") == cairn::Value(3), "after sync it sees a == 3");

@@ -4,7 +4,9 @@
 // Two ways to use it:
 //   Durus style   auto conn = db.connect();  conn.root().set("n", 1);  conn.commit();
 //                 A connection sees one consistent snapshot of the store, taken at its last
-//                 commit(), abort() or sync(); other connections' commits become visible only then.
+//                 commit(), abort() or sync(). Cached objects show other connections' commits
+//                 only then; loading one it has not cached may move the snapshot forward, if
+//                 nothing this transaction read has changed (see Connection).
 //   ODB style     db.transaction([&](cairn::Txn& tx) { ... });   retried on conflict
 //                 db.view([&](cairn::View& v) { ... });          read-only, never conflicts
 //
@@ -94,7 +96,8 @@ class Object {
   // Replaces the state, keeping type and key (loaded if need be) or setting them. A blind write:
   // the previous state is neither read nor validated, so concurrent blind writes do not
   // conflict. A blob (create_blob) set to Bytes without a type and key stays a blob; any other
-  // state, and any set() naming a type and key, makes it an ordinary object.
+  // state, and any set() naming a type and key, makes it an ordinary object. The type and key
+  // are checked as create()'s, and the root takes no type (scans by type start after it).
   void set(Value state);
   void set(Value state, std::string type, std::string key);
   // Marks the object changed, for changes made through a reference kept from an earlier mutate().
@@ -211,7 +214,7 @@ class Connection {
   // object exists with another type.
   Object get(const Ref& ref);
   // A new object with a freshly allocated oid, written at commit. Throws InvalidArgument for a
-  // type or key over the store's limits.
+  // type or key over the store's limits, or a key without a type (find() could not find it).
   Object create(Value state, std::string type = {}, std::string key = {});
   // A new blob: an object whose state is Bytes, stored as plain bytes (store.h, blob_marker) so
   // that Object::append can add to it. Writing it any other state makes it an ordinary object.
@@ -333,9 +336,13 @@ struct DatabaseOptions {
   // max_retry_delay)].
   std::chrono::microseconds retry_delay{200};
   std::chrono::microseconds max_retry_delay{50'000};
-  // Objects a connection keeps cached between transactions: past it, commit and abort drop
-  // objects no handle refers to (ghosts, then the least recently read) to 3/4 of it.
+  // Objects a connection keeps cached between transactions: past it, or past cache_bytes, commit
+  // and abort (and the end of a transaction() or view()) drop objects no handle refers to
+  // (ghosts, then the least recently read) to 3/4 of both.
   std::size_t cache_size = 100'000;
+  // The stored bytes of the objects a connection keeps cached (their size in the store: a large
+  // ByteStream read through a pooled connection is tens of thousands of 64 KiB chunks).
+  std::size_t cache_bytes = 64 << 20;
   // Idle connections kept for transaction() and view() to reuse, with their caches.
   std::size_t pool_size = 8;
 };

@@ -24,6 +24,9 @@ void check_type_and_key(const std::string& type, const std::string& key) {
     throw InvalidArgument(
         fmt::format("key is {} bytes; the limit is {}", key.size(), max_key_length));
   }
+  // Keys are unique per type, and find() looks them up by type: a key without one could be
+  // taken but never found.
+  if (type.empty() && !key.empty()) throw InvalidArgument("a key needs a type");
 }
 
 // The state of an object that does not exist: the root reads as an empty map.
@@ -69,13 +72,15 @@ void append_stored_form(const Node& n, std::string& data) {
 }  // namespace
 
 ConnectionImpl::ConnectionImpl(Store& store, ConnectionCounters& counters, std::size_t cache_size,
-                               const ChangeFeed* feed)
+                               std::size_t cache_bytes, const ChangeFeed* feed)
     : store_(store),
       counters_(counters),
       feed_(feed),
       csn_watch_(store.csn_watch()),
       cache_size_(cache_size),
-      shrink_at_(cache_size) {
+      cache_bytes_(cache_bytes),
+      shrink_at_(cache_size),
+      shrink_bytes_at_(cache_bytes) {
   snapshot_ = store_.load({}).csn;
   ++counters_.connections;
 }
@@ -168,6 +173,7 @@ void ConnectionImpl::load(std::span<Node* const> nodes) {
     n.present = stored.exists();
     n.blob = loaded[i].blob;
     n.version = stored.version;
+    set_stored_bytes(n, stored.data.size());
     n.type = std::move(stored.type);
     n.key = std::move(stored.key);
     n.value = std::move(loaded[i].state);
@@ -252,6 +258,8 @@ Value& ConnectionImpl::write(Node& n) {
 void ConnectionImpl::set(Node& n, Value state, std::string type, std::string key) {
   check_writable();
   check_type_and_key(type, key);
+  // Scans by type start after oid 0, so a typed root would never be listed.
+  if (n.oid.is_root() && !type.empty()) throw InvalidArgument("the root (oid 0) takes no type");
   // Nothing of the old state is needed, so a ghost stays unread: its version matters only for
   // reads, and a changed node is never read from the store again in this transaction.
   n.loaded = true;
@@ -384,6 +392,7 @@ void ConnectionImpl::ghost(Node& n) {
 
 void ConnectionImpl::unload(Node& n) {
   flush_typed(n, true);
+  set_stored_bytes(n, 0);
   n.loaded = false;
   n.present = false;
   n.blob = false;
@@ -535,6 +544,8 @@ std::uint64_t ConnectionImpl::commit() {
         throw;
       }
       if (w.data.capacity() > kept_state_bytes) request_large_ = true;
+      // What the node's state takes in the store once committed (approximate until then).
+      set_stored_bytes(*n, w.data.size());
     } else if (!n->created) {
       request.deletes.push_back(n->oid);
     }
@@ -578,6 +589,7 @@ std::uint64_t ConnectionImpl::commit() {
       // The blob is what this transaction saw plus its appends only if no other commit came in
       // between (another may have appended too): else it loads again on next use.
       bool current = n->loaded && only_commit;
+      set_stored_bytes(*n, n->stored_bytes + n->appended.size());
       end_appending(*n);
       if (!current) {
         ghost(*n);
@@ -648,29 +660,52 @@ void ConnectionImpl::shrink_cache() noexcept {
   counters_.cached_objects -= before - cache_.size();
 }
 
+void ConnectionImpl::shrink_past_limits() noexcept {
+  if (cache_.size() > shrink_at_ || cached_bytes_ > shrink_bytes_at_ ||
+      ++skipped_trims_ >= retry_trim_after_) {
+    shrink_cache();
+  }
+}
+
 void ConnectionImpl::shrink_cache_now() {
   // Only nodes no handle refers to may go: identity must hold for every handle. Ghosts go first,
-  // then nodes not used since the last shrink, then any, down to three quarters of the target
+  // then nodes not used since the last shrink, then any, down to three quarters of the limits
   // so that the scan is paid for by many transactions.
   std::size_t target = cache_size_ - cache_size_ / 4;
+  std::size_t bytes_target = cache_bytes_ - cache_bytes_ / 4;
+  auto over = [&] { return cache_.size() > target || cached_bytes_ > bytes_target; };
   auto droppable = [](const Node& n, bool untouched_only) {
     return !n.dirty && !n.read && !(untouched_only && n.touched);
   };
+  auto drop = [&](const std::shared_ptr<Node>& n) {
+    cached_bytes_ -= n->stored_bytes;
+    return true;
+  };
   cache_.erase_if([&](Oid, const std::shared_ptr<Node>& n) {
-    return n.use_count() == 1 && !n->loaded && droppable(*n, false);
+    return n.use_count() == 1 && !n->loaded && droppable(*n, false) && drop(n);
   });
   for (bool untouched_only : {true, false}) {
-    if (cache_.size() <= target) break;
-    std::size_t excess = cache_.size() - target;
+    if (!over()) break;
+    // Counted down as nodes go (erase_if decides node by node), so the predicate sees the
+    // cache as it is after the drops before it.
+    std::size_t size = cache_.size();
     cache_.erase_if([&](Oid, const std::shared_ptr<Node>& n) {
-      bool drop = excess > 0 && n.use_count() == 1 && droppable(*n, untouched_only);
-      if (drop) --excess;
-      return drop;
+      if ((size <= target && cached_bytes_ <= bytes_target) || n.use_count() != 1 ||
+          !droppable(*n, untouched_only)) {
+        return false;
+      }
+      --size;
+      return drop(n);
     });
   }
   cache_.for_each([](Oid, std::shared_ptr<Node>& n) { n->touched = false; });
-  // Mostly held by handles: wait until the cache doubles before scanning it again.
-  shrink_at_ = cache_.size() > target ? std::max(cache_size_, 2 * cache_.size()) : cache_size_;
+  // Mostly held by handles: scan again once the cache doubles, or after enough transactions
+  // that the scan costs each little (handles dropped meanwhile free their nodes).
+  bool held = over();
+  shrink_at_ = held ? std::max(cache_size_, 2 * cache_.size()) : cache_size_;
+  shrink_bytes_at_ = held ? std::max(cache_bytes_, 2 * cached_bytes_) : cache_bytes_;
+  skipped_trims_ = 0;
+  retry_trim_after_ = std::max<std::size_t>(64, cache_.size() / 64);
 }
 
 void ConnectionImpl::begin_lease_sync() {

@@ -44,7 +44,7 @@ class ConnectionImpl {
  public:
   // `feed`, if not null, answers most "what changed since" questions without the store.
   ConnectionImpl(Store& store, ConnectionCounters& counters, std::size_t cache_size,
-                 const ChangeFeed* feed = nullptr);
+                 std::size_t cache_bytes, const ChangeFeed* feed = nullptr);
   ConnectionImpl(const ConnectionImpl&) = delete;
   ConnectionImpl& operator=(const ConnectionImpl&) = delete;
   // Detaches every node still referenced by a handle, so that the handle throws.
@@ -85,7 +85,7 @@ class ConnectionImpl {
     begin_lease_sync();
   }
   void end_lease() {
-    if (!dirty_.empty() || !read_set_.empty() || cache_.size() > shrink_at_) [[unlikely]] {
+    if (!dirty_.empty() || !read_set_.empty() || past_cache_limits()) [[unlikely]] {
       end_lease_changes();
     }
     read_only_ = false;
@@ -156,7 +156,12 @@ class ConnectionImpl {
   // Forgets the node's state (it loads again on next use) and any change to it.
   void ghost(Node& node);
   // Forgets the node's state but keeps its pending appends.
-  static void unload(Node& node);
+  void unload(Node& node);
+  // Sets the node's stored_bytes, keeping cached_bytes_ their sum.
+  void set_stored_bytes(Node& node, std::size_t bytes) {
+    cached_bytes_ = cached_bytes_ - node.stored_bytes + bytes;
+    node.stored_bytes = bytes;
+  }
   // Writes a typed handle's newer form back into the node's value; `drop`: forget the form too
   // (the value is about to change some other way).
   static void flush_typed(Node& node, bool drop) {
@@ -199,10 +204,17 @@ class ConnectionImpl {
   void clear_dirty();
   // This transaction's own object of that type and key, if it has one.
   Node* find_changed(std::string_view type, std::string_view key);
-  // Drops unused nodes once the cache has grown past its limit.
-  void shrink() noexcept {
-    if (cache_.size() > shrink_at_) shrink_cache();
+  // Drops unused nodes once the cache has grown past its limits.
+  bool past_cache_limits() const {
+    return cache_.size() > cache_size_ || cached_bytes_ > cache_bytes_;
   }
+  void shrink() noexcept {
+    if (past_cache_limits()) [[unlikely]]
+      shrink_past_limits();
+  }
+  // Trims, unless the last trim found the cache held by handles: then only once it has doubled,
+  // or every so many transactions (handles dropped since free their nodes).
+  void shrink_past_limits() noexcept;
   // Never throws: it runs after commits that have succeeded. Out of memory, it leaves the cache
   // as it is (OidMap::erase_if changes nothing if it cannot allocate).
   void shrink_cache() noexcept;
@@ -253,7 +265,14 @@ class ConnectionImpl {
   std::vector<Oid> conflict_oids_;
   std::vector<Oid> conflicted_reads_;
   std::size_t cache_size_;
+  std::size_t cache_bytes_;
+  std::size_t cached_bytes_ = 0;  // the nodes' stored_bytes, summed
+  // After a trim that left the cache past its limits: trim again past these, or after
+  // retry_trim_after_ more transactions past the limits (counted in skipped_trims_).
   std::size_t shrink_at_;
+  std::size_t shrink_bytes_at_;
+  std::size_t skipped_trims_ = 0;
+  std::size_t retry_trim_after_ = 0;
   CommitRequest request_;       // commit()'s, reused (release_request)
   bool request_large_ = false;  // a write's state in request_ has grown past kept_state_bytes
 };

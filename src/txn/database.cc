@@ -51,7 +51,8 @@ DatabaseStats DatabaseCore::stats() const {
 }
 
 std::unique_ptr<ConnectionImpl> DatabaseCore::make_connection() {
-  return std::make_unique<ConnectionImpl>(*store_, counters_, options_.cache_size, feed_.get());
+  return std::make_unique<ConnectionImpl>(*store_, counters_, options_.cache_size,
+                                          options_.cache_bytes, feed_.get());
 }
 
 std::unique_ptr<ConnectionImpl> DatabaseCore::take_pooled() {

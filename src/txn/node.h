@@ -40,6 +40,8 @@ struct Node {
   std::string appended;
 
   std::uint64_t version = 0;  // of the committed state this node was loaded from (0 = absent)
+  // The size of that state in the store (its data), counted in the connection's cached bytes.
+  std::size_t stored_bytes = 0;
   std::string type;
   std::string key;
   Value value;

@@ -72,6 +72,23 @@ TYPED_TEST(ConnectionTest, StateTypeAndKeyAreTheStoresObject) {
   EXPECT_THROW(conn.create(1, "T", std::string(max_key_length + 1, 'k')), InvalidArgument);
 }
 
+// A key without a type could be taken (keys are unique per type, "" included) but never found,
+// since find() needs a type; a typed root would never be listed by a scan of its type, which
+// starts after oid 0. Both are refused, and nothing is left changed.
+TYPED_TEST(ConnectionTest, AKeyWithoutATypeAndATypedRootAreRefused) {
+  Connection conn = this->db->connect();
+  EXPECT_THROW(conn.create(1, "", "k"), InvalidArgument);
+  Object plain = conn.create(1);
+  EXPECT_THROW(plain.set(2, "", "k"), InvalidArgument);
+  Object root = conn.get(Oid::root());
+  EXPECT_THROW(root.set(Value::Map{}, "app.Root", ""), InvalidArgument);
+  EXPECT_THROW(root.set(Value::Map{}, "app.Root", "main"), InvalidArgument);
+  EXPECT_NO_THROW(root.set(Value::Map{{"a", 1}}, "", ""));
+  conn.commit();
+  EXPECT_EQ(this->db->store().load(std::vector<Oid>{Oid::root()}).objects.at(0).type, "");
+  EXPECT_EQ(this->db->store().load(std::vector<Oid>{plain.oid()}).objects.at(0).data, encode(1));
+}
+
 TYPED_TEST(ConnectionTest, SameOidGivesTheSameObject) {
   Connection conn = this->db->connect();
   Object child = conn.create(Value::Map{{"x", 1}});
@@ -862,7 +879,7 @@ TEST(Appends, AByteStreamAppendThatFailsChangesNothing) {
 TEST(ConnectionRequest, ALargeCommitDoesNotLeaveItsBuffersBehind) {
   std::unique_ptr<Store> store = make_memory_store();
   detail::ConnectionCounters counters;
-  detail::ConnectionImpl conn(*store, counters, 100'000);
+  detail::ConnectionImpl conn(*store, counters, 100'000, DatabaseOptions{}.cache_bytes);
   constexpr std::size_t small = 64 * 1024;  // far above what a small commit keeps
 
   Object big = conn.create(Value(std::string(4 << 20, 'x')), {}, {});

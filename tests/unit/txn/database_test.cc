@@ -517,6 +517,60 @@ TYPED_TEST(DatabaseTest, CacheIsTrimmedBetweenTransactions) {
   EXPECT_LE(conn.cached_objects(), 10u);
 }
 
+// Handles held through one trim kept their nodes; once dropped, the nodes used to stay until
+// the cache had doubled (a connection that once held 2,000 handles kept 2,000 objects with a
+// cache_size of 100). Now a later trim frees them without the cache growing.
+TYPED_TEST(DatabaseTest, NodesFreedByDroppedHandlesAreTrimmedWithoutTheCacheGrowing) {
+  DatabaseOptions options;
+  options.cache_size = 100;
+  this->open_database(options);
+  Connection conn = this->db->connect();
+  {
+    std::vector<Object> held;
+    for (int i = 0; i < 2000; ++i)
+      held.push_back(conn.create(i));
+    conn.commit();
+    EXPECT_EQ(conn.cached_objects(), 2000u);
+  }
+  Oid root = Oid::root();
+  for (int i = 0; i < 200 && conn.cached_objects() > 100; ++i) {
+    conn.get(root).get();
+    conn.abort();
+  }
+  EXPECT_LE(conn.cached_objects(), 100u);
+}
+
+// The cache is bounded in bytes too: a view that read 200 blobs of 64 KiB through a pooled
+// connection left them all cached (cache_size counts objects), 12.5 MiB per pooled connection
+// here, and about 6 GiB for a large ByteStream at the default cache_size.
+TYPED_TEST(DatabaseTest, CachedBytesAreBoundedAsWellAsObjects) {
+  DatabaseOptions options;
+  options.cache_bytes = 1 << 20;
+  this->open_database(options);
+  const std::string chunk(64 << 10, 'c');
+  std::vector<Oid> blobs;
+  for (int batch = 0; batch < 10; ++batch) {
+    this->db->transaction([&](Txn& tx) {
+      for (int i = 0; i < 20; ++i)
+        blobs.push_back(tx.create_blob(chunk).oid());
+    });
+  }
+  std::size_t read = this->db->view([&](View& v) {
+    std::size_t total = 0;
+    for (Oid oid : blobs)
+      total += v.get(oid).get().as_bytes().data.size();
+    return total;
+  });
+  EXPECT_EQ(read, blobs.size() * chunk.size());
+  // Three quarters of 1 MiB is 12 chunks.
+  EXPECT_LE(this->db->stats().cached_objects, 12u);
+  Connection conn = this->db->connect();
+  for (Oid oid : blobs)
+    conn.get(oid).get();
+  conn.abort();
+  EXPECT_LE(conn.cached_objects(), 12u);
+}
+
 TYPED_TEST(DatabaseTest, WithoutAPoolNothingStaysBehind) {
   DatabaseOptions options;
   options.pool_size = 0;
