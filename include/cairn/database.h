@@ -103,7 +103,9 @@ class Object {
   // Marks the object changed, for changes made through a reference kept from an earlier mutate().
   void note_change();
   // Deletes the object at commit (a blind write). An object created and removed in the same
-  // transaction is never written. The root cannot be removed (InvalidArgument).
+  // transaction is never written. The root cannot be removed (InvalidArgument). References to
+  // it elsewhere are left as they are: dangling, which `cairn check` reports as a problem (it
+  // cannot tell them from objects lost), so remove the references too.
   void remove();
   // Adds bytes to the end of a blob (an object made by create_blob, whose state reads as Bytes)
   // without reading it: the commit sends only these bytes (store.h, AppendOp), and appends of
