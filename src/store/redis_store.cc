@@ -401,7 +401,11 @@ constexpr std::string_view lock_script = R"lua(
 local epoch = redis.call('GET', ARGV[5]) or ''
 if epoch ~= ARGV[6] then return {'epoch', epoch} end
 local csn = redis.call('GET', ARGV[7]) or '0'
-if (tonumber(csn) or 0) < tonumber(ARGV[8]) and stream_top(ARGV[9]) < tonumber(ARGV[8]) then
+-- Checked before anything is written: the client reads it back, as a commit's.
+if not string.match(csn, '^%d+$') or #csn > 15 then
+  return redis.error_reply('ERR ' .. ARGV[7] .. ' is not an integer or out of range')
+end
+if tonumber(csn) < tonumber(ARGV[8]) and stream_top(ARGV[9]) < tonumber(ARGV[8]) then
   return {'behind', csn}
 end
 if redis.call('EXISTS', ARGV[1]) == 1 then return false end
@@ -1356,9 +1360,15 @@ Changes RedisStore::changes_since(std::uint64_t csn) {
     if (string_of(r->element[0], "changes_since") == "epoch") throw_other_history(r);
     out.csn = parse_u64(string_of(r->element[0], "changes_since"), "csn");
     see_csn(out.csn);
-    // Asked since a CSN past the newest: one this store announced (its change feed's, which
-    // see_csn does not count), so the database went back, or its counter was set back by hand.
-    if (csn > out.csn && csn != std::numeric_limits<std::uint64_t>::max()) behind(out.csn, csn);
+    // Asked since a CSN past the newest. One this store answered or announced (its change
+    // feed's, which see_csn does not count) means the database went back, or its counter was
+    // set back by hand; any other is the caller's mistake, and must not stop the store.
+    if (csn > out.csn && csn != std::numeric_limits<std::uint64_t>::max()) {
+      if (csn <= script_floor()) behind(out.csn, csn);
+      throw InvalidArgument(
+          fmt::format("changes_since({}): past the newest CSN, {}, and no CSN this store has seen",
+                      csn, out.csn));
+    }
   }
   const redisReply* r = reply.get();
   if (csn >= out.csn) return out;

@@ -597,6 +597,7 @@ std::uint64_t ConnectionImpl::commit() {
       }
     }
     n->version = n->present ? csn : 0;
+    if (!n->present) set_stored_bytes(*n, 0);  // removed: nothing of it is stored
   }
   clear_dirty();
   end_transaction();
@@ -681,9 +682,17 @@ void ConnectionImpl::shrink_cache_now() {
     cached_bytes_ -= n->stored_bytes;
     return true;
   };
+  std::size_t held_bytes = 0;  // of nodes that cannot go now
   cache_.erase_if([&](Oid, const std::shared_ptr<Node>& n) {
-    return n.use_count() == 1 && !n->loaded && droppable(*n, false) && drop(n);
+    if (n.use_count() != 1 || !droppable(*n, false)) {
+      held_bytes += n->stored_bytes;
+      return false;
+    }
+    return !n->loaded && drop(n);
   });
+  // Beside what handles and the transaction hold, the rest keeps a quarter of the byte limit:
+  // else, with those alone past the target, every trim would empty the rest of the cache.
+  bytes_target = std::max(bytes_target, held_bytes + cache_bytes_ / 4);
   for (bool untouched_only : {true, false}) {
     if (!over()) break;
     // Counted down as nodes go (erase_if decides node by node), so the predicate sees the

@@ -303,6 +303,26 @@ TEST_F(RedisStoreTest, AStoreRefusesToLockInAFlushedDatabase) {
   EXPECT_EQ(reopened->lock(LockRequest{"fenced", "w", std::chrono::seconds(10)}), 1u);
 }
 
+// A CSN past the newest that the store never answered is the caller's mistake: refused, and the
+// store goes on. (Taken for a database gone back, it used to stop the store for every caller.)
+TEST_F(RedisStoreTest, ChangesSinceACsnNeverSeenIsRefusedAndTheStoreGoesOn) {
+  Oid a = store->new_oids(1);
+  std::uint64_t csn = put(*store, a, Value::Map{{"n", 1}});
+  EXPECT_THROW(store->changes_since(csn + 1000), InvalidArgument);
+  EXPECT_EQ(put(*store, a, Value::Map{{"n", 2}}), csn + 1);
+  EXPECT_TRUE(store->changes_since(csn + 1).oids.empty());
+  EXPECT_TRUE(store->hears_commits());
+}
+
+// A CSN counter the lock script cannot read back fails the lock before anything is written: it
+// used to set the lock and take a token, and the client then failed parsing the reply.
+TEST_F(RedisStoreTest, AnUnreadableCsnFailsALockBeforeTakingIt) {
+  ASSERT_EQ(one(server().command({"SET", prefix + "csn", "not a number"})), "OK");
+  EXPECT_THROW(store->lock(LockRequest{"x", "w", std::chrono::seconds(60)}), Error);
+  EXPECT_TRUE(server().command({"KEYS", prefix + "lock:*"}).empty()) << "a lock was set";
+  EXPECT_TRUE(server().command({"KEYS", prefix + "fence:*"}).empty()) << "a token was taken";
+}
+
 // A fence counter edited by hand into something INCR refuses fails the lock, and leaves no lock
 // behind that nobody holds a token for.
 TEST_F(RedisStoreTest, ABrokenFenceCounterLeavesTheLockFree) {

@@ -571,6 +571,42 @@ TYPED_TEST(DatabaseTest, CachedBytesAreBoundedAsWellAsObjects) {
   EXPECT_LE(conn.cached_objects(), 12u);
 }
 
+// What handles hold counts against the byte limit but cannot go: the rest keeps a quarter of
+// the limit beside it, where every trim used to empty the rest of the cache. A removed object
+// counts nothing once its removal is committed, where it used to count its old size.
+TYPED_TEST(DatabaseTest, HeldAndRemovedObjectsDoNotEmptyTheRestOfTheCache) {
+  DatabaseOptions options;
+  options.cache_bytes = 1 << 20;
+  this->open_database(options);
+  Connection conn = this->db->connect();
+  std::vector<Object> held;
+  for (int i = 0; i < 20; ++i)  // 1.25 MiB held
+    held.push_back(conn.create_blob(std::string(64 << 10, 'h')));
+  std::vector<Oid> others;
+  for (int i = 0; i < 30; ++i)  // 1.9 MiB
+    others.push_back(conn.create_blob(std::string(64 << 10, 'o')).oid());
+  conn.commit();
+  for (Oid oid : others)
+    conn.get(oid).get();
+  conn.abort();
+  EXPECT_GT(conn.cached_objects(), 20u) << "nothing was kept beside the held objects";
+  held.clear();
+  conn.abort();
+
+  Object big = conn.create_blob(std::string(700 << 10, 'b'));
+  conn.commit();
+  big.remove();
+  conn.commit();  // `big` still refers to its node
+  std::vector<Oid> chunks;
+  for (int i = 0; i < 8; ++i)
+    chunks.push_back(conn.create_blob(std::string(64 << 10, 'c')).oid());
+  conn.commit();
+  for (Oid oid : chunks)
+    conn.get(oid).get();
+  conn.abort();
+  EXPECT_GE(conn.cached_objects(), 9u) << "the removed object's old size pushed the others out";
+}
+
 TYPED_TEST(DatabaseTest, WithoutAPoolNothingStaysBehind) {
   DatabaseOptions options;
   options.pool_size = 0;
