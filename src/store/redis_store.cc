@@ -532,6 +532,11 @@ bool has_readable_key(std::string_view type, std::string_view key) {
          std::find(reserved_types.begin(), reserved_types.end(), type) == reserved_types.end();
 }
 
+// The CSN of a change stream entry, from its id "<csn>-0".
+std::uint64_t stream_id_csn(std::string_view id) {
+  return parse_u64(id.substr(0, id.find('-')), "stream id");
+}
+
 // The CSN of the change stream's last entry (0 if it has none), as stream_top_function.
 std::uint64_t stream_top_csn(redis::Connection& conn, const std::string& stream_key) {
   ReplyPtr r = conn.run({"XREVRANGE", stream_key, "+", "-", "COUNT", "1"});
@@ -539,8 +544,7 @@ std::uint64_t stream_top_csn(redis::Connection& conn, const std::string& stream_
   if (entries->elements == 0) return 0;
   const redisReply* entry = expect_array(entries->element[0], "XREVRANGE");
   if (entry->elements < 1) unexpected(entry, "XREVRANGE");
-  std::string_view id = string_of(entry->element[0], "XREVRANGE");
-  return parse_u64(id.substr(0, id.find('-')), "stream id");
+  return stream_id_csn(string_of(entry->element[0], "XREVRANGE"));
 }
 
 // How many readable keys a store remembers; past it, each new one evicts an arbitrary other (see
@@ -672,7 +676,7 @@ class ChangeFeed {
       const redisReply* entry = expect_array(entries->element[i], "XREAD");
       if (entry->elements != 2) unexpected(entry, "XREAD");
       std::string_view id = string_of(entry->element[0], "XREAD");
-      std::uint64_t csn = parse_u64(id.substr(0, id.find('-')), "stream id");
+      std::uint64_t csn = stream_id_csn(id);
       const redisReply* fields = expect_array(entry->element[1], "XREAD");
       std::vector<Oid> oids;
       for (std::size_t j = 0; j + 1 < fields->elements; j += 2) {
@@ -1373,8 +1377,7 @@ Changes RedisStore::changes_since(std::uint64_t csn) {
   const redisReply* r = reply.get();
   if (csn >= out.csn) return out;
   std::string_view first = string_of(r->element[1], "changes_since");
-  std::uint64_t first_csn =
-      first.empty() ? out.csn + 1 : parse_u64(first.substr(0, first.find('-')), "stream id");
+  std::uint64_t first_csn = first.empty() ? out.csn + 1 : stream_id_csn(first);
   if (first_csn > csn + 1) {
     out.complete = false;
     return out;
