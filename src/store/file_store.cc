@@ -415,7 +415,7 @@ class FileStoreImpl final : public FileStore {
     std::shared_lock lk(mu_);
     return history_.since(csn, csn_);
   }
-  const std::atomic<std::uint64_t>* csn_watch() const override { return &csn_watch_; }
+  const std::atomic<std::uint64_t>* csn_watch() const override { return &csn_; }
   Subscription subscribe(CommitListener listener) override {
     return listeners_.add(std::move(listener));
   }
@@ -512,9 +512,8 @@ class FileStoreImpl final : public FileStore {
 
   mutable std::shared_mutex mu_;
   FileIndex index_;
-  std::uint64_t csn_ = 0;
-  // csn_, stored (under mu_) wherever it is, for readers without the lock (Store::csn_watch).
-  std::atomic<std::uint64_t> csn_watch_{0};
+  // Written under mu_ (exclusive); read under it, or without it through csn_watch().
+  std::atomic<std::uint64_t> csn_{0};
   std::atomic<std::uint64_t> transactions_{0};  // frames replay counts (commits, marks, ...)
   CommitHistory history_;
   std::uint64_t torn_offset_ = 0;
@@ -654,8 +653,7 @@ FileStoreImpl::FileStoreImpl(std::string path, FileStoreOptions options)
                                    file.size(), log_start));
     }
     ReplayResult r = open_log(file);
-    csn_ = r.csn;
-    csn_watch_.store(csn_, std::memory_order_release);
+    csn_.store(r.csn, std::memory_order_release);
     transactions_ = r.transactions;
     replayed_bytes_ = r.end - replay_from_;
     next_oid_ = r.next_oid;
@@ -1235,8 +1233,7 @@ FileStoreImpl::Applied FileStoreImpl::apply(const CommitRequest& request) {
                csn, w.type, w.key);
     changed.push_back(w.oid);
   });
-  csn_ = csn;
-  csn_watch_.store(csn, std::memory_order_release);
+  csn_.store(csn, std::memory_order_release);
   ++transactions_;
   history_.remember(csn, changed);
   if (policy_ == FsyncPolicy::always) wait_durable(sync);  // visible only once durable
