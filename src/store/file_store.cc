@@ -483,9 +483,14 @@ class FileStoreImpl final : public FileStore {
   }
   // Appends an oid mark; returns the sync that will cover it.
   std::uint64_t append_oid_mark(std::uint64_t next);
-  // The next fencing token, for locks_ (which calls it with its own mutex held, so that tokens
-  // are handed out in the order locks are taken).
-  std::uint64_t next_fence_token();
+  // For locks_ (which calls it with its own mutex held, so that tokens are handed out in the
+  // order locks are taken): the next fencing token under the durable fence mark; or none if
+  // they are used up, or fence_mu_ is busy (the lock table then calls reserve_fence_tokens
+  // without its own mutex, and asks again).
+  std::optional<std::uint64_t> next_fence_token();
+  // Appends a fence mark fence_reserve_step past the next token and waits until it is durable,
+  // unless tokens are still at hand. Throws IoError if the tokens are exhausted.
+  void reserve_fence_tokens();
   // Appends the fence mark `mark` and returns once it is durable. fence_mu_ held.
   void write_fence_mark(std::uint64_t mark);
   // Rewrites the file header as version 2, synced, before the first fence mark. log_mu_ held.
@@ -537,7 +542,7 @@ class FileStoreImpl final : public FileStore {
   std::uint64_t recorded_end_ = log_start;        // the newest sync slot's end; log_mu_
 
   // Fencing tokens: one counter for every lock name, so that each name's tokens increase.
-  std::mutex fence_mu_;               // taken inside locks_'s mutex, before log_mu_
+  std::mutex fence_mu_;  // before log_mu_; only tried inside locks_'s mutex (next_fence_token)
   std::uint64_t next_fence_ = 1;      // the next token; fence_mu_
   std::uint64_t reserved_fence_ = 1;  // tokens below it are in a durable fence mark; fence_mu_
   std::uint64_t marked_fence_ = 1;    // the highest fence mark appended to the log; log_mu_
@@ -596,7 +601,7 @@ class FileStoreImpl final : public FileStore {
   std::deque<AsyncCommit> async_;
   bool async_stop_ = false;
   std::thread async_thread_;
-  LockTable locks_{[this] { return next_fence_token(); }};
+  LockTable locks_{{[this] { return next_fence_token(); }, [this] { reserve_fence_tokens(); }}};
 };
 
 FileStoreImpl::FileStoreImpl(std::string path, FileStoreOptions options)
@@ -1268,15 +1273,21 @@ Oid FileStoreImpl::new_oids(std::uint32_t count) {
   return Oid(first);
 }
 
-std::uint64_t FileStoreImpl::next_fence_token() {
-  std::lock_guard lk(fence_mu_);
-  if (next_fence_ >= reserved_fence_) {
-    if (next_fence_ >= max_fence_mark) throw IoError(path_ + ": fencing tokens are exhausted");
-    std::uint64_t reserved = std::min(next_fence_ + fence_reserve_step, max_fence_mark);
-    write_fence_mark(reserved);
-    reserved_fence_ = reserved;
-  }
+std::optional<std::uint64_t> FileStoreImpl::next_fence_token() {
+  // Not waiting for fence_mu_: its holder may be writing a fence mark, and waiting for that
+  // with the lock table's mutex held is what reserve_fence_tokens is for.
+  std::unique_lock lk(fence_mu_, std::try_to_lock);
+  if (!lk.owns_lock() || next_fence_ >= reserved_fence_) return std::nullopt;
   return next_fence_++;
+}
+
+void FileStoreImpl::reserve_fence_tokens() {
+  std::lock_guard lk(fence_mu_);
+  if (next_fence_ < reserved_fence_) return;  // another caller reserved them meanwhile
+  if (next_fence_ >= max_fence_mark) throw IoError(path_ + ": fencing tokens are exhausted");
+  std::uint64_t reserved = std::min(next_fence_ + fence_reserve_step, max_fence_mark);
+  write_fence_mark(reserved);
+  reserved_fence_ = reserved;
 }
 
 void FileStoreImpl::write_fence_mark(std::uint64_t mark) {

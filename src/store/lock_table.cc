@@ -16,11 +16,21 @@ std::optional<std::uint64_t> LockTable::lock(const LockRequest& request) {
   for (;;) {
     auto now = Clock::now();
     if (!state.held(now)) {
-      std::uint64_t token = next_token_ ? next_token_() : state.last_token + 1;
-      state.last_token = token;
+      std::optional<std::uint64_t> token =
+          tokens_.next ? tokens_.next() : std::optional(state.last_token + 1);
+      if (!token) {
+        // Reserving more tokens may wait for the disk: not with the mutex held, which every
+        // lock, unlock and renewal of every name needs. The lock may be taken meanwhile, so
+        // look again. (`state` stays valid: entries are never erased, and an unordered_map's
+        // rehash moves no element.)
+        lk.unlock();
+        tokens_.reserve();
+        lk.lock();
+        continue;
+      }
+      state.last_token = *token;
       state.owner = request.owner;
-      // From now: getting the token may have waited for the disk.
-      state.expires = Clock::now() + request.ttl;
+      state.expires = now + request.ttl;
       return token;
     }
     if (now >= deadline) return std::nullopt;

@@ -20,13 +20,21 @@ namespace cairn {
 
 class LockTable {
  public:
+  // Where a table with tokens kept outside it draws them (FileStore: a counter its file keeps).
+  struct TokenSource {
+    // The next token if one is at hand, or none if more must be reserved first. Called with the
+    // table's mutex held, so that a name's tokens increase in the order its locks are taken;
+    // it must not wait for the disk. It may throw: lock() then throws it, and takes nothing.
+    std::function<std::optional<std::uint64_t>()> next;
+    // Makes tokens available to `next`, waiting for the disk if it must. Called without the
+    // table's mutex, so that unlocks, renewals and waits go on meanwhile. It may throw: lock()
+    // then throws it, and takes nothing.
+    std::function<void()> reserve;
+  };
+
   // Tokens count up per name, from 1, in memory.
   LockTable() = default;
-  // Tokens come from `next_token`, one counter for every name, called with the table's mutex
-  // held (so that a name's tokens increase in the order its locks are taken). It may throw:
-  // lock() then throws it, and takes nothing.
-  explicit LockTable(std::function<std::uint64_t()> next_token)
-      : next_token_(std::move(next_token)) {}
+  explicit LockTable(TokenSource tokens) : tokens_(std::move(tokens)) {}
 
   std::optional<std::uint64_t> lock(const LockRequest& request);
   bool unlock(std::string_view name, std::string_view owner);
@@ -41,7 +49,7 @@ class LockTable {
     bool held(Clock::time_point now) const { return !owner.empty() && now < expires; }
   };
 
-  std::function<std::uint64_t()> next_token_;
+  TokenSource tokens_;  // empty: tokens per name, in memory
   std::mutex mu_;
   std::condition_variable cv_;
   std::unordered_map<std::string, LockState> locks_;

@@ -14,6 +14,7 @@
 #include <limits>
 #include <map>
 #include <mutex>
+#include <set>
 #include <thread>
 
 #include "cairn/codec.h"
@@ -567,6 +568,46 @@ TEST_F(FileStoreTest, FencingTokensStrictlyIncreaseOverManyLocksAndReopens) {
       ++taken;
     }
   }
+  EXPECT_TRUE(check_file(path).ok);
+}
+
+TEST_F(FileStoreTest, FencingTokensFromManyThreadsAreUniqueAndIncreasePerName) {
+  // Threads lock three shared names past several reservations, which they make among
+  // themselves (one thread's reservation runs while others lock and unlock).
+  auto db = open_db(FsyncPolicy::batch);
+  constexpr int threads = 4;
+  constexpr int per_thread = 1200;
+  std::mutex mu;
+  std::map<std::string, std::vector<std::uint64_t>> granted;  // in the order held
+  std::vector<std::thread> workers;
+  for (int t = 0; t < threads; ++t) {
+    workers.emplace_back([&, t] {
+      for (int i = 0; i < per_thread; ++i) {
+        std::string name = "n" + std::to_string(i % 3);
+        std::string owner = "t" + std::to_string(t);
+        std::optional<std::uint64_t> token = db->lock(LockRequest{name, owner, 10s, 10s});
+        if (!token) continue;  // counted below: every lock should have been granted
+        {
+          std::lock_guard lk(mu);
+          granted[name].push_back(*token);  // still held: no other holder appends meanwhile
+        }
+        db->unlock(name, owner);
+      }
+    });
+  }
+  for (std::thread& w : workers)
+    w.join();
+  std::set<std::uint64_t> all;
+  std::size_t count = 0;
+  for (auto& [name, tokens] : granted) {
+    for (std::size_t i = 1; i < tokens.size(); ++i)
+      ASSERT_GT(tokens[i], tokens[i - 1]) << name << ", grant " << i;
+    all.insert(tokens.begin(), tokens.end());
+    count += tokens.size();
+  }
+  EXPECT_EQ(count, std::size_t{threads} * per_thread);
+  EXPECT_EQ(all.size(), count) << "a token was handed out twice";
+  db.reset();
   EXPECT_TRUE(check_file(path).ok);
 }
 
