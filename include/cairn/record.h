@@ -142,6 +142,10 @@ class Repository : public std::enable_shared_from_this<Repository> {
   // Forgets `oid` if `record` is the object cached for it.
   void forget(Oid oid, RecordBase* record);
   std::size_t cached_records() const;
+  // Held while a record is looked up in the identity map and read into the object found there,
+  // or into a new one that is then mapped (Record's load, list, queries, refresh): so that two
+  // threads loading one record get one object, and two reads into one object never interleave.
+  std::unique_lock<std::mutex> hold_identity() const { return std::unique_lock(identity_mu_); }
 
  private:
   struct CacheKey {
@@ -156,6 +160,7 @@ class Repository : public std::enable_shared_from_this<Repository> {
   };
   Database db_;
   std::string owner_;
+  mutable std::mutex identity_mu_;  // before mu_
   mutable std::mutex mu_;
   std::unordered_map<CacheKey, std::weak_ptr<RecordBase>, CacheKeyHash> cache_;
   std::size_t sweep_at_ = 1024;
@@ -818,6 +823,7 @@ class Record : public RecordBase {
   // The record (fields, extras and id) from a stored row, through the repository's identity map:
   // the cached object is refreshed if there is one. For query.h.
   static Ptr materialize(const std::shared_ptr<Repository>& repo, const detail::RecordRow& row) {
+    auto held = repo->hold_identity();
     if (Ptr cached = cached_in(*repo, row.oid)) {
       cached->assign(row, repo, true);
       return cached;
@@ -892,6 +898,7 @@ class Record : public RecordBase {
     if (!oid) return nullptr;
     std::optional<detail::RecordRow> row = detail::load_record(repo->store(), spec(), *oid);
     if (!row) return nullptr;
+    auto held = repo->hold_identity();
     assign(*row, repo, true);
     repo->remember(*oid, shared_self());
     return shared_self();

@@ -199,6 +199,63 @@ TEST_F(RecordTest, ConcurrentFirstSavesOfOneIdAreUpserts) {
   concurrent_first_saves<Person>(Repository::open(server.url("race:")));
 }
 
+// Lists and queries in several threads read every stored record into the one cached object per
+// record, which no caller shares: the reads must not interleave (they freed strings twice).
+TEST_F(RecordTest, ConcurrentListsAndQueriesOfOneRepository) {
+  for (int i = 0; i < 50; ++i) {
+    Build::create(
+        [&](Build& b) {
+          b.tags = {std::string(50, 'b'), std::string(60, 'c')};
+          b.counts = {{std::string(40, 'k'), i}};
+        },
+        {.id = std::to_string(i), .repository = repo});
+  }
+  std::vector<std::thread> pool;
+  std::atomic<std::size_t> seen{0};
+  for (int t = 0; t < 4; ++t) {
+    pool.emplace_back([&, t] {
+      for (int k = 0; k < 150; ++k) {
+        seen += t % 2 == 0 ? Build::list({.repository = repo}).size()
+                           : Build::find(repo).where("attempts", 1).all().size();
+      }
+    });
+  }
+  for (std::thread& thread : pool)
+    thread.join();
+  EXPECT_EQ(seen.load(), 4u * 150 * 50);
+  for (const auto& b : Build::list({.repository = repo}))
+    EXPECT_EQ(b->tags.at(1), std::string(60, 'c'));
+}
+
+// Threads loading one record that no one holds yet get one object, as one thread would.
+TEST_F(RecordTest, ConcurrentLoadsOfOneRecordGetOneObject) {
+  constexpr int records = 300;
+  constexpr int threads = 6;
+  for (int i = 0; i < records; ++i)
+    Project::create({{"name", "p"}}, {.id = std::to_string(i), .repository = repo});
+  int split = 0;
+  for (int round = 0; round < records; ++round) {
+    std::vector<std::shared_ptr<Project>> got(threads);
+    std::barrier start(threads);
+    std::vector<std::thread> pool;
+    for (int t = 0; t < threads; ++t) {
+      pool.emplace_back([&, t] {
+        start.arrive_and_wait();
+        got[t] = Project::load(std::to_string(round), {.repository = repo});
+      });
+    }
+    for (std::thread& thread : pool)
+      thread.join();
+    for (int t = 1; t < threads; ++t) {
+      if (got[t] != got[0]) {
+        ++split;
+        break;
+      }
+    }
+  }
+  EXPECT_EQ(split, 0) << "rounds in which one record was handed out as two objects";
+}
+
 TEST_F(RecordTest, PerInstanceRepositoryOverridesTheType) {
   auto other = Repository::memory();
   auto p = Project::create({{"name", "elsewhere"}}, {.id = "x", .repository = other});
