@@ -650,6 +650,10 @@ class RecordBase : public std::enable_shared_from_this<RecordBase> {
   // Saves this record as part of a save with dependencies: `visited` holds records already
   // saved by it, so that each is saved once.
   virtual void save_visiting(int depth, std::unordered_set<const RecordBase*>& visited) = 0;
+  // Before a save with dependencies writes anything: refuses a pointer to a record in another
+  // repository, in this record or in those it points to, `depth` levels down.
+  virtual void check_pointers_visiting(int depth,
+                                       std::unordered_set<const RecordBase*>& visited) = 0;
 
  protected:
   RecordBase() = default;
@@ -842,9 +846,25 @@ class Record : public RecordBase {
   // options.dependencies, first saves the records it points to, options.depth levels down.
   // Throws InvalidArgument naming the field that breaks a rule; nothing is written then.
   T& save(SaveOptions options = {}) {
+    int depth = options.dependencies ? options.depth : 0;
+    if (depth > 0) {
+      // Before the first dependency is saved: a refused save writes nothing, theirs included.
+      std::unordered_set<const RecordBase*> checked;
+      check_pointers_visiting(depth, checked);
+    }
     std::unordered_set<const RecordBase*> visited;
-    save_visiting(options.dependencies ? options.depth : 0, visited);
+    save_visiting(depth, visited);
     return self();
+  }
+
+  void check_pointers_visiting(int depth, std::unordered_set<const RecordBase*>& visited) override {
+    if (!visited.insert(this).second) return;
+    check_pointer_repositories(repository());
+    if (depth > 0) {
+      for_each_pointer([&](auto& pointer) {
+        if (pointer.resolved()) pointer.get()->check_pointers_visiting(depth - 1, visited);
+      });
+    }
   }
 
   void save_visiting(int depth, std::unordered_set<const RecordBase*>& visited) override {
@@ -1124,7 +1144,8 @@ class Record : public RecordBase {
       auto check = [&](auto& pointer) {
         std::shared_ptr<Repository> there = pointer.repository();
         if (there && there != repo) {
-          throw InvalidArgument(spec().name + "." + std::string(name) +
+          std::string which = id_.empty() ? "" : " of \"" + id_ + "\"";
+          throw InvalidArgument(spec().name + "." + std::string(name) + which +
                                 ": points to a record in another repository (a pointer stores "
                                 "only an oid, which names another record in this one)");
         }

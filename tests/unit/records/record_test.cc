@@ -620,6 +620,39 @@ struct Node : Record<Node> {
 };
 CAIRN_TYPE(Node, "records_test.Node", label, next);
 
+struct Pair : Record<Pair> {
+  Pointer<Node> first;
+  Pointer<Node> second;
+};
+CAIRN_TYPE(Pair, "records_test.Pair", first, second);
+
+// A dependency further down pointing into another repository refuses the whole save before
+// any of it is written (here "b" would have been saved first), naming the record.
+TEST_F(RecordTest, ASaveWithDependenciesChecksEveryPointerFirst) {
+  auto elsewhere = Repository::memory();
+  auto c = Node::create({{"label", "c"}}, {.id = "c", .repository = elsewhere});
+  auto b = Node::make({{"label", "b"}}, {.id = "b", .repository = repo});
+  auto d = Node::make({{"label", "d"}}, {.id = "d", .repository = repo});
+  d->next = c;
+  auto pair = Pair::make({}, {.id = "pair", .repository = repo});
+  pair->first = b;
+  pair->second = d;
+  try {
+    pair->save({.dependencies = true, .depth = 2});
+    ADD_FAILURE() << "saved a pointer into another repository";
+  } catch (const InvalidArgument& e) {
+    EXPECT_NE(std::string(e.what()).find("records_test.Node.next of \"d\""), std::string::npos)
+        << e.what();
+  }
+  EXPECT_FALSE(b->saved());
+  EXPECT_EQ(Node::try_load("b", {.repository = repo}), nullptr);
+  EXPECT_EQ(Pair::try_load("pair", {.repository = repo}), nullptr);
+  d->next.reset();
+  pair->save({.dependencies = true, .depth = 2});
+  EXPECT_TRUE(b->saved());
+  EXPECT_TRUE(d->saved());
+}
+
 TEST_F(RecordTest, PointerCyclesSaveAndLoadLazily) {
   Node::set_type_repository(repo);
   auto a = Node::make({{"label", "a"}});
