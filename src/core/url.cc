@@ -12,8 +12,18 @@ namespace cairn {
 
 namespace {
 
+// The URL with its user info (a password, a token) replaced by "***", for error messages.
+std::string redacted(std::string_view url) {
+  auto start = url.find("://");
+  if (start == std::string_view::npos) return std::string(url);
+  start += 3;
+  auto at = url.substr(0, url.find_first_of("/?", start)).rfind('@');
+  if (at == std::string_view::npos || at < start) return std::string(url);
+  return fmt::format("{}***{}", url.substr(0, start), url.substr(at));
+}
+
 [[noreturn]] void bad_url(std::string_view url, std::string_view why) {
-  throw InvalidArgument(fmt::format("invalid store URL \"{}\": {}", url, why));
+  throw InvalidArgument(fmt::format("invalid store URL \"{}\": {}", redacted(url), why));
 }
 
 int hex_value(char c) {
@@ -172,6 +182,17 @@ StoreUrl parse_store_url(std::string_view url) {
       if (db.starts_with("/")) db.remove_prefix(1);
       if (!db.empty()) out.db = parse_number<int>(url, db, 0, 1 << 20, "db");
       out.path.clear();
+    }
+    // A misspelt parameter would be ignored, and the data written where it was not meant to go
+    // (under the default prefix, say): refused. (redis:// gives its db in the path.)
+    bool unix_socket = scheme == "redis+unix";
+    for (const auto& [name, value] : out.params) {
+      if (name != "prefix" && name != "connect_timeout_ms" && name != "timeout_ms" &&
+          !(unix_socket && name == "db")) {
+        bad_url(url, fmt::format("unknown parameter \"{}\" (known: prefix, connect_timeout_ms, "
+                                 "timeout_ms{})",
+                                 name, unix_socket ? ", db" : ""));
+      }
     }
     // user info is [username]:password (Redis 6 ACL form) or a bare password.
     if (auto c = out.user.find(':'); c != std::string::npos) {

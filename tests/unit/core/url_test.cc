@@ -45,10 +45,29 @@ TEST(StoreUrl, Redis) {
   StoreUrl s = parse_store_url("redis+unix:///run/redis.sock?db=3");
   EXPECT_EQ(s.path, "/run/redis.sock");
   EXPECT_EQ(s.db, 3);
-  for (const char* bad : {"redis:", "redis://", "redis://h:0", "redis://h:65536", "redis://h:x",
-                          "redis://h/abc", "redis://h:", "redis+unix://relative", "redis://[::1",
-                          "redis://h?=v", "redis://h?prefix=%zz"}) {
+  StoreUrl all =
+      parse_store_url("redis+unix:///s?db=1&prefix=p:&connect_timeout_ms=100&timeout_ms=200");
+  EXPECT_EQ(all.params.size(), 4u);
+  for (const char* bad :
+       {"redis:", "redis://", "redis://h:0", "redis://h:65536", "redis://h:x", "redis://h/abc",
+        "redis://h:", "redis+unix://relative", "redis://[::1", "redis://h?=v",
+        "redis://h?prefix=%zz", "redis://h?prefx=a:", "redis://h?prefix=a:&bogus=1",
+        "redis://h?db=2", "redis+unix:///run/redis.sock?prefix=a:&timeout=5"}) {
     EXPECT_THROW(parse_store_url(bad), InvalidArgument) << bad;
+  }
+}
+
+TEST(StoreUrl, ErrorsDoNotShowThePassword) {
+  for (const char* bad : {"redis://:s3cret@h?prefx=a:", "redis://bob:s3cret@h:0",
+                          "redis+unix://:s3cret@/run/r.sock?x=1", "cairn://s3cret@h/path"}) {
+    try {
+      parse_store_url(bad);
+      ADD_FAILURE() << bad;
+    } catch (const InvalidArgument& e) {
+      std::string msg = e.what();
+      EXPECT_EQ(msg.find("s3cret"), std::string::npos) << msg;
+      EXPECT_NE(msg.find("***@"), std::string::npos) << msg;
+    }
   }
 }
 
