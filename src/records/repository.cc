@@ -112,12 +112,28 @@ std::shared_ptr<Repository> RecordBase::repository() const {
 namespace detail {
 
 std::string lock_name(const TypeSpec& spec, const std::string& id) {
-  std::string name = "cairn.record:" + spec.name + ":" + id;
-  if (name.size() <= max_lock_name_length) return name;
-  // An id too long for a lock name (they are shorter than keys): its SHA-256 stands for it.
+  // One name per record, and one record per name: the type with '%' and ':' escaped ends at
+  // the first ':' (type "a:b" with id "c" is not type "a" with id "b:c"), and what follows is
+  // the id, unless it starts with "sha256:" (that, and an id too long for a lock name, are
+  // replaced by their SHA-256: so an id "sha256:..." never passes for another id's hash).
+  std::string name = "cairn.record:";
+  for (char c : spec.name) {
+    if (c == '%') {
+      name += "%25";
+    } else if (c == ':') {
+      name += "%3A";
+    } else {
+      name += c;
+    }
+  }
+  name += ':';
+  constexpr std::string_view hashed = "sha256:";
+  if (!id.starts_with(hashed) && name.size() + id.size() <= max_lock_name_length) {
+    return name + id;
+  }
   unsigned char digest[SHA256_DIGEST_LENGTH];
   SHA256(reinterpret_cast<const unsigned char*>(id.data()), id.size(), digest);
-  name = "cairn.record:" + spec.name + ":sha256:";
+  name += hashed;
   for (unsigned char byte : digest)
     name += fmt::format("{:02x}", byte);
   return name;

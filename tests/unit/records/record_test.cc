@@ -16,6 +16,9 @@
 #include <thread>
 #include <vector>
 
+#include <fmt/format.h>
+#include <openssl/sha.h>
+
 #include "cairn/codec.h"
 #include "cairn/error.h"
 #include "cairn/file_store.h"
@@ -870,6 +873,42 @@ TEST_F(RecordTest, RecordsWithTheLongestIdsCanBeLocked) {
   EXPECT_FALSE(a->lock());
   EXPECT_TRUE(a->unlock());
   EXPECT_TRUE(b->unlock());
+}
+
+struct ShopOrder : Record<ShopOrder> {
+  std::string name;
+};
+CAIRN_TYPE(ShopOrder, "records_test:Order", name);
+struct Shop : Record<Shop> {
+  std::string name;
+};
+CAIRN_TYPE(Shop, "records_test", name);
+
+// Every record has a lock of its own: a type holding ':' does not meet another type's id holding
+// one, and an id that looks like a hashed one does not meet the id it is the hash of.
+TEST_F(RecordTest, LockNamesOfTwoRecordsNeverMeet) {
+  auto a = ShopOrder::create({{"name", "a"}}, {.id = "42", .repository = repo});
+  auto b = Shop::create({{"name", "b"}}, {.id = "Order:42", .repository = repo});
+  EXPECT_TRUE(a->lock());
+  EXPECT_TRUE(b->lock()) << "\"records_test:Order\" 42 and \"records_test\" Order:42";
+  std::string long_id(max_key_length, 'L');
+  unsigned char digest[SHA256_DIGEST_LENGTH];
+  SHA256(reinterpret_cast<const unsigned char*>(long_id.data()), long_id.size(), digest);
+  std::string hash_id = "sha256:";
+  for (unsigned char byte : digest)
+    hash_id += fmt::format("{:02x}", byte);
+  auto l = Shop::create({{"name", "l"}}, {.id = long_id, .repository = repo});
+  auto h = Shop::create({{"name", "h"}}, {.id = hash_id, .repository = repo});
+  EXPECT_TRUE(l->lock());
+  EXPECT_TRUE(h->lock()) << "an id that is another id's hash";
+  // The names, as a person sees them in the store.
+  EXPECT_EQ(detail::lock_name(ShopOrder::spec(), "42"), "cairn.record:records_test%3AOrder:42");
+  EXPECT_EQ(detail::lock_name(Shop::spec(), "Order:42"), "cairn.record:records_test:Order:42");
+  EXPECT_EQ(detail::lock_name(Shop::spec(), long_id), "cairn.record:records_test:" + hash_id);
+  EXPECT_TRUE(a->unlock());
+  EXPECT_TRUE(b->unlock());
+  EXPECT_TRUE(l->unlock());
+  EXPECT_TRUE(h->unlock());
 }
 
 struct Job : Record<Job> {
