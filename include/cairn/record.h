@@ -925,7 +925,8 @@ class Record : public RecordBase {
   }
 
   // Deletes the stored record and its index entries; returns how many records were deleted
-  // (0 if it was not stored). The object keeps its fields and id and can be saved again.
+  // (0 if it was not stored). The object keeps its fields and id and can be saved again; its
+  // byte streams are dropped with it (saved again, it starts empty ones).
   std::size_t remove() {
     if (!oid_) return 0;
     auto repo = repository();
@@ -933,6 +934,12 @@ class Record : public RecordBase {
                                           repo->database().options().max_retries);
     leave_identity_map();
     oid_.reset();
+    // The streams went with the record (pack() drops them): saved again, it starts new ones.
+    cairn_visit_fields(TypeTag<T>{}, self(), [&](std::string_view, auto& member) {
+      if constexpr (std::is_same_v<std::remove_cvref_t<decltype(member)>, StreamField>) {
+        member.head_.reset();
+      }
+    });
     return n;
   }
 

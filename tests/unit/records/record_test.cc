@@ -932,6 +932,30 @@ TEST_F(RecordTest, ByteStreamAppendsWithoutRewritingTheRecord) {
   EXPECT_THROW(job->append("name", "x"), InvalidArgument);
 }
 
+// A removed record saved again never refers to its old stream, which a pack drops.
+TEST_F(RecordTest, ARemovedRecordSavedAgainStartsANewStream) {
+  for (bool appended_between : {false, true}) {
+    SCOPED_TRACE(appended_between);
+    auto job = Job::make({{"name", "build"}}, {.id = "j", .repository = repo});
+    job->save();
+    job->append("log", "hello");
+    Oid old_head = *job->log.head();
+    EXPECT_EQ(job->remove(), 1u);
+    repo->store().pack();
+    if (appended_between) job->append("log", "after;");
+    job->save();
+    ASSERT_TRUE(job->log.head().has_value());
+    EXPECT_NE(*job->log.head(), old_head);
+    std::string expected = appended_between ? "after;" : "";
+    EXPECT_EQ(job->read("log"), expected);
+    job->append("log", "more");
+    auto again = Job::load("j", {.cache = false, .repository = repo});
+    EXPECT_EQ(again->read("log"), expected + "more");
+    EXPECT_EQ(job->remove(), 1u);
+    repo->store().pack();
+  }
+}
+
 TEST_F(RecordTest, StackRecordsAreRefusedWithAClearError) {
   Project p;
   EXPECT_THROW(p.save(), InvalidArgument);
