@@ -215,9 +215,18 @@ Value TypeSpec::coerce(const FieldSpec& field, Value value) const {
     default:
       break;
   }
+  auto a = [](std::string_view kind) {
+    return (std::string_view("aeiou").find(kind.front()) != std::string_view::npos ? "an " : "a ") +
+           std::string(kind);
+  };
   if (value.kind() != value_kind(field.kind)) {
-    fail("cannot compare a " + std::string(to_string(value.kind())) + " with a " +
-         std::string(to_string(field.kind)) + " field");
+    fail("cannot compare " + a(to_string(value.kind())) + " with " + a(to_string(field.kind)) +
+         " field");
+  }
+  // What no stored value can be would match nothing, silently: refused as set() refuses it.
+  if (value.is_string() && !valid_utf8(value.as_string())) fail("is not valid UTF-8");
+  if (value.is_ref() && !field.target.empty() && value.as_ref().type != field.target) {
+    fail("points to a " + value.as_ref().type + ", the field points to a " + field.target);
   }
   return value;
 }

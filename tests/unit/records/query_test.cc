@@ -237,6 +237,45 @@ TEST_F(QueryTest, ConversionErrorsNameTheTypeAndField) {
       "at", "invalid timestamp");
 }
 
+struct Owner : Record<Owner> {
+  std::string name;
+  Pointer<Measure> measure;
+};
+CAIRN_TYPE(Owner, "query_test.Owner", name, measure);
+
+// Query values no stored value can be, which would match nothing silently, are refused as
+// set() refuses them.
+TEST_F(QueryTest, ValuesNoFieldCanHoldAreRefused) {
+  auto repository = Repository::memory();
+  auto refused = [&](auto build, const std::string& what) {
+    try {
+      build();
+      ADD_FAILURE() << "no error for " << what;
+    } catch (const InvalidArgument& e) {
+      EXPECT_NE(std::string(e.what()).find("query_test.Owner."), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find(what), std::string::npos) << e.what();
+    }
+  };
+  refused([&] { Owner::find(repository).where("name", std::string("\xff\xfe")); },
+          "is not valid UTF-8");
+  refused(
+      [&] {
+        Owner::find(repository).where("name", "in", {"ok", "\xff"});
+      },
+      "is not valid UTF-8");
+  refused(
+      [&] {
+        Owner::find(repository).where("measure", Value(Ref{Oid(1), "other.Type"}));
+      },
+      "points to a other.Type, the field points to a query_test.Measure");
+  refused([&] { Owner::find(repository).where("measure", -1); },
+          "cannot compare an int with a pointer field");
+  auto m = Measure::create({}, {.repository = repository});
+  Owner::create({{"name", "o"}, {"measure", Value(m->ref())}}, {.repository = repository});
+  EXPECT_EQ(Owner::find(repository).where("measure", Value(m->ref())).count(), 1u);
+  EXPECT_EQ(Owner::find(repository).where("measure", Value(Ref{*m->oid(), ""})).count(), 1u);
+}
+
 // The same stored type seen by a struct that declares one more index: records saved before it
 // existed have no entries until reindex().
 struct IndexedWizard : Record<IndexedWizard> {
