@@ -95,13 +95,29 @@ Value::Map from_record_json(const TypeSpec& spec, std::string_view text, std::st
       throw InvalidArgument(spec.name + "." + name + ": expected {\"type\": ..., \"value\": ...}");
     }
     if (name == "id" && !spec.find("id")) {
-      if (type->as_string() != "id" || !value->is_string()) {
+      if (type->as_string() != "id" || !value->is_string() || entry.as_map().size() != 2) {
         throw InvalidArgument(spec.name + ".id: expected {\"type\": \"id\", \"value\": text}");
+      }
+      if (value->as_string().empty()) {
+        throw InvalidArgument(spec.name + ".id: must be a non-empty string");
       }
       if (id) *id = value->as_string();
       continue;
     }
     const FieldSpec& f = spec.at(name);
+    // Members it does not know were meant for something: refused, not dropped. A pointer's
+    // "to" (written by to_json) must name the field's target.
+    for (const auto& [member, member_value] : entry.as_map()) {
+      if (member == "type" || member == "value") continue;
+      if (member == "to" && f.kind == FieldKind::pointer && member_value.is_string() &&
+          member_value.as_string() == f.target) {
+        continue;
+      }
+      throw InvalidArgument(
+          spec.name + "." + name + ": unexpected member \"" + member +
+          "\" (expected type and value" +
+          (f.kind == FieldKind::pointer ? ", and to: \"" + f.target + "\")" : ")"));
+    }
     if (type->as_string() != to_string(f.kind)) {
       throw InvalidArgument(spec.name + "." + name + ": the JSON says \"" + type->as_string() +
                             "\", the field holds " + std::string(to_string(f.kind)));

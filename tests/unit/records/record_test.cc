@@ -822,6 +822,19 @@ TEST_F(RecordTest, ToJsonDescribesEveryField) {
   EXPECT_EQ(Project::from_json(project->to_json())->git_uri, Bytes{"hi"});
   EXPECT_THROW(Build::from_json(R"({"cost": {"type": "string", "value": "x"}})"), InvalidArgument);
   EXPECT_THROW(Build::from_json(R"({"nope": {"type": "string", "value": "x"}})"), InvalidArgument);
+  // What to_json writes, and only that: an empty id, a member it never writes, or a pointer's
+  // "to" naming another type is refused, not dropped.
+  for (const char* bad :
+       {R"({"id": {"type": "id", "value": ""}})", R"({"id": {"type": "id", "value": "x", "y": 1}})",
+        R"({"score": {"type": "float", "value": 1.5, "extra": 1}})",
+        R"({"project": {"type": "pointer", "value": 1, "to": "other.Type"}})",
+        R"({"score": {"type": "float", "value": 1.5, "to": "records_test.Project"}})"}) {
+    EXPECT_THROW(Build::from_json(bad), InvalidArgument) << bad;
+  }
+  EXPECT_EQ(Build::from_json(
+                R"({"project": {"type": "pointer", "value": 7, "to": "records_test.Project"}})")
+                ->project.oid(),
+            Oid(7));
 }
 
 // Bytes in a record's JSON are base64 as to_json writes it, as in {"$bytes": ...} (json.h): the
