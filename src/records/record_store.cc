@@ -144,7 +144,18 @@ Oid save_record(Store& store, const TypeSpec& spec, RecordTarget resolved, const
     }
     CommitRequest request;
     std::optional<Value::Map> old;
-    if (object.exists() && !indexed.empty()) old = checked_state(spec, object);
+    if (object.exists()) {
+      // Never over a record of another generation, index or not: its index entries (under
+      // its generation's index types) would stay behind, and its own struct could no longer
+      // read it.
+      try {
+        old = checked_state(spec, object);
+      } catch (const InvalidArgument& e) {
+        throw InvalidArgument(std::string(e.what()) +
+                              "; to save it as this generation, first remove it through a struct "
+                              "of the generation that stored it");
+      }
+    }
     request.reads.push_back(ReadCheck{target, object.version});
     request.writes.push_back(WriteOp{target, spec.name, id, data});
     std::vector<std::pair<std::string, std::string>> entries;

@@ -720,6 +720,15 @@ TEST_F(RecordTest, AnotherGenerationRefusesToLoadNamingBoth) {
     EXPECT_NE(what.find("generation 1"), std::string::npos) << what;
   }
   EXPECT_TRUE(Gen1::list({.repository = repo}).empty());
+  // Saving over it is refused as well, with or without indexes, and leaves it as it was.
+  auto newer = Gen1::make({{"name", "one"}}, {.id = "v", .repository = repo});
+  EXPECT_THROW(newer->save(), InvalidArgument);
+  EXPECT_FALSE(newer->saved());
+  EXPECT_EQ(Gen0::load("v", {.cache = false, .repository = repo})->name, "zero");
+  // The deliberate way: remove through the old generation, then save through the new.
+  EXPECT_EQ(old->remove(), 1u);
+  newer->save();
+  EXPECT_EQ(Gen1::load("v", {.cache = false, .repository = repo})->name, "one");
 }
 
 TEST_F(RecordTest, AddedFieldsTakeDefaultsAndUnknownFieldsSurviveASave) {
