@@ -108,6 +108,9 @@ struct TypeSpec {
   const FieldSpec& at(std::string_view field) const;
   // The store type of the index entries of `field`.
   std::string index_type(const FieldSpec& field) const;
+  // Throws InvalidArgument naming the field if an index's store type would be longer than a
+  // store type may be (max_type_length): a long type name leaves no room for it.
+  void check_index_types() const;
   // Throws InvalidArgument ("school.User.age: ...") unless `value` is acceptable for `field`.
   void validate(const FieldSpec& field, const Value& value) const;
   // `value` converted to the field's kind where the conversion is exact (an integer for a float
@@ -1283,6 +1286,7 @@ class Record : public RecordBase {
       Schema<T> schema(s);
       T::describe(schema);
     }
+    s.check_index_types();
     return s;
   }
 };

@@ -1,5 +1,7 @@
 // Type descriptions of records (include/cairn/record.h): field lookup, the checks a field's
 // value must pass, and the conversion of query values to a field's kind.
+#include <fmt/format.h>
+
 #include <cmath>
 #include <cstdint>
 #include <string>
@@ -144,6 +146,19 @@ const FieldSpec& TypeSpec::at(std::string_view field) const {
 
 std::string TypeSpec::index_type(const FieldSpec& field) const {
   return "cairn.index:" + name + "#" + std::to_string(generation) + ":" + field.name;
+}
+
+void TypeSpec::check_index_types() const {
+  for (const FieldSpec& f : fields) {
+    if (!f.indexed) continue;
+    std::string type = index_type(f);
+    if (type.size() > max_type_length) {
+      throw InvalidArgument(fmt::format(
+          "{}.{}: its index entries would have the store type \"{}\", of {} bytes, past the {} "
+          "a type may have: shorten the type name (or the field's), or drop the index",
+          name, f.name, type, type.size(), max_type_length));
+    }
+  }
 }
 
 void TypeSpec::validate(const FieldSpec& field, const Value& value) const {

@@ -933,6 +933,29 @@ TEST_F(RecordTest, LockNamesOfTwoRecordsNeverMeet) {
   EXPECT_TRUE(h->unlock());
 }
 
+struct LongNamed : Record<LongNamed> {
+  std::string name;
+  static void describe(Schema<LongNamed>& s) { s.index("name"); }
+};
+CAIRN_TYPE(LongNamed,
+           "records_test."
+           "LLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLL"
+           "LLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLL"
+           "LLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLL",
+           name);
+
+// A type name of a legal length can leave no room for its index's store type: that is said when
+// the type is first used, naming the field, not at every save as a type nobody wrote.
+TEST_F(RecordTest, AnIndexWhoseStoreTypeWouldBeTooLongIsRefusedUpFront) {
+  try {
+    LongNamed::create({{"name", "x"}}, {.repository = repo});
+    ADD_FAILURE() << "saved";
+  } catch (const InvalidArgument& e) {
+    std::string what = e.what();
+    EXPECT_NE(what.find("LLL.name: its index entries"), std::string::npos) << what;
+  }
+}
+
 struct Job : Record<Job> {
   std::string name;
   StreamField log;
