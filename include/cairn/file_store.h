@@ -53,10 +53,13 @@ struct FileStoreInfo {
   std::string path;
   std::uint32_t format_version = 0;
   FsyncPolicy fsync = FsyncPolicy::batch;
-  std::uint64_t objects = 0;        // live objects
-  std::uint64_t file_bytes = 0;     // bytes of log in use (header + transactions)
-  std::uint64_t live_bytes = 0;     // bytes of the newest record of each live object
-  std::uint64_t garbage_bytes = 0;  // an estimate of what pack() would reclaim
+  std::uint64_t objects = 0;     // live objects
+  std::uint64_t file_bytes = 0;  // bytes of log in use (header + transactions)
+  std::uint64_t live_bytes = 0;  // bytes of the newest record of each live object
+  // Log bytes beyond the live objects' newest records: superseded and deleted records and
+  // per-transaction framing. pack() reclaims at least these, and also drops live objects no
+  // longer reachable from the root, which this does not count (they are in live_bytes).
+  std::uint64_t garbage_bytes = 0;
   std::uint64_t last_csn = 0;
   std::uint64_t next_oid = 0;
   std::uint64_t fence_mark = 0;         // every fencing token handed out so far is below it
