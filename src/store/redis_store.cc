@@ -758,9 +758,17 @@ class RedisStore final : public Store {
 
  private:
   // The reply {"epoch", current} of a script that found `P epoch` changed, thrown.
-  [[noreturn]] void throw_other_history(const redisReply* r) const {
+  // mu_ held. Like going back, this is for good: every later call refuses (check_history).
+  [[noreturn]] void throw_other_history(const redisReply* r) {
     std::string now = r->elements > 1 ? std::string(string_of(r->element[1], "epoch")) : "";
-    throw Corruption(other_history(now));
+    other_history_found(now);
+  }
+  [[noreturn]] void other_history_found(std::string_view now) {
+    if (went_back_.empty()) {
+      gone_back_ = true;
+      went_back_ = other_history(now);
+    }
+    throw Corruption(went_back_);
   }
   // The message for `P epoch` found to be `now` ("" = gone) instead of epoch_.
   std::string other_history(std::string_view now) const {
@@ -792,7 +800,7 @@ class RedisStore final : public Store {
   [[noreturn]] void behind(std::uint64_t csn, std::uint64_t floor) {
     ReplyPtr r = conn_.run({"GET", key("epoch", "")});
     std::string now(opt_string(r.get(), "GET epoch").value_or(""));
-    if (now != epoch_) throw Corruption(other_history(now));
+    if (now != epoch_) other_history_found(now);
     if (stream_top() >= floor) throw Corruption(counter_set_back(std::to_string(csn + 1)));
     went_back(csn, floor);
   }
@@ -938,7 +946,8 @@ class RedisStore final : public Store {
 
   std::string epoch_;  // `P epoch` when the store opened (the constructor)
   // The highest CSN Redis has answered this store with (written under mu_, read without it to
-  // pass to scripts), and why the store refuses every call once a lower one came (see_csn).
+  // pass to scripts), and why the store refuses every call once a lower one came (see_csn), or
+  // once it found the data flushed or replaced (other_history_found).
   std::atomic<std::uint64_t> seen_csn_{0};
   std::atomic<std::uint64_t> announced_csn_{0};  // the last CSN the change feed announced
   std::string went_back_;                        // mu_ held

@@ -243,6 +243,12 @@ TEST_F(RedisStoreTest, AStoreRefusesToGoOnInAFlushedDatabase) {
   }
   EXPECT_EQ(decode(get(*after, a).data), Value(Value::Map{{"n", 2}}));
   EXPECT_THROW(store->changes_since(0), Corruption);
+  // Found once, for good: the calls that cannot tell by themselves refuse too (a lookup by key
+  // answered "none", and a query nothing, from the other history).
+  EXPECT_THROW(store->find_key("User", "harry"), Corruption);
+  EXPECT_THROW(store->scan_type("User", Oid(0), 10), Corruption);
+  EXPECT_THROW(store->scan_keys("User", "", "", 10), Corruption);
+  EXPECT_FALSE(store->hears_commits());
   // Opened again, a store works in the new history.
   auto reopened = open(server().url(prefix));
   EXPECT_NO_THROW(put(*reopened, a, Value::Map{{"n", 4}}));
