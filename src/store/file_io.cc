@@ -87,6 +87,32 @@ std::uint64_t file_size(int fd, const std::string& path) {
   return static_cast<std::uint64_t>(st.st_size);
 }
 
+Fd create_replacement(int like, const std::string& like_path, const std::string& path) {
+  struct stat st {};
+  if (::fstat(like, &st) != 0) throw_errno("cannot stat", like_path);
+  if (st.st_nlink > 1) {
+    throw InvalidArgument(fmt::format(
+        "{} has {} hard links: it would be replaced by a new file under this name only, the "
+        "others keeping the old one; remove the other links first",
+        like_path, st.st_nlink));
+  }
+  Fd fd = open_file(path, O_RDWR | O_CREAT | O_TRUNC, "cannot create");
+  try {
+    // Before any data is written: the copy is never readable by more than the original.
+    if (::fchmod(fd.get(), st.st_mode & 07777) != 0) throw_errno("cannot set the mode of", path);
+    struct stat made {};
+    if (::fstat(fd.get(), &made) != 0) throw_errno("cannot stat", path);
+    if ((made.st_uid != st.st_uid || made.st_gid != st.st_gid) &&
+        ::fchown(fd.get(), st.st_uid, st.st_gid) != 0) {
+      throw_errno(fmt::format("cannot give the owner and group of {} to", like_path), path);
+    }
+  } catch (...) {
+    ::unlink(path.c_str());
+    throw;
+  }
+  return fd;
+}
+
 void pread_all(int fd, char* out, std::size_t n, std::uint64_t offset, const std::string& path) {
   while (n > 0) {
     ssize_t got = ::pread(fd, out, n, static_cast<off_t>(offset));

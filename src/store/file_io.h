@@ -67,6 +67,11 @@ std::string resolve_links(const std::string& path);
 void lock_database_file(int fd, bool exclusive, const std::string& path);
 Fd open_file(const std::string& path, int flags, const std::string& what);
 std::uint64_t file_size(int fd, const std::string& path);
+// Creates `path` (truncating any file there) for a replacement of the open file `like`: with
+// its permission bits and owner, so that renaming it into place changes neither. Throws
+// InvalidArgument if `like` has other hard links (the rename would leave them at the old file),
+// IoError if the owner cannot be kept (only its owner or root may give a file away).
+Fd create_replacement(int like, const std::string& like_path, const std::string& path);
 void pread_all(int fd, char* out, std::size_t n, std::uint64_t offset, const std::string& path);
 void pwrite_all(int fd, std::string_view bytes, std::uint64_t offset, const std::string& path);
 void truncate_file(int fd, std::uint64_t size, const std::string& path);

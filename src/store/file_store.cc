@@ -1516,7 +1516,7 @@ PackStats FileStoreImpl::pack(const PackProgress& progress) {
 
   // 3. The new file: header, oid mark, the kept records in snapshot frames.
   const std::string tmp_path = path_ + ".pack";
-  Fd tmp = fileio::open_file(tmp_path, O_RDWR | O_CREAT | O_TRUNC, "cannot create");
+  Fd tmp = fileio::create_replacement(fd_.get(), path_, tmp_path);
   std::unordered_set<Oid> copied;
   bool renamed = false;
   try {

@@ -3,6 +3,7 @@
 #include "cairn/file_store.h"
 
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -164,6 +165,48 @@ TEST_F(FileStoreTest, PackAndCreateThroughASymlinkKeepTheLink) {
   auto db = open_db();
   EXPECT_EQ(decode(get(*db, Oid::root()).data), Value(3));
   EXPECT_FALSE(fs::exists(link + ".lock"));
+}
+
+// The packed file replaces the original: it keeps its permission bits (a private database stayed
+// private only until its first pack, which made it 0644) and, where the process may, its owner.
+TEST_F(FileStoreTest, PackKeepsTheFilesModeAndOwner) {
+  namespace fs = std::filesystem;
+  auto db = open_db();
+  put(*db, Oid::root(), Value(1));
+  put(*db, Oid::root(), Value(2));
+  for (auto mode : {fs::perms::owner_read | fs::perms::owner_write,
+                    fs::perms::owner_read | fs::perms::owner_write | fs::perms::group_read}) {
+    fs::permissions(path, mode);
+    db->pack();
+    EXPECT_EQ(fs::status(path).permissions(), mode);
+  }
+  if (::geteuid() == 0) {  // only root may give a file away
+    ASSERT_EQ(::chown(path.c_str(), 4321, 4322), 0);
+    db->pack();
+    struct stat st {};
+    ASSERT_EQ(::stat(path.c_str(), &st), 0);
+    EXPECT_EQ(st.st_uid, 4321u);
+    EXPECT_EQ(st.st_gid, 4322u);
+  }
+  EXPECT_EQ(decode(get(*db, Oid::root()).data), Value(2));
+}
+
+// A pack writes a new file and renames it over the name it was opened by: another hard link
+// would keep the old file, and the two names would part. Refused, changing nothing.
+TEST_F(FileStoreTest, PackRefusesAFileWithOtherHardLinks) {
+  namespace fs = std::filesystem;
+  auto db = open_db();
+  put(*db, Oid::root(), Value(1));
+  put(*db, Oid::root(), Value(2));
+  std::string other = dir.file("other-name.cairn");
+  fs::create_hard_link(path, other);
+  EXPECT_THROW(db->pack(), InvalidArgument);
+  EXPECT_FALSE(fs::exists(path + ".pack"));
+  EXPECT_TRUE(fs::equivalent(path, other));
+  put(*db, Oid::root(), Value(3));
+  fs::remove(other);
+  EXPECT_NO_THROW(db->pack());
+  EXPECT_EQ(decode(get(*db, Oid::root()).data), Value(3));
 }
 
 TEST_F(FileStoreTest, LiveOidsWalksTheLiveObjectsInOrderFromAnyOid) {
