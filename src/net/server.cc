@@ -951,7 +951,7 @@ void Server::Impl::start() {
       accept<asio::ip::tcp::acceptor, TcpTransport>(*tcp_);
   }
   if (!options_.unix_path.empty()) {
-    asio::local::stream_protocol::endpoint endpoint(options_.unix_path);
+    asio::local::stream_protocol::endpoint endpoint = unix_endpoint(options_.unix_path);
     // A socket file left by a server that died is removed; a live server's is not.
     struct stat st {};
     if (::lstat(options_.unix_path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode)) {

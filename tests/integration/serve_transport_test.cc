@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <sys/un.h>
 
 #include <chrono>
 #include <cstdint>
@@ -296,6 +297,35 @@ TEST_F(ServeTransport, PackConnectPacksTheServedFile) {
     EXPECT_EQ(r.exit_code, 2) << r.out << r.err;
   }
   EXPECT_EQ(stop_server(*server), 0) << server->log();
+}
+
+// ---- unix socket paths that cannot be used ----
+
+// A socket path longer than a unix socket address holds (sun_path) ended every command with an
+// uncaught std::system_error ("terminate called...", status 134).
+TEST_F(ServeTransport, AUnixSocketPathTooLongIsRefusedInOneLine) {
+  std::string socket = dir_.file(std::string(120, 'd') + ".sock");
+  std::string limit = std::to_string(sizeof(sockaddr_un{}.sun_path) - 1);
+  const std::vector<std::vector<std::string>> commands = {
+      {"serve", "--memory", "--port", "0", "--unix", socket},
+      {"shell", "--connect", "unix:" + socket, "-c", "get /"},
+      {"info", "--connect", "unix:" + socket},
+      {"pack", "--connect", "unix:" + socket},
+      {"serve", "--stop", "--unix", socket}};
+  for (const auto& args : commands) {
+    std::vector<std::string> argv{CAIRN_BINARY};
+    argv.insert(argv.end(), args.begin(), args.end());
+    ProcessResult r = run_process(argv, "", 15s);
+    std::string shown = args[0] + " " + args[1];
+    EXPECT_EQ(r.exit_code, 1) << shown << ": " << r.err;
+    EXPECT_EQ(lines_of(r.err).size(), 1u) << shown << ": " << r.err;
+    EXPECT_TRUE(r.err.starts_with("cairn: ")) << shown << ": " << r.err;
+    EXPECT_NE(r.err.find(socket), std::string::npos) << shown << ": " << r.err;
+    EXPECT_NE(r.err.find(limit + " bytes"), std::string::npos)
+        << shown << ": the limit is not named: " << r.err;
+    EXPECT_EQ(r.out, "") << shown;
+  }
+  EXPECT_FALSE(std::filesystem::exists(socket));
 }
 
 }  // namespace
