@@ -2,6 +2,8 @@
 // `cairn info --connect` asks one for its statistics.
 #include <fmt/format.h>
 
+#include <charconv>
+#include <cmath>
 #include <cstdlib>
 #include <fstream>
 #include <iostream>
@@ -42,6 +44,31 @@ struct ServeArgs {
   bool insecure = false;
   bool tls = false;
 };
+
+// --idle-timeout's range, in seconds. A client pings at a third of the timeout but no more often
+// than every 50 ms, and must finish its hello (and TLS handshake) within it: below a few tens of
+// milliseconds every client was dropped, and half a second leaves room for both. The top (about
+// 11.6 days) is far inside what the milliseconds it is kept in hold.
+constexpr double min_idle_timeout = 0.5;
+constexpr double max_idle_timeout = 1e6;
+constexpr const char* idle_timeout_range = "from 0.5 to 1000000";
+
+// Checks --idle-timeout while parsing (a usage error), with a message that names the range as
+// the help does.
+CLI::Validator idle_timeout_check() {
+  return CLI::Validator(
+      [](std::string& text) -> std::string {
+        double value = 0;
+        const char* end = text.data() + text.size();
+        auto [stop, ec] = std::from_chars(text.data(), end, value);
+        if (ec == std::errc() && stop == end && std::isfinite(value) && value >= min_idle_timeout &&
+            value <= max_idle_timeout) {
+          return {};
+        }
+        return fmt::format("{} is not a number of seconds {}", text, idle_timeout_range);
+      },
+      "", "seconds");
+}
 
 std::string read_token(const ServeArgs& args) {
   if (!args.token.empty()) return args.token;
@@ -106,8 +133,7 @@ int run_serve(const ServeArgs& args) {
   options.tls_key = args.tls_key;
   options.max_clients = args.max_clients;
   options.max_frame_bytes = args.max_frame_bytes;
-  options.idle_timeout =
-      std::chrono::milliseconds(static_cast<std::int64_t>(args.idle_timeout * 1000));
+  options.idle_timeout = std::chrono::milliseconds(std::llround(args.idle_timeout * 1000));
   options.gc_bytes = args.gc_bytes;
   options.workers = args.workers;
   options.log = [](std::string_view message) { std::cerr << "cairn serve: " << message << "\n"; };
@@ -189,8 +215,9 @@ void add_serve_command(CLI::App& app, Action& action) {
                       "largest request accepted (default 65 MiB)");
   command
       ->add_option("--idle-timeout", args->idle_timeout,
-                   "drop a client silent for this many seconds (default 30)")
-      ->check(CLI::PositiveNumber);
+                   fmt::format("drop a client silent for this many seconds, {} (default 30)",
+                               idle_timeout_range))
+      ->check(idle_timeout_check());
   command->add_option("--workers", args->workers,
                       "threads for commits that wait for the disk (default 32)");
   command->add_flag("--stop", args->stop,

@@ -556,5 +556,42 @@ INSTANTIATE_TEST_SUITE_P(
         Backend{"FsyncAlways", {"--file", "DB", "--fsync", "always"}, "fsync always", true}),
     [](const ::testing::TestParamInfo<Backend>& param) { return param.param.name; });
 
+// ---- flags refused at start-up ----
+
+// `cairn serve ARGS... --port 0`, for a server expected to refuse to start (killed after 10 s if
+// it serves instead).
+ProcessResult serve_refused(std::vector<std::string> args) {
+  args.insert(args.begin(), {CAIRN_BINARY, "serve"});
+  args.insert(args.end(), {"--port", "0"});
+  return run_process(args, "", 10s);
+}
+
+// --idle-timeout is kept in milliseconds: 1e10 s and more overflowed, nan was undefined, and a
+// few milliseconds or less dropped each client before its first heartbeat. Each started a server
+// that dropped every client.
+TEST_F(Serve, AnIdleTimeoutOutOfRangeIsRefused) {
+  for (const char* value :
+       {"1e10", "9e15", "1e20", "1e300", "inf", "nan", "1e-9", "0.001", "0.4", "0", "-1"}) {
+    ProcessResult r = serve_refused({"--memory", "--idle-timeout", value});
+    EXPECT_EQ(r.exit_code, 2) << value << ": " << r.err;
+    EXPECT_NE(r.err.find(fmt::format("--idle-timeout: {} is not a number of seconds from 0.5 to "
+                                     "1000000",
+                                     value)),
+              std::string::npos)
+        << value << ": " << r.err;
+    EXPECT_LT(r.err.size(), 200u) << r.err;
+    EXPECT_EQ(r.out.find("listening"), std::string::npos) << value;
+  }
+  ProcessResult help = cairn({"serve", "--help"});
+  EXPECT_NE(help.out.find("0.5 to 1000000"), std::string::npos) << help.out;
+  // The ends of the range serve.
+  for (const char* value : {"0.5", "1000000"}) {
+    auto server = serve({"--memory", "--idle-timeout", value});
+    ProcessResult ok = shell(*server, "set /a 1; commit; get /a");
+    EXPECT_EQ(ok.exit_code, 0) << value << ": " << ok.err;
+    EXPECT_EQ(stop(*server), 0) << value;
+  }
+}
+
 }  // namespace
 }  // namespace cairn::testing
