@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <iostream>
+#include <limits>
 #include <nlohmann/json.hpp>
 
 #include "cairn/error.h"
@@ -68,6 +69,21 @@ CLI::Validator idle_timeout_check() {
         return fmt::format("{} is not a number of seconds {}", text, idle_timeout_range);
       },
       "", "seconds");
+}
+
+// Checks a whole-number flag while parsing (a usage error), with a message that names the range
+// in plain numbers: CLI11's own wrote the largest double out in full, 309 digits.
+template <class T>
+CLI::Validator whole_number(T min, T max = std::numeric_limits<T>::max()) {
+  return CLI::Validator(
+      [min, max](std::string& text) -> std::string {
+        std::uint64_t value = 0;
+        const char* end = text.data() + text.size();
+        auto [stop, ec] = std::from_chars(text.data(), end, value);
+        if (ec == std::errc() && stop == end && value >= min && value <= max) return {};
+        return fmt::format("{} is not a whole number from {} to {}", text, min, max);
+      },
+      "", "whole number");
 }
 
 std::string read_token(const ServeArgs& args) {
@@ -190,7 +206,8 @@ void add_serve_command(CLI::App& app, Action& action) {
   file->excludes(memory)->excludes(redis);
   memory->excludes(redis);
   command->add_option("--host", args->host, "address to listen on (default 127.0.0.1)");
-  command->add_option("--port", args->port, "TCP port (default 2972; 0 = any free port)");
+  command->add_option("--port", args->port, "TCP port (default 2972; 0 = any free port)")
+      ->check(whole_number<std::uint16_t>(0));
   command
       ->add_option("--unix", args->unix_path,
                    "also listen on this unix socket (clients: --connect unix:PATH); with --stop, "
@@ -207,10 +224,12 @@ void add_serve_command(CLI::App& app, Action& action) {
                    "for a new one). A commit is answered after the fdatasync that covers it, "
                    "except under never, which buffers up to 1 MiB of commits in the process: a "
                    "killed server may lose commits it has answered");
-  command->add_option("--gc-bytes", args->gc_bytes,
-                      "pack automatically after this many bytes were committed (0 = never)");
+  command
+      ->add_option("--gc-bytes", args->gc_bytes,
+                   "pack automatically after this many bytes were committed (0 = never)")
+      ->check(whole_number<std::uint64_t>(0));
   command->add_option("--max-clients", args->max_clients, "refuse connections past this many")
-      ->check(CLI::PositiveNumber);
+      ->check(whole_number<std::size_t>(1));
   command->add_option("--max-frame-bytes", args->max_frame_bytes,
                       "largest request accepted (default 65 MiB)");
   command
@@ -218,8 +237,10 @@ void add_serve_command(CLI::App& app, Action& action) {
                    fmt::format("drop a client silent for this many seconds, {} (default 30)",
                                idle_timeout_range))
       ->check(idle_timeout_check());
-  command->add_option("--workers", args->workers,
-                      "threads for commits that wait for the disk (default 32)");
+  command
+      ->add_option("--workers", args->workers,
+                   "threads for commits that wait for the disk (default 32)")
+      ->check(whole_number<std::size_t>(0));
   command->add_flag("--stop", args->stop,
                     "ask the server at --host/--port (or --unix) to finish and exit");
   command->add_flag("--tls", args->tls,

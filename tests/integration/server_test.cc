@@ -593,5 +593,39 @@ TEST_F(Serve, AnIdleTimeoutOutOfRangeIsRefused) {
   }
 }
 
+// A number out of range for --max-clients was reported as "Value 0 not in range 0.000000 to"
+// and the largest double written out in full, 309 digits.
+TEST_F(Serve, ANumericFlagOutOfRangeIsReportedReadably) {
+  struct Case {
+    std::vector<std::string> args;
+    std::string message;
+  };
+  for (const Case& c : {
+           Case{{"--max-clients", "0"},
+                "--max-clients: 0 is not a whole number from 1 to 18446744073709551615"},
+           Case{{"--max-clients", "-3"},
+                "--max-clients: -3 is not a whole number from 1 to 18446744073709551615"},
+           Case{{"--max-clients", "1.5"},
+                "--max-clients: 1.5 is not a whole number from 1 to 18446744073709551615"},
+           Case{{"--max-clients", "18446744073709551616"},
+                "--max-clients: 18446744073709551616 is not a whole number from 1 to "
+                "18446744073709551615"},
+           Case{{"--port", "65536"}, "--port: 65536 is not a whole number from 0 to 65535"},
+           Case{{"--port", "x"}, "--port: x is not a whole number from 0 to 65535"},
+           Case{{"--gc-bytes", "-1"},
+                "--gc-bytes: -1 is not a whole number from 0 to 18446744073709551615"},
+           Case{{"--workers", "many"},
+                "--workers: many is not a whole number from 0 to 18446744073709551615"},
+       }) {
+    std::vector<std::string> args{"--memory"};
+    args.insert(args.end(), c.args.begin(), c.args.end());
+    ProcessResult r = serve_refused(args);
+    EXPECT_EQ(r.exit_code, 2) << c.message << ": " << r.err;
+    EXPECT_NE(r.err.find(c.message), std::string::npos) << r.err;
+    EXPECT_LT(r.err.size(), 200u) << r.err;
+    EXPECT_EQ(r.out.find("listening"), std::string::npos) << c.message;
+  }
+}
+
 }  // namespace
 }  // namespace cairn::testing
