@@ -280,13 +280,7 @@ void add_shell_command(CLI::App& app, Action& action) {
     require_connect_for_client_flags(args->server, connect->count() > 0, "cairn shell");
     args->use_connect = connect->count() > 0;
     args->have_commands = commands->count() > 0;
-    if (args->use_connect) {
-      try {
-        check_connect(args->server);  // not with the token: errors show the URL
-      } catch (const Error& e) {
-        throw CLI::ValidationError("--connect", e.what());
-      }
-    }
+    if (args->use_connect) check_connect_flag(args->server);
     action = [args] { return run_shell(*args); };
   });
 }
