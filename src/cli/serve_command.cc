@@ -16,6 +16,7 @@
 #include "cairn/url.h"
 #include "cli/cli.h"
 #include "cli/connect.h"
+#include "net/protocol.h"
 #include "net/remote_store.h"
 #include "net/server.h"
 
@@ -84,6 +85,16 @@ CLI::Validator whole_number(T min, T max = std::numeric_limits<T>::max()) {
         return fmt::format("{} is not a whole number from {} to {}", text, min, max);
       },
       "", "whole number");
+}
+
+// Refuses an empty value while parsing: an empty --token would serve without one, an empty
+// --unix would listen on no socket.
+CLI::Validator not_empty(std::string what) {
+  return CLI::Validator(
+      [what](std::string& text) -> std::string {
+        return text.empty() ? fmt::format("the {} is empty", what) : std::string();
+      },
+      "", "not empty");
 }
 
 std::string read_token(const ServeArgs& args) {
@@ -212,26 +223,34 @@ void add_serve_command(CLI::App& app, Action& action) {
       ->add_option("--unix", args->unix_path,
                    "also listen on this unix socket (clients: --connect unix:PATH); with --stop, "
                    "connect there")
-      ->type_name("PATH");
-  command->add_option("--token", args->token,
-                      "clients must present this token (also --token-file, env CAIRN_TOKEN)");
+      ->type_name("PATH")
+      ->check(not_empty("path"));
+  command
+      ->add_option("--token", args->token,
+                   "clients must present this token (also --token-file, env CAIRN_TOKEN)")
+      ->check(not_empty("token"));
   command->add_option("--token-file", args->token_file, "read the token from this file")
       ->excludes("--token");
   command->add_option("--tls-cert", args->tls_cert, "serve TLS with this certificate (PEM)");
   command->add_option("--tls-key", args->tls_key, "the private key of --tls-cert (PEM)");
-  add_fsync_option(command, args->fsync,
-                   "always, batch or never (default: the policy recorded in the file, batch "
-                   "for a new one). A commit is answered after the fdatasync that covers it, "
-                   "except under never, which buffers up to 1 MiB of commits in the process: a "
-                   "killed server may lose commits it has answered");
+  auto* fsync =
+      add_fsync_option(command, args->fsync,
+                       "always, batch or never (default: the policy recorded in the file, batch "
+                       "for a new one). A commit is answered after the fdatasync that covers it, "
+                       "except under never, which buffers up to 1 MiB of commits in the process: a "
+                       "killed server may lose commits it has answered");
   command
       ->add_option("--gc-bytes", args->gc_bytes,
                    "pack automatically after this many bytes were committed (0 = never)")
       ->check(whole_number<std::uint64_t>(0));
   command->add_option("--max-clients", args->max_clients, "refuse connections past this many")
       ->check(whole_number<std::size_t>(1));
-  command->add_option("--max-frame-bytes", args->max_frame_bytes,
-                      "largest request accepted (default 65 MiB)");
+  command
+      ->add_option("--max-frame-bytes", args->max_frame_bytes,
+                   fmt::format("largest request accepted, in bytes: at least {}, the most a "
+                               "hello may take (default 65 MiB)",
+                               net::max_hello_bytes))
+      ->check(whole_number<std::uint32_t>(net::max_hello_bytes));
   command
       ->add_option("--idle-timeout", args->idle_timeout,
                    fmt::format("drop a client silent for this many seconds, {} (default 30)",
@@ -254,7 +273,15 @@ void add_serve_command(CLI::App& app, Action& action) {
       "--insecure", args->insecure,
       "with --stop: TLS without verifying the server certificate (implies --tls)");
   ca->excludes(insecure);
-  command->callback([args, &action] { action = [args] { return run_serve(*args); }; });
+  command->callback([args, fsync, memory, redis, &action] {
+    if (fsync->count() > 0 && (memory->count() > 0 || redis->count() > 0)) {
+      throw CLI::ValidationError(
+          "cairn serve",
+          "--fsync is for database files (--file, or ./cairn.db by default); --memory and "
+          "--redis have no fsync policy");
+    }
+    action = [args] { return run_serve(*args); };
+  });
 }
 
 int run_remote_info(const ConnectArgs& server, bool json) {

@@ -627,5 +627,42 @@ TEST_F(Serve, ANumericFlagOutOfRangeIsReportedReadably) {
   }
 }
 
+// Flags that did nothing: --fsync on a store that is not a file, an empty --token (a server
+// open to anyone), an empty --unix, and a --max-frame-bytes too small for a hello, with which
+// the server started and then failed every client.
+TEST_F(Serve, FlagsThatWouldDoNothingAreRefused) {
+  struct Case {
+    std::vector<std::string> args;
+    std::string message;
+  };
+  for (const Case& c : {
+           Case{{"--memory", "--fsync", "always"}, "--fsync is for database files"},
+           Case{{"--redis", "redis://127.0.0.1:1", "--fsync", "never"},
+                "--fsync is for database files"},
+           Case{{"--memory", "--token", ""}, "--token: the token is empty"},
+           Case{{"--stop", "--token", ""}, "--token: the token is empty"},
+           Case{{"--memory", "--unix", ""}, "--unix: the path is empty"},
+           Case{{"--memory", "--max-frame-bytes", "0"},
+                "--max-frame-bytes: 0 is not a whole number from 65536 to 4294967295"},
+           Case{{"--memory", "--max-frame-bytes", "10"},
+                "--max-frame-bytes: 10 is not a whole number from 65536 to 4294967295"},
+           Case{{"--memory", "--max-frame-bytes", "65535"},
+                "--max-frame-bytes: 65535 is not a whole number from 65536 to 4294967295"},
+       }) {
+    ProcessResult r = serve_refused(c.args);
+    EXPECT_EQ(r.exit_code, 2) << c.message << ": " << r.err;
+    EXPECT_NE(r.err.find(c.message), std::string::npos) << r.err;
+    EXPECT_EQ(r.out.find("listening"), std::string::npos) << c.message;
+  }
+  // The smallest frame limit still serves: a hello and small requests fit.
+  auto server = serve({"--memory", "--max-frame-bytes", "65536"});
+  ProcessResult ok = shell(*server, "set /a \"x\"; commit; get /a");
+  EXPECT_EQ(ok.exit_code, 0) << ok.err;
+  EXPECT_TRUE(ok.out.ends_with("\"x\"\n")) << ok.out;
+  ProcessResult big = shell(*server, "set /a \"" + std::string(70'000, 'y') + "\"; commit");
+  EXPECT_EQ(big.exit_code, 1) << big.err;
+  EXPECT_EQ(stop(*server), 0);
+}
+
 }  // namespace
 }  // namespace cairn::testing
