@@ -1,14 +1,18 @@
 // `cairn serve`: share one database between processes; `cairn serve --stop` ends a running one;
 // `cairn info --connect` asks one for its statistics.
+#include <fcntl.h>
 #include <fmt/format.h>
+#include <unistd.h>
 
+#include <cerrno>
 #include <charconv>
 #include <cmath>
 #include <cstdlib>
-#include <fstream>
+#include <cstring>
 #include <iostream>
 #include <limits>
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "cairn/error.h"
 #include "cairn/file_store.h"
@@ -97,11 +101,35 @@ CLI::Validator not_empty(std::string what) {
       "", "not empty");
 }
 
+// The bytes of the file at `path`, or IoError naming it as `what` and saying why it cannot be read
+// (a directory says so, where std::ifstream opened it and then read it as an empty file).
+std::string read_small_file(const std::string& path, const char* what) {
+  auto fail = [&](int error) {
+    return IoError(fmt::format("cannot read {} {}: {}", what, path, std::strerror(error)));
+  };
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) throw fail(errno);
+  std::string text;
+  char buffer[4096];
+  for (;;) {
+    ssize_t n = ::read(fd, buffer, sizeof buffer);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      int error = errno;
+      ::close(fd);
+      throw fail(error);
+    }
+    if (n == 0) break;
+    text.append(buffer, static_cast<std::size_t>(n));
+  }
+  ::close(fd);
+  return text;
+}
+
 std::string read_token(const ServeArgs& args) {
   if (!args.token.empty()) return args.token;
   if (!args.token_file.empty()) {
-    std::ifstream in(args.token_file);
-    if (!in) throw IoError(fmt::format("cannot read token file {}", args.token_file));
+    std::istringstream in(read_small_file(args.token_file, "token file"));
     std::string token;
     std::getline(in, token);
     while (!token.empty() && (token.back() == '\r' || token.back() == ' '))

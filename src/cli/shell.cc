@@ -219,6 +219,7 @@ int run_script(ShellSession& session, std::istream& in) {
   for (std::string line; std::getline(in, line);) {
     if (std::optional<int> status = run_commands(session, splitter.feed(line))) return *status;
   }
+  if (&in == &std::cin) check_stdin_read();  // a read error is not the end of the script
   // A value still open at the end: run what there is, to say what is wrong with it.
   return run_commands(session, splitter.finish()).value_or(exit_ok);
 }

@@ -859,5 +859,17 @@ TEST(FileCli, RestoreRefusesAFenceMarkOfZero) {
   EXPECT_FALSE(fs::exists(b));
 }
 
+// A standard input that cannot be read (here a directory) was reported as "the input is empty".
+TEST(FileCli, RestoreSaysWhenStandardInputCannotBeRead) {
+  TempDir dir;
+  std::string b = dir.file("b.cairn");
+  ProcessResult r = run_process(
+      {"/bin/sh", "-c", std::string(CAIRN_BINARY) + " restore " + b + " < " + dir.path()});
+  EXPECT_EQ(r.exit_code, 1) << r.out;
+  EXPECT_EQ(r.err, "cairn: cannot read standard input: Is a directory\n");
+  EXPECT_EQ(r.out, "");
+  EXPECT_FALSE(fs::exists(b));
+}
+
 }  // namespace
 }  // namespace cairn::testing

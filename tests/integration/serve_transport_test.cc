@@ -328,5 +328,22 @@ TEST_F(ServeTransport, AUnixSocketPathTooLongIsRefusedInOneLine) {
   EXPECT_FALSE(std::filesystem::exists(socket));
 }
 
+// A path that exists and is not a socket (a file given by mistake) was reported as "Address
+// already in use"; the file is left alone.
+TEST_F(ServeTransport, AUnixPathThatIsNotASocketIsNamedAsSuch) {
+  std::string file = dir_.file("regular");
+  write_file(file, "keep me\n");
+  for (const std::string& path : {file, dir_.path()}) {
+    ProcessResult r =
+        run_process({CAIRN_BINARY, "serve", "--memory", "--port", "0", "--unix", path}, "", 15s);
+    EXPECT_EQ(r.exit_code, 1) << r.err;
+    EXPECT_NE(r.err.find("cairn: cannot listen on " + path + ": it exists and is not a socket"),
+              std::string::npos)
+        << r.err;
+    EXPECT_EQ(r.out.find("listening"), std::string::npos) << r.out;
+  }
+  EXPECT_EQ(read_file(file), "keep me\n") << "the file was changed";
+}
+
 }  // namespace
 }  // namespace cairn::testing

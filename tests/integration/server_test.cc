@@ -664,5 +664,15 @@ TEST_F(Serve, FlagsThatWouldDoNothingAreRefused) {
   EXPECT_EQ(stop(*server), 0);
 }
 
+// A token file that is a directory was reported as "token file DIR is empty".
+TEST_F(Serve, ATokenFileThatCannotBeReadIsSaidSo) {
+  ProcessResult r = serve_refused({"--memory", "--token-file", dir_.path()});
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_NE(r.err.find("cairn: cannot read token file " + dir_.path() + ": Is a directory"),
+            std::string::npos)
+      << r.err;
+  EXPECT_EQ(r.out.find("listening"), std::string::npos) << r.out;
+}
+
 }  // namespace
 }  // namespace cairn::testing
