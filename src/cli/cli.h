@@ -38,6 +38,10 @@ void add_bench_command(CLI::App& app, Action& action);
 // PATH as the user gave it: a plain path, or a file: URL (file:PATH, file:///abs/path).
 std::string database_path(const std::string& arg);
 
+// Throws IoError if reading standard input failed (a directory, an I/O error): what was read of
+// it is then not the whole input, and perhaps nothing.
+void check_stdin_read();
+
 // Adds `--fsync POLICY` (always, batch or never), checked while parsing (a usage error).
 CLI::Option* add_fsync_option(CLI::App* command, std::string& fsync, const std::string& help);
 

@@ -82,7 +82,28 @@ void check_connect(const ConnectArgs& args) {
         "--tls-ca, --insecure, --token)",
         args.connect));
   }
+  // HOST:PORT, nothing less (README.md): a cairn:// URL may leave the port out, --connect may
+  // not. The port follows the last ':' (after the ']' of an IPv6 address in brackets).
+  if (args.connect.empty()) throw InvalidArgument("give HOST:PORT or unix:PATH");
+  std::string_view place = args.connect;
+  std::size_t colon = place.rfind(':');
+  bool bracketed = place.starts_with('[');
+  if (colon == std::string_view::npos || colon + 1 == place.size() ||
+      (bracketed && place.find(']') > colon)) {
+    throw InvalidArgument(fmt::format(
+        "{} has no port: give HOST:PORT (cairn serve listens on port {} unless told otherwise) "
+        "or unix:PATH",
+        args.connect, default_server_port));
+  }
   parse_store_url(server_url(args, /*with_token=*/false));
+}
+
+void check_connect_flag(const ConnectArgs& args) {
+  try {
+    check_connect(args);  // not with the token: errors show the URL
+  } catch (const Error& e) {
+    throw CLI::ValidationError("--connect", e.what());
+  }
 }
 
 std::string server_url(const ConnectArgs& args, bool with_token) {

@@ -192,6 +192,10 @@ void parse_header(const std::string& line, Dump& dump) {
   dump.csn = unsigned_member(j, "csn");
   if (dump.version >= dump_format_fence_version) {
     dump.fence_mark = unsigned_member(j, "fence_mark");
+    if (dump.fence_mark == 0) {
+      // docs/file-format.md 2.2: 1 <= mark <= 2^62 (a database that never locked has 1).
+      throw InvalidArgument("\"fence_mark\" 0 is below the smallest, 1");
+    }
     if (dump.fence_mark > logfmt::max_fence_mark) {
       throw InvalidArgument(fmt::format("\"fence_mark\" {} is past the largest, {}",
                                         dump.fence_mark, logfmt::max_fence_mark));

@@ -3,7 +3,10 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdint>
+#include <cstdio>
+#include <cstring>
 #include <iostream>
 #include <memory>
 #include <mutex>
@@ -149,6 +152,7 @@ void add_info(CLI::App& app, Action& action) {
   command->add_flag("--json", args->json, "print one JSON object instead of name: value lines");
   command->callback([args, connect, &action] {
     require_connect_for_client_flags(args->server, connect->count() > 0, "cairn info");
+    if (connect->count() > 0) check_connect_flag(args->server);
     action = [args] { return run_info(*args); };
   });
 }
@@ -260,6 +264,7 @@ void add_pack(CLI::App& app, Action& action) {
   fsync->excludes(connect);
   command->callback([args, path, connect, &action] {
     require_connect_for_client_flags(args->server, connect->count() > 0, "cairn pack");
+    if (connect->count() > 0) check_connect_flag(args->server);
     args->path_given = path->count() > 0;
     action = [args] { return run_pack(*args); };
   });
@@ -300,7 +305,14 @@ struct RestoreArgs {
 
 int run_restore(const RestoreArgs& args) {
   // Read and check the whole dump before touching (or creating) the database.
-  Dump dump = read_dump(std::cin);
+  Dump dump;
+  try {
+    dump = read_dump(std::cin);
+  } catch (const Error&) {
+    check_stdin_read();  // the input was cut by a read error, not malformed
+    throw;
+  }
+  check_stdin_read();
   auto store = open_read_write(args.path, args.fsync, true);
   std::uint64_t restored = restore_dump(*store, std::move(dump));
   std::cout << fmt::format("restored {} object{}\n", restored, restored == 1 ? "" : "s");
@@ -346,6 +358,14 @@ std::string pack_summary(const PackStats& stats) {
       stats.bytes_before > stats.bytes_after ? stats.bytes_before - stats.bytes_after : 0;
   return fmt::format("objects: {} -> {}, bytes: {} -> {} (reclaimed {})", stats.objects_before,
                      stats.objects_after, stats.bytes_before, stats.bytes_after, reclaimed);
+}
+
+void check_stdin_read() {
+  // std::cin reads through stdio here (synced), which records a failed read in ferror(stdin)
+  // and errno, and ends the input as if it were the end of the file.
+  if (std::ferror(stdin) == 0) return;
+  int error = errno;
+  throw IoError(fmt::format("cannot read standard input: {}", std::strerror(error)));
 }
 
 CLI::Option* add_fsync_option(CLI::App* command, std::string& fsync, const std::string& help) {

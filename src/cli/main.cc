@@ -2,6 +2,7 @@
 #include <fmt/format.h>
 
 #include <cstdio>
+#include <exception>
 #include <iostream>
 
 #include "cairn/error.h"
@@ -56,6 +57,11 @@ int run_main(int argc, char** argv) {
   try {
     status = action();
   } catch (const Error& e) {
+    std::cerr << "cairn: " << e.what() << "\n";
+    return exit_failure;
+  } catch (const std::exception& e) {
+    // A library's own exception (std::system_error, std::bad_alloc...): one line and status 1,
+    // never std::terminate's abort.
     std::cerr << "cairn: " << e.what() << "\n";
     return exit_failure;
   }

@@ -1,11 +1,18 @@
 // `cairn serve`: share one database between processes; `cairn serve --stop` ends a running one;
 // `cairn info --connect` asks one for its statistics.
+#include <fcntl.h>
 #include <fmt/format.h>
+#include <unistd.h>
 
+#include <cerrno>
+#include <charconv>
+#include <cmath>
 #include <cstdlib>
-#include <fstream>
+#include <cstring>
 #include <iostream>
+#include <limits>
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "cairn/error.h"
 #include "cairn/file_store.h"
@@ -13,6 +20,7 @@
 #include "cairn/url.h"
 #include "cli/cli.h"
 #include "cli/connect.h"
+#include "net/protocol.h"
 #include "net/remote_store.h"
 #include "net/server.h"
 
@@ -43,11 +51,85 @@ struct ServeArgs {
   bool tls = false;
 };
 
+// --idle-timeout's range, in seconds. A client pings at a third of the timeout but no more often
+// than every 50 ms, and must finish its hello (and TLS handshake) within it: below a few tens of
+// milliseconds every client was dropped, and half a second leaves room for both. The top (about
+// 11.6 days) is far inside what the milliseconds it is kept in hold.
+constexpr double min_idle_timeout = 0.5;
+constexpr double max_idle_timeout = 1e6;
+constexpr const char* idle_timeout_range = "from 0.5 to 1000000";
+
+// Checks --idle-timeout while parsing (a usage error), with a message that names the range as
+// the help does.
+CLI::Validator idle_timeout_check() {
+  return CLI::Validator(
+      [](std::string& text) -> std::string {
+        double value = 0;
+        const char* end = text.data() + text.size();
+        auto [stop, ec] = std::from_chars(text.data(), end, value);
+        if (ec == std::errc() && stop == end && std::isfinite(value) && value >= min_idle_timeout &&
+            value <= max_idle_timeout) {
+          return {};
+        }
+        return fmt::format("{} is not a number of seconds {}", text, idle_timeout_range);
+      },
+      "", "seconds");
+}
+
+// Checks a whole-number flag while parsing (a usage error), with a message that names the range
+// in plain numbers: CLI11's own wrote the largest double out in full, 309 digits.
+template <class T>
+CLI::Validator whole_number(T min, T max = std::numeric_limits<T>::max()) {
+  return CLI::Validator(
+      [min, max](std::string& text) -> std::string {
+        std::uint64_t value = 0;
+        const char* end = text.data() + text.size();
+        auto [stop, ec] = std::from_chars(text.data(), end, value);
+        if (ec == std::errc() && stop == end && value >= min && value <= max) return {};
+        return fmt::format("{} is not a whole number from {} to {}", text, min, max);
+      },
+      "", "whole number");
+}
+
+// Refuses an empty value while parsing: an empty --token would serve without one, an empty
+// --unix would listen on no socket.
+CLI::Validator not_empty(std::string what) {
+  return CLI::Validator(
+      [what](std::string& text) -> std::string {
+        return text.empty() ? fmt::format("the {} is empty", what) : std::string();
+      },
+      "", "not empty");
+}
+
+// The bytes of the file at `path`, or IoError naming it as `what` and saying why it cannot be read
+// (a directory says so, where std::ifstream opened it and then read it as an empty file).
+std::string read_small_file(const std::string& path, const char* what) {
+  auto fail = [&](int error) {
+    return IoError(fmt::format("cannot read {} {}: {}", what, path, std::strerror(error)));
+  };
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) throw fail(errno);
+  std::string text;
+  char buffer[4096];
+  for (;;) {
+    ssize_t n = ::read(fd, buffer, sizeof buffer);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      int error = errno;
+      ::close(fd);
+      throw fail(error);
+    }
+    if (n == 0) break;
+    text.append(buffer, static_cast<std::size_t>(n));
+  }
+  ::close(fd);
+  return text;
+}
+
 std::string read_token(const ServeArgs& args) {
   if (!args.token.empty()) return args.token;
   if (!args.token_file.empty()) {
-    std::ifstream in(args.token_file);
-    if (!in) throw IoError(fmt::format("cannot read token file {}", args.token_file));
+    std::istringstream in(read_small_file(args.token_file, "token file"));
     std::string token;
     std::getline(in, token);
     while (!token.empty() && (token.back() == '\r' || token.back() == ' '))
@@ -106,8 +188,7 @@ int run_serve(const ServeArgs& args) {
   options.tls_key = args.tls_key;
   options.max_clients = args.max_clients;
   options.max_frame_bytes = args.max_frame_bytes;
-  options.idle_timeout =
-      std::chrono::milliseconds(static_cast<std::int64_t>(args.idle_timeout * 1000));
+  options.idle_timeout = std::chrono::milliseconds(std::llround(args.idle_timeout * 1000));
   options.gc_bytes = args.gc_bytes;
   options.workers = args.workers;
   options.log = [](std::string_view message) { std::cerr << "cairn serve: " << message << "\n"; };
@@ -164,35 +245,49 @@ void add_serve_command(CLI::App& app, Action& action) {
   file->excludes(memory)->excludes(redis);
   memory->excludes(redis);
   command->add_option("--host", args->host, "address to listen on (default 127.0.0.1)");
-  command->add_option("--port", args->port, "TCP port (default 2972; 0 = any free port)");
+  command->add_option("--port", args->port, "TCP port (default 2972; 0 = any free port)")
+      ->check(whole_number<std::uint16_t>(0));
   command
       ->add_option("--unix", args->unix_path,
                    "also listen on this unix socket (clients: --connect unix:PATH); with --stop, "
                    "connect there")
-      ->type_name("PATH");
-  command->add_option("--token", args->token,
-                      "clients must present this token (also --token-file, env CAIRN_TOKEN)");
+      ->type_name("PATH")
+      ->check(not_empty("path"));
+  command
+      ->add_option("--token", args->token,
+                   "clients must present this token (also --token-file, env CAIRN_TOKEN)")
+      ->check(not_empty("token"));
   command->add_option("--token-file", args->token_file, "read the token from this file")
       ->excludes("--token");
   command->add_option("--tls-cert", args->tls_cert, "serve TLS with this certificate (PEM)");
   command->add_option("--tls-key", args->tls_key, "the private key of --tls-cert (PEM)");
-  add_fsync_option(command, args->fsync,
-                   "always, batch or never (default: the policy recorded in the file, batch "
-                   "for a new one). A commit is answered after the fdatasync that covers it, "
-                   "except under never, which buffers up to 1 MiB of commits in the process: a "
-                   "killed server may lose commits it has answered");
-  command->add_option("--gc-bytes", args->gc_bytes,
-                      "pack automatically after this many bytes were committed (0 = never)");
+  auto* fsync =
+      add_fsync_option(command, args->fsync,
+                       "always, batch or never (default: the policy recorded in the file, batch "
+                       "for a new one). A commit is answered after the fdatasync that covers it, "
+                       "except under never, which buffers up to 1 MiB of commits in the process: a "
+                       "killed server may lose commits it has answered");
+  command
+      ->add_option("--gc-bytes", args->gc_bytes,
+                   "pack automatically after this many bytes were committed (0 = never)")
+      ->check(whole_number<std::uint64_t>(0));
   command->add_option("--max-clients", args->max_clients, "refuse connections past this many")
-      ->check(CLI::PositiveNumber);
-  command->add_option("--max-frame-bytes", args->max_frame_bytes,
-                      "largest request accepted (default 65 MiB)");
+      ->check(whole_number<std::size_t>(1));
+  command
+      ->add_option("--max-frame-bytes", args->max_frame_bytes,
+                   fmt::format("largest request accepted, in bytes: at least {}, the most a "
+                               "hello may take (default 65 MiB)",
+                               net::max_hello_bytes))
+      ->check(whole_number<std::uint32_t>(net::max_hello_bytes));
   command
       ->add_option("--idle-timeout", args->idle_timeout,
-                   "drop a client silent for this many seconds (default 30)")
-      ->check(CLI::PositiveNumber);
-  command->add_option("--workers", args->workers,
-                      "threads for commits that wait for the disk (default 32)");
+                   fmt::format("drop a client silent for this many seconds, {} (default 30)",
+                               idle_timeout_range))
+      ->check(idle_timeout_check());
+  command
+      ->add_option("--workers", args->workers,
+                   "threads for commits that wait for the disk (default 32)")
+      ->check(whole_number<std::size_t>(0));
   command->add_flag("--stop", args->stop,
                     "ask the server at --host/--port (or --unix) to finish and exit");
   command->add_flag("--tls", args->tls,
@@ -206,7 +301,15 @@ void add_serve_command(CLI::App& app, Action& action) {
       "--insecure", args->insecure,
       "with --stop: TLS without verifying the server certificate (implies --tls)");
   ca->excludes(insecure);
-  command->callback([args, &action] { action = [args] { return run_serve(*args); }; });
+  command->callback([args, fsync, memory, redis, &action] {
+    if (fsync->count() > 0 && (memory->count() > 0 || redis->count() > 0)) {
+      throw CLI::ValidationError(
+          "cairn serve",
+          "--fsync is for database files (--file, or ./cairn.db by default); --memory and "
+          "--redis have no fsync policy");
+    }
+    action = [args] { return run_serve(*args); };
+  });
 }
 
 int run_remote_info(const ConnectArgs& server, bool json) {

@@ -219,6 +219,7 @@ int run_script(ShellSession& session, std::istream& in) {
   for (std::string line; std::getline(in, line);) {
     if (std::optional<int> status = run_commands(session, splitter.feed(line))) return *status;
   }
+  if (&in == &std::cin) check_stdin_read();  // a read error is not the end of the script
   // A value still open at the end: run what there is, to say what is wrong with it.
   return run_commands(session, splitter.finish()).value_or(exit_ok);
 }
@@ -280,13 +281,7 @@ void add_shell_command(CLI::App& app, Action& action) {
     require_connect_for_client_flags(args->server, connect->count() > 0, "cairn shell");
     args->use_connect = connect->count() > 0;
     args->have_commands = commands->count() > 0;
-    if (args->use_connect) {
-      try {
-        check_connect(args->server);  // not with the token: errors show the URL
-      } catch (const Error& e) {
-        throw CLI::ValidationError("--connect", e.what());
-      }
-    }
+    if (args->use_connect) check_connect_flag(args->server);
     action = [args] { return run_shell(*args); };
   });
 }

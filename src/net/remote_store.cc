@@ -430,7 +430,7 @@ class RemoteStore::Impl : public std::enable_shared_from_this<Impl> {
     bool done = false;
     if (!options_.unix_path.empty()) {
       auto unix = std::make_unique<UnixTransport>(false, io_);
-      unix->socket().async_connect(asio::local::stream_protocol::endpoint(options_.unix_path),
+      unix->socket().async_connect(unix_endpoint(options_.unix_path),
                                    [&](const asio::error_code& e) {
                                      ec = e;
                                      done = true;

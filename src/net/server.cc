@@ -951,10 +951,16 @@ void Server::Impl::start() {
       accept<asio::ip::tcp::acceptor, TcpTransport>(*tcp_);
   }
   if (!options_.unix_path.empty()) {
-    asio::local::stream_protocol::endpoint endpoint(options_.unix_path);
-    // A socket file left by a server that died is removed; a live server's is not.
+    asio::local::stream_protocol::endpoint endpoint = unix_endpoint(options_.unix_path);
+    // A socket file left by a server that died is removed; a live server's is not, nor is
+    // anything else (bind would say only "Address already in use").
     struct stat st {};
-    if (::lstat(options_.unix_path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode)) {
+    bool exists = ::lstat(options_.unix_path.c_str(), &st) == 0;
+    if (exists && !S_ISSOCK(st.st_mode)) {
+      throw IoError(
+          fmt::format("cannot listen on {}: it exists and is not a socket", options_.unix_path));
+    }
+    if (exists) {
       asio::local::stream_protocol::socket probe(io_);
       probe.connect(endpoint, ec);
       if (!ec) {

@@ -2,6 +2,9 @@
 // Server sessions and the client use the same interface, so framing code never cares.
 #pragma once
 
+#include <fmt/format.h>
+#include <sys/un.h>
+
 #include <functional>
 #include <memory>
 #include <string>
@@ -9,6 +12,8 @@
 
 #include <asio.hpp>
 #include <asio/ssl.hpp>
+
+#include "cairn/error.h"
 
 namespace cairn::net {
 
@@ -104,6 +109,19 @@ class StreamTransport final : public Transport {
   bool server_;
   Stream stream_;
 };
+
+// The address of the unix socket at `path`. Throws InvalidArgument naming the path and the limit
+// when it is longer than a socket address holds (sun_path, with its terminating NUL), where
+// Asio would throw a std::system_error that says only "File name too long".
+inline asio::local::stream_protocol::endpoint unix_endpoint(const std::string& path) {
+  constexpr std::size_t longest = sizeof(sockaddr_un{}.sun_path) - 1;
+  if (path.size() > longest) {
+    throw InvalidArgument(fmt::format(
+        "unix socket path {} is {} bytes, longer than the {} bytes a socket address holds", path,
+        path.size(), longest));
+  }
+  return asio::local::stream_protocol::endpoint(path);
+}
 
 using TcpTransport = StreamTransport<asio::ip::tcp::socket>;
 using UnixTransport = StreamTransport<asio::local::stream_protocol::socket>;

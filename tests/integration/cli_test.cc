@@ -1,6 +1,10 @@
 // The cairn binary as a user runs it: help, version, usage errors and exit statuses.
 #include <gtest/gtest.h>
 
+#include <chrono>
+#include <string>
+#include <vector>
+
 #include "support/process.h"
 #include "support/temp_dir.h"
 
@@ -97,6 +101,22 @@ TEST(Cli, NoCommandPrintsUsageAndExitsTwo) {
   ProcessResult r = cairn({});
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.err.find("a command is required"), std::string::npos) << r.err;
+}
+
+// --connect is HOST:PORT or unix:PATH (README.md): one without a port was taken to mean 2972.
+TEST(Cli, ConnectWithoutAPortIsAUsageError) {
+  for (const char* place : {"127.0.0.1", "localhost", "[::1]", "127.0.0.1:", "[::1]:"}) {
+    for (std::vector<std::string> args :
+         {std::vector<std::string>{"shell", "-c", "ls"}, std::vector<std::string>{"info"},
+          std::vector<std::string>{"pack"}}) {
+      args.insert(args.begin() + 1, {"--connect", place});
+      args.insert(args.begin(), CAIRN_BINARY);
+      ProcessResult r = run_process(args, "", std::chrono::seconds(15));
+      EXPECT_EQ(r.exit_code, 2) << args[1] << " --connect " << place << ": " << r.err;
+      EXPECT_NE(r.err.find("HOST:PORT"), std::string::npos) << r.err;
+      EXPECT_EQ(r.out, "") << args[1] << " --connect " << place;
+    }
+  }
 }
 
 }  // namespace

@@ -841,5 +841,35 @@ TEST(FileCli, AnUnknownFsyncPolicyIsAUsageError) {
   EXPECT_FALSE(fs::exists(db));
 }
 
+// docs/file-format.md 2.2: a fence mark is at least 1. A header with 0 was restored.
+TEST(FileCli, RestoreRefusesAFenceMarkOfZero) {
+  TempDir dir;
+  std::string b = dir.file("b.cairn");
+  ProcessResult r =
+      cairn({"restore", b}, R"({"format":"cairn-dump","version":3,"next_oid":10,"csn":1,)"
+                            R"("fence_mark":0})"
+                            "\n"
+                            R"({"end":"cairn-dump","objects":0})"
+                            "\n");
+  EXPECT_EQ(r.exit_code, 1) << r.out;
+  EXPECT_NE(r.err.find("cairn: line 1: \"fence_mark\" 0 is below the smallest, 1"),
+            std::string::npos)
+      << r.err;
+  EXPECT_EQ(r.out, "");
+  EXPECT_FALSE(fs::exists(b));
+}
+
+// A standard input that cannot be read (here a directory) was reported as "the input is empty".
+TEST(FileCli, RestoreSaysWhenStandardInputCannotBeRead) {
+  TempDir dir;
+  std::string b = dir.file("b.cairn");
+  ProcessResult r = run_process(
+      {"/bin/sh", "-c", std::string(CAIRN_BINARY) + " restore " + b + " < " + dir.path()});
+  EXPECT_EQ(r.exit_code, 1) << r.out;
+  EXPECT_EQ(r.err, "cairn: cannot read standard input: Is a directory\n");
+  EXPECT_EQ(r.out, "");
+  EXPECT_FALSE(fs::exists(b));
+}
+
 }  // namespace
 }  // namespace cairn::testing

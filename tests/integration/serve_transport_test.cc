@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <sys/un.h>
 
 #include <chrono>
 #include <cstdint>
@@ -296,6 +297,52 @@ TEST_F(ServeTransport, PackConnectPacksTheServedFile) {
     EXPECT_EQ(r.exit_code, 2) << r.out << r.err;
   }
   EXPECT_EQ(stop_server(*server), 0) << server->log();
+}
+
+// ---- unix socket paths that cannot be used ----
+
+// A socket path longer than a unix socket address holds (sun_path) ended every command with an
+// uncaught std::system_error ("terminate called...", status 134).
+TEST_F(ServeTransport, AUnixSocketPathTooLongIsRefusedInOneLine) {
+  std::string socket = dir_.file(std::string(120, 'd') + ".sock");
+  std::string limit = std::to_string(sizeof(sockaddr_un{}.sun_path) - 1);
+  const std::vector<std::vector<std::string>> commands = {
+      {"serve", "--memory", "--port", "0", "--unix", socket},
+      {"shell", "--connect", "unix:" + socket, "-c", "get /"},
+      {"info", "--connect", "unix:" + socket},
+      {"pack", "--connect", "unix:" + socket},
+      {"serve", "--stop", "--unix", socket}};
+  for (const auto& args : commands) {
+    std::vector<std::string> argv{CAIRN_BINARY};
+    argv.insert(argv.end(), args.begin(), args.end());
+    ProcessResult r = run_process(argv, "", 15s);
+    std::string shown = args[0] + " " + args[1];
+    EXPECT_EQ(r.exit_code, 1) << shown << ": " << r.err;
+    EXPECT_EQ(lines_of(r.err).size(), 1u) << shown << ": " << r.err;
+    EXPECT_TRUE(r.err.starts_with("cairn: ")) << shown << ": " << r.err;
+    EXPECT_NE(r.err.find(socket), std::string::npos) << shown << ": " << r.err;
+    EXPECT_NE(r.err.find(limit + " bytes"), std::string::npos)
+        << shown << ": the limit is not named: " << r.err;
+    EXPECT_EQ(r.out, "") << shown;
+  }
+  EXPECT_FALSE(std::filesystem::exists(socket));
+}
+
+// A path that exists and is not a socket (a file given by mistake) was reported as "Address
+// already in use"; the file is left alone.
+TEST_F(ServeTransport, AUnixPathThatIsNotASocketIsNamedAsSuch) {
+  std::string file = dir_.file("regular");
+  write_file(file, "keep me\n");
+  for (const std::string& path : {file, dir_.path()}) {
+    ProcessResult r =
+        run_process({CAIRN_BINARY, "serve", "--memory", "--port", "0", "--unix", path}, "", 15s);
+    EXPECT_EQ(r.exit_code, 1) << r.err;
+    EXPECT_NE(r.err.find("cairn: cannot listen on " + path + ": it exists and is not a socket"),
+              std::string::npos)
+        << r.err;
+    EXPECT_EQ(r.out.find("listening"), std::string::npos) << r.out;
+  }
+  EXPECT_EQ(read_file(file), "keep me\n") << "the file was changed";
 }
 
 }  // namespace

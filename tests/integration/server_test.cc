@@ -556,5 +556,123 @@ INSTANTIATE_TEST_SUITE_P(
         Backend{"FsyncAlways", {"--file", "DB", "--fsync", "always"}, "fsync always", true}),
     [](const ::testing::TestParamInfo<Backend>& param) { return param.param.name; });
 
+// ---- flags refused at start-up ----
+
+// `cairn serve ARGS... --port 0`, for a server expected to refuse to start (killed after 10 s if
+// it serves instead).
+ProcessResult serve_refused(std::vector<std::string> args) {
+  args.insert(args.begin(), {CAIRN_BINARY, "serve"});
+  args.insert(args.end(), {"--port", "0"});
+  return run_process(args, "", 10s);
+}
+
+// --idle-timeout is kept in milliseconds: 1e10 s and more overflowed, nan was undefined, and a
+// few milliseconds or less dropped each client before its first heartbeat. Each started a server
+// that dropped every client.
+TEST_F(Serve, AnIdleTimeoutOutOfRangeIsRefused) {
+  for (const char* value :
+       {"1e10", "9e15", "1e20", "1e300", "inf", "nan", "1e-9", "0.001", "0.4", "0", "-1"}) {
+    ProcessResult r = serve_refused({"--memory", "--idle-timeout", value});
+    EXPECT_EQ(r.exit_code, 2) << value << ": " << r.err;
+    EXPECT_NE(r.err.find(fmt::format("--idle-timeout: {} is not a number of seconds from 0.5 to "
+                                     "1000000",
+                                     value)),
+              std::string::npos)
+        << value << ": " << r.err;
+    EXPECT_LT(r.err.size(), 200u) << r.err;
+    EXPECT_EQ(r.out.find("listening"), std::string::npos) << value;
+  }
+  ProcessResult help = cairn({"serve", "--help"});
+  EXPECT_NE(help.out.find("0.5 to 1000000"), std::string::npos) << help.out;
+  // The ends of the range serve.
+  for (const char* value : {"0.5", "1000000"}) {
+    auto server = serve({"--memory", "--idle-timeout", value});
+    ProcessResult ok = shell(*server, "set /a 1; commit; get /a");
+    EXPECT_EQ(ok.exit_code, 0) << value << ": " << ok.err;
+    EXPECT_EQ(stop(*server), 0) << value;
+  }
+}
+
+// A number out of range for --max-clients was reported as "Value 0 not in range 0.000000 to"
+// and the largest double written out in full, 309 digits.
+TEST_F(Serve, ANumericFlagOutOfRangeIsReportedReadably) {
+  struct Case {
+    std::vector<std::string> args;
+    std::string message;
+  };
+  for (const Case& c : {
+           Case{{"--max-clients", "0"},
+                "--max-clients: 0 is not a whole number from 1 to 18446744073709551615"},
+           Case{{"--max-clients", "-3"},
+                "--max-clients: -3 is not a whole number from 1 to 18446744073709551615"},
+           Case{{"--max-clients", "1.5"},
+                "--max-clients: 1.5 is not a whole number from 1 to 18446744073709551615"},
+           Case{{"--max-clients", "18446744073709551616"},
+                "--max-clients: 18446744073709551616 is not a whole number from 1 to "
+                "18446744073709551615"},
+           Case{{"--port", "65536"}, "--port: 65536 is not a whole number from 0 to 65535"},
+           Case{{"--port", "x"}, "--port: x is not a whole number from 0 to 65535"},
+           Case{{"--gc-bytes", "-1"},
+                "--gc-bytes: -1 is not a whole number from 0 to 18446744073709551615"},
+           Case{{"--workers", "many"},
+                "--workers: many is not a whole number from 0 to 18446744073709551615"},
+       }) {
+    std::vector<std::string> args{"--memory"};
+    args.insert(args.end(), c.args.begin(), c.args.end());
+    ProcessResult r = serve_refused(args);
+    EXPECT_EQ(r.exit_code, 2) << c.message << ": " << r.err;
+    EXPECT_NE(r.err.find(c.message), std::string::npos) << r.err;
+    EXPECT_LT(r.err.size(), 200u) << r.err;
+    EXPECT_EQ(r.out.find("listening"), std::string::npos) << c.message;
+  }
+}
+
+// Flags that did nothing: --fsync on a store that is not a file, an empty --token (a server
+// open to anyone), an empty --unix, and a --max-frame-bytes too small for a hello, with which
+// the server started and then failed every client.
+TEST_F(Serve, FlagsThatWouldDoNothingAreRefused) {
+  struct Case {
+    std::vector<std::string> args;
+    std::string message;
+  };
+  for (const Case& c : {
+           Case{{"--memory", "--fsync", "always"}, "--fsync is for database files"},
+           Case{{"--redis", "redis://127.0.0.1:1", "--fsync", "never"},
+                "--fsync is for database files"},
+           Case{{"--memory", "--token", ""}, "--token: the token is empty"},
+           Case{{"--stop", "--token", ""}, "--token: the token is empty"},
+           Case{{"--memory", "--unix", ""}, "--unix: the path is empty"},
+           Case{{"--memory", "--max-frame-bytes", "0"},
+                "--max-frame-bytes: 0 is not a whole number from 65536 to 4294967295"},
+           Case{{"--memory", "--max-frame-bytes", "10"},
+                "--max-frame-bytes: 10 is not a whole number from 65536 to 4294967295"},
+           Case{{"--memory", "--max-frame-bytes", "65535"},
+                "--max-frame-bytes: 65535 is not a whole number from 65536 to 4294967295"},
+       }) {
+    ProcessResult r = serve_refused(c.args);
+    EXPECT_EQ(r.exit_code, 2) << c.message << ": " << r.err;
+    EXPECT_NE(r.err.find(c.message), std::string::npos) << r.err;
+    EXPECT_EQ(r.out.find("listening"), std::string::npos) << c.message;
+  }
+  // The smallest frame limit still serves: a hello and small requests fit.
+  auto server = serve({"--memory", "--max-frame-bytes", "65536"});
+  ProcessResult ok = shell(*server, "set /a \"x\"; commit; get /a");
+  EXPECT_EQ(ok.exit_code, 0) << ok.err;
+  EXPECT_TRUE(ok.out.ends_with("\"x\"\n")) << ok.out;
+  ProcessResult big = shell(*server, "set /a \"" + std::string(70'000, 'y') + "\"; commit");
+  EXPECT_EQ(big.exit_code, 1) << big.err;
+  EXPECT_EQ(stop(*server), 0);
+}
+
+// A token file that is a directory was reported as "token file DIR is empty".
+TEST_F(Serve, ATokenFileThatCannotBeReadIsSaidSo) {
+  ProcessResult r = serve_refused({"--memory", "--token-file", dir_.path()});
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_NE(r.err.find("cairn: cannot read token file " + dir_.path() + ": Is a directory"),
+            std::string::npos)
+      << r.err;
+  EXPECT_EQ(r.out.find("listening"), std::string::npos) << r.out;
+}
+
 }  // namespace
 }  // namespace cairn::testing

@@ -1100,5 +1100,17 @@ TEST(ShellSplit, ASetOrNewValueGoesOnWhileItsBracketsAreOpen) {
   splitter.reset();
   EXPECT_EQ(splitter.feed("get /c"), (std::vector<std::string>{"get /c"}));
 }
+
+// A standard input that cannot be read (here a directory) ended the shell with status 0 and
+// nothing said, as if the script had been empty.
+TEST(ShellFlags, StandardInputThatCannotBeReadFailsTheShell) {
+  TempDir dir;
+  ProcessResult r =
+      run_process({"/bin/sh", "-c", std::string(CAIRN_BINARY) + " shell --memory < " + dir.path()});
+  EXPECT_EQ(r.exit_code, 1) << r.out;
+  EXPECT_EQ(r.err, "cairn: cannot read standard input: Is a directory\n");
+  EXPECT_EQ(r.out, "");
+}
+
 }  // namespace
 }  // namespace cairn::testing
