@@ -13,6 +13,7 @@
 #include <optional>
 #include <ostream>
 #include <unordered_map>
+#include <unordered_set>
 #include <utility>
 #include <vector>
 
@@ -23,6 +24,7 @@
 #include "core/json_scan.h"
 #include "store/file_format.h"
 #include "store/file_index.h"
+#include "store/store_util.h"
 
 namespace cairn::cli {
 
@@ -363,6 +365,22 @@ Dump read_dump(std::istream& in) {
                     dump.objects.size(), dump.objects.size() == 1 ? "" : "s"));
   }
   return dump;
+}
+
+std::vector<std::string> dangling_references(const Dump& dump) {
+  std::unordered_set<Oid> held;
+  for (const DumpObject& object : dump.objects)
+    held.insert(object.oid);
+  std::vector<std::string> out;
+  for (const DumpObject& object : dump.objects) {
+    for_each_ref(object.data, object.oid, [&](Oid target) {
+      if (!held.contains(target)) {
+        out.push_back(
+            fmt::format("object {} refers to object {}", object.oid.value(), target.value()));
+      }
+    });
+  }
+  return out;
 }
 
 std::uint64_t restore_dump(FileStore& store, Dump dump) {

@@ -313,9 +313,20 @@ int run_restore(const RestoreArgs& args) {
     throw;
   }
   check_stdin_read();
+  std::vector<std::string> dangling = dangling_references(dump);
   auto store = open_read_write(args.path, args.fsync, true);
   std::uint64_t restored = restore_dump(*store, std::move(dump));
   std::cout << fmt::format("restored {} object{}\n", restored, restored == 1 ? "" : "s");
+  // Restored as they were, but not silently: `cairn check` will report them.
+  constexpr std::size_t shown = 10;
+  for (std::size_t i = 0; i < dangling.size() && i < shown; ++i) {
+    std::cerr << fmt::format("cairn restore: warning: {}, which the dump does not hold\n",
+                             dangling[i]);
+  }
+  if (dangling.size() > shown) {
+    std::cerr << fmt::format("cairn restore: warning: and {} more such references\n",
+                             dangling.size() - shown);
+  }
   return exit_ok;
 }
 

@@ -859,6 +859,30 @@ TEST(FileCli, RestoreRefusesAFenceMarkOfZero) {
   EXPECT_FALSE(fs::exists(b));
 }
 
+// A dump whose objects refer to objects it does not hold is restored as it is (refusing would
+// leave the data no way back in), with a warning for each reference: check reports them.
+TEST(FileCli, RestoreWarnsOfReferencesToObjectsTheDumpDoesNotHold) {
+  TempDir dir;
+  std::string b = dir.file("b.cairn");
+  ProcessResult r = cairn(
+      {"restore", b}, R"({"format":"cairn-dump","version":3,"next_oid":10,"csn":1,"fence_mark":1})"
+                      "\n"
+                      R"({"oid":0,"generation":1,"fields":{"u":{"$ref":5},"v":{"$ref":1}}})"
+                      "\n"
+                      R"({"oid":1,"generation":1,"fields":[{"$ref":0},{"$ref":7}]})"
+                      "\n"
+                      R"({"end":"cairn-dump","objects":2})"
+                      "\n");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "restored 2 objects\n");
+  EXPECT_EQ(r.err,
+            "cairn restore: warning: object 0 refers to object 5, which the dump does not hold\n"
+            "cairn restore: warning: object 1 refers to object 7, which the dump does not hold\n");
+  ProcessResult check = cairn({"check", b});
+  EXPECT_EQ(check.exit_code, 1);
+  EXPECT_NE(check.out.find("refers to object 5"), std::string::npos) << check.out;
+}
+
 // A standard input that cannot be read (here a directory) was reported as "the input is empty".
 TEST(FileCli, RestoreSaysWhenStandardInputCannotBeRead) {
   TempDir dir;
