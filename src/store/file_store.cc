@@ -1263,10 +1263,13 @@ Oid FileStoreImpl::new_oids(std::uint32_t count) {
   if (next > file_store_max_oid) throw InvalidArgument("new_oids: the oid space is exhausted");
   if (next > reserved_oid_ && !options_.read_only) {
     // Record the new high-water mark before handing the oids out, so that no oid is handed out
-    // twice, even across a crash and reopen.
+    // twice, even across a crash and reopen. Durable under every policy, never included (one
+    // fdatasync per oid_reserve_step oids): under never, a crash may lose commits it answered,
+    // but an oid handed out again would let a creation made before the crash (and committed
+    // after it, a blind write) overwrite an object created since.
     std::uint64_t reserved = std::min(next + oid_reserve_step, file_store_max_oid);
     std::uint64_t sync = append_oid_mark(reserved);
-    if (policy_ != FsyncPolicy::never) wait_durable(sync);
+    wait_durable(sync);
     reserved_oid_ = reserved;
   }
   next_oid_ = next;
