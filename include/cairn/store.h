@@ -246,7 +246,8 @@ std::unique_ptr<Store> make_memory_store();
 //   cairns://[TOKEN@]HOST[:PORT][?ca=FILE]  the same over TLS, the server's certificate checked
 //                                           against FILE (default: the system's CAs);
 //                                           ?insecure=1 skips that check
-//   cairn://[TOKEN@]localhost?socket=PATH   a server's unix socket
+//   cairn://[TOKEN@]localhost?socket=PATH   a server's unix socket (plaintext: with cairns://
+//                                           or another host or port it is refused)
 // Throws InvalidArgument for a malformed URL or unknown scheme, Unsupported for a backend this
 // build does not have.
 std::unique_ptr<Store> open(std::string_view url);

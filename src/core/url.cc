@@ -17,7 +17,9 @@ std::string redacted(std::string_view url) {
   auto start = url.find("://");
   if (start == std::string_view::npos) return std::string(url);
   start += 3;
-  auto at = url.substr(0, url.find_first_of("/?", start)).rfind('@');
+  // The last '@' before the query: a token holding '@' or '/' not percent-encoded is still
+  // user info to the writer, whatever the parser makes of it.
+  auto at = url.substr(0, url.find('?', start)).rfind('@');
   if (at == std::string_view::npos || at < start) return std::string(url);
   return fmt::format("{}***{}", url.substr(0, start), url.substr(at));
 }

@@ -65,6 +65,20 @@ ClientOptions client_options(const StoreUrl& url) {
     }
   }
   // Settings that would be ignored, and with them what the user meant, are refused.
+  if (!options.unix_path.empty()) {
+    if (options.tls) {
+      // Asked for TLS (and perhaps a CA to check), it would have connected in plaintext.
+      throw InvalidArgument(
+          "socket= connects to a local unix socket, in plaintext: use cairn://localhost?socket=, "
+          "not cairns://");
+    }
+    if (options.host != "localhost" || options.port != default_server_port) {
+      throw InvalidArgument(
+          fmt::format("socket= connects to a local unix socket, not to {}:{}: write "
+                      "cairn://localhost?socket=PATH",
+                      options.host, options.port));
+    }
+  }
   if (!options.tls && (!options.ca_file.empty() || options.insecure)) {
     throw InvalidArgument(
         "ca and insecure are TLS settings: use them with cairns://, not cairn:// (which connects "

@@ -59,7 +59,8 @@ TEST(StoreUrl, Redis) {
 
 TEST(StoreUrl, ErrorsDoNotShowThePassword) {
   for (const char* bad : {"redis://:s3cret@h?prefx=a:", "redis://bob:s3cret@h:0",
-                          "redis+unix://:s3cret@/run/r.sock?x=1", "cairn://s3cret@h/path"}) {
+                          "redis+unix://:s3cret@/run/r.sock?x=1", "cairn://s3cret@h/path",
+                          "cairn://a@s3cret/c:d%e@127.0.0.1:42957"}) {
     try {
       parse_store_url(bad);
       ADD_FAILURE() << bad;

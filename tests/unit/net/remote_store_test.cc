@@ -148,6 +148,24 @@ TEST(RemoteStore, UrlsWithTlsSettingsThatWouldBeIgnoredAreRefused) {
   EXPECT_EQ(net::client_options(parse_store_url("cairns://127.0.0.1:1?ca=/x")).ca_file, "/x");
 }
 
+// socket= connects to a local unix socket, in plaintext: with cairns:// (and a CA to check
+// against) it was taken, and connected without TLS; with another host or port those were
+// ignored.
+TEST(RemoteStore, UnixSocketUrlsThatWouldIgnoreTheirSettingsAreRefused) {
+  for (const char* url :
+       {"cairns://localhost?socket=/tmp/u.sock&ca=/tmp/ca.pem",
+        "cairns://localhost?socket=/u&insecure=1", "cairn://example.com:1234?socket=/tmp/u.sock",
+        "cairn://db.example?socket=/u", "cairn://localhost:9000?socket=/u"}) {
+    try {
+      net::client_options(parse_store_url(url));
+      ADD_FAILURE() << url << " was taken";
+    } catch (const InvalidArgument& e) {
+      EXPECT_TRUE(std::string(e.what()).find("unix socket") != std::string::npos) << e.what();
+    }
+  }
+  EXPECT_EQ(net::client_options(parse_store_url("cairn://T@localhost?socket=/u")).unix_path, "/u");
+}
+
 // A fake server: answers the first frame it receives (the hello) with `answer`, then holds the
 // connection open, silent, until destroyed.
 class ScriptedServer {
