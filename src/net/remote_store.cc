@@ -10,6 +10,7 @@
 #include <condition_variable>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <map>
 #include <mutex>
 #include <random>
@@ -876,6 +877,10 @@ std::uint64_t RemoteStore::commit(const CommitRequest& request) {
     return ConflictError(message, std::move(oids));
   };
   if (!stale.empty()) throw changed(std::move(stale));
+  // The shape the server checks too, here before anything is sent (the oids it alone knows):
+  // an object past max_object_bytes is also past the frame limit, and the server would drop the
+  // connection, failing every other call under way on it.
+  validate_commit_shape(request, std::numeric_limits<std::uint64_t>::max());
   Writer w;
   w.array(1);
   write_commit_request(w, request, offset);

@@ -460,6 +460,26 @@ TEST(Server, ALoadMayAnswerWithMoreThanTheRequestFrameLimit) {
   }
 }
 
+// An object past max_object_bytes is refused by the client, as by every store, before it is
+// sent: past the frame limit too, the server dropped the connection, and every other call in
+// flight on it failed with an IoError (and might still have been applied).
+TEST(Server, AnObjectPastTheLimitIsRefusedBeforeItIsSent) {
+  TestServer server(make_memory_store(), options_with([](net::ServerOptions&) {}));
+  auto client = server.connect();
+  Oid oid = client->new_oids(1);
+  for (std::size_t bytes : {max_object_bytes + 1, max_object_bytes + (2u << 20)}) {
+    CommitRequest request;
+    request.writes.push_back(WriteOp{oid, "", "", std::string(bytes, 'q')});
+    try {
+      client->commit(request);
+      ADD_FAILURE() << bytes << " bytes were committed";
+    } catch (const InvalidArgument& e) {
+      EXPECT_NE(std::string(e.what()).find("limit of 67108864"), std::string::npos) << e.what();
+    }
+  }
+  EXPECT_EQ(put_value(*client, oid, 7), 1u);
+}
+
 // A load whose reply would pass the server's limit is refused with a clear error, and the
 // connection stays usable.
 TEST(Server, ALoadTooLargeForOneReplyIsRefusedAndTheConnectionStays) {
