@@ -242,8 +242,10 @@ class Connection {
   // longer exist) and syncs.
   void abort();
   // Makes other connections' commits visible: cached objects they changed reload on next use.
-  // Without uncommitted changes this starts a new transaction. With changes, keeps them, and
-  // throws ConflictError (after aborting) if something this transaction read has changed.
+  // It asks the store (over a server, one round trip), so every commit finished before the call
+  // is seen, pushed yet or not; abort() does the same. Without uncommitted changes this starts a
+  // new transaction. With changes, keeps them, and throws ConflictError (after aborting) if
+  // something this transaction read has changed.
   void sync();
 
   bool has_changes() const;
@@ -428,8 +430,9 @@ class Database {
   // transactions, and scan_type / scan_keys / find_key on store() when a subscription covers
   // them. Each call returns once the initial contents are loaded; destroying or resetting the
   // Subscription unsubscribes, and the last one frees the replica. Reads stay snapshot
-  // consistent. Another client's commit becomes visible once its push arrives (as for cached
-  // objects), not the moment that client's commit returns. Over a local store these do nothing.
+  // consistent. Another client's commit becomes visible to views and transactions once its push
+  // arrives (as for cached objects), not the moment that client's commit returns; a
+  // connection's sync() or abort() asks the server. Over a local store these do nothing.
   //
   // Every object of `type` (store.h), including ones created later by anyone.
   Subscription subscribe_type(std::string type);

@@ -481,7 +481,11 @@ void ConnectionImpl::end_transaction() {
 }
 
 void ConnectionImpl::sync() {
-  sync_to(snapshot_);
+  // Asked of the store, not the change feed: a commit another client has finished is visible
+  // after sync() (and abort()) even while its push is on its way, as Durus's sync asks the
+  // server. Transactions and views start from what the feed has heard (begin_lease_sync).
+  if (dirty_.empty()) end_transaction();
+  move_to(store_.changes_since(snapshot_));
 }
 
 void ConnectionImpl::sync_to(std::uint64_t at_least) {
@@ -727,7 +731,7 @@ void ConnectionImpl::begin_lease_sync() {
   } else if (feed_ == nullptr) {
     move_to(store_.changes_since(snapshot_));
   } else {
-    sync();
+    sync_to(snapshot_);
   }
 }
 
