@@ -118,6 +118,9 @@ struct TypeSpec {
   // timestamp or decimal, an oid for a pointer); throws InvalidArgument naming the type and
   // field if it cannot be (text that does not parse included).
   Value coerce(const FieldSpec& field, Value value) const;
+  // For == and in: throws InvalidArgument naming the field for a (coerced) value no stored
+  // field can hold, which would match nothing: text that is not UTF-8, a Ref to another type.
+  void check_matchable(const FieldSpec& field, const Value& value) const;
 };
 
 // ---- repositories ----

@@ -67,8 +67,9 @@ std::uint64_t write_dump(FileStore& store, std::ostream& out);
 Dump read_dump(std::istream& in);
 
 // The references in `dump` to objects it does not hold, as "object N refers to object M", in
-// oid order. Restore writes them as they are (a dump is a copy of what was there, and refusing
-// would leave the data with no way back in) and says so: `cairn check` reports them as dangling.
+// the dump's order (data that does not decode holds none). Restore writes them as they are (a dump
+// is a copy of what was there, and refusing would leave the data with no way back in) and says so:
+// `cairn check` reports them as dangling.
 std::vector<std::string> dangling_references(const Dump& dump);
 
 // Writes `dump` into `store`, which must hold no objects (else InvalidArgument), in one commit,

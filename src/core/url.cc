@@ -12,16 +12,17 @@ namespace cairn {
 
 namespace {
 
-// The URL with its user info (a password, a token) replaced by "***", for error messages.
+// The URL with its user info (a password, a token) replaced by "***", for error messages. In a
+// server URL everything up to the last '@' is taken for user info: a token may hold '/', '?' or
+// '@' not percent-encoded, and hiding too much is better than showing a secret.
 std::string redacted(std::string_view url) {
-  auto start = url.find("://");
-  if (start == std::string_view::npos) return std::string(url);
-  start += 3;
-  // The last '@' before the query: a token holding '@' or '/' not percent-encoded is still
-  // user info to the writer, whatever the parser makes of it.
-  auto at = url.substr(0, url.find('?', start)).rfind('@');
-  if (at == std::string_view::npos || at < start) return std::string(url);
-  return fmt::format("{}***{}", url.substr(0, start), url.substr(at));
+  for (std::string_view scheme : {"redis://", "redis+unix://", "cairn://", "cairns://"}) {
+    if (!url.starts_with(scheme)) continue;
+    auto at = url.rfind('@');
+    if (at == std::string_view::npos || at < scheme.size()) break;
+    return fmt::format("{}***{}", scheme, url.substr(at));
+  }
+  return std::string(url);
 }
 
 [[noreturn]] void bad_url(std::string_view url, std::string_view why) {

@@ -195,17 +195,23 @@ class Candidates {
 QueryCondition make_condition(const TypeSpec& spec, std::string_view field, QueryOp op,
                               Value value) {
   const FieldSpec& f = spec.at(field);
+  bool matching = op == QueryOp::eq || op == QueryOp::in;
   if (op == QueryOp::in || op == QueryOp::not_in) {
     if (!value.is_list()) {
       throw InvalidArgument(spec.name + "." + f.name + ": \"" + std::string(to_string(op)) +
                             "\" takes a list of values");
     }
     Value::List items;
-    for (Value& item : value.as_list())
-      items.push_back(spec.coerce(f, std::move(item)));
+    for (Value& item : value.as_list()) {
+      Value coerced = spec.coerce(f, std::move(item));
+      if (matching) spec.check_matchable(f, coerced);
+      items.push_back(std::move(coerced));
+    }
     return QueryCondition{&f, op, Value(std::move(items))};
   }
-  return QueryCondition{&f, op, spec.coerce(f, std::move(value))};
+  Value coerced = spec.coerce(f, std::move(value));
+  if (matching) spec.check_matchable(f, coerced);
+  return QueryCondition{&f, op, std::move(coerced)};
 }
 
 QueryOrder make_order(const TypeSpec& spec, std::string_view field) {

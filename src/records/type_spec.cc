@@ -184,6 +184,17 @@ void TypeSpec::validate(const FieldSpec& field, const Value& value) const {
   }
 }
 
+void TypeSpec::check_matchable(const FieldSpec& field, const Value& value) const {
+  // Others may compare with such a value: name < "abc\xff", name != "\xff".
+  auto fail = [&](const std::string& problem) {
+    throw InvalidArgument(name + "." + field.name + ": " + problem + ", so it matches nothing");
+  };
+  if (value.is_string() && !valid_utf8(value.as_string())) fail("is not valid UTF-8");
+  if (value.is_ref() && !field.target.empty() && value.as_ref().type != field.target) {
+    fail("points to a " + value.as_ref().type + ", the field points to a " + field.target);
+  }
+}
+
 Value TypeSpec::coerce(const FieldSpec& field, Value value) const {
   auto fail = [&](const std::string& problem) {
     throw InvalidArgument(name + "." + field.name + ": " + problem);
@@ -237,11 +248,6 @@ Value TypeSpec::coerce(const FieldSpec& field, Value value) const {
   if (value.kind() != value_kind(field.kind)) {
     fail("cannot compare " + a(to_string(value.kind())) + " with " + a(to_string(field.kind)) +
          " field");
-  }
-  // What no stored value can be would match nothing, silently: refused as set() refuses it.
-  if (value.is_string() && !valid_utf8(value.as_string())) fail("is not valid UTF-8");
-  if (value.is_ref() && !field.target.empty() && value.as_ref().type != field.target) {
-    fail("points to a " + value.as_ref().type + ", the field points to a " + field.target);
   }
   return value;
 }

@@ -96,7 +96,12 @@ Fd create_replacement(int like, const std::string& like_path, const std::string&
         "others keeping the old one; remove the other links first",
         like_path, st.st_nlink));
   }
-  Fd fd = open_file(path, O_RDWR | O_CREAT | O_TRUNC, "cannot create");
+  // Made anew, never through a link left at `path`, and readable by no one else until it has
+  // the original's mode (a file opened meanwhile would stay readable through its descriptor).
+  if (::unlink(path.c_str()) != 0 && errno != ENOENT) throw_errno("cannot remove", path);
+  int raw = ::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+  if (raw < 0) throw_errno("cannot create", path);
+  Fd fd(raw);
   try {
     // Before any data is written: the copy is never readable by more than the original.
     if (::fchmod(fd.get(), st.st_mode & 07777) != 0) throw_errno("cannot set the mode of", path);

@@ -1242,10 +1242,7 @@ std::uint64_t RedisStore::commit(const CommitRequest& request) {
   const redisReply* r = expect_array(reply.get(), "commit");
   if (r->elements < 1) unexpected(r, "commit");
   std::string_view status = string_of(r->element[0], "commit");
-  if (status == "epoch") {
-    lk.unlock();
-    throw_other_history(r);
-  }
+  if (status == "epoch") throw_other_history(r);  // mu_ still held: it records the finding
   if (status == "behind") throw_went_back(r, floor);
   if (status == "conflict") {
     lk.unlock();

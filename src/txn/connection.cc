@@ -481,9 +481,13 @@ void ConnectionImpl::end_transaction() {
 }
 
 void ConnectionImpl::sync() {
+  sync_to(snapshot_);
+}
+
+void ConnectionImpl::sync_with_store() {
   // Asked of the store, not the change feed: a commit another client has finished is visible
-  // after sync() (and abort()) even while its push is on its way, as Durus's sync asks the
-  // server. Transactions and views start from what the feed has heard (begin_lease_sync).
+  // after an explicit sync() or abort() even while its push is on its way, as Durus's sync asks
+  // the server. Transactions, views and their retries start from what the feed has heard.
   if (dirty_.empty()) end_transaction();
   move_to(store_.changes_since(snapshot_));
 }
@@ -731,7 +735,7 @@ void ConnectionImpl::begin_lease_sync() {
   } else if (feed_ == nullptr) {
     move_to(store_.changes_since(snapshot_));
   } else {
-    sync_to(snapshot_);
+    sync();
   }
 }
 
@@ -798,9 +802,10 @@ std::uint64_t Connection::commit() {
 }
 void Connection::abort() {
   impl().abort();
+  impl().sync_with_store();  // no changes or reads left: cannot conflict
 }
 void Connection::sync() {
-  impl().sync();
+  impl().sync_with_store();
 }
 bool Connection::has_changes() const {
   return impl().has_changes();

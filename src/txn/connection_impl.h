@@ -58,7 +58,10 @@ class ConnectionImpl {
   void prefetch(std::span<const Oid> oids);
   std::uint64_t commit();
   void abort();
+  // What changed since the snapshot, from the change feed when it knows (else the store).
   void sync();
+  // The same, always asked of the store: for an explicit Connection::sync() or abort().
+  void sync_with_store();
 
   bool has_changes() const { return !dirty_.empty(); }
   std::uint64_t snapshot_csn() const { return snapshot_; }

@@ -871,10 +871,12 @@ TEST(FileCli, RestoreWarnsOfReferencesToObjectsTheDumpDoesNotHold) {
                       "\n"
                       R"({"oid":1,"generation":1,"fields":[{"$ref":0},{"$ref":7}]})"
                       "\n"
-                      R"({"end":"cairn-dump","objects":2})"
+                      R"({"oid":2,"generation":1,"raw":{"$bytes":"kw=="}})"
+                      "\n"
+                      R"({"end":"cairn-dump","objects":3})"
                       "\n");
   EXPECT_EQ(r.exit_code, 0) << r.err;
-  EXPECT_EQ(r.out, "restored 2 objects\n");
+  EXPECT_EQ(r.out, "restored 3 objects\n");
   EXPECT_EQ(r.err,
             "cairn restore: warning: object 0 refers to object 5, which the dump does not hold\n"
             "cairn restore: warning: object 1 refers to object 7, which the dump does not hold\n");
