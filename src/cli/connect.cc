@@ -53,9 +53,15 @@ void add_tls_client_options(CLI::App* command, ConnectArgs& args) {
   ca->excludes(insecure);
 }
 
-void require_connect_for_client_flags(const ConnectArgs& args, bool connect_given,
-                                      const std::string& command) {
-  if (connect_given) return;
+void check_connect_flags(const ConnectArgs& args, bool connect_given, const std::string& command) {
+  if (connect_given) {
+    try {
+      check_connect(args);  // not with the token: errors show the URL
+    } catch (const Error& e) {
+      throw CLI::ValidationError("--connect", e.what());
+    }
+    return;
+  }
   if (args.tls || args.insecure || !args.ca_file.empty()) {
     throw CLI::ValidationError(command, "--tls, --tls-ca and --insecure go with --connect");
   }
@@ -96,14 +102,6 @@ void check_connect(const ConnectArgs& args) {
         args.connect, default_server_port));
   }
   parse_store_url(server_url(args, /*with_token=*/false));
-}
-
-void check_connect_flag(const ConnectArgs& args) {
-  try {
-    check_connect(args);  // not with the token: errors show the URL
-  } catch (const Error& e) {
-    throw CLI::ValidationError("--connect", e.what());
-  }
 }
 
 std::string server_url(const ConnectArgs& args, bool with_token) {

@@ -24,17 +24,13 @@ inline constexpr const char* connect_help =
 void add_tls_client_options(CLI::App* command, ConnectArgs& args);
 
 // For a command's parse callback: throws CLI::ValidationError (a usage error) if --token, --tls,
-// --tls-ca or --insecure was given without --connect, where nothing would use it.
-void require_connect_for_client_flags(const ConnectArgs& args, bool connect_given,
-                                      const std::string& command);
+// --tls-ca or --insecure was given without --connect, where nothing would use it, or if the
+// --connect given is malformed (check_connect).
+void check_connect_flags(const ConnectArgs& args, bool connect_given, const std::string& command);
 
 // Throws InvalidArgument when --connect is malformed (not HOST:PORT or unix:PATH: a missing
 // port too) or the flags do not go together (TLS over a unix socket).
 void check_connect(const ConnectArgs& args);
-
-// For a command's parse callback: check_connect, its InvalidArgument turned into
-// CLI::ValidationError (a usage error).
-void check_connect_flag(const ConnectArgs& args);
 
 // The URL that opens the server: cairn://[TOKEN@]HOST:PORT, or cairns://... with `ca=FILE` or
 // `insecure=1` when TLS was asked for, or cairn://[TOKEN@]localhost?socket=PATH for unix:PATH.

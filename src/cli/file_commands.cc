@@ -151,8 +151,7 @@ void add_info(CLI::App& app, Action& action) {
   path->excludes(connect);
   command->add_flag("--json", args->json, "print one JSON object instead of name: value lines");
   command->callback([args, connect, &action] {
-    require_connect_for_client_flags(args->server, connect->count() > 0, "cairn info");
-    if (connect->count() > 0) check_connect_flag(args->server);
+    check_connect_flags(args->server, connect->count() > 0, "cairn info");
     action = [args] { return run_info(*args); };
   });
 }
@@ -263,8 +262,7 @@ void add_pack(CLI::App& app, Action& action) {
   path->excludes(connect);
   fsync->excludes(connect);
   command->callback([args, path, connect, &action] {
-    require_connect_for_client_flags(args->server, connect->count() > 0, "cairn pack");
-    if (connect->count() > 0) check_connect_flag(args->server);
+    check_connect_flags(args->server, connect->count() > 0, "cairn pack");
     args->path_given = path->count() > 0;
     action = [args] { return run_pack(*args); };
   });

@@ -23,6 +23,7 @@
 #include "net/protocol.h"
 #include "net/remote_store.h"
 #include "net/server.h"
+#include "store/file_io.h"
 
 namespace cairn::cli {
 
@@ -107,23 +108,17 @@ std::string read_small_file(const std::string& path, const char* what) {
   auto fail = [&](int error) {
     return IoError(fmt::format("cannot read {} {}: {}", what, path, std::strerror(error)));
   };
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) throw fail(errno);
+  fileio::Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) throw fail(errno);
   std::string text;
   char buffer[4096];
   for (;;) {
-    ssize_t n = ::read(fd, buffer, sizeof buffer);
+    ssize_t n = ::read(fd.get(), buffer, sizeof buffer);
     if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      int error = errno;
-      ::close(fd);
-      throw fail(error);
-    }
-    if (n == 0) break;
+    if (n < 0) throw fail(errno);
+    if (n == 0) return text;
     text.append(buffer, static_cast<std::size_t>(n));
   }
-  ::close(fd);
-  return text;
 }
 
 std::string read_token(const ServeArgs& args) {
@@ -313,7 +308,6 @@ void add_serve_command(CLI::App& app, Action& action) {
 }
 
 int run_remote_info(const ConnectArgs& server, bool json) {
-  check_connect(server);
   net::ClientOptions options = net::client_options(parse_store_url(server_url(server)));
   options.control = true;  // served even when the server is at --max-clients
   net::RemoteStore client(options);
@@ -336,7 +330,6 @@ int run_remote_info(const ConnectArgs& server, bool json) {
 }
 
 int run_remote_pack(const ConnectArgs& server) {
-  check_connect(server);
   net::ClientOptions options = net::client_options(parse_store_url(server_url(server)));
   // RemoteStore::pack waits as long as a pack takes; a server that stops answering is still
   // noticed, by its heartbeats.

@@ -278,10 +278,9 @@ void add_shell_command(CLI::App& app, Action& action) {
       throw CLI::ValidationError(
           "cairn shell", "give exactly one of --file PATH, --memory or --connect HOST:PORT");
     }
-    require_connect_for_client_flags(args->server, connect->count() > 0, "cairn shell");
+    check_connect_flags(args->server, connect->count() > 0, "cairn shell");
     args->use_connect = connect->count() > 0;
     args->have_commands = commands->count() > 0;
-    if (args->use_connect) check_connect_flag(args->server);
     action = [args] { return run_shell(*args); };
   });
 }

@@ -67,8 +67,9 @@ std::string resolve_links(const std::string& path);
 void lock_database_file(int fd, bool exclusive, const std::string& path);
 Fd open_file(const std::string& path, int flags, const std::string& what);
 std::uint64_t file_size(int fd, const std::string& path);
-// Creates `path` (truncating any file there) for a replacement of the open file `like`: with
-// its permission bits and owner, so that renaming it into place changes neither. Throws
+// Creates `path` anew (removing any file or link there) for a replacement of the open file
+// `like`: mode 0600 at first, then its permission bits and owner, so that renaming it into place
+// changes neither and no one else could open it meanwhile. Throws
 // InvalidArgument if `like` has other hard links (the rename would leave them at the old file),
 // IoError if the owner cannot be kept (only its owner or root may give a file away).
 Fd create_replacement(int like, const std::string& like_path, const std::string& path);

@@ -764,11 +764,15 @@ class RedisStore final : public Store {
     other_history_found(now);
   }
   [[noreturn]] void other_history_found(std::string_view now) {
-    if (went_back_.empty()) {
-      gone_back_ = true;
-      went_back_ = other_history(now);
-    }
+    lose_history(other_history(now));
     throw Corruption(went_back_);
+  }
+  // mu_ held: from now on every call refuses with `why` (check_history), or with what was found
+  // first, and the store hears no commits.
+  void lose_history(std::string why) {
+    if (!went_back_.empty()) return;
+    gone_back_ = true;
+    went_back_ = std::move(why);
   }
   // The message for `P epoch` found to be `now` ("" = gone) instead of epoch_.
   std::string other_history(std::string_view now) const {
@@ -823,14 +827,12 @@ class RedisStore final : public Store {
   }
   // mu_ held: from now on every call refuses (check_history) and the store hears no commits.
   void mark_went_back(std::uint64_t csn, std::uint64_t floor) {
-    if (!went_back_.empty()) return;
-    gone_back_ = true;
-    went_back_ = fmt::format(
+    lose_history(fmt::format(
         "the Redis data under prefix \"{}\" went back since this store opened it ({}csn is {}, "
         "below {}, which this store had seen; was an older copy restored?): the CSNs and "
         "versions this store knows may name other commits there. Nothing was written; open the "
         "store again (restart cairn serve)",
-        prefix_, prefix_, csn, floor);
+        prefix_, prefix_, csn, floor));
   }
   [[noreturn]] void went_back(std::uint64_t csn, std::uint64_t floor) {
     mark_went_back(csn, floor);

@@ -504,7 +504,7 @@ void ConnectionImpl::apply_and_move(const Changes& changes) {
   snapshot_ = changes.csn;
 }
 
-void ConnectionImpl::abort() {
+void ConnectionImpl::abort(bool ask_store) {
   for (Node* n : dirty_) {
     n->dirty = false;
     if (n->created) {
@@ -518,7 +518,12 @@ void ConnectionImpl::abort() {
   }
   clear_dirty();
   end_transaction();
-  sync();  // nothing is read any more, so this cannot conflict
+  // Nothing is read any more, so this cannot conflict.
+  if (ask_store) {
+    sync_with_store();
+  } else {
+    sync();
+  }
   shrink();
 }
 
@@ -801,8 +806,7 @@ std::uint64_t Connection::commit() {
   return impl().commit();
 }
 void Connection::abort() {
-  impl().abort();
-  impl().sync_with_store();  // no changes or reads left: cannot conflict
+  impl().abort(true);
 }
 void Connection::sync() {
   impl().sync_with_store();

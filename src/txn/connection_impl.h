@@ -57,7 +57,9 @@ class ConnectionImpl {
   std::optional<Object> find(std::string_view type, std::string_view key);
   void prefetch(std::span<const Oid> oids);
   std::uint64_t commit();
-  void abort();
+  // Drops the changes and syncs: from the change feed, or with `ask_store` from the store (an
+  // explicit Connection::abort()).
+  void abort(bool ask_store = false);
   // What changed since the snapshot, from the change feed when it knows (else the store).
   void sync();
   // The same, always asked of the store: for an explicit Connection::sync() or abort().
