@@ -193,6 +193,8 @@ class RemoteStore::Impl : public std::enable_shared_from_this<Impl> {
     heartbeat_ = std::chrono::milliseconds(std::max<std::uint64_t>(r.u64(), 50));
     features_ = r.at_end() ? 0 : r.u64();               // a server from before features has none
     std::uint64_t instance = r.at_end() ? 0 : r.u64();  // 0: a server from before instances
+    // 0: a server from before it said its frame limit; requests then go out unchecked.
+    max_request_body_ = r.at_end() ? 0 : r.u64();
     {
       std::lock_guard lock(mu_);
       if (instance_ != 0 && instance != instance_) {
@@ -292,6 +294,13 @@ class RemoteStore::Impl : public std::enable_shared_from_this<Impl> {
   std::string call_connected(Op op, std::string_view body, std::chrono::milliseconds timeout,
                              std::uint64_t* offset = nullptr,
                              std::optional<std::uint64_t> expect = std::nullopt) {
+    if (std::uint64_t limit = max_request_body_.load(); limit != 0 && body.size() > limit) {
+      throw InvalidArgument(fmt::format(
+          "a {} request of {} bytes is larger than the server's frame limit of {} bytes "
+          "(cairn serve --max-frame-bytes); nothing was sent{}",
+          op_name(static_cast<std::uint16_t>(op)), body.size(), limit,
+          op == Op::commit ? ": commit fewer or smaller objects at a time" : ""));
+    }
     auto pending = std::make_shared<Pending>();
     std::uint32_t id = 0;
     {
@@ -788,6 +797,10 @@ class RemoteStore::Impl : public std::enable_shared_from_this<Impl> {
   std::mutex connect_mu_;
   std::string server_name_;
   std::atomic<std::uint64_t> features_{0};  // the server's, from its hello reply
+  // The largest request body the server takes (its --max-frame-bytes), from its hello reply; 0:
+  // not said. A larger request would make it close the connection, failing every other call on
+  // it, so such a request is refused here instead, before it is sent.
+  std::atomic<std::uint64_t> max_request_body_{0};
   std::chrono::milliseconds heartbeat_{10'000};
   asio::steady_timer heartbeat_timer_{io_};
   int silent_ticks_ = 0;  // heartbeats since bytes last came from the server; I/O thread only

@@ -564,13 +564,14 @@ void Session::hello(const FrameHeader& header, Reader r) {
   if (over_limit_ && !control_) return refuse_busy();
   authed_ = true;
   Writer w;
-  w.array(6)
+  w.array(7)
       .u64(protocol_version)
       .str(fmt::format("{} {}", server_.options_.name, version))
       .u64(server_.last_csn_)
       .u64(static_cast<std::uint64_t>(server_.options_.idle_timeout.count() / 3))
       .u64(feature_appends)
-      .u64(server_.instance_);
+      .u64(server_.instance_)
+      .u64(max_frame());  // authed_ now: the limit for every later request
   reply(header, w.bytes());
 }
 

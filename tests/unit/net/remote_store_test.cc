@@ -12,6 +12,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <fstream>
+#include <future>
 #include <mutex>
 #include <optional>
 #include <random>
@@ -478,6 +479,50 @@ TEST(Server, AnObjectPastTheLimitIsRefusedBeforeItIsSent) {
     }
   }
   EXPECT_EQ(put_value(*client, oid, 7), 1u);
+}
+
+// A commit whose objects each fit but together pass the server's frame limit is refused by the
+// client, which learns the limit from the hello reply. Sent, it made the server close the shared
+// connection, and a call in flight on it (here a lock waiting its turn) failed with IoError.
+TEST(Server, ARequestPastTheServersFrameLimitIsRefusedAndTheConnectionStays) {
+  TestServer server(make_memory_store(),
+                    options_with([](net::ServerOptions& o) { o.max_frame_bytes = 1u << 20; }));
+  auto holder = server.connect();
+  auto client = server.connect();
+  ASSERT_TRUE(holder->lock(LockRequest{"l", "holder", 30s, 0ms}));
+  std::promise<std::optional<std::uint64_t>> waited;
+  std::thread waiter([&] {
+    try {
+      waited.set_value(client->lock(LockRequest{"l", "waiter", 30s, 20s}));
+    } catch (...) {
+      waited.set_exception(std::current_exception());
+    }
+  });
+  std::vector<Oid> oids = {client->new_oids(1), client->new_oids(1)};
+  // Time for the lock call to go out (were it later, a dropped connection would go unnoticed:
+  // it would go out on the next one).
+  std::this_thread::sleep_for(300ms);
+  CommitRequest request;
+  for (Oid oid : oids)
+    request.writes.push_back(WriteOp{oid, "", "", std::string(600u << 10, 'q')});
+  try {
+    client->commit(request);
+    ADD_FAILURE() << "1.2 MiB were committed past a 1 MiB frame limit";
+  } catch (const InvalidArgument& e) {
+    EXPECT_NE(std::string(e.what()).find("frame limit of 1048576 bytes"), std::string::npos)
+        << e.what();
+    EXPECT_NE(std::string(e.what()).find("nothing was sent"), std::string::npos) << e.what();
+  } catch (const Error& e) {
+    ADD_FAILURE() << "not refused before it was sent: " << e.what();
+  }
+  EXPECT_TRUE(holder->unlock("l", "holder"));
+  std::optional<std::uint64_t> token;
+  EXPECT_NO_THROW(token = waited.get_future().get()) << "the call in flight failed";
+  EXPECT_TRUE(token.has_value());
+  waiter.join();
+  // Each object alone fits.
+  request.writes.pop_back();
+  EXPECT_GT(client->commit(request), 0u);
 }
 
 // A load whose reply would pass the server's limit is refused with a clear error, and the
