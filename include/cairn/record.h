@@ -225,9 +225,15 @@ std::optional<Oid> locate_record(Store& store, const TypeSpec& spec, std::option
                                  std::string_view id);
 // locate_record(), else a new oid. An oid that holds another object (another record, as when
 // the record was saved in another store, or when a store that lost its data gave the oid out
-// again) is never the answer.
+// again) is never the answer. Throws InvalidArgument if the record stored there is of another
+// generation (save_record() would refuse it).
 RecordTarget resolve_record(Store& store, const TypeSpec& spec, std::optional<Oid> oid,
                             std::string_view id);
+// Throws InvalidArgument if saving the record `id` would replace one stored by another
+// generation (which save_record() refuses), as resolve_record() does, but allocates nothing:
+// for the check a save with dependencies makes before it writes anything.
+void check_replaceable(Store& store, const TypeSpec& spec, std::optional<Oid> oid,
+                       std::string_view id);
 // Writes the record and its index entries in one commit and returns the oid it wrote. The
 // commit checks the version of the object it replaces, so it is retried if the record changed
 // between that read and the commit; if `oid` turns out to hold another object (or nothing,
@@ -657,7 +663,8 @@ class RecordBase : public std::enable_shared_from_this<RecordBase> {
   // saved by it, so that each is saved once.
   virtual void save_visiting(int depth, std::unordered_set<const RecordBase*>& visited) = 0;
   // Before a save with dependencies writes anything: refuses a pointer to a record in another
-  // repository, in this record or in those it points to, `depth` levels down.
+  // repository, and a save over a record stored by another generation, in this record or in
+  // those it points to, `depth` levels down.
   virtual void check_pointers_visiting(int depth,
                                        std::unordered_set<const RecordBase*>& visited) = 0;
 
@@ -865,7 +872,9 @@ class Record : public RecordBase {
 
   void check_pointers_visiting(int depth, std::unordered_set<const RecordBase*>& visited) override {
     if (!visited.insert(this).second) return;
-    check_pointer_repositories(repository());
+    auto repo = repository();
+    check_pointer_repositories(repo);
+    if (!id_.empty()) detail::check_replaceable(repo->store(), spec(), oid_, id_);
     if (depth > 0) {
       for_each_pointer([&](auto& pointer) {
         if (pointer.resolved()) pointer.get()->check_pointers_visiting(depth - 1, visited);

@@ -46,6 +46,19 @@ Value::Map checked_state(const TypeSpec& spec, const StoredObject& object) {
   return std::move(state.as_map());
 }
 
+// The state of the stored record a save is about to replace. A record of another generation is
+// refused, index or not: its index entries (under its generation's index types) would stay
+// behind, and its own struct could no longer read it.
+Value::Map replaced_state(const TypeSpec& spec, const StoredObject& object) {
+  try {
+    return checked_state(spec, object);
+  } catch (const InvalidArgument& e) {
+    throw InvalidArgument(std::string(e.what()) +
+                          "; to save it as this generation, first remove it through a struct "
+                          "of the generation that stored it");
+  }
+}
+
 std::vector<const FieldSpec*> indexed_fields(const TypeSpec& spec) {
   std::vector<const FieldSpec*> out;
   for (const FieldSpec& f : spec.fields)
@@ -88,12 +101,26 @@ RecordTarget resolve_record(Store& store, const TypeSpec& spec, std::optional<Oi
                             std::string_view id) {
   if (oid) {
     StoredObject object = load_one(store, *oid);
-    if (holds_record(object, spec, id)) return RecordTarget{*oid, false, std::move(object)};
+    if (holds_record(object, spec, id)) {
+      replaced_state(spec, object);  // before anything of the save is written
+      return RecordTarget{*oid, false, std::move(object)};
+    }
   }
   if (std::optional<Oid> found = find_record(store, spec, id)) {
-    return RecordTarget{*found, false, std::nullopt};
+    StoredObject object = load_one(store, *found);
+    if (!holds_record(object, spec, id)) return RecordTarget{*found, false, std::nullopt};
+    replaced_state(spec, object);
+    return RecordTarget{*found, false, std::move(object)};
   }
   return RecordTarget{store.new_oids(1), true, std::nullopt};
+}
+
+void check_replaceable(Store& store, const TypeSpec& spec, std::optional<Oid> oid,
+                       std::string_view id) {
+  if (std::optional<Oid> at = locate_record(store, spec, oid, id)) {
+    StoredObject object = load_one(store, *at);
+    if (holds_record(object, spec, id)) replaced_state(spec, object);
+  }
 }
 
 std::optional<RecordRow> load_record(Store& store, const TypeSpec& spec, Oid oid) {
@@ -144,18 +171,8 @@ Oid save_record(Store& store, const TypeSpec& spec, RecordTarget resolved, const
     }
     CommitRequest request;
     std::optional<Value::Map> old;
-    if (object.exists()) {
-      // Never over a record of another generation, index or not: its index entries (under
-      // its generation's index types) would stay behind, and its own struct could no longer
-      // read it.
-      try {
-        old = checked_state(spec, object);
-      } catch (const InvalidArgument& e) {
-        throw InvalidArgument(std::string(e.what()) +
-                              "; to save it as this generation, first remove it through a struct "
-                              "of the generation that stored it");
-      }
-    }
+    // resolve_record() checked this too, but another generation may have saved it since.
+    if (object.exists()) old = replaced_state(spec, object);
     request.reads.push_back(ReadCheck{target, object.version});
     request.writes.push_back(WriteOp{target, spec.name, id, data});
     std::vector<std::pair<std::string, std::string>> entries;

@@ -731,6 +731,32 @@ TEST_F(RecordTest, AnotherGenerationRefusesToLoadNamingBoth) {
   EXPECT_EQ(Gen1::load("v", {.cache = false, .repository = repo})->name, "one");
 }
 
+struct Gen1Holder : Record<Gen1Holder> {
+  Pointer<Gen1> first;
+  Pointer<Gen1> second;
+};
+CAIRN_TYPE(Gen1Holder, "records_test.Gen1Holder", first, second);
+
+// A save with dependencies that would replace a record of another generation is refused before
+// it writes anything: the refusal came at that record's own commit, after the dependencies saved
+// before it had been committed.
+TEST_F(RecordTest, ASaveWithDependenciesOverAnotherGenerationWritesNothing) {
+  Gen0::create({{"name", "zero"}}, {.id = "old", .repository = repo});
+  auto holder = Gen1Holder::make({}, {.id = "h", .repository = repo});
+  holder->first = Gen1::make({{"name", "fresh"}}, {.id = "fresh", .repository = repo});
+  holder->second = Gen1::make({{"name", "one"}}, {.id = "old", .repository = repo});
+  try {
+    holder->save({.dependencies = true});
+    FAIL() << "saved over a record of another generation";
+  } catch (const InvalidArgument& e) {
+    EXPECT_NE(std::string(e.what()).find("first remove it"), std::string::npos) << e.what();
+  }
+  EXPECT_TRUE(Gen1::list({.repository = repo}).empty()) << "a dependency was saved";
+  EXPECT_TRUE(Gen1Holder::list({.repository = repo}).empty());
+  EXPECT_FALSE(holder->first->saved());
+  EXPECT_EQ(Gen0::load("old", {.cache = false, .repository = repo})->name, "zero");
+}
+
 TEST_F(RecordTest, AddedFieldsTakeDefaultsAndUnknownFieldsSurviveASave) {
   auto wide = Gen0Wider::create({{"name", "w"}, {"added", 9}}, {.id = "w", .repository = repo});
   auto narrow = Gen0::load("w", {.repository = repo});
