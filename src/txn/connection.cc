@@ -110,7 +110,7 @@ Object ConnectionImpl::get(const Ref& ref) {
 Object ConnectionImpl::create(Value state, std::string type, std::string key) {
   check_writable();
   check_type_and_key(type, key);
-  std::shared_ptr<Node>& n = node(store_.new_oids(1));
+  std::shared_ptr<Node>& n = node(new_oid());
   n->loaded = true;
   n->present = true;
   n->created = true;
@@ -120,6 +120,17 @@ Object ConnectionImpl::create(Value state, std::string type, std::string key) {
   n->value = std::move(state);
   mark_dirty(*n);
   return handle(n);
+}
+
+Oid ConnectionImpl::new_oid() {
+  if (reserved_left_ == 0) {
+    std::uint32_t count = last_reserve_ == 0 ? 1 : std::min(last_reserve_ * 2, max_oid_reserve);
+    reserved_ = store_.new_oids(count).value();
+    reserved_left_ = count;
+    last_reserve_ = count;
+  }
+  --reserved_left_;
+  return Oid(reserved_++);
 }
 
 Object ConnectionImpl::create_blob(std::string bytes) {
@@ -478,6 +489,8 @@ void ConnectionImpl::end_transaction() {
   for (Node* n : read_set_)
     n->read = false;
   read_set_.clear();
+  reserved_left_ = 0;
+  last_reserve_ = 0;
 }
 
 void ConnectionImpl::sync() {

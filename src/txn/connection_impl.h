@@ -278,8 +278,19 @@ class ConnectionImpl {
   std::size_t shrink_bytes_at_;
   std::size_t skipped_trims_ = 0;
   std::size_t retry_trim_after_ = 0;
-  CommitRequest request_;       // commit()'s, reused (release_request)
-  bool request_large_ = false;  // a write's state in request_ has grown past kept_state_bytes
+  // Oids allocated for this transaction's creates and not used yet: [reserved_, reserved_ +
+  // reserved_left_). new_oid() takes them one by one, and refills twice as many as the time
+  // before, up to max_oid_reserve: a transaction creating many objects makes a few calls (each a
+  // round trip to a server) instead of one per object, and leaves at most as many unused as it
+  // used. end_transaction() drops what is left: oids kept past a restart of a memory server could
+  // be the ones that server gives to others.
+  static constexpr std::uint32_t max_oid_reserve = 1024;
+  Oid new_oid();
+  std::uint64_t reserved_ = 0;
+  std::uint32_t reserved_left_ = 0;
+  std::uint32_t last_reserve_ = 0;  // the size of the last refill in this transaction (0: none)
+  CommitRequest request_;           // commit()'s, reused (release_request)
+  bool request_large_ = false;      // a write's state in request_ has grown past kept_state_bytes
 };
 
 }  // namespace cairn::detail

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <optional>
+#include <set>
 
 #include "cairn/database.h"
 #include "cairn/error.h"
@@ -624,8 +625,13 @@ class RecordingStore final : public ForwardingStore {
     loads.emplace_back(oids.begin(), oids.end());
     return ForwardingStore::load(oids);
   }
+  Oid new_oids(std::uint32_t count) override {
+    allocations.push_back(count);
+    return ForwardingStore::new_oids(count);
+  }
   std::vector<CommitRequest> requests;
-  std::vector<std::vector<Oid>> loads;  // every load call, with its oids
+  std::vector<std::uint32_t> allocations;  // every new_oids call's count
+  std::vector<std::vector<Oid>> loads;     // every load call, with its oids
   bool lose_next = false;
 
  private:
@@ -914,6 +920,49 @@ TEST(ConnectionRequest, ALargeCommitDoesNotLeaveItsBuffersBehind) {
   big.set(Value(2));
   conn.commit();
   EXPECT_EQ(conn.retained_request_bytes(), kept);
+}
+
+// A transaction creating many objects allocates their oids in a few calls (each a round trip to
+// a server), not one per object; what it leaves unused is dropped when it ends, and stays little.
+TEST(Creates, OidsAreAllocatedInFewCallsAndNeverTwice) {
+  auto owned = std::make_unique<RecordingStore>();
+  RecordingStore& store = *owned;
+  Database db(std::move(owned));
+  std::set<Oid> seen;
+  std::size_t created = 0;
+  for (int round = 0; round < 3; ++round) {
+    store.allocations.clear();
+    db.transaction([&](Txn& tx) {
+      for (int i = 0; i < 5000; ++i) {
+        EXPECT_TRUE(seen.insert(tx.create(Value(std::int64_t{i})).oid()).second);
+        ++created;
+      }
+    });
+    EXPECT_LE(store.allocations.size(), 16u) << "calls in round " << round;
+    std::uint64_t allocated = 0;
+    for (std::uint32_t n : store.allocations)
+      allocated += n;
+    EXPECT_LT(allocated, 2 * 5000u + 1) << "oids left unused in round " << round;
+  }
+  // One create in a transaction takes one oid.
+  store.allocations.clear();
+  Oid single = db.transaction([](Txn& tx) { return tx.create(Value(1)).oid(); });
+  EXPECT_EQ(store.allocations, std::vector<std::uint32_t>{1});
+  EXPECT_TRUE(seen.insert(single).second);
+  // Aborted creates give their oids to no later create.
+  Connection conn = db.connect();
+  std::vector<Oid> dropped;
+  for (int i = 0; i < 3; ++i)
+    dropped.push_back(conn.create(Value(i)).oid());
+  conn.abort();
+  for (int i = 0; i < 10; ++i) {
+    Oid oid = conn.create(Value(i)).oid();
+    EXPECT_EQ(std::count(dropped.begin(), dropped.end(), oid), 0);
+    EXPECT_TRUE(seen.insert(oid).second);
+  }
+  conn.commit();
+  EXPECT_EQ(created, 15000u);
+  db.view([&](View& v) { EXPECT_EQ(v.get(single).get(), Value(1)); });
 }
 
 }  // namespace
