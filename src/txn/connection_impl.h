@@ -80,22 +80,29 @@ class ConnectionImpl {
   // A lease is one use of a pooled connection by transaction() or view(): handles from an earlier
   // lease no longer work. `read_only` refuses every write (views).
   void begin_lease(bool read_only) {
+    if (!begin_current_lease(read_only)) begin_lease_sync();
+  }
+  // begin_lease's usual case: a pooled connection (which end_lease left without changes or
+  // reads) on which nothing has been committed since its last transaction, as the store's CSN
+  // watch tells without a call. Returns false, having done no more than note `read_only`, if
+  // the connection needs begin_lease instead.
+  bool begin_current_lease(bool read_only) {
     read_only_ = read_only;
-    // Mostly the pooled connection is clean and nothing has been committed since its last
-    // transaction, which the store's CSN watch tells without a call.
-    if (dirty_.empty() && read_set_.empty() && conflicted_reads_.empty() && csn_watch_ != nullptr &&
-        csn_watch_->load(std::memory_order_acquire) == snapshot_) [[likely]] {
-      return;
-    }
-    begin_lease_sync();
+    return conflicted_reads_.empty() && csn_watch_ != nullptr &&
+           csn_watch_->load(std::memory_order_acquire) == snapshot_;
   }
   void end_lease() {
-    if (!dirty_.empty() || !read_set_.empty() || past_cache_limits()) [[unlikely]] {
+    if (!lease_is_clean()) [[unlikely]]
       end_lease_changes();
-    }
-    read_only_ = false;
-    ++lease_;  // handles from this lease stop working, and copies of its Txn or View
-    lease_cell_->lease.store(lease_, std::memory_order_release);
+    retire_lease();
+  }
+  // end_lease's usual case: the connection has no changes or reads (as after a commit) and its
+  // cache is within its limits. Returns false, having done nothing, if it needs end_lease.
+  bool end_clean_lease() {
+    if (!lease_is_clean()) [[unlikely]]
+      return false;
+    retire_lease();
+    return true;
   }
   std::uint64_t lease() const { return lease_; }
   // The lease number as copies of a Txn or View check it (database.h, LeaseRef).
@@ -197,6 +204,14 @@ class ConnectionImpl {
     apply_and_move(changes);
   }
   void apply_and_move(const Changes& changes);
+  bool lease_is_clean() const {
+    return dirty_.empty() && read_set_.empty() && !past_cache_limits();
+  }
+  void retire_lease() {
+    read_only_ = false;
+    ++lease_;  // handles from this lease stop working, and copies of its Txn or View
+    lease_cell_->lease.store(lease_, std::memory_order_release);
+  }
   // begin_lease's and end_lease's work beyond their common case.
   void begin_lease_sync();
   void end_lease_changes();
@@ -232,15 +247,11 @@ class ConnectionImpl {
   static constexpr std::size_t kept_writes = 16;
   static constexpr std::size_t kept_state_bytes = 1024;
   void release_request() noexcept {
-    if (request_large_ || request_.writes.size() > kept_writes ||
-        request_.reads.size() > kept_ops || request_.deletes.size() > kept_ops ||
-        request_.appends.size() > kept_ops) [[unlikely]] {
+    // The usual commit only writes: its reads, deletes and appends are empty, and stay so.
+    if (request_large_ || request_.writes.size() > kept_writes || !request_.reads.empty() ||
+        !request_.deletes.empty() || !request_.appends.empty()) [[unlikely]] {
       trim_request();
-      return;
     }
-    request_.reads.clear();
-    request_.deletes.clear();
-    request_.appends.clear();
   }
   void trim_request() noexcept;
 

@@ -55,6 +55,32 @@ std::unique_ptr<ConnectionImpl> DatabaseCore::make_connection() {
                                           options_.cache_bytes, feed_.get());
 }
 
+ConnectionImpl* DatabaseCore::take_other(ConnectionImpl* idle, bool read_only, bool slot) {
+  std::unique_ptr<ConnectionImpl> conn(idle);
+  try {
+    if (!conn) conn = take_pooled();
+    conn->begin_lease(read_only);
+  } catch (...) {
+    if (slot) idle_.store(nullptr, std::memory_order_release);  // conn, if any, is dropped
+    throw;
+  }
+  return conn.release();  // the Lease owns it until give_back
+}
+
+void DatabaseCore::give_back_other(ConnectionImpl* leased, bool slot) noexcept {
+  std::unique_ptr<ConnectionImpl> conn(leased);
+  try {
+    conn->end_lease();
+  } catch (...) {
+    conn.reset();  // the store failed while dropping changes: do not reuse this connection
+  }
+  if (slot) {
+    idle_.store(options_.pool_size > 0 ? conn.release() : nullptr, std::memory_order_release);
+    return;
+  }
+  if (conn) pool(std::move(conn));
+}
+
 std::unique_ptr<ConnectionImpl> DatabaseCore::take_pooled() {
   {
     std::lock_guard lk(mu_);
@@ -84,12 +110,12 @@ class Lease {
   Lease& operator=(const Lease&) = delete;
   ~Lease() { core_.give_back(conn_, slot_); }
   ConnectionImpl& operator*() const { return *conn_; }
-  ConnectionImpl* operator->() const { return conn_.get(); }
+  ConnectionImpl* operator->() const { return conn_; }
 
  private:
   DatabaseCore& core_;
-  bool slot_ = false;  // set by take(), before conn_
-  std::unique_ptr<ConnectionImpl> conn_;
+  bool slot_ = false;     // set by take(), before conn_
+  ConnectionImpl* conn_;  // owned: give_back keeps it in the slot or the pool, or frees it
 };
 
 // Jittered exponential back-off between attempts: uniform in [0, min(base * 2^retry, cap)].
@@ -145,8 +171,15 @@ Database::Database(Database&&) noexcept = default;
 Database& Database::operator=(Database&&) noexcept = default;
 Database::~Database() = default;
 
+namespace {
+[[noreturn, gnu::cold]] void throw_moved_from() {
+  throw InvalidArgument("this Database has been moved from");
+}
+}  // namespace
+
 detail::DatabaseCore& Database::core() const {
-  if (!core_) throw InvalidArgument("this Database has been moved from");
+  if (!core_) [[unlikely]]
+    throw_moved_from();
   return *core_;
 }
 

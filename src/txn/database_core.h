@@ -30,35 +30,25 @@ class DatabaseCore {
 
   // A new connection with an empty cache.
   std::unique_ptr<ConnectionImpl> make_connection();
-  // An idle connection, begun on the newest snapshot. `slot` says whether the caller now holds
-  // the slot (see idle_), which it must pass back to give_back.
-  std::unique_ptr<ConnectionImpl> take(bool read_only, bool& slot) {
+  // An idle connection, begun on the newest snapshot, leased to the caller until give_back.
+  // `slot` says whether the caller now holds the slot (see idle_), which it passes back to
+  // give_back. The usual case, inline: the slot's connection, current already.
+  ConnectionImpl* take(bool read_only, bool& slot) {
     ConnectionImpl* idle = idle_.exchange(held(), std::memory_order_acquire);
     slot = idle != held();
-    std::unique_ptr<ConnectionImpl> conn(slot ? idle : nullptr);
-    try {
-      if (!conn) [[unlikely]]
-        conn = take_pooled();
-      conn->begin_lease(read_only);
-    } catch (...) {
-      if (slot) idle_.store(nullptr, std::memory_order_release);  // conn, if any, is dropped
-      throw;
-    }
-    return conn;
+    if (slot && idle != nullptr && idle->begin_current_lease(read_only)) [[likely]]
+      return idle;
+    return take_other(slot ? idle : nullptr, read_only, slot);
   }
-  // Ends the lease and pools the connection, or drops it if the pool is full. Never throws.
-  void give_back(std::unique_ptr<ConnectionImpl>& conn, bool slot) noexcept {
-    try {
-      conn->end_lease();
-    } catch (...) {
-      conn.reset();  // the store failed while dropping changes: do not reuse this connection
-    }
-    if (slot) [[likely]] {
+  // Ends the lease and keeps the connection in the slot (if the caller holds it), in the pool,
+  // or drops it if the pool is full. Never throws.
+  void give_back(ConnectionImpl* conn, bool slot) noexcept {
+    if (slot && options_.pool_size > 0 && conn->end_clean_lease()) [[likely]] {
       // Only the holder writes the slot, so a plain store will do.
-      idle_.store(options_.pool_size > 0 ? conn.release() : nullptr, std::memory_order_release);
+      idle_.store(conn, std::memory_order_release);
       return;
     }
-    if (conn) pool(std::move(conn));
+    give_back_other(conn, slot);
   }
 
  private:
@@ -67,6 +57,9 @@ class DatabaseCore {
   DatabaseOptions options_;
   // For a remote store: commits pushed to us, so connections rarely ask the store what changed.
   std::unique_ptr<ChangeFeed> feed_;
+  // take() and give_back() beyond their usual case.
+  ConnectionImpl* take_other(ConnectionImpl* idle, bool read_only, bool slot);
+  void give_back_other(ConnectionImpl* conn, bool slot) noexcept;
   // take() and give_back() when idle_ has none, or has one already: the pool, under mu_.
   std::unique_ptr<ConnectionImpl> take_pooled();
   void pool(std::unique_ptr<ConnectionImpl> conn) noexcept;
