@@ -234,9 +234,16 @@ class Connection {
   // is 1 GiB): prefetch the largest objects a few at a time.
   void prefetch(std::span<const Oid> oids);
 
+  // Fencing: this transaction's commit applies only while lock `name` is held under `token`, the
+  // fencing token Store::lock returned for it (CommitRequest::locks). If it is not, the commit
+  // throws LockLost and the transaction is aborted: a holder whose lock expired, or was taken
+  // over while it was paused, changes nothing. Lasts until the transaction ends (commit or
+  // abort); a transaction that changes nothing commits nothing, so checks nothing.
+  void require_lock(std::string name, std::uint64_t token);
+
   // Sends one commit with the reads, writes and removals of this transaction and returns its CSN,
   // then syncs. With nothing changed it only syncs (a read-only transaction always succeeds).
-  // On ConflictError the transaction has been aborted and the connection synced.
+  // On ConflictError or LockLost the transaction has been aborted and the connection synced.
   std::uint64_t commit();
   // Drops uncommitted changes (changed objects revert to their committed state; created ones no
   // longer exist) and syncs.
@@ -302,6 +309,9 @@ class Txn {
   Object create_blob(std::string bytes = {});  // Connection::create_blob
   std::optional<Object> find(std::string_view type, std::string_view key);  // Connection::find
   void prefetch(std::span<const Oid> oids);                                 // Connection::prefetch
+  // Fencing (Connection::require_lock): the commit applies only while the lock is held under
+  // `token`; else transaction() throws LockLost, and does not run fn again.
+  void require_lock(std::string name, std::uint64_t token);
   // Calls fn with the object's state to change in place (NotFound if it does not exist).
   void modify(Oid oid, const std::function<void(Value&)>& fn);
   void modify(const Ref& ref, const std::function<void(Value&)>& fn);

@@ -25,6 +25,7 @@ enum class ErrorCode : std::uint16_t {
   lock_timeout = 9,      // a lock could not be taken in the time allowed
   unsupported = 10,      // the feature or backend is not available in this build
   busy = 11,             // the resource is held by someone else (e.g. a database file in use)
+  lock_lost = 12,        // a commit's lock is no longer held under the fencing token it names
 };
 
 std::string_view to_string(ErrorCode code);
@@ -54,6 +55,10 @@ CAIRN_DEFINE_ERROR(AuthError, auth)
 CAIRN_DEFINE_ERROR(LockTimeout, lock_timeout)
 CAIRN_DEFINE_ERROR(Unsupported, unsupported)
 CAIRN_DEFINE_ERROR(Busy, busy)
+// A commit named a lock (CommitRequest::locks) that is no longer held under the fencing token it
+// gave: it expired, or was released, or someone else has taken it since. Nothing was applied.
+// Not a conflict: running the transaction again under the same token fails again.
+CAIRN_DEFINE_ERROR(LockLost, lock_lost)
 
 #undef CAIRN_DEFINE_ERROR
 

@@ -238,13 +238,15 @@ void check_replaceable(Store& store, const TypeSpec& spec, std::optional<Oid> oi
 // commit checks the version of the object it replaces, so it is retried if the record changed
 // between that read and the commit; if `oid` turns out to hold another object (or nothing,
 // unless `allocated` says it is a new oid for this save), the record goes where
-// resolve_record() says instead. `state` holds the fields.
+// resolve_record() says instead. `state` holds the fields. With `fence`, the commit applies only
+// while that lock is held under its token (LockLost otherwise).
 Oid save_record(Store& store, const TypeSpec& spec, RecordTarget target, const std::string& id,
-                const Value::Map& state, int max_retries);
+                const Value::Map& state, int max_retries,
+                const std::optional<LockCheck>& fence = std::nullopt);
 // Deletes the record and its index entries; returns how many records were deleted (0 or 1).
 // `oid` is where the record was; if it holds another object now, the record is looked up by id.
 std::size_t remove_record(Store& store, const TypeSpec& spec, Oid oid, const std::string& id,
-                          int max_retries);
+                          int max_retries, const std::optional<LockCheck>& fence = std::nullopt);
 // Every record of the type and generation, in oid order.
 std::vector<RecordRow> list_records(Store& store, const TypeSpec& spec);
 // Writes index entries for every record of the type (after an index was added).
@@ -585,21 +587,24 @@ struct LockOptions {
 };
 
 // A lock taken by lock_context(): released when destroyed, if it was taken, and only if this
-// guard still holds it (never a lock taken by another call, even by the same record).
+// guard still holds it (never a lock taken by another call, even by the same record). While it
+// holds the lock, the record's saves and removals are fenced by it, as under lock().
 class RecordLock {
  public:
   RecordLock() = default;
   RecordLock(std::shared_ptr<Repository> repository, std::string name, std::string owner,
-             std::optional<std::uint64_t> token)
+             std::optional<std::uint64_t> token, std::weak_ptr<RecordBase> record = {})
       : repo_(std::move(repository)),
         name_(std::move(name)),
         owner_(std::move(owner)),
-        token_(token) {}
+        token_(token),
+        record_(std::move(record)) {}
   RecordLock(RecordLock&& other) noexcept
       : repo_(std::move(other.repo_)),
         name_(std::move(other.name_)),
         owner_(std::move(other.owner_)),
-        token_(std::exchange(other.token_, std::nullopt)) {}
+        token_(std::exchange(other.token_, std::nullopt)),
+        record_(std::move(other.record_)) {}
   RecordLock& operator=(RecordLock&& other) noexcept {
     if (this != &other) {
       release();
@@ -607,6 +612,7 @@ class RecordLock {
       name_ = std::move(other.name_);
       owner_ = std::move(other.owner_);
       token_ = std::exchange(other.token_, std::nullopt);
+      record_ = std::move(other.record_);
     }
     return *this;
   }
@@ -619,21 +625,14 @@ class RecordLock {
   // The fencing token the store issued (nullopt if not acquired).
   std::optional<std::uint64_t> token() const { return token_; }
   // Releases now; returns whether this guard still held the lock.
-  bool release() noexcept {
-    if (!token_) return false;
-    token_.reset();
-    try {
-      return repo_->store().unlock(name_, owner_);
-    } catch (...) {
-      return false;  // the lock expires by its ttl
-    }
-  }
+  bool release() noexcept;
 
  private:
   std::shared_ptr<Repository> repo_;
   std::string name_;
   std::string owner_;
   std::optional<std::uint64_t> token_;
+  std::weak_ptr<RecordBase> record_;  // whose saves this lock fences
 };
 
 // ---- records ----
@@ -681,10 +680,13 @@ class RecordBase : public std::enable_shared_from_this<RecordBase> {
   std::shared_ptr<Repository> repo_;  // nullptr = the type's
   Value::Map extra_;
   std::vector<detail::NestedKey> nested_extra_;  // undeclared keys inside fields, as extra_
-  std::string lock_owner_;                       // the owner name of the last lock() that succeeded
+  std::string lock_owner_;  // the owner name of the last lock() that succeeded, until unlock()
+  // That lock and its fencing token: saves and removals commit only while it is held under it.
+  std::optional<LockCheck> fence_;
 
  private:
   friend class Repository;
+  friend class RecordLock;
   // The identity map this object is in (Repository::remember), and under which oid. A copy is
   // in none (it is another object); an assigned-to record stays in its own.
   struct Mapping {
@@ -696,6 +698,22 @@ class RecordBase : public std::enable_shared_from_this<RecordBase> {
   };
   Mapping mapped_;
 };
+
+inline bool RecordLock::release() noexcept {
+  if (!token_) return false;
+  std::uint64_t token = *std::exchange(token_, std::nullopt);
+  // The record's saves are no longer fenced by it (unless a later lock() fences them).
+  if (std::shared_ptr<RecordBase> record = record_.lock()) {
+    if (record->fence_ && record->fence_->name == name_ && record->fence_->token == token) {
+      record->fence_.reset();
+    }
+  }
+  try {
+    return repo_->store().unlock(name_, owner_);
+  } catch (...) {
+    return false;  // the lock expires by its ttl
+  }
+}
 
 namespace detail {
 template <typename T>
@@ -913,7 +931,7 @@ class Record : public RecordBase {
       make_streams(repo, undo);
       state = stored_state();
       oid_ = detail::save_record(store, spec(), std::move(target), id_, state,
-                                 repo->database().options().max_retries);
+                                 repo->database().options().max_retries, fence_);
     } catch (...) {
       for (auto it = undo.rbegin(); it != undo.rend(); ++it)
         (*it)();
@@ -946,7 +964,7 @@ class Record : public RecordBase {
     if (!oid_) return 0;
     auto repo = repository();
     std::size_t n = detail::remove_record(repo->store(), spec(), *oid_, id_,
-                                          repo->database().options().max_retries);
+                                          repo->database().options().max_retries, fence_);
     leave_identity_map();
     oid_.reset();
     // The streams went with the record (pack() drops them): saved again, it starts new ones.
@@ -1067,6 +1085,7 @@ class Record : public RecordBase {
         detail::acquire_lock(repo->store(), lock_name(), owner, options.ttl, wait_of(options));
     if (!token) return false;
     lock_owner_ = std::move(owner);
+    fence_ = LockCheck{lock_name(), *token};
     return true;
   }
   // Releases the lock the last successful lock() took, if it still holds it.
@@ -1074,6 +1093,7 @@ class Record : public RecordBase {
     if (lock_owner_.empty()) return false;
     bool released = repository()->store().unlock(lock_name(), lock_owner_);
     lock_owner_.clear();
+    fence_.reset();
     return released;
   }
   // A guard that holds the lock if it could be taken (check acquired()).
@@ -1082,7 +1102,8 @@ class Record : public RecordBase {
     std::string owner = detail::new_lock_owner(*repo);
     auto token =
         detail::acquire_lock(repo->store(), lock_name(), owner, options.ttl, wait_of(options));
-    return RecordLock(repo, lock_name(), std::move(owner), token);
+    if (token) fence_ = LockCheck{lock_name(), *token};
+    return RecordLock(repo, lock_name(), std::move(owner), token, weak_from_this());
   }
 
  protected:

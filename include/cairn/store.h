@@ -79,11 +79,18 @@ struct AppendOp {
   std::string data;  // may be empty: the object still changes (new version, in the commit's oids)
 };
 
+// A lock a commit requires: held (not expired) under the fencing token `lock()` returned.
+struct LockCheck {
+  std::string name;
+  std::uint64_t token = 0;
+};
+
 struct CommitRequest {
   std::vector<ReadCheck> reads;   // validated: each must still be at the version given
   std::vector<WriteOp> writes;    // blind unless also listed in reads
   std::vector<Oid> deletes;       // deleting an absent object is allowed and changes nothing
   std::vector<AppendOp> appends;  // to blobs that exist when the commit applies
+  std::vector<LockCheck> locks;   // fencing: each lock must still be held under its token
 
   bool changes_nothing() const { return writes.empty() && deletes.empty() && appends.empty(); }
 };
@@ -163,6 +170,11 @@ class Store {
   // grows by the appended bytes, up to max_object_bytes (InvalidArgument past it). CSNs count
   // commits one by one: the commits that write, delete or append get CSNs N+1, N+2, ... after the
   // last one, N, so a commit that returns N+1 to a reader of N is the only commit since.
+  // Fencing: each of `locks` must be held, unexpired, under its token (the one lock() returned
+  // when it was taken); else the commit throws LockLost naming the lock and changes nothing. This
+  // is checked first, and atomically with the apply: a holder whose lock expired, or who was
+  // paused while another took the lock over, cannot commit under it. A lock name is as for
+  // lock(), a token is never 0 (InvalidArgument).
   virtual std::uint64_t commit(const CommitRequest& request) = 0;
 
   // Called once a commit_async() commit is durable (error null), or could not be made durable.

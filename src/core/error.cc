@@ -27,6 +27,8 @@ std::string_view to_string(ErrorCode code) {
       return "unsupported";
     case ErrorCode::busy:
       return "busy";
+    case ErrorCode::lock_lost:
+      return "lock_lost";
   }
   return "unknown";
 }

@@ -213,9 +213,10 @@ std::vector<Oid> read_oids(Reader r) {
 }
 
 void write_commit_request(Writer& w, const CommitRequest& request, std::uint64_t version_offset) {
-  // The appends are a fourth element only when there are any, so that a commit without them
-  // is the same bytes as before appends existed.
-  w.array(request.appends.empty() ? 3 : 4);
+  // The appends are a fourth element only when there are any (or lock checks follow), and the
+  // lock checks a fifth only when there are any, so that a commit without them is the same
+  // bytes as before they existed.
+  w.array(!request.locks.empty() ? 5 : request.appends.empty() ? 3 : 4);
   w.array(static_cast<std::uint32_t>(request.reads.size()));
   for (const ReadCheck& read : request.reads)
     w.array(2).u64(read.oid.value()).u64(read.version == 0 ? 0 : read.version - version_offset);
@@ -223,10 +224,14 @@ void write_commit_request(Writer& w, const CommitRequest& request, std::uint64_t
   for (const WriteOp& write : request.writes)
     w.array(4).u64(write.oid.value()).str(write.type).str(write.key).bin(write.data);
   write_oids(w, request.deletes);
-  if (request.appends.empty()) return;
+  if (request.appends.empty() && request.locks.empty()) return;
   w.array(static_cast<std::uint32_t>(request.appends.size()));
   for (const AppendOp& append : request.appends)
     w.array(2).u64(append.oid.value()).bin(append.data);
+  if (request.locks.empty()) return;
+  w.array(static_cast<std::uint32_t>(request.locks.size()));
+  for (const LockCheck& lock : request.locks)
+    w.array(2).str(lock.name).u64(lock.token);
 }
 
 CommitRequest read_commit_request(Reader r) {
@@ -259,6 +264,16 @@ CommitRequest read_commit_request(Reader r) {
     append.oid = Oid{one.u64()};
     append.data = one.str();
     out.appends.push_back(std::move(append));
+  }
+  if (r.at_end()) return out;
+  Reader locks = r.array();
+  out.locks.reserve(locks.size());
+  while (!locks.at_end()) {
+    Reader one = locks.array();
+    LockCheck lock;
+    lock.name = one.str();
+    lock.token = one.u64();
+    out.locks.push_back(std::move(lock));
   }
   return out;
 }
@@ -344,6 +359,8 @@ void throw_error_body(std::string_view bytes) {
       throw Unsupported(message);
     case ErrorCode::busy:
       throw Busy(message);
+    case ErrorCode::lock_lost:
+      throw LockLost(message);
     case ErrorCode::internal:
       throw Error(code, message);
   }

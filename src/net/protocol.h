@@ -20,7 +20,8 @@ namespace cairn::net {
 inline constexpr std::uint8_t protocol_version = 1;
 // What a server can do beyond protocol version 1 as it first shipped: bits of the optional fifth
 // element of its hello reply (docs/protocol.md §4.1). A server without it has none of them.
-inline constexpr std::uint64_t feature_appends = 1;  // commits may carry appends (§4.2)
+inline constexpr std::uint64_t feature_appends = 1;      // commits may carry appends (§4.2)
+inline constexpr std::uint64_t feature_lock_checks = 2;  // commits may carry lock checks (§4.2)
 // Bits of the optional fifth element of a hello request (§4.1).
 inline constexpr std::uint64_t hello_control = 1;  // this connection sends only ping, info, stop
 inline constexpr std::size_t header_size = 20;

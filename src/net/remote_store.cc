@@ -872,6 +872,8 @@ LoadResult RemoteStore::load(std::span<const Oid> oids) {
 std::uint64_t RemoteStore::commit(const CommitRequest& request) {
   // An older server would read the commit without its appends and apply the rest.
   if (!request.appends.empty()) impl_->require(feature_appends, "appends");
+  // Nor would it check the locks: the commit would apply unfenced.
+  if (!request.locks.empty()) impl_->require(feature_lock_checks, "commits that check locks");
   std::uint64_t offset = impl_->offset();
   // A version read from before the server's history changed (Impl::greet) cannot be checked
   // against the new one: the state read may be gone, though the number be in use again.

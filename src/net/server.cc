@@ -569,7 +569,7 @@ void Session::hello(const FrameHeader& header, Reader r) {
       .str(fmt::format("{} {}", server_.options_.name, version))
       .u64(server_.last_csn_)
       .u64(static_cast<std::uint64_t>(server_.options_.idle_timeout.count() / 3))
-      .u64(feature_appends)
+      .u64(feature_appends | feature_lock_checks)
       .u64(server_.instance_)
       .u64(max_frame());  // authed_ now: the limit for every later request
   reply(header, w.bytes());

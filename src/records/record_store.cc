@@ -137,7 +137,7 @@ std::optional<Oid> find_record(Store& store, const TypeSpec& spec, std::string_v
 }
 
 Oid save_record(Store& store, const TypeSpec& spec, RecordTarget resolved, const std::string& id,
-                const Value::Map& state, int max_retries) {
+                const Value::Map& state, int max_retries, const std::optional<LockCheck>& fence) {
   const std::vector<const FieldSpec*> indexed = indexed_fields(spec);
   std::string data = encode(Value(state));
   Oid target = resolved.oid;
@@ -175,6 +175,7 @@ Oid save_record(Store& store, const TypeSpec& spec, RecordTarget resolved, const
     if (object.exists()) old = replaced_state(spec, object);
     request.reads.push_back(ReadCheck{target, object.version});
     request.writes.push_back(WriteOp{target, spec.name, id, data});
+    if (fence) request.locks.push_back(*fence);
     std::vector<std::pair<std::string, std::string>> entries;
     for (const FieldSpec* f : indexed) {
       std::optional<std::string> old_key;
@@ -198,7 +199,7 @@ Oid save_record(Store& store, const TypeSpec& spec, RecordTarget resolved, const
 }
 
 std::size_t remove_record(Store& store, const TypeSpec& spec, Oid oid, const std::string& id,
-                          int max_retries) {
+                          int max_retries, const std::optional<LockCheck>& fence) {
   const std::vector<const FieldSpec*> indexed = indexed_fields(spec);
   for (int attempt = 0;; ++attempt) {
     StoredObject object = load_one(store, oid);
@@ -220,6 +221,7 @@ std::size_t remove_record(Store& store, const TypeSpec& spec, Oid oid, const std
     CommitRequest request;
     request.reads.push_back(ReadCheck{oid, object.version});
     request.deletes.push_back(oid);
+    if (fence) request.locks.push_back(*fence);
     for (const FieldSpec* f : indexed) {
       if (auto key = index_key(value_of(state, *f), oid)) {
         if (auto entry = store.find_key(spec.index_type(*f), *key)) {

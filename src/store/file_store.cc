@@ -1142,6 +1142,9 @@ FileStoreImpl::Applied FileStoreImpl::apply(const CommitRequest& request) {
   if (options_.read_only) throw InvalidArgument(path_ + " is open read-only");
   validate_commit_shape(request, next_oid_.load());
   std::unique_lock lk(mu_);
+  // Under mu_, with the apply: the lock is held at the moment the commit takes effect.
+  for (const LockCheck& l : request.locks)
+    if (!locks_.holds(l.name, l.token)) throw_lock_lost(l);
   std::vector<Oid> conflicts;
   for (const ReadCheck& r : request.reads) {
     const IndexEntry* e = index_.find(r.oid);

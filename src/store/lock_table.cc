@@ -61,4 +61,11 @@ bool LockTable::renew(std::string_view name, std::string_view owner,
   return true;
 }
 
+bool LockTable::holds(std::string_view name, std::uint64_t token) {
+  std::lock_guard lk(mu_);
+  auto it = locks_.find(std::string(name));
+  // last_token is the token of the newest acquisition, so of the holder if the lock is held.
+  return it != locks_.end() && it->second.held(Clock::now()) && it->second.last_token == token;
+}
+
 }  // namespace cairn

@@ -39,6 +39,8 @@ class LockTable {
   std::optional<std::uint64_t> lock(const LockRequest& request);
   bool unlock(std::string_view name, std::string_view owner);
   bool renew(std::string_view name, std::string_view owner, std::chrono::milliseconds ttl);
+  // Whether the lock is held now, unexpired, under `token` (a commit's LockCheck).
+  bool holds(std::string_view name, std::uint64_t token);
 
  private:
   using Clock = std::chrono::steady_clock;

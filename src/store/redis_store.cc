@@ -60,11 +60,13 @@ constexpr int hset_chunk = 500;
 // ---- Lua scripts (all take numkeys 0 and build their keys from the prefix in ARGV[1]) ----
 
 // ARGV: prefix, stream max length, epoch, seen csn, nreads, (oid, version)*, ndeletes, oid*,
-//       nwrites, (oid, type, key, hash key, nfields, (field, value)*)*, [nappends, (oid, bytes)*]
+//       nwrites, (oid, type, key, hash key, nfields, (field, value)*)*,
+//       [nappends, (oid, bytes)*, [nlocks, (lock name, fencing token)*]]
 // The hash key of a write is where its hash goes: `P o:<oid>`, or its readable key `P<type>:<key>`
 // (hash_key()), in which case `P o:<oid>` becomes a pointer {_at = hash key}. A write whose one
 // field is `_bytes` is a blob: the field's value is its bytes, which go to the string `P b:<oid>`.
-// The appends are left out when there are none, so that such commits cost nothing more.
+// The appends are left out when there are none, so that such commits cost nothing more; so are
+// the lock checks (after a count of 0 appends if they have none).
 // The epoch is the one the client read when it opened the store (RedisStore::epoch_), the seen
 // csn the highest CSN it has seen here (RedisStore::seen_csn_).
 // Returns {"epoch", current epoch} (nothing written) if `P epoch` holds another, {"behind",
@@ -72,7 +74,9 @@ constexpr int hset_chunk = 500;
 // {"conflict", oid...}, {"same", csn} (nothing to apply), {"ok", csn, changed oid...}, or
 // for an append that cannot apply (nothing written): {"absent", oid}, {"not_blob", oid} or
 // {"too_big", oid, current data size}; or {"csn_behind", csn} (nothing written) when the CSN
-// counter is behind the change stream.
+// counter is behind the change stream; or {"lock_lost", n} (nothing written) when the n-th lock
+// check (from 1) fails: `P lock:<name>` is gone (released, or expired by its PEXPIRE) or
+// `P fence:<name>` holds another token than the one given, which a later lock() took.
 constexpr std::string_view commit_script = R"lua(
 local p = ARGV[1]
 -- Another history (the database flushed or replaced since this client opened it): the reads
@@ -126,6 +130,17 @@ if ARGV[i] then
   local na = tonumber(ARGV[i]); i = i + 1
   for _ = 1, na do
     appends[#appends + 1] = {oid = ARGV[i], bytes = ARGV[i + 1]}; i = i + 2
+  end
+end
+-- Fencing, before anything else can refuse: each lock held now under the token given.
+if ARGV[i] then
+  local nl = tonumber(ARGV[i]); i = i + 1
+  for n = 1, nl do
+    if redis.call('EXISTS', p .. 'lock:' .. ARGV[i]) == 0 or
+       redis.call('GET', p .. 'fence:' .. ARGV[i]) ~= ARGV[i + 1] then
+      return {'lock_lost', tostring(n)}
+    end
+    i = i + 2
   end
 end
 for _, w in ipairs(writes) do
@@ -1224,11 +1239,18 @@ std::uint64_t RedisStore::commit(const CommitRequest& request) {
       args.push_back(value);
     }
   }
-  if (!request.appends.empty()) {
+  if (!request.appends.empty() || !request.locks.empty()) {
     args.push_back(str(std::to_string(request.appends.size())));
     for (const AppendOp& a : request.appends) {
       args.push_back(str(a.oid.str()));
       args.push_back(a.data);
+    }
+  }
+  if (!request.locks.empty()) {
+    args.push_back(str(std::to_string(request.locks.size())));
+    for (const LockCheck& l : request.locks) {
+      args.push_back(l.name);
+      args.push_back(str(std::to_string(l.token)));
     }
   }
 
@@ -1271,6 +1293,13 @@ std::uint64_t RedisStore::commit(const CommitRequest& request) {
     }
     check_append(oid, size, status == "too_big", append->data.size());
     unexpected(r, "commit");  // the script refused what the same check accepts
+  }
+  if (status == "lock_lost") {
+    lk.unlock();
+    if (r->elements < 2) unexpected(r, "commit");
+    std::uint64_t n = parse_u64(string_of(r->element[1], "commit"), "lock check");
+    if (n == 0 || n > request.locks.size()) unexpected(r, "commit");
+    throw_lock_lost(request.locks[n - 1]);
   }
   if (status == "csn_behind") {
     lk.unlock();

@@ -52,6 +52,14 @@ void validate_commit_shape(const CommitRequest& request, std::uint64_t next_oid)
       check_length(fmt::format("append to object {}", a.oid.value()), a.data, max_object_bytes);
     }
   }
+  for (const LockCheck& l : request.locks) {
+    if (l.name.empty()) throw InvalidArgument("commit checks a lock with an empty name");
+    check_length("lock name", l.name, max_lock_name_length);
+    if (l.token == 0) {
+      throw InvalidArgument(fmt::format(
+          "commit checks lock \"{}\" under fencing token 0, which no lock has", l.name));
+    }
+  }
   std::sort(oids.begin(), oids.end());
   if (auto twice = std::adjacent_find(oids.begin(), oids.end()); twice != oids.end()) {
     throw InvalidArgument(fmt::format(
@@ -87,6 +95,13 @@ void check_append(Oid oid, std::optional<std::size_t> current_size, bool blob,
                     "past the limit of {}",
                     appended, oid.value(), *current_size + appended, max_object_bytes));
   }
+}
+
+void throw_lock_lost(const LockCheck& check) {
+  throw LockLost(fmt::format(
+      "lock \"{}\" is no longer held under fencing token {} (it expired, was released or was "
+      "taken over); nothing was committed",
+      check.name, check.token));
 }
 
 void validate_lock_request(const LockRequest& request) {

@@ -17,8 +17,8 @@ namespace cairn {
 
 // Throws InvalidArgument for a request no backend may accept: a write, delete or append naming an
 // oid that was never allocated (>= next_oid, other than the root), an oid twice among writes,
-// deletes and appends, two writes taking the same (type, key), or a type, key, object or
-// appended data over its limit.
+// deletes and appends, two writes taking the same (type, key), a type, key, object or
+// appended data over its limit, or a lock check with an empty or over-long name or token 0.
 void validate_commit_shape(const CommitRequest& request, std::uint64_t next_oid);
 
 // For an append of `appended` bytes to object `oid`, whose data is `current` (null: absent):
@@ -31,6 +31,9 @@ void check_append(Oid oid, const std::string* current, std::size_t appended);
 // script and reports what it found).
 void check_append(Oid oid, std::optional<std::size_t> current_size, bool blob,
                   std::size_t appended);
+
+// The LockLost a commit throws when its lock check `check` fails (Store::commit).
+[[noreturn]] void throw_lock_lost(const LockCheck& check);
 
 // Throws InvalidArgument for an empty or over-long name or owner, a ttl <= 0, or a wait < 0.
 void validate_lock_request(const LockRequest& request);

@@ -133,6 +133,19 @@ Oid ConnectionImpl::new_oid() {
   return Oid(reserved_++);
 }
 
+void ConnectionImpl::require_lock(std::string name, std::uint64_t token) {
+  LockCheck check{std::move(name), token};
+  // Refused now rather than at commit, where it would fail the whole transaction.
+  if (check.name.empty()) throw InvalidArgument("require_lock: the lock name is empty");
+  if (check.name.size() > max_lock_name_length) {
+    throw InvalidArgument(
+        fmt::format("require_lock: the lock name is {} bytes, over the limit of {}",
+                    check.name.size(), max_lock_name_length));
+  }
+  if (token == 0) throw InvalidArgument("require_lock: fencing token 0, which no lock has");
+  required_locks_.push_back(std::move(check));
+}
+
 Object ConnectionImpl::create_blob(std::string bytes) {
   Object object = create(Value(Bytes{std::move(bytes)}), {}, {});
   object.node_->blob = true;
@@ -491,6 +504,7 @@ void ConnectionImpl::end_transaction() {
   read_set_.clear();
   reserved_left_ = 0;
   last_reserve_ = 0;
+  required_locks_.clear();
 }
 
 void ConnectionImpl::sync() {
@@ -588,11 +602,17 @@ std::uint64_t ConnectionImpl::commit() {
   }
   for (Node* n : read_set_)
     request.reads.push_back(ReadCheck{n->oid, n->version});
+  request.locks.insert(request.locks.end(), required_locks_.begin(), required_locks_.end());
   std::uint64_t csn = 0;
   try {
     csn = store_.commit(request);
   } catch (const ConflictError& e) {
     note_conflict(e.oids());
+    abort();
+    throw;
+  } catch (const LockLost&) {
+    // Nothing applied, and what the transaction read may be changing under the lock's new
+    // holder: its changes go, as after a conflict (but transaction() does not run it again).
     abort();
     throw;
   } catch (const InvalidArgument&) {
@@ -663,6 +683,7 @@ void ConnectionImpl::trim_request() noexcept {
   release(request_.deletes);
   release(request_.reads);
   release(request_.appends);
+  release(request_.locks);
   request_large_ = false;
 }
 
@@ -814,6 +835,9 @@ std::optional<Object> Connection::find(std::string_view type, std::string_view k
 }
 void Connection::prefetch(std::span<const Oid> oids) {
   impl().prefetch(oids);
+}
+void Connection::require_lock(std::string name, std::uint64_t token) {
+  impl().require_lock(std::move(name), token);
 }
 std::uint64_t Connection::commit() {
   return impl().commit();

@@ -56,6 +56,7 @@ class ConnectionImpl {
   Object create_blob(std::string bytes);
   std::optional<Object> find(std::string_view type, std::string_view key);
   void prefetch(std::span<const Oid> oids);
+  void require_lock(std::string name, std::uint64_t token);
   std::uint64_t commit();
   // Drops the changes and syncs: from the change feed, or with `ask_store` from the store (an
   // explicit Connection::abort()).
@@ -249,7 +250,8 @@ class ConnectionImpl {
   void release_request() noexcept {
     // The usual commit only writes: its reads, deletes and appends are empty, and stay so.
     if (request_large_ || request_.writes.size() > kept_writes || !request_.reads.empty() ||
-        !request_.deletes.empty() || !request_.appends.empty()) [[unlikely]] {
+        !request_.deletes.empty() || !request_.appends.empty() || !request_.locks.empty())
+        [[unlikely]] {
       trim_request();
     }
   }
@@ -296,6 +298,7 @@ class ConnectionImpl {
   // used. end_transaction() drops what is left: oids kept past a restart of a memory server could
   // be the ones that server gives to others.
   static constexpr std::uint32_t max_oid_reserve = 1024;
+  std::vector<LockCheck> required_locks_;  // require_lock()'s, until the transaction ends
   Oid new_oid();
   std::uint64_t reserved_ = 0;
   std::uint32_t reserved_left_ = 0;

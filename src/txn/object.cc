@@ -273,6 +273,9 @@ std::optional<Object> Txn::find(std::string_view type, std::string_view key) {
 void Txn::prefetch(std::span<const Oid> oids) {
   conn().prefetch(oids);
 }
+void Txn::require_lock(std::string name, std::uint64_t token) {
+  conn().require_lock(std::move(name), token);
+}
 void Txn::modify(Oid oid, const std::function<void(Value&)>& fn) {
   fn(get(oid).mutate());
 }

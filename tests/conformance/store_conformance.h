@@ -709,6 +709,61 @@ TYPED_TEST_P(StoreConformance, AppendsAreRefusedUnlessToAnExistingBlobWithinTheL
   EXPECT_FALSE(this->get(bystander).exists());
 }
 
+// Fencing: a commit that names a lock applies only while that lock is held under the token it
+// gives. A holder whose lock expired, or was taken over, commits nothing.
+TYPED_TEST_P(StoreConformance, CommitsThatCheckALockApplyOnlyWhileItIsHeld) {
+  Oid oid = this->fresh();
+  std::uint64_t first = this->put(oid, 0);
+  auto fenced = [&](std::int64_t v, std::vector<LockCheck> locks) {
+    CommitRequest req;
+    req.writes.push_back(WriteOp{oid, "", "", this->data(v)});
+    req.locks = std::move(locks);
+    return this->store->commit(req);
+  };
+  auto alice = this->store->lock(LockRequest{"job", "alice", 400ms, 0ms});
+  ASSERT_TRUE(alice.has_value());
+  auto other = this->store->lock(LockRequest{"other", "alice", 10s, 0ms});
+  ASSERT_TRUE(other.has_value());
+  EXPECT_GT(fenced(1, {{"job", *alice}, {"other", *other}}), first);
+  EXPECT_EQ(this->value(oid), Value(1));
+  // Read-only commits check them too.
+  CommitRequest check_only;
+  check_only.locks = {{"job", *alice}};
+  EXPECT_NO_THROW(this->store->commit(check_only));
+
+  // A token the lock never had, a lock never taken, one released: refused, nothing applied.
+  EXPECT_THROW(fenced(2, {{"job", *alice + 1000}}), LockLost);
+  EXPECT_THROW(fenced(2, {{"never", 1}}), LockLost);
+  EXPECT_TRUE(this->store->unlock("other", "alice"));
+  try {
+    fenced(2, {{"job", *alice}, {"other", *other}});
+    ADD_FAILURE() << "committed under a released lock";
+  } catch (const LockLost& e) {
+    EXPECT_NE(std::string(e.what()).find("\"other\""), std::string::npos) << e.what();
+  }
+  // Checked before the reads: a commit that would also conflict says the lock is lost.
+  CommitRequest both;
+  both.reads.push_back(ReadCheck{oid, first});
+  both.writes.push_back(WriteOp{oid, "", "", this->data(2)});
+  both.locks = {{"other", *other}};
+  EXPECT_THROW(this->store->commit(both), LockLost);
+  EXPECT_EQ(this->value(oid), Value(1));
+
+  // Expired, then taken over by bob: alice's token no longer commits, bob's does.
+  std::this_thread::sleep_for(800ms);
+  EXPECT_THROW(fenced(3, {{"job", *alice}}), LockLost) << "committed under an expired lock";
+  auto bob = this->store->lock(LockRequest{"job", "bob", 10s, 0ms});
+  ASSERT_TRUE(bob.has_value());
+  EXPECT_THROW(fenced(3, {{"job", *alice}}), LockLost);
+  EXPECT_EQ(this->value(oid), Value(1));
+  fenced(4, {{"job", *bob}});
+  EXPECT_EQ(this->value(oid), Value(4));
+  EXPECT_THROW(fenced(5, {{"job", 0}}), InvalidArgument);
+  EXPECT_THROW(fenced(5, {{"", *bob}}), InvalidArgument);
+  EXPECT_THROW(fenced(5, {{std::string(max_lock_name_length + 1, 'n'), *bob}}), InvalidArgument);
+  EXPECT_TRUE(this->store->unlock("job", "bob"));
+}
+
 REGISTER_TYPED_TEST_SUITE_P(
     StoreConformance, LoadOfAbsentObjectHasVersionZero, CommitThenLoadReturnsStateAtCommitCsn,
     StaleReadConflictsAndAppliesNothing, ReadAsAbsentConflictsOnceCreated,
@@ -721,6 +776,7 @@ REGISTER_TYPED_TEST_SUITE_P(
     LockIsExclusiveWithIncreasingFencingTokens, LockExpiresAfterTtlAndRenewExtendsIt,
     BlockingLockWaitsButNeverSteals, LockRequestsAreValidated, PackDropsOnlyUnreachableObjects,
     ConcurrentTransfersKeepTheSum, AppendsGrowABlobAndNeverConflictOverIt,
-    AppendsAreRefusedUnlessToAnExistingBlobWithinTheLimit);
+    AppendsAreRefusedUnlessToAnExistingBlobWithinTheLimit,
+    CommitsThatCheckALockApplyOnlyWhileItIsHeld);
 
 }  // namespace cairn::testing

@@ -335,6 +335,12 @@ TEST(RemoteStore, AppendsAreNotSentToAServerThatWouldDropThem) {
   appending.appends.push_back(AppendOp{Oid(2), "bytes"});
   EXPECT_THROW(store.commit(appending), Unsupported);
   EXPECT_EQ(old.commits.load(), 1) << "the commit reached a server that would drop its appends";
+  // Nor lock checks, which it would skip: the commit would apply unfenced.
+  CommitRequest fenced;
+  fenced.writes.push_back(WriteOp{Oid(1), "", "", encode(Value(3))});
+  fenced.locks.push_back(LockCheck{"job", 7});
+  EXPECT_THROW(store.commit(fenced), Unsupported);
+  EXPECT_EQ(old.commits.load(), 1) << "the commit reached a server that would not check its lock";
 }
 
 // A client that speaks raw frames, to send what RemoteStore never would.

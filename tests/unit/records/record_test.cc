@@ -909,6 +909,41 @@ TEST_F(RecordTest, LockNeverStealsAndUnlockReleasesOnlyItsOwn) {
   EXPECT_FALSE(p->unlock());
 }
 
+// Saves and removals under lock() are fenced: once the lock has expired and someone else has
+// taken it, the old holder's save is refused instead of overwriting the new holder's work.
+TEST_F(RecordTest, ASaveUnderALockThatWasLostIsRefused) {
+  auto p = Project::create({{"name", "v1"}});
+  ASSERT_TRUE(p->lock({.ttl = std::chrono::milliseconds(300)}));
+  p->name = "v2";
+  p->save();  // held: saved
+  std::this_thread::sleep_for(std::chrono::milliseconds(600));
+  auto other = Project::make({{"name", "theirs"}}, {.id = p->id()});
+  ASSERT_TRUE(other->lock()) << "the first lock did not expire";
+  other->save();
+  p->name = "v3";
+  EXPECT_THROW(p->save(), LockLost);
+  EXPECT_THROW(p->remove(), LockLost);
+  EXPECT_EQ(Project::load(p->id(), {.cache = false})->name, "theirs");
+  EXPECT_TRUE(other->unlock());
+  // Without a lock, saves are not fenced.
+  EXPECT_FALSE(p->unlock());
+  p->name = "v4";
+  p->save();
+  EXPECT_EQ(Project::load(p->id(), {.cache = false})->name, "v4");
+  // The same under a lock_context() guard, until it is released.
+  {
+    auto guard = p->lock_context({.ttl = std::chrono::milliseconds(300)});
+    ASSERT_TRUE(guard.acquired());
+    std::this_thread::sleep_for(std::chrono::milliseconds(600));
+    ASSERT_TRUE(other->lock());
+    p->name = "v5";
+    EXPECT_THROW(p->save(), LockLost);
+    EXPECT_TRUE(other->unlock());
+  }
+  p->save();
+  EXPECT_EQ(Project::load(p->id(), {.cache = false})->name, "v5");
+}
+
 // A record id may be as long as a key (1024 bytes); its lock name adds the type, so a long id is
 // named by its hash: the lock still works, and two long ids that share a prefix are two locks.
 TEST_F(RecordTest, RecordsWithTheLongestIdsCanBeLocked) {

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <optional>
 #include <set>
+#include <thread>
 
 #include "cairn/database.h"
 #include "cairn/error.h"
@@ -963,6 +964,50 @@ TEST(Creates, OidsAreAllocatedInFewCallsAndNeverTwice) {
   conn.commit();
   EXPECT_EQ(created, 15000u);
   db.view([&](View& v) { EXPECT_EQ(v.get(single).get(), Value(1)); });
+}
+
+// Fencing in the object layer: a commit under require_lock() applies only while the lock is held
+// under that token. Lost, the commit throws LockLost, drops the transaction's changes, and
+// transaction() does not run its function again.
+TEST(RequireLock, ACommitUnderALostLockChangesNothing) {
+  Database db(make_memory_store());
+  Store& store = db.store();
+  Connection conn = db.connect();
+  Oid oid = conn.create(Value(0)).oid();
+  conn.commit();
+  auto token = store.lock(LockRequest{"job", "me", std::chrono::milliseconds(300), {}});
+  ASSERT_TRUE(token.has_value());
+  conn.require_lock("job", *token);
+  conn.get(oid).set(Value(1));
+  conn.commit();
+  // The requirement ended with that transaction: this one is not fenced.
+  conn.get(oid).set(Value(2));
+  std::this_thread::sleep_for(std::chrono::milliseconds(600));
+  conn.commit();
+
+  auto theirs = store.lock(LockRequest{"job", "them", std::chrono::seconds(10), {}});
+  ASSERT_TRUE(theirs.has_value()) << "the first lock did not expire";
+  conn.require_lock("job", *token);
+  conn.get(oid).set(Value(3));
+  EXPECT_THROW(conn.commit(), LockLost);
+  EXPECT_FALSE(conn.has_changes());
+  EXPECT_EQ(conn.get(oid).get(), Value(2));
+
+  int runs = 0;
+  EXPECT_THROW(db.transaction([&](Txn& tx) {
+    ++runs;
+    tx.require_lock("job", *token);
+    tx.get(oid).set(Value(4));
+  }),
+               LockLost);
+  EXPECT_EQ(runs, 1);
+  db.transaction([&](Txn& tx) {
+    tx.require_lock("job", *theirs);
+    tx.get(oid).set(Value(5));
+  });
+  EXPECT_EQ(db.view([&](View& v) { return v.get(oid).get(); }), Value(5));
+  EXPECT_THROW(conn.require_lock("", 1), InvalidArgument);
+  EXPECT_THROW(conn.require_lock("job", 0), InvalidArgument);
 }
 
 }  // namespace
