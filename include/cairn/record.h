@@ -229,6 +229,8 @@ std::optional<Oid> locate_record(Store& store, const TypeSpec& spec, std::option
 // generation (save_record() would refuse it).
 RecordTarget resolve_record(Store& store, const TypeSpec& spec, std::optional<Oid> oid,
                             std::string_view id);
+// Throws LockLost unless the lock is held under its token now: a commit that only checks it.
+void check_fence(Store& store, const LockCheck& fence);
 // Throws InvalidArgument if saving the record `id` would replace one stored by another
 // generation (which save_record() refuses), as resolve_record() does, but allocates nothing:
 // for the check a save with dependencies makes before it writes anything.
@@ -662,8 +664,8 @@ class RecordBase : public std::enable_shared_from_this<RecordBase> {
   // saved by it, so that each is saved once.
   virtual void save_visiting(int depth, std::unordered_set<const RecordBase*>& visited) = 0;
   // Before a save with dependencies writes anything: refuses a pointer to a record in another
-  // repository, and a save over a record stored by another generation, in this record or in
-  // those it points to, `depth` levels down.
+  // repository, a save over a record stored by another generation, and a save under a lock
+  // already lost, in this record or in those it points to, `depth` levels down.
   virtual void check_pointers_visiting(int depth,
                                        std::unordered_set<const RecordBase*>& visited) = 0;
 
@@ -681,7 +683,9 @@ class RecordBase : public std::enable_shared_from_this<RecordBase> {
   Value::Map extra_;
   std::vector<detail::NestedKey> nested_extra_;  // undeclared keys inside fields, as extra_
   std::string lock_owner_;  // the owner name of the last lock() that succeeded, until unlock()
-  // That lock and its fencing token: saves and removals commit only while it is held under it.
+  std::uint64_t lock_token_ = 0;  // its fencing token
+  // The lock this record holds, by lock() or a lock_context() guard, with its fencing token:
+  // saves, removals and stream appends commit only while it is held under it.
   std::optional<LockCheck> fence_;
 
  private:
@@ -893,6 +897,7 @@ class Record : public RecordBase {
     auto repo = repository();
     check_pointer_repositories(repo);
     if (!id_.empty()) detail::check_replaceable(repo->store(), spec(), oid_, id_);
+    if (fence_) detail::check_fence(repo->store(), *fence_);
     if (depth > 0) {
       for_each_pointer([&](auto& pointer) {
         if (pointer.resolved()) pointer.get()->check_pointers_visiting(depth - 1, visited);
@@ -1040,8 +1045,10 @@ class Record : public RecordBase {
       return;
     }
     Ref head{*stream.head_, {}};
-    repository()->database().transaction(
-        [&](Txn& tx) { ByteStream::open(tx, head).append(bytes); });
+    repository()->database().transaction([&](Txn& tx) {
+      if (fence_) tx.require_lock(fence_->name, fence_->token);
+      ByteStream::open(tx, head).append(bytes);
+    });
   }
   // Every byte of a StreamField: what is stored, then what waits for the first save.
   std::string read(std::string_view field) {
@@ -1085,6 +1092,7 @@ class Record : public RecordBase {
         detail::acquire_lock(repo->store(), lock_name(), owner, options.ttl, wait_of(options));
     if (!token) return false;
     lock_owner_ = std::move(owner);
+    lock_token_ = *token;
     fence_ = LockCheck{lock_name(), *token};
     return true;
   }
@@ -1093,7 +1101,8 @@ class Record : public RecordBase {
     if (lock_owner_.empty()) return false;
     bool released = repository()->store().unlock(lock_name(), lock_owner_);
     lock_owner_.clear();
-    fence_.reset();
+    // Not a lock_context() guard's fence, taken since this lock() expired.
+    if (fence_ && fence_->token == lock_token_) fence_.reset();
     return released;
   }
   // A guard that holds the lock if it could be taken (check acquired()).

@@ -115,6 +115,12 @@ RecordTarget resolve_record(Store& store, const TypeSpec& spec, std::optional<Oi
   return RecordTarget{store.new_oids(1), true, std::nullopt};
 }
 
+void check_fence(Store& store, const LockCheck& fence) {
+  CommitRequest request;
+  request.locks.push_back(fence);
+  store.commit(request);
+}
+
 void check_replaceable(Store& store, const TypeSpec& spec, std::optional<Oid> oid,
                        std::string_view id) {
   if (std::optional<Oid> at = locate_record(store, spec, oid, id)) {

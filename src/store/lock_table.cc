@@ -16,8 +16,10 @@ std::optional<std::uint64_t> LockTable::lock(const LockRequest& request) {
   for (;;) {
     auto now = Clock::now();
     if (!state.held(now)) {
-      std::optional<std::uint64_t> token =
-          tokens_.next ? tokens_.next() : std::optional(state.last_token + 1);
+      std::optional<std::uint64_t> token = tokens_.next ? tokens_.next()
+                                           : state.last_token == 0
+                                               ? std::optional(first_token_)
+                                               : std::optional(state.last_token + 1);
       if (!token) {
         // Reserving more tokens may wait for the disk: not with the mutex held, which every
         // lock, unlock and renewal of every name needs. The lock may be taken meanwhile, so

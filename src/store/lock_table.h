@@ -32,8 +32,8 @@ class LockTable {
     std::function<void()> reserve;
   };
 
-  // Tokens count up per name, from 1, in memory.
-  LockTable() = default;
+  // Tokens count up per name, in memory, from first_token.
+  explicit LockTable(std::uint64_t first_token = 1) : first_token_(first_token) {}
   explicit LockTable(TokenSource tokens) : tokens_(std::move(tokens)) {}
 
   std::optional<std::uint64_t> lock(const LockRequest& request);
@@ -51,7 +51,8 @@ class LockTable {
     bool held(Clock::time_point now) const { return !owner.empty() && now < expires; }
   };
 
-  TokenSource tokens_;  // empty: tokens per name, in memory
+  TokenSource tokens_;  // empty: tokens per name, in memory, from first_token_
+  std::uint64_t first_token_ = 1;
   std::mutex mu_;
   std::condition_variable cv_;
   std::unordered_map<std::string, LockState> locks_;

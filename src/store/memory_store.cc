@@ -73,7 +73,18 @@ class MemoryStore final : public Store {
 
   ListenerRegistry listeners_;
 
-  LockTable locks_;
+  // Its tokens die with it, so a new MemoryStore starts every name's tokens past any an earlier
+  // one can have handed out: at 1024 times the microseconds since the epoch (the earlier one
+  // would have had to take more than 1024 locks of one name a microsecond). A client still
+  // holding a token from before `cairn serve --memory` restarted cannot then commit under the
+  // lock of whoever takes it after the restart (Store::commit's lock checks).
+  LockTable locks_{first_memory_token()};
+  static std::uint64_t first_memory_token() {
+    auto micros = std::chrono::duration_cast<std::chrono::microseconds>(
+                      std::chrono::system_clock::now().time_since_epoch())
+                      .count();
+    return static_cast<std::uint64_t>(std::max<std::int64_t>(micros, 1)) * 1024;
+  }
 };
 
 LoadResult MemoryStore::load(std::span<const Oid> oids) {

@@ -690,11 +690,14 @@ void ConnectionImpl::trim_request() noexcept {
 std::size_t ConnectionImpl::retained_request_bytes() const {
   std::size_t bytes =
       request_.reads.capacity() * sizeof(ReadCheck) + request_.writes.capacity() * sizeof(WriteOp) +
-      request_.deletes.capacity() * sizeof(Oid) + request_.appends.capacity() * sizeof(AppendOp);
+      request_.deletes.capacity() * sizeof(Oid) + request_.appends.capacity() * sizeof(AppendOp) +
+      request_.locks.capacity() * sizeof(LockCheck);
   for (const WriteOp& w : request_.writes)
     bytes += w.type.capacity() + w.key.capacity() + w.data.capacity();
   for (const AppendOp& a : request_.appends)
     bytes += a.data.capacity();
+  for (const LockCheck& l : request_.locks)
+    bytes += l.name.capacity();
   return bytes;
 }
 

@@ -210,6 +210,9 @@ class ConnectionImpl {
   }
   void retire_lease() {
     read_only_ = false;
+    // A run of fn that required a lock and then threw before it changed or read anything left
+    // its check here: it is not the next lease's.
+    required_locks_.clear();
     ++lease_;  // handles from this lease stop working, and copies of its Txn or View
     lease_cell_->lease.store(lease_, std::memory_order_release);
   }

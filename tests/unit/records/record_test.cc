@@ -942,6 +942,35 @@ TEST_F(RecordTest, ASaveUnderALockThatWasLostIsRefused) {
   }
   p->save();
   EXPECT_EQ(Project::load(p->id(), {.cache = false})->name, "v5");
+  // unlock() of an expired lock() leaves the fence of a guard taken since.
+  ASSERT_TRUE(p->lock({.ttl = std::chrono::milliseconds(300)}));
+  std::this_thread::sleep_for(std::chrono::milliseconds(600));
+  {
+    auto guard = p->lock_context({.ttl = std::chrono::milliseconds(300)});
+    ASSERT_TRUE(guard.acquired());
+    EXPECT_FALSE(p->unlock());
+    std::this_thread::sleep_for(std::chrono::milliseconds(600));
+    ASSERT_TRUE(other->lock());
+    p->name = "v6";
+    EXPECT_THROW(p->save(), LockLost) << "unlock() dropped the guard's fence";
+    EXPECT_TRUE(other->unlock());
+  }
+}
+
+// A save with dependencies under a lock already lost writes nothing: not even the dependencies.
+TEST_F(RecordTest, ASaveWithDependenciesUnderALostLockWritesNothing) {
+  Node::set_type_repository(repo);
+  auto a = Node::create({{"label", "a"}});
+  ASSERT_TRUE(a->lock({.ttl = std::chrono::milliseconds(300)}));
+  std::this_thread::sleep_for(std::chrono::milliseconds(600));
+  auto theirs = Node::make({{"label", "theirs"}}, {.id = a->id()});
+  ASSERT_TRUE(theirs->lock());
+  a->next = Node::make({{"label", "b"}});
+  EXPECT_THROW(a->save({.dependencies = true}), LockLost);
+  EXPECT_FALSE(a->next->saved());
+  EXPECT_EQ(Node::list().size(), 1u);
+  EXPECT_TRUE(theirs->unlock());
+  Node::set_type_repository(nullptr);
 }
 
 // A record id may be as long as a key (1024 bytes); its lock name adds the type, so a long id is

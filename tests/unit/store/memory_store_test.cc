@@ -79,5 +79,21 @@ TEST(Open, UnknownSchemesAndUnreachableServersGiveClearErrors) {
   }
 }
 
+// A MemoryStore's fencing tokens die with it: a new one (a `cairn serve --memory` restarted)
+// must not hand out a token an earlier one did, or a holder from before the restart could commit
+// under the lock of whoever takes it after.
+TEST(MemoryStore, ANewStoresTokensStartPastAnEarlierOnes) {
+  std::uint64_t last = 0;
+  {
+    auto earlier = make_memory_store();
+    for (int i = 0; i < 1000; ++i) {
+      last = earlier->lock(LockRequest{"job", "a", std::chrono::seconds(10), {}}).value();
+      ASSERT_TRUE(earlier->unlock("job", "a"));
+    }
+  }
+  auto later = make_memory_store();
+  EXPECT_GT(later->lock(LockRequest{"job", "b", std::chrono::seconds(10), {}}).value(), last);
+}
+
 }  // namespace
 }  // namespace cairn::testing

@@ -1008,6 +1008,16 @@ TEST(RequireLock, ACommitUnderALostLockChangesNothing) {
   EXPECT_EQ(db.view([&](View& v) { return v.get(oid).get(); }), Value(5));
   EXPECT_THROW(conn.require_lock("", 1), InvalidArgument);
   EXPECT_THROW(conn.require_lock("job", 0), InvalidArgument);
+
+  // A run that required a lock and threw before changing anything leaves no check behind for
+  // the next transaction on the pooled connection.
+  EXPECT_THROW(db.transaction([&](Txn& tx) {
+    tx.require_lock("job", *theirs);
+    throw std::runtime_error("gave up");
+  }),
+               std::runtime_error);
+  EXPECT_TRUE(store.unlock("job", "them"));
+  EXPECT_NO_THROW(db.transaction([&](Txn& tx) { tx.get(oid).set(Value(6)); }));
 }
 
 }  // namespace
