@@ -278,22 +278,25 @@ class RemoteStore::Impl : public std::enable_shared_from_this<Impl> {
   // `offset`, if given, is set to the offset of the connection the request went on (for the
   // reply's CSNs); `expect`, if given, is the offset the body was written for: should the
   // connection now have another, the request is not sent and HistoryChanged is thrown.
+  // `need`: the features (hello) the request needs of the server; should the connection it
+  // would go on (perhaps a new one, to another server) lack one, it is not sent: Unsupported.
   std::string call(Op op, std::string_view body, std::uint64_t* offset = nullptr,
-                   std::optional<std::uint64_t> expect = std::nullopt) {
-    return call(op, body, options_.call_timeout, offset, expect);
+                   std::optional<std::uint64_t> expect = std::nullopt, std::uint64_t need = 0) {
+    return call(op, body, options_.call_timeout, offset, expect, need);
   }
   std::string call(Op op, std::string_view body, std::chrono::milliseconds timeout,
                    std::uint64_t* offset = nullptr,
-                   std::optional<std::uint64_t> expect = std::nullopt) {
+                   std::optional<std::uint64_t> expect = std::nullopt, std::uint64_t need = 0) {
     if (!ready()) connect();
-    return call_connected(op, body, timeout, offset, expect);
+    return call_connected(op, body, timeout, offset, expect, need);
   }
 
   struct HistoryChanged {};
 
   std::string call_connected(Op op, std::string_view body, std::chrono::milliseconds timeout,
                              std::uint64_t* offset = nullptr,
-                             std::optional<std::uint64_t> expect = std::nullopt) {
+                             std::optional<std::uint64_t> expect = std::nullopt,
+                             std::uint64_t need = 0) {
     if (std::uint64_t limit = max_request_body_.load(); limit != 0 && body.size() > limit) {
       throw InvalidArgument(fmt::format(
           "a {} request of {} bytes is larger than the server's frame limit of {} bytes "
@@ -312,6 +315,12 @@ class RemoteStore::Impl : public std::enable_shared_from_this<Impl> {
         throw IoError(fmt::format("connection to {} lost: {}", where(), lost_));
       }
       if (expect && *expect != offset_) throw HistoryChanged{};
+      if ((features_.load() & need) != need) {
+        throw Unsupported(fmt::format(
+            "the server at {} does not support what this {} needs (feature bits {}): upgrade "
+            "it; nothing was sent",
+            where(), op_name(static_cast<std::uint16_t>(op)), need & ~features_.load()));
+      }
       if (offset != nullptr) *offset = offset_;
       do {
         id = next_id_++;
@@ -903,7 +912,11 @@ std::uint64_t RemoteStore::commit(const CommitRequest& request) {
     // Only read versions depend on the offset: a commit without reads goes to any history.
     std::optional<std::uint64_t> expect;
     if (!request.reads.empty()) expect = offset;
-    Body body(impl_->call(Op::commit, w.bytes(), &offset, expect));
+    // The features are checked again on the connection the commit goes on: a reconnect may
+    // have found an older server.
+    std::uint64_t need = (request.appends.empty() ? 0 : feature_appends) |
+                         (request.locks.empty() ? 0 : feature_lock_checks);
+    Body body(impl_->call(Op::commit, w.bytes(), &offset, expect, need));
     return impl_->client_csn(body.reader().u64(), offset);
   } catch (const Impl::HistoryChanged&) {
     std::vector<Oid> read;
