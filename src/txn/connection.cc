@@ -498,15 +498,6 @@ void ConnectionImpl::note_conflict(const std::vector<Oid>& oids) {
     conflicted_reads_.push_back(n->oid);
 }
 
-void ConnectionImpl::end_transaction() {
-  for (Node* n : read_set_)
-    n->read = false;
-  read_set_.clear();
-  reserved_left_ = 0;
-  last_reserve_ = 0;
-  required_locks_.clear();
-}
-
 void ConnectionImpl::sync() {
   sync_to(snapshot_);
 }
@@ -602,7 +593,9 @@ std::uint64_t ConnectionImpl::commit() {
   }
   for (Node* n : read_set_)
     request.reads.push_back(ReadCheck{n->oid, n->version});
-  request.locks.insert(request.locks.end(), required_locks_.begin(), required_locks_.end());
+  if (!required_locks_.empty()) [[unlikely]] {
+    request.locks.insert(request.locks.end(), required_locks_.begin(), required_locks_.end());
+  }
   std::uint64_t csn = 0;
   try {
     csn = store_.commit(request);

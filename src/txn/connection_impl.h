@@ -219,7 +219,14 @@ class ConnectionImpl {
   // begin_lease's and end_lease's work beyond their common case.
   void begin_lease_sync();
   void end_lease_changes();
-  void end_transaction();
+  void end_transaction() {
+    for (Node* n : read_set_)
+      n->read = false;
+    read_set_.clear();
+    reserved_left_ = 0;
+    last_reserve_ = 0;
+    required_locks_.clear();
+  }
   // Files a changed node in find()'s index under its type and key (none if it has no key).
   void file_key(Node& node);
   // The same for a node whose type or key may have changed, if it is changed and the index built.
