@@ -683,7 +683,7 @@ class RecordBase : public std::enable_shared_from_this<RecordBase> {
   Value::Map extra_;
   std::vector<detail::NestedKey> nested_extra_;  // undeclared keys inside fields, as extra_
   std::string lock_owner_;  // the owner name of the last lock() that succeeded, until unlock()
-  std::uint64_t lock_token_ = 0;  // its fencing token
+  LockCheck locked_;        // its lock's name and fencing token
   // The lock this record holds, by lock() or a lock_context() guard, with its fencing token:
   // saves, removals and stream appends commit only while it is held under it.
   std::optional<LockCheck> fence_;
@@ -1092,17 +1092,19 @@ class Record : public RecordBase {
         detail::acquire_lock(repo->store(), lock_name(), owner, options.ttl, wait_of(options));
     if (!token) return false;
     lock_owner_ = std::move(owner);
-    lock_token_ = *token;
     fence_ = LockCheck{lock_name(), *token};
+    locked_ = *fence_;
     return true;
   }
   // Releases the lock the last successful lock() took, if it still holds it.
   bool unlock() {
     if (lock_owner_.empty()) return false;
-    bool released = repository()->store().unlock(lock_name(), lock_owner_);
+    // By the name it was taken under: the id may have changed since (before a first save).
+    bool released = repository()->store().unlock(locked_.name, lock_owner_);
     lock_owner_.clear();
     // Not a lock_context() guard's fence, taken since this lock() expired.
-    if (fence_ && fence_->token == lock_token_) fence_.reset();
+    if (fence_ && fence_->token == locked_.token && fence_->name == locked_.name) fence_.reset();
+    locked_ = {};
     return released;
   }
   // A guard that holds the lock if it could be taken (check acquired()).
@@ -1181,8 +1183,10 @@ class Record : public RecordBase {
       if constexpr (std::is_same_v<std::remove_cvref_t<decltype(member)>, StreamField>) {
         if (member.head_ && !member.pending_.empty()) {
           Ref head{*member.head_, {}};
-          repo->database().transaction(
-              [&](Txn& tx) { ByteStream::open(tx, head).append(member.pending_); });
+          repo->database().transaction([&](Txn& tx) {
+            if (fence_) tx.require_lock(fence_->name, fence_->token);  // as append() is
+            ByteStream::open(tx, head).append(member.pending_);
+          });
           member.pending_.clear();
         }
       }

@@ -2,6 +2,7 @@
 // repositories per type and per instance, field kinds and their checks, pointers, dependency
 // saves, generations, locks and the per-field JSON form.
 #include "cairn/record.h"
+#include "support/forwarding_store.h"
 
 #include <gtest/gtest.h>
 
@@ -1051,6 +1052,55 @@ struct Job : Record<Job> {
   StreamField log;
 };
 CAIRN_TYPE(Job, "records_test.Job", name, log);
+
+// A store that, after the first commit carrying a lock check, lets that lock expire and has
+// someone else take it: a holder paused between two commits of one save.
+class LockThiefStore final : public ForwardingStore {
+ public:
+  LockThiefStore() : inner_(make_memory_store()) {}
+  std::uint64_t commit(const CommitRequest& r) override {
+    std::uint64_t csn = ForwardingStore::commit(r);
+    if (!r.locks.empty() && !stolen) {
+      stolen = true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(400));
+      taken = inner_->lock(LockRequest{r.locks[0].name, "thief", std::chrono::seconds(10), {}})
+                  .has_value();
+    }
+    return csn;
+  }
+  bool stolen = false;
+  bool taken = false;
+
+ private:
+  Store& inner() const override { return *inner_; }
+  std::unique_ptr<Store> inner_;
+};
+
+// Bytes appended before a record's first save are written after the record, in a commit of
+// their own: fenced like every other, so a holder whose lock was taken over between the two
+// does not write them.
+TEST_F(RecordTest, StreamBytesWaitingForTheFirstSaveAreFenced) {
+  auto owned = std::make_unique<LockThiefStore>();
+  LockThiefStore& store = *owned;
+  auto fenced = std::make_shared<Repository>(Database(std::move(owned)));
+  auto job = Job::make({{"name", "j"}}, {.id = "j", .repository = fenced});
+  ASSERT_TRUE(job->lock({.ttl = std::chrono::milliseconds(100)}));
+  job->append("log", "mine");
+  EXPECT_THROW(job->save(), LockLost);
+  ASSERT_TRUE(store.taken) << "the lock was not taken over";
+  EXPECT_EQ(job->read("log"), "mine") << "the bytes wait in the object, stored nowhere";
+  // Read again from the store: the stream is there, empty.
+  EXPECT_EQ(Job::load("j", {.cache = false, .repository = fenced})->read("log"), "");
+}
+
+// unlock() releases the lock lock() took even if the record's id changed since.
+TEST_F(RecordTest, UnlockReleasesTheLockTakenUnderAnEarlierId) {
+  auto p = Project::make({{"name", "renamed"}}, {.id = "before"});
+  ASSERT_TRUE(p->lock());
+  p->set("id", Value("after"));
+  EXPECT_TRUE(p->unlock());
+  EXPECT_TRUE(Project::make({}, {.id = "before"})->lock()) << "the lock stayed held";
+}
 
 TEST_F(RecordTest, ByteStreamAppendsWithoutRewritingTheRecord) {
   auto job = Job::make({{"name", "build"}}, {.repository = repo});
