@@ -1044,11 +1044,7 @@ class Record : public RecordBase {
       stream.pending_.append(bytes);
       return;
     }
-    Ref head{*stream.head_, {}};
-    repository()->database().transaction([&](Txn& tx) {
-      if (fence_) tx.require_lock(fence_->name, fence_->token);
-      ByteStream::open(tx, head).append(bytes);
-    });
+    append_to_stream(*repository(), *stream.head_, bytes);
   }
   // Every byte of a StreamField: what is stored, then what waits for the first save.
   std::string read(std::string_view field) {
@@ -1088,12 +1084,12 @@ class Record : public RecordBase {
   bool lock(LockOptions options = {}) {
     auto repo = repository();
     std::string owner = detail::new_lock_owner(*repo);
-    auto token =
-        detail::acquire_lock(repo->store(), lock_name(), owner, options.ttl, wait_of(options));
+    std::string name = lock_name();
+    auto token = detail::acquire_lock(repo->store(), name, owner, options.ttl, wait_of(options));
     if (!token) return false;
     lock_owner_ = std::move(owner);
-    fence_ = LockCheck{lock_name(), *token};
-    locked_ = *fence_;
+    locked_ = LockCheck{std::move(name), *token};
+    fence_ = locked_;
     return true;
   }
   // Releases the lock the last successful lock() took, if it still holds it.
@@ -1111,10 +1107,10 @@ class Record : public RecordBase {
   RecordLock lock_context(LockOptions options = {}) {
     auto repo = repository();
     std::string owner = detail::new_lock_owner(*repo);
-    auto token =
-        detail::acquire_lock(repo->store(), lock_name(), owner, options.ttl, wait_of(options));
-    if (token) fence_ = LockCheck{lock_name(), *token};
-    return RecordLock(repo, lock_name(), std::move(owner), token, weak_from_this());
+    std::string name = lock_name();
+    auto token = detail::acquire_lock(repo->store(), name, owner, options.ttl, wait_of(options));
+    if (token) fence_ = LockCheck{name, *token};
+    return RecordLock(repo, std::move(name), std::move(owner), token, weak_from_this());
   }
 
  protected:
@@ -1178,15 +1174,18 @@ class Record : public RecordBase {
     });
   }
   // Writes bytes appended before the first save.
+  // One commit that appends to the stream whose head is `head`, fenced by the record's lock.
+  void append_to_stream(Repository& repo, Oid head, std::string_view bytes) {
+    repo.database().transaction([&](Txn& tx) {
+      if (fence_) tx.require_lock(fence_->name, fence_->token);
+      ByteStream::open(tx, Ref{head, {}}).append(bytes);
+    });
+  }
   void flush_streams(const std::shared_ptr<Repository>& repo) {
     cairn_visit_fields(TypeTag<T>{}, self(), [&](std::string_view, auto& member) {
       if constexpr (std::is_same_v<std::remove_cvref_t<decltype(member)>, StreamField>) {
         if (member.head_ && !member.pending_.empty()) {
-          Ref head{*member.head_, {}};
-          repo->database().transaction([&](Txn& tx) {
-            if (fence_) tx.require_lock(fence_->name, fence_->token);  // as append() is
-            ByteStream::open(tx, head).append(member.pending_);
-          });
+          append_to_stream(*repo, *member.head_, member.pending_);
           member.pending_.clear();
         }
       }

@@ -1143,8 +1143,7 @@ FileStoreImpl::Applied FileStoreImpl::apply(const CommitRequest& request) {
   validate_commit_shape(request, next_oid_.load());
   std::unique_lock lk(mu_);
   // Under mu_, with the apply: the lock is held at the moment the commit takes effect.
-  for (const LockCheck& l : request.locks)
-    if (!locks_.holds(l.name, l.token)) throw_lock_lost(l);
+  locks_.check_held(request.locks);
   std::vector<Oid> conflicts;
   for (const ReadCheck& r : request.reads) {
     const IndexEntry* e = index_.find(r.oid);

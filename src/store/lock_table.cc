@@ -63,11 +63,17 @@ bool LockTable::renew(std::string_view name, std::string_view owner,
   return true;
 }
 
-bool LockTable::holds(std::string_view name, std::uint64_t token) {
+void LockTable::check_held(std::span<const LockCheck> checks) {
+  if (checks.empty()) return;
   std::lock_guard lk(mu_);
-  auto it = locks_.find(std::string(name));
-  // last_token is the token of the newest acquisition, so of the holder if the lock is held.
-  return it != locks_.end() && it->second.held(Clock::now()) && it->second.last_token == token;
+  auto now = Clock::now();
+  for (const LockCheck& check : checks) {
+    auto it = locks_.find(check.name);
+    // last_token is the token of the newest acquisition, so of the holder if the lock is held.
+    if (it == locks_.end() || !it->second.held(now) || it->second.last_token != check.token) {
+      throw_lock_lost(check);
+    }
+  }
 }
 
 }  // namespace cairn

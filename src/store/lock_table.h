@@ -10,6 +10,7 @@
 #include <functional>
 #include <mutex>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -39,8 +40,9 @@ class LockTable {
   std::optional<std::uint64_t> lock(const LockRequest& request);
   bool unlock(std::string_view name, std::string_view owner);
   bool renew(std::string_view name, std::string_view owner, std::chrono::milliseconds ttl);
-  // Whether the lock is held now, unexpired, under `token` (a commit's LockCheck).
-  bool holds(std::string_view name, std::uint64_t token);
+  // Throws LockLost for the first check whose lock is not held now, unexpired, under its token
+  // (a commit's CommitRequest::locks).
+  void check_held(std::span<const LockCheck> checks);
 
  private:
   using Clock = std::chrono::steady_clock;

@@ -52,14 +52,8 @@ void validate_commit_shape(const CommitRequest& request, std::uint64_t next_oid)
       check_length(fmt::format("append to object {}", a.oid.value()), a.data, max_object_bytes);
     }
   }
-  for (const LockCheck& l : request.locks) {
-    if (l.name.empty()) throw InvalidArgument("commit checks a lock with an empty name");
-    check_length("lock name", l.name, max_lock_name_length);
-    if (l.token == 0) {
-      throw InvalidArgument(fmt::format(
-          "commit checks lock \"{}\" under fencing token 0, which no lock has", l.name));
-    }
-  }
+  for (const LockCheck& l : request.locks)
+    validate_lock_check(l);
   std::sort(oids.begin(), oids.end());
   if (auto twice = std::adjacent_find(oids.begin(), oids.end()); twice != oids.end()) {
     throw InvalidArgument(fmt::format(
@@ -104,10 +98,24 @@ void throw_lock_lost(const LockCheck& check) {
       check.name, check.token));
 }
 
+namespace {
+void check_lock_name(std::string_view name) {
+  if (name.empty()) throw InvalidArgument("lock name must not be empty");
+  check_length("lock name", name, max_lock_name_length);
+}
+}  // namespace
+
+void validate_lock_check(const LockCheck& check) {
+  check_lock_name(check.name);
+  if (check.token == 0) {
+    throw InvalidArgument(
+        fmt::format("a check of lock \"{}\" under fencing token 0, which no lock has", check.name));
+  }
+}
+
 void validate_lock_request(const LockRequest& request) {
-  if (request.name.empty()) throw InvalidArgument("lock name must not be empty");
+  check_lock_name(request.name);
   if (request.owner.empty()) throw InvalidArgument("lock owner must not be empty");
-  check_length("lock name", request.name, max_lock_name_length);
   check_length("lock owner", request.owner, max_lock_name_length);
   check_lock_ttl(request.ttl);
   if (request.wait.count() < 0) throw InvalidArgument("lock wait must not be negative");

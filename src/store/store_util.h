@@ -32,6 +32,8 @@ void check_append(Oid oid, const std::string* current, std::size_t appended);
 void check_append(Oid oid, std::optional<std::size_t> current_size, bool blob,
                   std::size_t appended);
 
+// Throws InvalidArgument for a lock check with an empty or over-long name, or token 0.
+void validate_lock_check(const LockCheck& check);
 // The LockLost a commit throws when its lock check `check` fails (Store::commit).
 [[noreturn]] void throw_lock_lost(const LockCheck& check);
 

@@ -136,13 +136,7 @@ Oid ConnectionImpl::new_oid() {
 void ConnectionImpl::require_lock(std::string name, std::uint64_t token) {
   LockCheck check{std::move(name), token};
   // Refused now rather than at commit, where it would fail the whole transaction.
-  if (check.name.empty()) throw InvalidArgument("require_lock: the lock name is empty");
-  if (check.name.size() > max_lock_name_length) {
-    throw InvalidArgument(
-        fmt::format("require_lock: the lock name is {} bytes, over the limit of {}",
-                    check.name.size(), max_lock_name_length));
-  }
-  if (token == 0) throw InvalidArgument("require_lock: fencing token 0, which no lock has");
+  validate_lock_check(check);
   required_locks_.push_back(std::move(check));
 }
 
