@@ -241,14 +241,18 @@ void check_replaceable(Store& store, const TypeSpec& spec, std::optional<Oid> oi
 // between that read and the commit; if `oid` turns out to hold another object (or nothing,
 // unless `allocated` says it is a new oid for this save), the record goes where
 // resolve_record() says instead. `state` holds the fields. With `fence`, the commit applies only
-// while that lock is held under its token (LockLost otherwise).
+// while that lock is held under its token (LockLost otherwise). Retries wait as
+// Database::transaction's do, and stop as they do (`options`: max_retries, retry_delay,
+// max_retry_delay), with ConflictError.
 Oid save_record(Store& store, const TypeSpec& spec, RecordTarget target, const std::string& id,
-                const Value::Map& state, int max_retries,
+                const Value::Map& state, const DatabaseOptions& options,
                 const std::optional<LockCheck>& fence = std::nullopt);
 // Deletes the record and its index entries; returns how many records were deleted (0 or 1).
 // `oid` is where the record was; if it holds another object now, the record is looked up by id.
+// Retries as save_record() does.
 std::size_t remove_record(Store& store, const TypeSpec& spec, Oid oid, const std::string& id,
-                          int max_retries, const std::optional<LockCheck>& fence = std::nullopt);
+                          const DatabaseOptions& options,
+                          const std::optional<LockCheck>& fence = std::nullopt);
 // Every record of the type and generation, in oid order.
 std::vector<RecordRow> list_records(Store& store, const TypeSpec& spec);
 // Writes index entries for every record of the type (after an index was added).
@@ -879,7 +883,9 @@ class Record : public RecordBase {
 
   // Checks every field and writes the record (with its index entries, in one commit). With
   // options.dependencies, first saves the records it points to, options.depth levels down.
-  // Throws InvalidArgument naming the field that breaks a rule; nothing is written then.
+  // Throws InvalidArgument naming the field that breaks a rule; nothing is written then. A save
+  // that conflicts with another save of the record runs again (as Database::transaction does,
+  // DatabaseOptions), and throws ConflictError if it still conflicts after max_retries retries.
   T& save(SaveOptions options = {}) {
     int depth = options.dependencies ? options.depth : 0;
     if (depth > 0) {
@@ -936,7 +942,7 @@ class Record : public RecordBase {
       make_streams(repo, undo);
       state = stored_state();
       oid_ = detail::save_record(store, spec(), std::move(target), id_, state,
-                                 repo->database().options().max_retries, fence_);
+                                 repo->database().options(), fence_);
     } catch (...) {
       for (auto it = undo.rbegin(); it != undo.rend(); ++it)
         (*it)();
@@ -969,7 +975,7 @@ class Record : public RecordBase {
     if (!oid_) return 0;
     auto repo = repository();
     std::size_t n = detail::remove_record(repo->store(), spec(), *oid_, id_,
-                                          repo->database().options().max_retries, fence_);
+                                          repo->database().options(), fence_);
     leave_identity_map();
     oid_.reset();
     // The streams went with the record (pack() drops them): saved again, it starts new ones.

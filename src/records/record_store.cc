@@ -8,6 +8,7 @@
 #include "cairn/error.h"
 #include "cairn/record.h"
 #include "records/index_key.h"
+#include "txn/backoff.h"
 
 namespace cairn::detail {
 
@@ -143,11 +144,13 @@ std::optional<Oid> find_record(Store& store, const TypeSpec& spec, std::string_v
 }
 
 Oid save_record(Store& store, const TypeSpec& spec, RecordTarget resolved, const std::string& id,
-                const Value::Map& state, int max_retries, const std::optional<LockCheck>& fence) {
+                const Value::Map& state, const DatabaseOptions& options,
+                const std::optional<LockCheck>& fence) {
   const std::vector<const FieldSpec*> indexed = indexed_fields(spec);
   std::string data = encode(Value(state));
   Oid target = resolved.oid;
   bool ours = resolved.allocated;  // `target` came from new_oids() for this save: absent expected
+  Backoff backoff(options);
   for (int attempt = 0;; ++attempt) {
     // The commit checks the version read here: the object must still be this record (or still
     // absent) when the write applies, so a record is never written over another one.
@@ -163,10 +166,11 @@ Oid save_record(Store& store, const TypeSpec& spec, RecordTarget resolved, const
         object = load_one(store, target);
         if (!holds_record(object, spec, id)) {
           // The id moved or went away between find_key and load: look again.
-          if (attempt >= max_retries) {
+          if (attempt >= options.max_retries) {
             throw ConflictError(spec.name + " \"" + id + "\" kept changing during the save",
                                 {target});
           }
+          backoff.wait(attempt);
           continue;
         }
       } else if (object.exists() || !ours) {
@@ -199,14 +203,18 @@ Oid save_record(Store& store, const TypeSpec& spec, RecordTarget resolved, const
       store.commit(request);
       return target;
     } catch (const ConflictError&) {
-      if (attempt >= max_retries) throw;
+      // Another save of this record came first: wait, as transaction() does, so that savers
+      // contending for one record spread out rather than conflicting again in step.
+      if (attempt >= options.max_retries) throw;
     }
+    backoff.wait(attempt);
   }
 }
 
 std::size_t remove_record(Store& store, const TypeSpec& spec, Oid oid, const std::string& id,
-                          int max_retries, const std::optional<LockCheck>& fence) {
+                          const DatabaseOptions& options, const std::optional<LockCheck>& fence) {
   const std::vector<const FieldSpec*> indexed = indexed_fields(spec);
+  Backoff backoff(options);
   for (int attempt = 0;; ++attempt) {
     StoredObject object = load_one(store, oid);
     if (!holds_record(object, spec, id)) {
@@ -216,10 +224,11 @@ std::size_t remove_record(Store& store, const TypeSpec& spec, Oid oid, const std
       oid = *found;
       object = load_one(store, oid);
       if (!holds_record(object, spec, id)) {
-        if (attempt >= max_retries) {
+        if (attempt >= options.max_retries) {
           throw ConflictError(spec.name + " \"" + id + "\" kept changing during the removal",
                               {oid});
         }
+        backoff.wait(attempt);
         continue;
       }
     }
@@ -239,8 +248,9 @@ std::size_t remove_record(Store& store, const TypeSpec& spec, Oid oid, const std
       store.commit(request);
       return 1;
     } catch (const ConflictError&) {
-      if (attempt >= max_retries) throw;
+      if (attempt >= options.max_retries) throw;
     }
+    backoff.wait(attempt);
   }
 }
 

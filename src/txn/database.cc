@@ -3,14 +3,12 @@
 
 #include <algorithm>
 #include <chrono>
-#include <optional>
-#include <random>
-#include <thread>
 #include <utility>
 
 #include "cairn/database.h"
 #include "cairn/error.h"
 #include "store/store_util.h"
+#include "txn/backoff.h"
 #include "txn/database_core.h"
 
 namespace cairn::detail {
@@ -116,25 +114,6 @@ class Lease {
   DatabaseCore& core_;
   bool slot_ = false;     // set by take(), before conn_
   ConnectionImpl* conn_;  // owned: give_back keeps it in the slot or the pool, or frees it
-};
-
-// Jittered exponential back-off between attempts: uniform in [0, min(base * 2^retry, cap)].
-class Backoff {
- public:
-  explicit Backoff(const DatabaseOptions& options) : options_(options) {}
-
-  void wait(int retry) {
-    auto ceiling = std::min(options_.max_retry_delay,
-                            options_.retry_delay * (std::int64_t{1} << std::clamp(retry, 0, 30)));
-    if (ceiling.count() <= 0) return;
-    if (!rng_) rng_.emplace(std::random_device{}());
-    std::uniform_int_distribution<std::int64_t> pick(0, ceiling.count());
-    std::this_thread::sleep_for(std::chrono::microseconds(pick(*rng_)));
-  }
-
- private:
-  const DatabaseOptions& options_;
-  std::optional<std::minstd_rand> rng_;  // seeded at the first retry only
 };
 
 // Before a retry: loads, in one call, what the run a conflict ended had read, so that the next

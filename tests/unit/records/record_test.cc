@@ -1093,6 +1093,66 @@ TEST_F(RecordTest, StreamBytesWaitingForTheFirstSaveAreFenced) {
   EXPECT_EQ(Job::load("j", {.cache = false, .repository = fenced})->read("log"), "");
 }
 
+// A store whose commits that read something conflict for `window` once armed, as they would
+// while other writers kept saving the same record.
+class BusyRecordStore final : public ForwardingStore {
+ public:
+  BusyRecordStore() : inner_(make_memory_store()) {}
+  std::uint64_t commit(const CommitRequest& r) override {
+    if (armed && !r.reads.empty()) {
+      auto now = std::chrono::steady_clock::now();
+      if (!busy_since) busy_since = now;
+      if (now - *busy_since < window) {
+        ++conflicts;
+        throw ConflictError("busy", {r.reads.front().oid});
+      }
+    }
+    return ForwardingStore::commit(r);
+  }
+  bool armed = false;
+  std::chrono::milliseconds window{5};
+  std::optional<std::chrono::steady_clock::time_point> busy_since;
+  int conflicts = 0;
+
+ private:
+  Store& inner() const override { return *inner_; }
+  std::unique_ptr<Store> inner_;
+};
+
+// A save or removal that conflicts waits before it tries again, as transaction() does (jittered,
+// doubling from retry_delay). Retried at once, all max_retries + 1 attempts fell within a few
+// milliseconds of contention, and savers of one busy record gave up with ConflictError.
+TEST_F(RecordTest, SavesAndRemovalsBackOffBeforeTheyRetry) {
+  auto owned = std::make_unique<BusyRecordStore>();
+  BusyRecordStore& store = *owned;
+  DatabaseOptions options;
+  options.retry_delay = std::chrono::milliseconds(1);
+  options.max_retry_delay = std::chrono::milliseconds(20);
+  auto busy = std::make_shared<Repository>(Database(std::move(owned), options));
+  auto p = Project::make({{"name", "v1"}}, {.id = "p", .repository = busy});
+  p->save();
+  store.armed = true;
+  p->name = "v2";
+  ASSERT_NO_THROW(p->save());
+  EXPECT_GT(store.conflicts, 0);
+  EXPECT_EQ(Project::load("p", {.cache = false, .repository = busy})->name, "v2");
+
+  store.busy_since.reset();
+  store.conflicts = 0;
+  ASSERT_NO_THROW(EXPECT_EQ(p->remove(), 1u));
+  EXPECT_GT(store.conflicts, 0);
+  EXPECT_EQ(Project::try_load("p", {.cache = false, .repository = busy}), nullptr);
+
+  // Past max_retries it still gives up, with ConflictError, having changed nothing.
+  store.window = std::chrono::hours(1);
+  store.busy_since.reset();
+  store.conflicts = 0;
+  auto q = Project::make({{"name", "q"}}, {.id = "q", .repository = busy});
+  EXPECT_THROW(q->save(), ConflictError);
+  EXPECT_EQ(store.conflicts, options.max_retries + 1);
+  EXPECT_EQ(Project::try_load("q", {.cache = false, .repository = busy}), nullptr);
+}
+
 // unlock() releases the lock lock() took even if the record's id changed since.
 TEST_F(RecordTest, UnlockReleasesTheLockTakenUnderAnEarlierId) {
   auto p = Project::make({{"name", "renamed"}}, {.id = "before"});
