@@ -164,8 +164,10 @@ class Store {
   // live object of the same type, applies writes, deletes and appends and returns the new CSN;
   // else throws ConflictError naming the offending oids and changes nothing. A commit with
   // nothing to write, delete or append validates its reads and returns the current CSN. Writes
-  // must name the root or an oid from new_oids(); an oid may appear once among writes, deletes
-  // and appends. An append's object must exist and be a blob when the commit applies (else
+  // must name the root or an oid from new_oids() (InvalidArgument; but ConflictError if the
+  // commit reads that oid as absent: a new object's oid from an earlier run of a store that lost
+  // its data, such as a memory server started again); an oid may appear once among writes,
+  // deletes and appends. An append's object must exist and be a blob when the commit applies (else
   // NotFound or InvalidArgument, and nothing changes); it keeps its type and key, and its data
   // grows by the appended bytes, up to max_object_bytes (InvalidArgument past it). CSNs count
   // commits one by one: the commits that write, delete or append get CSNs N+1, N+2, ... after the
@@ -204,7 +206,9 @@ class Store {
   virtual Subscription subscribe(CommitListener listener) = 0;
 
   // Allocates `count` (>= 1) fresh oids, contiguous, returned as the first one. Never returns an
-  // oid returned before, to any thread or process sharing the store.
+  // oid returned before, to any thread or process sharing the store; unless the store itself
+  // starts again without its data (a memory server restarted), which is why a commit creating
+  // an object reads its oid as absent (version 0).
   virtual Oid new_oids(std::uint32_t count) = 0;
 
   // Objects listed under `type` with oid > `after`, in ascending oid order, at most `limit`.

@@ -74,8 +74,11 @@ void add_entries(Store& store, const TypeSpec& spec, Oid record,
   Oid first = store.new_oids(static_cast<std::uint32_t>(entries.size()));
   std::string data = encode(Value(Ref{record, spec.name}));
   for (std::size_t i = 0; i < entries.size(); ++i) {
-    request.writes.push_back(
-        WriteOp{Oid(first.value() + i), entries[i].first, entries[i].second, data});
+    Oid oid(first.value() + i);
+    request.writes.push_back(WriteOp{oid, entries[i].first, entries[i].second, data});
+    // Still free when the commit applies (see ConnectionImpl::commit: a server started again
+    // without its data hands out the same oids again).
+    request.reads.push_back(ReadCheck{oid, 0});
   }
 }
 

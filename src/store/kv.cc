@@ -42,11 +42,15 @@ void KvView::upsert(std::string_view key, const Value& value) {
     write.oid = existing ? *existing : store_->new_oids(1);
     CommitRequest request;
     request.writes.push_back(write);
+    // A new oid must still be free when the commit applies: a server started again without its
+    // data hands out the same oids again. If not, this conflicts and goes round again.
+    if (!existing) request.reads.push_back(ReadCheck{write.oid, 0});
     try {
       store_->commit(request);
       return;
     } catch (const ConflictError&) {
-      // Another writer created the key between find_key and commit: write to theirs.
+      // Another writer created the key between find_key and commit: write to theirs (or the
+      // new oid was taken, see above: take another).
     }
   }
   too_many_conflicts("upsert", key, write.oid);

@@ -21,6 +21,25 @@ void check_length(std::string_view what, std::string_view text, std::size_t limi
   }
 }
 
+// A commit names an oid the store never handed out. If the commit reads it as absent, it is a new
+// object's, whose oid came from a run of the store that has since been started again without its
+// data (a memory server): what the transaction was built on is gone, as in a conflict, and it can
+// run again with oids of this run. Otherwise the caller made the oid up.
+[[noreturn, gnu::cold]] void throw_unallocated(const CommitRequest& request, Oid oid) {
+  bool created = std::any_of(request.reads.begin(), request.reads.end(),
+                             [&](const ReadCheck& r) { return r.oid == oid && r.version == 0; });
+  if (created) {
+    throw ConflictError(
+        fmt::format("commit conflicts on oids {}: a new object's oid this store never handed "
+                    "out (the server was started again without its data since it handed it "
+                    "out?); nothing was committed",
+                    oid.value()),
+        {oid});
+  }
+  throw InvalidArgument(
+      fmt::format("commit names oid {}, which was never allocated (use new_oids)", oid.value()));
+}
+
 }  // namespace
 
 void validate_commit_shape(const CommitRequest& request, std::uint64_t next_oid) {
@@ -28,10 +47,8 @@ void validate_commit_shape(const CommitRequest& request, std::uint64_t next_oid)
   std::vector<Oid> oids;
   oids.reserve(request.writes.size() + request.deletes.size() + request.appends.size());
   auto check_oid = [&](Oid oid) {
-    if (!oid.is_root() && oid.value() >= next_oid) {
-      throw InvalidArgument(fmt::format(
-          "commit names oid {}, which was never allocated (use new_oids)", oid.value()));
-    }
+    if (!oid.is_root() && oid.value() >= next_oid) [[unlikely]]
+      throw_unallocated(request, oid);
     oids.push_back(oid);
   };
   bool keyed = false;

@@ -16,7 +16,8 @@
 namespace cairn {
 
 // Throws InvalidArgument for a request no backend may accept: a write, delete or append naming an
-// oid that was never allocated (>= next_oid, other than the root), an oid twice among writes,
+// oid that was never allocated (>= next_oid, other than the root; ConflictError instead if the
+// request reads that oid as absent, as a new object's), an oid twice among writes,
 // deletes and appends, two writes taking the same (type, key), a type, key, object or
 // appended data over its limit, or a lock check with an empty or over-long name or token 0.
 void validate_commit_shape(const CommitRequest& request, std::uint64_t next_oid);

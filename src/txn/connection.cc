@@ -571,6 +571,10 @@ std::uint64_t ConnectionImpl::commit() {
       if (w.data.capacity() > kept_state_bytes) request_large_ = true;
       // What the node's state takes in the store once committed (approximate until then).
       set_stored_bytes(*n, w.data.size());
+      // A new object's oid must still be free. new_oids() never hands one out twice, but a
+      // server started again without its data (a memory server) hands out the same oids again:
+      // a transaction that created its object before that would write over another's.
+      if (n->created) request.reads.push_back(ReadCheck{n->oid, 0});
     } else if (!n->created) {
       request.deletes.push_back(n->oid);
     }

@@ -202,6 +202,16 @@ TYPED_TEST_P(StoreConformance, MalformedCommitsAreRefused) {
   CommitRequest unallocated;
   unallocated.writes.push_back(WriteOp{never, "", "", this->data(1)});
   EXPECT_THROW(this->store->commit(unallocated), InvalidArgument);
+  // Read as absent, it is a new object's oid from a run of the store started again since without
+  // its data (a memory server): a conflict, which the transaction can run again.
+  unallocated.reads.push_back(ReadCheck{never, 0});
+  try {
+    this->store->commit(unallocated);
+    ADD_FAILURE() << "committed an oid never allocated";
+  } catch (const ConflictError& e) {
+    EXPECT_EQ(e.oids(), std::vector<Oid>{never});
+  }
+  EXPECT_FALSE(this->get(never).exists());
 
   CommitRequest twice;
   twice.writes.push_back(WriteOp{a, "", "", this->data(1)});

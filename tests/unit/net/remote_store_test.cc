@@ -999,6 +999,93 @@ TEST(Server, AClientTakesNothingAsCurrentFromAServerStartedOverOtherData) {
             8);
 }
 
+// A memory server started again has none of its data and hands out the same oids again. An
+// object created before that, committed after, once went to an oid the new run had given another
+// client since: that client's committed object was overwritten, without a conflict.
+TEST(Server, AnObjectCreatedBeforeAServerRestartNeverOverwritesAnother) {
+  TestServer server(make_memory_store());
+  auto remote = server.connect();
+  net::RemoteStore& client = *remote;
+  Database db(std::move(remote));
+  auto reconnected = [&] {
+    return eventually([&] {
+      try {
+        client.ping();
+        return true;
+      } catch (const IoError&) {
+        return false;
+      }
+    });
+  };
+  // Another client of the new run creates an object and links it at root "y".
+  auto others_object = [&](const char* owner) {
+    Database other(server.connect());
+    return other.transaction([&](Txn& tx) {
+      Object o = tx.create(Value(owner));
+      tx.root().set("y", Value(o.ref()));
+      return o.oid();
+    });
+  };
+  auto state_of = [&](Oid oid) {
+    Database fresh(server.connect());
+    return fresh.view([&](View& v) { return v.get(oid).get(); });
+  };
+
+  // A connection's object, created before the restart and committed after.
+  Connection conn = db.connect();
+  Object mine = conn.create(Value("A"));
+  server.restart_over(make_memory_store());
+  ASSERT_TRUE(reconnected());
+  Oid theirs = others_object("B");
+  ASSERT_EQ(theirs, mine.oid()) << "the new run handed out another oid: nothing to test";
+  conn.root().set("x", Value(mine.ref()));
+  try {
+    conn.commit();
+    ADD_FAILURE() << "the commit wrote over the other client's object";
+  } catch (const ConflictError& e) {
+    EXPECT_EQ(e.oids(), std::vector<Oid>{theirs});
+  }
+  EXPECT_EQ(state_of(theirs), Value("B"));
+
+  // With no other client since, the new run has not handed the oid out yet: a conflict too (it
+  // was an InvalidArgument, which transaction() does not retry), and the object can be made
+  // again.
+  Object early = conn.create(Value("A"));
+  server.restart_over(make_memory_store());
+  ASSERT_TRUE(reconnected());
+  conn.root().set("x", Value(early.ref()));
+  try {
+    conn.commit();
+    ADD_FAILURE() << "committed an oid the new run never handed out";
+  } catch (const ConflictError& e) {
+    EXPECT_EQ(e.oids(), std::vector<Oid>{early.oid()});
+  }
+  Object remade = conn.create(Value("A"));
+  conn.root().set("x", Value(remade.ref()));
+  conn.commit();
+  EXPECT_EQ(state_of(remade.oid()), Value("A"));
+
+  // The same in transaction(): the run that created its object before the restart conflicts,
+  // and the next one creates it anew, at an oid of the new run.
+  server.restart_over(make_memory_store());
+  ASSERT_TRUE(reconnected());
+  int runs = 0;
+  Oid created = db.transaction([&](Txn& tx) {
+    Object o = tx.create(Value("A"));
+    if (++runs == 1) {
+      server.restart_over(make_memory_store());
+      EXPECT_TRUE(reconnected());
+      EXPECT_EQ(others_object("B"), o.oid());
+    }
+    tx.root().set("x", Value(o.ref()));
+    return o.oid();
+  });
+  EXPECT_EQ(runs, 2);
+  EXPECT_NE(created, theirs);
+  EXPECT_EQ(state_of(theirs), Value("B"));
+  EXPECT_EQ(state_of(created), Value("A"));
+}
+
 // A client that only listens makes no calls that would reconnect it: after the server comes
 // back, it reconnects by itself, hears what changed while it was away, and hears pushes again.
 TEST(Server, AListenerHearsAgainAfterTheServerRestartsWithoutAnyCall) {
