@@ -13,6 +13,7 @@
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -350,24 +351,39 @@ class Replayer {
 class LockFile {
  public:
   LockFile(const std::string& db_path, bool exclusive) : path_(db_path + ".lock") {
-    int fd = ::open(path_.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    // Never through a symbolic link: the pid written below would go into whatever file it names.
+    int fd = ::open(path_.c_str(), O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
     if (fd >= 0) {
       created_ = true;
     } else if (errno == EEXIST) {
-      fd = ::open(path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+      fd = ::open(path_.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0644);
     }
     if (fd < 0 && !exclusive && (errno == EACCES || errno == EROFS || errno == EPERM)) {
       // A reader in a directory it cannot write: lock the lock file if a writer made one; if
       // there is none, no writer can be at work there either.
-      fd = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
+      fd = ::open(path_.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
       if (fd < 0 && errno == ENOENT) return;
     }
     if (fd < 0 && errno == ENOENT) {
       // The directory is missing: say so of the database, not of a file the user never named.
       throw IoError(fmt::format("cannot open {}: its directory does not exist", db_path));
     }
+    if (fd < 0 && errno == ELOOP) {
+      throw IoError(
+          fmt::format("cannot open lock file {}: it is a symbolic link, which cairn "
+                      "never makes; remove it",
+                      path_));
+    }
     if (fd < 0) fileio::throw_errno("cannot open lock file", path_);
     fd_ = Fd(fd);
+    struct stat st {};
+    if (::fstat(fd_.get(), &st) != 0) fileio::throw_errno("cannot stat", path_);
+    if (!S_ISREG(st.st_mode)) {
+      throw IoError(fmt::format("cannot use {} as the lock file: it is not a regular file", path_));
+    }
+    // A lock file with other names (a copy made with hard links) is locked all the same, but its
+    // contents are left alone: they are the other names' too.
+    writable_ = st.st_nlink == 1;
     if (::flock(fd_.get(), (exclusive ? LOCK_EX : LOCK_SH) | LOCK_NB) != 0) {
       if (errno != EWOULDBLOCK) fileio::throw_errno("cannot lock", path_);
       char buf[32] = {};
@@ -378,7 +394,7 @@ class LockFile {
       throw Busy(fmt::format("{}: database is in use by pid {}", db_path,
                              pid.empty() ? std::string("(unknown)") : pid));
     }
-    if (exclusive) {
+    if (exclusive && writable_) {
       std::string pid = fmt::format("{}\n", ::getpid());
       fileio::truncate_file(fd_.get(), 0, path_);
       fileio::pwrite_all(fd_.get(), pid, 0, path_);
@@ -398,7 +414,8 @@ class LockFile {
  private:
   std::string path_;
   Fd fd_;
-  bool created_ = false;  // by this opener
+  bool created_ = false;   // by this opener
+  bool writable_ = false;  // the pid may be written into it
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -631,7 +648,12 @@ FileStoreImpl::FileStoreImpl(std::string path, FileStoreOptions options)
     start.resize(log_start, '\0');  // and two empty checkpoint slots
     const std::string tmp_path = path_ + ".new";
     {
-      Fd tmp = fileio::open_file(tmp_path, O_RDWR | O_CREAT | O_TRUNC, "cannot create");
+      // Made anew, never through a link left at PATH.new: that would write the header into
+      // whatever file the link names, and rename the link into place.
+      if (::unlink(tmp_path.c_str()) != 0 && errno != ENOENT) {
+        fileio::throw_errno("cannot remove", tmp_path);
+      }
+      Fd tmp = fileio::open_file(tmp_path, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW, "cannot create");
       fileio::pwrite_all(tmp.get(), start, 0, tmp_path);
       fileio::sync_data(tmp.get(), tmp_path);
     }

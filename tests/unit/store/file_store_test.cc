@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <iterator>
 #include <limits>
 #include <map>
 #include <mutex>
@@ -183,6 +184,53 @@ TEST_F(FileStoreTest, PackAndCreateThroughASymlinkKeepTheLink) {
   auto db = open_db();
   EXPECT_EQ(decode(get(*db, Oid::root()).data), Value(3));
   EXPECT_FALSE(fs::exists(link + ".lock"));
+}
+
+// Creating a database wrote its header through a link left at PATH.new (renaming the link into
+// place), and the pid through a link at PATH.lock: either destroyed the file the link named.
+TEST_F(FileStoreTest, CreateAndLockNeverWriteThroughALinkBesideTheDatabase) {
+  namespace fs = std::filesystem;
+  auto write_file = [](const std::string& p, const std::string& text) {
+    std::ofstream(p, std::ios::binary) << text;
+  };
+  auto read_file = [](const std::string& p) {
+    std::ifstream in(p, std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  };
+  std::string victim = dir.file("notes.txt");
+  write_file(victim, "precious");
+
+  fs::create_symlink(victim, path + ".new");
+  fs::create_hard_link(victim, dir.file("other.cairn.new"));
+  for (const std::string& p : {path, dir.file("other.cairn")}) {
+    auto db = FileStore::open(p);
+    put(*db, Oid::root(), Value(1));
+    EXPECT_FALSE(fs::is_symlink(p)) << p;
+    EXPECT_EQ(fs::hard_link_count(p), 1u) << p;
+  }
+  EXPECT_EQ(read_file(victim), "precious");
+  EXPECT_EQ(decode(get(*open_db(), Oid::root()).data), Value(1));
+
+  // A symbolic link at PATH.lock is refused, naming it; a hard link is locked but not written.
+  std::string linked = dir.file("linked.cairn");
+  fs::create_symlink(victim, linked + ".lock");
+  try {
+    FileStore::open(linked);
+    ADD_FAILURE() << "opened with a symbolic link as its lock file";
+  } catch (const IoError& e) {
+    EXPECT_NE(std::string(e.what()).find("linked.cairn.lock: it is a symbolic link"),
+              std::string::npos)
+        << e.what();
+  }
+  EXPECT_FALSE(fs::exists(linked));
+  std::string hard = dir.file("hard.cairn");
+  fs::create_hard_link(victim, hard + ".lock");
+  {
+    auto db = FileStore::open(hard);
+    put(*db, Oid::root(), Value(2));
+    EXPECT_THROW(FileStore::open(hard), Busy) << "the lock file with two names still locks";
+  }
+  EXPECT_EQ(read_file(victim), "precious");
 }
 
 // The packed file replaces the original: it keeps its permission bits (a private database stayed
