@@ -481,6 +481,8 @@ class FileStoreImpl final : public FileStore {
   std::uint64_t append_frame(std::string frame);
   // Writes the buffer to the file (growing the preallocated space first). log_mu_ held.
   void write_buffer();
+  // Grows the preallocated space to cover `end` and more, or as far as the disk allows.
+  void preallocate(std::uint64_t end);
   // The number of the sync that will cover a frame appended now. log_mu_ held.
   std::uint64_t covering_sync() const { return started_ + 1; }
   // Returns once sync number `sync` has completed.
@@ -896,22 +898,31 @@ std::uint64_t FileStoreImpl::append_frame(std::string frame) {
   return offset;
 }
 
+void FileStoreImpl::preallocate(std::uint64_t end) {
+  // Preallocate by writing zeros, so that the appends that follow overwrite blocks the file
+  // already has and fdatasync need not flush a new file size with each commit.
+  std::uint64_t grow = std::clamp<std::uint64_t>(allocated_ / 4, 1 << 20, 64 << 20);
+  std::uint64_t target = (std::max(end, allocated_ + grow) + 4095) / 4096 * 4096;
+  std::string zeros(1 << 20, '\0');
+  try {
+    for (std::uint64_t at = allocated_; at < target; at += zeros.size()) {
+      std::uint64_t n = std::min<std::uint64_t>(zeros.size(), target - at);
+      fileio::pwrite_all(fd_.get(), std::string_view(zeros).substr(0, n), at, path_);
+    }
+    allocated_ = target;
+  } catch (const IoError&) {
+    // Only an optimization, and nothing of the log is written yet: on a disk too full for the
+    // zeros (or a file size limit) the frames may still fit. What was written of the zeros stays
+    // allocated; the frames are written as usual, and fail the store only if they do not fit.
+    allocated_ = std::max(allocated_, fileio::file_size(fd_.get(), path_));
+  }
+}
+
 void FileStoreImpl::write_buffer() {
   if (buffer_.empty()) return;
   std::uint64_t end = log_end();
   try {
-    if (policy_ != FsyncPolicy::never && end > allocated_) {
-      // Preallocate by writing zeros, so that the appends that follow overwrite blocks the file
-      // already has and fdatasync need not flush a new file size with each commit.
-      std::uint64_t grow = std::clamp<std::uint64_t>(allocated_ / 4, 1 << 20, 64 << 20);
-      std::uint64_t target = (std::max(end, allocated_ + grow) + 4095) / 4096 * 4096;
-      std::string zeros(1 << 20, '\0');
-      for (std::uint64_t at = allocated_; at < target; at += zeros.size()) {
-        std::uint64_t n = std::min<std::uint64_t>(zeros.size(), target - at);
-        fileio::pwrite_all(fd_.get(), std::string_view(zeros).substr(0, n), at, path_);
-      }
-      allocated_ = target;
-    }
+    if (policy_ != FsyncPolicy::never && end > allocated_) preallocate(end);
     fileio::pwrite_all(fd_.get(), buffer_, buffer_start_, path_);
   } catch (...) {
     failed_ = true;

@@ -3,6 +3,8 @@
 #include "cairn/file_store.h"
 
 #include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -231,6 +233,45 @@ TEST_F(FileStoreTest, CreateAndLockNeverWriteThroughALinkBesideTheDatabase) {
     EXPECT_THROW(FileStore::open(hard), Busy) << "the lock file with two names still locks";
   }
   EXPECT_EQ(read_file(victim), "precious");
+}
+
+// Preallocation (zeros written ahead of the log) failed on a disk too full for them, though the
+// commit itself fitted: the commit failed, and the store refused every call after it, reads too,
+// until reopened. A file size limit stands in for the full disk.
+TEST_F(FileStoreTest, ACommitThatFitsSucceedsWhenPreallocationDoesNot) {
+  {
+    auto db = open_db(FsyncPolicy::batch);
+    put(*db, Oid::root(), Value(std::string(300'000, 'z')));
+  }
+  auto size = static_cast<rlim_t>(std::filesystem::file_size(path));
+  struct Limit {
+    rlimit before{};
+    void (*sigxfsz)(int) = ::signal(SIGXFSZ, SIG_IGN);  // writes past it fail with EFBIG
+    explicit Limit(rlim_t bytes) {
+      ::getrlimit(RLIMIT_FSIZE, &before);
+      rlimit now = before;
+      now.rlim_cur = bytes;
+      ::setrlimit(RLIMIT_FSIZE, &now);
+    }
+    ~Limit() {
+      ::setrlimit(RLIMIT_FSIZE, &before);
+      ::signal(SIGXFSZ, sigxfsz);
+    }
+  };
+  Oid a;
+  {
+    Limit limit(size + 8192);  // room for a few small commits, not for 1 MiB of zeros
+    auto db = open_db(FsyncPolicy::batch);
+    a = db->new_oids(1);
+    ASSERT_NO_THROW(put(*db, a, Value("fits")));
+    ASSERT_NO_THROW(put(*db, a, Value("fits again")));
+    EXPECT_EQ(decode(get(*db, a).data), Value("fits again"));
+    // A commit that does not fit still fails, and nothing after it is taken for durable.
+    EXPECT_THROW(put(*db, Oid::root(), Value(std::string(20'000, 'y'))), IoError);
+  }
+  auto db = open_db();
+  EXPECT_EQ(decode(get(*db, a).data), Value("fits again"));
+  EXPECT_EQ(decode(get(*db, Oid::root()).data), Value(std::string(300'000, 'z')));
 }
 
 // The packed file replaces the original: it keeps its permission bits (a private database stayed
