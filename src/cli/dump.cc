@@ -118,7 +118,7 @@ std::size_t check_nesting(std::string_view line) {
 
 Json parse_line(const std::string& line) {
   std::size_t separators = check_nesting(line);
-  check_integer_literals(line);
+  check_json_text(line);
   Json j;
   try {
     j = Json::parse(line);

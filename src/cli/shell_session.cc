@@ -17,7 +17,6 @@
 #include "cairn/file_store.h"
 #include "cairn/json.h"
 #include "cairn/value.h"
-#include "core/json_scan.h"
 
 namespace cairn::cli {
 
@@ -446,10 +445,29 @@ std::vector<std::string> CommandSplitter::feed(std::string_view line) {
   std::size_t json_from = pending_.empty() ? json_start(line, 0) : 0;
   bool fresh = pending_.empty();  // nothing of the current command read yet
   std::size_t end = line.size();
-  // The scan skips strings (one ends with its line: JSON strings hold no newline); its own
-  // depth counts every bracket, so the value's depth is kept here.
-  scan_json_structure(line, [&](std::size_t i, char c, std::size_t) {
-    if (end != line.size()) return;  // in a comment
+  // The scan skips strings (one ends with its line: JSON strings hold no newline). A string
+  // opens anywhere in a set's or new's JSON value, but elsewhere only where a word begins (a
+  // quoted path): a quote inside a plain word is part of it (a key holding `"`), and must not
+  // hide the separators after it.
+  bool in_string = false;
+  bool escaped = false;
+  for (std::size_t i = 0; i < end; ++i) {
+    char c = line[i];
+    if (in_string) {
+      if (escaped) {
+        escaped = false;
+      } else if (c == '\\') {
+        escaped = true;
+      } else if (c == '"') {
+        in_string = false;
+      }
+      continue;
+    }
+    if (c == '"' && (i >= json_from || i == begin || is_space(line[i - 1]))) {
+      in_string = true;
+      fresh = false;
+      continue;
+    }
     if (depth_ == 0 && c == ';') {
       pending_ += line.substr(begin, i - begin);
       emit(pending_);
@@ -457,11 +475,11 @@ std::vector<std::string> CommandSplitter::feed(std::string_view line) {
       begin = i + 1;
       fresh = true;
       json_from = json_start(line, begin);
-      return;
+      continue;
     }
     if (fresh && depth_ == 0 && c == '#') {  // a comment to the end of the line
       end = i;
-      return;
+      break;
     }
     if (!is_space(c)) fresh = false;
     if (i >= json_from && (c == '[' || c == '{')) {
@@ -469,7 +487,7 @@ std::vector<std::string> CommandSplitter::feed(std::string_view line) {
     } else if (i >= json_from && (c == ']' || c == '}') && depth_ > 0) {
       --depth_;
     }
-  });
+  }
   pending_ += line.substr(begin, end - begin);
   if (depth_ > 0) {  // the value goes on
     pending_ += '\n';

@@ -179,7 +179,10 @@ std::string to_json(const Value& value) {
   return to_json_value(value).dump(-1, ' ', false, Json::error_handler_t::replace);
 }
 
-void check_integer_literals(std::string_view text) {
+void check_json_text(std::string_view text) {
+  if (std::size_t nul = text.find('\0'); nul != std::string_view::npos) {
+    throw InvalidArgument(fmt::format("invalid JSON at byte {}: a NUL byte", nul));
+  }
   constexpr std::size_t none = std::string_view::npos;
   std::size_t start = none;
   bool integral = true;
@@ -224,7 +227,7 @@ Value from_json(std::string_view text) {
   if (scan_json_nesting(text, separators) > max_value_depth * 2) {
     throw InvalidArgument(fmt::format("JSON nests deeper than the limit of {}", max_value_depth));
   }
-  check_integer_literals(text);
+  check_json_text(text);
   Json j;
   try {
     j = Json::parse(text.begin(), text.end());

@@ -76,8 +76,9 @@ void check_unique_members(std::size_t separators, const Json& parsed) {
   }
 }
 
-// Throws InvalidArgument for an integer literal (no fraction, no exponent) outside int64:
-// a JSON parser would read it as a double and silently round it.
-void check_integer_literals(std::string_view text);
+// Before JSON text is parsed: throws InvalidArgument for a NUL byte (the parser would take it
+// for the end of the input and ignore what follows) or for an integer literal (no fraction, no
+// exponent) outside int64 (the parser would read it as a double and silently round it).
+void check_json_text(std::string_view text);
 
 }  // namespace cairn

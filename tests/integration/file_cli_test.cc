@@ -702,6 +702,13 @@ TEST(FileCli, RestoreRefusesABadLineAfterGoodOnesAndLeavesAnEmptyTargetUnchanged
     EXPECT_NE(r.err.find("line 3: "), std::string::npos) << bad << ": " << r.err;
     EXPECT_EQ(read_file(b), before) << bad;
   }
+  // A NUL byte: the JSON parser took it for the end of the line and dropped what followed.
+  std::string nul = std::string(R"({"format":"cairn-dump","version":1,"next_oid":3,"csn":1})") +
+                    "\n" + R"({"oid":1,"fields":{"a":1}})" + std::string(1, '\0') + " ]]] junk\n";
+  ProcessResult r = cairn({"restore", b}, nul);
+  EXPECT_EQ(r.exit_code, 1) << r.out;
+  EXPECT_NE(r.err.find("line 2: invalid JSON at byte 26: a NUL byte"), std::string::npos) << r.err;
+  EXPECT_EQ(read_file(b), before);
 }
 
 TEST(FileCli, RestoreRefusesInputThatIsNotADump) {

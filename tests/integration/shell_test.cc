@@ -693,6 +693,20 @@ TEST_P(ShellOn, EveryFailingCommandPrintsOneErrorLineAndStopsTheScriptWithStatus
   }
 }
 
+TEST_P(ShellOn, AKeyWithAQuoteInAPlainPathIsJustAKey) {
+  ProcessResult r = shell(R"(set /a"b 1; get /a"b; ls)");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "1\na\"b\n");
+}
+
+// A NUL byte ended the JSON value there, and what followed it was ignored.
+TEST_P(ShellOn, ANulByteInAValueIsAnError) {
+  ProcessResult r = shell_stdin(std::string("set /a 5\0 6 junk\nget /a\n", 24));
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(r.out, "");
+  EXPECT_NE(r.err.find("error: invalid JSON at byte 1: a NUL byte"), std::string::npos) << r.err;
+}
+
 TEST_P(ShellOn, AFailingCommandInAStdinScriptExitsOneAfterTheCommandsBeforeIt) {
   ProcessResult r = shell_stdin("set /a 1\nget /a\nget /nope\nget /a\n");
   EXPECT_EQ(r.exit_code, 1);
@@ -1069,6 +1083,11 @@ TEST(ShellSplit, SplitsAtSemicolonsAndNewlinesOutsideJson) {
             (std::vector<std::string>{"a", "b", "c", "f # g"}));
   EXPECT_EQ(split_commands("set /a \"unterminated; b"),
             (std::vector<std::string>{"set /a \"unterminated; b"}));
+  // A quote inside a plain word (a key holding `"`) opens no string: it took the separators
+  // after it along.
+  EXPECT_EQ(split_commands("set /a\"b 1; ls"), (std::vector<std::string>{"set /a\"b 1", "ls"}));
+  EXPECT_EQ(split_commands("get /x\"y; get /x"), (std::vector<std::string>{"get /x\"y", "get /x"}));
+  EXPECT_EQ(split_commands("get \"/x;y\"; ls"), (std::vector<std::string>{"get \"/x;y\"", "ls"}));
 }
 
 // A set's or new's JSON value may span lines while its brackets are open. Only its brackets
