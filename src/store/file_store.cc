@@ -173,9 +173,17 @@ class Replayer {
     // Everything before the durable end was synced whole: a log that ends (or tears) before
     // it lost acknowledged commits — the file was truncated or overwritten.
     if (result_.end < durable_end_ && stopped_at_ == 0) {
-      corrupt(result_.end, fmt::format("the log ends at offset {}, before offset {} that was "
-                                       "recorded as durable",
-                                       result_.end, durable_end_));
+      if (result_.torn_bytes != 0) {
+        corrupt(result_.end,
+                fmt::format("the transaction at offset {} ({} bytes) is incomplete, though it "
+                            "was written before offset {} that was recorded as durable: the "
+                            "file lost bytes it had synced",
+                            result_.end, result_.torn_bytes, durable_end_));
+      } else {
+        corrupt(result_.end, fmt::format("the log ends at offset {}, before offset {} that was "
+                                         "recorded as durable",
+                                         result_.end, durable_end_));
+      }
     }
     return std::move(result_);
   }
