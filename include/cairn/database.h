@@ -244,6 +244,11 @@ class Connection {
   // Sends one commit with the reads, writes and removals of this transaction and returns its CSN,
   // then syncs. With nothing changed it only syncs (a read-only transaction always succeeds).
   // On ConflictError or LockLost the transaction has been aborted and the connection synced.
+  // Failing without knowing whether the store applied it (IoError: the connection to a server
+  // was lost before the reply), the changes stay, to be committed again, unless the
+  // transaction created objects or appended to blobs: then it aborts, since a commit sent again
+  // would find its new objects taken if the first one applied (ConflictError, the commit's
+  // outcome hidden), or append the bytes twice.
   std::uint64_t commit();
   // Drops uncommitted changes (changed objects revert to their committed state; created ones no
   // longer exist) and syncs.

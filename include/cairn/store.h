@@ -164,18 +164,18 @@ class Store {
   // live object of the same type, applies writes, deletes and appends and returns the new CSN;
   // else throws ConflictError naming the offending oids and changes nothing. A commit with
   // nothing to write, delete or append validates its reads and returns the current CSN. Writes
-  // must name the root or an oid from new_oids() (InvalidArgument; but ConflictError if the
-  // commit reads that oid as absent: a new object's oid from an earlier run of a store that lost
-  // its data, such as a memory server started again); an oid may appear once among writes,
-  // deletes and appends. An append's object must exist and be a blob when the commit applies (else
-  // NotFound or InvalidArgument, and nothing changes); it keeps its type and key, and its data
-  // grows by the appended bytes, up to max_object_bytes (InvalidArgument past it). CSNs count
-  // commits one by one: the commits that write, delete or append get CSNs N+1, N+2, ... after the
-  // last one, N, so a commit that returns N+1 to a reader of N is the only commit since.
-  // Fencing: each of `locks` must be held, unexpired, under its token (the one lock() returned
-  // when it was taken); else the commit throws LockLost naming the lock and changes nothing. This
-  // is checked first, and atomically with the apply: a holder whose lock expired, or who was
-  // paused while another took the lock over, cannot commit under it. A lock name is as for
+  // (and deletes and appends) must name the root or an oid from new_oids() (InvalidArgument;
+  // but ConflictError if the commit reads that oid as absent: a new object's oid from an earlier
+  // run of a store that lost its data, such as a memory server started again); an oid may
+  // appear once among writes, deletes and appends. An append's object must exist and be a blob when
+  // the commit applies (else NotFound or InvalidArgument, and nothing changes); it keeps its type
+  // and key, and its data grows by the appended bytes, up to max_object_bytes (InvalidArgument past
+  // it). CSNs count commits one by one: the commits that write, delete or append get CSNs N+1, N+2,
+  // ... after the last one, N, so a commit that returns N+1 to a reader of N is the only commit
+  // since. Fencing: each of `locks` must be held, unexpired, under its token (the one lock()
+  // returned when it was taken); else the commit throws LockLost naming the lock and changes
+  // nothing. This is checked first, and atomically with the apply: a holder whose lock expired, or
+  // who was paused while another took the lock over, cannot commit under it. A lock name is as for
   // lock(), a token is never 0 (InvalidArgument).
   virtual std::uint64_t commit(const CommitRequest& request) = 0;
 

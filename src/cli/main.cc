@@ -1,6 +1,7 @@
 // cairn's command-line entry point: parses flags with CLI11 and dispatches to subcommands.
 #include <fmt/format.h>
 
+#include <csignal>
 #include <cstdio>
 #include <exception>
 #include <iostream>
@@ -79,5 +80,9 @@ int run_main(int argc, char** argv) {
 }  // namespace cairn::cli
 
 int main(int argc, char** argv) {
+  // A write past a file size limit (ulimit -f) would kill the process with SIGXFSZ: ignored, it
+  // fails with EFBIG instead, an error like a full disk (a server goes on serving; a file
+  // store's preallocation stops there, file-format.md 2.5).
+  std::signal(SIGXFSZ, SIG_IGN);
   return cairn::cli::run_main(argc, argv);
 }

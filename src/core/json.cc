@@ -181,7 +181,8 @@ std::string to_json(const Value& value) {
 
 void check_json_text(std::string_view text) {
   if (std::size_t nul = text.find('\0'); nul != std::string_view::npos) {
-    throw InvalidArgument(fmt::format("invalid JSON at byte {}: a NUL byte", nul));
+    // Counted from 1, as the parser counts the bytes of its errors.
+    throw InvalidArgument(fmt::format("invalid JSON at byte {}: a NUL byte", nul + 1));
   }
   constexpr std::size_t none = std::string_view::npos;
   std::size_t start = none;

@@ -1,6 +1,7 @@
 // Records in the store (include/cairn/record.h): one object per record, of the type's store
 // type and keyed by the record's id, and one object per index entry (records/index_key.h),
 // written together in one commit.
+#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -176,7 +177,11 @@ Oid save_record(Store& store, const TypeSpec& spec, RecordTarget resolved, const
           backoff.wait(attempt);
           continue;
         }
-      } else if (object.exists() || !ours) {
+      } else {
+        // Not stored anywhere. A new oid of this save whose commit conflicted is not reused: a
+        // server started again without its data since it was handed out may have given it to
+        // another object, or be about to (the commit read it as absent, and found it taken or
+        // never handed out by that run).
         target = store.new_oids(1);
         ours = true;
         object = StoredObject{target, 0, {}, {}, {}};
@@ -203,6 +208,12 @@ Oid save_record(Store& store, const TypeSpec& spec, RecordTarget resolved, const
     }
     add_entries(store, spec, target, entries, request);
     try {
+      // An entry given the record's own oid: the store has handed that oid out again since this
+      // save took it (a server started again without its data). As a conflict: a new oid.
+      if (ours && std::any_of(request.writes.begin() + 1, request.writes.end(),
+                              [&](const WriteOp& w) { return w.oid == target; })) {
+        throw ConflictError("the record's new oid was handed out again", {target});
+      }
       store.commit(request);
       return target;
     } catch (const ConflictError&) {

@@ -360,16 +360,18 @@ class LockFile {
  public:
   LockFile(const std::string& db_path, bool exclusive) : path_(db_path + ".lock") {
     // Never through a symbolic link: the pid written below would go into whatever file it names.
-    int fd = ::open(path_.c_str(), O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+    // O_NONBLOCK: a FIFO left there must not hang the open (it is refused below).
+    constexpr int flags = O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC;
+    int fd = ::open(path_.c_str(), O_RDWR | O_CREAT | O_EXCL | flags, 0644);
     if (fd >= 0) {
       created_ = true;
     } else if (errno == EEXIST) {
-      fd = ::open(path_.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0644);
+      fd = ::open(path_.c_str(), O_RDWR | O_CREAT | flags, 0644);
     }
     if (fd < 0 && !exclusive && (errno == EACCES || errno == EROFS || errno == EPERM)) {
       // A reader in a directory it cannot write: lock the lock file if a writer made one; if
       // there is none, no writer can be at work there either.
-      fd = ::open(path_.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+      fd = ::open(path_.c_str(), O_RDONLY | flags);
       if (fd < 0 && errno == ENOENT) return;
     }
     if (fd < 0 && errno == ENOENT) {
@@ -399,6 +401,9 @@ class LockFile {
       std::string pid = n > 0 ? std::string(buf, static_cast<std::size_t>(n)) : "";
       while (!pid.empty() && (pid.back() == '\n' || pid.back() == ' '))
         pid.pop_back();
+      // Only a pid: a lock file with other names may hold anything.
+      if (!std::all_of(pid.begin(), pid.end(), [](char c) { return c >= '0' && c <= '9'; }))
+        pid.clear();
       throw Busy(fmt::format("{}: database is in use by pid {}", db_path,
                              pid.empty() ? std::string("(unknown)") : pid));
     }

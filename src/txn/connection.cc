@@ -550,6 +550,7 @@ std::uint64_t ConnectionImpl::commit() {
     ~Release() { conn.release_request(); }
   } release{*this};
   std::size_t writes = 0;  // request.writes[0, writes) are this commit's
+  bool creates = false;
   for (Node* n : dirty_) {
     flush_typed(*n, false);
     if (n->blob && !n->value.is_bytes()) n->blob = false;  // another state: no longer a blob
@@ -574,7 +575,10 @@ std::uint64_t ConnectionImpl::commit() {
       // A new object's oid must still be free. new_oids() never hands one out twice, but a
       // server started again without its data (a memory server) hands out the same oids again:
       // a transaction that created its object before that would write over another's.
-      if (n->created) request.reads.push_back(ReadCheck{n->oid, 0});
+      if (n->created) {
+        request.reads.push_back(ReadCheck{n->oid, 0});
+        creates = true;
+      }
     } else if (!n->created) {
       request.deletes.push_back(n->oid);
     }
@@ -612,8 +616,9 @@ std::uint64_t ConnectionImpl::commit() {
     throw;
   } catch (...) {
     // Whether the store applied the commit is unknown (a connection lost before the reply).
-    // Writes may be sent again safely, appends not: the bytes would be there twice.
-    if (!request.appends.empty()) abort();
+    // Writes may be sent again safely, appends not (the bytes would be there twice), nor
+    // creations (their absence checks would fail if the first one applied, hiding that).
+    if (!request.appends.empty() || creates) abort();
     throw;
   }
   if (feed_ != nullptr) feed_->note_own_commit(csn);

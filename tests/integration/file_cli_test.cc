@@ -707,7 +707,7 @@ TEST(FileCli, RestoreRefusesABadLineAfterGoodOnesAndLeavesAnEmptyTargetUnchanged
                     "\n" + R"({"oid":1,"fields":{"a":1}})" + std::string(1, '\0') + " ]]] junk\n";
   ProcessResult r = cairn({"restore", b}, nul);
   EXPECT_EQ(r.exit_code, 1) << r.out;
-  EXPECT_NE(r.err.find("line 2: invalid JSON at byte 26: a NUL byte"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("line 2: invalid JSON at byte 27: a NUL byte"), std::string::npos) << r.err;
   EXPECT_EQ(read_file(b), before);
 }
 

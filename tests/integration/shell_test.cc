@@ -704,7 +704,7 @@ TEST_P(ShellOn, ANulByteInAValueIsAnError) {
   ProcessResult r = shell_stdin(std::string("set /a 5\0 6 junk\nget /a\n", 24));
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_EQ(r.out, "");
-  EXPECT_NE(r.err.find("error: invalid JSON at byte 1: a NUL byte"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("error: invalid JSON at byte 2: a NUL byte"), std::string::npos) << r.err;
 }
 
 TEST_P(ShellOn, AFailingCommandInAStdinScriptExitsOneAfterTheCommandsBeforeIt) {

@@ -1153,6 +1153,62 @@ TEST_F(RecordTest, SavesAndRemovalsBackOffBeforeTheyRetry) {
   EXPECT_EQ(Project::try_load("q", {.cache = false, .repository = busy}), nullptr);
 }
 
+// A store that is replaced by an empty one, as a memory server started again, right after it
+// hands out the next oid (`at_next_oid`), or at the next commit. With `same_next`, the new one
+// hands out that same oid next.
+class RestartingStore final : public ForwardingStore {
+ public:
+  RestartingStore() : inner_(make_memory_store()) {}
+  Oid new_oids(std::uint32_t count) override {
+    Oid first = ForwardingStore::new_oids(count);
+    if (at_next_oid) {
+      at_next_oid = false;
+      restart(same_next ? first.value() : 1);
+    }
+    return first;
+  }
+  std::uint64_t commit(const CommitRequest& r) override {
+    if (at_next_commit) {
+      at_next_commit = false;
+      restart(1);
+    }
+    return ForwardingStore::commit(r);
+  }
+  bool at_next_oid = false;
+  bool at_next_commit = false;
+  bool same_next = false;
+
+ private:
+  void restart(std::uint64_t next) {
+    inner_ = make_memory_store();
+    if (next > 1) inner_->new_oids(static_cast<std::uint32_t>(next - 1));
+  }
+  Store& inner() const override { return *inner_; }
+  std::unique_ptr<Store> inner_;
+};
+
+// A new record's oid, taken before the store started again without its data, was reused on a
+// retry: the save conflicted until it gave up, or (when the new run handed the same oid to an
+// index entry) failed with InvalidArgument for naming an oid twice.
+TEST_F(RecordTest, ANewRecordsSaveAcrossARestartOfTheStoreTakesANewOid) {
+  for (int round = 0; round < 3; ++round) {
+    SCOPED_TRACE(round);
+    auto owned = std::make_unique<RestartingStore>();
+    RestartingStore& store = *owned;
+    auto restarting = std::make_shared<Repository>(Database(std::move(owned)));
+    Person::make({{"name", "first"}, {"age", 1}}, {.repository = restarting})->save();
+    store.at_next_commit = round == 0;
+    store.at_next_oid = round > 0;
+    store.same_next = round == 2;
+    auto p = Person::make({{"name", "harry"}, {"house_name", "G"}, {"age", 11}},
+                          {.id = "harry", .repository = restarting});
+    ASSERT_NO_THROW(p->save());
+    EXPECT_EQ(Person::load("harry", {.cache = false, .repository = restarting})->age, 11);
+    EXPECT_EQ(Person::find(restarting).where("age", 11).count(), 1u);
+    EXPECT_EQ(Person::find(restarting).where("house_name", "G").count(), 1u);
+  }
+}
+
 // unlock() releases the lock lock() took even if the record's id changed since.
 TEST_F(RecordTest, UnlockReleasesTheLockTakenUnderAnEarlierId) {
   auto p = Project::make({{"name", "renamed"}}, {.id = "before"});
