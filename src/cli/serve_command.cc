@@ -2,8 +2,10 @@
 // `cairn info --connect` asks one for its statistics.
 #include <fcntl.h>
 #include <fmt/format.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <charconv>
 #include <cmath>
@@ -170,6 +172,29 @@ int run_stop(const ServeArgs& args) {
   return exit_ok;
 }
 
+// Each client takes a file descriptor, beside the few the server itself holds (listeners, the
+// store's files or connections, the event loop's, and the room kept past the limit for control
+// connections). With fewer descriptors than --max-clients needs, the clients past them would
+// not be refused (code 11) but left unaccepted, waiting: as Redis does, the soft limit is
+// raised as far as the hard one allows, and failing that fewer clients are served.
+std::size_t fit_max_clients(std::size_t wanted) {
+  constexpr rlim_t reserved = 48;
+  rlimit limit{};
+  if (::getrlimit(RLIMIT_NOFILE, &limit) != 0 || limit.rlim_cur == RLIM_INFINITY) return wanted;
+  rlim_t need = wanted > RLIM_INFINITY - reserved - 1 ? RLIM_INFINITY - 1 : wanted + reserved;
+  if (limit.rlim_cur >= need) return wanted;
+  rlimit raised = limit;
+  raised.rlim_cur = limit.rlim_max == RLIM_INFINITY ? need : std::min(need, limit.rlim_max);
+  if (::setrlimit(RLIMIT_NOFILE, &raised) == 0) limit = raised;
+  if (limit.rlim_cur >= need) return wanted;
+  std::size_t fit = limit.rlim_cur > reserved + 1 ? limit.rlim_cur - reserved : 1;
+  std::cerr << fmt::format(
+      "cairn serve: --max-clients {} needs {} open files, and this process may open {}: serving "
+      "at most {} clients (raise the limit with ulimit -n)\n",
+      wanted, need, limit.rlim_cur, fit);
+  return fit;
+}
+
 int run_serve(const ServeArgs& args) {
   if (args.stop) return run_stop(args);
   int backends = (args.memory ? 1 : 0) + (args.redis.empty() ? 0 : 1) + (args.file.empty() ? 0 : 1);
@@ -181,7 +206,7 @@ int run_serve(const ServeArgs& args) {
   options.token = read_token(args);
   options.tls_cert = args.tls_cert;
   options.tls_key = args.tls_key;
-  options.max_clients = args.max_clients;
+  options.max_clients = fit_max_clients(args.max_clients);
   options.max_frame_bytes = args.max_frame_bytes;
   options.idle_timeout = std::chrono::milliseconds(std::llround(args.idle_timeout * 1000));
   options.gc_bytes = args.gc_bytes;

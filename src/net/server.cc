@@ -131,6 +131,7 @@ class Server::Impl {
   std::size_t over_limit_sessions_ = 0;
   std::size_t rejected_sessions_ = 0;  // past the limit and its room: refused after handshake
   static constexpr std::size_t control_room = 4;
+  bool accept_paused_ = false;  // accepting failed for want of descriptors; logged once
   std::size_t watchers_ = 0;
   bool stopping_ = false;
   // Counters for info.
@@ -985,7 +986,29 @@ template <class Acceptor, class TransportType>
 void Server::Impl::accept(Acceptor& acceptor) {
   acceptor.async_accept([this, &acceptor](const asio::error_code& ec, auto socket) {
     if (stopping_) return;
+    if (ec == asio::error::no_descriptors ||
+        ec == asio::error_code(ENFILE, asio::error::get_system_category()) ||
+        ec == asio::error::no_buffer_space || ec == asio::error::no_memory) {
+      // Out of descriptors (or memory): the connection stays queued, and accepting again at
+      // once would fail at once, a busy loop. Wait for sessions to end, saying so once a run.
+      if (!accept_paused_) {
+        accept_paused_ = true;
+        log(
+            fmt::format("cannot accept connections ({}): waiting for some to close; raise the "
+                        "limit on open files (ulimit -n) or lower --max-clients",
+                        ec.message()));
+      }
+      auto timer = std::make_shared<asio::steady_timer>(io_, std::chrono::milliseconds(100));
+      timer->async_wait([this, &acceptor, timer](const asio::error_code&) {
+        if (!stopping_) accept<Acceptor, TransportType>(acceptor);
+      });
+      return;
+    }
     if (!ec) {
+      if (accept_paused_) {
+        accept_paused_ = false;
+        log("accepting connections again");
+      }
       if constexpr (std::is_same_v<TransportType, TcpTransport> ||
                     std::is_same_v<TransportType, TlsTransport>) {
         // Replies and pushes are small writes: with Nagle's algorithm each could wait for the

@@ -16,6 +16,8 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <filesystem>
+#include <fstream>
 #include <functional>
 #include <future>
 #include <iostream>
@@ -457,6 +459,30 @@ TEST_F(Serve, AFullServerCanStillBeInspectedAndStopped) {
   ASSERT_EQ(info.exit_code, 0) << info.err;
   EXPECT_EQ(Json::parse(info.out).at("clients"), 2) << info.out;  // the holder and info itself
   EXPECT_EQ(stop(*server), 0) << server->log();
+}
+
+// A server allowed fewer open files than --max-clients needs accepted clients until it ran out,
+// then spun on accept while the clients past them waited, unanswered. It now serves as many
+// clients as its descriptors allow, refusing the rest with code 11 (and raises its soft limit
+// first when the hard one allows: not here, where both are 64).
+TEST_F(Serve, MaxClientsIsFittedToTheLimitOnOpenFiles) {
+  std::string wrapper = dir_.file("limited.sh");
+  std::ofstream(wrapper) << "#!/bin/sh\nulimit -n 64 || exit 99\nexec " << CAIRN_BINARY
+                         << " \"$@\"\n";
+  std::filesystem::permissions(wrapper, std::filesystem::perms::owner_all);
+  ServerProcess server(wrapper, {"--memory"}, dir_.file("limited.log"));
+  EXPECT_NE(server.log().find("--max-clients 1024 needs 1072 open files, and this process may "
+                              "open 64: serving at most 16 clients"),
+            std::string::npos)
+      << server.log();
+  std::vector<std::unique_ptr<Store>> holders;
+  for (int i = 0; i < 16; ++i)
+    holders.push_back(cairn::open(server.url()));
+  ProcessResult refused = shell(server, "get /");
+  EXPECT_EQ(refused.exit_code, 1);
+  EXPECT_NE(refused.err.find("limit of 16 clients"), std::string::npos) << refused.err;
+  holders.clear();
+  EXPECT_EQ(stop(server), 0) << server.log();
 }
 
 TEST_F(Serve, InfoConnectShowsClientsCsnCommitsAndUptime) {
