@@ -33,6 +33,10 @@ inline constexpr std::size_t max_type_length = 255;
 inline constexpr std::size_t max_key_length = 1024;
 inline constexpr std::size_t max_lock_name_length = 1024;
 inline constexpr std::size_t max_object_bytes = 64 * 1024 * 1024;
+// The most oids one load() over a server may name (InvalidArgument past it, nothing sent): a
+// server answering a load holds about 140 bytes per oid before its reply, so a load of tens of
+// millions would take gigabytes. A Connection loads in pieces of at most this many.
+inline constexpr std::size_t max_load_oids = 1 << 20;
 // The longest lock ttl and lock wait: longer ones are refused (InvalidArgument).
 inline constexpr std::chrono::milliseconds max_lock_duration{366LL * 24 * 3600 * 1000};
 

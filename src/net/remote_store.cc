@@ -862,6 +862,12 @@ RemoteStore::RemoteStore(ClientOptions options)
 RemoteStore::~RemoteStore() = default;
 
 LoadResult RemoteStore::load(std::span<const Oid> oids) {
+  if (oids.size() > max_load_oids) {
+    throw InvalidArgument(
+        fmt::format("a load of {} objects is over the limit of {} a server "
+                    "answers: load fewer objects at a time",
+                    oids.size(), max_load_oids));
+  }
   Writer w;
   w.array(1);
   write_oids(w, oids);

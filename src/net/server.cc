@@ -584,6 +584,12 @@ void Session::handle(const FrameHeader& header, const Body& body) {
       return hello(header, r);
     case Op::load:
       return run(header, false, [&store, oids = read_oids(r.array()), limit = max_reply()] {
+        if (oids.size() > max_load_oids) {
+          throw InvalidArgument(
+              fmt::format("a load names {} objects, over the limit of {}: load "
+                          "fewer objects at a time",
+                          oids.size(), max_load_oids));
+        }
         LoadResult result = store.load(oids);
         // Sent, a reply over the limit would make the client drop the connection; refused, the
         // client can ask for fewer objects at a time. The data alone may tell before encoding.

@@ -152,6 +152,13 @@ void ConnectionImpl::load(Node& n) {
 }
 
 void ConnectionImpl::load(std::span<Node* const> nodes) {
+  if (nodes.size() > max_load_oids) [[unlikely]] {
+    // In pieces a server answers (store.h). Each piece is a load like any other: one that
+    // finds something read here changed conflicts, leaving the pieces before it loaded.
+    for (std::size_t at = 0; at < nodes.size(); at += max_load_oids)
+      load(nodes.subspan(at, std::min(max_load_oids, nodes.size() - at)));
+    return;
+  }
   std::vector<Oid> oids;
   oids.reserve(nodes.size());
   for (const Node* n : nodes)

@@ -1313,6 +1313,36 @@ TEST(Server, AFullServerStillServesControlConnections) {
   EXPECT_NO_THROW(stopper.stop_server());
 }
 
+// A load of 20 million oids (a 20 MB request) took the server 2.8 GB, about 140 bytes an oid:
+// a load names at most max_load_oids. The client refuses more before sending; the server
+// answers more with InvalidArgument and keeps the connection; a Connection loads in pieces.
+TEST(Server, ALoadNamesAtMostMaxLoadOids) {
+  TestServer server(make_memory_store(), options_with([](net::ServerOptions&) {}));
+  auto client = server.connect();
+  std::vector<Oid> too_many(max_load_oids + 1, Oid::root());
+  EXPECT_THROW(client->load(too_many), InvalidArgument);
+  too_many.pop_back();
+  EXPECT_EQ(client->load(too_many).objects.size(), max_load_oids);
+
+  RawClient raw(server.port());
+  raw.hello();
+  net::Writer w;
+  w.array(1);
+  net::write_oids(w, std::vector<Oid>(max_load_oids + 1, Oid::root()));
+  raw.request(net::Op::load, 7, w.bytes());
+  auto reply = raw.read_frame();
+  ASSERT_TRUE(reply.has_value());
+  EXPECT_EQ(reply->first.kind, net::Kind::error);
+  EXPECT_EQ(reply->first.id, 7u);
+  EXPECT_EQ(error_code_of(reply->second), ErrorCode::invalid_argument);
+  net::Writer ping;
+  ping.array(0);
+  raw.request(net::Op::ping, 8, ping.bytes());
+  reply = raw.read_frame();
+  ASSERT_TRUE(reply.has_value()) << "the connection was closed";
+  EXPECT_EQ(reply->first.kind, net::Kind::response);
+}
+
 // Before its hello, a connection can make the server buffer only a small frame: a client without
 // the token cannot hold 65 MiB per connection.
 TEST(Server, ALargeFrameBeforeHelloIsRefusedAtItsHeader) {

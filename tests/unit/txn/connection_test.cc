@@ -640,6 +640,26 @@ class RecordingStore final : public ForwardingStore {
   std::unique_ptr<Store> inner_;
 };
 
+// A server answers a load of at most max_load_oids (store.h): a Connection loads more in pieces.
+TEST(Loads, AConnectionLoadsAtMostMaxLoadOidsAtATime) {
+  auto owned = std::make_unique<RecordingStore>();
+  RecordingStore& store = *owned;
+  Database db(std::move(owned));
+  Connection conn = db.connect();
+  Oid first = conn.create(Value(1)).oid();
+  conn.commit();
+  std::vector<Oid> oids;
+  for (std::uint64_t i = 0; i < max_load_oids + 3; ++i)
+    oids.push_back(Oid(first.value() + i));  // beyond the first, absent: loaded all the same
+  store.loads.clear();
+  conn.prefetch(oids);
+  // All but `first`, which is cached: max_load_oids + 2 to load.
+  ASSERT_EQ(store.loads.size(), 2u);
+  EXPECT_EQ(store.loads[0].size(), max_load_oids);
+  EXPECT_EQ(store.loads[1].size(), 2u);
+  EXPECT_EQ(conn.get(first).get(), Value(1));
+}
+
 TEST(Appends, ACommitSendsOnlyTheAppendedBytes) {
   auto owned = std::make_unique<RecordingStore>();
   RecordingStore& store = *owned;
