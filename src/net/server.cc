@@ -231,6 +231,11 @@ class Session : public std::enable_shared_from_this<Session> {
     // Replies being written do not count: a client reading a large load is not slow. (The
     // server reads no more requests from it while 4 MiB are unsent, so replies cannot pile up.)
     if (pending_.size() + writing_.size() > server_.options_.max_output_bytes + reply_bytes_) {
+      server_.log(fmt::format("dropped a client at {}: over {} bytes of output it has not read",
+                              transport_->peer(), server_.options_.max_output_bytes));
+      // The frames not begun go; the error frame follows the ones being written, and reaches a
+      // client that reads them. One that reads nothing more is closed at its idle timeout,
+      // within a frame.
       pending_.clear();
       fail(0, 0, ErrorCode::busy, "connection dropped: it reads more slowly than the server sends");
       return;
