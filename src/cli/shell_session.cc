@@ -17,6 +17,7 @@
 #include "cairn/file_store.h"
 #include "cairn/json.h"
 #include "cairn/value.h"
+#include "core/json_scan.h"
 
 namespace cairn::cli {
 
@@ -449,22 +450,15 @@ std::vector<std::string> CommandSplitter::feed(std::string_view line) {
   // opens anywhere in a set's or new's JSON value, but elsewhere only where a word begins (a
   // quoted path): a quote inside a plain word is part of it (a key holding `"`), and must not
   // hide the separators after it.
-  bool in_string = false;
-  bool escaped = false;
+  JsonStringScan string;
   for (std::size_t i = 0; i < end; ++i) {
     char c = line[i];
-    if (in_string) {
-      if (escaped) {
-        escaped = false;
-      } else if (c == '\\') {
-        escaped = true;
-      } else if (c == '"') {
-        in_string = false;
-      }
+    if (string.in_string) {
+      string.step(c);
       continue;
     }
     if (c == '"' && (i >= json_from || i == begin || is_space(line[i - 1]))) {
-      in_string = true;
+      string.in_string = true;
       fresh = false;
       continue;
     }

@@ -14,26 +14,37 @@ namespace cairn {
 // Calls fn(i, c, depth) for every character outside string literals, where depth is the number
 // of `[` and `{` open around it (a bracket itself counts as inside what it opens); returns the
 // deepest nesting met. Malformed text gives numbers a parser would refuse anyway.
+// Where a scan is inside a JSON string literal: fed every character after the opening quote,
+// step() says whether the literal goes on past it (false for its closing quote).
+struct JsonStringScan {
+  bool in_string = false;
+  bool escaped = false;
+  // For a character inside the literal: takes it; false once the literal has ended with it.
+  bool step(char c) {
+    if (escaped) {
+      escaped = false;
+    } else if (c == '\\') {
+      escaped = true;
+    } else if (c == '"') {
+      in_string = false;
+    }
+    return in_string;
+  }
+};
+
 template <typename Fn>
 std::size_t scan_json_structure(std::string_view text, Fn&& fn) {
   std::size_t depth = 0;
   std::size_t deepest = 0;
-  bool in_string = false;
-  bool escaped = false;
+  JsonStringScan string;
   for (std::size_t i = 0; i < text.size(); ++i) {
     char c = text[i];
-    if (in_string) {
-      if (escaped) {
-        escaped = false;
-      } else if (c == '\\') {
-        escaped = true;
-      } else if (c == '"') {
-        in_string = false;
-      }
+    if (string.in_string) {
+      string.step(c);
       continue;
     }
     if (c == '"') {
-      in_string = true;
+      string.in_string = true;
     } else if (c == '[' || c == '{') {
       deepest = std::max(deepest, ++depth);
     } else if ((c == ']' || c == '}') && depth > 0) {

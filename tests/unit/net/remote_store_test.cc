@@ -919,6 +919,20 @@ TEST(Server, APushDuringTheCatchUpDoesNotHideWhatChangedWhileAway) {
   EXPECT_TRUE(eventually([&] { return client->hears_commits(); }));
 }
 
+// Whether `client` reaches its server again (after a restart) within eventually()'s patience:
+// until it has reconnected, a call may still go out on the connection the server closed, and
+// fail with IoError.
+bool reconnected_to(net::RemoteStore& client) {
+  return eventually([&] {
+    try {
+      client.ping();
+      return true;
+    } catch (const IoError&) {
+      return false;
+    }
+  });
+}
+
 // A server started again over other data (a database replaced by a backup) may reach the same
 // CSN as the one a client knew, with other states behind it. The client must not take what it
 // cached, or versions it read, as current: that once let a stale cache overwrite the restored
@@ -929,18 +943,7 @@ TEST(Server, AClientTakesNothingAsCurrentFromAServerStartedOverOtherData) {
   auto remote = server.connect();
   net::RemoteStore& client = *remote;
   Database db(std::move(remote));
-  // Until the client has reconnected, a call may still go out on the connection the server
-  // closed, and fail with IoError.
-  auto reconnected = [&] {
-    return eventually([&] {
-      try {
-        client.ping();
-        return true;
-      } catch (const IoError&) {
-        return false;
-      }
-    });
-  };
+  auto reconnected = [&] { return reconnected_to(client); };
   db.transaction([](Txn& tx) { tx.root().set("n", Value(std::int64_t{1})); });
   db.transaction([](Txn& tx) { tx.root().set("n", Value(std::int64_t{2})); });
   Connection conn = db.connect();
@@ -1007,16 +1010,7 @@ TEST(Server, AnObjectCreatedBeforeAServerRestartNeverOverwritesAnother) {
   auto remote = server.connect();
   net::RemoteStore& client = *remote;
   Database db(std::move(remote));
-  auto reconnected = [&] {
-    return eventually([&] {
-      try {
-        client.ping();
-        return true;
-      } catch (const IoError&) {
-        return false;
-      }
-    });
-  };
+  auto reconnected = [&] { return reconnected_to(client); };
   // Another client of the new run creates an object and links it at root "y".
   auto others_object = [&](const char* owner) {
     Database other(server.connect());
