@@ -231,7 +231,8 @@ class Connection {
   // (one round trip to a server or Redis), as reading each in turn would have loaded them: a
   // list of references is then read without a round trip per object. Not a read: nothing
   // enters the read set until it is read. The store's limit on one reply applies (a server's
-  // is 1 GiB): prefetch the largest objects a few at a time.
+  // is 1 GiB): prefetch the largest objects a few at a time. More than max_load_oids (store.h)
+  // are loaded in calls of that many each.
   void prefetch(std::span<const Oid> oids);
 
   // Fencing: this transaction's commit applies only while lock `name` is held under `token`, the
