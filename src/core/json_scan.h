@@ -11,16 +11,12 @@
 
 namespace cairn {
 
-// Calls fn(i, c, depth) for every character outside string literals, where depth is the number
-// of `[` and `{` open around it (a bracket itself counts as inside what it opens); returns the
-// deepest nesting met. Malformed text gives numbers a parser would refuse anyway.
-// Where a scan is inside a JSON string literal: fed every character after the opening quote,
-// step() says whether the literal goes on past it (false for its closing quote).
+// A scan's place in a JSON string literal: the scan sets in_string at the opening quote and
+// feeds step() each character after it, which clears in_string at the closing quote.
 struct JsonStringScan {
   bool in_string = false;
   bool escaped = false;
-  // For a character inside the literal: takes it; false once the literal has ended with it.
-  bool step(char c) {
+  void step(char c) {
     if (escaped) {
       escaped = false;
     } else if (c == '\\') {
@@ -28,10 +24,12 @@ struct JsonStringScan {
     } else if (c == '"') {
       in_string = false;
     }
-    return in_string;
   }
 };
 
+// Calls fn(i, c, depth) for every character outside string literals, where depth is the number
+// of `[` and `{` open around it (a bracket itself counts as inside what it opens); returns the
+// deepest nesting met. Malformed text gives numbers a parser would refuse anyway.
 template <typename Fn>
 std::size_t scan_json_structure(std::string_view text, Fn&& fn) {
   std::size_t depth = 0;

@@ -393,7 +393,7 @@ class LockFile {
     }
     // A lock file with other names (a copy made with hard links) is locked all the same, but its
     // contents are left alone: they are the other names' too.
-    writable_ = st.st_nlink == 1;
+    bool writable = st.st_nlink == 1;
     if (::flock(fd_.get(), (exclusive ? LOCK_EX : LOCK_SH) | LOCK_NB) != 0) {
       if (errno != EWOULDBLOCK) fileio::throw_errno("cannot lock", path_);
       char buf[32] = {};
@@ -407,7 +407,7 @@ class LockFile {
       throw Busy(fmt::format("{}: database is in use by pid {}", db_path,
                              pid.empty() ? std::string("(unknown)") : pid));
     }
-    if (exclusive && writable_) {
+    if (exclusive && writable) {
       std::string pid = fmt::format("{}\n", ::getpid());
       fileio::truncate_file(fd_.get(), 0, path_);
       fileio::pwrite_all(fd_.get(), pid, 0, path_);
@@ -427,8 +427,7 @@ class LockFile {
  private:
   std::string path_;
   Fd fd_;
-  bool created_ = false;   // by this opener
-  bool writable_ = false;  // the pid may be written into it
+  bool created_ = false;  // by this opener
 };
 
 // ---------------------------------------------------------------------------------------------

@@ -21,6 +21,11 @@ void check_length(std::string_view what, std::string_view text, std::size_t limi
   }
 }
 
+void check_lock_name(std::string_view name) {
+  if (name.empty()) throw InvalidArgument("lock name must not be empty");
+  check_length("lock name", name, max_lock_name_length);
+}
+
 // A commit names an oid the store never handed out. If the commit reads it as absent, it is a new
 // object's, whose oid came from a run of the store that has since been started again without its
 // data (a memory server): what the transaction was built on is gone, as in a conflict, and it can
@@ -114,13 +119,6 @@ void throw_lock_lost(const LockCheck& check) {
       "taken over); nothing was committed",
       check.name, check.token));
 }
-
-namespace {
-void check_lock_name(std::string_view name) {
-  if (name.empty()) throw InvalidArgument("lock name must not be empty");
-  check_length("lock name", name, max_lock_name_length);
-}
-}  // namespace
 
 void validate_lock_check(const LockCheck& check) {
   check_lock_name(check.name);

@@ -41,4 +41,11 @@ class ForwardingStore : public Store {
   virtual Store& inner() const = 0;
 };
 
+// A ForwardingStore in front of a MemoryStore of its own, which a test may reach or replace.
+class OverMemoryStore : public ForwardingStore {
+ protected:
+  Store& inner() const override { return *inner_; }
+  std::unique_ptr<Store> inner_ = make_memory_store();
+};
+
 }  // namespace cairn::testing

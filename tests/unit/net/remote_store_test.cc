@@ -841,7 +841,7 @@ TEST(Server, PushesDuringALargeReplyDoNotDropTheClient) {
 // A backing store whose changes_since can be held, once armed, until the test lets it go. Only
 // a client's question is held, not the server's probe for its newest CSN as it starts (asked
 // with csn = UINT64_MAX).
-class GatedChanges final : public ForwardingStore {
+class GatedChanges final : public OverMemoryStore {
  public:
   Changes changes_since(std::uint64_t csn) override {
     {
@@ -870,8 +870,6 @@ class GatedChanges final : public ForwardingStore {
   }
 
  private:
-  Store& inner() const override { return *inner_; }
-  std::unique_ptr<Store> inner_ = make_memory_store();
   std::mutex mu_;
   std::condition_variable cv_;
   bool armed_ = false;

@@ -691,7 +691,7 @@ TEST(Replica, ALoadNewerThanTheReplicaWaitsForItsPushes) {
 
 // A store whose history can be made to forget every commit, as a server's does when it starts
 // over a file changed while it was down, or after a pack.
-class ForgetfulStore final : public ForwardingStore {
+class ForgetfulStore final : public OverMemoryStore {
  public:
   std::atomic<bool> forget{false};
   Changes changes_since(std::uint64_t csn) override {
@@ -702,10 +702,6 @@ class ForgetfulStore final : public ForwardingStore {
     }
     return changes;
   }
-
- private:
-  Store& inner() const override { return *inner_; }
-  std::unique_ptr<Store> inner_ = make_memory_store();
 };
 
 std::uint64_t write_int(Store& store, Oid oid, std::int64_t value, std::string type = "T") {

@@ -1055,9 +1055,8 @@ CAIRN_TYPE(Job, "records_test.Job", name, log);
 
 // A store that, after the first commit carrying a lock check, lets that lock expire and has
 // someone else take it: a holder paused between two commits of one save.
-class LockThiefStore final : public ForwardingStore {
+class LockThiefStore final : public OverMemoryStore {
  public:
-  LockThiefStore() : inner_(make_memory_store()) {}
   std::uint64_t commit(const CommitRequest& r) override {
     std::uint64_t csn = ForwardingStore::commit(r);
     if (!r.locks.empty() && !stolen) {
@@ -1070,10 +1069,6 @@ class LockThiefStore final : public ForwardingStore {
   }
   bool stolen = false;
   bool taken = false;
-
- private:
-  Store& inner() const override { return *inner_; }
-  std::unique_ptr<Store> inner_;
 };
 
 // Bytes appended before a record's first save are written after the record, in a commit of
@@ -1095,9 +1090,8 @@ TEST_F(RecordTest, StreamBytesWaitingForTheFirstSaveAreFenced) {
 
 // A store whose commits that read something conflict for `window` once armed, as they would
 // while other writers kept saving the same record.
-class BusyRecordStore final : public ForwardingStore {
+class BusyRecordStore final : public OverMemoryStore {
  public:
-  BusyRecordStore() : inner_(make_memory_store()) {}
   std::uint64_t commit(const CommitRequest& r) override {
     if (armed && !r.reads.empty()) {
       auto now = std::chrono::steady_clock::now();
@@ -1113,10 +1107,6 @@ class BusyRecordStore final : public ForwardingStore {
   std::chrono::milliseconds window{5};
   std::optional<std::chrono::steady_clock::time_point> busy_since;
   int conflicts = 0;
-
- private:
-  Store& inner() const override { return *inner_; }
-  std::unique_ptr<Store> inner_;
 };
 
 // A save or removal that conflicts waits before it tries again, as transaction() does (jittered,
@@ -1156,9 +1146,8 @@ TEST_F(RecordTest, SavesAndRemovalsBackOffBeforeTheyRetry) {
 // A store that is replaced by an empty one, as a memory server started again, right after it
 // hands out the next oid (`at_next_oid`), or at the next commit. With `same_next`, the new one
 // hands out that same oid next.
-class RestartingStore final : public ForwardingStore {
+class RestartingStore final : public OverMemoryStore {
  public:
-  RestartingStore() : inner_(make_memory_store()) {}
   Oid new_oids(std::uint32_t count) override {
     Oid first = ForwardingStore::new_oids(count);
     if (at_next_oid) {
@@ -1183,8 +1172,6 @@ class RestartingStore final : public ForwardingStore {
     inner_ = make_memory_store();
     if (next > 1) inner_->new_oids(static_cast<std::uint32_t>(next - 1));
   }
-  Store& inner() const override { return *inner_; }
-  std::unique_ptr<Store> inner_;
 };
 
 // A new record's oid, taken before the store started again without its data, was reused on a

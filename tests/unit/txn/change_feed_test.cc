@@ -126,7 +126,7 @@ TEST(ChangeFeed, AnswersOnlyWhenItKnowsEveryCommitInTheRange) {
 }
 
 // A store whose commits the test reports to listeners by hand, as a reconnecting client would.
-class ManualPushStore final : public ForwardingStore {
+class ManualPushStore final : public OverMemoryStore {
  public:
   Subscription subscribe(CommitListener listener) override {
     listener_ = std::move(listener);
@@ -135,8 +135,6 @@ class ManualPushStore final : public ForwardingStore {
   void push(std::uint64_t csn, std::vector<Oid> oids) { listener_(csn, oids); }
 
  private:
-  Store& inner() const override { return *inner_; }
-  std::unique_ptr<Store> inner_ = make_memory_store();
   CommitListener listener_;
 };
 

@@ -610,9 +610,8 @@ TYPED_TEST(ConnectionTest, AbortDropsAppendsAndBadAppendsAreRefused) {
 // A MemoryStore that records the commit requests it receives and, when told to, applies a commit
 // and then reports a lost connection: the outcome a client of a remote store cannot tell from a
 // commit that never arrived.
-class RecordingStore final : public ForwardingStore {
+class RecordingStore final : public OverMemoryStore {
  public:
-  RecordingStore() : inner_(make_memory_store()) {}
   std::uint64_t commit(const CommitRequest& r) override {
     requests.push_back(r);
     std::uint64_t csn = ForwardingStore::commit(r);
@@ -634,10 +633,6 @@ class RecordingStore final : public ForwardingStore {
   std::vector<std::uint32_t> allocations;  // every new_oids call's count
   std::vector<std::vector<Oid>> loads;     // every load call, with its oids
   bool lose_next = false;
-
- private:
-  Store& inner() const override { return *inner_; }
-  std::unique_ptr<Store> inner_;
 };
 
 // A server answers a load of at most max_load_oids (store.h): a Connection loads more in pieces.
@@ -866,7 +861,7 @@ TEST(Appends, AByteStreamKeepsWorkingAfterItsConnectionMoves) {
 }
 
 // A store whose new_oids fails once armed: a ByteStream append that needs new chunks fails.
-class FailingOids final : public ForwardingStore {
+class FailingOids final : public OverMemoryStore {
  public:
   Oid new_oids(std::uint32_t count) override {
     if (fail_after >= 0 && fail_after-- == 0) throw IoError("no oids today");
@@ -878,10 +873,6 @@ class FailingOids final : public ForwardingStore {
   }
   int fail_after = -1;  // calls to let through before failing one
   int commits = 0;
-
- private:
-  Store& inner() const override { return *inner_; }
-  std::unique_ptr<Store> inner_ = make_memory_store();
 };
 
 // An append that fails part way used to leave the bytes for the last chunk queued and the head
